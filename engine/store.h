@@ -1,0 +1,137 @@
+/*
+ * store.h - the interface every persistent tier implements (L3 now, L2 next).
+ *
+ * A store keeps a tree of entries. Each entry is one row:
+ *
+ *     ino     stable inode number, allocated by the store (alloc_ino), never
+ *             reused; the root directory is ino 1 (parent 0, name "")
+ *     parent  the ino of the directory that holds the entry
+ *     name    the directory entry name, 1..255 bytes, no '/' and no NUL
+ *     meta    struct item_meta: kind, size, hash, version, times, mode,
+ *             owner, explicit_dir, state tag, user xattrs
+ *     content the file bytes (files only), kept apart from the row so that
+ *             lookups and listings never read content
+ *
+ * Invariants a store enforces (the database does, with unique indexes):
+ *   - (parent, name) is unique: one name per directory entry;
+ *   - for files, (parent, stem) is unique, where stem is the name without
+ *     ".json" for ITEM_JSON and the whole name for ITEM_BINARY: two files
+ *     that would have the same item ID cannot both exist.
+ * A store does not check that a parent exists or is a directory; the engine
+ * keeps the tree well formed.
+ *
+ * Listings are ordered by name bytes (memcmp order, shorter first on a tie)
+ * and paged by keyset: "children of P with name > AFTER, first LIMIT".
+ *
+ * Writes arrive only as batches through apply(): a list of final states of
+ * entries, applied all or nothing in one transaction. A change either deletes
+ * an entry (and its content) or sets the entry's row to the given
+ * parent/name/meta, creating it when absent; content is replaced only when
+ * has_data is set. Because a batch carries final states, the order of the
+ * changes within it does not matter: a store first removes every changed
+ * row, then writes the new rows, so renames that swap names never collide.
+ *
+ * Backends embed struct store first and fill in ops; the engine never sees a
+ * backend type. All functions return 0 (or a count) on success and a negative
+ * errno on failure:
+ *   -ENOENT  no such entry            -EEXIST  a unique index refused a change
+ *   -EIO     the backend failed (its own message went to the log)
+ *   -ENOSPC  the backend's disk is full -ENOMEM out of memory
+ *   -EAGAIN  busy or unreachable for now; the caller may retry
+ *
+ * Thread-safety: every op may be called from any thread concurrently; a
+ * backend serialises access to its connections itself. All ops block.
+ */
+#ifndef TIERFS_STORE_H
+#define TIERFS_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "item.h"
+#include "log.h"
+
+#define STORE_ROOT_INO 1
+#define STORE_NAME_MAX 255
+
+struct store_row {
+	uint64_t ino;
+	uint64_t parent;
+	char name[STORE_NAME_MAX + 1]; /* NUL-terminated */
+	struct item_meta meta;	       /* owned: release with store_row_release */
+};
+
+struct store_change {
+	uint64_t ino;
+	bool deleted;		       /* true: remove the entry and its content */
+	uint64_t parent;	       /* the rest is ignored when deleted */
+	const char *name;
+	const struct item_meta *meta;
+	bool has_data;		       /* replace the content with data/len */
+	const void *data;
+	size_t len;
+};
+
+struct store;
+
+struct store_ops {
+	const char *name; /* "sqlite", "postgres", "redis" */
+
+	/* Closes connections and frees the store. Accepts a half-built one. */
+	void (*free)(struct store *s);
+
+	/* Reads the row of @ino into @out (caller releases it). -ENOENT. */
+	int (*get)(struct store *s, uint64_t ino, struct store_row *out);
+
+	/* Reads the row named @name in directory @parent. -ENOENT. */
+	int (*lookup)(struct store *s, uint64_t parent, const char *name,
+		      struct store_row *out);
+
+	/* Fills @rows (room for @limit) with the children of @parent whose
+	 * names sort after @after ("" for the first page), in name order.
+	 * Returns how many were filled (0 at the end); the caller releases
+	 * each row. */
+	int (*list)(struct store *s, uint64_t parent, const char *after,
+		    struct store_row *rows, size_t limit);
+
+	/* Reads the content of file @ino into a new malloc()ed buffer (*data,
+	 * caller frees; may be NULL when *len is 0). -ENOENT. */
+	int (*read)(struct store *s, uint64_t ino, void **data, size_t *len);
+
+	/* Returns 1 when directory @parent has at least one child, else 0. */
+	int (*has_children)(struct store *s, uint64_t parent);
+
+	/* Reserves @count consecutive fresh inode numbers and sets *first to
+	 * the lowest; every mount sharing the store gets disjoint ranges. */
+	int (*alloc_ino)(struct store *s, uint64_t count, uint64_t *first);
+
+	/* Applies @n changes in one transaction (see the top of this file).
+	 * On failure nothing is applied. */
+	int (*apply)(struct store *s, const struct store_change *changes,
+		     size_t n);
+
+	/* Counts files and directories (*entries) and content bytes (*bytes). */
+	int (*stats)(struct store *s, uint64_t *entries, uint64_t *bytes);
+};
+
+struct store {
+	const struct store_ops *ops;
+	struct eng_log log;
+};
+
+/* Frees the owned parts of @row. Accepts NULL. */
+static inline void store_row_release(struct store_row *row)
+{
+	if (row)
+		item_meta_release(&row->meta);
+}
+
+/* Destructor that accepts NULL. */
+static inline void store_free(struct store *s)
+{
+	if (s)
+		s->ops->free(s);
+}
+
+#endif
