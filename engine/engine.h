@@ -1,0 +1,219 @@
+/*
+ * engine.h - the tierfs engine: a tree of items over tiered storage.
+ *
+ * This is the manual of the library that fs/ (and any other program) uses.
+ * The engine knows nothing about FUSE: it speaks of inode numbers, names,
+ * attributes and bytes.
+ *
+ * Model. The engine keeps a tree of entries (files and directories) whose
+ * ground truth is the L3 store. Each entry has a stable inode number
+ * allocated from L3. In memory the engine keeps a node for every entry that
+ * a caller holds (lookup counts, open files) or that has changes not yet
+ * persisted ("dirty"). Changes (create, publish, chmod, rename, unlink, ...)
+ * take effect in memory at once, so this process sees them immediately, and
+ * are queued in the batch queue; the flusher thread persists the queue in
+ * one L3 transaction when it holds batch_flush_count entries,
+ * batch_flush_bytes bytes, or is batch_flush_ms old, on eng_fsync() and on
+ * eng_close(). A delete always beats a pending write of the same entry.
+ *
+ * Files and working copies. All open handles of one file share one working
+ * copy. Opening for writing starts it from the current content (empty with
+ * O_TRUNC). A version is *published* at eng_flush() and eng_fsync(): the
+ * working copy is validated (JSON files must hold valid JSON or be empty; at
+ * most max_item_bytes), hashed, turned into a new immutable item with the
+ * next version number, cached in L1 (pinned until persisted) and queued. A
+ * publish that fails validation returns -EINVAL and leaves the previous
+ * published version in place (the working copy is dropped when the last
+ * handle closes).
+ *
+ * Errors: every int function returns >= 0 on success and a negative errno on
+ * failure; output parameters are written only on success.
+ *
+ * Thread-safety: every function may be called from any thread at once,
+ * except that eng_close() must be the last call. A struct eng_file is used
+ * by the caller like a file descriptor: concurrent calls on one handle are
+ * allowed. Calls block on L3 I/O; none waits for the flusher except
+ * eng_fsync(), eng_sync() and eng_close().
+ */
+#ifndef TIERFS_ENGINE_H
+#define TIERFS_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "item.h"
+#include "log.h"
+
+struct eng;
+struct eng_file;
+struct eng_dir;
+
+struct eng_config {
+	/* L3: path of the SQLite database (its directory must exist). */
+	const char *sqlite_path;
+
+	size_t l1_max_bytes;	    /* content bytes cached in L1; default 256 MiB */
+	size_t batch_flush_count;   /* default 1000 */
+	size_t batch_flush_bytes;   /* default 1 MiB */
+	uint32_t batch_flush_ms;    /* default 100 */
+	size_t max_item_bytes;	    /* default 16 MiB */
+
+	/* Ownership and modes forced on every entry when set (>= 0). */
+	int64_t force_uid, force_gid;
+	int32_t force_file_mode, force_dir_mode; /* permission bits */
+
+	struct eng_log log;
+};
+
+/* Fills @cfg with the defaults (no forced owner/modes, no log). */
+void eng_config_init(struct eng_config *cfg);
+
+struct eng_attr {
+	uint64_t ino;
+	enum item_kind kind;
+	uint64_t size;
+	uint32_t mode; /* S_IFREG/S_IFDIR | permission bits */
+	uint32_t nlink;
+	uint32_t uid, gid;
+	int64_t mtime_ns, ctime_ns;
+	uint64_t version;
+};
+
+/* What eng_setattr() changes: the fields whose flag is set. */
+struct eng_setattr {
+	bool set_mode, set_uid, set_gid, set_size, set_mtime, set_ctime;
+	uint32_t mode;
+	uint32_t uid, gid;
+	uint64_t size;
+	int64_t mtime_ns; /* the caller resolves UTIME_NOW */
+	int64_t ctime_ns;
+};
+
+/* The caller's identity, for new entries and ctime. */
+struct eng_ctx {
+	uint32_t uid, gid;
+	uint32_t umask;
+};
+
+/* Opens the engine: opens L3, starts the flusher. Returns 0 and *out, or
+ * -EINVAL (bad config), or the store's errors. Blocks. */
+int eng_open(const struct eng_config *cfg, struct eng **out);
+
+/* Persists every pending change, waits for it, stops the flusher, frees the
+ * engine. Returns 0, or the error of the last failed flush (the changes it
+ * could not persist are then lost: the caller should report it). Accepts
+ * NULL. */
+int eng_close(struct eng *e);
+
+/*
+ * Namespace. @parent is a directory inode, @name one path component.
+ * Lookups and creations return the entry's attributes and take one lookup
+ * reference on it, which eng_forget() drops (as FUSE's lookup/forget do).
+ * Errors: -ENOENT, -ENOTDIR, -EINVAL (bad name), -ENAMETOOLONG, -EEXIST
+ * (name taken, or another file has the same item ID), -EIO (L3 failed).
+ */
+int eng_lookup(struct eng *e, uint64_t parent, const char *name,
+	       struct eng_attr *out);
+void eng_forget(struct eng *e, uint64_t ino, uint64_t nlookup);
+int eng_getattr(struct eng *e, uint64_t ino, struct eng_attr *out);
+/* @f may be NULL; with it a size change applies to the open working copy
+ * and is published at flush; without it a size change publishes at once.
+ * -EFBIG beyond max_item_bytes, -EISDIR for a dir's size. */
+int eng_setattr(struct eng *e, uint64_t ino, struct eng_file *f,
+		const struct eng_setattr *sa, const struct eng_ctx *ctx,
+		struct eng_attr *out);
+int eng_mkdir(struct eng *e, uint64_t parent, const char *name, uint32_t mode,
+	      const struct eng_ctx *ctx, struct eng_attr *out);
+/* -ENOTEMPTY when the directory has children. */
+int eng_rmdir(struct eng *e, uint64_t parent, const char *name);
+/* -EISDIR for a directory. Open handles keep reading the old content. */
+int eng_unlink(struct eng *e, uint64_t parent, const char *name);
+/* @flags: 0 or RENAME_NOREPLACE (-EEXIST); RENAME_EXCHANGE gives -EINVAL.
+ * Replaces a target file, or an empty target directory (-ENOTEMPTY,
+ * -EISDIR, -ENOTDIR as rename(2)). Moving a file onto a ".json" name
+ * validates its content (-EINVAL). -EINVAL also for moving a directory into
+ * its own subtree. */
+int eng_rename(struct eng *e, uint64_t parent, const char *name,
+	       uint64_t newparent, const char *newname, unsigned flags);
+
+/*
+ * Files. eng_create() makes a new empty file and opens it. @flags are
+ * open(2) flags (O_ACCMODE and O_TRUNC matter). A handle is closed by
+ * eng_release(). *keep_cache tells whether the caller's page cache of this
+ * file may be kept (the content has not changed since the last open).
+ */
+int eng_create(struct eng *e, uint64_t parent, const char *name,
+	       uint32_t mode, int flags, const struct eng_ctx *ctx,
+	       struct eng_attr *out, struct eng_file **f);
+int eng_open(struct eng *e, uint64_t ino, int flags, struct eng_file **f,
+	     bool *keep_cache);
+/* Reads up to @size bytes at @off into @buf; returns the count (0 at EOF). */
+ssize_t eng_read(struct eng *e, struct eng_file *f, void *buf, size_t size,
+		 off_t off);
+/* Writes into the working copy; returns @size or -EFBIG / -EBADF. */
+ssize_t eng_write(struct eng *e, struct eng_file *f, const void *buf,
+		  size_t size, off_t off);
+/* Publishes the working copy if it changed (see the top). -EINVAL, -EFBIG. */
+int eng_flush(struct eng *e, struct eng_file *f);
+/* Publishes, then waits until the file is committed in L3. */
+int eng_fsync(struct eng *e, struct eng_file *f);
+/* Closes a handle; the last one drops the working copy. Never fails. */
+void eng_release(struct eng *e, struct eng_file *f);
+
+/*
+ * Directories. A directory handle pages through the L3 index merged with
+ * pending changes, in name order. @off is 0 for the start or a cookie that
+ * an earlier entry returned. @fn is called for each entry in turn (with its
+ * attributes and the cookie of the next one) until it returns non-zero,
+ * which stops the walk before that entry is consumed. With @plus, every
+ * entry handed to @fn for which @fn returns 0 has taken a lookup reference.
+ * "." and ".." are the caller's business.
+ */
+typedef int (*eng_dir_fn)(void *arg, const char *name,
+			  const struct eng_attr *attr, uint64_t next_off);
+int eng_opendir(struct eng *e, uint64_t ino, struct eng_dir **d);
+int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
+		eng_dir_fn fn, void *arg);
+void eng_releasedir(struct eng *e, struct eng_dir *d);
+
+/*
+ * Extended attributes (DESIGN.md section 4). user.tierfs.{id,hash,version,
+ * status,state} are computed (state is settable); other user.* names are
+ * stored with the entry; security.*, system.* and trusted.* give -ENODATA
+ * (get, remove), -ENOTSUP (set) and are never listed. eng_getxattr()
+ * returns the value length; with @size 0 it only measures; -ERANGE when
+ * @size is too small. eng_listxattr() works the same way on the
+ * NUL-separated name list (synthetic names listed only on the root).
+ */
+ssize_t eng_getxattr(struct eng *e, uint64_t ino, const char *name, void *buf,
+		     size_t size);
+int eng_setxattr(struct eng *e, uint64_t ino, const char *name,
+		 const void *value, size_t size, int flags);
+ssize_t eng_listxattr(struct eng *e, uint64_t ino, char *buf, size_t size);
+int eng_removexattr(struct eng *e, uint64_t ino, const char *name);
+
+/* Whole-store numbers for statfs. */
+struct eng_stats {
+	uint64_t entries;
+	uint64_t bytes;
+};
+int eng_statfs(struct eng *e, struct eng_stats *out);
+
+/* Persists everything pending and waits (syncfs). */
+int eng_sync(struct eng *e);
+
+/*
+ * Items by ID (the library view, DESIGN.md section 9). IDs are as in id.h.
+ * eng_put() creates or replaces the item (creating the directories of its
+ * prefix as needed) and publishes it like a close; eng_get() returns a new
+ * reference to the current item; eng_delete() removes it (-ENOENT).
+ */
+int eng_put(struct eng *e, const char *id, enum item_kind kind,
+	    const void *data, size_t len);
+int eng_get(struct eng *e, const char *id, enum item_kind kind,
+	    struct item **out);
+int eng_delete(struct eng *e, const char *id, enum item_kind kind);
+
+#endif
