@@ -147,8 +147,8 @@ int eng_rename(struct eng *e, uint64_t parent, const char *name,
 int eng_create(struct eng *e, uint64_t parent, const char *name,
 	       uint32_t mode, int flags, const struct eng_ctx *ctx,
 	       struct eng_attr *out, struct eng_file **f);
-int eng_open(struct eng *e, uint64_t ino, int flags, struct eng_file **f,
-	     bool *keep_cache);
+int eng_file_open(struct eng *e, uint64_t ino, int flags,
+		  struct eng_file **f, bool *keep_cache);
 /* Reads up to @size bytes at @off into @buf; returns the count (0 at EOF). */
 ssize_t eng_read(struct eng *e, struct eng_file *f, void *buf, size_t size,
 		 off_t off);
@@ -159,8 +159,10 @@ ssize_t eng_write(struct eng *e, struct eng_file *f, const void *buf,
 int eng_flush(struct eng *e, struct eng_file *f);
 /* Publishes, then waits until the file is committed in L3. */
 int eng_fsync(struct eng *e, struct eng_file *f);
-/* Closes a handle; the last one drops the working copy. Never fails. */
-void eng_release(struct eng *e, struct eng_file *f);
+/* Closes a handle; the last one drops the working copy. Returns true when
+ * that dropped changes that were never published (a failed flush): callers
+ * that cache content (the kernel) must drop their copy. Never fails. */
+bool eng_release(struct eng *e, struct eng_file *f);
 
 /*
  * Directories. A directory handle pages through the L3 index merged with

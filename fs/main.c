@@ -1,0 +1,149 @@
+/*
+ * main.c - the tierfs program: parses the command line, opens the engine,
+ * mounts, serves FUSE requests until unmounted or signalled, then closes
+ * the engine, which persists every pending change before the process exits.
+ *
+ * The engine starts a thread, and threads do not survive fork(): so the
+ * engine is opened once before daemonizing, only to report configuration
+ * and store errors on the terminal, closed, and opened again in the daemon.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include "ops.h"
+#include "options.h"
+
+static int log_to_syslog;
+static int log_debug;
+
+static void log_sink(void *arg, int level, const char *msg)
+{
+	if (level == LOG_DEBUG && !log_debug)
+		return;
+	if (log_to_syslog)
+		syslog(level, "%s", msg);
+	else
+		fprintf(stderr, "tierfs: %s\n", msg);
+}
+
+static int open_engine(struct tfs_options *o, struct eng **e)
+{
+	int r = eng_open(&o->eng, e);
+
+	if (r < 0)
+		fprintf(stderr, "tierfs: cannot open store '%s': %s\n",
+			o->sqlite_path, strerror(-r));
+	return r;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts cmd = {0};
+	struct fuse_loop_config *loop;
+	struct tfs_options o;
+	struct tfs t = {0};
+	int r, ret = 1;
+
+	if (tfs_options_parse(&args, &o) < 0) {
+		ret = 2;
+		goto out_free_args;
+	}
+	if (fuse_parse_cmdline(&args, &cmd) != 0) {
+		ret = 2;
+		goto out_free_opts;
+	}
+	if (o.show_help || cmd.show_help) {
+		tfs_usage(argv[0]);
+		ret = 0;
+		goto out_free_opts;
+	}
+	if (cmd.show_version) {
+		printf("tierfs 0.1.0\n");
+		fuse_lowlevel_version();
+		ret = 0;
+		goto out_free_opts;
+	}
+	if (!cmd.mountpoint) {
+		fprintf(stderr, "tierfs: no mountpoint (see %s --help)\n",
+			argv[0]);
+		ret = 2;
+		goto out_free_opts;
+	}
+	log_debug = cmd.debug;
+	o.eng.log.fn = log_sink;
+	t.entry_timeout = o.entry_timeout;
+	t.attr_timeout = o.attr_timeout;
+
+	if (open_engine(&o, &t.eng) < 0)
+		goto out_free_opts;
+	if (!cmd.foreground) {
+		eng_close(t.eng);
+		t.eng = NULL;
+	}
+	if (fuse_opt_add_arg(&args, "-odefault_permissions,noatime,"
+				    "subtype=tierfs,fsname=tierfs") != 0)
+		goto out_close;
+	t.se = fuse_session_new(&args, &tfs_ops, sizeof(tfs_ops), &t);
+	if (!t.se) {
+		ret = 2; /* libfuse said which option it refused */
+		goto out_close;
+	}
+	if (fuse_set_signal_handlers(t.se) != 0)
+		goto out_destroy;
+	if (fuse_session_mount(t.se, cmd.mountpoint) != 0)
+		goto out_remove_handlers;
+	if (!cmd.foreground) {
+		fuse_daemonize(0);
+		openlog("tierfs", LOG_PID, LOG_DAEMON);
+		log_to_syslog = 1;
+		if (eng_open(&o.eng, &t.eng) < 0)
+			goto out_unmount;
+	}
+	eng_logf(&o.eng.log, LOG_INFO, "mounted '%s' on '%s'", o.sqlite_path,
+		 cmd.mountpoint);
+
+	loop = fuse_loop_cfg_create();
+	if (!loop)
+		goto out_unmount;
+	fuse_loop_cfg_set_clone_fd(loop, cmd.clone_fd);
+	if (cmd.max_threads && cmd.max_threads != UINT_MAX)
+		fuse_loop_cfg_set_max_threads(loop, cmd.max_threads);
+	fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
+	if (cmd.singlethread)
+		r = fuse_session_loop(t.se);
+	else
+		r = fuse_session_loop_mt(t.se, loop);
+	fuse_loop_cfg_destroy(loop);
+	ret = r == 0 ? 0 : 1;
+
+out_unmount:
+	fuse_session_unmount(t.se);
+out_remove_handlers:
+	fuse_remove_signal_handlers(t.se);
+out_destroy:
+	fuse_session_destroy(t.se);
+out_close:
+	if (t.eng) {
+		/* persists every pending change before exiting */
+		r = eng_close(t.eng);
+		if (r < 0) {
+			eng_logf(&o.eng.log, LOG_ERR,
+				 "some changes could not be persisted: %s",
+				 strerror(-r));
+			ret = 1;
+		}
+	}
+out_free_opts:
+	free(cmd.mountpoint);
+	tfs_options_release(&o);
+out_free_args:
+	fuse_opt_free_args(&args);
+	return ret;
+}

@@ -1,0 +1,564 @@
+/*
+ * ops.c - the FUSE low-level operations of tierfs.
+ *
+ * Each operation translates the request into one engine call and replies:
+ * no caching, retries or policy live here (STYLE.md rule 6). Inode numbers
+ * are the engine's own, so they are stable across remounts; FUSE's root
+ * inode (1) is the engine's root. The kernel's caches are configured with
+ * entry_timeout/attr_timeout, and negative lookups are cached as long as
+ * positive ones.
+ *
+ * Unsupported operations answer as DESIGN.md section 3 says: link, symlink
+ * and mknod give EPERM; readlink gives EINVAL (there are no links).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+
+#include "ops.h"
+
+static struct tfs *req_tfs(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static void attr_to_stat(const struct eng_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = a->ino;
+	st->st_mode = a->mode;
+	st->st_nlink = a->nlink;
+	st->st_uid = a->uid;
+	st->st_gid = a->gid;
+	st->st_size = (off_t)a->size;
+	st->st_blksize = 4096;
+	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
+	st->st_mtim.tv_sec = a->mtime_ns / 1000000000;
+	st->st_mtim.tv_nsec = a->mtime_ns % 1000000000;
+	st->st_ctim.tv_sec = a->ctime_ns / 1000000000;
+	st->st_ctim.tv_nsec = a->ctime_ns % 1000000000;
+	st->st_atim = st->st_mtim; /* noatime: atime shows mtime */
+}
+
+static void fill_entry(struct tfs *t, const struct eng_attr *a,
+		       struct fuse_entry_param *ep)
+{
+	memset(ep, 0, sizeof(*ep));
+	ep->ino = a->ino;
+	ep->generation = 1; /* inode numbers are never reused */
+	attr_to_stat(a, &ep->attr);
+	ep->attr_timeout = t->attr_timeout;
+	ep->entry_timeout = t->entry_timeout;
+}
+
+static void get_ctx(fuse_req_t req, struct eng_ctx *ctx)
+{
+	const struct fuse_ctx *fc = fuse_req_ctx(req);
+
+	ctx->uid = fc->uid;
+	ctx->gid = fc->gid;
+	ctx->umask = 0; /* the kernel applied it already */
+}
+
+static void reply_entry_or_err(fuse_req_t req, int r,
+			       const struct eng_attr *a)
+{
+	struct fuse_entry_param ep;
+
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fill_entry(req_tfs(req), a, &ep);
+	fuse_reply_entry(req, &ep);
+}
+
+static void tfs_init(void *userdata, struct fuse_conn_info *conn)
+{
+	/* open(O_TRUNC) must not publish an empty version before the
+	 * writes: the truncation happens in the working copy. */
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+}
+
+static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct tfs *t = req_tfs(req);
+	struct eng_attr a;
+	int r = eng_lookup(t->eng, parent, name, &a);
+
+	if (r == -ENOENT) {
+		struct fuse_entry_param ep = {.ino = 0,
+					      .entry_timeout =
+						      t->entry_timeout};
+		fuse_reply_entry(req, &ep); /* a cached negative entry */
+		return;
+	}
+	reply_entry_or_err(req, r, &a);
+}
+
+static void tfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	eng_forget(req_tfs(req)->eng, ino, nlookup);
+	fuse_reply_none(req);
+}
+
+static void tfs_forget_multi(fuse_req_t req, size_t count,
+			     struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		eng_forget(req_tfs(req)->eng, forgets[i].ino,
+			   forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
+static void tfs_getattr(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	struct tfs *t = req_tfs(req);
+	struct eng_attr a;
+	struct stat st;
+	int r = eng_getattr(t->eng, ino, &a);
+
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	attr_to_stat(&a, &st);
+	fuse_reply_attr(req, &st, t->attr_timeout);
+}
+
+static int64_t ts_ns(const struct timespec *ts)
+{
+	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+static void tfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+			int to_set, struct fuse_file_info *fi)
+{
+	struct tfs *t = req_tfs(req);
+	struct eng_setattr sa = {0};
+	struct eng_attr a;
+	struct eng_ctx ctx;
+	struct timespec now;
+	struct stat st;
+	int r;
+
+	get_ctx(req, &ctx);
+	clock_gettime(CLOCK_REALTIME, &now);
+	sa.set_mode = to_set & FUSE_SET_ATTR_MODE;
+	sa.mode = attr->st_mode;
+	sa.set_uid = to_set & FUSE_SET_ATTR_UID;
+	sa.uid = attr->st_uid;
+	sa.set_gid = to_set & FUSE_SET_ATTR_GID;
+	sa.gid = attr->st_gid;
+	sa.set_size = to_set & FUSE_SET_ATTR_SIZE;
+	sa.size = (uint64_t)attr->st_size;
+	sa.set_mtime = to_set & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW);
+	sa.mtime_ns = (to_set & FUSE_SET_ATTR_MTIME_NOW)
+			      ? ts_ns(&now)
+			      : ts_ns(&attr->st_mtim);
+	sa.set_ctime = to_set & FUSE_SET_ATTR_CTIME;
+	sa.ctime_ns = ts_ns(&attr->st_ctim);
+	/* atime alone (touch -a) is accepted and ignored: noatime */
+	r = eng_setattr(t->eng, ino,
+			fi ? (struct eng_file *)(uintptr_t)fi->fh : NULL, &sa,
+			&ctx, &a);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	attr_to_stat(&a, &st);
+	fuse_reply_attr(req, &st, t->attr_timeout);
+}
+
+static void tfs_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	fuse_reply_err(req, EINVAL);
+}
+
+static void tfs_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, dev_t rdev)
+{
+	fuse_reply_err(req, EPERM);
+}
+
+static void tfs_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+			const char *name)
+{
+	fuse_reply_err(req, EPERM);
+}
+
+static void tfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		     const char *newname)
+{
+	fuse_reply_err(req, EPERM);
+}
+
+static void tfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode)
+{
+	struct eng_ctx ctx;
+	struct eng_attr a;
+	int r;
+
+	get_ctx(req, &ctx);
+	r = eng_mkdir(req_tfs(req)->eng, parent, name, mode, &ctx, &a);
+	reply_entry_or_err(req, r, &a);
+}
+
+static void tfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -eng_unlink(req_tfs(req)->eng, parent, name));
+}
+
+static void tfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	fuse_reply_err(req, -eng_rmdir(req_tfs(req)->eng, parent, name));
+}
+
+static void tfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		       fuse_ino_t newparent, const char *newname,
+		       unsigned int flags)
+{
+	fuse_reply_err(req, -eng_rename(req_tfs(req)->eng, parent, name,
+					newparent, newname, flags));
+}
+
+static void tfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		       mode_t mode, struct fuse_file_info *fi)
+{
+	struct tfs *t = req_tfs(req);
+	struct fuse_entry_param ep;
+	struct eng_file *f;
+	struct eng_ctx ctx;
+	struct eng_attr a;
+	int r;
+
+	get_ctx(req, &ctx);
+	r = eng_create(t->eng, parent, name, mode, fi->flags, &ctx, &a, &f);
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fi->fh = (uintptr_t)f;
+	fill_entry(t, &a, &ep);
+	if (fuse_reply_create(req, &ep, fi) != 0)
+		eng_release(t->eng, f); /* the caller went away */
+}
+
+static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct tfs *t = req_tfs(req);
+	struct eng_file *f;
+	bool keep;
+	int r = eng_file_open(t->eng, ino, fi->flags, &f, &keep);
+
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fi->fh = (uintptr_t)f;
+	fi->keep_cache = keep;
+	if (fuse_reply_open(req, fi) != 0)
+		eng_release(t->eng, f);
+}
+
+static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	char *buf = malloc(size ? size : 1);
+	ssize_t r;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = eng_read(req_tfs(req)->eng, (struct eng_file *)(uintptr_t)fi->fh,
+		     buf, size, off);
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+	free(buf);
+}
+
+static void tfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		      size_t size, off_t off, struct fuse_file_info *fi)
+{
+	ssize_t r = eng_write(req_tfs(req)->eng,
+			      (struct eng_file *)(uintptr_t)fi->fh, buf, size,
+			      off);
+
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else
+		fuse_reply_write(req, (size_t)r);
+}
+
+static void tfs_flush(fuse_req_t req, fuse_ino_t ino,
+		      struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, -eng_flush(req_tfs(req)->eng,
+				       (struct eng_file *)(uintptr_t)fi->fh));
+}
+
+static void tfs_release(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	struct tfs *t = req_tfs(req);
+
+	fuse_reply_err(req, 0);
+	if (eng_release(t->eng, (struct eng_file *)(uintptr_t)fi->fh))
+		/* unpublished bytes are in the kernel's page cache */
+		fuse_lowlevel_notify_inval_inode(t->se, ino, 0, 0);
+}
+
+static void tfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		      struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, -eng_fsync(req_tfs(req)->eng,
+				       (struct eng_file *)(uintptr_t)fi->fh));
+}
+
+static void tfs_opendir(fuse_req_t req, fuse_ino_t ino,
+			struct fuse_file_info *fi)
+{
+	struct eng_dir *d;
+	int r = eng_opendir(req_tfs(req)->eng, ino, &d);
+
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	fi->fh = (uintptr_t)d;
+	fi->cache_readdir = 0;
+	if (fuse_reply_open(req, fi) != 0)
+		eng_releasedir(req_tfs(req)->eng, d);
+}
+
+struct dirbuf {
+	fuse_req_t req;
+	struct tfs *t;
+	char *buf;
+	size_t size, len;
+	bool plus;
+};
+
+/* The engine's cookies count its entries; "." and ".." come first here. */
+#define DOT_ENTRIES 2
+
+static int dirbuf_add(void *arg, const char *name, const struct eng_attr *a,
+		      uint64_t next_off)
+{
+	struct dirbuf *db = arg;
+	off_t off = (off_t)(next_off + DOT_ENTRIES);
+	size_t need;
+
+	if (db->plus) {
+		struct fuse_entry_param ep;
+
+		fill_entry(db->t, a, &ep);
+		need = fuse_add_direntry_plus(db->req, db->buf + db->len,
+					      db->size - db->len, name, &ep,
+					      off);
+	} else {
+		struct stat st = {.st_ino = a->ino, .st_mode = a->mode};
+
+		need = fuse_add_direntry(db->req, db->buf + db->len,
+					 db->size - db->len, name, &st, off);
+	}
+	if (need > db->size - db->len)
+		return 1; /* full: this entry waits for the next call */
+	db->len += need;
+	return 0;
+}
+
+static bool add_dot(struct dirbuf *db, const char *name, fuse_ino_t ino,
+		    off_t off)
+{
+	size_t need;
+
+	if (db->plus) {
+		struct fuse_entry_param ep = {0};
+
+		ep.attr.st_ino = ino;
+		ep.attr.st_mode = S_IFDIR;
+		need = fuse_add_direntry_plus(db->req, db->buf + db->len,
+					      db->size - db->len, name, &ep,
+					      off);
+	} else {
+		struct stat st = {.st_ino = ino, .st_mode = S_IFDIR};
+
+		need = fuse_add_direntry(db->req, db->buf + db->len,
+					 db->size - db->len, name, &st, off);
+	}
+	if (need > db->size - db->len)
+		return false;
+	db->len += need;
+	return true;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+		       off_t off, struct fuse_file_info *fi, bool plus)
+{
+	struct dirbuf db = {.req = req, .t = req_tfs(req), .size = size,
+			    .plus = plus};
+	int r = 0;
+
+	db.buf = malloc(size ? size : 1);
+	if (!db.buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (off < 1 && !add_dot(&db, ".", ino, 1))
+		goto out_reply;
+	if (off < 2 && !add_dot(&db, "..", ino, 2))
+		goto out_reply;
+	r = eng_readdir(db.t->eng, (struct eng_dir *)(uintptr_t)fi->fh,
+			off > DOT_ENTRIES ? (uint64_t)off - DOT_ENTRIES : 0,
+			plus, dirbuf_add, &db);
+out_reply:
+	if (r < 0 && db.len == 0)
+		fuse_reply_err(req, -r);
+	else
+		fuse_reply_buf(req, db.buf, db.len);
+	free(db.buf);
+}
+
+static void tfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+			off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, false);
+}
+
+static void tfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			    off_t off, struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, fi, true);
+}
+
+static void tfs_releasedir(fuse_req_t req, fuse_ino_t ino,
+			   struct fuse_file_info *fi)
+{
+	eng_releasedir(req_tfs(req)->eng, (struct eng_dir *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void tfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			 struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, -eng_sync(req_tfs(req)->eng));
+}
+
+static void tfs_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct tfs *t = req_tfs(req);
+	struct eng_stats s;
+	struct statvfs sv = {0};
+	int r = eng_statfs(t->eng, &s);
+
+	if (r < 0) {
+		fuse_reply_err(req, -r);
+		return;
+	}
+	/* Capacity is the store's business; report what is used and a
+	 * large free figure so that tools do not refuse to write. */
+	sv.f_bsize = 4096;
+	sv.f_frsize = 4096;
+	sv.f_blocks = (s.bytes + 4095) / 4096 + (1ull << 28);
+	sv.f_bfree = sv.f_bavail = 1ull << 28;
+	sv.f_files = s.entries + (1ull << 32);
+	sv.f_ffree = sv.f_favail = 1ull << 32;
+	sv.f_namemax = 255;
+	fuse_reply_statfs(req, &sv);
+}
+
+static void tfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			 const char *value, size_t size, int flags)
+{
+	fuse_reply_err(req, -eng_setxattr(req_tfs(req)->eng, ino, name, value,
+					  size, flags));
+}
+
+static void tfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			 size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t r;
+
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = eng_getxattr(req_tfs(req)->eng, ino, name, buf, size);
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+	free(buf);
+}
+
+static void tfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	char *buf = size ? malloc(size) : NULL;
+	ssize_t r;
+
+	if (size && !buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	r = eng_listxattr(req_tfs(req)->eng, ino, buf, size);
+	if (r < 0)
+		fuse_reply_err(req, (int)-r);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)r);
+	else
+		fuse_reply_buf(req, buf, (size_t)r);
+	free(buf);
+}
+
+static void tfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	fuse_reply_err(req, -eng_removexattr(req_tfs(req)->eng, ino, name));
+}
+
+const struct fuse_lowlevel_ops tfs_ops = {
+	.init = tfs_init,
+	.lookup = tfs_lookup,
+	.forget = tfs_forget,
+	.forget_multi = tfs_forget_multi,
+	.getattr = tfs_getattr,
+	.setattr = tfs_setattr,
+	.readlink = tfs_readlink,
+	.mknod = tfs_mknod,
+	.mkdir = tfs_mkdir,
+	.unlink = tfs_unlink,
+	.rmdir = tfs_rmdir,
+	.symlink = tfs_symlink,
+	.rename = tfs_rename,
+	.link = tfs_link,
+	.open = tfs_open,
+	.read = tfs_read,
+	.write = tfs_write,
+	.flush = tfs_flush,
+	.release = tfs_release,
+	.fsync = tfs_fsync,
+	.opendir = tfs_opendir,
+	.readdir = tfs_readdir,
+	.readdirplus = tfs_readdirplus,
+	.releasedir = tfs_releasedir,
+	.fsyncdir = tfs_fsyncdir,
+	.statfs = tfs_statfs,
+	.setxattr = tfs_setxattr,
+	.getxattr = tfs_getxattr,
+	.listxattr = tfs_listxattr,
+	.removexattr = tfs_removexattr,
+	.create = tfs_create,
+};

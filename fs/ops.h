@@ -1,0 +1,22 @@
+/*
+ * ops.h - the FUSE low-level operations table of tierfs and the state it
+ * needs. fs/ talks to the engine only; it never touches a database.
+ */
+#ifndef TIERFS_OPS_H
+#define TIERFS_OPS_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include "engine.h"
+
+struct tfs {
+	struct eng *eng;
+	struct fuse_session *se;
+	double entry_timeout; /* seconds */
+	double attr_timeout;
+};
+
+extern const struct fuse_lowlevel_ops tfs_ops;
+
+#endif

@@ -1,0 +1,316 @@
+/*
+ * options.c - parses tierfs's command line and -o options into the engine
+ * configuration. Every option listed in tfs_usage() is parsed here and does
+ * what the README says; values are checked strictly (a number with trailing
+ * garbage is an error).
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "options.h"
+
+enum {
+	KEY_HELP,
+	KEY_SQLITE,
+	KEY_L1_MAX_BYTES,
+	KEY_BATCH_COUNT,
+	KEY_BATCH_BYTES,
+	KEY_BATCH_MS,
+	KEY_MAX_ITEM,
+	KEY_ENTRY_TIMEOUT,
+	KEY_ATTR_TIMEOUT,
+	KEY_UID,
+	KEY_GID,
+	KEY_FILE_MODE,
+	KEY_DIR_MODE,
+	KEY_NOT_YET,
+};
+
+static const struct fuse_opt tfs_opts[] = {
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("--sqlite=", KEY_SQLITE),
+	FUSE_OPT_KEY("sqlite=", KEY_SQLITE),
+	FUSE_OPT_KEY("l1_max_bytes=", KEY_L1_MAX_BYTES),
+	FUSE_OPT_KEY("batch_flush_count=", KEY_BATCH_COUNT),
+	FUSE_OPT_KEY("batch_flush_bytes=", KEY_BATCH_BYTES),
+	FUSE_OPT_KEY("batch_flush_ms=", KEY_BATCH_MS),
+	FUSE_OPT_KEY("max_item_bytes=", KEY_MAX_ITEM),
+	FUSE_OPT_KEY("entry_timeout=", KEY_ENTRY_TIMEOUT),
+	FUSE_OPT_KEY("attr_timeout=", KEY_ATTR_TIMEOUT),
+	FUSE_OPT_KEY("uid=", KEY_UID),
+	FUSE_OPT_KEY("gid=", KEY_GID),
+	FUSE_OPT_KEY("file_mode=", KEY_FILE_MODE),
+	FUSE_OPT_KEY("dir_mode=", KEY_DIR_MODE),
+	/* documented in DESIGN.md, arriving with later work */
+	FUSE_OPT_KEY("--postgres=", KEY_NOT_YET),
+	FUSE_OPT_KEY("postgres=", KEY_NOT_YET),
+	FUSE_OPT_KEY("--redis=", KEY_NOT_YET),
+	FUSE_OPT_KEY("redis=", KEY_NOT_YET),
+	FUSE_OPT_KEY("--config=", KEY_NOT_YET),
+	FUSE_OPT_KEY("wal_path=", KEY_NOT_YET),
+	FUSE_OPT_KEY("wal_max_bytes=", KEY_NOT_YET),
+	FUSE_OPT_KEY("redis_prefix=", KEY_NOT_YET),
+	FUSE_OPT_END,
+};
+
+struct parse_state {
+	struct tfs_options *o;
+	char *store; /* the first positional argument, when two are given */
+	char *mountpoint;
+	int positional;
+	int failed;
+};
+
+void tfs_usage(const char *prog)
+{
+	printf("usage: %s [OPTIONS] [STORE] MOUNTPOINT\n"
+	       "\n"
+	       "store:\n"
+	       "    --sqlite=FILE, -o sqlite=FILE   L3 SQLite database "
+	       "(env TIERFS_SQLITE;\n"
+	       "                                    default "
+	       "$XDG_DATA_HOME/tierfs/tierfs.db)\n"
+	       "    STORE                           sqlite:FILE or FILE, "
+	       "as mount.fuse3 passes it\n"
+	       "\n"
+	       "tierfs -o options:\n"
+	       "    l1_max_bytes=N        L1 cache bound in bytes (268435456)\n"
+	       "    batch_flush_count=N   flush after N changes (1000)\n"
+	       "    batch_flush_bytes=N   flush after N bytes (1048576)\n"
+	       "    batch_flush_ms=N      flush changes N ms old (100)\n"
+	       "    max_item_bytes=N      largest file in bytes (16777216)\n"
+	       "    entry_timeout=S       kernel name cache, seconds (1)\n"
+	       "    attr_timeout=S        kernel attribute cache, seconds (1)\n"
+	       "    uid=N, gid=N          show every entry as owned by N\n"
+	       "    file_mode=OCT         show every file with mode OCT\n"
+	       "    dir_mode=OCT          show every directory with mode OCT\n"
+	       "\n"
+	       "FUSE options:\n",
+	       prog);
+	fuse_cmdline_help();
+	fuse_lowlevel_help();
+}
+
+static int parse_u64(const char *key, const char *s, int base, uint64_t max,
+		     uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, base);
+	if (errno || end == s || *end || *s == '-' || v > max) {
+		fprintf(stderr, "tierfs: bad value '%s' for option '%s'\n", s,
+			key);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static int parse_seconds(const char *key, const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v >= 0) || v > 1e6) {
+		fprintf(stderr, "tierfs: bad value '%s' for option '%s'\n", s,
+			key);
+		return -1;
+	}
+	*out = v;
+	return 0;
+}
+
+static int set_string(char **dst, const char *s)
+{
+	free(*dst);
+	*dst = strdup(s);
+	return *dst ? 0 : -1;
+}
+
+static int opt_proc(void *data, const char *arg, int key,
+		    struct fuse_args *outargs)
+{
+	struct parse_state *st = data;
+	struct tfs_options *o = st->o;
+	struct eng_config *c = &o->eng;
+	const char *val = strchr(arg, '=');
+	uint64_t v = 0;
+	int r = 0;
+
+	val = val ? val + 1 : "";
+	switch (key) {
+	case FUSE_OPT_KEY_NONOPT:
+		/* MOUNTPOINT, or STORE MOUNTPOINT: keep the last for libfuse */
+		st->positional++;
+		if (st->positional == 1)
+			return set_string(&st->mountpoint, arg) ? -1 : 0;
+		if (st->positional == 2) {
+			free(st->store);
+			st->store = st->mountpoint;
+			st->mountpoint = strdup(arg);
+			return st->mountpoint ? 0 : -1;
+		}
+		fprintf(stderr, "tierfs: too many arguments: '%s'\n", arg);
+		st->failed = 1;
+		return -1;
+	case KEY_HELP:
+		o->show_help = 1;
+		return 1; /* libfuse prints its part too */
+	case KEY_SQLITE:
+		r = set_string(&o->sqlite_path, val);
+		break;
+	case KEY_L1_MAX_BYTES:
+		r = parse_u64("l1_max_bytes", val, 10, SIZE_MAX, &v);
+		c->l1_max_bytes = v;
+		break;
+	case KEY_BATCH_COUNT:
+		r = parse_u64("batch_flush_count", val, 10, 10000000, &v);
+		if (r == 0 && v == 0)
+			r = parse_u64("batch_flush_count", "x", 10, 0, &v);
+		c->batch_flush_count = v;
+		break;
+	case KEY_BATCH_BYTES:
+		r = parse_u64("batch_flush_bytes", val, 10, SIZE_MAX, &v);
+		if (r == 0 && v == 0)
+			r = parse_u64("batch_flush_bytes", "x", 10, 0, &v);
+		c->batch_flush_bytes = v;
+		break;
+	case KEY_BATCH_MS:
+		r = parse_u64("batch_flush_ms", val, 10, 3600000, &v);
+		c->batch_flush_ms = (uint32_t)v;
+		break;
+	case KEY_MAX_ITEM:
+		r = parse_u64("max_item_bytes", val, 10, 1u << 30, &v);
+		if (r == 0 && v == 0)
+			r = parse_u64("max_item_bytes", "x", 10, 0, &v);
+		c->max_item_bytes = v;
+		break;
+	case KEY_ENTRY_TIMEOUT:
+		r = parse_seconds("entry_timeout", val, &o->entry_timeout);
+		break;
+	case KEY_ATTR_TIMEOUT:
+		r = parse_seconds("attr_timeout", val, &o->attr_timeout);
+		break;
+	case KEY_UID:
+		r = parse_u64("uid", val, 10, UINT32_MAX - 1, &v);
+		c->force_uid = (int64_t)v;
+		break;
+	case KEY_GID:
+		r = parse_u64("gid", val, 10, UINT32_MAX - 1, &v);
+		c->force_gid = (int64_t)v;
+		break;
+	case KEY_FILE_MODE:
+		r = parse_u64("file_mode", val, 8, 07777, &v);
+		c->force_file_mode = (int32_t)v;
+		break;
+	case KEY_DIR_MODE:
+		r = parse_u64("dir_mode", val, 8, 07777, &v);
+		c->force_dir_mode = (int32_t)v;
+		break;
+	case KEY_NOT_YET:
+		fprintf(stderr,
+			"tierfs: option '%.*s' is not supported by this "
+			"version (only the embedded SQLite store is)\n",
+			(int)(val - arg - 1), arg);
+		r = -1;
+		break;
+	default:
+		return 1; /* a FUSE or mount option: libfuse checks it */
+	}
+	if (r < 0)
+		st->failed = 1;
+	return r < 0 ? -1 : 0;
+}
+
+/* $XDG_DATA_HOME/tierfs/tierfs.db, creating the directory. */
+static char *default_db(void)
+{
+	const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
+	char dir[4096], *path;
+
+	if (xdg && *xdg)
+		snprintf(dir, sizeof(dir), "%s/tierfs", xdg);
+	else if (home && *home)
+		snprintf(dir, sizeof(dir), "%s/.local/share/tierfs", home);
+	else
+		return NULL;
+	/* mkdir -p */
+	for (char *p = dir + 1; *p; p++) {
+		if (*p == '/') {
+			*p = '\0';
+			mkdir(dir, 0755);
+			*p = '/';
+		}
+	}
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		fprintf(stderr, "tierfs: cannot create '%s': %s\n", dir,
+			strerror(errno));
+		return NULL;
+	}
+	if (asprintf(&path, "%s/tierfs.db", dir) < 0)
+		return NULL;
+	return path;
+}
+
+int tfs_options_parse(struct fuse_args *args, struct tfs_options *o)
+{
+	struct parse_state st = {.o = o};
+	const char *env = getenv("TIERFS_SQLITE");
+	int r = -1;
+
+	memset(o, 0, sizeof(*o));
+	eng_config_init(&o->eng);
+	o->entry_timeout = 1.0;
+	o->attr_timeout = 1.0;
+	if (fuse_opt_parse(args, &st, tfs_opts, opt_proc) < 0 || st.failed)
+		goto out;
+	if (st.mountpoint && fuse_opt_add_arg(args, st.mountpoint) < 0)
+		goto out;
+	if (o->show_help) {
+		r = 0;
+		goto out;
+	}
+	if (!o->sqlite_path && st.store) {
+		const char *s = st.store;
+
+		if (strncmp(s, "sqlite:", 7) == 0)
+			s += 7;
+		if (strstr(s, "://")) {
+			fprintf(stderr,
+				"tierfs: store '%s' is not supported by this "
+				"version (only SQLite files are)\n",
+				st.store);
+			goto out;
+		}
+		o->sqlite_path = strdup(s);
+	}
+	if (!o->sqlite_path && env && *env)
+		o->sqlite_path = strdup(env);
+	if (!o->sqlite_path)
+		o->sqlite_path = default_db();
+	if (!o->sqlite_path) {
+		fprintf(stderr, "tierfs: no store: give --sqlite=FILE\n");
+		goto out;
+	}
+	o->eng.sqlite_path = o->sqlite_path;
+	r = 0;
+out:
+	free(st.store);
+	free(st.mountpoint);
+	return r;
+}
+
+void tfs_options_release(struct tfs_options *o)
+{
+	free(o->sqlite_path);
+	o->sqlite_path = NULL;
+}

@@ -1,0 +1,38 @@
+/*
+ * options.h - the tierfs command line (DESIGN.md section 8).
+ *
+ *   tierfs [OPTIONS] MOUNTPOINT
+ *   tierfs [OPTIONS] STORE MOUNTPOINT     (as mount.fuse3 calls it)
+ *
+ * Store options, each also an -o option and an environment variable:
+ * --sqlite=FILE (-o sqlite=FILE, TIERFS_SQLITE). Tuning comes as -o options
+ * (see tfs_usage()). Options this file does not know are left in the
+ * argument list for libfuse, which refuses the ones it does not know either.
+ */
+#ifndef TIERFS_OPTIONS_H
+#define TIERFS_OPTIONS_H
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+
+#include "engine.h"
+
+struct tfs_options {
+	struct eng_config eng;
+	char *sqlite_path;   /* owned */
+	double entry_timeout; /* seconds */
+	double attr_timeout;
+	int show_help;
+};
+
+/*
+ * Parses and removes tierfs's own options from @args into @o (initialised
+ * here). Resolves the store: --sqlite, then STORE, then TIERFS_SQLITE, then
+ * the default file, whose directory is created. Returns 0, or -1 after
+ * printing what is wrong to stderr.
+ */
+int tfs_options_parse(struct fuse_args *args, struct tfs_options *o);
+void tfs_options_release(struct tfs_options *o);
+void tfs_usage(const char *prog);
+
+#endif
