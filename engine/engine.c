@@ -66,6 +66,7 @@ struct wc {
 	size_t len, cap;
 	bool dirty;	  /* holds changes not yet published */
 	bool loaded;	  /* buf holds the content (else reload it) */
+	int failed;	  /* a write failed (-EFBIG): never publish this copy */
 	int64_t mtime_ns; /* time of the last write */
 	unsigned writers; /* handles open for writing */
 };
@@ -1644,9 +1645,14 @@ ssize_t eng_write(struct eng *e, struct eng_file *f, const void *buf,
 	if (off < 0)
 		return -EINVAL;
 	end = (size_t)off + size;
-	if (end > e->cfg.max_item_bytes)
-		return -EFBIG;
 	pthread_mutex_lock(&e->lock);
+	if (end > e->cfg.max_item_bytes) {
+		/* a truncated item must not be published in its place */
+		n->wc->failed = -EFBIG;
+		n->wc->dirty = true;
+		r = -EFBIG;
+		goto out_unlock;
+	}
 	r = wc_load(e, n);
 	if (r < 0)
 		goto out_unlock;
@@ -1672,6 +1678,8 @@ static int flush_locked(struct eng *e, struct eng_file *f)
 
 	if (!f->writer || !w || !w->dirty)
 		return 0;
+	if (w->failed)
+		return w->failed;
 	if (f->n->deleted)
 		return 0; /* nobody can see it any more */
 	buf = malloc(w->len ? w->len : 1);

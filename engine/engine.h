@@ -152,7 +152,9 @@ int eng_file_open(struct eng *e, uint64_t ino, int flags,
 /* Reads up to @size bytes at @off into @buf; returns the count (0 at EOF). */
 ssize_t eng_read(struct eng *e, struct eng_file *f, void *buf, size_t size,
 		 off_t off);
-/* Writes into the working copy; returns @size or -EFBIG / -EBADF. */
+/* Writes into the working copy; returns @size or -EFBIG / -EBADF. After an
+ * -EFBIG the working copy is never published: every later flush of it
+ * fails with -EFBIG and the previous version stays. */
 ssize_t eng_write(struct eng *e, struct eng_file *f, const void *buf,
 		  size_t size, off_t off);
 /* Publishes the working copy if it changed (see the top). -EINVAL, -EFBIG. */

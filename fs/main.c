@@ -115,7 +115,8 @@ int main(int argc, char *argv[])
 	fuse_loop_cfg_set_clone_fd(loop, cmd.clone_fd);
 	if (cmd.max_threads && cmd.max_threads != UINT_MAX)
 		fuse_loop_cfg_set_max_threads(loop, cmd.max_threads);
-	fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
+	if (cmd.max_idle_threads != UINT_MAX)
+		fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
 	if (cmd.singlethread)
 		r = fuse_session_loop(t.se);
 	else
