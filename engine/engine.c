@@ -755,7 +755,8 @@ static int node_delete(struct eng *e, struct node *n)
 	struct node *parent;
 	int r;
 
-	if (n->opens && !node_is_dir(n) && !n->wc) {
+	if (n->opens && !node_is_dir(n)) {
+		/* handles opened before keep reading the published content */
 		struct item *it;
 
 		r = node_content(e, n, &it);
@@ -1200,7 +1201,8 @@ static int setattr_size(struct eng *e, struct node *n, struct eng_file *f,
 		buf = malloc(size ? size : 1);
 		if (!buf)
 			return -ENOMEM;
-		memcpy(buf, n->wc->buf, size);
+		if (size)
+			memcpy(buf, n->wc->buf, size);
 		r = publish(e, n, buf, size, n->wc->mtime_ns);
 		if (r == 0)
 			n->wc->dirty = false;
@@ -1661,7 +1663,8 @@ ssize_t eng_write(struct eng *e, struct eng_file *f, const void *buf,
 		if (r < 0)
 			goto out_unlock;
 	}
-	memcpy(n->wc->buf + off, buf, size);
+	if (size)
+		memcpy(n->wc->buf + off, buf, size);
 	n->wc->dirty = true;
 	n->wc->mtime_ns = now_ns();
 	r = (ssize_t)size;
@@ -1685,7 +1688,8 @@ static int flush_locked(struct eng *e, struct eng_file *f)
 	buf = malloc(w->len ? w->len : 1);
 	if (!buf)
 		return -ENOMEM;
-	memcpy(buf, w->buf, w->len);
+	if (w->len)
+		memcpy(buf, w->buf, w->len);
 	int r = publish(e, f->n, buf, w->len, w->mtime_ns);
 	if (r == 0)
 		w->dirty = false;

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs missing packages, builds, runs the unit tests (plain and under
+# AddressSanitizer + UBSan in build-asan/), then the pytest integration
+# tests against build/fs/tierfs (or $TIERFS_BIN). pytest runs last, so its
+# summary line ends the output. Exit status: pytest's, or 1 when pytest
+# passed but a unit test or the sanitizer build failed.
+#
+# usage: scripts/test.sh [PYTEST_ARGS...]
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit
+
+scripts/deps.sh || exit
+scripts/build.sh || exit
+
+unit_failed=0
+meson test -C build --print-errorlogs || unit_failed=1
+
+if BUILD_DIR=build-asan scripts/build.sh -Db_sanitize=address,undefined -Db_lundef=false; then
+	meson test -C build-asan --print-errorlogs || unit_failed=1
+else
+	echo "test.sh: the sanitizer build failed" >&2
+	unit_failed=1
+fi
+
+if [[ $unit_failed -ne 0 ]]; then
+	echo "test.sh: UNIT TESTS FAILED (see above); running the integration tests anyway" >&2
+fi
+
+# Debian's pytest: python3 on PATH may be another interpreter without it.
+/usr/bin/python3 -m pytest -v -p no:cacheprovider tests/integration "$@"
+rc=$?
+if [[ $rc -eq 0 && $unit_failed -ne 0 ]]; then
+	rc=1
+fi
+exit $rc

@@ -1,0 +1,89 @@
+"""The command line: store selection (--sqlite, -o sqlite=, TIERFS_SQLITE,
+the embedded default) and -o tuning options, unknown ones refused."""
+
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
+    pytest.skip("FUSE is unavailable here (/dev/fuse or fusermount3 missing)",
+                allow_module_level=True)
+
+
+def write_file(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("opts", ["no_such_option=1", "attr_timeout=1,bogus_flag"])
+def test_unknown_option_is_refused(tierfs_factory, opts):
+    m = tierfs_factory(start=False)
+    argv = m.argv()[:-1] + ["-o", opts, str(m.mnt)]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=m.env())
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and not os.path.ismount(m.mnt) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if proc.poll() is None:  # it mounted or hangs: clean up, then fail
+        proc.kill()
+        proc.wait()
+        subprocess.run(["fusermount3", "-u", "-z", str(m.mnt)],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        pytest.fail(f"tierfs accepted -o {opts}")
+    out, err = proc.communicate()
+    assert proc.returncode != 0
+    bad = opts.split(",")[-1].split("=")[0]
+    assert bad in err, f"the message does not name the option: {err!r}"
+    assert not os.path.ismount(m.mnt)
+
+
+def test_sqlite_option_forms(tierfs_factory, tmp_path):
+    db = tmp_path / "shared.db"
+    # -o sqlite=FILE
+    m = tierfs_factory(name="o", args=["-f", "-o", f"sqlite={db}", str(tmp_path / "o.mnt")])
+    write_file(m.path("one.json"), b"1")
+    m.unmount()
+    assert db.exists()
+    # TIERFS_SQLITE
+    m = tierfs_factory(name="e", args=["-f", str(tmp_path / "e.mnt")], env={"TIERFS_SQLITE": str(db)})
+    assert read_file(m.path("one.json")) == b"1"
+    write_file(m.path("two.json"), b"2")
+    m.unmount()
+    # --sqlite=FILE
+    m = tierfs_factory(name="s", sqlite=db)
+    assert sorted(os.listdir(m.mnt)) == ["one.json", "two.json"]
+
+
+def test_embedded_default_store(tierfs_factory, tmp_path):
+    """No store option: $XDG_DATA_HOME/tierfs/tierfs.db, directory created."""
+    xdg = tmp_path / "xdg-data"
+    assert not xdg.exists()
+    m = tierfs_factory(name="d", args=["-f", str(tmp_path / "d.mnt")])
+    write_file(m.path("x.json"), b'{"default": true}')
+    m.unmount()
+    assert (xdg / "tierfs" / "tierfs.db").is_file()
+    m.start()
+    assert read_file(m.path("x.json")) == b'{"default": true}'
+
+
+def test_tuning_options_accepted_and_applied(tierfs_factory):
+    m = tierfs_factory(options=[
+        "l1_max_bytes=67108864", "batch_flush_count=10", "batch_flush_bytes=65536",
+        "batch_flush_ms=50", "max_item_bytes=1048576", "entry_timeout=1",
+        "attr_timeout=1", "uid=1234", "gid=2345", "file_mode=0640", "dir_mode=0750"])
+    write_file(m.path("f.json"), b"{}")
+    os.mkdir(m.path("d"))
+    out = m.run(["stat", "-c", "%u %g %a %F", "f.json", "d"]).stdout.splitlines()
+    assert out == ["1234 2345 640 regular file", "1234 2345 750 directory"]
+    for i in range(25):  # more than batch_flush_count
+        write_file(m.path("d", f"{i}.json"), b"[]")
+    m.remount()
+    assert len(os.listdir(m.path("d"))) == 25

@@ -1,0 +1,239 @@
+"""What tierfs refuses, and that a refusal changes nothing: invalid JSON
+(EINVAL), oversize items (EFBIG), bad names (EINVAL, ENAMETOOLONG), two
+names for one item ID (EEXIST), links and special files (EPERM).
+
+Shell redirections ignore close() errors, so the refusals reported at close
+are checked with Python file operations and with tools that check close()
+(cp, truncate, sed, mv)."""
+
+import errno
+import os
+import shutil
+
+import pytest
+
+if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
+    pytest.skip("FUSE is unavailable here (/dev/fuse or fusermount3 missing)",
+                allow_module_level=True)
+
+MIB = 1024 * 1024
+
+
+def raises_errno(code, fn, *args, **kwargs):
+    with pytest.raises(OSError) as info:
+        fn(*args, **kwargs)
+    assert info.value.errno == code, (
+        f"expected {errno.errorcode[code]}, got {errno.errorcode.get(info.value.errno)}: {info.value}")
+    return info.value
+
+
+def write_file(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def create(path):
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o644))
+
+
+# --- invalid JSON ---------------------------------------------------------
+
+def test_invalid_json_fails_einval_and_old_content_stays(tierfs, tmp_path):
+    old = b'{"a": 1}'
+    target = tierfs.path("x.json")
+    write_file(target, old)
+
+    fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
+    os.write(fd, b'{"a": ')
+    raises_errno(errno.EINVAL, os.close, fd)
+    assert read_file(target) == old
+    assert os.stat(target).st_size == len(old)
+
+    bad = tmp_path / "bad.txt"
+    write_file(bad, b"not json at all\n")
+    cp = tierfs.run(["cp", str(bad), "x.json"], check=False)
+    assert cp.returncode != 0 and "Invalid argument" in cp.stderr, cp.stderr
+    assert read_file(target) == old
+
+    cp = tierfs.run(["truncate", "-s", "3", "x.json"], check=False)
+    assert cp.returncode != 0 and "Invalid argument" in cp.stderr, cp.stderr
+    assert read_file(target) == old
+
+    cp = tierfs.run(["sed", "-i", "s/}//", "x.json"], check=False)
+    assert cp.returncode != 0, cp.stderr
+    assert read_file(target) == old
+
+    # Renaming a file with invalid content onto a .json name is refused too.
+    write_file(tierfs.path("plain.txt"), b"{oops")
+    raises_errno(errno.EINVAL, os.rename, tierfs.path("plain.txt"), target)
+    raises_errno(errno.EINVAL, os.rename, tierfs.path("plain.txt"), tierfs.path("fresh.json"))
+    assert read_file(tierfs.path("plain.txt")) == b"{oops"
+    assert read_file(target) == old
+    assert not tierfs.path("fresh.json").exists()
+
+    assert tierfs.getfattr(target, "user.tierfs.hash") == tierfs.run(["sha256sum", "x.json"]).stdout.split()[0]
+    tierfs.remount()
+    assert read_file(target) == old
+
+
+def test_valid_and_empty_json_accepted(tierfs):
+    for name, data in [("obj.json", b'{"k": [1, 2.5, "s", null, true]}'),
+                       ("num.json", b"42"), ("str.json", b'"text"'),
+                       ("ws.json", b"  [ ]\n\n"), ("empty.json", b"")]:
+        write_file(tierfs.path(name), data)
+        assert read_file(tierfs.path(name)) == data, name  # bytes are sacred
+    tierfs.run(["touch", "touched.json"])
+    assert os.stat(tierfs.path("touched.json")).st_size == 0
+    tierfs.remount()
+    assert read_file(tierfs.path("obj.json")) == b'{"k": [1, 2.5, "s", null, true]}'
+    assert read_file(tierfs.path("ws.json")) == b"  [ ]\n\n"
+
+
+# --- size limit -----------------------------------------------------------
+
+def close_refused_or_ok(fd):
+    """close() after a refused write: may report EFBIG again, nothing else."""
+    try:
+        os.close(fd)
+    except OSError as e:
+        assert e.errno == errno.EFBIG, e
+
+
+def test_oversize_write_fails_efbig(tierfs_factory):
+    m = tierfs_factory(options=["max_item_bytes=1048576"])
+    path = m.path("big.bin")
+    data = os.urandom(2 * MIB)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    written = 0
+    try:
+        with pytest.raises(OSError) as info:
+            while written < len(data):
+                n = os.write(fd, data[written:written + 64 * 1024])
+                assert n > 0
+                written += n
+        assert info.value.errno == errno.EFBIG, info.value
+        assert written <= MIB
+    finally:
+        close_refused_or_ok(fd)
+    # Nothing is stored: the new file is empty (or absent).
+    assert not path.exists() or os.stat(path).st_size == 0
+
+    # An existing file keeps its previous content.
+    old = m.path("old.bin")
+    write_file(old, b"previous")
+    fd = os.open(old, os.O_WRONLY)
+    try:
+        raises_errno(errno.EFBIG, os.pwrite, fd, b"x", 2 * MIB)
+    finally:
+        close_refused_or_ok(fd)
+    assert read_file(old) == b"previous"
+
+    cp = m.run(["truncate", "-s", "2M", "old.bin"], check=False)
+    assert cp.returncode != 0 and "File too large" in cp.stderr, cp.stderr
+    assert read_file(old) == b"previous"
+
+    # Exactly the limit is accepted.
+    write_file(m.path("exact.bin"), data[:MIB])
+    assert os.stat(m.path("exact.bin")).st_size == MIB
+
+    m.remount()
+    assert not path.exists() or os.stat(path).st_size == 0
+    assert read_file(old) == b"previous"
+    assert read_file(m.path("exact.bin")) == data[:MIB]
+
+
+def test_oversize_cp_fails(tierfs_factory, tmp_path):
+    m = tierfs_factory(options=["max_item_bytes=1048576"])
+    src = tmp_path / "two-mib.json"
+    write_file(src, b'"' + b"a" * (2 * MIB - 2) + b'"')
+    cp = m.run(["cp", str(src), "big.json"], check=False)
+    assert cp.returncode != 0 and "File too large" in cp.stderr, cp.stderr
+    assert not m.path("big.json").exists() or os.stat(m.path("big.json")).st_size == 0
+
+
+# --- names ----------------------------------------------------------------
+
+def test_control_bytes_in_names_fail_einval(tierfs):
+    for name in ["a\nb.json", "tab\there", "bell\x07", "esc\x1b[0m"]:
+        raises_errno(errno.EINVAL, create, tierfs.path(name))
+        raises_errno(errno.EINVAL, os.mkdir, tierfs.path(name))
+    cp = tierfs.run(["touch", "new\nline"], check=False)
+    assert cp.returncode != 0 and "Invalid argument" in cp.stderr, cp.stderr
+    write_file(tierfs.path("ok.bin"), b"x")
+    raises_errno(errno.EINVAL, os.rename, tierfs.path("ok.bin"), tierfs.path("not\nok.bin"))
+    assert os.listdir(tierfs.mnt) == ["ok.bin"]
+
+
+def test_long_names_fail_enametoolong(tierfs):
+    raises_errno(errno.ENAMETOOLONG, create, tierfs.path("n" * 256))
+    raises_errno(errno.ENAMETOOLONG, os.mkdir, tierfs.path("d" * 256))
+    raises_errno(errno.ENAMETOOLONG, create, tierfs.path("j" * 251 + ".json"))
+    # 255 bytes is the limit, not past it.
+    write_file(tierfs.path("m" * 255), b"x")
+    write_file(tierfs.path("k" * 250 + ".json"), b"{}")
+    assert sorted(os.listdir(tierfs.mnt)) == sorted(["m" * 255, "k" * 250 + ".json"])
+
+
+def test_id_longer_than_1024_bytes_fails_enametoolong(tierfs):
+    # Five 200-byte directories: an ID prefix of 5 * 200 + 4 = 1004 bytes.
+    d = tierfs.mnt
+    for i in range(5):
+        d = d / (str(i) * 200)
+        os.mkdir(d)
+    write_file(d / "f", b"fits")  # ID of 1006 bytes
+    assert read_file(d / "f") == b"fits"
+    raises_errno(errno.ENAMETOOLONG, create, d / ("x" * 30))  # 1035 bytes
+    raises_errno(errno.ENAMETOOLONG, os.mkdir, d / ("y" * 200))
+    # Dots are escaped to three bytes each and count as such.
+    raises_errno(errno.ENAMETOOLONG, create, d / ("." * 7 + "z"))  # 1004 + 1 + 22 bytes
+    assert os.listdir(d) == ["f"]
+
+
+# --- one item ID, one name --------------------------------------------------
+
+def test_binary_and_json_file_of_one_id_collide_eexist(tierfs):
+    write_file(tierfs.path("x"), b"binary")
+    raises_errno(errno.EEXIST, create, tierfs.path("x.json"))
+    cp = tierfs.run(["cp", "x", "x.json"], check=False)
+    assert cp.returncode != 0 and "File exists" in cp.stderr, cp.stderr
+
+    write_file(tierfs.path("y.json"), b"{}")
+    raises_errno(errno.EEXIST, create, tierfs.path("y"))
+    write_file(tierfs.path("other"), b"{}")
+    raises_errno(errno.EEXIST, os.rename, tierfs.path("other"), tierfs.path("y"))
+
+    assert sorted(os.listdir(tierfs.mnt)) == ["other", "x", "y.json"]
+    assert read_file(tierfs.path("x")) == b"binary"
+    tierfs.remount()
+    assert sorted(os.listdir(tierfs.mnt)) == ["other", "x", "y.json"]
+
+
+def test_json_file_beside_directory_of_same_stem(tierfs):
+    tierfs.sh("""mkdir user && printf '{"kind": "user"}' > user.json && printf 1 > user/1.json""")
+    assert sorted(os.listdir(tierfs.mnt)) == ["user", "user.json"]
+    assert tierfs.getfattr(tierfs.path("user.json"), "user.tierfs.id") == "user"
+    assert tierfs.getfattr(tierfs.path("user"), "user.tierfs.id") == "user"
+    assert tierfs.getfattr(tierfs.path("user", "1.json"), "user.tierfs.id") == "user.1"
+    tierfs.remount()
+    assert sorted(os.listdir(tierfs.mnt)) == ["user", "user.json"]
+    assert read_file(tierfs.path("user.json")) == b'{"kind": "user"}'
+    assert read_file(tierfs.path("user", "1.json")) == b"1"
+
+
+# --- unsupported ------------------------------------------------------------
+
+def test_links_and_special_files_fail_eperm(tierfs):
+    write_file(tierfs.path("a"), b"x")
+    raises_errno(errno.EPERM, os.link, tierfs.path("a"), tierfs.path("hard"))
+    raises_errno(errno.EPERM, os.symlink, "a", tierfs.path("soft"))
+    raises_errno(errno.EPERM, os.mkfifo, tierfs.path("fifo"))
+    cp = tierfs.run(["ln", "a", "b"], check=False)
+    assert cp.returncode != 0 and "Operation not permitted" in cp.stderr, cp.stderr
+    cp = tierfs.run(["ln", "-s", "a", "c"], check=False)
+    assert cp.returncode != 0 and "Operation not permitted" in cp.stderr, cp.stderr
+    assert os.listdir(tierfs.mnt) == ["a"]

@@ -1,0 +1,138 @@
+"""The synthetic user.tierfs.* attributes, read with getfattr, and stored
+user.* attributes (DESIGN section 4)."""
+
+import os
+import shutil
+import time
+
+import pytest
+
+if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
+    pytest.skip("FUSE is unavailable here (/dev/fuse or fusermount3 missing)",
+                allow_module_level=True)
+
+STATUS_DEADLINE = 30.0  # seconds for the flusher to persist a closed file
+
+
+def write_file(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def wait_until(predicate, timeout, interval=0.05):
+    """Polls @predicate until true or @timeout seconds pass; returns it."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
+
+
+def sha256sum(m, rel):
+    out = m.run(["sha256sum", rel]).stdout
+    return out.split()[0]
+
+
+def test_id_of_file_and_directory(tierfs):
+    """The issue's acceptance check, then the same after a remount."""
+    tierfs.sh("""mkdir user && echo '{"a":1}' > user/1.json""")
+    assert tierfs.getfattr(tierfs.path("user", "1.json"), "user.tierfs.id") == "user.1"
+    assert tierfs.getfattr(tierfs.path("user"), "user.tierfs.id") == "user"
+    ino = os.stat(tierfs.path("user", "1.json")).st_ino
+    tierfs.remount()
+    assert tierfs.getfattr(tierfs.path("user", "1.json"), "user.tierfs.id") == "user.1"
+    assert os.stat(tierfs.path("user", "1.json")).st_ino == ino
+    assert tierfs.sh("cat user/1.json").stdout == '{"a":1}\n'
+
+
+def test_id_escapes_dots_and_percent(tierfs):
+    """DESIGN 2.1: user/notes.v2.txt <-> user.notes%2Ev2%2Etxt."""
+    tierfs.sh("""mkdir -p user/a.b && printf x > user/notes.v2.txt && printf x > 'user/50%' &&
+                 printf '{}' > user/a.b/c.json && printf x > user/.hidden""")
+    cases = {
+        "user/notes.v2.txt": "user.notes%2Ev2%2Etxt",
+        "user/50%": "user.50%25",
+        "user/a.b": "user.a%2Eb",
+        "user/a.b/c.json": "user.a%2Eb.c",
+        "user/.hidden": "user.%2Ehidden",
+    }
+    for rel, want in cases.items():
+        assert tierfs.getfattr(tierfs.path(rel), "user.tierfs.id") == want, rel
+
+
+def test_hash_equals_sha256sum(tierfs):
+    write_file(tierfs.path("doc.json"), b'{"list": [1, 2, 3], "s": "\xc3\xbc"}\n')
+    write_file(tierfs.path("blob.bin"), os.urandom(200_000))
+    write_file(tierfs.path("empty.bin"), b"")
+    tierfs.run(["mkdir", "d"])
+    tierfs.sh("seq 1 1000 > d/seq.txt")
+    for rel in ["doc.json", "blob.bin", "empty.bin", "d/seq.txt"]:
+        got = tierfs.getfattr(tierfs.path(rel), "user.tierfs.hash")
+        assert got == sha256sum(tierfs, rel), rel
+    assert tierfs.getfattr(tierfs.path("empty.bin"), "user.tierfs.hash") == (
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+
+    # A new version has a new hash.
+    old = tierfs.getfattr(tierfs.path("doc.json"), "user.tierfs.hash")
+    tierfs.sh("""printf '{"changed": true}' > doc.json""")
+    new = tierfs.getfattr(tierfs.path("doc.json"), "user.tierfs.hash")
+    assert new != old and new == sha256sum(tierfs, "doc.json")
+
+    tierfs.remount()
+    for rel in ["doc.json", "blob.bin", "empty.bin", "d/seq.txt"]:
+        assert tierfs.getfattr(tierfs.path(rel), "user.tierfs.hash") == sha256sum(tierfs, rel), rel
+
+
+def test_version_grows_with_each_published_version(tierfs):
+    write_file(tierfs.path("v.json"), b"1")
+    v1 = int(tierfs.getfattr(tierfs.path("v.json"), "user.tierfs.version"))
+    write_file(tierfs.path("v.json"), b"2")
+    v2 = int(tierfs.getfattr(tierfs.path("v.json"), "user.tierfs.version"))
+    assert v2 > v1 >= 0
+    tierfs.remount()
+    assert int(tierfs.getfattr(tierfs.path("v.json"), "user.tierfs.version")) == v2
+
+
+def test_status_synced_after_fsync(tierfs):
+    path = tierfs.path("s.json")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, b'{"durable": true}')
+        os.fsync(fd)
+        assert tierfs.getfattr(path, "user.tierfs.status") == "synced"
+    finally:
+        os.close(fd)
+    assert tierfs.getfattr(path, "user.tierfs.status") in ("pending", "synced")
+
+
+def test_status_becomes_synced_without_fsync(tierfs):
+    """The flusher persists a closed file on its own (batch_flush_ms)."""
+    path = tierfs.path("later.bin")
+    write_file(path, b"background")
+    first = tierfs.getfattr(path, "user.tierfs.status")
+    assert first in ("pending", "synced")
+    synced = wait_until(lambda: tierfs.getfattr(path, "user.tierfs.status") == "synced",
+                        STATUS_DEADLINE)
+    assert synced, f"status still {tierfs.getfattr(path, 'user.tierfs.status')!r} after {STATUS_DEADLINE}s"
+
+
+def test_user_xattrs_are_stored(tierfs):
+    write_file(tierfs.path("f.bin"), b"x")
+    tierfs.run(["setfattr", "-n", "user.color", "-v", "blue", "f.bin"])
+    assert tierfs.getfattr(tierfs.path("f.bin"), "user.color") == "blue"
+    tierfs.remount()
+    assert tierfs.getfattr(tierfs.path("f.bin"), "user.color") == "blue"
+    tierfs.run(["setfattr", "-x", "user.color", "f.bin"])
+    cp = tierfs.run(["getfattr", "-n", "user.color", "f.bin"], check=False)
+    assert cp.returncode != 0 and "No such attribute" in cp.stderr
+
+
+def test_security_xattrs_answered(tierfs):
+    """security.* is answered (ENODATA), never ENOSYS, so ls -l and writes work."""
+    write_file(tierfs.path("f.bin"), b"x")
+    cp = tierfs.run(["getfattr", "-n", "security.selinux", "f.bin"], check=False)
+    assert cp.returncode != 0
+    assert "No such attribute" in cp.stderr or "Operation not supported" in cp.stderr
+    # xattrs still work after that (an ENOSYS would disable them mount-wide)
+    assert tierfs.getfattr(tierfs.path("f.bin"), "user.tierfs.id") == "f%2Ebin"
