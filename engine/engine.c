@@ -1820,40 +1820,58 @@ static int pending_children(struct eng *e, struct node *dir,
 	return 0;
 }
 
-/* Hands one entry to @fn; takes a lookup reference with @plus. 1 = stop. */
-static int emit(struct eng *e, struct eng_dir *d, struct node *n,
-		struct store_row *row, bool plus, eng_dir_fn fn, void *arg)
+/*
+ * Consumes one entry: skips it while *skip is non-zero (a seek), else hands
+ * it to @fn and, with @plus, takes a lookup reference. Returns 1 when @fn
+ * stopped before the entry, 0 when consumed, or a negative errno.
+ */
+static int consume(struct eng *e, struct eng_dir *d, struct node *n,
+		   struct store_row *row, bool plus, uint64_t *skip,
+		   eng_dir_fn fn, void *arg)
 {
+	const char *name = n ? n->name : row->name;
 	struct eng_attr a;
-	const char *name;
 
-	if (n) {
-		node_attr(e, n, &a);
-		name = n->name;
+	if (*skip) {
+		(*skip)--;
 	} else {
-		struct node tmp = {.ino = row->ino, .meta = row->meta};
+		if (n) {
+			node_attr(e, n, &a);
+		} else {
+			struct node tmp = {.ino = row->ino, .meta = row->meta};
 
-		node_attr(e, &tmp, &a);
-		name = row->name;
-	}
-	if (fn(arg, name, &a, d->pos + 1))
-		return 1;
-	if (plus) {
-		if (!n) {
-			n = node_add(e, d->n, row->ino, row->name, &row->meta);
-			if (!n)
-				return -ENOMEM; /* the entry went out: bad */
+			node_attr(e, &tmp, &a);
 		}
-		n->nlookup++;
+		if (fn(arg, name, &a, d->pos + 1))
+			return 1;
+		if (plus) {
+			if (!n) {
+				n = node_add(e, d->n, row->ino, row->name,
+					     &row->meta);
+				if (!n)
+					return -ENOMEM;
+				name = n->name;
+			}
+			n->nlookup++;
+		}
 	}
 	d->pos++;
 	snprintf(d->cursor, sizeof(d->cursor), "%s", name);
 	return 0;
 }
 
+/* true when the node table overrides L3 row @row (its entry changed). */
+static bool row_overridden(struct eng *e, const struct store_row *row)
+{
+	struct node *m = node_get(e, row->ino);
+
+	return m && (m->dirty || m->deleted);
+}
+
 int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
 		eng_dir_fn fn, void *arg)
 {
+	char after[STORE_NAME_MAX + 1];
 	struct store_row *rows;
 	struct node **pend = NULL;
 	size_t npend = 0;
@@ -1870,15 +1888,19 @@ int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
 		d->cursor[0] = '\0';
 		skip = off;
 	}
+	/* @after pages through L3; d->cursor is the last entry consumed. A
+	 * page whose rows are all overridden consumes nothing but still
+	 * moves @after on. */
+	snprintf(after, sizeof(after), "%s", d->cursor);
 	for (;;) {
-		int nrows;
+		int nrows, i = 0;
 		size_t ip = 0;
 		bool full;
 
 		gen = e->gen;
 		d->n->holds++;
 		pthread_mutex_unlock(&e->lock);
-		nrows = e->l3->ops->list(e->l3, d->n->ino, d->cursor, rows,
+		nrows = e->l3->ops->list(e->l3, d->n->ino, after, rows,
 					 LIST_PAGE);
 		pthread_mutex_lock(&e->lock);
 		d->n->holds--;
@@ -1887,7 +1909,7 @@ int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
 			break;
 		}
 		if (gen != e->gen) {
-			for (int i = 0; i < nrows; i++)
+			for (i = 0; i < nrows; i++)
 				store_row_release(&rows[i]);
 			continue;
 		}
@@ -1897,43 +1919,36 @@ int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
 		r = pending_children(e, d->n, d->cursor, &pend, &npend);
 		if (r < 0)
 			break;
-		/* merge rows (minus those the node table overrides) with the
-		 * pending children, up to the last row when the page is full */
-		for (int i = 0; i <= nrows && r == 0; i++) {
-			struct node *m = NULL;
+		/* merge the rows the node table does not override with the
+		 * pending children; with a full page, only pending names
+		 * before its last row (the rest come with the next page) */
+		while (r == 0) {
+			bool have_row, have_pend;
 
-			if (i < nrows) {
-				m = node_get(e, rows[i].ino);
-				if (m && (m->dirty || m->deleted))
-					continue;
-			}
-			while (ip < npend && r == 0 &&
-			       (i == nrows ? !full
-					   : strcmp(pend[ip]->name,
-						    rows[i].name) < 0)) {
-				if (skip) {
-					skip--;
-					d->pos++;
-					snprintf(d->cursor, sizeof(d->cursor),
-						 "%s", pend[ip]->name);
-				} else {
-					r = emit(e, d, pend[ip], NULL, plus, fn,
-						 arg);
-				}
-				ip++;
-			}
-			if (i == nrows || r)
+			while (i < nrows && row_overridden(e, &rows[i]))
+				i++;
+			have_row = i < nrows;
+			have_pend = ip < npend &&
+				    (!full || strcmp(pend[ip]->name,
+						     rows[nrows - 1].name) < 0);
+			if (!have_row && !have_pend)
 				break;
-			if (skip) {
-				skip--;
-				d->pos++;
-				snprintf(d->cursor, sizeof(d->cursor), "%s",
-					 rows[i].name);
-				continue;
+			if (have_pend &&
+			    (!have_row ||
+			     strcmp(pend[ip]->name, rows[i].name) < 0)) {
+				r = consume(e, d, pend[ip], NULL, plus, &skip,
+					    fn, arg);
+				ip += r == 0;
+			} else {
+				r = consume(e, d, node_get(e, rows[i].ino),
+					    &rows[i], plus, &skip, fn, arg);
+				i += r == 0;
 			}
-			r = emit(e, d, m, &rows[i], plus, fn, arg);
 		}
-		for (int i = 0; i < nrows; i++)
+		if (nrows)
+			snprintf(after, sizeof(after), "%s",
+				 rows[nrows - 1].name);
+		for (i = 0; i < nrows; i++)
 			store_row_release(&rows[i]);
 		if (r || !full)
 			break;

@@ -17,7 +17,7 @@
  *
  *     repeated { u16 name_len; u32 value_len; name bytes; value bytes }
  *
- * with names unique and kept in insertion order. An empty blob (len 0)
+ * with names unique, in the order they were last set. An empty blob (len 0)
  * means no xattrs.
  *
  * Thread-safety: items are immutable, so any thread may read an item it holds

@@ -1,0 +1,100 @@
+/*
+ * wal.h - the local write-ahead log: batch records made durable before L3.
+ *
+ * Every change the engine queues (a struct batch_rec: an entry's final state
+ * or its deletion, with new content if any) is appended here first, so a
+ * daemon crash loses nothing that close() returned. The log lives in one
+ * directory as numbered segment files ("wal-%016llx.log"); appends go to the
+ * newest. The engine rotates to a new segment each time the flusher takes a
+ * batch: every record in older segments is then in that batch (or replaced
+ * by a newer record), so once the batch is committed in L3 the older
+ * segments are deleted (wal_drop_before()).
+ *
+ * Record format (little endian), one after another in a segment:
+ *
+ *     u32 magic 0x54465731 ("TFW1")
+ *     u32 body_len          bytes of body that follow the header
+ *     u32 crc32             CRC-32 of the body (zlib's crc32())
+ *     body:
+ *       u64 seq, u64 ino, u8 deleted,
+ *       u64 parent, u16 name_len, name,
+ *       u32 kind, u64 size, 32 bytes hash, u64 version,
+ *       i64 mtime_ns, i64 ctime_ns, u32 mode, u32 uid, u32 gid,
+ *       u8 explicit_dir, u16 state_len (0xffff = NULL), state,
+ *       u32 xattrs_len, xattrs,
+ *       u8 has_data, [u32 id_len, id, u64 data_len, data]
+ *
+ * Torn tails: a crash can leave a partial or corrupt record at the end of a
+ * segment. Replay stops reading a segment at the first record whose header
+ * or checksum is bad and ignores the rest of that segment (and logs it);
+ * replay never fails because of the content of a segment. What replay
+ * yields is therefore always a prefix of what was appended.
+ *
+ * Durability: wal_append() writes (write(2)) before it returns, so the record
+ * survives a crash of the process; wal_sync() makes everything appended so
+ * far survive power loss (fdatasync). Rotation syncs the segment it leaves.
+ *
+ * Bound: the log refuses appends (-ENOSPC) once its segments hold more than
+ * max_bytes; the caller reports it.
+ *
+ * Thread-safety: none; the engine calls it under its lock (appends) or from
+ * the flusher while holding the lock for the short calls. wal_sync() may be
+ * called without the lock only by the one thread that does group commits.
+ */
+#ifndef TIERFS_WAL_H
+#define TIERFS_WAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "batch.h"
+#include "log.h"
+
+struct wal;
+
+/*
+ * Opens (creating when absent, mode 0700) the log directory @dir with bound
+ * @max_bytes. Existing segments are kept for wal_replay(); new appends go to
+ * a fresh segment numbered after them. Returns 0 and *out, or -EACCES,
+ * -ENOENT (the parent is missing), -EIO, -ENOMEM; the reason goes to @log.
+ */
+int wal_open(const char *dir, uint64_t max_bytes, const struct eng_log *log,
+	     struct wal **out);
+
+/* Closes the log (does not delete anything). Accepts NULL. */
+void wal_close(struct wal *w);
+
+/*
+ * Reads every record of the segments that existed at wal_open(), oldest
+ * first, and calls @fn with each (the record is stolen by @fn, which frees
+ * it with batch_rec_free()). Returns the number of records, or a negative
+ * errno when a segment cannot be read at all (-EIO) or @fn fails (its value).
+ */
+int wal_replay(struct wal *w, int (*fn)(void *arg, struct batch_rec *rec),
+	       void *arg);
+
+/*
+ * Appends @rec (not stolen). Returns 0, -ENOSPC (the bound is reached, or
+ * the disk is full), -EIO.
+ */
+int wal_append(struct wal *w, const struct batch_rec *rec);
+
+/* fdatasyncs the current segment. Returns 0 or -EIO. */
+int wal_sync(struct wal *w);
+
+/*
+ * Syncs and closes the current segment and starts a new one. Returns the
+ * number of the new segment (> 0), or a negative errno (then appends go on
+ * to the old segment).
+ */
+int64_t wal_rotate(struct wal *w);
+
+/* Deletes every segment numbered below @segment (all replayed segments
+ * included). Returns 0 or -EIO. */
+int wal_drop_before(struct wal *w, int64_t segment);
+
+/* Bytes held by all segments. */
+uint64_t wal_bytes(const struct wal *w);
+
+#endif
