@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs missing packages, builds, runs the unit tests (plain and under
 # AddressSanitizer + UBSan in build-asan/), then the pytest integration
-# tests against build/fs/tierfs (or $TIERFS_BIN). pytest runs last, so its
+# tests against build-asan/fs/tierfs (or $TIERFS_BIN). pytest runs last, so its
 # summary line ends the output. Exit status: pytest's, or 1 when pytest
 # passed but a unit test or the sanitizer build failed.
 #
@@ -25,6 +25,14 @@ fi
 if [[ $unit_failed -ne 0 ]]; then
 	echo "test.sh: UNIT TESTS FAILED (see above); running the integration tests anyway" >&2
 fi
+
+# The integration tests mount the sanitizer build when it built: the same
+# code, with memory errors, undefined behaviour and leaks reported (the
+# fixture fails a test whose daemon printed a sanitizer report).
+if [[ -z "${TIERFS_BIN:-}" && -x build-asan/fs/tierfs ]]; then
+	export TIERFS_BIN="$PWD/build-asan/fs/tierfs"
+fi
+echo "test.sh: integration tests use ${TIERFS_BIN:-build/fs/tierfs}"
 
 # Debian's pytest: python3 on PATH may be another interpreter without it.
 /usr/bin/python3 -m pytest -v -p no:cacheprovider tests/integration "$@"
