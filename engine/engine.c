@@ -25,16 +25,24 @@
  * all handles; eng_flush()/eng_fsync() publish it as a new item.
  *
  * Persistence. Each change builds a batch record (the node's final state)
- * under a new sequence number. The flusher takes the whole queue when it is
- * due, applies it to L3 in one transaction, then marks clean the nodes whose
- * latest change it carried and unpins their items. committed_seq is the
- * highest sequence number known to be persisted; eng_fsync() waits for it.
+ * under a new sequence number, appends it to the write-ahead log (so a
+ * crash of the process loses nothing acknowledged) and queues it. The
+ * group-commit thread fdatasyncs the log every WAL_SYNC_MS. The flusher
+ * takes the whole queue when it is due and rotates the log in the same
+ * locked step, so every record in older segments is in the taken batch (or
+ * replaced by a newer record); it applies the batch to L3 in one
+ * transaction, marks clean the nodes whose latest change it carried, unpins
+ * their items and deletes the older segments. committed_seq is the highest
+ * sequence number known to be persisted; eng_fsync() waits for it, or, when
+ * L3 fails, for the log to be synced. At eng_open() the log left by a
+ * crashed engine is replayed into L3 before anything is served.
  *
  * Locking: one mutex (e->lock) protects every field of struct eng below it
  * and every node; L1 has its own lock; the store serialises itself.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -52,12 +60,18 @@
 #include "l3_sqlite.h"
 #include "store.h"
 #include "u64map.h"
+#include "wal.h"
 
 #define INO_BLOCK 1024	 /* inode numbers reserved from L3 at a time */
 #define LIST_PAGE 128	 /* rows read from L3 per listing query */
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 5000
 #define STOP_RETRIES 5	 /* failed flushes tolerated while closing */
+#define WAL_SYNC_MS 50	 /* group commit interval of the log */
+/* Room the log keeps beyond wal_max_bytes for metadata-only changes, so
+ * that the bound refuses new content (checked before anything changes)
+ * rather than a rename half-way. */
+#define WAL_META_SLACK (4u << 20)
 
 #define TFS_XATTR "user.tierfs."
 
@@ -106,8 +120,12 @@ struct eng {
 	struct eng_config cfg;
 	struct store *l3;
 	struct l1 *l1;
+	struct wal *wal;
+	int lock_fd;		/* flock()ed: one engine per log */
 	pthread_t flusher;
 	bool flusher_started;
+	pthread_t syncer;
+	bool syncer_started;
 
 	pthread_mutex_t lock;
 	pthread_cond_t flush_cond;  /* wakes the flusher */
@@ -123,6 +141,9 @@ struct eng {
 	int last_error;
 	bool flush_now;
 	bool stopping;
+	bool wal_dirty;		    /* appended since the last wal_sync() */
+	uint64_t wal_lost_seq;	    /* last change the log refused */
+	pthread_cond_t sync_cond;   /* wakes the group-commit thread */
 	uint64_t ino_next, ino_end;
 };
 
@@ -502,13 +523,18 @@ static int check_stem(struct eng *e, struct node *dir, const char *name,
 
 /* --- changes and the batch queue --- */
 
-/* Queues @n's current state (or its deletion) as the newest change;
- * @content is the new content to persist with it, or NULL. */
+/*
+ * Queues @n's current state (or its deletion) as the newest change, after
+ * appending it to the write-ahead log; @content is the new content to
+ * persist with it, or NULL. When the log refuses the record, the change is
+ * still queued (memory and L3 stay consistent) and the log's error is
+ * returned: the change is then not crash-safe, and the caller says so.
+ */
 static int mark_dirty(struct eng *e, struct node *n, struct item *content)
 {
 	struct batch_rec *rec = calloc(1, sizeof(*rec));
 	bool was_empty = batch_count(&e->batch) == 0;
-	int r;
+	int r, wr;
 
 	if (!rec)
 		goto out_nomem;
@@ -522,6 +548,16 @@ static int mark_dirty(struct eng *e, struct node *n, struct item *content)
 		rec->item = item_ref(content);
 	}
 	rec->seq = ++e->change_seq;
+	wr = wal_append(e->wal, rec);
+	if (wr < 0) {
+		eng_logf(&e->cfg.log, LOG_ERR,
+			 "change of inode %llu is not crash-safe: cannot "
+			 "append to the write-ahead log: %s",
+			 (unsigned long long)n->ino, strerror(-wr));
+		e->wal_lost_seq = rec->seq;
+	} else {
+		e->wal_dirty = true;
+	}
 	r = batch_add(&e->batch, rec, mono_ns());
 	if (r < 0)
 		goto out_err;
@@ -536,7 +572,7 @@ static int mark_dirty(struct eng *e, struct node *n, struct item *content)
 	}
 	if (was_empty || batch_due(&e->batch, mono_ns()))
 		pthread_cond_signal(&e->flush_cond);
-	return 0;
+	return wr;
 
 out_nomem:
 	batch_rec_free(rec);
@@ -587,6 +623,16 @@ static int publish(struct eng *e, struct node *n, void *data, size_t len,
 	}
 	if (n->meta.kind == ITEM_JSON && !item_json_valid(data, len)) {
 		r = -EINVAL;
+		goto out_free;
+	}
+	if (wal_bytes(e->wal) + len + 4096 > e->cfg.wal_max_bytes) {
+		eng_logf(&e->cfg.log, LOG_ERR,
+			 "write refused: the write-ahead log holds %llu bytes "
+			 "not yet persisted to %s (wal_max_bytes %llu)",
+			 (unsigned long long)wal_bytes(e->wal),
+			 e->l3->ops->name,
+			 (unsigned long long)e->cfg.wal_max_bytes);
+		r = -ENOSPC;
 		goto out_free;
 	}
 	if (node_id(e, n, id, sizeof(id)) < 0)
@@ -909,6 +955,7 @@ static void *flusher_main(void *arg)
 	for (;;) {
 		struct batch_rec **recs;
 		uint64_t snapshot, now = mono_ns();
+		int64_t seg;
 		ssize_t n;
 		int r;
 
@@ -937,6 +984,13 @@ static void *flusher_main(void *arg)
 			pthread_cond_timedwait(&e->flush_cond, &e->lock, &ts);
 			continue;
 		}
+		/* Every record in the segments before @seg is in this batch
+		 * or replaced by a newer queued one. */
+		seg = wal_rotate(e->wal);
+		if (seg < 0)
+			eng_logf(&e->cfg.log, LOG_ERR,
+				 "cannot rotate the write-ahead log: %s",
+				 strerror((int)-seg));
 		snapshot = e->change_seq;
 		pthread_mutex_unlock(&e->lock);
 		r = apply_batch(e, recs, (size_t)n);
@@ -949,6 +1003,8 @@ static void *flusher_main(void *arg)
 			e->committed_seq = snapshot;
 			e->gen++;
 			backoff_ms = 0;
+			if (seg > 0)
+				wal_drop_before(e->wal, seg);
 			pthread_cond_broadcast(&e->commit_cond);
 			continue;
 		}
@@ -961,10 +1017,18 @@ static void *flusher_main(void *arg)
 		e->last_error = r;
 		pthread_cond_broadcast(&e->commit_cond);
 		if (e->stopping && ++stop_failures >= STOP_RETRIES) {
+			r = wal_sync(e->wal);
 			eng_logf(&e->cfg.log, LOG_ERR,
-				 "giving up: %zu changes were not persisted",
-				 batch_count(&e->batch));
+				 "%zu changes were not persisted to %s: %s", 
+				 batch_count(&e->batch), e->l3->ops->name,
+				 r == 0 ? "they stay in the write-ahead log and "
+					  "are persisted at the next mount"
+					: "and the write-ahead log cannot be "
+					  "synced");
 			batch_release(&e->batch);
+			batch_init(&e->batch, e->cfg.batch_flush_count,
+				   e->cfg.batch_flush_bytes,
+				   (uint64_t)e->cfg.batch_flush_ms * 1000000);
 			break;
 		}
 		backoff_ms = backoff_ms ? backoff_ms * 2 : BACKOFF_MIN_MS;
@@ -977,20 +1041,60 @@ static void *flusher_main(void *arg)
 	return NULL;
 }
 
-/* Asks the flusher to persist everything queued up to @seq and waits.
- * Returns 0, or the error of a flush that failed meanwhile. */
+/*
+ * Makes every change up to @seq durable: asks the flusher to persist it in
+ * L3 and waits; when a flush fails meanwhile (L3 unreachable), syncs the
+ * write-ahead log instead, which makes the changes durable on this host.
+ * Returns 0, or the error of the failed flush when the log cannot cover it.
+ */
 static int wait_committed(struct eng *e, uint64_t seq)
 {
 	uint64_t fails = e->fail_count;
 
 	while (e->committed_seq < seq) {
-		if (e->fail_count != fails)
-			return e->last_error ? e->last_error : -EIO;
+		if (e->fail_count != fails) {
+			int r = e->last_error ? e->last_error : -EIO;
+
+			if (seq <= e->wal_lost_seq || wal_sync(e->wal) < 0)
+				return r;
+			return 0;
+		}
 		e->flush_now = true;
 		pthread_cond_signal(&e->flush_cond);
 		pthread_cond_wait(&e->commit_cond, &e->lock);
 	}
 	return 0;
+}
+
+/* The group-commit thread: fdatasyncs the log every WAL_SYNC_MS when
+ * something was appended, and once more when the engine stops. */
+static void *syncer_main(void *arg)
+{
+	struct eng *e = arg;
+
+	pthread_mutex_lock(&e->lock);
+	for (;;) {
+		struct timespec ts = mono_ts(mono_ns() + WAL_SYNC_MS * 1000000ull);
+		bool stop = e->stopping;
+
+		if (e->wal_dirty) {
+			int r;
+
+			e->wal_dirty = false;
+			pthread_mutex_unlock(&e->lock);
+			r = wal_sync(e->wal);
+			pthread_mutex_lock(&e->lock);
+			if (r < 0)
+				eng_logf(&e->cfg.log, LOG_ERR,
+					 "cannot sync the write-ahead log: %s",
+					 strerror(-r));
+		}
+		if (stop)
+			break;
+		pthread_cond_timedwait(&e->sync_cond, &e->lock, &ts);
+	}
+	pthread_mutex_unlock(&e->lock);
+	return NULL;
 }
 
 /* --- lifecycle --- */
@@ -1003,6 +1107,7 @@ void eng_config_init(struct eng_config *cfg)
 	cfg->batch_flush_bytes = 1u << 20;
 	cfg->batch_flush_ms = 100;
 	cfg->max_item_bytes = 16u << 20;
+	cfg->wal_max_bytes = 1ull << 30;
 	cfg->force_uid = cfg->force_gid = -1;
 	cfg->force_file_mode = cfg->force_dir_mode = -1;
 }
@@ -1023,37 +1128,130 @@ static int load_root(struct eng *e)
 	return 0;
 }
 
+/* Creates the log directory and takes its lock: one engine per log. */
+static int lock_wal_dir(struct eng *e, const char *dir)
+{
+	char path[4096 + 8];
+
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		int r = -errno;
+
+		eng_logf(&e->cfg.log, LOG_ERR, "cannot create '%s': %s", dir,
+			 strerror(errno));
+		return r;
+	}
+	snprintf(path, sizeof(path), "%s/lock", dir);
+	e->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (e->lock_fd < 0) {
+		int r = -errno;
+
+		eng_logf(&e->cfg.log, LOG_ERR, "cannot open '%s': %s", path,
+			 strerror(errno));
+		return r;
+	}
+	if (flock(e->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		eng_logf(&e->cfg.log, LOG_ERR,
+			 "the store is in use: another tierfs holds '%s'",
+			 path);
+		return -EBUSY;
+	}
+	return 0;
+}
+
+static int replay_one(void *arg, struct batch_rec *rec)
+{
+	return batch_add(arg, rec, 0);
+}
+
+/* Applies what a crashed engine left in the log to L3, then drops it. */
+static int replay_wal(struct eng *e)
+{
+	struct batch pending;
+	struct batch_rec **recs = NULL;
+	ssize_t n;
+	int64_t seg;
+	int r;
+
+	batch_init(&pending, SIZE_MAX, SIZE_MAX, UINT64_MAX);
+	r = wal_replay(e->wal, replay_one, &pending);
+	if (r < 0)
+		goto out;
+	n = batch_take(&pending, &recs);
+	if (n < 0) {
+		r = (int)n;
+		goto out;
+	}
+	if (n > 0) {
+		eng_logf(&e->cfg.log, LOG_INFO,
+			 "replaying %zd changes from the write-ahead log into %s",
+			 n, e->l3->ops->name);
+		r = apply_batch(e, recs, (size_t)n);
+		for (ssize_t i = 0; i < n; i++)
+			batch_rec_free(recs[i]);
+		free(recs);
+		if (r < 0) {
+			eng_logf(&e->cfg.log, LOG_ERR,
+				 "cannot replay the write-ahead log into %s: %s",
+				 e->l3->ops->name, strerror(-r));
+			goto out;
+		}
+	}
+	seg = wal_rotate(e->wal);
+	r = seg < 0 ? (int)seg : wal_drop_before(e->wal, seg);
+out:
+	batch_release(&pending);
+	return r;
+}
+
 int eng_open(const struct eng_config *cfg, struct eng **out)
 {
 	pthread_condattr_t ca;
+	char wal_dir[4096];
 	struct eng *e;
 	int r;
 
 	if (!cfg->sqlite_path || !cfg->batch_flush_count ||
 	    !cfg->batch_flush_bytes || !cfg->max_item_bytes ||
-	    cfg->max_item_bytes > (1u << 30))
+	    cfg->max_item_bytes > (1u << 30) || !cfg->wal_max_bytes)
 		return -EINVAL;
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
 	e->cfg = *cfg;
+	e->lock_fd = -1;
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&e->flush_cond, &ca);
 	pthread_cond_init(&e->commit_cond, &ca);
+	pthread_cond_init(&e->sync_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	u64map_init(&e->nodes);
 	u64map_init(&e->names);
 	batch_init(&e->batch, cfg->batch_flush_count, cfg->batch_flush_bytes,
 		   (uint64_t)cfg->batch_flush_ms * 1000000);
 
+	if (cfg->wal_path)
+		snprintf(wal_dir, sizeof(wal_dir), "%s", cfg->wal_path);
+	else
+		snprintf(wal_dir, sizeof(wal_dir), "%s.tierfs-wal",
+			 cfg->sqlite_path);
 	e->l1 = l1_new(cfg->l1_max_bytes);
 	if (!e->l1) {
 		r = -ENOMEM;
 		goto out_close;
 	}
+	r = lock_wal_dir(e, wal_dir);
+	if (r < 0)
+		goto out_close;
+	r = wal_open(wal_dir, cfg->wal_max_bytes + WAL_META_SLACK, &e->cfg.log,
+		     &e->wal);
+	if (r < 0)
+		goto out_close;
 	r = l3_sqlite_open(cfg->sqlite_path, &e->cfg.log, &e->l3);
+	if (r < 0)
+		goto out_close;
+	r = replay_wal(e);
 	if (r < 0)
 		goto out_close;
 	r = load_root(e);
@@ -1063,6 +1261,10 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	if (r < 0)
 		goto out_close;
 	e->flusher_started = true;
+	r = -pthread_create(&e->syncer, NULL, syncer_main, e);
+	if (r < 0)
+		goto out_close;
+	e->syncer_started = true;
 	*out = e;
 	return 0;
 
@@ -1080,14 +1282,20 @@ int eng_close(struct eng *e)
 
 	if (!e)
 		return 0;
+	pthread_mutex_lock(&e->lock);
+	e->stopping = true;
+	pthread_cond_signal(&e->flush_cond);
+	pthread_mutex_unlock(&e->lock);
 	if (e->flusher_started) {
-		pthread_mutex_lock(&e->lock);
-		e->stopping = true;
-		pthread_cond_signal(&e->flush_cond);
-		pthread_mutex_unlock(&e->lock);
 		pthread_join(e->flusher, NULL);
 		if (e->committed_seq < e->change_seq)
 			r = e->last_error ? e->last_error : -EIO;
+	}
+	if (e->syncer_started) {
+		pthread_mutex_lock(&e->lock);
+		pthread_cond_signal(&e->sync_cond);
+		pthread_mutex_unlock(&e->lock);
+		pthread_join(e->syncer, NULL);
 	}
 	while (u64map_next(&e->nodes, &pos, &key, &val))
 		node_destroy(val);
@@ -1096,8 +1304,12 @@ int eng_close(struct eng *e)
 	batch_release(&e->batch);
 	l1_free(e->l1);
 	store_free(e->l3);
+	wal_close(e->wal);
+	if (e->lock_fd >= 0)
+		close(e->lock_fd); /* releases the lock */
 	pthread_cond_destroy(&e->flush_cond);
 	pthread_cond_destroy(&e->commit_cond);
+	pthread_cond_destroy(&e->sync_cond);
 	pthread_mutex_destroy(&e->lock);
 	free(e);
 	return r;

@@ -54,6 +54,11 @@ struct eng_config {
 	/* L3: path of the SQLite database (its directory must exist). */
 	const char *sqlite_path;
 
+	/* The write-ahead log directory (created when absent; its parent must
+	 * exist). Only one engine may use it at a time (-EBUSY). */
+	const char *wal_path;
+	uint64_t wal_max_bytes;	    /* default 1 GiB: then writes get -ENOSPC */
+
 	size_t l1_max_bytes;	    /* content bytes cached in L1; default 256 MiB */
 	size_t batch_flush_count;   /* default 1000 */
 	size_t batch_flush_bytes;   /* default 1 MiB */
@@ -97,8 +102,11 @@ struct eng_ctx {
 	uint32_t umask;
 };
 
-/* Opens the engine: opens L3, starts the flusher. Returns 0 and *out, or
- * -EINVAL (bad config), or the store's errors. Blocks. */
+/* Opens the engine: takes the write-ahead log's lock (-EBUSY when another
+ * engine holds it), opens L3, replays the log into L3 (every change a
+ * crashed engine acknowledged), starts the flusher and the group-commit
+ * thread. Returns 0 and *out, or -EINVAL (bad config), -EBUSY, or the
+ * store's and the log's errors. Blocks. */
 int eng_open(const struct eng_config *cfg, struct eng **out);
 
 /* Persists every pending change, waits for it, stops the flusher, frees the

@@ -27,6 +27,8 @@ enum {
 	KEY_GID,
 	KEY_FILE_MODE,
 	KEY_DIR_MODE,
+	KEY_WAL_PATH,
+	KEY_WAL_MAX,
 	KEY_NOT_YET,
 };
 
@@ -52,8 +54,8 @@ static const struct fuse_opt tfs_opts[] = {
 	FUSE_OPT_KEY("--redis=", KEY_NOT_YET),
 	FUSE_OPT_KEY("redis=", KEY_NOT_YET),
 	FUSE_OPT_KEY("--config=", KEY_NOT_YET),
-	FUSE_OPT_KEY("wal_path=", KEY_NOT_YET),
-	FUSE_OPT_KEY("wal_max_bytes=", KEY_NOT_YET),
+	FUSE_OPT_KEY("wal_path=", KEY_WAL_PATH),
+	FUSE_OPT_KEY("wal_max_bytes=", KEY_WAL_MAX),
 	FUSE_OPT_KEY("redis_prefix=", KEY_NOT_YET),
 	FUSE_OPT_END,
 };
@@ -89,6 +91,8 @@ void tfs_usage(const char *prog)
 	       "    uid=N, gid=N          show every entry as owned by N\n"
 	       "    file_mode=OCT         show every file with mode OCT\n"
 	       "    dir_mode=OCT          show every directory with mode OCT\n"
+	       "    wal_path=DIR          write-ahead log (FILE.tierfs-wal)\n"
+	       "    wal_max_bytes=N       log bound, then ENOSPC (1073741824)\n"
 	       "\n"
 	       "FUSE options:\n",
 	       prog);
@@ -216,6 +220,15 @@ static int opt_proc(void *data, const char *arg, int key,
 		r = parse_u64("dir_mode", val, 8, 07777, &v);
 		c->force_dir_mode = (int32_t)v;
 		break;
+	case KEY_WAL_PATH:
+		r = set_string(&o->wal_path, val);
+		break;
+	case KEY_WAL_MAX:
+		r = parse_u64("wal_max_bytes", val, 10, UINT64_MAX >> 2, &v);
+		if (r == 0 && v == 0)
+			r = parse_u64("wal_max_bytes", "x", 10, 0, &v);
+		c->wal_max_bytes = v;
+		break;
 	case KEY_NOT_YET:
 		fprintf(stderr,
 			"tierfs: option '%.*s' is not supported by this "
@@ -302,6 +315,7 @@ int tfs_options_parse(struct fuse_args *args, struct tfs_options *o)
 		goto out;
 	}
 	o->eng.sqlite_path = o->sqlite_path;
+	o->eng.wal_path = o->wal_path;
 	r = 0;
 out:
 	free(st.store);
@@ -312,5 +326,7 @@ out:
 void tfs_options_release(struct tfs_options *o)
 {
 	free(o->sqlite_path);
+	free(o->wal_path);
 	o->sqlite_path = NULL;
+	o->wal_path = NULL;
 }
