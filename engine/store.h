@@ -113,7 +113,21 @@ struct store_ops {
 
 	/* Counts files and directories (*entries) and content bytes (*bytes). */
 	int (*stats)(struct store *s, uint64_t *entries, uint64_t *bytes);
+
+	/* Optional (NULL when absent): reads the row of file @ino and its
+	 * content together, in one round trip, so that the caller can check
+	 * that the content is of the version it expects. -ENOENT. */
+	int (*fetch)(struct store *s, uint64_t ino, struct store_row *row,
+		     void **data, size_t *len);
 };
+
+/*
+ * A cache tier (L2) implements the same vtable with a narrower meaning: get,
+ * fetch and apply work (apply writes the batch's final states into the
+ * cache, best effort, not as a transaction); lookup, list, has_children,
+ * alloc_ino and stats return -ENOTSUP. A cache may lose or hold stale
+ * entries at any time: callers compare versions with L3's metadata.
+ */
 
 struct store {
 	const struct store_ops *ops;
