@@ -28,7 +28,7 @@
 
 struct batch_rec {
 	uint64_t ino;
-	uint64_t seq;	       /* the engine's change counter at creation */
+	uint64_t seq; /* the engine's change counter at creation */
 	bool deleted;
 	uint64_t parent;       /* the rest is unused when deleted */
 	char *name;	       /* owned */

@@ -62,12 +62,12 @@
 #include "u64map.h"
 #include "wal.h"
 
-#define INO_BLOCK 1024	 /* inode numbers reserved from L3 at a time */
-#define LIST_PAGE 128	 /* rows read from L3 per listing query */
+#define INO_BLOCK 1024 /* inode numbers reserved from L3 at a time */
+#define LIST_PAGE 128  /* rows read from L3 per listing query */
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 5000
-#define STOP_RETRIES 5	 /* failed flushes tolerated while closing */
-#define WAL_SYNC_MS 50	 /* group commit interval of the log */
+#define STOP_RETRIES 5 /* failed flushes tolerated while closing */
+#define WAL_SYNC_MS 50 /* group commit interval of the log */
 /* Room the log keeps beyond wal_max_bytes for metadata-only changes, so
  * that the bound refuses new content (checked before anything changes)
  * rather than a rename half-way. */
@@ -100,8 +100,8 @@ struct node {
 	uint64_t dirty_seq;
 	struct item *item; /* held while open or content_dirty, else NULL */
 	struct wc *wc;
-	uint64_t cache_version; /* content version at the last open */
-	struct node *hnext;	/* name index chain */
+	uint64_t cache_version;	    /* content version at the last open */
+	struct node *hnext;	    /* name index chain */
 	struct node *dprev, *dnext; /* dirty list */
 };
 
@@ -121,7 +121,7 @@ struct eng {
 	struct store *l3;
 	struct l1 *l1;
 	struct wal *wal;
-	int lock_fd;		/* flock()ed: one engine per log */
+	int lock_fd; /* flock()ed: one engine per log */
 	pthread_t flusher;
 	bool flusher_started;
 	pthread_t syncer;
@@ -141,9 +141,9 @@ struct eng {
 	int last_error;
 	bool flush_now;
 	bool stopping;
-	bool wal_dirty;		    /* appended since the last wal_sync() */
-	uint64_t wal_lost_seq;	    /* last change the log refused */
-	pthread_cond_t sync_cond;   /* wakes the group-commit thread */
+	bool wal_dirty;		  /* appended since the last wal_sync() */
+	uint64_t wal_lost_seq;	  /* last change the log refused */
+	pthread_cond_t sync_cond; /* wakes the group-commit thread */
 	uint64_t ino_next, ino_end;
 };
 
@@ -407,8 +407,8 @@ static int check_new_name(struct eng *e, struct node *dir, const char *name,
 	len = node_path(e, dir, path, ID_PATH_MAX);
 	if (len < 0)
 		return (int)len;
-	snprintf(path + len, sizeof(path) - (size_t)len, "%s%s",
-		 len ? "/" : "", name);
+	snprintf(path + len, sizeof(path) - (size_t)len, "%s%s", len ? "/" : "",
+		 name);
 	len = id_from_path(path, kind == ITEM_DIR, id, sizeof(id), NULL);
 	if (len == -ERANGE)
 		return -ENAMETOOLONG;
@@ -970,7 +970,8 @@ static void *flusher_main(void *arg)
 			pthread_cond_wait(&e->flush_cond, &e->lock);
 			continue;
 		}
-		if (!e->stopping && !e->flush_now && !batch_due(&e->batch, now)) {
+		if (!e->stopping && !e->flush_now &&
+		    !batch_due(&e->batch, now)) {
 			struct timespec ts = mono_ts(batch_deadline(&e->batch));
 
 			pthread_cond_timedwait(&e->flush_cond, &e->lock, &ts);
@@ -1018,13 +1019,14 @@ static void *flusher_main(void *arg)
 		pthread_cond_broadcast(&e->commit_cond);
 		if (e->stopping && ++stop_failures >= STOP_RETRIES) {
 			r = wal_sync(e->wal);
-			eng_logf(&e->cfg.log, LOG_ERR,
-				 "%zu changes were not persisted to %s: %s", 
-				 batch_count(&e->batch), e->l3->ops->name,
-				 r == 0 ? "they stay in the write-ahead log and "
-					  "are persisted at the next mount"
-					: "and the write-ahead log cannot be "
-					  "synced");
+			eng_logf(
+				&e->cfg.log, LOG_ERR,
+				"%zu changes were not persisted to %s: %s",
+				batch_count(&e->batch), e->l3->ops->name,
+				r == 0 ? "they stay in the write-ahead log and "
+					 "are persisted at the next mount"
+				       : "and the write-ahead log cannot be "
+					 "synced");
 			batch_release(&e->batch);
 			batch_init(&e->batch, e->cfg.batch_flush_count,
 				   e->cfg.batch_flush_bytes,
@@ -1074,7 +1076,8 @@ static void *syncer_main(void *arg)
 
 	pthread_mutex_lock(&e->lock);
 	for (;;) {
-		struct timespec ts = mono_ts(mono_ns() + WAL_SYNC_MS * 1000000ull);
+		struct timespec ts =
+			mono_ts(mono_ns() + WAL_SYNC_MS * 1000000ull);
 		bool stop = e->stopping;
 
 		if (e->wal_dirty) {
@@ -1183,16 +1186,18 @@ static int replay_wal(struct eng *e)
 	}
 	if (n > 0) {
 		eng_logf(&e->cfg.log, LOG_INFO,
-			 "replaying %zd changes from the write-ahead log into %s",
+			 "replaying %zd changes from the write-ahead log into "
+			 "%s",
 			 n, e->l3->ops->name);
 		r = apply_batch(e, recs, (size_t)n);
 		for (ssize_t i = 0; i < n; i++)
 			batch_rec_free(recs[i]);
 		free(recs);
 		if (r < 0) {
-			eng_logf(&e->cfg.log, LOG_ERR,
-				 "cannot replay the write-ahead log into %s: %s",
-				 e->l3->ops->name, strerror(-r));
+			eng_logf(
+				&e->cfg.log, LOG_ERR,
+				"cannot replay the write-ahead log into %s: %s",
+				e->l3->ops->name, strerror(-r));
 			goto out;
 		}
 	}
@@ -1732,9 +1737,9 @@ static struct eng_file *file_new(struct eng *e, struct node *n, int flags,
 	return f;
 }
 
-int eng_create(struct eng *e, uint64_t parent, const char *name,
-	       uint32_t mode, int flags, const struct eng_ctx *ctx,
-	       struct eng_attr *out, struct eng_file **fp)
+int eng_create(struct eng *e, uint64_t parent, const char *name, uint32_t mode,
+	       int flags, const struct eng_ctx *ctx, struct eng_attr *out,
+	       struct eng_file **fp)
 {
 	struct node *dir, *n;
 	enum item_kind kind = id_name_kind(name);
@@ -1776,8 +1781,8 @@ out_unlock:
 	return r;
 }
 
-int eng_file_open(struct eng *e, uint64_t ino, int flags,
-		  struct eng_file **fp, bool *keep_cache)
+int eng_file_open(struct eng *e, uint64_t ino, int flags, struct eng_file **fp,
+		  bool *keep_cache)
 {
 	struct eng_file *f;
 	struct node *n;
@@ -2002,8 +2007,8 @@ static int cmp_node_names(const void *a, const void *b)
 }
 
 /* Collects, sorted, the dirty live children of @dir named after @after. */
-static int pending_children(struct eng *e, struct node *dir,
-			    const char *after, struct node ***out, size_t *nout)
+static int pending_children(struct eng *e, struct node *dir, const char *after,
+			    struct node ***out, size_t *nout)
 {
 	size_t n = 0, cap = 0;
 	struct node **arr = NULL;
@@ -2195,8 +2200,8 @@ static ssize_t xattr_out(const void *val, size_t len, void *buf, size_t size)
 	return (ssize_t)len;
 }
 
-static ssize_t synthetic_xattr(struct eng *e, struct node *n,
-			       const char *name, void *buf, size_t size)
+static ssize_t synthetic_xattr(struct eng *e, struct node *n, const char *name,
+			       void *buf, size_t size)
 {
 	char val[ID_MAX + 1];
 	const char *key = name + strlen(TFS_XATTR);
@@ -2284,7 +2289,8 @@ int eng_setxattr(struct eng *e, uint64_t ino, const char *name,
 			n->meta.state = s;
 		}
 	} else if (has_prefix(name, TFS_XATTR)) {
-		goto out_unlock; /* read-only: a restore writing it back is ok */
+		goto out_unlock; /* read-only: a restore writing it back is ok
+				  */
 	} else {
 		r = item_xattr_set(&n->meta, name, value, size, flags);
 		if (r == -ERANGE)

@@ -57,13 +57,13 @@ struct eng_config {
 	/* The write-ahead log directory (created when absent; its parent must
 	 * exist). Only one engine may use it at a time (-EBUSY). */
 	const char *wal_path;
-	uint64_t wal_max_bytes;	    /* default 1 GiB: then writes get -ENOSPC */
+	uint64_t wal_max_bytes; /* default 1 GiB: then writes get -ENOSPC */
 
-	size_t l1_max_bytes;	    /* content bytes cached in L1; default 256 MiB */
-	size_t batch_flush_count;   /* default 1000 */
-	size_t batch_flush_bytes;   /* default 1 MiB */
-	uint32_t batch_flush_ms;    /* default 100 */
-	size_t max_item_bytes;	    /* default 16 MiB */
+	size_t l1_max_bytes; /* content bytes cached in L1; default 256 MiB */
+	size_t batch_flush_count; /* default 1000 */
+	size_t batch_flush_bytes; /* default 1 MiB */
+	uint32_t batch_flush_ms;  /* default 100 */
+	size_t max_item_bytes;	  /* default 16 MiB */
 
 	/* Ownership and modes forced on every entry when set (>= 0). */
 	int64_t force_uid, force_gid;
@@ -152,11 +152,11 @@ int eng_rename(struct eng *e, uint64_t parent, const char *name,
  * eng_release(). *keep_cache tells whether the caller's page cache of this
  * file may be kept (the content has not changed since the last open).
  */
-int eng_create(struct eng *e, uint64_t parent, const char *name,
-	       uint32_t mode, int flags, const struct eng_ctx *ctx,
-	       struct eng_attr *out, struct eng_file **f);
-int eng_file_open(struct eng *e, uint64_t ino, int flags,
-		  struct eng_file **f, bool *keep_cache);
+int eng_create(struct eng *e, uint64_t parent, const char *name, uint32_t mode,
+	       int flags, const struct eng_ctx *ctx, struct eng_attr *out,
+	       struct eng_file **f);
+int eng_file_open(struct eng *e, uint64_t ino, int flags, struct eng_file **f,
+		  bool *keep_cache);
 /* Reads up to @size bytes at @off into @buf; returns the count (0 at EOF). */
 ssize_t eng_read(struct eng *e, struct eng_file *f, void *buf, size_t size,
 		 off_t off);

@@ -34,24 +34,25 @@
 #define ITEM_HASH_LEN 32 /* SHA-256 */
 
 enum item_kind {
-	ITEM_DIR = 0,	 /* a directory: no content */
-	ITEM_JSON = 1,	 /* a file named "*.json": content is valid JSON or empty */
+	ITEM_DIR = 0, /* a directory: no content */
+	ITEM_JSON =
+		1, /* a file named "*.json": content is valid JSON or empty */
 	ITEM_BINARY = 2, /* any other regular file: bytes stored as they are */
 };
 
 struct item_meta {
 	enum item_kind kind;
-	uint64_t size;			/* content length in bytes; 0 for dirs */
-	uint8_t hash[ITEM_HASH_LEN];	/* SHA-256 of the content; zero for dirs */
-	uint64_t version;		/* 1 for the first published version */
-	int64_t mtime_ns;		/* ns since the epoch */
+	uint64_t size;		     /* content length in bytes; 0 for dirs */
+	uint8_t hash[ITEM_HASH_LEN]; /* SHA-256 of the content; zero for dirs */
+	uint64_t version;	     /* 1 for the first published version */
+	int64_t mtime_ns;	     /* ns since the epoch */
 	int64_t ctime_ns;
-	uint32_t mode;			/* S_IFREG/S_IFDIR plus permission bits */
+	uint32_t mode; /* S_IFREG/S_IFDIR plus permission bits */
 	uint32_t uid;
 	uint32_t gid;
-	bool explicit_dir;		/* dir made by mkdir: persists while empty */
-	char *state;			/* caller-defined state tag, owned, or NULL */
-	void *xattrs;			/* user xattr blob (see above), owned, or NULL */
+	bool explicit_dir; /* dir made by mkdir: persists while empty */
+	char *state;	   /* caller-defined state tag, owned, or NULL */
+	void *xattrs;	   /* user xattr blob (see above), owned, or NULL */
 	size_t xattrs_len;
 };
 

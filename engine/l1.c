@@ -24,8 +24,8 @@ struct l1_entry {
 
 struct l1 {
 	pthread_mutex_t lock;
-	struct u64map map;	  /* protected by lock */
-	struct l1_entry *head;	  /* most recently used; protected by lock */
+	struct u64map map;     /* protected by lock */
+	struct l1_entry *head; /* most recently used; protected by lock */
 	struct l1_entry *tail;
 	size_t max_bytes;
 	size_t bytes, pinned_bytes;

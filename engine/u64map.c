@@ -132,8 +132,7 @@ void *u64map_del(struct u64map *m, uint64_t key)
 	return val;
 }
 
-int u64map_next(const struct u64map *m, size_t *pos, uint64_t *key,
-		void **val)
+int u64map_next(const struct u64map *m, size_t *pos, uint64_t *key, void **val)
 {
 	for (; *pos < m->cap; (*pos)++) {
 		if (m->keys[*pos]) {

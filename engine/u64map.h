@@ -31,7 +31,6 @@ void *u64map_del(struct u64map *m, uint64_t key);
 
 /* Iteration: for (size_t i = 0; u64map_next(m, &i, &k, &v);) ...
  * The map must not change during iteration. */
-int u64map_next(const struct u64map *m, size_t *pos, uint64_t *key,
-		void **val);
+int u64map_next(const struct u64map *m, size_t *pos, uint64_t *key, void **val);
 
 #endif

@@ -37,7 +37,8 @@ int main(int argc, char **argv)
 	cfg.log.fn = log_stderr;
 	r = eng_open(&cfg, &e);
 	if (r < 0) {
-		fprintf(stderr, "cannot open '%s': %s\n", argv[1], strerror(-r));
+		fprintf(stderr, "cannot open '%s': %s\n", argv[1],
+			strerror(-r));
 		return 1;
 	}
 	r = eng_put(e, "user.1", ITEM_JSON, doc, strlen(doc));

@@ -63,8 +63,7 @@ static void get_ctx(fuse_req_t req, struct eng_ctx *ctx)
 	ctx->umask = 0; /* the kernel applied it already */
 }
 
-static void reply_entry_or_err(fuse_req_t req, int r,
-			       const struct eng_attr *a)
+static void reply_entry_or_err(fuse_req_t req, int r, const struct eng_attr *a)
 {
 	struct fuse_entry_param ep;
 
@@ -92,9 +91,8 @@ static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	int r = eng_lookup(t->eng, parent, name, &a);
 
 	if (r == -ENOENT) {
-		struct fuse_entry_param ep = {.ino = 0,
-					      .entry_timeout =
-						      t->entry_timeout};
+		struct fuse_entry_param ep = {
+			.ino = 0, .entry_timeout = t->entry_timeout};
 		fuse_reply_entry(req, &ep); /* a cached negative entry */
 		return;
 	}
@@ -290,9 +288,9 @@ static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void tfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		      size_t size, off_t off, struct fuse_file_info *fi)
 {
-	ssize_t r = eng_write(req_tfs(req)->eng,
-			      (struct eng_file *)(uintptr_t)fi->fh, buf, size,
-			      off);
+	ssize_t r =
+		eng_write(req_tfs(req)->eng,
+			  (struct eng_file *)(uintptr_t)fi->fh, buf, size, off);
 
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
@@ -300,8 +298,7 @@ static void tfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		fuse_reply_write(req, (size_t)r);
 }
 
-static void tfs_flush(fuse_req_t req, fuse_ino_t ino,
-		      struct fuse_file_info *fi)
+static void tfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	fuse_reply_err(req, -eng_flush(req_tfs(req)->eng,
 				       (struct eng_file *)(uintptr_t)fi->fh));
@@ -403,11 +400,11 @@ static bool add_dot(struct dirbuf *db, const char *name, fuse_ino_t ino,
 	return true;
 }
 
-static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
-		       off_t off, struct fuse_file_info *fi, bool plus)
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi, bool plus)
 {
-	struct dirbuf db = {.req = req, .t = req_tfs(req), .size = size,
-			    .plus = plus};
+	struct dirbuf db = {
+		.req = req, .t = req_tfs(req), .size = size, .plus = plus};
 	int r = 0;
 
 	db.buf = malloc(size ? size : 1);
@@ -430,8 +427,8 @@ out_reply:
 	free(db.buf);
 }
 
-static void tfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
-			off_t off, struct fuse_file_info *fi)
+static void tfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			struct fuse_file_info *fi)
 {
 	do_readdir(req, ino, size, off, fi, false);
 }

@@ -19,8 +19,8 @@
 
 struct tfs_options {
 	struct eng_config eng;
-	char *sqlite_path;   /* owned */
-	char *wal_path;	     /* owned, or NULL for the default */
+	char *sqlite_path;    /* owned */
+	char *wal_path;	      /* owned, or NULL for the default */
 	double entry_timeout; /* seconds */
 	double attr_timeout;
 	int show_help;
