@@ -57,6 +57,7 @@
 #include "engine.h"
 #include "id.h"
 #include "l1.h"
+#include "l3_pg.h"
 #include "l3_sqlite.h"
 #include "store.h"
 #include "u64map.h"
@@ -1215,9 +1216,10 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	struct eng *e;
 	int r;
 
-	if (!cfg->sqlite_path || !cfg->batch_flush_count ||
-	    !cfg->batch_flush_bytes || !cfg->max_item_bytes ||
-	    cfg->max_item_bytes > (1u << 30) || !cfg->wal_max_bytes)
+	if (!(cfg->postgres ? cfg->wal_path : cfg->sqlite_path) ||
+	    !cfg->batch_flush_count || !cfg->batch_flush_bytes ||
+	    !cfg->max_item_bytes || cfg->max_item_bytes > (1u << 30) ||
+	    !cfg->wal_max_bytes)
 		return -EINVAL;
 	e = calloc(1, sizeof(*e));
 	if (!e)
@@ -1253,7 +1255,10 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 		     &e->wal);
 	if (r < 0)
 		goto out_close;
-	r = l3_sqlite_open(cfg->sqlite_path, &e->cfg.log, &e->l3);
+	if (cfg->postgres)
+		r = l3_pg_open(cfg->postgres, &e->cfg.log, &e->l3);
+	else
+		r = l3_sqlite_open(cfg->sqlite_path, &e->cfg.log, &e->l3);
 	if (r < 0)
 		goto out_close;
 	r = replay_wal(e);

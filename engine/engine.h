@@ -51,11 +51,15 @@ struct eng_file;
 struct eng_dir;
 
 struct eng_config {
-	/* L3: path of the SQLite database (its directory must exist). */
+	/* L3: a PostgreSQL conninfo (URI or key=value; libpq's PG* variables
+	 * and ~/.pgpass apply), or else the path of a SQLite database (its
+	 * directory must exist). */
+	const char *postgres;
 	const char *sqlite_path;
 
 	/* The write-ahead log directory (created when absent; its parent must
-	 * exist). Only one engine may use it at a time (-EBUSY). */
+	 * exist). Only one engine may use it at a time (-EBUSY). Required
+	 * with postgres; defaults to "<sqlite_path>.tierfs-wal" with SQLite. */
 	const char *wal_path;
 	uint64_t wal_max_bytes; /* default 1 GiB: then writes get -ENOSPC */
 

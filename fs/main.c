@@ -38,7 +38,8 @@ static int open_engine(struct tfs_options *o, struct eng **e)
 
 	if (r < 0)
 		fprintf(stderr, "tierfs: cannot open store '%s': %s\n",
-			o->sqlite_path, strerror(-r));
+			o->postgres ? "postgres" : o->sqlite_path,
+			strerror(-r));
 	return r;
 }
 
@@ -55,6 +56,9 @@ int main(int argc, char *argv[])
 		ret = 2;
 		goto out_free_args;
 	}
+	/* parsing copied every option: hide passwords from ps now */
+	for (int i = 1; i < argc; i++)
+		tfs_mask_secrets(argv[i]);
 	if (fuse_parse_cmdline(&args, &cmd) != 0) {
 		ret = 2;
 		goto out_free_opts;
@@ -106,7 +110,8 @@ int main(int argc, char *argv[])
 		if (eng_open(&o.eng, &t.eng) < 0)
 			goto out_unmount;
 	}
-	eng_logf(&o.eng.log, LOG_INFO, "mounted '%s' on '%s'", o.sqlite_path,
+	eng_logf(&o.eng.log, LOG_INFO, "mounted %s on '%s'",
+		 o.postgres ? "the PostgreSQL store" : o.sqlite_path,
 		 cmd.mountpoint);
 
 	loop = fuse_loop_cfg_create();

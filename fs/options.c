@@ -16,6 +16,7 @@
 enum {
 	KEY_HELP,
 	KEY_SQLITE,
+	KEY_POSTGRES,
 	KEY_L1_MAX_BYTES,
 	KEY_BATCH_COUNT,
 	KEY_BATCH_BYTES,
@@ -49,8 +50,8 @@ static const struct fuse_opt tfs_opts[] = {
 	FUSE_OPT_KEY("file_mode=", KEY_FILE_MODE),
 	FUSE_OPT_KEY("dir_mode=", KEY_DIR_MODE),
 	/* documented in DESIGN.md, arriving with later work */
-	FUSE_OPT_KEY("--postgres=", KEY_NOT_YET),
-	FUSE_OPT_KEY("postgres=", KEY_NOT_YET),
+	FUSE_OPT_KEY("--postgres=", KEY_POSTGRES),
+	FUSE_OPT_KEY("postgres=", KEY_POSTGRES),
 	FUSE_OPT_KEY("--redis=", KEY_NOT_YET),
 	FUSE_OPT_KEY("redis=", KEY_NOT_YET),
 	FUSE_OPT_KEY("--config=", KEY_NOT_YET),
@@ -77,6 +78,10 @@ void tfs_usage(const char *prog)
 	       "(env TIERFS_SQLITE;\n"
 	       "                                    default "
 	       "$XDG_DATA_HOME/tierfs/tierfs.db)\n"
+	       "    --postgres=URI, -o postgres=URI L3 PostgreSQL (env "
+	       "TIERFS_POSTGRES; libpq's\n"
+	       "                                    PG* variables and "
+	       "~/.pgpass apply)\n"
 	       "    STORE                           sqlite:FILE or FILE, "
 	       "as mount.fuse3 passes it\n"
 	       "\n"
@@ -91,7 +96,10 @@ void tfs_usage(const char *prog)
 	       "    uid=N, gid=N          show every entry as owned by N\n"
 	       "    file_mode=OCT         show every file with mode OCT\n"
 	       "    dir_mode=OCT          show every directory with mode OCT\n"
-	       "    wal_path=DIR          write-ahead log (FILE.tierfs-wal)\n"
+	       "    wal_path=DIR          write-ahead log (FILE.tierfs-wal, "
+	       "or\n"
+	       "                          $XDG_STATE_HOME/tierfs/wal-HASH "
+	       "with PostgreSQL)\n"
 	       "    wal_max_bytes=N       log bound, then ENOSPC (1073741824)\n"
 	       "\n"
 	       "FUSE options:\n",
@@ -172,6 +180,9 @@ static int opt_proc(void *data, const char *arg, int key,
 	case KEY_SQLITE:
 		r = set_string(&o->sqlite_path, val);
 		break;
+	case KEY_POSTGRES:
+		r = set_string(&o->postgres, val);
+		break;
 	case KEY_L1_MAX_BYTES:
 		r = parse_u64("l1_max_bytes", val, 10, SIZE_MAX, &v);
 		c->l1_max_bytes = v;
@@ -244,18 +255,43 @@ static int opt_proc(void *data, const char *arg, int key,
 	return r < 0 ? -1 : 0;
 }
 
-/* $XDG_DATA_HOME/tierfs/tierfs.db, creating the directory. */
-static char *default_db(void)
+void tfs_mask_secrets(char *s)
 {
-	const char *xdg = getenv("XDG_DATA_HOME"), *home = getenv("HOME");
-	char dir[4096], *path;
+	char *p, *end;
+
+	/* scheme://user:PASSWORD@host */
+	for (p = strstr(s, "://"); p; p = strstr(p, "://")) {
+		char *auth = p + 3, *at, *colon;
+
+		end = auth + strcspn(auth, "/?#, ");
+		at = memchr(auth, '@', (size_t)(end - auth));
+		colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+		if (colon)
+			memset(colon + 1, '*', (size_t)(at - colon - 1));
+		p = end;
+	}
+	/* key=value conninfo: password=PASSWORD or password='...' */
+	for (p = strstr(s, "password="); p; p = strstr(p, "password=")) {
+		p += strlen("password=");
+		end = *p == '\'' ? strchr(p + 1, '\'') : p + strcspn(p, " ,");
+		if (!end)
+			end = p + strlen(p);
+		memset(p, '*', (size_t)(end - p + (*p == '\'' && *end)));
+	}
+}
+
+/* Makes $XDG_<kind>_HOME/tierfs (or ~/.local/<fallback>/tierfs) and writes
+ * its path into @dir. */
+static int xdg_dir(const char *env, const char *fallback, char *dir, size_t cap)
+{
+	const char *xdg = getenv(env), *home = getenv("HOME");
 
 	if (xdg && *xdg)
-		snprintf(dir, sizeof(dir), "%s/tierfs", xdg);
+		snprintf(dir, cap, "%s/tierfs", xdg);
 	else if (home && *home)
-		snprintf(dir, sizeof(dir), "%s/.local/share/tierfs", home);
+		snprintf(dir, cap, "%s/.local/%s/tierfs", home, fallback);
 	else
-		return NULL;
+		return -1;
 	/* mkdir -p */
 	for (char *p = dir + 1; *p; p++) {
 		if (*p == '/') {
@@ -267,9 +303,39 @@ static char *default_db(void)
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST) {
 		fprintf(stderr, "tierfs: cannot create '%s': %s\n", dir,
 			strerror(errno));
-		return NULL;
+		return -1;
 	}
-	if (asprintf(&path, "%s/tierfs.db", dir) < 0)
+	return 0;
+}
+
+/* $XDG_DATA_HOME/tierfs/tierfs.db, creating the directory. */
+static char *default_db(void)
+{
+	char dir[4096], *path;
+
+	if (xdg_dir("XDG_DATA_HOME", "share", dir, sizeof(dir)) < 0 ||
+	    asprintf(&path, "%s/tierfs.db", dir) < 0)
+		return NULL;
+	return path;
+}
+
+/* $XDG_STATE_HOME/tierfs/wal-HASH, HASH naming the database (password
+ * masked), so that each store gets its own log on this host. */
+static char *default_pg_wal(const char *conninfo)
+{
+	uint8_t hash[ITEM_HASH_LEN];
+	char dir[4096], hex[65], *masked, *path;
+
+	if (xdg_dir("XDG_STATE_HOME", "state", dir, sizeof(dir)) < 0)
+		return NULL;
+	masked = strdup(conninfo);
+	if (!masked)
+		return NULL;
+	tfs_mask_secrets(masked);
+	item_hash(masked, strlen(masked), hash);
+	free(masked);
+	item_hash_hex(hash, hex);
+	if (asprintf(&path, "%s/wal-%.16s", dir, hex) < 0)
 		return NULL;
 	return path;
 }
@@ -289,6 +355,27 @@ int tfs_options_parse(struct fuse_args *args, struct tfs_options *o)
 	if (st.mountpoint && fuse_opt_add_arg(args, st.mountpoint) < 0)
 		goto out;
 	if (o->show_help) {
+		r = 0;
+		goto out;
+	}
+	if (!o->postgres && !o->sqlite_path && getenv("TIERFS_POSTGRES") &&
+	    *getenv("TIERFS_POSTGRES") && !st.store)
+		o->postgres = strdup(getenv("TIERFS_POSTGRES"));
+	if (o->postgres && o->sqlite_path) {
+		fprintf(stderr,
+			"tierfs: give --postgres or --sqlite, not both\n");
+		goto out;
+	}
+	if (o->postgres) {
+		if (!o->wal_path)
+			o->wal_path = default_pg_wal(o->postgres);
+		if (!o->wal_path) {
+			fprintf(stderr, "tierfs: no log directory: give "
+					"-o wal_path=DIR\n");
+			goto out;
+		}
+		o->eng.postgres = o->postgres;
+		o->eng.wal_path = o->wal_path;
 		r = 0;
 		goto out;
 	}
@@ -326,6 +413,7 @@ out:
 void tfs_options_release(struct tfs_options *o)
 {
 	free(o->sqlite_path);
+	free(o->postgres);
 	free(o->wal_path);
 	o->sqlite_path = NULL;
 	o->wal_path = NULL;

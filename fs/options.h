@@ -20,6 +20,7 @@
 struct tfs_options {
 	struct eng_config eng;
 	char *sqlite_path;    /* owned */
+	char *postgres;	      /* owned conninfo, or NULL */
 	char *wal_path;	      /* owned, or NULL for the default */
 	double entry_timeout; /* seconds */
 	double attr_timeout;
@@ -34,6 +35,11 @@ struct tfs_options {
  */
 int tfs_options_parse(struct fuse_args *args, struct tfs_options *o);
 void tfs_options_release(struct tfs_options *o);
+
+/* Overwrites in place, with '*', every password in @s: the one in a URI
+ * ("scheme://user:PASSWORD@host") and in a libpq key=value string
+ * ("password=PASSWORD"). Used on argv so that ps never shows one. */
+void tfs_mask_secrets(char *s);
 void tfs_usage(const char *prog);
 
 #endif

@@ -11,7 +11,9 @@ PACKAGES=(
 	build-essential pkg-config meson ninja-build
 	libfuse3-dev fuse3
 	libhiredis-dev libpq-dev libjansson-dev libsqlite3-dev libssl-dev
+	zlib1g-dev
 	python3-pytest attr rsync
+	postgresql-15 postgresql-client-15 redis-server redis-tools
 )
 
 missing=()

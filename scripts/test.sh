@@ -13,6 +13,38 @@ scripts/deps.sh || exit
 scripts/build.sh || exit
 
 unit_failed=0
+
+# Private PostgreSQL and Redis servers on free loopback ports in a temp dir,
+# for the tests that need them (they skip when the variables are unset).
+servers=$(mktemp -d /tmp/tierfs-test-servers.XXXXXX)
+cleanup() { # silent: pytest's summary line must stay the last line
+	{
+		[[ -f $servers/redis/redis.pid ]] && scripts/redis-test-server.sh stop "$servers/redis"
+		[[ -d $servers/pg/data ]] && scripts/pg-test-server.sh stop "$servers/pg"
+		rm -rf "$servers"
+	} >/dev/null 2>&1
+}
+trap cleanup EXIT
+chmod 755 "$servers"
+if [[ -z ${TIERFS_TEST_POSTGRES:-} ]]; then
+	mkdir "$servers/pg"
+	if TIERFS_TEST_POSTGRES=$(scripts/pg-test-server.sh start "$servers/pg"); then
+		export TIERFS_TEST_POSTGRES
+	else
+		echo "test.sh: cannot start a private PostgreSQL server" >&2
+		unit_failed=1
+	fi
+fi
+if [[ -z ${TIERFS_TEST_REDIS:-} && -x scripts/redis-test-server.sh ]]; then
+	mkdir "$servers/redis"
+	if TIERFS_TEST_REDIS=$(scripts/redis-test-server.sh start "$servers/redis"); then
+		export TIERFS_TEST_REDIS
+	else
+		echo "test.sh: cannot start a private Redis server" >&2
+		unit_failed=1
+	fi
+fi
+
 meson test -C build --print-errorlogs || unit_failed=1
 
 if BUILD_DIR=build-asan scripts/build.sh -Db_sanitize=address,undefined -Db_lundef=false; then
