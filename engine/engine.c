@@ -54,9 +54,11 @@
 #include <unistd.h>
 
 #include "batch.h"
+#include "breaker.h"
 #include "engine.h"
 #include "id.h"
 #include "l1.h"
+#include "l2_redis.h"
 #include "l3_pg.h"
 #include "l3_sqlite.h"
 #include "store.h"
@@ -69,6 +71,8 @@
 #define BACKOFF_MAX_MS 5000
 #define STOP_RETRIES 5 /* failed flushes tolerated while closing */
 #define WAL_SYNC_MS 50 /* group commit interval of the log */
+#define L2_BREAKER_FAILS 3
+#define L2_BREAKER_COOLDOWN_NS (2 * 1000000000ull)
 /* Room the log keeps beyond wal_max_bytes for metadata-only changes, so
  * that the bound refuses new content (checked before anything changes)
  * rather than a rename half-way. */
@@ -120,6 +124,8 @@ struct eng_dir {
 struct eng {
 	struct eng_config cfg;
 	struct store *l3;
+	struct store *l2; /* NULL without Redis */
+	struct breaker l2_breaker;
 	struct l1 *l1;
 	struct wal *wal;
 	int lock_fd; /* flock()ed: one engine per log */
@@ -654,9 +660,94 @@ out_free:
 	return r;
 }
 
+/* Notes a failed L2 call; says so once when it takes Redis out of use. */
+static void l2_failed(struct eng *e, int r)
+{
+	if (breaker_failure(&e->l2_breaker, mono_ns()))
+		eng_logf(&e->cfg.log, LOG_WARNING,
+			 "redis is unavailable (%s): serving from L1 and %s, "
+			 "refilling redis as items are read once it is back",
+			 strerror(-r), e->l3->ops->name);
+}
+
+/* Notes the outcome of an L2 call: a miss is a healthy answer. */
+static void l2_outcome(struct eng *e, int r)
+{
+	if (r >= 0 || r == -ENOENT)
+		breaker_success(&e->l2_breaker);
+	else
+		l2_failed(e, r);
+}
+
+static bool l2_usable(struct eng *e)
+{
+	return e->l2 && breaker_allow(&e->l2_breaker, mono_ns());
+}
+
+/*
+ * Reads the content of clean file @n from L2: returns it as a new item when
+ * Redis holds the version @n has, else NULL. Drops and retakes e->lock.
+ */
+static struct item *l2_content(struct eng *e, struct node *n)
+{
+	uint64_t version = n->meta.version;
+	struct store_row row;
+	struct item *it = NULL;
+	char id[ID_MAX + 1];
+	void *data = NULL;
+	size_t len = 0;
+	int r;
+
+	n->holds++;
+	pthread_mutex_unlock(&e->lock);
+	r = e->l2->ops->fetch(e->l2, n->ino, &row, &data, &len);
+	pthread_mutex_lock(&e->lock);
+	n->holds--;
+	l2_outcome(e, r);
+	if (r < 0)
+		return NULL;
+	if (row.meta.version == version && n->meta.version == version &&
+	    !n->deleted) {
+		if (node_id(e, n, id, sizeof(id)) < 0)
+			id[0] = '\0';
+		it = item_new_take(id, data, len, &n->meta);
+		data = NULL;
+	}
+	free(data);
+	store_row_release(&row);
+	return it;
+}
+
+/* Writes @it, the committed content of @n, into L2 (read-through fill).
+ * Drops and retakes e->lock. */
+static void l2_fill(struct eng *e, struct node *n, struct item *it)
+{
+	struct item_meta meta;
+	struct store_change ch = {0};
+	char *name = strdup(n->name);
+
+	if (!name || item_meta_copy(&meta, &n->meta) < 0) {
+		free(name);
+		return;
+	}
+	ch.ino = n->ino;
+	ch.parent = n->parent;
+	ch.name = name;
+	ch.meta = &meta;
+	ch.has_data = true;
+	ch.data = item_data(it);
+	ch.len = item_size(it);
+	pthread_mutex_unlock(&e->lock);
+	l2_outcome(e, e->l2->ops->apply(e->l2, &ch, 1));
+	pthread_mutex_lock(&e->lock);
+	item_meta_release(&meta);
+	free(name);
+}
+
 /*
  * Returns a new reference to the current content of file @n (held by the
- * caller). Looks in the node, L1, then L3. May drop and retake e->lock.
+ * caller). Looks in the node, L1, L2, then L3, filling the tiers above on
+ * the way back. May drop and retake e->lock.
  */
 static int node_content(struct eng *e, struct node *n, struct item **out)
 {
@@ -680,6 +771,16 @@ static int node_content(struct eng *e, struct node *n, struct item **out)
 		item_unref(it);
 		if (n->deleted || n->content_dirty)
 			return -EIO; /* content should be in memory: a bug */
+		if (l2_usable(e)) {
+			it = l2_content(e, n);
+			if (it) {
+				l1_put(e->l1, n->ino, it, false);
+				*out = it;
+				return 0;
+			}
+			if (n->deleted || n->content_dirty)
+				continue; /* changed while the lock was out */
+		}
 		version = n->meta.version;
 		n->holds++;
 		pthread_mutex_unlock(&e->lock);
@@ -698,6 +799,11 @@ static int node_content(struct eng *e, struct node *n, struct item **out)
 		if (!it)
 			return -ENOMEM;
 		l1_put(e->l1, n->ino, it, false); /* a full cache is no error */
+		if (l2_usable(e)) {
+			n->holds++;
+			l2_fill(e, n, it);
+			n->holds--;
+		}
 		*out = it;
 		return 0;
 	}
@@ -922,7 +1028,7 @@ static void commit_done(struct eng *e, struct batch_rec **recs, size_t n)
 	}
 }
 
-static int apply_batch(struct eng *e, struct batch_rec **recs, size_t n)
+static int apply_batch(struct store *st, struct batch_rec **recs, size_t n)
 {
 	struct store_change *ch = calloc(n ? n : 1, sizeof(*ch));
 	int r;
@@ -941,7 +1047,7 @@ static int apply_batch(struct eng *e, struct batch_rec **recs, size_t n)
 			ch[i].len = item_size(recs[i]->item);
 		}
 	}
-	r = e->l3->ops->apply(e->l3, ch, n);
+	r = st->ops->apply(st, ch, n);
 	free(ch);
 	return r;
 }
@@ -995,7 +1101,9 @@ static void *flusher_main(void *arg)
 				 strerror((int)-seg));
 		snapshot = e->change_seq;
 		pthread_mutex_unlock(&e->lock);
-		r = apply_batch(e, recs, (size_t)n);
+		r = apply_batch(e->l3, recs, (size_t)n);
+		if (r == 0 && l2_usable(e)) /* L3 first: it is the truth */
+			l2_outcome(e, apply_batch(e->l2, recs, (size_t)n));
 		pthread_mutex_lock(&e->lock);
 		if (r == 0) {
 			commit_done(e, recs, (size_t)n);
@@ -1190,7 +1298,7 @@ static int replay_wal(struct eng *e)
 			 "replaying %zd changes from the write-ahead log into "
 			 "%s",
 			 n, e->l3->ops->name);
-		r = apply_batch(e, recs, (size_t)n);
+		r = apply_batch(e->l3, recs, (size_t)n);
 		for (ssize_t i = 0; i < n; i++)
 			batch_rec_free(recs[i]);
 		free(recs);
@@ -1233,6 +1341,7 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	pthread_cond_init(&e->commit_cond, &ca);
 	pthread_cond_init(&e->sync_cond, &ca);
 	pthread_condattr_destroy(&ca);
+	breaker_init(&e->l2_breaker, L2_BREAKER_FAILS, L2_BREAKER_COOLDOWN_NS);
 	u64map_init(&e->nodes);
 	u64map_init(&e->names);
 	batch_init(&e->batch, cfg->batch_flush_count, cfg->batch_flush_bytes,
@@ -1261,6 +1370,20 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 		r = l3_sqlite_open(cfg->sqlite_path, &e->cfg.log, &e->l3);
 	if (r < 0)
 		goto out_close;
+	if (cfg->redis) {
+		r = l2_redis_open(cfg->redis,
+				  cfg->redis_prefix ? cfg->redis_prefix
+						    : "tierfs:",
+				  &e->cfg.log, &e->l2);
+		if (r == -EAGAIN) {
+			eng_logf(&e->cfg.log, LOG_WARNING,
+				 "redis is unreachable: mounting without L2 "
+				 "(remount to use it)");
+			r = 0;
+		}
+		if (r < 0)
+			goto out_close;
+	}
 	r = replay_wal(e);
 	if (r < 0)
 		goto out_close;
@@ -1314,6 +1437,8 @@ int eng_close(struct eng *e)
 	batch_release(&e->batch);
 	l1_free(e->l1);
 	store_free(e->l3);
+	store_free(e->l2);
+	breaker_release(&e->l2_breaker);
 	wal_close(e->wal);
 	if (e->lock_fd >= 0)
 		close(e->lock_fd); /* releases the lock */

@@ -57,6 +57,11 @@ struct eng_config {
 	const char *postgres;
 	const char *sqlite_path;
 
+	/* L2 (optional): redis://[:password@]host:port[/db], and the prefix
+	 * of every key tierfs writes there (default "tierfs:"). */
+	const char *redis;
+	const char *redis_prefix;
+
 	/* The write-ahead log directory (created when absent; its parent must
 	 * exist). Only one engine may use it at a time (-EBUSY). Required
 	 * with postgres; defaults to "<sqlite_path>.tierfs-wal" with SQLite. */

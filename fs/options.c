@@ -17,6 +17,8 @@ enum {
 	KEY_HELP,
 	KEY_SQLITE,
 	KEY_POSTGRES,
+	KEY_REDIS,
+	KEY_REDIS_PREFIX,
 	KEY_L1_MAX_BYTES,
 	KEY_BATCH_COUNT,
 	KEY_BATCH_BYTES,
@@ -52,12 +54,12 @@ static const struct fuse_opt tfs_opts[] = {
 	/* documented in DESIGN.md, arriving with later work */
 	FUSE_OPT_KEY("--postgres=", KEY_POSTGRES),
 	FUSE_OPT_KEY("postgres=", KEY_POSTGRES),
-	FUSE_OPT_KEY("--redis=", KEY_NOT_YET),
-	FUSE_OPT_KEY("redis=", KEY_NOT_YET),
+	FUSE_OPT_KEY("--redis=", KEY_REDIS),
+	FUSE_OPT_KEY("redis=", KEY_REDIS),
 	FUSE_OPT_KEY("--config=", KEY_NOT_YET),
 	FUSE_OPT_KEY("wal_path=", KEY_WAL_PATH),
 	FUSE_OPT_KEY("wal_max_bytes=", KEY_WAL_MAX),
-	FUSE_OPT_KEY("redis_prefix=", KEY_NOT_YET),
+	FUSE_OPT_KEY("redis_prefix=", KEY_REDIS_PREFIX),
 	FUSE_OPT_END,
 };
 
@@ -82,6 +84,9 @@ void tfs_usage(const char *prog)
 	       "TIERFS_POSTGRES; libpq's\n"
 	       "                                    PG* variables and "
 	       "~/.pgpass apply)\n"
+	       "    --redis=URL, -o redis=URL       L2 Redis cache, "
+	       "redis://[:password@]host:port[/db]\n"
+	       "                                    (env TIERFS_REDIS)\n"
 	       "    STORE                           sqlite:FILE or FILE, "
 	       "as mount.fuse3 passes it\n"
 	       "\n"
@@ -101,6 +106,7 @@ void tfs_usage(const char *prog)
 	       "                          $XDG_STATE_HOME/tierfs/wal-HASH "
 	       "with PostgreSQL)\n"
 	       "    wal_max_bytes=N       log bound, then ENOSPC (1073741824)\n"
+	       "    redis_prefix=P        prefix of every Redis key (tierfs:)\n"
 	       "\n"
 	       "FUSE options:\n",
 	       prog);
@@ -182,6 +188,12 @@ static int opt_proc(void *data, const char *arg, int key,
 		break;
 	case KEY_POSTGRES:
 		r = set_string(&o->postgres, val);
+		break;
+	case KEY_REDIS:
+		r = set_string(&o->redis, val);
+		break;
+	case KEY_REDIS_PREFIX:
+		r = set_string(&o->redis_prefix, val);
 		break;
 	case KEY_L1_MAX_BYTES:
 		r = parse_u64("l1_max_bytes", val, 10, SIZE_MAX, &v);
@@ -358,6 +370,10 @@ int tfs_options_parse(struct fuse_args *args, struct tfs_options *o)
 		r = 0;
 		goto out;
 	}
+	if (!o->redis && getenv("TIERFS_REDIS") && *getenv("TIERFS_REDIS"))
+		o->redis = strdup(getenv("TIERFS_REDIS"));
+	o->eng.redis = o->redis;
+	o->eng.redis_prefix = o->redis_prefix;
 	if (!o->postgres && !o->sqlite_path && getenv("TIERFS_POSTGRES") &&
 	    *getenv("TIERFS_POSTGRES") && !st.store)
 		o->postgres = strdup(getenv("TIERFS_POSTGRES"));
@@ -414,6 +430,8 @@ void tfs_options_release(struct tfs_options *o)
 {
 	free(o->sqlite_path);
 	free(o->postgres);
+	free(o->redis);
+	free(o->redis_prefix);
 	free(o->wal_path);
 	o->sqlite_path = NULL;
 	o->wal_path = NULL;

@@ -21,6 +21,8 @@ struct tfs_options {
 	struct eng_config eng;
 	char *sqlite_path;    /* owned */
 	char *postgres;	      /* owned conninfo, or NULL */
+	char *redis;	      /* owned URL, or NULL */
+	char *redis_prefix;   /* owned, or NULL for the default */
 	char *wal_path;	      /* owned, or NULL for the default */
 	double entry_timeout; /* seconds */
 	double attr_timeout;

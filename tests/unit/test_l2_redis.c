@@ -1,0 +1,1476 @@
+/*
+ * test_l2_redis.c - unit tests of the Redis L2 cache (engine/l2_redis.c).
+ *
+ * Runs against the server in TIERFS_TEST_REDIS (a redis:// URL, as printed
+ * by scripts/redis-test-server.sh start DIR); skips (exit 77) when it is
+ * unset. Every run writes under its own random key prefix. Some tests
+ * change the server's state: one kills every normal client connection
+ * (CLIENT KILL TYPE normal) to test reconnecting, so point it at a private
+ * server. The tests of passwords, eviction warnings, OOM and read-only
+ * replicas start a second private server with the script (found through
+ * TIERFS_REDIS_SCRIPT, else next to this source file, else under ./scripts)
+ * and are skipped with a message when it is not found.
+ *
+ * Exit status: 0 passed, 1 failed, 77 skipped. Set TEST_VERBOSE=1 to see
+ * the store's log lines.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <ftw.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <netinet/in.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "check.h"
+#include "l2_redis.h"
+
+/* ---- the log sink: keeps every line, prints when TEST_VERBOSE ---- */
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static char *log_all; /* every line of the run, '\n'-separated */
+static size_t log_all_len;
+static size_t log_mark; /* where the current test's lines start */
+
+static void log_fn(void *arg, int level, const char *msg)
+{
+	size_t n = strlen(msg);
+	char *p;
+
+	pthread_mutex_lock(&log_lock);
+	p = realloc(log_all, log_all_len + n + 2);
+	CHECK(p != NULL);
+	log_all = p;
+	memcpy(log_all + log_all_len, msg, n);
+	log_all_len += n;
+	log_all[log_all_len++] = '\n';
+	log_all[log_all_len] = '\0';
+	if (getenv("TEST_VERBOSE"))
+		fprintf(stderr, "log[%d]: %s\n", level, msg);
+	pthread_mutex_unlock(&log_lock);
+}
+
+static const struct eng_log test_log = {.fn = log_fn, .arg = NULL};
+
+static void log_reset(void)
+{
+	pthread_mutex_lock(&log_lock);
+	log_mark = log_all_len;
+	pthread_mutex_unlock(&log_lock);
+}
+
+/* Whether a line logged since log_reset() holds @word. */
+static bool log_has(const char *word)
+{
+	bool found;
+
+	pthread_mutex_lock(&log_lock);
+	found = log_all && strstr(log_all + log_mark, word) != NULL;
+	pthread_mutex_unlock(&log_lock);
+	return found;
+}
+
+/* Whether any line of the whole run holds @word. */
+static bool log_ever_has(const char *word)
+{
+	bool found;
+
+	pthread_mutex_lock(&log_lock);
+	found = log_all && strstr(log_all, word) != NULL;
+	pthread_mutex_unlock(&log_lock);
+	return found;
+}
+
+/* ---- helpers ---- */
+
+static const char *url; /* TIERFS_TEST_REDIS */
+static char prefix[64]; /* "tierfs-test:<random>:" */
+static char host[256];
+static int port;
+static char password[128]; /* of the main server, "" when none */
+static long long dbsize_at_start;
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Splits a URL as the script prints it: redis://[:PW@]HOST:PORT[/DB]. */
+static void split_url(const char *u, char *h, size_t hsize, int *p, char *pw,
+		      size_t pwsize)
+{
+	const char *s, *at, *colon;
+
+	CHECK(strncmp(u, "redis://", 8) == 0);
+	s = u + 8;
+	pw[0] = '\0';
+	at = strrchr(s, '@');
+	if (at) {
+		CHECK(*s == ':');
+		snprintf(pw, pwsize, "%.*s", (int)(at - s - 1), s + 1);
+		s = at + 1;
+	}
+	colon = strchr(s, ':');
+	CHECK(colon != NULL);
+	snprintf(h, hsize, "%.*s", (int)(colon - s), s);
+	*p = atoi(colon + 1);
+	CHECK(*p > 0);
+}
+
+/* A raw hiredis connection, to look at what the store wrote. */
+static redisContext *raw_connect(const char *h, int p, const char *pw)
+{
+	struct timeval tv = {2, 0};
+	redisContext *c = redisConnectWithTimeout(h, p, tv);
+	redisReply *rep;
+
+	CHECK(c != NULL && !c->err);
+	if (pw && pw[0]) {
+		rep = redisCommand(c, "AUTH %s", pw);
+		CHECK(rep && rep->type == REDIS_REPLY_STATUS);
+		freeReplyObject(rep);
+	}
+	return c;
+}
+
+/* Runs a raw command and returns its integer reply. */
+static long long raw_int(redisContext *c, const char *fmt, ...)
+{
+	redisReply *rep;
+	long long v;
+	va_list ap;
+
+	va_start(ap, fmt);
+	rep = redisvCommand(c, fmt, ap);
+	va_end(ap);
+	CHECK(rep != NULL);
+	if (rep->type != REDIS_REPLY_INTEGER)
+		fprintf(stderr, "raw command '%s' answered type %d: %s\n", fmt,
+			rep->type,
+			rep->type == REDIS_REPLY_ERROR ? rep->str : "");
+	CHECK(rep->type == REDIS_REPLY_INTEGER);
+	v = rep->integer;
+	freeReplyObject(rep);
+	return v;
+}
+
+/* Runs a raw command that must answer +OK (or any status). */
+static void raw_ok(redisContext *c, const char *fmt, ...)
+{
+	redisReply *rep;
+	va_list ap;
+
+	va_start(ap, fmt);
+	rep = redisvCommand(c, fmt, ap);
+	va_end(ap);
+	CHECK(rep != NULL);
+	if (rep->type != REDIS_REPLY_STATUS)
+		fprintf(stderr, "raw command '%s' answered type %d: %s\n", fmt,
+			rep->type,
+			rep->type == REDIS_REPLY_ERROR ? rep->str : "");
+	CHECK(rep->type == REDIS_REPLY_STATUS);
+	freeReplyObject(rep);
+}
+
+static redisContext *raw_main(void)
+{
+	return raw_connect(host, port, password);
+}
+
+static char *key_of(uint64_t ino)
+{
+	static char buf[4][128];
+	static int next;
+	char *p = buf[next++ % 4];
+
+	snprintf(p, 128, "%se:%llu", prefix, (unsigned long long)ino);
+	return p;
+}
+
+static struct store *open_ok(void)
+{
+	struct store *s = NULL;
+
+	CHECK_EQ(l2_redis_open(url, prefix, &test_log, &s), 0);
+	CHECK(s != NULL);
+	CHECK_STREQ(s->ops->name, "redis");
+	CHECK(s->ops->fetch != NULL);
+	return s;
+}
+
+static uint64_t next_ino = 1000;
+
+static uint64_t new_ino(void)
+{
+	return __atomic_fetch_add(&next_ino, 1, __ATOMIC_RELAXED);
+}
+
+/* Metadata of a file holding @len bytes at @data (hash and size set). */
+static struct item_meta meta_of(enum item_kind kind, const void *data,
+				size_t len)
+{
+	struct item_meta m;
+
+	memset(&m, 0, sizeof(m));
+	m.kind = kind;
+	m.size = len;
+	if (kind != ITEM_DIR)
+		item_hash(len ? data : "", len, m.hash);
+	m.version = 1;
+	m.mtime_ns = 1700000000123456789LL;
+	m.ctime_ns = 1700000000987654321LL;
+	m.mode = kind == ITEM_DIR ? S_IFDIR | 0755 : S_IFREG | 0644;
+	m.uid = 1000;
+	m.gid = 1000;
+	m.explicit_dir = kind == ITEM_DIR;
+	return m;
+}
+
+static struct store_change put_of(uint64_t ino, uint64_t parent,
+				  const char *name, const struct item_meta *m,
+				  const void *data, size_t len)
+{
+	struct store_change c;
+
+	memset(&c, 0, sizeof(c));
+	c.ino = ino;
+	c.parent = parent;
+	c.name = name;
+	c.meta = m;
+	c.has_data = true;
+	c.data = data;
+	c.len = len;
+	return c;
+}
+
+static struct store_change meta_only_of(uint64_t ino, uint64_t parent,
+					const char *name,
+					const struct item_meta *m)
+{
+	struct store_change c = put_of(ino, parent, name, m, NULL, 0);
+
+	c.has_data = false;
+	return c;
+}
+
+static struct store_change del_of(uint64_t ino)
+{
+	struct store_change c;
+
+	memset(&c, 0, sizeof(c));
+	c.ino = ino;
+	c.deleted = true;
+	return c;
+}
+
+static void check_meta_eq(const struct item_meta *got,
+			  const struct item_meta *want)
+{
+	CHECK_EQ(got->kind, want->kind);
+	CHECK_EQ(got->size, want->size);
+	CHECK(memcmp(got->hash, want->hash, ITEM_HASH_LEN) == 0);
+	CHECK(got->version == want->version);
+	CHECK_EQ(got->mtime_ns, want->mtime_ns);
+	CHECK_EQ(got->ctime_ns, want->ctime_ns);
+	CHECK_EQ(got->mode, want->mode);
+	CHECK_EQ(got->uid, want->uid);
+	CHECK_EQ(got->gid, want->gid);
+	CHECK_EQ(got->explicit_dir, want->explicit_dir);
+	CHECK_EQ(got->state == NULL, want->state == NULL);
+	if (want->state)
+		CHECK_STREQ(got->state, want->state);
+	CHECK_EQ(got->xattrs_len, want->xattrs ? want->xattrs_len : 0);
+	if (want->xattrs && want->xattrs_len)
+		CHECK(memcmp(got->xattrs, want->xattrs, want->xattrs_len) == 0);
+	else
+		CHECK(got->xattrs == NULL);
+}
+
+/* Checks get, fetch and read of @ino against what was written. */
+static void check_entry(struct store *s, uint64_t ino, uint64_t parent,
+			const char *name, const struct item_meta *m,
+			const void *data, size_t len)
+{
+	struct store_row row;
+	void *got = (void *)1;
+	size_t got_len = 1;
+
+	memset(&row, 0, sizeof(row));
+	CHECK_EQ(s->ops->get(s, ino, &row), 0);
+	CHECK(row.ino == ino);
+	CHECK(row.parent == parent);
+	CHECK_STREQ(row.name, name);
+	check_meta_eq(&row.meta, m);
+	store_row_release(&row);
+
+	memset(&row, 0, sizeof(row));
+	CHECK_EQ(s->ops->fetch(s, ino, &row, &got, &got_len), 0);
+	CHECK(row.ino == ino);
+	CHECK(row.parent == parent);
+	CHECK_STREQ(row.name, name);
+	check_meta_eq(&row.meta, m);
+	CHECK_EQ(got_len, len);
+	if (len)
+		CHECK(memcmp(got, data, len) == 0);
+	else
+		CHECK(got == NULL);
+	free(got);
+	store_row_release(&row);
+
+	got = (void *)1;
+	CHECK_EQ(s->ops->read(s, ino, &got, &got_len), 0);
+	CHECK_EQ(got_len, len);
+	if (len)
+		CHECK(memcmp(got, data, len) == 0);
+	else
+		CHECK(got == NULL);
+	free(got);
+}
+
+static void check_absent(struct store *s, uint64_t ino)
+{
+	struct store_row row;
+	void *data = NULL;
+	size_t len = 0;
+
+	CHECK_EQ(s->ops->get(s, ino, &row), -ENOENT);
+	CHECK_EQ(s->ops->fetch(s, ino, &row, &data, &len), -ENOENT);
+	CHECK_EQ(s->ops->read(s, ino, &data, &len), -ENOENT);
+}
+
+static void *random_bytes(size_t len)
+{
+	unsigned char *p = malloc(len ? len : 1);
+	size_t off = 0;
+
+	CHECK(p != NULL);
+	while (off < len) {
+		ssize_t n = getrandom(p + off, len - off, 0);
+
+		CHECK(n > 0);
+		off += (size_t)n;
+	}
+	return p;
+}
+
+/* ---- the tests ---- */
+
+static void test_round_trip(void)
+{
+	static const char small[] = "a\0b\0\0c\0";
+	size_t big_len = 1u << 20;
+	unsigned char *big = random_bytes(big_len);
+	uint64_t ino_small = new_ino(), ino_big = new_ino(),
+		 ino_empty = new_ino(), ino_json = new_ino();
+	const char *json = "{\"a\": [1, 2.50, \"x\"]}\n";
+	struct item_meta m_small, m_big, m_empty, m_json;
+	struct store_change ch[4];
+	struct store *s = open_ok();
+
+	big[0] = 0;
+	big[big_len / 2] = 0;
+	big[big_len - 1] = 0;
+	m_small = meta_of(ITEM_BINARY, small, sizeof(small));
+	m_big = meta_of(ITEM_BINARY, big, big_len);
+	m_empty = meta_of(ITEM_BINARY, NULL, 0);
+	m_json = meta_of(ITEM_JSON, json, strlen(json));
+	ch[0] = put_of(ino_small, 1, "small.bin", &m_small, small,
+		       sizeof(small));
+	ch[1] = put_of(ino_big, 1, "big", &m_big, big, big_len);
+	ch[2] = put_of(ino_empty, 1, "empty", &m_empty, NULL, 0);
+	ch[3] = put_of(ino_json, 1, "doc.json", &m_json, json, strlen(json));
+	CHECK_EQ(s->ops->apply(s, ch, 4), 0);
+
+	check_entry(s, ino_small, 1, "small.bin", &m_small, small,
+		    sizeof(small));
+	check_entry(s, ino_big, 1, "big", &m_big, big, big_len);
+	check_entry(s, ino_empty, 1, "empty", &m_empty, NULL, 0);
+	check_entry(s, ino_json, 1, "doc.json", &m_json, json, strlen(json));
+
+	/* An overwrite replaces both fields. */
+	m_small.version = 2;
+	ch[0] = put_of(ino_small, 7, "renamed", &m_big, big, big_len / 3);
+	m_big.size = big_len / 3;
+	item_hash(big, big_len / 3, m_big.hash);
+	CHECK_EQ(s->ops->apply(s, ch, 1), 0);
+	check_entry(s, ino_small, 7, "renamed", &m_big, big, big_len / 3);
+
+	/* Never written: absent everywhere. */
+	check_absent(s, new_ino());
+	free(big);
+	store_free(s);
+}
+
+static void test_meta_fields(void)
+{
+	struct store *s = open_ok();
+	struct item_meta m[6];
+	struct store_change ch[6];
+	uint64_t ino[6];
+	char long_name[STORE_NAME_MAX + 1];
+	static const char xval[] = "v\0with\0nuls";
+
+	memset(long_name, 'n', STORE_NAME_MAX);
+	long_name[STORE_NAME_MAX] = '\0';
+	for (int i = 0; i < 6; i++) {
+		ino[i] = new_ino();
+		m[i] = meta_of(ITEM_BINARY, "x", 1);
+	}
+	/* 0: a NULL state tag; 1: a set one; 2: "" stays "" (not NULL) */
+	m[1].state = "draft:42";
+	m[2].state = "";
+	/* 3: xattrs (values with NULs), extreme numbers */
+	CHECK_EQ(item_xattr_set(&m[3], "user.one", "1", 1, 0), 0);
+	CHECK_EQ(item_xattr_set(&m[3], "user.two", xval, sizeof(xval), 0), 0);
+	m[3].mtime_ns = -1234567890123LL;
+	m[3].ctime_ns = INT64_MIN;
+	m[3].version = UINT64_MAX;
+	m[3].uid = UINT32_MAX;
+	m[3].gid = 0;
+	m[3].mode = S_IFREG | 07777;
+	/* 4: a directory, explicit, with empty content */
+	m[4] = meta_of(ITEM_DIR, NULL, 0);
+	/* 5: an implicit directory with a long name */
+	m[5] = meta_of(ITEM_DIR, NULL, 0);
+	m[5].explicit_dir = false;
+
+	ch[0] = put_of(ino[0], 1, "s0", &m[0], "x", 1);
+	ch[1] = put_of(ino[1], 1, "s1", &m[1], "x", 1);
+	ch[2] = put_of(ino[2], 1, "s2", &m[2], "x", 1);
+	ch[3] = put_of(ino[3], UINT64_MAX - 1, "x", &m[3], "x", 1);
+	ch[4] = put_of(ino[4], 1, "dir", &m[4], NULL, 0);
+	ch[5] = put_of(ino[5], ino[4], long_name, &m[5], NULL, 0);
+	CHECK_EQ(s->ops->apply(s, ch, 6), 0);
+
+	check_entry(s, ino[0], 1, "s0", &m[0], "x", 1);
+	check_entry(s, ino[1], 1, "s1", &m[1], "x", 1);
+	check_entry(s, ino[2], 1, "s2", &m[2], "x", 1);
+	check_entry(s, ino[3], UINT64_MAX - 1, "x", &m[3], "x", 1);
+	check_entry(s, ino[4], 1, "dir", &m[4], NULL, 0);
+	check_entry(s, ino[5], ino[4], long_name, &m[5], NULL, 0);
+
+	/* The root: ino 1, parent 0, empty name. */
+	ch[0] = put_of(STORE_ROOT_INO, 0, "", &m[4], NULL, 0);
+	CHECK_EQ(s->ops->apply(s, ch, 1), 0);
+	check_entry(s, STORE_ROOT_INO, 0, "", &m[4], NULL, 0);
+	for (int i = 0; i < 6; i++)
+		ch[i] = del_of(ino[i]);
+	CHECK_EQ(s->ops->apply(s, ch, 6), 0);
+	ch[0] = del_of(STORE_ROOT_INO);
+	CHECK_EQ(s->ops->apply(s, ch, 1), 0);
+	item_meta_release(&m[3]);
+	store_free(s);
+}
+
+static void test_delete(void)
+{
+	struct store *s = open_ok();
+	struct item_meta m = meta_of(ITEM_BINARY, "abc", 3);
+	uint64_t a = new_ino(), b = new_ino();
+	struct store_change ch[3];
+	redisContext *raw = raw_main();
+
+	ch[0] = put_of(a, 1, "a", &m, "abc", 3);
+	ch[1] = put_of(b, 1, "b", &m, "abc", 3);
+	CHECK_EQ(s->ops->apply(s, ch, 2), 0);
+	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(a)), 1);
+
+	ch[0] = del_of(a);
+	ch[1] = del_of(new_ino()); /* never written: fine */
+	CHECK_EQ(s->ops->apply(s, ch, 2), 0);
+	check_absent(s, a);
+	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(a)), 0);
+	check_entry(s, b, 1, "b", &m, "abc", 3);
+
+	/* In one batch, a delete and a write of other entries. */
+	ch[0] = del_of(b);
+	ch[1] = put_of(a, 1, "a", &m, "abc", 3);
+	CHECK_EQ(s->ops->apply(s, ch, 2), 0);
+	check_absent(s, b);
+	check_entry(s, a, 1, "a", &m, "abc", 3);
+	ch[0] = del_of(a);
+	CHECK_EQ(s->ops->apply(s, ch, 1), 0);
+	redisFree(raw);
+	store_free(s);
+}
+
+static void test_meta_only(void)
+{
+	struct store *s = open_ok();
+	static const char data[] = "content\0v1";
+	struct item_meta m = meta_of(ITEM_BINARY, data, sizeof(data));
+	struct item_meta m2, m3;
+	uint64_t ino = new_ino(), absent = new_ino(), dir = new_ino();
+	struct store_change ch;
+	redisContext *raw = raw_main();
+
+	/* An existing entry: "m" changes, "d" stays. */
+	ch = put_of(ino, 1, "f", &m, data, sizeof(data));
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	m2 = m;
+	m2.mode = S_IFREG | 0600;
+	m2.ctime_ns += 5;
+	m2.state = "tagged";
+	ch = meta_only_of(ino, 9, "g", &m2);
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	check_entry(s, ino, 9, "g", &m2, data, sizeof(data));
+	CHECK_EQ(raw_int(raw, "HLEN %s", key_of(ino)), 2);
+
+	/* An absent entry: nothing is written, no half entry. */
+	ch = meta_only_of(absent, 1, "h", &m);
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(absent)), 0);
+	check_absent(s, absent);
+
+	/* Metadata of other content (a newer version whose content this
+	 * batch does not carry): the stale pair is dropped. */
+	m3 = m2;
+	m3.version = 2;
+	m3.size = 3;
+	item_hash("new", 3, m3.hash);
+	ch = meta_only_of(ino, 9, "g", &m3);
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(ino)), 0);
+	check_absent(s, ino);
+
+	/* A directory sent without content (as the engine does): not
+	 * cached. */
+	m3 = meta_of(ITEM_DIR, NULL, 0);
+	ch = meta_only_of(dir, 1, "d", &m3);
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(dir)), 0);
+	redisFree(raw);
+	store_free(s);
+}
+
+static void test_batch(void)
+{
+	enum { N = 2000, LEN = 256, ROUNDS = 5 };
+	struct store *s = open_ok();
+	struct store_change *ch = calloc(N, sizeof(*ch));
+	struct item_meta *m = calloc(N, sizeof(*m));
+	char(*names)[32] = calloc(N, 32);
+	unsigned char *data = random_bytes((size_t)N * LEN);
+	uint64_t first = new_ino();
+	double best = 1e9, t0, t;
+
+	CHECK(ch && m && names);
+	for (int i = 1; i < N; i++)
+		(void)new_ino();
+	for (int i = 0; i < N; i++) {
+		snprintf(names[i], 32, "item-%d", i);
+		m[i] = meta_of(ITEM_BINARY, data + (size_t)i * LEN, LEN);
+		ch[i] = put_of(first + (uint64_t)i, 1, names[i], &m[i],
+			       data + (size_t)i * LEN, LEN);
+	}
+	for (int r = 0; r < ROUNDS; r++) {
+		t0 = now_s();
+		CHECK_EQ(s->ops->apply(s, ch, N), 0);
+		t = now_s() - t0;
+		if (t < best)
+			best = t;
+	}
+	printf("  apply: batch of %d changes (%d B each) in one pipeline: "
+	       "%.1f ms, %.0f changes/s (best of %d)\n",
+	       N, LEN, best * 1e3, N / best, ROUNDS);
+
+	t0 = now_s();
+	for (int i = 0; i < N; i++) {
+		struct store_row row;
+
+		CHECK_EQ(s->ops->get(s, first + (uint64_t)i, &row), 0);
+		CHECK_STREQ(row.name, names[i]);
+		CHECK(row.meta.size == LEN);
+		store_row_release(&row);
+	}
+	t = now_s() - t0;
+	printf("  get: %d one at a time: %.1f ms, %.0f gets/s\n", N, t * 1e3,
+	       N / t);
+	for (int i = 0; i < N; i += 97)
+		check_entry(s, first + (uint64_t)i, 1, names[i], &m[i],
+			    data + (size_t)i * LEN, LEN);
+
+	/* A mixed batch: deletes, metadata-only changes and writes. */
+	for (int i = 0; i < N; i++) {
+		if (i % 3 == 0) {
+			ch[i] = del_of(first + (uint64_t)i);
+		} else if (i % 3 == 1) {
+			m[i].mode = S_IFREG | 0640;
+			ch[i] = meta_only_of(first + (uint64_t)i, 2, names[i],
+					     &m[i]);
+		}
+	}
+	CHECK_EQ(s->ops->apply(s, ch, N), 0);
+	for (int i = 0; i < N; i += 7) {
+		if (i % 3 == 0)
+			check_absent(s, first + (uint64_t)i);
+		else
+			check_entry(s, first + (uint64_t)i, i % 3 == 1 ? 2 : 1,
+				    names[i], &m[i], data + (size_t)i * LEN,
+				    LEN);
+	}
+	for (int i = 0; i < N; i++)
+		ch[i] = del_of(first + (uint64_t)i);
+	CHECK_EQ(s->ops->apply(s, ch, N), 0);
+	free(data);
+	free(names);
+	free(m);
+	free(ch);
+	store_free(s);
+}
+
+/* More content than one chunk of the pipeline, and a 16 MiB item. */
+static void test_big_batch(void)
+{
+	enum { N = 20 };
+	size_t len = 1u << 20, huge_len = 16u << 20;
+	struct store *s = open_ok();
+	unsigned char *data = random_bytes(N * len);
+	unsigned char *huge = random_bytes(huge_len);
+	struct item_meta m[N + 1];
+	struct store_change ch[N + 1];
+	uint64_t first = new_ino();
+	double t0, t;
+
+	for (int i = 1; i <= N; i++)
+		(void)new_ino();
+	for (int i = 0; i < N; i++) {
+		m[i] = meta_of(ITEM_BINARY, data + i * len, len);
+		ch[i] = put_of(first + (uint64_t)i, 1, "big", &m[i],
+			       data + i * len, len);
+	}
+	m[N] = meta_of(ITEM_BINARY, huge, huge_len);
+	ch[N] = put_of(first + N, 1, "huge", &m[N], huge, huge_len);
+	t0 = now_s();
+	CHECK_EQ(s->ops->apply(s, ch, N + 1), 0);
+	t = now_s() - t0;
+	printf("  apply: %d x 1 MiB + 16 MiB in one call: %.0f ms, "
+	       "%.0f MiB/s\n",
+	       N, t * 1e3, (N + 16) / t);
+	for (int i = 0; i < N; i++)
+		check_entry(s, first + (uint64_t)i, 1, "big", &m[i],
+			    data + i * len, len);
+	check_entry(s, first + N, 1, "huge", &m[N], huge, huge_len);
+	for (int i = 0; i <= N; i++)
+		ch[i] = del_of(first + (uint64_t)i);
+	CHECK_EQ(s->ops->apply(s, ch, N + 1), 0);
+	free(data);
+	free(huge);
+	store_free(s);
+}
+
+static void test_unsupported(void)
+{
+	struct store *s = open_ok();
+	struct store_row rows[2];
+	uint64_t a, b;
+
+	CHECK_EQ(s->ops->lookup(s, 1, "x", &rows[0]), -ENOTSUP);
+	CHECK_EQ(s->ops->list(s, 1, "", rows, 2), -ENOTSUP);
+	CHECK_EQ(s->ops->has_children(s, 1), -ENOTSUP);
+	CHECK_EQ(s->ops->alloc_ino(s, 1, &a), -ENOTSUP);
+	CHECK_EQ(s->ops->stats(s, &a, &b), -ENOTSUP);
+	store_free(s);
+}
+
+static void test_invalid_changes(void)
+{
+	struct store *s = open_ok();
+	struct item_meta m = meta_of(ITEM_BINARY, "x", 1);
+	uint64_t ino = new_ino();
+	struct store_change ch[2];
+	redisContext *raw = raw_main();
+
+	ch[0] = put_of(ino, 1, "ok", &m, "x", 1);
+	ch[1] = put_of(0, 1, "zero", &m, "x", 1);
+	CHECK_EQ(s->ops->apply(s, ch, 2), -EINVAL);
+	ch[1] = put_of(new_ino(), 1, "a/b", &m, "x", 1);
+	CHECK_EQ(s->ops->apply(s, ch, 2), -EINVAL);
+	ch[1] = put_of(new_ino(), 1, "", &m, "x", 1);
+	CHECK_EQ(s->ops->apply(s, ch, 2), -EINVAL);
+	ch[1] = put_of(new_ino(), 1, "x", NULL, "x", 1);
+	CHECK_EQ(s->ops->apply(s, ch, 2), -EINVAL);
+	ch[1] = put_of(new_ino(), 1, "x", &m, NULL, 1);
+	CHECK_EQ(s->ops->apply(s, ch, 2), -EINVAL);
+	/* nothing of a refused batch was sent */
+	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(ino)), 0);
+	CHECK_EQ(s->ops->apply(s, ch, 0), 0);
+	redisFree(raw);
+	store_free(s);
+}
+
+/* An error reply in the middle of a pipeline: the other changes land, the
+ * first error is returned and the connection stays usable. */
+static void test_error_in_batch(void)
+{
+	struct store *s = open_ok();
+	struct item_meta m = meta_of(ITEM_BINARY, "abc", 3);
+	uint64_t a = new_ino(), bad = new_ino(), bad2 = new_ino(),
+		 b = new_ino();
+	struct store_change ch[4];
+	redisContext *raw = raw_main();
+
+	raw_ok(raw, "SET %s not-a-hash", key_of(bad));
+	raw_ok(raw, "SET %s not-a-hash", key_of(bad2));
+	ch[0] = put_of(a, 1, "a", &m, "abc", 3);
+	ch[1] = put_of(bad, 1, "bad", &m, "abc", 3);
+	ch[2] = meta_only_of(bad2, 1, "bad2", &m); /* the script fails */
+	ch[3] = put_of(b, 1, "b", &m, "abc", 3);
+	log_reset();
+	for (int i = 0; i < 3; i++) /* always on the same, reused context */
+		CHECK_EQ(s->ops->apply(s, ch, 4), -EIO);
+	CHECK(log_has("WRONGTYPE"));
+	CHECK(log_has("2 of 4 changes"));
+	check_entry(s, a, 1, "a", &m, "abc", 3);
+	check_entry(s, b, 1, "b", &m, "abc", 3);
+	CHECK_EQ(raw_int(raw, "DEL %s %s", key_of(bad), key_of(bad2)), 2);
+	ch[0] = del_of(a);
+	ch[1] = del_of(b);
+	CHECK_EQ(s->ops->apply(s, ch, 2), 0);
+	redisFree(raw);
+	store_free(s);
+}
+
+/* What the store makes of entries it did not write. */
+static void test_foreign_entries(void)
+{
+	struct store *s = open_ok();
+	struct item_meta m = meta_of(ITEM_BINARY, "abcd", 4);
+	uint64_t ino = new_ino();
+	struct store_change ch = put_of(ino, 1, "f", &m, "abcd", 4);
+	redisContext *raw = raw_main();
+	struct store_row row;
+	void *data;
+	size_t len;
+
+	/* Content whose length is not the metadata's size. */
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(raw_int(raw, "HSET %s d abc", key_of(ino)), 0);
+	log_reset();
+	CHECK_EQ(s->ops->fetch(s, ino, &row, &data, &len), -EIO);
+	CHECK(log_has("corrupt entry"));
+
+	/* A hash with "m" only: fetch sees no entry, and a metadata-only
+	 * change does not keep the half entry. */
+	CHECK_EQ(raw_int(raw, "HDEL %s d", key_of(ino)), 1);
+	CHECK_EQ(s->ops->fetch(s, ino, &row, &data, &len), -ENOENT);
+	CHECK_EQ(s->ops->read(s, ino, &data, &len), -ENOENT);
+	ch = meta_only_of(ino, 1, "f", &m);
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(ino)), 0);
+	ch = put_of(ino, 1, "f", &m, "abcd", 4);
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(raw_int(raw, "HDEL %s d", key_of(ino)), 1);
+
+	/* A truncated blob, and trailing bytes. */
+	CHECK_EQ(raw_int(raw, "HSET %s m %b", key_of(ino), "\x01garbage",
+			 (size_t)8),
+		 0);
+	CHECK_EQ(s->ops->get(s, ino, &row), -EIO);
+
+	/* Another format: absent. */
+	CHECK_EQ(raw_int(raw, "HSET %s m %b d abcd", key_of(ino),
+			 "\x02whatever", (size_t)9),
+		 1);
+	CHECK_EQ(s->ops->get(s, ino, &row), -ENOENT);
+	CHECK_EQ(s->ops->fetch(s, ino, &row, &data, &len), -ENOENT);
+
+	/* A key of another type. */
+	raw_ok(raw, "SET %s x", key_of(ino));
+	log_reset();
+	CHECK_EQ(s->ops->get(s, ino, &row), -EIO);
+	CHECK(log_has("WRONGTYPE"));
+	/* ... and the context still works */
+	CHECK_EQ(raw_int(raw, "DEL %s", key_of(ino)), 1);
+	check_absent(s, ino);
+	redisFree(raw);
+	store_free(s);
+}
+
+static void test_bad_urls(void)
+{
+	static const char *const bad[] = {
+		"",
+		"http://127.0.0.1:6379",
+		"rediss://127.0.0.1:6379",
+		"redis://",
+		"redis://:6379",
+		"redis://127.0.0.1:",
+		"redis://127.0.0.1:0",
+		"redis://127.0.0.1:65536",
+		"redis://127.0.0.1:12x",
+		"redis://127.0.0.1:6379/abc",
+		"redis://127.0.0.1:6379/1/2",
+		"redis://127.0.0.1:6379?timeout=1",
+		"redis://[::1:6379",
+		"redis://pw-without-colon-Sekr1t@127.0.0.1",
+		"redis://:bad%zzescape-Sekr1t@127.0.0.1",
+		"redis://:nul%00-Sekr1t@127.0.0.1",
+		"redis://:Sekr1t@",
+		"redis://ho st:6379",
+	};
+	struct store *s = (struct store *)1;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(check_context, sizeof(check_context), "url '%s'",
+			 bad[i]);
+		log_reset();
+		CHECK_EQ(l2_redis_open(bad[i], prefix, &test_log, &s), -EINVAL);
+		CHECK(s == (struct store *)1);
+		CHECK(log_has("cannot parse the URL"));
+	}
+	check_context[0] = '\0';
+	CHECK_EQ(l2_redis_open(NULL, prefix, &test_log, &s), -EINVAL);
+	{
+		char long_prefix[400];
+
+		memset(long_prefix, 'p', sizeof(long_prefix) - 1);
+		long_prefix[sizeof(long_prefix) - 1] = '\0';
+		CHECK_EQ(l2_redis_open(url, long_prefix, &test_log, &s),
+			 -EINVAL);
+	}
+	CHECK(!log_ever_has("Sekr1t"));
+}
+
+/* URLs that parse: the log names what was understood. */
+static void test_good_urls(void)
+{
+	struct store *s = NULL;
+	char u[256];
+	int err;
+
+	/* no port: 6379 (a server may or may not listen there) */
+	log_reset();
+	err = l2_redis_open("redis://127.0.0.1", prefix, &test_log, &s);
+	CHECK(err == 0 || err == -EAGAIN || err == -EACCES);
+	CHECK(log_has("redis '127.0.0.1:6379/0'"));
+	if (!err)
+		store_free(s);
+
+	/* an empty path is database 0; the test server's own URL works
+	 * with it */
+	snprintf(u, sizeof(u), "%s/", url);
+	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s), 0);
+	store_free(s);
+
+	/* IPv6 in brackets (the test server listens on 127.0.0.1 only) */
+	snprintf(u, sizeof(u), "redis://[::1]:%d/5", port);
+	log_reset();
+	err = l2_redis_open(u, prefix, &test_log, &s);
+	CHECK(err == -EAGAIN || err == 0);
+	snprintf(u, sizeof(u), "redis '[::1]:%d/5'", port);
+	CHECK(log_has(u));
+	if (!err)
+		store_free(s);
+}
+
+/* A port where nothing listens, and an address that does not answer. */
+static void test_unreachable(void)
+{
+	struct sockaddr_in sa;
+	socklen_t sl = sizeof(sa);
+	struct store *s = NULL;
+	char u[128];
+	double t0, t;
+	int fd, free_port;
+
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(fd >= 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	CHECK(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+	CHECK(getsockname(fd, (struct sockaddr *)&sa, &sl) == 0);
+	free_port = ntohs(sa.sin_port);
+	close(fd);
+
+	snprintf(u, sizeof(u), "redis://:Sekr1t-unreach@127.0.0.1:%d/2",
+		 free_port);
+	log_reset();
+	t0 = now_s();
+	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s), -EAGAIN);
+	t = now_s() - t0;
+	CHECK(t < 2.0);
+	CHECK(log_has("127.0.0.1:"));
+	CHECK(!log_has("Sekr1t"));
+
+	/* TEST-NET-1 (RFC 5737): never routed, so the connect times out (or
+	 * fails at once where there is no route). */
+	t0 = now_s();
+	CHECK_EQ(l2_redis_open("redis://192.0.2.1:6379", prefix, &test_log, &s),
+		 -EAGAIN);
+	t = now_s() - t0;
+	printf("  unreachable: refused port -EAGAIN at once, 192.0.2.1 "
+	       "-EAGAIN after %.2f s\n",
+	       t);
+	CHECK(t < 2.5);
+
+	/* A port that accepts connections (the kernel's backlog) but never
+	 * answers: the command timeout ends the PING. */
+	fd = socket(AF_INET, SOCK_STREAM, 0);
+	CHECK(fd >= 0);
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sl = sizeof(sa);
+	CHECK(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+	CHECK(listen(fd, 8) == 0);
+	CHECK(getsockname(fd, (struct sockaddr *)&sa, &sl) == 0);
+	snprintf(u, sizeof(u), "redis://127.0.0.1:%d", ntohs(sa.sin_port));
+	log_reset();
+	t0 = now_s();
+	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s), -EAGAIN);
+	t = now_s() - t0;
+	close(fd);
+	printf("  unreachable: a silent server -EAGAIN after %.2f s\n", t);
+	CHECK(t > 0.5 && t < 2.5);
+	CHECK(log_has("cannot ping"));
+}
+
+/* Gets run by several threads at once, to fill the pool. */
+struct getter {
+	struct store *s;
+	uint64_t ino;
+	int n;
+	int failures;
+};
+
+static void *getter_main(void *arg)
+{
+	struct getter *g = arg;
+
+	for (int i = 0; i < g->n; i++) {
+		struct store_row row;
+		int err = g->s->ops->get(g->s, g->ino, &row);
+
+		if (err)
+			g->failures++;
+		else
+			store_row_release(&row);
+	}
+	return NULL;
+}
+
+static void run_getters(struct store *s, uint64_t ino, int nthreads, int n)
+{
+	pthread_t t[16];
+	struct getter g[16];
+
+	for (int i = 0; i < nthreads; i++) {
+		g[i] = (struct getter){.s = s, .ino = ino, .n = n};
+		CHECK(pthread_create(&t[i], NULL, getter_main, &g[i]) == 0);
+	}
+	for (int i = 0; i < nthreads; i++) {
+		CHECK(pthread_join(t[i], NULL) == 0);
+		CHECK_EQ(g[i].failures, 0);
+	}
+}
+
+static void test_reconnect(void)
+{
+	struct store *s = open_ok();
+	size_t big_len = 4u << 20;
+	unsigned char *big = random_bytes(big_len);
+	struct item_meta m = meta_of(ITEM_BINARY, "abc", 3);
+	struct item_meta mb = meta_of(ITEM_BINARY, big, big_len);
+	uint64_t ino = new_ino(), ino_big = new_ino();
+	struct store_change ch = put_of(ino, 1, "a", &m, "abc", 3);
+	redisContext *raw = raw_main();
+	long long killed;
+
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	/* several contexts in the pool */
+	run_getters(s, ino, 8, 200);
+
+	for (int round = 0; round < 3; round++) {
+		snprintf(check_context, sizeof(check_context),
+			 "reconnect round %d", round);
+		killed = raw_int(raw, "CLIENT KILL TYPE normal");
+		CHECK(killed >= 1);
+		log_reset();
+		/* every next call succeeds: lost idle contexts are
+		 * replaced, and SIGPIPE (default action: exit) never
+		 * reaches the process */
+		if (round == 0) {
+			check_entry(s, ino, 1, "a", &m, "abc", 3);
+		} else if (round == 1) {
+			ch = put_of(ino_big, 1, "big", &mb, big, big_len);
+			for (int i = 0; i < 4; i++)
+				CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+			check_entry(s, ino_big, 1, "big", &mb, big, big_len);
+		} else {
+			run_getters(s, ino, 8, 50);
+		}
+		CHECK(log_has("cannot")); /* the lost context was noticed */
+	}
+	check_context[0] = '\0';
+	ch = del_of(ino);
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	ch = del_of(ino_big);
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	free(big);
+	redisFree(raw);
+	store_free(s);
+}
+
+/* Writers and readers on many threads, more than the pool holds. */
+struct worker {
+	struct store *s;
+	uint64_t first;
+	int n;
+};
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	char name[32], content[64];
+
+	for (int i = 0; i < w->n; i++) {
+		uint64_t ino = w->first + (uint64_t)i;
+		size_t len = (size_t)snprintf(content, sizeof(content),
+					      "content of %llu",
+					      (unsigned long long)ino);
+		struct item_meta m = meta_of(ITEM_BINARY, content, len);
+		struct store_change ch;
+		struct store_row row;
+		void *data;
+		size_t got;
+
+		snprintf(name, sizeof(name), "w%llu", (unsigned long long)ino);
+		ch = put_of(ino, 1, name, &m, content, len);
+		CHECK_EQ(w->s->ops->apply(w->s, &ch, 1), 0);
+		CHECK_EQ(w->s->ops->fetch(w->s, ino, &row, &data, &got), 0);
+		CHECK_EQ(got, len);
+		CHECK(memcmp(data, content, len) == 0);
+		CHECK_STREQ(row.name, name);
+		free(data);
+		store_row_release(&row);
+		ch = del_of(ino);
+		CHECK_EQ(w->s->ops->apply(w->s, &ch, 1), 0);
+	}
+	return NULL;
+}
+
+static void test_threads(void)
+{
+	enum { T = 12, N = 200 };
+	struct store *s = open_ok();
+	pthread_t t[T];
+	struct worker w[T];
+	uint64_t first = new_ino();
+
+	for (int i = 1; i < T * N; i++)
+		(void)new_ino();
+	for (int i = 0; i < T; i++) {
+		w[i] = (struct worker){
+			.s = s, .first = first + (uint64_t)i * N, .n = N};
+		CHECK(pthread_create(&t[i], NULL, worker_main, &w[i]) == 0);
+	}
+	for (int i = 0; i < T; i++)
+		CHECK(pthread_join(t[i], NULL) == 0);
+	store_free(s);
+}
+
+/* Only keys under this run's prefix, all entry hashes of "m" and "d". */
+static void test_key_layout(void)
+{
+	redisContext *raw = raw_main();
+	char cursor[32] = "0";
+	size_t plen = strlen(prefix);
+	long long mine = 0, foreign = 0;
+	struct store *s = open_ok();
+	struct item_meta m = meta_of(ITEM_BINARY, "k", 1);
+	uint64_t ino = new_ino();
+	struct store_change ch = put_of(ino, 1, "k", &m, "k", 1);
+
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0); /* at least one key */
+	do {
+		redisReply *rep =
+			redisCommand(raw, "SCAN %s COUNT 1000", cursor);
+
+		CHECK(rep && rep->type == REDIS_REPLY_ARRAY &&
+		      rep->elements == 2);
+		snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
+		for (size_t i = 0; i < rep->element[1]->elements; i++) {
+			const redisReply *k = rep->element[1]->element[i];
+			redisReply *fields;
+			const char *rest;
+			char *end;
+
+			if (k->len < plen || memcmp(k->str, prefix, plen)) {
+				CHECK(memmem(k->str, k->len, prefix + 12,
+					     plen - 13) == NULL);
+				foreign++;
+				continue;
+			}
+			mine++;
+			snprintf(check_context, sizeof(check_context),
+				 "key '%.*s'", (int)k->len, k->str);
+			rest = k->str + plen;
+			CHECK(strncmp(rest, "e:", 2) == 0);
+			CHECK(rest[2] >= '1' && rest[2] <= '9');
+			strtoull(rest + 2, &end, 10);
+			CHECK(end == k->str + k->len);
+			fields = redisCommand(raw, "HKEYS %b", k->str, k->len);
+			CHECK(fields && fields->type == REDIS_REPLY_ARRAY);
+			CHECK_EQ(fields->elements, 2);
+			CHECK((strcmp(fields->element[0]->str, "m") == 0 &&
+			       strcmp(fields->element[1]->str, "d") == 0) ||
+			      (strcmp(fields->element[0]->str, "d") == 0 &&
+			       strcmp(fields->element[1]->str, "m") == 0));
+			freeReplyObject(fields);
+		}
+		freeReplyObject(rep);
+	} while (strcmp(cursor, "0") != 0);
+	check_context[0] = '\0';
+	CHECK(mine >= 1);
+	printf("  key layout: %lld keys under '%s', %lld others\n", mine,
+	       prefix, foreign);
+	if (dbsize_at_start == 0)
+		CHECK_EQ(foreign, 0);
+	else
+		printf("  key layout: the database was not empty at start: "
+		       "others not checked\n");
+	ch = del_of(ino);
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	redisFree(raw);
+	store_free(s);
+}
+
+/* ---- tests on a second, private server ---- */
+
+#define SRV_DIR_TEMPLATE "/tmp/test_l2_redis.XXXXXX"
+static char srv_dir[] = SRV_DIR_TEMPLATE;
+static bool srv_dir_made, srv_running;
+static char srv_script[4096];
+
+static int rm_one(const char *path, const struct stat *sb, int type,
+		  struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static void srv_stop(void)
+{
+	char cmd[8192];
+
+	if (srv_running) {
+		snprintf(cmd, sizeof(cmd), "'%s' stop '%s'", srv_script,
+			 srv_dir);
+		if (system(cmd) != 0)
+			fprintf(stderr, "cannot stop the test server\n");
+		srv_running = false;
+	}
+	if (srv_dir_made) {
+		nftw(srv_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+		srv_dir_made = false;
+	}
+}
+
+static bool find_script(void)
+{
+	const char *env = getenv("TIERFS_REDIS_SCRIPT");
+	const char *slash = strrchr(__FILE__, '/');
+
+	if (env) {
+		snprintf(srv_script, sizeof(srv_script), "%s", env);
+		return access(srv_script, X_OK) == 0;
+	}
+	/* __FILE__ is tests/unit/test_l2_redis.c, as the compiler saw it */
+	snprintf(srv_script, sizeof(srv_script),
+		 "%.*s%s../../scripts/redis-test-server.sh",
+		 slash ? (int)(slash - __FILE__) : 0, __FILE__,
+		 slash ? "/" : "");
+	if (access(srv_script, X_OK) == 0)
+		return true;
+	snprintf(srv_script, sizeof(srv_script),
+		 "scripts/redis-test-server.sh");
+	return access(srv_script, X_OK) == 0;
+}
+
+/* Starts the second server with @args; returns its URL in @out. */
+static bool srv_start(const char *args, char *out, size_t size)
+{
+	char cmd[8192];
+	FILE *f;
+	size_t n;
+
+	if (!find_script())
+		return false;
+	CHECK(!srv_running && !srv_dir_made);
+	memcpy(srv_dir, SRV_DIR_TEMPLATE, sizeof(srv_dir));
+	CHECK(mkdtemp(srv_dir) != NULL);
+	srv_dir_made = true;
+	snprintf(cmd, sizeof(cmd), "'%s' start '%s' %s", srv_script, srv_dir,
+		 args);
+	f = popen(cmd, "r");
+	CHECK(f != NULL);
+	if (!fgets(out, (int)size, f))
+		out[0] = '\0';
+	srv_running = pclose(f) == 0 && out[0];
+	n = strlen(out);
+	while (n && (out[n - 1] == '\n' || out[n - 1] == '\r'))
+		out[--n] = '\0';
+	CHECK(srv_running);
+	return true;
+}
+
+static void with_url(char *dst, size_t size, const char *fmt, int p)
+{
+	snprintf(dst, size, fmt, p);
+}
+
+static void test_private_server(void)
+{
+	static const char pw[] = "Sekr1t-p@ss/w:rd";
+	static const char pw_url[] = "Sekr1t-p%40ss%2Fw%3Ard";
+	char u[512], h[256], got_pw[128];
+	struct item_meta m = meta_of(ITEM_BINARY, "abc", 3);
+	uint64_t ino = new_ino();
+	struct store_change ch = put_of(ino, 1, "a", &m, "abc", 3);
+	struct store *s = NULL, *s2 = NULL;
+	struct store_row row;
+	redisContext *raw;
+	double t0, t;
+	int p;
+
+	if (!srv_start("--requirepass 'Sekr1t-p@ss/w:rd'", u, sizeof(u))) {
+		printf("  SKIP passwords, eviction warning, OOM, READONLY: "
+		       "no scripts/redis-test-server.sh (set "
+		       "TIERFS_REDIS_SCRIPT)\n");
+		return;
+	}
+	split_url(u, h, sizeof(h), &p, got_pw, sizeof(got_pw));
+	CHECK_STREQ(got_pw, pw_url);
+	raw = raw_connect(h, p, pw);
+
+	/* The right password, then the wrong one, then none. */
+	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s), 0);
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	check_entry(s, ino, 1, "a", &m, "abc", 3);
+	log_reset();
+	with_url(u, sizeof(u), "redis://:Sekr1t-wrong@127.0.0.1:%d", p);
+	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s2), -EACCES);
+	CHECK(log_has("WRONGPASS"));
+	with_url(u, sizeof(u), "redis://127.0.0.1:%d", p);
+	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s2), -EACCES);
+	CHECK(log_has("NOAUTH"));
+	/* a user name with the password (Redis 6 ACL: "default") */
+	with_url(u, sizeof(u),
+		 "redis://default:Sekr1t-p%%40ss%%2Fw%%3Ard@127.0.0.1:%d/0", p);
+	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s2), 0);
+	store_free(s2);
+	s2 = NULL;
+
+	/* A database number: keys land there. */
+	with_url(u, sizeof(u),
+		 "redis://:Sekr1t-p%%40ss%%2Fw%%3Ard@127.0.0.1:%d/3", p);
+	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s2), 0);
+	CHECK_EQ(s2->ops->apply(s2, &ch, 1), 0);
+	raw_ok(raw, "SELECT 3");
+	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(ino)), 1);
+	CHECK_EQ(raw_int(raw, "DEL %s", key_of(ino)), 1);
+	raw_ok(raw, "SELECT 0");
+	store_free(s2);
+	s2 = NULL;
+	with_url(u, sizeof(u),
+		 "redis://:Sekr1t-p%%40ss%%2Fw%%3Ard@127.0.0.1:%d/999", p);
+	log_reset();
+	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s2), -EINVAL);
+	CHECK(log_has("DB index"));
+
+	/* The eviction warning: only with maxmemory and an evicting
+	 * policy. */
+	with_url(u, sizeof(u),
+		 "redis://:Sekr1t-p%%40ss%%2Fw%%3Ard@127.0.0.1:%d", p);
+	log_reset();
+	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s2), 0);
+	store_free(s2);
+	CHECK(!log_has("evicts"));
+	raw_ok(raw, "CONFIG SET maxmemory-policy allkeys-lru");
+	log_reset();
+	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s2), 0);
+	store_free(s2);
+	CHECK(!log_has("evicts")); /* maxmemory 0: no limit */
+	raw_ok(raw, "CONFIG SET maxmemory 100mb");
+	log_reset();
+	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s2), 0);
+	store_free(s2);
+	CHECK(log_has("evicts keys under memory pressure"));
+	CHECK(log_has("policy 'allkeys-lru'"));
+	CHECK(log_has("tierfs never relies on Redis alone"));
+
+	/* OOM: maxmemory reached with noeviction. */
+	raw_ok(raw, "CONFIG SET maxmemory-policy noeviction");
+	raw_ok(raw, "CONFIG SET maxmemory 1");
+	log_reset();
+	CHECK_EQ(s->ops->apply(s, &ch, 1), -ENOSPC);
+	CHECK(log_has("OOM"));
+	CHECK_EQ(s->ops->get(s, ino, &row), 0); /* reads still work */
+	store_row_release(&row);
+	raw_ok(raw, "CONFIG SET maxmemory 0");
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+
+	/* A read-only replica. */
+	raw_ok(raw, "REPLICAOF 127.0.0.1 1");
+	log_reset();
+	CHECK_EQ(s->ops->apply(s, &ch, 1), -EROFS);
+	CHECK(log_has("READONLY"));
+	check_entry(s, ino, 1, "a", &m, "abc", 3);
+	raw_ok(raw, "REPLICAOF NO ONE");
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+
+	/* The server goes away: -EAGAIN, quickly, and no crash. */
+	redisFree(raw);
+	srv_stop();
+	t0 = now_s();
+	CHECK_EQ(s->ops->get(s, ino, &row), -EAGAIN);
+	CHECK_EQ(s->ops->apply(s, &ch, 1), -EAGAIN);
+	t = now_s() - t0;
+	CHECK(t < 2.5);
+	store_free(s);
+
+	/* A password the server does not use is refused too. */
+	snprintf(u, sizeof(u), "redis://:Sekr1t-unused@%s:%d", host, port);
+	if (!password[0]) {
+		log_reset();
+		CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s2), -EACCES);
+	}
+	CHECK(!log_ever_has("Sekr1t"));
+
+	/* A server with CONFIG disabled: the eviction check is skipped. */
+	if (!srv_start("--rename-command CONFIG ''", u, sizeof(u)))
+		return;
+	log_reset();
+	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s), 0);
+	CHECK(log_has("cannot read 'maxmemory-policy'"));
+	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	check_entry(s, ino, 1, "a", &m, "abc", 3);
+	store_free(s);
+	srv_stop();
+}
+
+/* Deletes every key of this run (best effort: also runs at exit after a
+ * failure, so it must not CHECK). */
+static void cleanup_keys(void)
+{
+	struct timeval tv = {2, 0};
+	char cursor[32] = "0", match[80];
+	redisContext *c;
+	redisReply *rep;
+
+	if (!prefix[0])
+		return;
+	c = redisConnectWithTimeout(host, port, tv);
+	if (!c || c->err)
+		goto out;
+	if (password[0]) {
+		rep = redisCommand(c, "AUTH %s", password);
+		if (!rep)
+			goto out;
+		freeReplyObject(rep);
+	}
+	snprintf(match, sizeof(match), "%s*", prefix);
+	do {
+		rep = redisCommand(c, "SCAN %s MATCH %s COUNT 1000", cursor,
+				   match);
+		if (!rep || rep->type != REDIS_REPLY_ARRAY ||
+		    rep->elements != 2) {
+			if (rep)
+				freeReplyObject(rep);
+			goto out;
+		}
+		snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
+		for (size_t i = 0; i < rep->element[1]->elements; i++) {
+			const redisReply *k = rep->element[1]->element[i];
+			redisReply *del =
+				redisCommand(c, "DEL %b", k->str, k->len);
+
+			if (del)
+				freeReplyObject(del);
+		}
+		freeReplyObject(rep);
+	} while (strcmp(cursor, "0") != 0);
+out:
+	if (c)
+		redisFree(c);
+	prefix[0] = '\0';
+}
+
+/* ---- main ---- */
+
+#define RUN(test)                                                              \
+	do {                                                                   \
+		log_reset();                                                   \
+		printf("%s\n", #test);                                         \
+		fflush(stdout);                                                \
+		test();                                                        \
+	} while (0)
+
+int main(void)
+{
+	uint64_t rnd;
+	redisContext *raw;
+	redisReply *rep;
+
+	url = getenv("TIERFS_TEST_REDIS");
+	if (!url || !url[0]) {
+		printf("SKIP: TIERFS_TEST_REDIS is not set (a redis:// URL; "
+		       "see scripts/redis-test-server.sh)\n");
+		return TEST_SKIP;
+	}
+	atexit(srv_stop);
+	CHECK(getrandom(&rnd, sizeof(rnd), 0) == sizeof(rnd));
+	snprintf(prefix, sizeof(prefix),
+		 "tierfs-test:%016llx:", (unsigned long long)rnd);
+	split_url(url, host, sizeof(host), &port, password, sizeof(password));
+	atexit(cleanup_keys);
+	raw = raw_main();
+	rep = redisCommand(raw, "DBSIZE");
+	CHECK(rep && rep->type == REDIS_REPLY_INTEGER);
+	dbsize_at_start = rep->integer;
+	freeReplyObject(rep);
+	redisFree(raw);
+	printf("redis %s:%d, prefix '%s'\n", host, port, prefix);
+
+	RUN(test_round_trip);
+	RUN(test_meta_fields);
+	RUN(test_delete);
+	RUN(test_meta_only);
+	RUN(test_batch);
+	RUN(test_big_batch);
+	RUN(test_unsupported);
+	RUN(test_invalid_changes);
+	RUN(test_error_in_batch);
+	RUN(test_foreign_entries);
+	RUN(test_bad_urls);
+	RUN(test_good_urls);
+	RUN(test_unreachable);
+	RUN(test_threads);
+	RUN(test_reconnect);
+	RUN(test_key_layout);
+	RUN(test_private_server);
+
+	cleanup_keys();
+	CHECK(!log_ever_has("Sekr1t"));
+	if (password[0])
+		CHECK(!log_ever_has(password));
+	free(log_all);
+	printf("all l2_redis tests passed\n");
+	return 0;
+}
