@@ -150,6 +150,9 @@ struct eng {
 	bool stopping;
 	bool wal_dirty;		  /* appended since the last wal_sync() */
 	uint64_t wal_lost_seq;	  /* last change the log refused */
+	bool wal_fresh;		  /* nothing appended since the last rotation */
+	int64_t wal_seg;	  /* the segment appends go to, once known */
+	bool l3_failing;	  /* the last flush failed (logged once) */
 	pthread_cond_t sync_cond; /* wakes the group-commit thread */
 	uint64_t ino_next, ino_end;
 };
@@ -177,6 +180,16 @@ static struct timespec mono_ts(uint64_t ns)
 	struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000),
 			      .tv_nsec = (long)(ns % 1000000000)};
 	return ts;
+}
+
+/*
+ * The errno a caller sees when an L3 read failed: an unreachable or busy L3
+ * (-EAGAIN from the store) is an I/O error for the file's user, who cannot
+ * be helped by retrying at once (DESIGN.md section 5).
+ */
+static int l3_read_errno(int r)
+{
+	return r == -EAGAIN ? -EIO : r;
 }
 
 /* --- the node table --- */
@@ -452,7 +465,8 @@ static int resolve(struct eng *e, struct node *dir, const char *name,
 		gen = e->gen;
 		dir->holds++;
 		pthread_mutex_unlock(&e->lock);
-		r = e->l3->ops->lookup(e->l3, dir->ino, name, &row);
+		r = l3_read_errno(
+			e->l3->ops->lookup(e->l3, dir->ino, name, &row));
 		pthread_mutex_lock(&e->lock);
 		dir->holds--;
 		if (r < 0 && r != -ENOENT)
@@ -564,6 +578,7 @@ static int mark_dirty(struct eng *e, struct node *n, struct item *content)
 		e->wal_lost_seq = rec->seq;
 	} else {
 		e->wal_dirty = true;
+		e->wal_fresh = false;
 	}
 	r = batch_add(&e->batch, rec, mono_ns());
 	if (r < 0)
@@ -784,7 +799,7 @@ static int node_content(struct eng *e, struct node *n, struct item **out)
 		version = n->meta.version;
 		n->holds++;
 		pthread_mutex_unlock(&e->lock);
-		r = e->l3->ops->read(e->l3, n->ino, &data, &len);
+		r = l3_read_errno(e->l3->ops->read(e->l3, n->ino, &data, &len));
 		pthread_mutex_lock(&e->lock);
 		n->holds--;
 		if (r < 0)
@@ -845,7 +860,8 @@ static uint64_t next_ino(struct eng *e, int *err)
 {
 	if (e->ino_next == e->ino_end) {
 		uint64_t first;
-		int r = e->l3->ops->alloc_ino(e->l3, INO_BLOCK, &first);
+		int r = l3_read_errno(
+			e->l3->ops->alloc_ino(e->l3, INO_BLOCK, &first));
 
 		if (r < 0) {
 			*err = r;
@@ -970,7 +986,8 @@ restart:
 		gen = e->gen;
 		dir->holds++;
 		pthread_mutex_unlock(&e->lock);
-		r = e->l3->ops->list(e->l3, dir->ino, cursor, rows, LIST_PAGE);
+		r = l3_read_errno(e->l3->ops->list(e->l3, dir->ino, cursor,
+						   rows, LIST_PAGE));
 		pthread_mutex_lock(&e->lock);
 		dir->holds--;
 		if (r < 0)
@@ -1094,11 +1111,17 @@ static void *flusher_main(void *arg)
 		}
 		/* Every record in the segments before @seg is in this batch
 		 * or replaced by a newer queued one. */
-		seg = wal_rotate(e->wal);
+		seg = e->wal_fresh ? e->wal_seg : wal_rotate(e->wal);
 		if (seg < 0)
 			eng_logf(&e->cfg.log, LOG_ERR,
 				 "cannot rotate the write-ahead log: %s",
 				 strerror((int)-seg));
+		if (seg > 0) {
+			/* a retry during an outage reuses the empty segment
+			 * instead of making one per attempt */
+			e->wal_seg = seg;
+			e->wal_fresh = true;
+		}
 		snapshot = e->change_seq;
 		pthread_mutex_unlock(&e->lock);
 		r = apply_batch(e->l3, recs, (size_t)n);
@@ -1115,12 +1138,22 @@ static void *flusher_main(void *arg)
 			backoff_ms = 0;
 			if (seg > 0)
 				wal_drop_before(e->wal, seg);
+			if (e->l3_failing) {
+				e->l3_failing = false;
+				eng_logf(&e->cfg.log, LOG_WARNING,
+					 "%s is back: persisted %zd changes",
+					 e->l3->ops->name, n);
+			}
 			pthread_cond_broadcast(&e->commit_cond);
 			continue;
 		}
-		eng_logf(&e->cfg.log, LOG_ERR,
-			 "cannot persist a batch of %zd changes to %s: %s", n,
-			 e->l3->ops->name, strerror(-r));
+		if (!e->l3_failing)
+			eng_logf(&e->cfg.log, LOG_ERR,
+				 "cannot persist a batch of %zd changes to %s: "
+				 "%s; keeping them in the write-ahead log and "
+				 "retrying",
+				 n, e->l3->ops->name, strerror(-r));
+		e->l3_failing = true;
 		batch_requeue(&e->batch, recs, (size_t)n, mono_ns());
 		free(recs);
 		e->fail_count++;
@@ -2252,7 +2285,7 @@ int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
 		pthread_mutex_lock(&e->lock);
 		d->n->holds--;
 		if (nrows < 0) {
-			r = nrows;
+			r = l3_read_errno(nrows);
 			break;
 		}
 		if (gen != e->gen) {
@@ -2515,7 +2548,7 @@ int eng_removexattr(struct eng *e, uint64_t ino, const char *name)
 int eng_statfs(struct eng *e, struct eng_stats *out)
 {
 	uint64_t entries, bytes;
-	int r = e->l3->ops->stats(e->l3, &entries, &bytes);
+	int r = l3_read_errno(e->l3->ops->stats(e->l3, &entries, &bytes));
 
 	if (r < 0)
 		return r;

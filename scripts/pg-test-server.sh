@@ -3,6 +3,8 @@
 #
 # usage: scripts/pg-test-server.sh start DIR    prints the URI on stdout
 #        scripts/pg-test-server.sh stop DIR     the caller then removes DIR
+#        scripts/pg-test-server.sh resume DIR   starts a stopped server
+#                                               again on the same port
 #
 # start: initialises a cluster in DIR/data (initdb, UTF8, C locale, fsync on),
 # starts it listening on a free loopback port with its unix socket in DIR,
@@ -28,7 +30,7 @@ die() {
 }
 
 usage() {
-	echo "usage: $0 start|stop DIR" >&2
+	echo "usage: $0 start|stop|resume DIR" >&2
 	exit 2
 }
 
@@ -99,7 +101,19 @@ start() {
 		-c "CREATE DATABASE tierfs OWNER tierfs" >>"$DIR/log" 2>&1 ||
 		die "cannot create the role and database: $(tail -n 5 "$DIR/log")"
 
+	echo "$port" >"$DIR/port"
 	echo "postgresql://tierfs:tierfs-secret@127.0.0.1:$port/tierfs"
+}
+
+# Starts a stopped server again on the port it had (outage tests).
+resume() {
+	local port
+	port=$(cat "$DIR/port") || die "no server was started in '$DIR'"
+	as_pg "$PGBIN/pg_ctl" -D "$DIR/data" -l "$DIR/log" -w \
+		-t "$READY_TIMEOUT" \
+		-o "-c listen_addresses=127.0.0.1 -p $port -k $DIR -c fsync=on" \
+		start >/dev/null 2>&1 && wait_ready "$port" ||
+		die "the server did not start again: $(tail -n 5 "$DIR/log")"
 }
 
 stop() {
@@ -112,5 +126,6 @@ DIR=$(realpath -m -- "$2")
 case $1 in
 start) start ;;
 stop) stop ;;
+resume) resume ;;
 *) usage ;;
 esac
