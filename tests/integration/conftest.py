@@ -1,15 +1,54 @@
 """Fixtures that mount tierfs for real, for the integration tests.
 
-Every test gets its own temporary directory holding the SQLite database (the
-L3 store), the mountpoint and the daemon's stderr logs. The daemon runs in
-the foreground (-f) as a child process; the fixture waits for the mount with
-a deadline, and at teardown unmounts with fusermount3, waits for the daemon
-to exit (it must drain every pending write first), and fails the test when
-the daemon exited non-zero after a clean unmount or when any of its logs
-holds a sanitizer report.
+Every test gets its own temporary directory holding the mountpoint, the
+daemon's stderr logs and, with SQLite, the database (the L3 store). The
+daemon runs in the foreground (-f) as a child process; the fixture waits for
+the mount with a deadline, and at teardown unmounts with fusermount3, waits
+for the daemon to exit (it must drain every pending write first), and fails
+the test when the daemon exited non-zero after a clean unmount or when any
+of its logs holds a sanitizer report.
+
+Store configurations. Every test that uses the `tierfs` or `tierfs_factory`
+fixture runs once per entry of STORE_CONFIGS (the one list to extend), with
+that name as its id: test_x[sqlite], test_x[postgres], ...; the `store`
+fixture says which one a test is running. A test that only makes sense for
+some of them says so with a marker, never by running twice:
+
+    @pytest.mark.sqlite_only                    SQLite only
+    @pytest.mark.stores("postgres", ...)        these configurations only
+
+A configuration whose server or tierfs support is missing is skipped with
+the reason, not failed:
+    sqlite          always runs
+    postgres        needs TIERFS_TEST_POSTGRES
+    redis+postgres  needs `tierfs --help` to mention --redis=URL (checked
+                    once per session), TIERFS_TEST_REDIS and
+                    TIERFS_TEST_POSTGRES
+
+PostgreSQL isolation. TIERFS_TEST_POSTGRES names one private server (see
+scripts/pg-test-server.sh; a role that owns one database). Every TierfsMount
+gets a fresh, empty store of its own there, which its remounts reuse and
+which is dropped, best effort, at teardown; the daemon gets a URI that
+points at it and nothing else. The route is picked once per session from
+what the role may do (PgServer.__init__):
+  * the role may create databases (CREATEDB or superuser): one database
+    per mount, "tierfs_t<pid>_<rand>_<n>", the URI's path replaced by it;
+    dropped WITH (FORCE);
+  * otherwise (the role of scripts/pg-test-server.sh: it owns database
+    'tierfs' but has no CREATEDB, and the tests have no superuser access:
+    the server's socket directory is not in the URI): one schema per mount
+    in the URI's database, created by that role, and the URI gains the
+    libpq parameter options=-csearch_path=<schema> (percent-encoded).
+    tierfs creates its tables unqualified, in the first schema of the
+    search_path, so each mount sees only its own tables. Dropped CASCADE.
+All of this runs through psql over the URI (postgresql-client). The
+write-ahead log of a PostgreSQL mount is -o wal_path=<tmp>/<name>.wal.
 
 Tools are run with LC_ALL=C.UTF-8 so that error messages are the English
-strerror() texts the tests look for.
+strerror() texts the tests look for. The daemon's environment loses the
+store variables (TIERFS_*) and libpq's PG* variables of the caller, and its
+PGPASSFILE names a file that does not exist, so only what a test says
+reaches the store.
 
 Environment:
     TIERFS_BIN            the binary (default <repo>/build/fs/tierfs)
@@ -17,6 +56,10 @@ Environment:
                           it fires, the daemons are killed and the mounts
                           detached, so a hung FUSE call fails instead of
                           hanging the run
+    TIERFS_TEST_POSTGRES  libpq URI of a private PostgreSQL server
+                          (scripts/test.sh starts one); unset: the
+                          PostgreSQL configurations are skipped
+    TIERFS_TEST_REDIS     redis:// URL of a private Redis server
 
 The test modules skip themselves when /dev/fuse or fusermount3 is missing
 (pytest cannot skip from a conftest).
@@ -24,12 +67,14 @@ The test modules skip themselves when /dev/fuse or fusermount3 is missing
 
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 
@@ -49,6 +94,50 @@ STORE_ENV = ("TIERFS_SQLITE", "TIERFS_POSTGRES", "TIERFS_REDIS", "TIERFS_CONFIG"
 
 TOOL_ENV = dict(os.environ, LC_ALL="C.UTF-8")
 TOOL_ENV.pop("LANGUAGE", None)
+
+# The store configurations of the functional suite, in test id order: the
+# one place to add one (then teach StoreConfig, the `store` fixture and
+# TierfsMount.argv() what it needs).
+STORE_CONFIGS = ("sqlite", "postgres", "redis+postgres")
+
+# What `tierfs --help` says once the Redis tier is built in: until then the
+# configurations with Redis are skipped.
+REDIS_HELP_MARK = "--redis=URL"
+
+PSQL_TIMEOUT = 60.0  # seconds any psql call may run
+
+# psql talks to the server named by its URI only: libpq variables of the
+# caller (PGHOST, PGOPTIONS, ...) stay out.
+PSQL_ENV = {k: v for k, v in TOOL_ENV.items() if not k.startswith("PG")}
+PSQL_ENV["PGCONNECT_TIMEOUT"] = "10"
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "sqlite_only: run only in the sqlite store configuration "
+        "(tests of SQLite files, paths and command-line forms)")
+    config.addinivalue_line(
+        "markers", "stores(*names): run only in these store configurations "
+        f"(of {', '.join(STORE_CONFIGS)})")
+
+
+def pytest_generate_tests(metafunc):
+    """Runs every test that uses the `store` fixture (directly or through
+    `tierfs` / `tierfs_factory`) once per store configuration, less those
+    its sqlite_only / stores(...) markers rule out."""
+    if "store" not in metafunc.fixturenames:
+        return
+    configs = list(STORE_CONFIGS)
+    for mark in metafunc.definition.iter_markers("stores"):
+        unknown = set(mark.args) - set(STORE_CONFIGS)
+        if unknown or not mark.args:
+            raise pytest.UsageError(
+                f"{metafunc.definition.nodeid}: stores{mark.args!r}: "
+                f"not among {STORE_CONFIGS}")
+        configs = [c for c in configs if c in mark.args]
+    if metafunc.definition.get_closest_marker("sqlite_only"):
+        configs = [c for c in configs if c == "sqlite"]
+    metafunc.parametrize("store", configs, ids=configs, indirect=True)
 
 
 def fuse_unavailable_reason():
@@ -96,6 +185,128 @@ def run(argv, cwd=None, check=True, input=None, env=None, timeout=TOOL_TIMEOUT):
     return cp
 
 
+def psql(uri, *sql, check=True):
+    """Runs each statement of @sql (one psql -c each, in one session) on the
+    database of @uri: no psqlrc, unaligned, tuples only, stop at the first
+    error. Returns psql's stdout without the final newline (the rows of
+    every statement, one per line, columns split by '|'), or None when psql
+    fails and not @check; with @check a failure fails the test."""
+    __tracebackhide__ = True
+    argv = ["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", uri]
+    for stmt in sql:
+        argv += ["-c", stmt]
+    cp = run(argv, check=check, env=PSQL_ENV, timeout=PSQL_TIMEOUT)
+    return cp.stdout.rstrip("\n") if cp.returncode == 0 else None
+
+
+def uri_with(uri, path=None, param=None):
+    """@uri (a libpq URI) with its path (the database) replaced by @path
+    and/or the query parameter @param, a (key, value) pair, appended;
+    @value is percent-encoded."""
+    parts = urlsplit(uri)
+    if path is not None:
+        parts = parts._replace(path=path)
+    if param is not None:
+        key, value = param
+        item = f"{key}={quote(value, safe='')}"
+        parts = parts._replace(query=f"{parts.query}&{item}" if parts.query else item)
+    return urlunsplit(parts)
+
+
+class PgStore:
+    """One fresh PostgreSQL store for one TierfsMount: a database or a
+    schema named @name on the server, and the URI that reaches it (and only
+    it)."""
+
+    def __init__(self, server, name, uri):
+        self.server = server
+        self.name = name
+        self.uri = uri
+        self.password = server.password
+
+    def psql(self, *sql, check=True):
+        """psql() on this store: unqualified names are its tables."""
+        __tracebackhide__ = True
+        return psql(self.uri, *sql, check=check)
+
+
+class PgServer:
+    """The PostgreSQL server of TIERFS_TEST_POSTGRES, and the route by
+    which it gives each mount a fresh store (see the module's docstring):
+    "database" when the URI's role may create databases, else "schema"."""
+
+    def __init__(self, uri):
+        self.uri = uri
+        self.password = urlsplit(uri).password
+        may = psql(uri, "SELECT rolcreatedb OR rolsuper FROM pg_roles "
+                        "WHERE rolname = current_user")
+        self.route = "database" if may == "t" else "schema"
+        # Unique across runs that share a server, and lowercase: no quoting
+        # games in SQL or in search_path.
+        self._prefix = f"tierfs_t{os.getpid()}_{secrets.token_hex(3)}"
+        self._count = 0
+
+    def create(self):
+        """Creates an empty database or schema and returns its PgStore.
+        Fails the test when the server refuses."""
+        __tracebackhide__ = True
+        self._count += 1
+        name = f"{self._prefix}_{self._count}"
+        if self.route == "database":
+            psql(self.uri, f'CREATE DATABASE "{name}"')
+            uri = uri_with(self.uri, path=f"/{name}")
+        else:
+            psql(self.uri, f'CREATE SCHEMA "{name}"')
+            uri = uri_with(self.uri, param=("options", f"-csearch_path={name}"))
+        return PgStore(self, name, uri)
+
+    def drop(self, store):
+        """Drops @store, best effort (a failure is ignored)."""
+        if self.route == "database":
+            psql(self.uri, f'DROP DATABASE IF EXISTS "{store.name}" WITH (FORCE)', check=False)
+        else:
+            psql(self.uri, f'DROP SCHEMA IF EXISTS "{store.name}" CASCADE', check=False)
+
+
+def redis_drop_prefix(url, prefix):
+    """Deletes every key of the Redis server at @url under @prefix, best
+    effort."""
+    if shutil.which("redis-cli") is None:
+        return
+    script = ("for _, k in ipairs(redis.call('KEYS', ARGV[1])) do "
+              "redis.call('DEL', k) end return 0")
+    pattern = re.sub(r"([*?\[\]\\])", r"\\\1", prefix) + "*"
+    try:
+        subprocess.run(["redis-cli", "-u", url, "EVAL", script, "0", pattern],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, env=TOOL_ENV, timeout=PSQL_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+
+
+class StoreConfig:
+    """One entry of STORE_CONFIGS as a test runs it: its @name and the
+    servers it uses (@pg, a PgServer; @redis_url)."""
+
+    def __init__(self, name, pg=None, redis_url=None):
+        assert name in STORE_CONFIGS, name
+        self.name = name
+        self.parts = name.split("+")
+        self.pg = pg
+        self.redis_url = redis_url
+
+    @property
+    def uses_postgres(self):
+        return "postgres" in self.parts
+
+    @property
+    def uses_redis(self):
+        return "redis" in self.parts
+
+    def __repr__(self):
+        return f"StoreConfig({self.name!r})"
+
+
 def is_mounted(path):
     """True when @path is a live mountpoint. A dead FUSE mount (ENOTCONN)
     counts as not mounted, as with os.path.ismount; see in_mount_table()."""
@@ -119,18 +330,35 @@ def in_mount_table(path):
 
 
 class TierfsMount:
-    """One tierfs daemon serving one mountpoint on one SQLite database.
+    """One tierfs daemon serving one mountpoint on one store: a SQLite
+    database, or (@store of a PostgreSQL configuration) a fresh PostgreSQL
+    database or schema of its own (@pg, a PgStore), created here, with its
+    write-ahead log in @wal.
 
     start() mounts; unmount() unmounts cleanly and checks the exit; remount()
-    does both on the same database; kill9() kills the daemon with SIGKILL and
+    does both on the same store; kill9() kills the daemon with SIGKILL and
     detaches the dead mount; sigterm() stops it with SIGTERM. Each start()
     logs stderr to its own file; stderr_text() returns all of them.
+    drop_store() drops the PostgreSQL store (and Redis keys), best effort.
     """
 
-    def __init__(self, base, name="m", options=(), args=None, env=None, sqlite=None):
+    def __init__(self, base, name="m", options=(), args=None, env=None, sqlite=None,
+                 store=None):
         self.base = Path(base)
         self.mnt = self.base / f"{name}.mnt"
-        self.db = Path(sqlite) if sqlite else self.base / f"{name}.db"
+        self.store = store or StoreConfig("sqlite")
+        self.pg = None
+        self.redis_prefix = None
+        if self.store.uses_postgres:
+            assert sqlite is None, "sqlite= in a PostgreSQL configuration: mark the test sqlite_only"
+            self.db = None
+            self.wal = self.base / f"{name}.wal"
+            self.pg = self.store.pg.create()
+            if self.store.uses_redis:
+                self.redis_prefix = f"{self.pg.name}:"
+        else:
+            self.db = Path(sqlite) if sqlite else self.base / f"{name}.db"
+            self.wal = Path(f"{self.db}.tierfs-wal")
         self.name = name
         self.options = list(options)
         self.args = args  # full argument list (without the binary) overriding the default
@@ -145,15 +373,27 @@ class TierfsMount:
     def argv(self):
         if self.args is not None:
             return [str(TIERFS_BIN), *self.args]
-        argv = [str(TIERFS_BIN), f"--sqlite={self.db}", "-f"]
-        if self.options:
-            argv += ["-o", ",".join(self.options)]
+        options = list(self.options)
+        if self.pg is None:
+            argv = [str(TIERFS_BIN), f"--sqlite={self.db}", "-f"]
+        else:
+            argv = [str(TIERFS_BIN), f"--postgres={self.pg.uri}"]
+            options.insert(0, f"wal_path={self.wal}")
+            if self.store.uses_redis:
+                argv.append(f"--redis={self.store.redis_url}")
+                options.insert(1, f"redis_prefix={self.redis_prefix}")
+            argv.append("-f")
+        if options:
+            argv += ["-o", ",".join(options)]
         return argv + [str(self.mnt)]
 
     def env(self):
         env = dict(os.environ)
-        for k in STORE_ENV:
-            env.pop(k, None)
+        for k in list(env):
+            if k in STORE_ENV or k.startswith("PG"):
+                del env[k]
+        # Never the user's ~/.pgpass: a test that wants one says so.
+        env["PGPASSFILE"] = str(self.base / "no-such-pgpass")
         # The embedded default must never land in the user's home.
         env["XDG_DATA_HOME"] = str(self.base / "xdg-data")
         env["XDG_STATE_HOME"] = str(self.base / "xdg-state")
@@ -259,6 +499,15 @@ class TierfsMount:
                 pass
         self._detach()
 
+    def drop_store(self):
+        """Drops this mount's PostgreSQL store and Redis keys, best effort.
+        The daemon must not be running."""
+        pg, self.pg = self.pg, None
+        if pg is not None:
+            pg.server.drop(pg)
+        if self.redis_prefix and self.store.redis_url:
+            redis_drop_prefix(self.store.redis_url, self.redis_prefix)
+
     def stderr_text(self):
         parts = []
         for log in self.logs:
@@ -282,6 +531,12 @@ class TierfsMount:
         __tracebackhide__ = True
         return run(argv, cwd=cwd or self.mnt, check=check, input=input)
 
+    def psql(self, *sql, check=True):
+        """psql() on this mount's PostgreSQL store (its tables unqualified)."""
+        __tracebackhide__ = True
+        assert self.pg is not None, f"{self.store.name}: no PostgreSQL store"
+        return self.pg.psql(*sql, check=check)
+
     def getfattr(self, path, name, check=True):
         """The value of xattr @name of @path via getfattr, or None when
         getfattr fails and not @check."""
@@ -290,12 +545,60 @@ class TierfsMount:
         return cp.stdout if cp.returncode == 0 else None
 
 
+@pytest.fixture(scope="session")
+def tierfs_help():
+    """What `tierfs --help` prints (stdout and stderr), asked once per
+    session; '' when the binary cannot run."""
+    try:
+        cp = subprocess.run([str(TIERFS_BIN), "--help"], stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, errors="replace",
+                            env=TOOL_ENV, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return cp.stdout + cp.stderr
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The PgServer of TIERFS_TEST_POSTGRES, or None when it is unset. A
+    server that is named but unreachable fails (errors) every test that
+    needs it: only an unset variable skips."""
+    uri = os.environ.get("TIERFS_TEST_POSTGRES")
+    if not uri:
+        return None
+    if shutil.which("psql") is None:
+        pytest.fail("TIERFS_TEST_POSTGRES is set but psql is missing (Debian package postgresql-client)")
+    return PgServer(uri)
+
+
 @pytest.fixture
-def tierfs_factory(tmp_path):
+def store(request):
+    """The StoreConfig this test runs in (pytest_generate_tests gives the
+    name); skips the test when the configuration cannot run here."""
+    cfg = StoreConfig(getattr(request, "param", "sqlite"))
+    if cfg.uses_redis:
+        if REDIS_HELP_MARK not in request.getfixturevalue("tierfs_help"):
+            pytest.skip(f"{cfg.name}: this tierfs has no Redis tier yet "
+                        f"(`{TIERFS_BIN.name} --help` does not mention {REDIS_HELP_MARK})")
+        cfg.redis_url = os.environ.get("TIERFS_TEST_REDIS")
+        if not cfg.redis_url:
+            pytest.skip(f"{cfg.name}: TIERFS_TEST_REDIS is unset (scripts/test.sh starts a private Redis)")
+    if cfg.uses_postgres:
+        cfg.pg = request.getfixturevalue("pg_server")
+        if cfg.pg is None:
+            pytest.skip(f"{cfg.name}: TIERFS_TEST_POSTGRES is unset "
+                        "(scripts/test.sh starts a private PostgreSQL)")
+    return cfg
+
+
+@pytest.fixture
+def tierfs_factory(tmp_path, store):
     """Returns make(**kwargs) that creates and starts a TierfsMount in this
-    test's temp dir (kwargs as TierfsMount; start=False to only create it).
-    At teardown every mount still running is unmounted cleanly, and the test
-    fails on sanitizer reports in any daemon log."""
+    test's temp dir, in this test's store configuration (kwargs as
+    TierfsMount; start=False to only create it). In a PostgreSQL
+    configuration each mount gets a fresh store of its own. At teardown
+    every mount still running is unmounted cleanly, the test fails on
+    sanitizer reports in any daemon log, and the stores are dropped."""
     mounts = []
     fired = threading.Event()
 
@@ -310,6 +613,7 @@ def tierfs_factory(tmp_path):
 
     def make(start=True, name=None, **kwargs):
         name = name or f"m{len(mounts)}"
+        kwargs.setdefault("store", store)
         m = TierfsMount(tmp_path, name=name, **kwargs)
         mounts.append(m)
         if start:
@@ -337,6 +641,8 @@ def tierfs_factory(tmp_path):
             if marker in text:
                 problems.append(f"{m.mnt}: daemon stderr contains {marker!r}:\n{text}")
                 break
+    for m in mounts:
+        m.drop_store()
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
 

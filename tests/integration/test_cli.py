@@ -1,5 +1,6 @@
 """The command line: store selection (--sqlite, -o sqlite=, TIERFS_SQLITE,
-the embedded default) and -o tuning options, unknown ones refused."""
+the embedded default; SQLite only) and -o tuning options, unknown ones
+refused (every store configuration)."""
 
 import os
 import shutil
@@ -45,6 +46,7 @@ def test_unknown_option_is_refused(tierfs_factory, opts):
     assert not os.path.ismount(m.mnt)
 
 
+@pytest.mark.sqlite_only
 def test_sqlite_option_forms(tierfs_factory, tmp_path):
     db = tmp_path / "shared.db"
     # -o sqlite=FILE
@@ -62,6 +64,7 @@ def test_sqlite_option_forms(tierfs_factory, tmp_path):
     assert sorted(os.listdir(m.mnt)) == ["one.json", "two.json"]
 
 
+@pytest.mark.sqlite_only
 def test_embedded_default_store(tierfs_factory, tmp_path):
     """No store option: $XDG_DATA_HOME/tierfs/tierfs.db, directory created."""
     xdg = tmp_path / "xdg-data"

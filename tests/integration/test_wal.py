@@ -63,6 +63,8 @@ def test_wal_bound_refuses_with_enospc_and_keeps_accepted_writes(tierfs_factory)
 
 
 def test_second_daemon_on_the_same_store_is_refused(tierfs_factory, tmp_path):
+    # The lock is the write-ahead log's: the same command line names the
+    # same log, beside the SQLite file or -o wal_path= with PostgreSQL.
     m = tierfs_factory()
     write_file(m.path("a.json"), b"[1]")
     other = tmp_path / "other.mnt"
