@@ -282,6 +282,7 @@ enum lpg_stmt {
 	S_HAS_CHILDREN,
 	S_STATS,
 	S_ALLOC,
+	S_SCAN,
 	S_DEL_ENTRIES,
 	S_DEL_CONTENTS,
 	S_INS_ENTRIES,
@@ -341,6 +342,11 @@ static const struct lpg_stmt_def lpg_stmts[S_N] = {
 		     " RETURNING value - $1",
 		     1,
 		     {LPG_INT8OID}},
+	[S_SCAN] = {"lpg_scan",
+		    "SELECT ino, parent, name FROM entries"
+		    " WHERE ino > $1 AND ino <> 1 ORDER BY ino LIMIT $2",
+		    2,
+		    {LPG_INT8OID, LPG_INT8OID}},
 	[S_DEL_ENTRIES] = {"lpg_del_entries",
 			   "DELETE FROM entries WHERE ino = ANY($1)",
 			   1,
@@ -1301,6 +1307,53 @@ static int lpg_stats(struct store *s, uint64_t *entries, uint64_t *bytes)
 	return err;
 }
 
+static int lpg_scan(struct store *s, uint64_t after, struct store_key *keys,
+		    size_t limit)
+{
+	struct lpg *q = lpg_of(s);
+	char b_after[8], b_limit[8];
+	const char *values[2] = {b_after, b_limit};
+	const int lengths[2] = {8, 8};
+	struct lpg_conn *c;
+	PGresult *res;
+	int err, n, i;
+
+	if (limit == 0 || after >= INT64_MAX)
+		return 0;
+	if (limit > INT_MAX)
+		limit = INT_MAX;
+	lpg_put64(b_after, (int64_t)after);
+	lpg_put64(b_limit, (int64_t)limit);
+	err = lpg_query(q, S_SCAN, values, lengths, &c, &res,
+			"scan the entries");
+	if (err)
+		return err;
+	n = PQntuples(res);
+	for (i = 0; i < n && i < (int)limit; i++) {
+		const char *pi, *pp, *name;
+		int len;
+
+		if (!lpg_field(res, i, 0, 8, &pi) ||
+		    !lpg_field(res, i, 1, 8, &pp) ||
+		    !lpg_field(res, i, 2, -1, &name)) {
+			err = lpg_corrupt(q, 0, "bad scan row");
+			break;
+		}
+		len = PQgetlength(res, i, 2);
+		if (len > STORE_NAME_MAX)
+			len = STORE_NAME_MAX;
+		keys[i].ino = (uint64_t)lpg_get64(pi);
+		keys[i].parent = (uint64_t)lpg_get64(pp);
+		memcpy(keys[i].name, name, (size_t)len);
+		keys[i].name[len] = '\0';
+	}
+	if (!err)
+		err = i;
+	PQclear(res);
+	lpg_conn_put(q, c);
+	return err;
+}
+
 static int lpg_alloc_ino(struct store *s, uint64_t count, uint64_t *first)
 {
 	struct lpg *q = lpg_of(s);
@@ -1720,6 +1773,7 @@ static const struct store_ops lpg_ops = {
 	.alloc_ino = lpg_alloc_ino,
 	.apply = lpg_apply,
 	.stats = lpg_stats,
+	.scan = lpg_scan,
 	.fetch = lpg_fetch,
 };
 

@@ -151,6 +151,7 @@ enum lsq_rstmt {
 	R_READ,
 	R_HAS_CHILDREN,
 	R_STATS,
+	R_SCAN,
 	R_NSTMT,
 };
 
@@ -167,6 +168,8 @@ static const char *const lsq_reader_sql[R_NSTMT] = {
 	[R_STATS] = ("SELECT count(*),"
 		     " coalesce(sum(CASE WHEN kind <> ?2 THEN size END), 0)"
 		     " FROM entries WHERE ino <> ?1"),
+	[R_SCAN] = ("SELECT ino, parent, name FROM entries"
+		    " WHERE ino > ?1 AND ino <> ?2 ORDER BY ino LIMIT ?3"),
 };
 
 /* Statements of the writer connection. */
@@ -891,6 +894,52 @@ static int lsq_stats(struct store *s, uint64_t *entries, uint64_t *bytes)
 	return err;
 }
 
+static int lsq_scan(struct store *s, uint64_t after, struct store_key *keys,
+		    size_t limit)
+{
+	struct lsq *q = lsq_of(s);
+	struct lsq_conn *c;
+	sqlite3_stmt *st;
+	size_t n = 0;
+	int rc, err;
+
+	if (limit == 0 || after >= INT64_MAX)
+		return 0;
+	if (limit > INT_MAX)
+		limit = INT_MAX;
+	err = lsq_reader_get(q, &c);
+	if (err)
+		return err;
+	st = c->stmt[R_SCAN];
+	rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)after);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 2, STORE_ROOT_INO);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
+	while (rc == SQLITE_OK && n < limit &&
+	       (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int len = sqlite3_column_bytes(st, 2);
+		const void *name = sqlite3_column_blob(st, 2);
+
+		keys[n].ino = (uint64_t)sqlite3_column_int64(st, 0);
+		keys[n].parent = (uint64_t)sqlite3_column_int64(st, 1);
+		if (len > STORE_NAME_MAX)
+			len = STORE_NAME_MAX;
+		if (len > 0)
+			memcpy(keys[n].name, name, (size_t)len);
+		keys[n].name[len > 0 ? len : 0] = '\0';
+		n++;
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_OK && rc != SQLITE_DONE)
+		err = lsq_errno(q, c->db, rc, "scan the entries");
+	else
+		err = (int)n;
+	lsq_done(st);
+	lsq_reader_put(q, c);
+	return err;
+}
+
 /* Ends the writer's transaction after a failure; keeps the first error. */
 static void lsq_rollback(struct lsq *q)
 {
@@ -1103,6 +1152,7 @@ static const struct store_ops lsq_ops = {
 	.alloc_ino = lsq_alloc_ino,
 	.apply = lsq_apply,
 	.stats = lsq_stats,
+	.scan = lsq_scan,
 };
 
 /* ---- opening ---- */

@@ -59,16 +59,23 @@ struct store_row {
 	uint64_t ino;
 	uint64_t parent;
 	char name[STORE_NAME_MAX + 1]; /* NUL-terminated */
-	struct item_meta meta;	       /* owned: release with store_row_release */
+	struct item_meta meta; /* owned: release with store_row_release */
+};
+
+/* The name of an entry and where it sits: what scan() returns. */
+struct store_key {
+	uint64_t ino;
+	uint64_t parent;
+	char name[STORE_NAME_MAX + 1]; /* NUL-terminated */
 };
 
 struct store_change {
 	uint64_t ino;
-	bool deleted;		       /* true: remove the entry and its content */
-	uint64_t parent;	       /* the rest is ignored when deleted */
+	bool deleted;	 /* true: remove the entry and its content */
+	uint64_t parent; /* the rest is ignored when deleted */
 	const char *name;
 	const struct item_meta *meta;
-	bool has_data;		       /* replace the content with data/len */
+	bool has_data; /* replace the content with data/len */
 	const void *data;
 	size_t len;
 };
@@ -111,8 +118,16 @@ struct store_ops {
 	int (*apply)(struct store *s, const struct store_change *changes,
 		     size_t n);
 
-	/* Counts files and directories (*entries) and content bytes (*bytes). */
+	/* Counts files and directories (*entries) and content bytes (*bytes).
+	 */
 	int (*stats)(struct store *s, uint64_t *entries, uint64_t *bytes);
+
+	/* Fills @keys (room for @limit) with the entries whose ino is above
+	 * @after, in ino order, the root excluded: the whole tree is walked
+	 * by calling again with the last ino returned. Returns how many were
+	 * filled (0 at the end). */
+	int (*scan)(struct store *s, uint64_t after, struct store_key *keys,
+		    size_t limit);
 
 	/* Optional (NULL when absent): reads the row of file @ino and its
 	 * content together, in one round trip, so that the caller can check
@@ -125,8 +140,9 @@ struct store_ops {
  * A cache tier (L2) implements the same vtable with a narrower meaning: get,
  * fetch and apply work (apply writes the batch's final states into the
  * cache, best effort, not as a transaction); lookup, list, has_children,
- * alloc_ino and stats return -ENOTSUP. A cache may lose or hold stale
- * entries at any time: callers compare versions with L3's metadata.
+ * alloc_ino, stats and scan return -ENOTSUP (scan may be NULL). A cache may
+ * lose or hold stale entries at any time: callers compare versions with L3's
+ * metadata.
  */
 
 struct store {

@@ -900,6 +900,45 @@ static void test_meta_roundtrip(void)
 	store_free(s);
 }
 
+/* scan() walks every entry but the root, in ino order, in pages. */
+static void test_scan(void)
+{
+	struct store *s = open_ok("scan.db");
+	struct store_key keys[3];
+	uint64_t d, f[5], after = 0, seen = 0;
+	char name[16];
+	int n;
+
+	d = put_dir(s, new_ino(s), STORE_ROOT_INO, "sd");
+	for (int i = 0; i < 5; i++) {
+		snprintf(name, sizeof(name), "f\xc3\xa9%d", i);
+		f[i] = put_file(s, new_ino(s), d, name, ITEM_BINARY, "x", 1);
+	}
+	while ((n = s->ops->scan(s, after, keys, 3)) > 0) {
+		for (int i = 0; i < n; i++) {
+			CHECK(keys[i].ino > after);
+			after = keys[i].ino;
+			if (keys[i].ino == d) {
+				CHECK_EQ(keys[i].parent, STORE_ROOT_INO);
+				CHECK(strcmp(keys[i].name, "sd") == 0);
+			}
+			for (int j = 0; j < 5; j++) {
+				if (keys[i].ino != f[j])
+					continue;
+				snprintf(name, sizeof(name), "f\xc3\xa9%d", j);
+				CHECK_EQ(keys[i].parent, d);
+				CHECK(strcmp(keys[i].name, name) == 0);
+			}
+			CHECK(keys[i].ino != STORE_ROOT_INO);
+			seen++;
+		}
+	}
+	CHECK_EQ(n, 0);
+	CHECK(seen >= 6);
+	CHECK_EQ(s->ops->scan(s, after, keys, 3), 0);
+	store_free(s);
+}
+
 static void test_stats(void)
 {
 	struct store *s = open_ok("stats.db");
@@ -1197,6 +1236,7 @@ int main(void)
 	test_delete();
 	test_meta_roundtrip();
 	test_stats();
+	test_scan();
 	test_reopen();
 	test_refuse();
 	test_query_plans();
