@@ -71,6 +71,10 @@
 #define BACKOFF_MAX_MS 5000
 #define STOP_RETRIES 5 /* failed flushes tolerated while closing */
 #define WAL_SYNC_MS 50 /* group commit interval of the log */
+/* Writers wait while more than max(DIRTY_HIGH_MIN, batch_flush_bytes *
+ * DIRTY_HIGH_FACTOR) changed bytes wait to be persisted. */
+#define DIRTY_HIGH_MIN (64u << 20)
+#define DIRTY_HIGH_FACTOR 64
 #define L2_BREAKER_FAILS 3
 #define L2_BREAKER_COOLDOWN_NS (2 * 1000000000ull)
 /* Room the log keeps beyond wal_max_bytes for metadata-only changes, so
@@ -155,6 +159,7 @@ struct eng {
 	bool l3_failing;	  /* the last flush failed (logged once) */
 	pthread_cond_t sync_cond; /* wakes the group-commit thread */
 	uint64_t ino_next, ino_end;
+	uint64_t ino_spare; /* first of a reserved block, or 0 */
 };
 
 /* --- time --- */
@@ -190,6 +195,14 @@ static struct timespec mono_ts(uint64_t ns)
 static int l3_read_errno(int r)
 {
 	return r == -EAGAIN ? -EIO : r;
+}
+
+/* true for L3 failures that may go away by themselves (unreachable, busy,
+ * an I/O error); false for refusals someone must fix (permission denied,
+ * read-only, disk full, a constraint). */
+static bool l3_error_retryable(int r)
+{
+	return r == -EAGAIN || r == -EIO || r == -ENOMEM || r == -ETIMEDOUT;
 }
 
 /* --- the node table --- */
@@ -859,18 +872,39 @@ static int wc_load(struct eng *e, struct node *n)
 static uint64_t next_ino(struct eng *e, int *err)
 {
 	if (e->ino_next == e->ino_end) {
-		uint64_t first;
-		int r = l3_read_errno(
-			e->l3->ops->alloc_ino(e->l3, INO_BLOCK, &first));
+		uint64_t first = e->ino_spare;
+		int r = 0;
 
+		/* the flusher normally reserved the next block already, so
+		 * creates go on while L3 is briefly unreachable */
+		if (!first)
+			r = l3_read_errno(e->l3->ops->alloc_ino(
+				e->l3, INO_BLOCK, &first));
 		if (r < 0) {
 			*err = r;
 			return 0;
 		}
+		e->ino_spare = 0;
 		e->ino_next = first;
 		e->ino_end = first + INO_BLOCK;
 	}
 	return e->ino_next++;
+}
+
+/* Reserves the next block of inode numbers once half of the current one is
+ * used. Called by the flusher with the lock held; drops it for the I/O. */
+static void reserve_inos(struct eng *e)
+{
+	uint64_t first;
+	int r;
+
+	if (e->ino_spare || e->ino_end - e->ino_next > INO_BLOCK / 2)
+		return;
+	pthread_mutex_unlock(&e->lock);
+	r = e->l3->ops->alloc_ino(e->l3, INO_BLOCK, &first);
+	pthread_mutex_lock(&e->lock);
+	if (r == 0 && !e->ino_spare)
+		e->ino_spare = first;
 }
 
 /*
@@ -1083,6 +1117,8 @@ static void *flusher_main(void *arg)
 		ssize_t n;
 		int r;
 
+		if (!e->stopping && !e->l3_failing)
+			reserve_inos(e);
 		if (batch_count(&e->batch) == 0) {
 			if (e->flush_now) {
 				e->committed_seq = e->change_seq;
@@ -1150,9 +1186,13 @@ static void *flusher_main(void *arg)
 		if (!e->l3_failing)
 			eng_logf(&e->cfg.log, LOG_ERR,
 				 "cannot persist a batch of %zd changes to %s: "
-				 "%s; keeping them in the write-ahead log and "
-				 "retrying",
-				 n, e->l3->ops->name, strerror(-r));
+				 "%s (%s); keeping them in the write-ahead log "
+				 "and retrying",
+				 n, e->l3->ops->name, strerror(-r),
+				 l3_error_retryable(r)
+					 ? "temporary"
+					 : "refused: fsync reports it until it "
+					   "is fixed");
 		e->l3_failing = true;
 		batch_requeue(&e->batch, recs, (size_t)n, mono_ns());
 		free(recs);
@@ -1199,7 +1239,12 @@ static int wait_committed(struct eng *e, uint64_t seq)
 		if (e->fail_count != fails) {
 			int r = e->last_error ? e->last_error : -EIO;
 
-			if (seq <= e->wal_lost_seq || wal_sync(e->wal) < 0)
+			/* L3 unreachable or failing for now: the synced log
+			 * makes the change durable here. L3 refusing it
+			 * (permission, read-only, full, a constraint) needs
+			 * someone to act: say so to the caller. */
+			if (!l3_error_retryable(r) || seq <= e->wal_lost_seq ||
+			    wal_sync(e->wal) < 0)
 				return r;
 			return 0;
 		}
@@ -2054,6 +2099,25 @@ out_unlock:
 }
 
 /* Publishes @f's working copy if it holds changes. Lock held. */
+/*
+ * Makes a writer wait while more than the high-water mark of changed bytes
+ * waits to be persisted (reads never wait). While L3 is failing, writers
+ * are not held: the write-ahead log takes them up to wal_max_bytes.
+ */
+static void backpressure(struct eng *e)
+{
+	size_t high = e->cfg.batch_flush_bytes * DIRTY_HIGH_FACTOR;
+
+	if (high < DIRTY_HIGH_MIN)
+		high = DIRTY_HIGH_MIN;
+	while (batch_bytes(&e->batch) > high && !e->l3_failing &&
+	       !e->stopping) {
+		e->flush_now = true;
+		pthread_cond_signal(&e->flush_cond);
+		pthread_cond_wait(&e->commit_cond, &e->lock);
+	}
+}
+
 static int flush_locked(struct eng *e, struct eng_file *f)
 {
 	struct wc *w = f->n->wc;
@@ -2063,8 +2127,10 @@ static int flush_locked(struct eng *e, struct eng_file *f)
 		return 0;
 	if (w->failed)
 		return w->failed;
-	if (f->n->deleted)
-		return 0; /* nobody can see it any more */
+	backpressure(e);
+	w = f->n->wc;
+	if (f->n->deleted || !w || !w->dirty)
+		return 0; /* nobody can see it any more, or published */
 	buf = malloc(w->len ? w->len : 1);
 	if (!buf)
 		return -ENOMEM;
