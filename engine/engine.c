@@ -55,6 +55,7 @@
 
 #include "batch.h"
 #include "breaker.h"
+#include "cuckoo.h"
 #include "engine.h"
 #include "id.h"
 #include "l1.h"
@@ -160,6 +161,18 @@ struct eng {
 	pthread_cond_t sync_cond; /* wakes the group-commit thread */
 	uint64_t ino_next, ino_end;
 	uint64_t ino_spare; /* first of a reserved block, or 0 */
+
+	/* The negative-lookup filter over (parent, name) of every entry. It
+	 * always gets this engine's inserts; deletes only once trusted (a
+	 * delete of a key the builder has not inserted yet could remove
+	 * another key's fingerprint). Trusted when the builder has scanned
+	 * all of L3: then "absent" needs no L3 query. */
+	struct cuckoo *filter;
+	bool filter_trusted;
+	bool filter_full_logged;
+	pthread_t builder;
+	bool builder_started;
+	uint64_t l3_lookups, filter_negatives;
 };
 
 /* --- time --- */
@@ -448,6 +461,122 @@ static int check_new_name(struct eng *e, struct node *dir, const char *name,
 	return len < 0 ? (int)len : 0;
 }
 
+/* --- the negative-lookup filter --- */
+
+static void filter_add(struct eng *e, uint64_t parent, const char *name)
+{
+	if (!e->filter)
+		return;
+	if (cuckoo_insert(e->filter, cuckoo_key(parent, name, strlen(name))) <
+		    0 &&
+	    !e->filter_full_logged) {
+		e->filter_full_logged = true;
+		eng_logf(&e->cfg.log, LOG_WARNING,
+			 "the negative-lookup filter is full: lookups of "
+			 "absent names query %s until the next mount",
+			 e->l3->ops->name);
+	}
+}
+
+static void filter_del(struct eng *e, uint64_t parent, const char *name)
+{
+	if (e->filter && e->filter_trusted)
+		cuckoo_delete(e->filter,
+			      cuckoo_key(parent, name, strlen(name)));
+}
+
+/* true when the filter proves that @dir has no entry @name. */
+static bool filter_absent(struct eng *e, uint64_t dir, const char *name)
+{
+	if (!e->filter || !e->filter_trusted ||
+	    cuckoo_contains(e->filter, cuckoo_key(dir, name, strlen(name))))
+		return false;
+	e->filter_negatives++;
+	return true;
+}
+
+#define SCAN_PAGE 1024
+
+/* The builder thread: scans every entry of L3 into the filter, a page at a
+ * time (the lock is taken per page only), then marks it trusted. */
+static void *builder_main(void *arg)
+{
+	struct eng *e = arg;
+	struct store_key *keys = calloc(SCAN_PAGE, sizeof(*keys));
+	uint64_t after = 0, total = 0, t0 = mono_ns();
+	int n = 0;
+
+	if (!keys)
+		return NULL;
+	for (;;) {
+		n = e->l3->ops->scan(e->l3, after, keys, SCAN_PAGE);
+		if (n <= 0)
+			break;
+		pthread_mutex_lock(&e->lock);
+		for (int i = 0; i < n; i++)
+			filter_add(e, keys[i].parent, keys[i].name);
+		bool stop = e->stopping;
+		pthread_mutex_unlock(&e->lock);
+		if (stop) {
+			n = 0;
+			goto out;
+		}
+		after = keys[n - 1].ino;
+		total += (uint64_t)n;
+		if (total % (100 * SCAN_PAGE) == 0)
+			eng_logf(&e->cfg.log, LOG_INFO,
+				 "negative-lookup filter: %llu names read",
+				 (unsigned long long)total);
+	}
+	if (n < 0) {
+		eng_logf(&e->cfg.log, LOG_WARNING,
+			 "cannot build the negative-lookup filter: %s: lookups "
+			 "of absent names query %s",
+			 strerror(-n), e->l3->ops->name);
+		goto out;
+	}
+	pthread_mutex_lock(&e->lock);
+	e->filter_trusted = true;
+	pthread_mutex_unlock(&e->lock);
+	if (mono_ns() - t0 > 1000000000ull || total >= 100 * SCAN_PAGE)
+		eng_logf(&e->cfg.log, LOG_INFO,
+			 "negative-lookup filter ready: %llu names in %.1f s",
+			 (unsigned long long)total,
+			 (double)(mono_ns() - t0) / 1e9);
+out:
+	free(keys);
+	return NULL;
+}
+
+/* Sizes the filter for the store and starts its builder. A store that
+ * cannot scan, or no memory, leaves the engine without a filter. */
+static void filter_start(struct eng *e)
+{
+	uint64_t entries = 0, bytes = 0;
+	size_t cap;
+
+	if (!e->l3->ops->scan)
+		return;
+	if (e->l3->ops->stats(e->l3, &entries, &bytes) < 0)
+		entries = 0;
+	cap = entries * 2 + (1u << 20); /* room to grow before a remount */
+	e->filter = cuckoo_new(cap);
+	if (!e->filter)
+		return;
+	if (pthread_create(&e->builder, NULL, builder_main, e) == 0)
+		e->builder_started = true;
+}
+
+void eng_get_counters(struct eng *e, struct eng_counters *out)
+{
+	pthread_mutex_lock(&e->lock);
+	out->l3_lookups = e->l3_lookups;
+	out->filter_negatives = e->filter_negatives;
+	out->filter_trusted = e->filter_trusted;
+	out->filter_names = e->filter ? cuckoo_count(e->filter) : 0;
+	pthread_mutex_unlock(&e->lock);
+}
+
 /* --- resolving names --- */
 
 /*
@@ -473,8 +602,10 @@ static int resolve(struct eng *e, struct node *dir, const char *name,
 			*out = n;
 			return 0;
 		}
-		if (strlen(name) > STORE_NAME_MAX)
+		if (strlen(name) > STORE_NAME_MAX ||
+		    filter_absent(e, dir->ino, name))
 			return -ENOENT;
+		e->l3_lookups++;
 		gen = e->gen;
 		dir->holds++;
 		pthread_mutex_unlock(&e->lock);
@@ -933,6 +1064,7 @@ static int node_create(struct eng *e, struct node *dir, const char *name,
 	n = node_add(e, dir, ino, name, &meta);
 	if (!n)
 		return -ENOMEM;
+	filter_add(e, dir->ino, name);
 	n->holds++;
 	if (kind == ITEM_DIR)
 		r = mark_dirty(e, n, NULL);
@@ -972,6 +1104,7 @@ static int node_delete(struct eng *e, struct node *n)
 		item_unref(n->item);
 		n->item = it;
 	}
+	filter_del(e, n->parent, n->name);
 	name_del(e, n);
 	n->deleted = true;
 	n->content_dirty = false;
@@ -1468,6 +1601,7 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	r = load_root(e);
 	if (r < 0)
 		goto out_close;
+	filter_start(e);
 	r = -pthread_create(&e->flusher, NULL, flusher_main, e);
 	if (r < 0)
 		goto out_close;
@@ -1502,6 +1636,8 @@ int eng_close(struct eng *e)
 		if (e->committed_seq < e->change_seq)
 			r = e->last_error ? e->last_error : -EIO;
 	}
+	if (e->builder_started)
+		pthread_join(e->builder, NULL);
 	if (e->syncer_started) {
 		pthread_mutex_lock(&e->lock);
 		pthread_cond_signal(&e->sync_cond);
@@ -1514,6 +1650,7 @@ int eng_close(struct eng *e)
 	u64map_release(&e->names);
 	batch_release(&e->batch);
 	l1_free(e->l1);
+	cuckoo_free(e->filter);
 	store_free(e->l3);
 	store_free(e->l2);
 	breaker_release(&e->l2_breaker);
@@ -1801,11 +1938,13 @@ static int node_move(struct eng *e, struct node *n, struct node *dir,
 
 	if (!nm)
 		return -ENOMEM;
+	filter_del(e, n->parent, n->name);
 	name_del(e, n);
 	free(n->name);
 	n->name = nm;
 	n->parent = dir->ino;
 	dir->children++;
+	filter_add(e, dir->ino, name);
 	if (name_add(e, n) < 0)
 		return -ENOMEM;
 	n->meta.ctime_ns = now_ns();

@@ -222,6 +222,15 @@ struct eng_stats {
 };
 int eng_statfs(struct eng *e, struct eng_stats *out);
 
+/* Counters of this engine since it opened (for status, metrics, tests). */
+struct eng_counters {
+	uint64_t l3_lookups;	   /* name lookups that queried L3 */
+	uint64_t filter_negatives; /* lookups the filter answered "absent" */
+	bool filter_trusted;	   /* the negative-lookup filter is complete */
+	uint64_t filter_names;	   /* names in the filter */
+};
+void eng_get_counters(struct eng *e, struct eng_counters *out);
+
 /* Persists everything pending and waits (syncfs). */
 int eng_sync(struct eng *e);
 

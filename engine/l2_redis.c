@@ -418,7 +418,8 @@ static int l2r_conn_open(const struct l2r *r, struct l2r_conn **out)
 		argv[argc] = r->password;
 		lens[argc++] = r->password_len;
 		err = l2r_simple(r, c, argc, argv, lens,
-				 L2R_T(REDIS_REPLY_STATUS), "log in");
+				 L2R_T(REDIS_REPLY_STATUS),
+				 "log in (authentication)");
 		if (err)
 			goto out_close;
 	}

@@ -37,8 +37,7 @@ static int open_engine(struct tfs_options *o, struct eng **e)
 	int r = eng_open(&o->eng, e);
 
 	if (r < 0)
-		fprintf(stderr, "tierfs: cannot open store '%s': %s\n",
-			o->postgres ? "postgres" : o->sqlite_path,
+		fprintf(stderr, "tierfs: cannot mount: %s (see above)\n",
 			strerror(-r));
 	return r;
 }
