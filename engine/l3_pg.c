@@ -142,6 +142,7 @@
  */
 #include <endian.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -413,6 +414,9 @@ struct lpg {
 	char *conninfo;	   /* as given: may hold a password, never logged */
 	bool add_timeout;  /* pass connect_timeout=LPG_CONNECT_TIMEOUT */
 	char target[256];  /* "host:port/dbname" for logs */
+	/* An outage is logged once: set by the first failed connect, cleared
+	 * (and "connected again" logged) by the next successful one. */
+	atomic_bool down_logged;
 
 	pthread_mutex_t pool_lock;
 	bool pool_lock_ready;
@@ -544,6 +548,9 @@ static int lpg_errno(const struct lpg *q, PGconn *pg, const PGresult *res,
 	}
 	if (lost && c)
 		c->broken = true;
+	if (err == -EAGAIN && level == LOG_WARNING && !code &&
+	    atomic_exchange(&((struct lpg *)q)->down_logged, true))
+		level = LOG_DEBUG; /* the outage was logged already */
 
 	eng_logf(&q->base.log, level, "postgres '%s': cannot %s: %s%s%s",
 		 q->target, what, lpg_one_line(msg, line, sizeof(line)),
@@ -830,6 +837,9 @@ static int lpg_conn_open(const struct lpg *q, bool prepare,
 		if (err)
 			goto out_close;
 	}
+	if (atomic_exchange(&((struct lpg *)q)->down_logged, false))
+		eng_logf(&q->base.log, LOG_WARNING,
+			 "postgres '%s': connected again", q->target);
 	*out = c;
 	return 0;
 
