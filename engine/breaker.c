@@ -38,12 +38,16 @@ bool breaker_allow(struct breaker *b, uint64_t now_ns)
 	return ok;
 }
 
-void breaker_success(struct breaker *b)
+bool breaker_success(struct breaker *b)
 {
+	bool closed;
+
 	pthread_mutex_lock(&b->lock);
+	closed = b->open_until != 0;
 	b->fails = 0;
 	b->open_until = 0;
 	pthread_mutex_unlock(&b->lock);
+	return closed;
 }
 
 bool breaker_failure(struct breaker *b, uint64_t now_ns)

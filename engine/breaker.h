@@ -32,8 +32,9 @@ void breaker_release(struct breaker *b);
 /* true when a call may go to the backend at monotonic time @now_ns. */
 bool breaker_allow(struct breaker *b, uint64_t now_ns);
 /* Reports the outcome of an allowed call. breaker_failure() returns true
- * when this failure opened the breaker (log it once, then stay quiet). */
-void breaker_success(struct breaker *b);
+ * when this failure opened the breaker (log it once, then stay quiet);
+ * breaker_success() returns true when this success closed it. */
+bool breaker_success(struct breaker *b);
 bool breaker_failure(struct breaker *b, uint64_t now_ns);
 /* true while open (refusing calls). */
 bool breaker_is_open(struct breaker *b, uint64_t now_ns);

@@ -76,6 +76,8 @@
  * DIRTY_HIGH_FACTOR) changed bytes wait to be persisted. */
 #define DIRTY_HIGH_MIN (64u << 20)
 #define DIRTY_HIGH_FACTOR 64
+#define L3_BREAKER_FAILS 3
+#define L3_BREAKER_COOLDOWN_NS (2 * 1000000000ull)
 #define L2_BREAKER_FAILS 3
 #define L2_BREAKER_COOLDOWN_NS (2 * 1000000000ull)
 /* Room the log keeps beyond wal_max_bytes for metadata-only changes, so
@@ -131,6 +133,7 @@ struct eng {
 	struct store *l3;
 	struct store *l2; /* NULL without Redis */
 	struct breaker l2_breaker;
+	struct breaker l3_breaker; /* for reads; the flusher backs off */
 	struct l1 *l1;
 	struct wal *wal;
 	int lock_fd; /* flock()ed: one engine per log */
@@ -200,15 +203,40 @@ static struct timespec mono_ts(uint64_t ns)
 	return ts;
 }
 
-/*
- * The errno a caller sees when an L3 read failed: an unreachable or busy L3
- * (-EAGAIN from the store) is an I/O error for the file's user, who cannot
- * be helped by retrying at once (DESIGN.md section 5).
- */
-static int l3_read_errno(int r)
+/* true when a read may go to L3 now: the breaker is closed (or lets a
+ * trial through). While it is open, reads fail with EIO at once instead of
+ * waiting for a connect timeout each. */
+static bool l3_allowed(struct eng *e)
 {
-	return r == -EAGAIN ? -EIO : r;
+	return breaker_allow(&e->l3_breaker, mono_ns());
 }
+
+/*
+ * Feeds the outcome of an L3 read to the breaker and returns the errno the
+ * caller sees: an unreachable or busy L3 (-EAGAIN from the store) is an I/O
+ * error for the file's user, who cannot be helped by retrying at once
+ * (DESIGN.md section 5).
+ */
+static int l3_outcome(struct eng *e, int r)
+{
+	if (r != -EAGAIN) {
+		if (breaker_success(&e->l3_breaker))
+			eng_logf(&e->cfg.log, LOG_WARNING,
+				 "%s answers again: reads go to it again",
+				 e->l3->ops->name);
+		return r;
+	}
+	if (breaker_failure(&e->l3_breaker, mono_ns()))
+		eng_logf(&e->cfg.log, LOG_WARNING,
+			 "%s is unreachable: reads of what no other tier "
+			 "holds fail with EIO until it answers (tried again "
+			 "every 2 s); writes go on into the write-ahead log",
+			 e->l3->ops->name);
+	return -EIO;
+}
+
+/* An L3 read, gated by the breaker: X is the store call. */
+#define L3_READ(e, X) (l3_allowed(e) ? l3_outcome((e), (X)) : -EIO)
 
 /* true for L3 failures that may go away by themselves (unreachable, busy,
  * an I/O error); false for refusals someone must fix (permission denied,
@@ -609,8 +637,7 @@ static int resolve(struct eng *e, struct node *dir, const char *name,
 		gen = e->gen;
 		dir->holds++;
 		pthread_mutex_unlock(&e->lock);
-		r = l3_read_errno(
-			e->l3->ops->lookup(e->l3, dir->ino, name, &row));
+		r = L3_READ(e, e->l3->ops->lookup(e->l3, dir->ino, name, &row));
 		pthread_mutex_lock(&e->lock);
 		dir->holds--;
 		if (r < 0 && r != -ENOENT)
@@ -832,10 +859,13 @@ static void l2_failed(struct eng *e, int r)
 /* Notes the outcome of an L2 call: a miss is a healthy answer. */
 static void l2_outcome(struct eng *e, int r)
 {
-	if (r >= 0 || r == -ENOENT)
-		breaker_success(&e->l2_breaker);
-	else
+	if (r >= 0 || r == -ENOENT) {
+		if (breaker_success(&e->l2_breaker))
+			eng_logf(&e->cfg.log, LOG_WARNING,
+				 "redis answers again: using it as L2");
+	} else {
 		l2_failed(e, r);
+	}
 }
 
 static bool l2_usable(struct eng *e)
@@ -943,7 +973,7 @@ static int node_content(struct eng *e, struct node *n, struct item **out)
 		version = n->meta.version;
 		n->holds++;
 		pthread_mutex_unlock(&e->lock);
-		r = l3_read_errno(e->l3->ops->read(e->l3, n->ino, &data, &len));
+		r = L3_READ(e, e->l3->ops->read(e->l3, n->ino, &data, &len));
 		pthread_mutex_lock(&e->lock);
 		n->holds--;
 		if (r < 0)
@@ -1009,8 +1039,8 @@ static uint64_t next_ino(struct eng *e, int *err)
 		/* the flusher normally reserved the next block already, so
 		 * creates go on while L3 is briefly unreachable */
 		if (!first)
-			r = l3_read_errno(e->l3->ops->alloc_ino(
-				e->l3, INO_BLOCK, &first));
+			r = L3_READ(e, e->l3->ops->alloc_ino(e->l3, INO_BLOCK,
+							     &first));
 		if (r < 0) {
 			*err = r;
 			return 0;
@@ -1153,8 +1183,8 @@ restart:
 		gen = e->gen;
 		dir->holds++;
 		pthread_mutex_unlock(&e->lock);
-		r = l3_read_errno(e->l3->ops->list(e->l3, dir->ino, cursor,
-						   rows, LIST_PAGE));
+		r = L3_READ(e, e->l3->ops->list(e->l3, dir->ino, cursor, rows,
+						LIST_PAGE));
 		pthread_mutex_lock(&e->lock);
 		dir->holds--;
 		if (r < 0)
@@ -1307,6 +1337,7 @@ static void *flusher_main(void *arg)
 			backoff_ms = 0;
 			if (seg > 0)
 				wal_drop_before(e->wal, seg);
+			l3_outcome(e, 0); /* L3 answers: reads may go */
 			if (e->l3_failing) {
 				e->l3_failing = false;
 				eng_logf(&e->cfg.log, LOG_WARNING,
@@ -1553,6 +1584,7 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	pthread_cond_init(&e->sync_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	breaker_init(&e->l2_breaker, L2_BREAKER_FAILS, L2_BREAKER_COOLDOWN_NS);
+	breaker_init(&e->l3_breaker, L3_BREAKER_FAILS, L3_BREAKER_COOLDOWN_NS);
 	u64map_init(&e->nodes);
 	u64map_init(&e->names);
 	batch_init(&e->batch, cfg->batch_flush_count, cfg->batch_flush_bytes,
@@ -1654,6 +1686,7 @@ int eng_close(struct eng *e)
 	store_free(e->l3);
 	store_free(e->l2);
 	breaker_release(&e->l2_breaker);
+	breaker_release(&e->l3_breaker);
 	wal_close(e->wal);
 	if (e->lock_fd >= 0)
 		close(e->lock_fd); /* releases the lock */
@@ -2485,12 +2518,12 @@ int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
 		gen = e->gen;
 		d->n->holds++;
 		pthread_mutex_unlock(&e->lock);
-		nrows = e->l3->ops->list(e->l3, d->n->ino, after, rows,
-					 LIST_PAGE);
+		nrows = L3_READ(e, e->l3->ops->list(e->l3, d->n->ino, after,
+						    rows, LIST_PAGE));
 		pthread_mutex_lock(&e->lock);
 		d->n->holds--;
 		if (nrows < 0) {
-			r = l3_read_errno(nrows);
+			r = nrows;
 			break;
 		}
 		if (gen != e->gen) {
@@ -2753,7 +2786,7 @@ int eng_removexattr(struct eng *e, uint64_t ino, const char *name)
 int eng_statfs(struct eng *e, struct eng_stats *out)
 {
 	uint64_t entries, bytes;
-	int r = l3_read_errno(e->l3->ops->stats(e->l3, &entries, &bytes));
+	int r = L3_READ(e, e->l3->ops->stats(e->l3, &entries, &bytes));
 
 	if (r < 0)
 		return r;

@@ -19,8 +19,8 @@ int main(void)
 	CHECK(!breaker_failure(&b, t));
 	CHECK(!breaker_failure(&b, t));
 	CHECK(breaker_allow(&b, t));
-	/* a success resets the count */
-	breaker_success(&b);
+	/* a success resets the count; it closed nothing */
+	CHECK(!breaker_success(&b));
 	CHECK(!breaker_failure(&b, t));
 	CHECK(!breaker_failure(&b, t));
 	CHECK(breaker_allow(&b, t));
@@ -35,8 +35,9 @@ int main(void)
 	CHECK(!breaker_failure(&b, t + 502 * MS));
 	CHECK(!breaker_allow(&b, t + 900 * MS));
 	CHECK(breaker_allow(&b, t + 1002 * MS));
-	/* the trial succeeds: closed, every call allowed */
-	breaker_success(&b);
+	/* the trial succeeds: closed (reported once), every call allowed */
+	CHECK(breaker_success(&b));
+	CHECK(!breaker_success(&b));
 	CHECK(!breaker_is_open(&b, t + 1003 * MS));
 	CHECK(breaker_allow(&b, t + 1003 * MS));
 	CHECK(breaker_allow(&b, t + 1003 * MS));
