@@ -679,6 +679,16 @@ static int get_dir(struct eng *e, uint64_t ino, struct node **out)
 	return 0;
 }
 
+/* resolve() in the directory of inode @parent (held by the caller). */
+static int resolve_at(struct eng *e, uint64_t parent, const char *name,
+		      struct node **out)
+{
+	struct node *dir;
+	int r = get_dir(e, parent, &dir);
+
+	return r < 0 ? r : resolve(e, dir, name, out);
+}
+
 /*
  * -EEXIST when another file in @dir would have the same item ID as a file
  * named @name: "x" (binary) and "x.json" (JSON) name the same item "x".
@@ -1703,14 +1713,11 @@ int eng_close(struct eng *e)
 int eng_lookup(struct eng *e, uint64_t parent, const char *name,
 	       struct eng_attr *out)
 {
-	struct node *dir, *n;
+	struct node *n;
 	int r;
 
 	pthread_mutex_lock(&e->lock);
-	r = get_dir(e, parent, &dir);
-	if (r < 0)
-		goto out_unlock;
-	r = resolve(e, dir, name, &n);
+	r = resolve_at(e, parent, name, &n);
 	if (r < 0)
 		goto out_unlock;
 	n->nlookup++;
@@ -1906,14 +1913,11 @@ out_unlock:
 
 int eng_rmdir(struct eng *e, uint64_t parent, const char *name)
 {
-	struct node *dir, *n;
+	struct node *n;
 	int r;
 
 	pthread_mutex_lock(&e->lock);
-	r = get_dir(e, parent, &dir);
-	if (r < 0)
-		goto out_unlock;
-	r = resolve(e, dir, name, &n);
+	r = resolve_at(e, parent, name, &n);
 	if (r < 0)
 		goto out_unlock;
 	if (!node_is_dir(n)) {
@@ -1935,14 +1939,11 @@ out_unlock:
 
 int eng_unlink(struct eng *e, uint64_t parent, const char *name)
 {
-	struct node *dir, *n;
+	struct node *n;
 	int r;
 
 	pthread_mutex_lock(&e->lock);
-	r = get_dir(e, parent, &dir);
-	if (r < 0)
-		goto out_unlock;
-	r = resolve(e, dir, name, &n);
+	r = resolve_at(e, parent, name, &n);
 	if (r < 0)
 		goto out_unlock;
 	r = node_is_dir(n) ? -EISDIR : node_delete(e, n);
