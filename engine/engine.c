@@ -156,11 +156,12 @@ struct eng {
 	int last_error;
 	bool flush_now;
 	bool stopping;
-	bool wal_dirty;		  /* appended since the last wal_sync() */
-	uint64_t wal_lost_seq;	  /* last change the log refused */
-	bool wal_fresh;		  /* nothing appended since the last rotation */
-	int64_t wal_seg;	  /* the segment appends go to, once known */
-	bool l3_failing;	  /* the last flush failed (logged once) */
+	bool wal_dirty;	       /* appended since the last wal_sync() */
+	uint64_t wal_lost_seq; /* last change the log refused */
+	bool wal_fresh;	       /* nothing appended since the last rotation */
+	int64_t wal_seg;       /* the segment appends go to, once known */
+	bool l3_failing;       /* the last flush failed (logged once) */
+	uint64_t retry_at;     /* monotonic ns of the next flush attempt then */
 	pthread_cond_t sync_cond; /* wakes the group-commit thread */
 	uint64_t ino_next, ino_end;
 	uint64_t ino_spare; /* first of a reserved block, or 0 */
@@ -1292,6 +1293,13 @@ static void *flusher_main(void *arg)
 
 		if (!e->stopping && !e->l3_failing)
 			reserve_inos(e);
+		if (e->l3_failing && !e->stopping && now < e->retry_at) {
+			/* back off: wake-ups do not bring the retry forward */
+			struct timespec ts = mono_ts(e->retry_at);
+
+			pthread_cond_timedwait(&e->flush_cond, &e->lock, &ts);
+			continue;
+		}
 		if (batch_count(&e->batch) == 0) {
 			if (e->flush_now) {
 				e->committed_seq = e->change_seq;
@@ -1392,8 +1400,7 @@ static void *flusher_main(void *arg)
 		backoff_ms = backoff_ms ? backoff_ms * 2 : BACKOFF_MIN_MS;
 		if (backoff_ms > BACKOFF_MAX_MS)
 			backoff_ms = BACKOFF_MAX_MS;
-		struct timespec ts = mono_ts(mono_ns() + backoff_ms * 1000000);
-		pthread_cond_timedwait(&e->flush_cond, &e->lock, &ts);
+		e->retry_at = mono_ns() + backoff_ms * 1000000;
 	}
 	pthread_mutex_unlock(&e->lock);
 	return NULL;
@@ -1410,7 +1417,8 @@ static int wait_committed(struct eng *e, uint64_t seq)
 	uint64_t fails = e->fail_count;
 
 	while (e->committed_seq < seq) {
-		if (e->fail_count != fails) {
+		/* during a known outage, do not wait for the next retry */
+		if (e->l3_failing || e->fail_count != fails) {
 			int r = e->last_error ? e->last_error : -EIO;
 
 			/* L3 unreachable or failing for now: the synced log

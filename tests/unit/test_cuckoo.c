@@ -198,7 +198,6 @@ static void do_insert(struct model *m, size_t id)
 	struct copy *c;
 
 	if (rc) {
-		if (!m->may_fail) fprintf(stderr, "DIAG load %.4f mult %d key %016llx\n", (double)m->stored / slots_of(m->f), m->mult[id], (unsigned long long)m->keys[id]);
 		CHECK(m->may_fail);
 		CHECK_EQ(rc, -ENOSPC);
 		CHECK(cuckoo_overflowed(m->f));
@@ -470,6 +469,19 @@ static void test_edges(uint64_t seed)
 	CHECK_EQ(cuckoo_insert(f, base), 0);
 	CHECK_EQ(cuckoo_delete(f, base), 0);
 	cuckoo_free(f);
+
+	/*
+	 * With two buckets or more a key's two buckets differ, whatever its
+	 * fingerprint: eight copies of one key fit in a two-bucket table.
+	 */
+	for (uint64_t fp = 1; fp <= 64; fp++) {
+		f = cuckoo_new(5);
+		CHECK(f != NULL);
+		for (int k = 0; k < 8; k++)
+			CHECK_EQ(cuckoo_insert(f, fp << 48), 0);
+		CHECK_EQ(cuckoo_insert(f, fp << 48), -ENOSPC);
+		cuckoo_free(f);
+	}
 
 	/* One bucket: both candidates are the same four slots. */
 	f = cuckoo_new(0);
