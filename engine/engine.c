@@ -41,6 +41,7 @@
  * and every node; L1 has its own lock; the store serialises itself.
  */
 #include <errno.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <limits.h>
@@ -50,6 +51,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
+
+#include <jansson.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -86,6 +89,12 @@
 #define WAL_META_SLACK (4u << 20)
 
 #define TFS_XATTR "user.tierfs."
+
+/* Calls to one tier: count, failures (ENOENT is an answer, not a failure)
+ * and total time. Atomic: updated without the engine lock. */
+struct tier_stat {
+	atomic_uint_least64_t calls, errors, ns;
+};
 
 struct wc {
 	char *buf;
@@ -177,6 +186,10 @@ struct eng {
 	pthread_t builder;
 	bool builder_started;
 	uint64_t l3_lookups, filter_negatives;
+	uint64_t filter_false_positives; /* "maybe", then L3 said absent */
+	uint64_t batches, batch_recs, last_batch;
+	struct tier_stat st_l3_lookup, st_l3_read, st_l3_list, st_l3_apply;
+	struct tier_stat st_l2_fetch, st_l2_apply;
 };
 
 /* --- time --- */
@@ -202,6 +215,15 @@ static struct timespec mono_ts(uint64_t ns)
 	struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000),
 			      .tv_nsec = (long)(ns % 1000000000)};
 	return ts;
+}
+
+static void tier_note(struct tier_stat *st, uint64_t t0, int r)
+{
+	atomic_fetch_add_explicit(&st->calls, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&st->ns, mono_ns() - t0,
+				  memory_order_relaxed);
+	if (r < 0 && r != -ENOENT)
+		atomic_fetch_add_explicit(&st->errors, 1, memory_order_relaxed);
 }
 
 /* true when a read may go to L3 now: the breaker is closed (or lets a
@@ -617,7 +639,8 @@ static int resolve(struct eng *e, struct node *dir, const char *name,
 {
 	struct store_row row;
 	struct node *n;
-	uint64_t gen;
+	uint64_t gen, t0;
+	bool maybe;
 	int r;
 
 	if (!node_is_dir(dir))
@@ -634,11 +657,14 @@ static int resolve(struct eng *e, struct node *dir, const char *name,
 		if (strlen(name) > STORE_NAME_MAX ||
 		    filter_absent(e, dir->ino, name))
 			return -ENOENT;
+		maybe = e->filter_trusted; /* the filter said "maybe" */
 		e->l3_lookups++;
 		gen = e->gen;
 		dir->holds++;
 		pthread_mutex_unlock(&e->lock);
+		t0 = mono_ns();
 		r = L3_READ(e, e->l3->ops->lookup(e->l3, dir->ino, name, &row));
+		tier_note(&e->st_l3_lookup, t0, r);
 		pthread_mutex_lock(&e->lock);
 		dir->holds--;
 		if (r < 0 && r != -ENOENT)
@@ -649,8 +675,10 @@ static int resolve(struct eng *e, struct node *dir, const char *name,
 				store_row_release(&row);
 			continue;
 		}
-		if (r == -ENOENT)
+		if (r == -ENOENT) {
+			e->filter_false_positives += maybe;
 			return -ENOENT;
+		}
 		if (node_get(e, row.ino) || dir->deleted) {
 			/* the node table says it moved or went away */
 			store_row_release(&row);
@@ -896,11 +924,14 @@ static struct item *l2_content(struct eng *e, struct node *n)
 	char id[ID_MAX + 1];
 	void *data = NULL;
 	size_t len = 0;
+	uint64_t t0;
 	int r;
 
 	n->holds++;
 	pthread_mutex_unlock(&e->lock);
+	t0 = mono_ns();
 	r = e->l2->ops->fetch(e->l2, n->ino, &row, &data, &len);
+	tier_note(&e->st_l2_fetch, t0, r);
 	pthread_mutex_lock(&e->lock);
 	n->holds--;
 	l2_outcome(e, r);
@@ -925,6 +956,8 @@ static void l2_fill(struct eng *e, struct node *n, struct item *it)
 	struct item_meta meta;
 	struct store_change ch = {0};
 	char *name = strdup(n->name);
+	uint64_t t0;
+	int r;
 
 	if (!name || item_meta_copy(&meta, &n->meta) < 0) {
 		free(name);
@@ -938,7 +971,10 @@ static void l2_fill(struct eng *e, struct node *n, struct item *it)
 	ch.data = item_data(it);
 	ch.len = item_size(it);
 	pthread_mutex_unlock(&e->lock);
-	l2_outcome(e, e->l2->ops->apply(e->l2, &ch, 1));
+	t0 = mono_ns();
+	r = e->l2->ops->apply(e->l2, &ch, 1);
+	tier_note(&e->st_l2_apply, t0, r);
+	l2_outcome(e, r);
 	pthread_mutex_lock(&e->lock);
 	item_meta_release(&meta);
 	free(name);
@@ -956,6 +992,7 @@ static int node_content(struct eng *e, struct node *n, struct item **out)
 	size_t len;
 	uint64_t version;
 	char id[ID_MAX + 1];
+	uint64_t t0;
 	int r;
 
 	for (;;) {
@@ -984,7 +1021,9 @@ static int node_content(struct eng *e, struct node *n, struct item **out)
 		version = n->meta.version;
 		n->holds++;
 		pthread_mutex_unlock(&e->lock);
+		t0 = mono_ns();
 		r = L3_READ(e, e->l3->ops->read(e->l3, n->ino, &data, &len));
+		tier_note(&e->st_l3_read, t0, r);
 		pthread_mutex_lock(&e->lock);
 		n->holds--;
 		if (r < 0)
@@ -1177,7 +1216,7 @@ static int dir_empty(struct eng *e, struct node *dir)
 {
 	struct store_row *rows;
 	char cursor[STORE_NAME_MAX + 1] = "";
-	uint64_t gen;
+	uint64_t gen, t0;
 	int r;
 
 	rows = calloc(LIST_PAGE, sizeof(*rows));
@@ -1194,8 +1233,10 @@ restart:
 		gen = e->gen;
 		dir->holds++;
 		pthread_mutex_unlock(&e->lock);
+		t0 = mono_ns();
 		r = L3_READ(e, e->l3->ops->list(e->l3, dir->ino, cursor, rows,
 						LIST_PAGE));
+		tier_note(&e->st_l3_list, t0, r);
 		pthread_mutex_lock(&e->lock);
 		dir->holds--;
 		if (r < 0)
@@ -1286,10 +1327,10 @@ static void *flusher_main(void *arg)
 	pthread_mutex_lock(&e->lock);
 	for (;;) {
 		struct batch_rec **recs;
-		uint64_t snapshot, now = mono_ns();
+		uint64_t snapshot, t0, now = mono_ns();
 		int64_t seg;
 		ssize_t n;
-		int r;
+		int r, r2;
 
 		if (!e->stopping && !e->l3_failing)
 			reserve_inos(e);
@@ -1341,9 +1382,15 @@ static void *flusher_main(void *arg)
 		}
 		snapshot = e->change_seq;
 		pthread_mutex_unlock(&e->lock);
+		t0 = mono_ns();
 		r = apply_batch(e->l3, recs, (size_t)n);
-		if (r == 0 && l2_usable(e)) /* L3 first: it is the truth */
-			l2_outcome(e, apply_batch(e->l2, recs, (size_t)n));
+		tier_note(&e->st_l3_apply, t0, r);
+		if (r == 0 && l2_usable(e)) { /* L3 first: it is the truth */
+			t0 = mono_ns();
+			r2 = apply_batch(e->l2, recs, (size_t)n);
+			tier_note(&e->st_l2_apply, t0, r2);
+			l2_outcome(e, r2);
+		}
 		pthread_mutex_lock(&e->lock);
 		if (r == 0) {
 			commit_done(e, recs, (size_t)n);
@@ -1352,6 +1399,9 @@ static void *flusher_main(void *arg)
 			free(recs);
 			e->committed_seq = snapshot;
 			e->gen++;
+			e->batches++;
+			e->batch_recs += (uint64_t)n;
+			e->last_batch = (uint64_t)n;
 			backoff_ms = 0;
 			if (seg > 0)
 				wal_drop_before(e->wal, seg);
@@ -2502,7 +2552,7 @@ int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
 	struct store_row *rows;
 	struct node **pend = NULL;
 	size_t npend = 0;
-	uint64_t skip = 0, gen;
+	uint64_t skip = 0, gen, t0;
 	int r = 0;
 
 	rows = calloc(LIST_PAGE, sizeof(*rows));
@@ -2527,8 +2577,10 @@ int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
 		gen = e->gen;
 		d->n->holds++;
 		pthread_mutex_unlock(&e->lock);
+		t0 = mono_ns();
 		nrows = L3_READ(e, e->l3->ops->list(e->l3, d->n->ino, after,
 						    rows, LIST_PAGE));
+		tier_note(&e->st_l3_list, t0, nrows);
 		pthread_mutex_lock(&e->lock);
 		d->n->holds--;
 		if (nrows < 0) {
@@ -2946,4 +2998,168 @@ int eng_delete(struct eng *e, const char *id, enum item_kind kind)
 out_unlock:
 	pthread_mutex_unlock(&e->lock);
 	return r;
+}
+
+/* --- status and metrics --- */
+
+static uint64_t ld(atomic_uint_least64_t *v)
+{
+	return atomic_load_explicit(v, memory_order_relaxed);
+}
+
+int eng_status_json(struct eng *e, char **out, size_t *len)
+{
+	struct l1_stats l1s;
+	uint64_t now = mono_ns();
+	bool l3_down, l2_down;
+	json_t *j;
+	char *text;
+
+	l1_get_stats(e->l1, &l1s);
+	pthread_mutex_lock(&e->lock);
+	l3_down = e->l3_failing || breaker_is_open(&e->l3_breaker, now);
+	l2_down = e->l2 && breaker_is_open(&e->l2_breaker, now);
+	j = json_pack(
+		"{s:s, s:{s:s, s:b, s:s?}, s:o, s:{s:I, s:I, s:I}, "
+		"s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I}, "
+		"s:{s:b, s:I}}",
+		"state", l3_down || l2_down ? "degraded" : "ok", "l3",
+		"backend", e->l3->ops->name, "up", !l3_down, "last_error",
+		e->l3_failing ? strerror(-e->last_error) : NULL, "l2",
+		e->l2 ? json_pack("{s:s, s:b}", "backend", e->l2->ops->name,
+				  "up", !l2_down)
+		      : json_null(),
+		"queue", "changes", (json_int_t)batch_count(&e->batch), "bytes",
+		(json_int_t)batch_bytes(&e->batch), "not_persisted",
+		(json_int_t)(e->change_seq - e->committed_seq), "wal", "bytes",
+		(json_int_t)wal_bytes(e->wal), "max_bytes",
+		(json_int_t)e->cfg.wal_max_bytes, "pressure", "dirty_bytes",
+		(json_int_t)batch_bytes(&e->batch), "high_water",
+		(json_int_t)(e->cfg.batch_flush_bytes * DIRTY_HIGH_FACTOR >
+					     DIRTY_HIGH_MIN
+				     ? e->cfg.batch_flush_bytes *
+					       DIRTY_HIGH_FACTOR
+				     : DIRTY_HIGH_MIN),
+		"l1", "bytes", (json_int_t)l1s.bytes, "pinned_bytes",
+		(json_int_t)l1s.pinned_bytes, "items", (json_int_t)l1s.count,
+		"hits", (json_int_t)l1s.hits, "misses", (json_int_t)l1s.misses,
+		"filter", "trusted", e->filter_trusted, "names",
+		(json_int_t)(e->filter ? cuckoo_count(e->filter) : 0));
+	pthread_mutex_unlock(&e->lock);
+	if (!j)
+		return -ENOMEM;
+	text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(j);
+	if (!text)
+		return -ENOMEM;
+	*len = strlen(text);
+	text[*len] = '\n'; /* json_dumps ends with the NUL we overwrite */
+	*len += 1;
+	*out = text;
+	return 0;
+}
+
+static void metric(FILE *f, const char *name, const char *type,
+		   const char *help)
+{
+	fprintf(f, "# HELP tierfs_%s %s\n# TYPE tierfs_%s %s\n", name, help,
+		name, type);
+}
+
+static void tier_metrics(FILE *f, const char *tier, const char *op,
+			 struct tier_stat *st)
+{
+	fprintf(f, "tierfs_tier_calls_total{tier=\"%s\",op=\"%s\"} %llu\n",
+		tier, op, (unsigned long long)ld(&st->calls));
+	fprintf(f, "tierfs_tier_errors_total{tier=\"%s\",op=\"%s\"} %llu\n",
+		tier, op, (unsigned long long)ld(&st->errors));
+	fprintf(f, "tierfs_tier_seconds_total{tier=\"%s\",op=\"%s\"} %.6f\n",
+		tier, op, (double)ld(&st->ns) / 1e9);
+}
+
+int eng_metrics_text(struct eng *e, char **out, size_t *len)
+{
+	struct l1_stats l1s;
+	char *buf = NULL;
+	size_t size = 0;
+	FILE *f = open_memstream(&buf, &size);
+
+	if (!f)
+		return -ENOMEM;
+	l1_get_stats(e->l1, &l1s);
+	metric(f, "tier_calls_total", "counter", "calls to a tier, by op");
+	metric(f, "tier_errors_total", "counter", "failed calls to a tier");
+	metric(f, "tier_seconds_total", "counter", "time spent in a tier");
+	tier_metrics(f, "l3", "lookup", &e->st_l3_lookup);
+	tier_metrics(f, "l3", "read", &e->st_l3_read);
+	tier_metrics(f, "l3", "list", &e->st_l3_list);
+	tier_metrics(f, "l3", "apply", &e->st_l3_apply);
+	tier_metrics(f, "l2", "fetch", &e->st_l2_fetch);
+	tier_metrics(f, "l2", "apply", &e->st_l2_apply);
+	pthread_mutex_lock(&e->lock);
+	metric(f, "batches_total", "counter", "batches persisted to L3");
+	fprintf(f, "tierfs_batches_total %llu\n",
+		(unsigned long long)e->batches);
+	metric(f, "batch_records_total", "counter", "changes in those batches");
+	fprintf(f, "tierfs_batch_records_total %llu\n",
+		(unsigned long long)e->batch_recs);
+	metric(f, "batch_last_records", "gauge", "changes in the last batch");
+	fprintf(f, "tierfs_batch_last_records %llu\n",
+		(unsigned long long)e->last_batch);
+	metric(f, "queue_changes", "gauge", "changes waiting for L3");
+	fprintf(f, "tierfs_queue_changes %zu\n", batch_count(&e->batch));
+	metric(f, "queue_bytes", "gauge", "bytes waiting for L3");
+	fprintf(f, "tierfs_queue_bytes %zu\n", batch_bytes(&e->batch));
+	metric(f, "wal_bytes", "gauge", "bytes in the write-ahead log");
+	fprintf(f, "tierfs_wal_bytes %llu\n",
+		(unsigned long long)wal_bytes(e->wal));
+	metric(f, "flush_failures_total", "counter", "failed batch writes");
+	fprintf(f, "tierfs_flush_failures_total %llu\n",
+		(unsigned long long)e->fail_count);
+	metric(f, "l3_up", "gauge", "1 while L3 answers");
+	fprintf(f, "tierfs_l3_up %d\n",
+		!(e->l3_failing || breaker_is_open(&e->l3_breaker, mono_ns())));
+	if (e->l2) {
+		metric(f, "l2_up", "gauge", "1 while L2 answers");
+		fprintf(f, "tierfs_l2_up %d\n",
+			!breaker_is_open(&e->l2_breaker, mono_ns()));
+	}
+	metric(f, "filter_checks_total", "counter",
+	       "lookups that asked the negative-lookup filter");
+	fprintf(f, "tierfs_filter_checks_total %llu\n",
+		(unsigned long long)(e->filter_negatives +
+				     (e->filter_trusted ? e->l3_lookups : 0)));
+	metric(f, "filter_negatives_total", "counter",
+	       "lookups the filter answered absent (no L3 query)");
+	fprintf(f, "tierfs_filter_negatives_total %llu\n",
+		(unsigned long long)e->filter_negatives);
+	metric(f, "filter_false_positives_total", "counter",
+	       "filter said maybe, L3 said absent");
+	fprintf(f, "tierfs_filter_false_positives_total %llu\n",
+		(unsigned long long)e->filter_false_positives);
+	metric(f, "filter_names", "gauge", "names in the filter");
+	fprintf(f, "tierfs_filter_names %zu\n",
+		e->filter ? cuckoo_count(e->filter) : 0);
+	pthread_mutex_unlock(&e->lock);
+	metric(f, "l1_bytes", "gauge", "content bytes in L1");
+	fprintf(f, "tierfs_l1_bytes %zu\n", l1s.bytes);
+	metric(f, "l1_pinned_bytes", "gauge", "L1 bytes not yet persisted");
+	fprintf(f, "tierfs_l1_pinned_bytes %zu\n", l1s.pinned_bytes);
+	metric(f, "l1_items", "gauge", "items in L1");
+	fprintf(f, "tierfs_l1_items %zu\n", l1s.count);
+	metric(f, "l1_hits_total", "counter", "L1 hits");
+	fprintf(f, "tierfs_l1_hits_total %llu\n", (unsigned long long)l1s.hits);
+	metric(f, "l1_misses_total", "counter", "L1 misses");
+	fprintf(f, "tierfs_l1_misses_total %llu\n",
+		(unsigned long long)l1s.misses);
+	metric(f, "l1_evictions_total", "counter", "L1 evictions");
+	fprintf(f, "tierfs_l1_evictions_total %llu\n",
+		(unsigned long long)l1s.evictions);
+	if (fclose(f) != 0) {
+		free(buf);
+		return -ENOMEM;
+	}
+	*out = buf;
+	*len = size;
+	return 0;
 }

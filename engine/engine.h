@@ -231,6 +231,18 @@ struct eng_counters {
 };
 void eng_get_counters(struct eng *e, struct eng_counters *out);
 
+/*
+ * The engine's state for people and monitors, rendered into a new malloc()ed
+ * buffer (*out, caller frees; *len bytes, not NUL-terminated):
+ * eng_status_json() gives one JSON object (state, tier health, queue depth,
+ * write-ahead log size, pressure, L1, filter); eng_metrics_text() gives the
+ * Prometheus text format (operations and latencies per tier, batch sizes,
+ * queue depth, log bytes, L1 bytes and hit rate, filter checks and false
+ * positives, errors). Neither contains a secret. Returns 0 or -ENOMEM.
+ */
+int eng_status_json(struct eng *e, char **out, size_t *len);
+int eng_metrics_text(struct eng *e, char **out, size_t *len);
+
 /* Persists everything pending and waits (syncfs). */
 int eng_sync(struct eng *e);
 

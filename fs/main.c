@@ -18,6 +18,7 @@
 
 #include "ops.h"
 #include "options.h"
+#include "status_cmd.h"
 
 static int log_to_syslog;
 static int log_debug;
@@ -51,6 +52,8 @@ int main(int argc, char *argv[])
 	struct tfs t = {0};
 	int r, ret = 1;
 
+	if (argc >= 2 && strcmp(argv[1], "status") == 0)
+		return tfs_status_cmd(argc, argv);
 	if (tfs_options_parse(&args, &o) < 0) {
 		ret = 2;
 		goto out_free_args;

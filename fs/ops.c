@@ -12,12 +12,14 @@
  * and mknod give EPERM; readlink gives EINVAL (there are no links).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
 
+#include "control.h"
 #include "ops.h"
 
 static struct tfs *req_tfs(fuse_req_t req)
@@ -87,9 +89,18 @@ static void tfs_init(void *userdata, struct fuse_conn_info *conn)
 static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct tfs *t = req_tfs(req);
+	struct fuse_entry_param cep;
 	struct eng_attr a;
-	int r = eng_lookup(t->eng, parent, name, &a);
+	int r = tfs_ctl_lookup(t, parent, name, &cep);
 
+	if (r <= 0) {
+		if (r < 0)
+			fuse_reply_err(req, -r);
+		else
+			fuse_reply_entry(req, &cep);
+		return;
+	}
+	r = eng_lookup(t->eng, parent, name, &a);
 	if (r == -ENOENT) {
 		struct fuse_entry_param ep = {
 			.ino = 0, .entry_timeout = t->entry_timeout};
@@ -101,7 +112,8 @@ static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 static void tfs_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
 {
-	eng_forget(req_tfs(req)->eng, ino, nlookup);
+	if (!tfs_ctl_ino(ino))
+		eng_forget(req_tfs(req)->eng, ino, nlookup);
 	fuse_reply_none(req);
 }
 
@@ -109,8 +121,9 @@ static void tfs_forget_multi(fuse_req_t req, size_t count,
 			     struct fuse_forget_data *forgets)
 {
 	for (size_t i = 0; i < count; i++)
-		eng_forget(req_tfs(req)->eng, forgets[i].ino,
-			   forgets[i].nlookup);
+		if (!tfs_ctl_ino(forgets[i].ino))
+			eng_forget(req_tfs(req)->eng, forgets[i].ino,
+				   forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
@@ -120,8 +133,17 @@ static void tfs_getattr(fuse_req_t req, fuse_ino_t ino,
 	struct tfs *t = req_tfs(req);
 	struct eng_attr a;
 	struct stat st;
-	int r = eng_getattr(t->eng, ino, &a);
+	int r;
 
+	if (tfs_ctl_ino(ino)) {
+		r = tfs_ctl_stat(t, ino, &st);
+		if (r < 0)
+			fuse_reply_err(req, -r);
+		else
+			fuse_reply_attr(req, &st, 0);
+		return;
+	}
+	r = eng_getattr(t->eng, ino, &a);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
@@ -146,6 +168,10 @@ static void tfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	struct stat st;
 	int r;
 
+	if (tfs_ctl_ino(ino)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
 	get_ctx(req, &ctx);
 	clock_gettime(CLOCK_REALTIME, &now);
 	sa.set_mode = to_set & FUSE_SET_ATTR_MODE;
@@ -204,6 +230,10 @@ static void tfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct eng_attr a;
 	int r;
 
+	if (tfs_ctl_reserved(parent, name) || tfs_ctl_ino(parent)) {
+		fuse_reply_err(req, tfs_ctl_ino(parent) ? EPERM : EEXIST);
+		return;
+	}
 	get_ctx(req, &ctx);
 	r = eng_mkdir(req_tfs(req)->eng, parent, name, mode, &ctx, &a);
 	reply_entry_or_err(req, r, &a);
@@ -211,11 +241,19 @@ static void tfs_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 static void tfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	if (tfs_ctl_reserved(parent, name) || tfs_ctl_ino(parent)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
 	fuse_reply_err(req, -eng_unlink(req_tfs(req)->eng, parent, name));
 }
 
 static void tfs_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
+	if (tfs_ctl_reserved(parent, name) || tfs_ctl_ino(parent)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
 	fuse_reply_err(req, -eng_rmdir(req_tfs(req)->eng, parent, name));
 }
 
@@ -223,6 +261,11 @@ static void tfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       fuse_ino_t newparent, const char *newname,
 		       unsigned int flags)
 {
+	if (tfs_ctl_reserved(parent, name) || tfs_ctl_ino(parent) ||
+	    tfs_ctl_reserved(newparent, newname) || tfs_ctl_ino(newparent)) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
 	fuse_reply_err(req, -eng_rename(req_tfs(req)->eng, parent, name,
 					newparent, newname, flags));
 }
@@ -237,6 +280,10 @@ static void tfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct eng_attr a;
 	int r;
 
+	if (tfs_ctl_reserved(parent, name) || tfs_ctl_ino(parent)) {
+		fuse_reply_err(req, tfs_ctl_ino(parent) ? EPERM : EEXIST);
+		return;
+	}
 	get_ctx(req, &ctx);
 	r = eng_create(t->eng, parent, name, mode, fi->flags, &ctx, &a, &f);
 	if (r < 0) {
@@ -254,7 +301,27 @@ static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct tfs *t = req_tfs(req);
 	struct eng_file *f;
 	bool keep;
-	int r = eng_file_open(t->eng, ino, fi->flags, &f, &keep);
+	int r;
+
+	if (tfs_ctl_ino(ino)) {
+		struct tfs_ctl_file *cf;
+
+		if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+			fuse_reply_err(req, EACCES);
+			return;
+		}
+		r = tfs_ctl_open(t, ino, &cf);
+		if (r < 0) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+		fi->fh = (uintptr_t)cf;
+		fi->direct_io = 1; /* the size may change between opens */
+		if (fuse_reply_open(req, fi) != 0)
+			tfs_ctl_release(cf);
+		return;
+	}
+	r = eng_file_open(t->eng, ino, fi->flags, &f, &keep);
 
 	if (r < 0) {
 		fuse_reply_err(req, -r);
@@ -269,9 +336,21 @@ static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
-	char *buf = malloc(size ? size : 1);
+	char *buf;
 	ssize_t r;
 
+	if (tfs_ctl_ino(ino)) {
+		struct tfs_ctl_file *cf =
+			(struct tfs_ctl_file *)(uintptr_t)fi->fh;
+		size_t n = 0;
+
+		if ((size_t)off < cf->len)
+			n = cf->len - (size_t)off < size ? cf->len - (size_t)off
+							 : size;
+		fuse_reply_buf(req, cf->buf + off, n);
+		return;
+	}
+	buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -300,6 +379,10 @@ static void tfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 
 static void tfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	if (tfs_ctl_ino(ino)) {
+		fuse_reply_err(req, 0);
+		return;
+	}
 	fuse_reply_err(req, -eng_flush(req_tfs(req)->eng,
 				       (struct eng_file *)(uintptr_t)fi->fh));
 }
@@ -310,6 +393,10 @@ static void tfs_release(fuse_req_t req, fuse_ino_t ino,
 	struct tfs *t = req_tfs(req);
 
 	fuse_reply_err(req, 0);
+	if (tfs_ctl_ino(ino)) {
+		tfs_ctl_release((struct tfs_ctl_file *)(uintptr_t)fi->fh);
+		return;
+	}
 	if (eng_release(t->eng, (struct eng_file *)(uintptr_t)fi->fh))
 		/* unpublished bytes are in the kernel's page cache */
 		fuse_lowlevel_notify_inval_inode(t->se, ino, 0, 0);
@@ -318,6 +405,10 @@ static void tfs_release(fuse_req_t req, fuse_ino_t ino,
 static void tfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		      struct fuse_file_info *fi)
 {
+	if (tfs_ctl_ino(ino)) {
+		fuse_reply_err(req, 0);
+		return;
+	}
 	fuse_reply_err(req, -eng_fsync(req_tfs(req)->eng,
 				       (struct eng_file *)(uintptr_t)fi->fh));
 }
@@ -326,7 +417,14 @@ static void tfs_opendir(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
 	struct eng_dir *d;
-	int r = eng_opendir(req_tfs(req)->eng, ino, &d);
+	int r;
+
+	if (ino == TFS_CTL_DIR_INO) {
+		fi->fh = 0;
+		fuse_reply_open(req, fi);
+		return;
+	}
+	r = eng_opendir(req_tfs(req)->eng, ino, &d);
 
 	if (r < 0) {
 		fuse_reply_err(req, -r);
@@ -412,6 +510,12 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	if (ino == TFS_CTL_DIR_INO) {
+		fuse_reply_buf(req, db.buf,
+			       tfs_ctl_readdir(req, db.buf, size, off, plus));
+		free(db.buf);
+		return;
+	}
 	if (off < 1 && !add_dot(&db, ".", ino, 1))
 		goto out_reply;
 	if (off < 2 && !add_dot(&db, "..", ino, 2))
@@ -442,6 +546,10 @@ static void tfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 static void tfs_releasedir(fuse_req_t req, fuse_ino_t ino,
 			   struct fuse_file_info *fi)
 {
+	if (ino == TFS_CTL_DIR_INO) {
+		fuse_reply_err(req, 0);
+		return;
+	}
 	eng_releasedir(req_tfs(req)->eng, (struct eng_dir *)(uintptr_t)fi->fh);
 	fuse_reply_err(req, 0);
 }
@@ -478,6 +586,10 @@ static void tfs_statfs(fuse_req_t req, fuse_ino_t ino)
 static void tfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			 const char *value, size_t size, int flags)
 {
+	if (tfs_ctl_ino(ino)) {
+		fuse_reply_err(req, ENOTSUP);
+		return;
+	}
 	fuse_reply_err(req, -eng_setxattr(req_tfs(req)->eng, ino, name, value,
 					  size, flags));
 }
@@ -485,9 +597,14 @@ static void tfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 static void tfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			 size_t size)
 {
-	char *buf = size ? malloc(size) : NULL;
+	char *buf;
 	ssize_t r;
 
+	if (tfs_ctl_ino(ino)) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
+	buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -504,9 +621,17 @@ static void tfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 
 static void tfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	char *buf = size ? malloc(size) : NULL;
+	char *buf;
 	ssize_t r;
 
+	if (tfs_ctl_ino(ino)) {
+		if (size == 0)
+			fuse_reply_xattr(req, 0);
+		else
+			fuse_reply_buf(req, NULL, 0);
+		return;
+	}
+	buf = size ? malloc(size) : NULL;
 	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
@@ -523,6 +648,10 @@ static void tfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 static void tfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
+	if (tfs_ctl_ino(ino)) {
+		fuse_reply_err(req, ENODATA);
+		return;
+	}
 	fuse_reply_err(req, -eng_removexattr(req_tfs(req)->eng, ino, name));
 }
 
