@@ -2662,6 +2662,46 @@ static ssize_t xattr_out(const void *val, size_t len, void *buf, size_t size)
 	return (ssize_t)len;
 }
 
+/*
+ * user.tierfs.tiers: where the version this mount sees is held now, as
+ * "l1,l2,l3" (any subset). L1 and L3 are known here (L3 holds it once its
+ * content is committed); L2 is asked, with the lock dropped.
+ */
+static ssize_t tiers_xattr(struct eng *e, struct node *n, void *buf,
+			   size_t size)
+{
+	uint64_t version = n->meta.version;
+	bool in_l1, in_l2 = false, in_l3;
+	struct item *it = l1_get(e->l1, n->ino);
+	char val[16];
+	int len;
+
+	in_l1 = (it && item_meta(it)->version == version) ||
+		(n->item && item_meta(n->item)->version == version);
+	item_unref(it);
+	in_l3 = !n->deleted && !n->content_dirty;
+	if (in_l3 && l2_usable(e)) {
+		struct store_row row;
+		int r;
+
+		n->holds++;
+		pthread_mutex_unlock(&e->lock);
+		r = e->l2->ops->get(e->l2, n->ino, &row);
+		pthread_mutex_lock(&e->lock);
+		n->holds--;
+		l2_outcome(e, r);
+		if (r == 0) {
+			in_l2 = row.meta.version == version &&
+				n->meta.version == version;
+			store_row_release(&row);
+		}
+	}
+	len = snprintf(val, sizeof(val), "%s%s%s%s%s", in_l1 ? "l1" : "",
+		       in_l1 && (in_l2 || in_l3) ? "," : "", in_l2 ? "l2" : "",
+		       in_l2 && in_l3 ? "," : "", in_l3 ? "l3" : "");
+	return xattr_out(val, (size_t)len, buf, size);
+}
+
 static ssize_t synthetic_xattr(struct eng *e, struct node *n, const char *name,
 			       void *buf, size_t size)
 {
@@ -2686,10 +2726,14 @@ static ssize_t synthetic_xattr(struct eng *e, struct node *n, const char *name,
 		return xattr_out(val, (size_t)len, buf, size);
 	}
 	if (file && strcmp(key, "status") == 0) {
-		const char *s = n->dirty ? "pending" : "synced";
+		const char *s = n->deleted ? "missing"
+				: n->dirty ? "pending"
+					   : "synced";
 
 		return xattr_out(s, strlen(s), buf, size);
 	}
+	if (file && strcmp(key, "tiers") == 0)
+		return tiers_xattr(e, n, buf, size);
 	if (strcmp(key, "state") == 0 && n->meta.state)
 		return xattr_out(n->meta.state, strlen(n->meta.state), buf,
 				 size);

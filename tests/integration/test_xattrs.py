@@ -136,3 +136,26 @@ def test_security_xattrs_answered(tierfs):
     assert "No such attribute" in cp.stderr or "Operation not supported" in cp.stderr
     # xattrs still work after that (an ENOSYS would disable them mount-wide)
     assert tierfs.getfattr(tierfs.path("f.bin"), "user.tierfs.id") == "f%2Ebin"
+
+
+def test_tiers_and_status_follow_persistence(tierfs):
+    m = tierfs
+    p = m.path("t.json")
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b'{"t": 1}')
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert m.getfattr(p, "user.tierfs.status") == "synced"
+    tiers = m.getfattr(p, "user.tierfs.tiers").split(",")
+    assert "l3" in tiers and "l1" in tiers
+    assert ("l2" in tiers) == m.store.uses_redis
+    # a file that is open and unlinked is missing from every tier
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        os.unlink(p)
+        assert os.getxattr(f"/proc/self/fd/{fd}", "user.tierfs.status") == b"missing"
+        assert os.getxattr(f"/proc/self/fd/{fd}", "user.tierfs.tiers") in (b"", b"l1")
+    finally:
+        os.close(fd)
