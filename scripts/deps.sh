@@ -11,8 +11,8 @@ PACKAGES=(
 	build-essential pkg-config meson ninja-build
 	libfuse3-dev fuse3
 	libhiredis-dev libpq-dev libjansson-dev libsqlite3-dev libssl-dev
-	zlib1g-dev
-	python3-pytest attr rsync
+	zlib1g-dev libxxhash-dev
+	python3-pytest attr rsync tar restic borgbackup
 	postgresql-15 postgresql-client-15 redis-server redis-tools
 )
 
