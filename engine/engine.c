@@ -126,12 +126,21 @@ struct node {
 	struct node *dprev, *dnext; /* dirty list */
 };
 
+/* Open handles are linked into the engine, so that eng_close() frees the
+ * ones the caller never released (the kernel drops pending RELEASEs when
+ * a mount goes away). Protected by e->lock. */
+struct handle_link {
+	struct handle_link *prev, *next;
+};
+
 struct eng_file {
+	struct handle_link link; /* first */
 	struct node *n;
 	bool writer;
 };
 
 struct eng_dir {
+	struct handle_link link; /* first */
 	struct node *n;
 	char cursor[STORE_NAME_MAX + 1]; /* name of the last consumed entry */
 	uint64_t pos;			 /* entries consumed */
@@ -173,7 +182,8 @@ struct eng {
 	uint64_t retry_at;     /* monotonic ns of the next flush attempt then */
 	pthread_cond_t sync_cond; /* wakes the group-commit thread */
 	uint64_t ino_next, ino_end;
-	uint64_t ino_spare; /* first of a reserved block, or 0 */
+	uint64_t ino_spare;	    /* first of a reserved block, or 0 */
+	struct handle_link handles; /* open files and dirs (list head) */
 
 	/* The negative-lookup filter over (parent, name) of every entry. It
 	 * always gets this engine's inserts; deletes only once trusted (a
@@ -191,6 +201,23 @@ struct eng {
 	struct tier_stat st_l3_lookup, st_l3_read, st_l3_list, st_l3_apply;
 	struct tier_stat st_l2_fetch, st_l2_apply;
 };
+
+/* --- open handles --- */
+
+static void handle_link(struct eng *e, struct handle_link *h)
+{
+	h->prev = &e->handles;
+	h->next = e->handles.next;
+	e->handles.next->prev = h;
+	e->handles.next = h;
+}
+
+static void handle_unlink(struct handle_link *h)
+{
+	h->prev->next = h->next;
+	h->next->prev = h->prev;
+	h->prev = h->next = h;
+}
 
 /* --- time --- */
 
@@ -1644,6 +1671,7 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 		return -ENOMEM;
 	e->cfg = *cfg;
 	e->lock_fd = -1;
+	e->handles.prev = e->handles.next = &e->handles;
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1743,6 +1771,13 @@ int eng_close(struct eng *e)
 		pthread_cond_signal(&e->sync_cond);
 		pthread_mutex_unlock(&e->lock);
 		pthread_join(e->syncer, NULL);
+	}
+	/* handles nobody released (only the handles: nodes go below) */
+	while (e->handles.next && e->handles.next != &e->handles) {
+		struct handle_link *h = e->handles.next;
+
+		handle_unlink(h);
+		free(h); /* the link is the first member of both kinds */
 	}
 	while (u64map_next(&e->nodes, &pos, &key, &val))
 		node_destroy(val);
@@ -2173,6 +2208,7 @@ static struct eng_file *file_new(struct eng *e, struct node *n, int flags,
 			n->wc->mtime_ns = now_ns();
 		}
 	}
+	handle_link(e, &f->link);
 	return f;
 }
 
@@ -2404,6 +2440,7 @@ bool eng_release(struct eng *e, struct eng_file *f)
 		return false;
 	n = f->n;
 	pthread_mutex_lock(&e->lock);
+	handle_unlink(&f->link);
 	n->opens--;
 	if (f->writer && --n->wc->writers == 0) {
 		if (n->wc->dirty && !n->deleted) {
@@ -2443,6 +2480,7 @@ int eng_opendir(struct eng *e, uint64_t ino, struct eng_dir **dp)
 	}
 	d->n = n;
 	n->opens++;
+	handle_link(e, &d->link);
 	*dp = d;
 out_unlock:
 	pthread_mutex_unlock(&e->lock);
@@ -2454,6 +2492,7 @@ void eng_releasedir(struct eng *e, struct eng_dir *d)
 	if (!d)
 		return;
 	pthread_mutex_lock(&e->lock);
+	handle_unlink(&d->link);
 	d->n->opens--;
 	node_try_free(e, d->n);
 	pthread_mutex_unlock(&e->lock);

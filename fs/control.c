@@ -30,8 +30,7 @@ bool tfs_ctl_reserved(fuse_ino_t parent, const char *name)
 	return parent == FUSE_ROOT_ID && strcmp(name, TFS_CTL_NAME) == 0;
 }
 
-/* Renders control file @ino into a new buffer. */
-static int render(struct tfs *t, fuse_ino_t ino, char **buf, size_t *len)
+int tfs_ctl_render(struct tfs *t, fuse_ino_t ino, char **buf, size_t *len)
 {
 	if (ino == TFS_CTL_STATUS_INO)
 		return eng_status_json(t->eng, buf, len);
@@ -60,7 +59,7 @@ int tfs_ctl_stat(struct tfs *t, fuse_ino_t ino, struct stat *st)
 	}
 	char *buf;
 	size_t len;
-	int r = render(t, ino, &buf, &len);
+	int r = tfs_ctl_render(t, ino, &buf, &len);
 
 	if (r < 0)
 		return r;
@@ -99,30 +98,6 @@ int tfs_ctl_lookup(struct tfs *t, fuse_ino_t parent, const char *name,
 	ep->attr_timeout = 0;
 	ep->entry_timeout = t->entry_timeout;
 	return 0;
-}
-
-int tfs_ctl_open(struct tfs *t, fuse_ino_t ino, struct tfs_ctl_file **out)
-{
-	struct tfs_ctl_file *f = calloc(1, sizeof(*f));
-	int r;
-
-	if (!f)
-		return -ENOMEM;
-	r = render(t, ino, &f->buf, &f->len);
-	if (r < 0) {
-		free(f);
-		return r;
-	}
-	*out = f;
-	return 0;
-}
-
-void tfs_ctl_release(struct tfs_ctl_file *f)
-{
-	if (!f)
-		return;
-	free(f->buf);
-	free(f);
 }
 
 size_t tfs_ctl_readdir(fuse_req_t req, char *buf, size_t size, off_t off,

@@ -4,9 +4,9 @@
  * ".tierfs/status" (JSON) and ".tierfs/metrics" (Prometheus text) are
  * rendered by the engine. The directory is absent from the root's listing,
  * so walkers and backup tools never see it, but it can be opened by path.
- * A file's size is the exact length of what an open at that moment reads:
- * each lookup/getattr renders it to measure it, and each open reads one
- * snapshot (direct I/O, so a later size change never truncates a read).
+ * A file's size is the exact length of a rendering at that moment: each
+ * lookup/getattr renders it to measure it, and each read renders it again
+ * (direct I/O, so a later size change never truncates a read).
  * The name ".tierfs" in the root is reserved: it cannot be created,
  * removed or renamed over (EEXIST / EPERM).
  *
@@ -37,13 +37,11 @@ int tfs_ctl_lookup(struct tfs *t, fuse_ino_t parent, const char *name,
 /* stat of a control inode: 0 or -ENOENT. */
 int tfs_ctl_stat(struct tfs *t, fuse_ino_t ino, struct stat *st);
 
-/* A snapshot of a control file for one open handle. */
-struct tfs_ctl_file {
-	char *buf;
-	size_t len;
-};
-int tfs_ctl_open(struct tfs *t, fuse_ino_t ino, struct tfs_ctl_file **out);
-void tfs_ctl_release(struct tfs_ctl_file *f);
+/* Renders control file @ino into a new malloc()ed buffer (*buf, *len).
+ * Every read renders anew: there is no per-open state to outlive a handle
+ * (a read is never served from memory a release has freed). The files are
+ * small enough that a reader gets one rendering in one read. */
+int tfs_ctl_render(struct tfs *t, fuse_ino_t ino, char **buf, size_t *len);
 
 /* Fills @buf (room for @size) with the control directory's entries from
  * @off on, as fuse_add_direntry() (or, with @plus, fuse_add_direntry_plus()

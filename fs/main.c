@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,7 +130,10 @@ int main(int argc, char *argv[])
 	else
 		r = fuse_session_loop_mt(t.se, loop);
 	fuse_loop_cfg_destroy(loop);
-	ret = r == 0 ? 0 : 1;
+	/* libfuse's handlers end the loop with the signal's number: a stop
+	 * asked for by SIGTERM, SIGINT or SIGHUP is a clean exit (systemd
+	 * counts a unit that exits 1 on SIGTERM as failed) */
+	ret = r == 0 || r == SIGTERM || r == SIGINT || r == SIGHUP ? 0 : 1;
 
 out_unmount:
 	fuse_session_unmount(t.se);

@@ -304,21 +304,13 @@ static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int r;
 
 	if (tfs_ctl_ino(ino)) {
-		struct tfs_ctl_file *cf;
-
 		if ((fi->flags & O_ACCMODE) != O_RDONLY) {
 			fuse_reply_err(req, EACCES);
 			return;
 		}
-		r = tfs_ctl_open(t, ino, &cf);
-		if (r < 0) {
-			fuse_reply_err(req, -r);
-			return;
-		}
-		fi->fh = (uintptr_t)cf;
-		fi->direct_io = 1; /* the size may change between opens */
-		if (fuse_reply_open(req, fi) != 0)
-			tfs_ctl_release(cf);
+		fi->fh = 0;
+		fi->direct_io = 1; /* the size may change between reads */
+		fuse_reply_open(req, fi);
 		return;
 	}
 	r = eng_file_open(t->eng, ino, fi->flags, &f, &keep);
@@ -340,14 +332,17 @@ static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	ssize_t r;
 
 	if (tfs_ctl_ino(ino)) {
-		struct tfs_ctl_file *cf =
-			(struct tfs_ctl_file *)(uintptr_t)fi->fh;
-		size_t n = 0;
+		size_t len, n = 0;
+		int cr = tfs_ctl_render(req_tfs(req), ino, &buf, &len);
 
-		if ((size_t)off < cf->len)
-			n = cf->len - (size_t)off < size ? cf->len - (size_t)off
-							 : size;
-		fuse_reply_buf(req, cf->buf + off, n);
+		if (cr < 0) {
+			fuse_reply_err(req, -cr);
+			return;
+		}
+		if ((size_t)off < len)
+			n = len - (size_t)off < size ? len - (size_t)off : size;
+		fuse_reply_buf(req, buf + (n ? off : 0), n);
+		free(buf);
 		return;
 	}
 	buf = malloc(size ? size : 1);
@@ -393,10 +388,8 @@ static void tfs_release(fuse_req_t req, fuse_ino_t ino,
 	struct tfs *t = req_tfs(req);
 
 	fuse_reply_err(req, 0);
-	if (tfs_ctl_ino(ino)) {
-		tfs_ctl_release((struct tfs_ctl_file *)(uintptr_t)fi->fh);
-		return;
-	}
+	if (tfs_ctl_ino(ino))
+		return; /* nothing was kept per open */
 	if (eng_release(t->eng, (struct eng_file *)(uintptr_t)fi->fh))
 		/* unpublished bytes are in the kernel's page cache */
 		fuse_lowlevel_notify_inval_inode(t->se, ino, 0, 0);

@@ -63,6 +63,30 @@ static const struct fuse_opt tfs_opts[] = {
 	FUSE_OPT_END,
 };
 
+/*
+ * Options an /etc/fstab line may carry that mean nothing to tierfs, accepted
+ * and dropped: mount(8) and mount.fuse3 remove most of them before tierfs
+ * runs, but not the atime ones (tierfs always mounts noatime and keeps no
+ * atime), and other callers remove none. Also every "x-*" and "comment=*".
+ */
+static const char *const fstab_only_opts[] = {
+	"defaults",    "auto",		"noauto",   "nofail",
+	"_netdev",     "user",		"nouser",   "users",
+	"owner",       "group",		"relatime", "norelatime",
+	"strictatime", "nostrictatime", "lazytime", "nolazytime",
+	"diratime",    "nodiratime",	NULL,
+};
+
+static int is_fstab_only(const char *opt)
+{
+	if (strncmp(opt, "x-", 2) == 0 || strncmp(opt, "comment=", 8) == 0)
+		return 1;
+	for (int i = 0; fstab_only_opts[i]; i++)
+		if (strcmp(opt, fstab_only_opts[i]) == 0)
+			return 1;
+	return 0;
+}
+
 struct parse_state {
 	struct tfs_options *o;
 	char *store; /* the first positional argument, when two are given */
@@ -107,6 +131,13 @@ void tfs_usage(const char *prog)
 	       "with PostgreSQL)\n"
 	       "    wal_max_bytes=N       log bound, then ENOSPC (1073741824)\n"
 	       "    redis_prefix=P        prefix of every Redis key (tierfs:)\n"
+	       "\n"
+	       "/etc/fstab options that mean nothing to tierfs (defaults, "
+	       "auto, noauto,\n"
+	       "nofail, _netdev, user, users, nouser, owner, group, x-*, "
+	       "comment=*, and the\n"
+	       "atime ones: relatime, strictatime, lazytime, ...) are accepted "
+	       "and ignored.\n"
 	       "\n"
 	       "FUSE options:\n",
 	       prog);
@@ -260,6 +291,8 @@ static int opt_proc(void *data, const char *arg, int key,
 		r = -1;
 		break;
 	default:
+		if (key == FUSE_OPT_KEY_OPT && is_fstab_only(arg))
+			return 0; /* dropped */
 		return 1; /* a FUSE or mount option: libfuse checks it */
 	}
 	if (r < 0)

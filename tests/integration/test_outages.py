@@ -702,6 +702,13 @@ def test_create_during_postgres_outage(tierfs_factory, private_pg):
     for i in range(5):
         assert read_file(m.path(f"known/{i}.json")) == f"[{i}]".encode()
 
+    # The negative-lookup filter is built in the background after a mount;
+    # only a complete (trusted) one can vouch for a name without PostgreSQL.
+    deadline = time.monotonic() + 60
+    while not json.loads(read_file(m.path(".tierfs", "status")))["filter"]["trusted"]:
+        assert time.monotonic() < deadline, "the negative-lookup filter was never trusted"
+        time.sleep(0.01)
+
     names = [f"known/new{i}.{'json' if i % 2 else 'bin'}" for i in range(4)]
     new = {rel: content(rel, i) for i, rel in enumerate(names)}
     outcomes = {}
