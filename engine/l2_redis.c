@@ -81,10 +81,9 @@
  * string, rediss:// (TLS) and anything else are refused with -EINVAL. The
  * key prefix is at most L2R_PREFIX_MAX bytes; NULL means "".
  *
- * Connections. Up to L2R_POOL_MAX redisContexts in a pool: a thread takes
- * one for one operation and gives it back; an idle list and a slot count
- * guarded by pool_lock, and pool_cond (CLOCK_MONOTONIC deadline of
- * L2R_POOL_WAIT_S) to wait for one. A context connects with
+ * Connections. Up to L2R_POOL_MAX redisContexts in a pool (pool.h): a
+ * thread takes one for one operation and gives it back, waiting at most
+ * L2R_POOL_WAIT_S for one when all are busy. A context connects with
  * redisConnectWithTimeout (L2R_TIMEOUT_S), gets the same timeout for every
  * command (redisSetTimeout) and TCP keepalive, then sends AUTH (when the URL
  * has a password; with a user name too, for Redis 6 ACLs) and SELECT (when
@@ -133,6 +132,7 @@
 #include <hiredis/hiredis.h>
 
 #include "l2_redis.h"
+#include "pool.h"
 
 #define L2R_POOL_MAX 4
 #define L2R_POOL_WAIT_S 10 /* how long a thread waits for a context */
@@ -164,10 +164,9 @@ _Static_assert(L2R_OFF_KIND == 1 + 8 + ITEM_HASH_LEN,
 	       "l2r_meta_script compares bytes 1..41 (Lua counts from 1)");
 
 struct l2r_conn {
+	struct pool_conn pool; /* first; .reused: it had waited idle */
 	redisContext *ctx;
 	bool broken; /* an error: free it, never reuse it */
-	bool reused; /* taken from the idle list, not freshly connected */
-	struct l2r_conn *next_idle; /* protected by l2r.pool_lock */
 };
 
 struct l2r {
@@ -181,12 +180,7 @@ struct l2r {
 	char prefix[L2R_PREFIX_MAX + 1];
 	char target[L2R_HOST_MAX + 32]; /* "host:port/db" for logs */
 
-	pthread_mutex_t pool_lock;
-	bool pool_lock_ready;
-	pthread_cond_t pool_cond; /* signalled when a slot or a context frees */
-	bool pool_cond_ready;
-	struct l2r_conn *idle; /* protected by pool_lock */
-	unsigned int nconns;   /* open or opening; protected by pool_lock */
+	struct pool *pool; /* of struct l2r_conn; NULL until made */
 };
 
 static struct l2r *l2r_of(struct store *s)
@@ -441,88 +435,62 @@ out_close:
 	return err;
 }
 
-/*
- * Takes a context for one operation: an idle one (unless @fresh), or a new
- * one while fewer than L2R_POOL_MAX exist; with @fresh and a full pool, an
- * idle one is freed to make room. Otherwise waits, at most L2R_POOL_WAIT_S,
- * for one to come back.
- */
-static int l2r_conn_get(struct l2r *r, bool fresh, struct l2r_conn **out)
+/* pool_ops.open */
+static int l2r_pool_open(void *ctx, struct pool_conn **out)
 {
-	struct l2r_conn *c = NULL, *victim = NULL;
-	struct timespec deadline;
+	struct l2r_conn *c;
 	int err;
 
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += L2R_POOL_WAIT_S;
+	err = l2r_conn_open(ctx, &c);
+	if (!err)
+		*out = &c->pool;
+	return err;
+}
 
-	pthread_mutex_lock(&r->pool_lock);
-	for (;;) {
-		if (r->idle && !fresh) {
-			c = r->idle;
-			r->idle = c->next_idle;
-			pthread_mutex_unlock(&r->pool_lock);
-			c->reused = true;
-			*out = c;
-			return 0;
-		}
-		if (r->nconns < L2R_POOL_MAX) {
-			r->nconns++; /* reserve a slot; connect unlocked */
-			break;
-		}
-		if (r->idle) { /* fresh, and the pool is full */
-			victim = r->idle;
-			r->idle = victim->next_idle;
-			break; /* its slot becomes ours */
-		}
-		if (pthread_cond_timedwait(&r->pool_cond, &r->pool_lock,
-					   &deadline) == ETIMEDOUT &&
-		    !r->idle && r->nconns >= L2R_POOL_MAX) {
-			pthread_mutex_unlock(&r->pool_lock);
-			eng_logf(&r->base.log, LOG_WARNING,
-				 "redis '%s': no connection free after %d s",
-				 r->target, L2R_POOL_WAIT_S);
-			return -EAGAIN;
-		}
-	}
-	pthread_mutex_unlock(&r->pool_lock);
-	l2r_conn_close(victim);
+/* pool_ops.close */
+static void l2r_pool_close(void *ctx, struct pool_conn *c)
+{
+	l2r_conn_close((struct l2r_conn *)c);
+}
 
-	err = l2r_conn_open(r, &c);
-	if (err) {
-		pthread_mutex_lock(&r->pool_lock);
-		r->nconns--;
-		pthread_cond_signal(&r->pool_cond);
-		pthread_mutex_unlock(&r->pool_lock);
-		return err;
+static const struct pool_ops l2r_pool_ops = {
+	.open = l2r_pool_open,
+	.close = l2r_pool_close,
+};
+
+/* Takes a context for one operation (pool_get(): a new one with @fresh);
+ * -EAGAIN, logged, when none came free within L2R_POOL_WAIT_S. */
+static int l2r_conn_get(struct l2r *r, bool fresh, struct l2r_conn **out)
+{
+	struct pool_conn *c;
+	int err;
+
+	err = pool_get(r->pool, fresh, &c);
+	if (err == -ETIMEDOUT) {
+		eng_logf(&r->base.log, LOG_WARNING,
+			 "redis '%s': no connection free after %d s", r->target,
+			 L2R_POOL_WAIT_S);
+		return -EAGAIN;
 	}
-	*out = c;
-	return 0;
+	if (!err)
+		*out = (struct l2r_conn *)c;
+	return err;
 }
 
 /* Gives @c back, or frees it when it failed. */
 static void l2r_conn_put(struct l2r *r, struct l2r_conn *c)
 {
-	bool keep = !c->broken && c->ctx && !c->ctx->err;
-
-	if (!keep)
-		l2r_conn_close(c);
-	pthread_mutex_lock(&r->pool_lock);
-	if (keep) {
-		c->next_idle = r->idle;
-		r->idle = c;
-	} else {
-		r->nconns--;
-	}
-	pthread_cond_signal(&r->pool_cond);
-	pthread_mutex_unlock(&r->pool_lock);
+	if (!c->broken && c->ctx && !c->ctx->err)
+		pool_put(r->pool, &c->pool);
+	else
+		pool_drop(r->pool, &c->pool);
 }
 
 /* Whether an operation that failed on @c with @err should run once more on
  * a new context: @c was lost after waiting in the pool. */
 static bool l2r_again(const struct l2r_conn *c, bool fresh, int err)
 {
-	return !fresh && c->reused && c->broken && err == -EAGAIN;
+	return !fresh && c->pool.reused && c->broken && err == -EAGAIN;
 }
 
 /*
@@ -760,18 +728,10 @@ static int l2r_dup_data(const redisReply *reply, void **data, size_t *len)
 static void l2r_free(struct store *s)
 {
 	struct l2r *r = l2r_of(s);
-	struct l2r_conn *c, *next;
 
 	if (!r)
 		return;
-	for (c = r->idle; c; c = next) {
-		next = c->next_idle;
-		l2r_conn_close(c);
-	}
-	if (r->pool_cond_ready)
-		pthread_cond_destroy(&r->pool_cond);
-	if (r->pool_lock_ready)
-		pthread_mutex_destroy(&r->pool_lock);
+	pool_free(r->pool);
 	if (r->password) {
 		explicit_bzero(r->password, r->password_len);
 		free(r->password);
@@ -1368,7 +1328,6 @@ int l2_redis_open(const char *url, const char *prefix,
 {
 	struct l2r_conn *c = NULL;
 	struct l2r_nopipe np;
-	pthread_condattr_t ca;
 	const char *why;
 	struct l2r *r;
 	int err;
@@ -1397,20 +1356,10 @@ int l2_redis_open(const char *url, const char *prefix,
 		goto out_free;
 	}
 
-	err = -pthread_mutex_init(&r->pool_lock, NULL);
+	err = pool_new(&l2r_pool_ops, r, L2R_POOL_MAX, L2R_POOL_WAIT_S * 1000,
+		       &r->pool);
 	if (err)
 		goto out_free;
-	r->pool_lock_ready = true;
-	err = -pthread_condattr_init(&ca);
-	if (err)
-		goto out_free;
-	err = -pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	if (!err)
-		err = -pthread_cond_init(&r->pool_cond, &ca);
-	pthread_condattr_destroy(&ca);
-	if (err)
-		goto out_free;
-	r->pool_cond_ready = true;
 
 	/* The first context checks the server, then joins the pool. */
 	l2r_nopipe_begin(&np);
@@ -1418,11 +1367,12 @@ int l2_redis_open(const char *url, const char *prefix,
 	if (!err)
 		err = l2r_check_server(r, c);
 	l2r_nopipe_end(&np);
+	if (!err)
+		err = pool_adopt(r->pool, &c->pool);
 	if (err) {
 		l2r_conn_close(c);
 		goto out_free;
 	}
-	r->nconns = 1;
 	l2r_conn_put(r, c);
 	eng_logf(&r->base.log, LOG_INFO, "redis '%s': connected", r->target);
 	*out = &r->base;

@@ -76,19 +76,19 @@
  * races between mounts. A range whose reply is lost is never handed out
  * again; inode numbers are never reused, so that loses nothing.
  *
- * Connections. Up to LPG_POOL_MAX PGconn in a pool: a thread takes one for
- * one operation and gives it back; an idle list and a slot count guarded by
- * pool_lock, and pool_cond (CLOCK_MONOTONIC deadline of LPG_POOL_WAIT_S) to
- * wait for one. A connection that fails (bad status, or a connection error
- * from a statement) is closed and its slot freed; the next use opens a new
- * one. An operation that failed that way on a connection that had been idle
- * in the pool (the server may have restarted meanwhile) is run once more on
- * a freshly opened connection; every operation is safe to repeat (apply()
- * writes final states, a lost inode range is never reused). Connections use
- * libpq's conninfo as given (a URI or key=value words; PG* variables and
- * ~/.pgpass apply), with fallback_application_name 'tierfs' and, unless the
- * conninfo or PGCONNECT_TIMEOUT sets one, connect_timeout=5; client_encoding
- * is set to the server's, so text (the state tag) is never converted.
+ * Connections. Up to LPG_POOL_MAX PGconn in a pool (pool.h): a thread takes
+ * one for one operation and gives it back, waiting at most LPG_POOL_WAIT_S
+ * for one when all are busy. A connection that fails (bad status, or a
+ * connection error from a statement) is closed and its slot freed; the next
+ * use opens a new one. An operation that failed that way on a connection
+ * that had been idle in the pool (the server may have restarted meanwhile)
+ * is run once more on a freshly opened connection; every operation is safe
+ * to repeat (apply() writes final states, a lost inode range is never
+ * reused). Connections use libpq's conninfo as given (a URI or key=value
+ * words; PG* variables and ~/.pgpass apply), with fallback_application_name
+ * 'tierfs' and, unless the conninfo or PGCONNECT_TIMEOUT sets one,
+ * connect_timeout=5; client_encoding is set to the server's, so text (the
+ * state tag) is never converted.
  *
  * Statements. Every connection prepares the statements of lpg_stmts once
  * (PQprepare) and runs them with PQexecPrepared: get, lookup, list, read,
@@ -144,7 +144,6 @@
 #include <errno.h>
 #include <stdatomic.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,6 +154,7 @@
 #include <libpq-fe.h>
 
 #include "l3_pg.h"
+#include "pool.h"
 
 #define LPG_SCHEMA_VERSION 1
 #define LPG_FORMAT "tierfs"
@@ -402,11 +402,10 @@ static const int lpg_binary[LPG_MAX_PARAMS] = {1, 1, 1, 1, 1, 1, 1, 1,
 					       1, 1, 1, 1, 1, 1, 1, 1};
 
 struct lpg_conn {
+	struct pool_conn pool; /* first; .reused: it had been idle */
 	PGconn *pg;
 	bool broken;   /* a connection error: close it, never reuse it */
 	bool conflict; /* the last error was a conflict worth a new try */
-	bool reused;   /* taken from the idle list, not freshly opened */
-	struct lpg_conn *next_idle; /* protected by lpg.pool_lock */
 };
 
 struct lpg {
@@ -418,12 +417,7 @@ struct lpg {
 	 * (and "connected again" logged) by the next successful one. */
 	atomic_bool down_logged;
 
-	pthread_mutex_t pool_lock;
-	bool pool_lock_ready;
-	pthread_cond_t pool_cond; /* signalled when a slot or a conn frees */
-	bool pool_cond_ready;
-	struct lpg_conn *idle; /* protected by pool_lock */
-	unsigned int nconns;   /* open or opening; protected by pool_lock */
+	struct pool *pool; /* of struct lpg_conn; NULL until made */
 };
 
 static struct lpg *lpg_of(struct store *s)
@@ -848,62 +842,48 @@ out_close:
 	return err;
 }
 
-/*
- * Takes a connection for one operation: an idle one (unless @fresh), or a
- * new one while fewer than LPG_POOL_MAX exist; with @fresh and a full pool,
- * an idle one is closed to make room. Otherwise waits, at most
- * LPG_POOL_WAIT_S, for one to come back.
- */
-static int lpg_conn_get(struct lpg *q, bool fresh, struct lpg_conn **out)
+/* pool_ops.open: a connection with its statements prepared. */
+static int lpg_pool_open(void *ctx, struct pool_conn **out)
 {
-	struct lpg_conn *c = NULL, *victim = NULL;
-	struct timespec deadline;
+	struct lpg_conn *c;
 	int err;
 
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += LPG_POOL_WAIT_S;
+	err = lpg_conn_open(ctx, true, &c);
+	if (!err)
+		*out = &c->pool;
+	return err;
+}
 
-	pthread_mutex_lock(&q->pool_lock);
-	for (;;) {
-		if (q->idle && !fresh) {
-			c = q->idle;
-			q->idle = c->next_idle;
-			pthread_mutex_unlock(&q->pool_lock);
-			c->reused = true;
-			c->conflict = false;
-			*out = c;
-			return 0;
-		}
-		if (q->nconns < LPG_POOL_MAX) {
-			q->nconns++; /* reserve a slot, open without the lock */
-			break;
-		}
-		if (q->idle) { /* fresh, and the pool is full */
-			victim = q->idle;
-			q->idle = victim->next_idle;
-			break; /* its slot becomes ours */
-		}
-		if (pthread_cond_timedwait(&q->pool_cond, &q->pool_lock,
-					   &deadline) == ETIMEDOUT &&
-		    !q->idle && q->nconns >= LPG_POOL_MAX) {
-			pthread_mutex_unlock(&q->pool_lock);
-			eng_logf(&q->base.log, LOG_WARNING,
-				 "postgres '%s': no connection free after %d s",
-				 q->target, LPG_POOL_WAIT_S);
-			return -EAGAIN;
-		}
+/* pool_ops.close */
+static void lpg_pool_close(void *ctx, struct pool_conn *c)
+{
+	lpg_conn_close((struct lpg_conn *)c);
+}
+
+static const struct pool_ops lpg_pool_ops = {
+	.open = lpg_pool_open,
+	.close = lpg_pool_close,
+};
+
+/* Takes a connection for one operation (pool_get(): a new one with @fresh);
+ * -EAGAIN, logged, when none came free within LPG_POOL_WAIT_S. */
+static int lpg_conn_get(struct lpg *q, bool fresh, struct lpg_conn **out)
+{
+	struct pool_conn *pc;
+	struct lpg_conn *c;
+	int err;
+
+	err = pool_get(q->pool, fresh, &pc);
+	if (err == -ETIMEDOUT) {
+		eng_logf(&q->base.log, LOG_WARNING,
+			 "postgres '%s': no connection free after %d s",
+			 q->target, LPG_POOL_WAIT_S);
+		return -EAGAIN;
 	}
-	pthread_mutex_unlock(&q->pool_lock);
-	lpg_conn_close(victim);
-
-	err = lpg_conn_open(q, true, &c);
-	if (err) {
-		pthread_mutex_lock(&q->pool_lock);
-		q->nconns--;
-		pthread_cond_signal(&q->pool_cond);
-		pthread_mutex_unlock(&q->pool_lock);
+	if (err)
 		return err;
-	}
+	c = (struct lpg_conn *)pc;
+	c->conflict = false;
 	*out = c;
 	return 0;
 }
@@ -911,20 +891,11 @@ static int lpg_conn_get(struct lpg *q, bool fresh, struct lpg_conn **out)
 /* Gives @c back, or closes it when it failed or is not idle. */
 static void lpg_conn_put(struct lpg *q, struct lpg_conn *c)
 {
-	bool keep = !c->broken && PQstatus(c->pg) == CONNECTION_OK &&
-		    PQtransactionStatus(c->pg) == PQTRANS_IDLE;
-
-	if (!keep)
-		lpg_conn_close(c);
-	pthread_mutex_lock(&q->pool_lock);
-	if (keep) {
-		c->next_idle = q->idle;
-		q->idle = c;
-	} else {
-		q->nconns--;
-	}
-	pthread_cond_signal(&q->pool_cond);
-	pthread_mutex_unlock(&q->pool_lock);
+	if (!c->broken && PQstatus(c->pg) == CONNECTION_OK &&
+	    PQtransactionStatus(c->pg) == PQTRANS_IDLE)
+		pool_put(q->pool, &c->pool);
+	else
+		pool_drop(q->pool, &c->pool);
 }
 
 /*
@@ -952,7 +923,7 @@ static int lpg_query(struct lpg *q, enum lpg_stmt which,
 			*cp = c;
 			return 0;
 		}
-		again = !fresh && c->broken && c->reused;
+		again = !fresh && c->broken && c->pool.reused;
 		lpg_conn_put(q, c);
 		if (!again)
 			return err;
@@ -1090,19 +1061,11 @@ out_nomem:
 static void lpg_free(struct store *s)
 {
 	struct lpg *q = lpg_of(s);
-	struct lpg_conn *c, *next;
 
 	if (!q)
 		return;
 	/* Every connection is idle by now: the caller has stopped using s. */
-	for (c = q->idle; c; c = next) {
-		next = c->next_idle;
-		lpg_conn_close(c);
-	}
-	if (q->pool_cond_ready)
-		pthread_cond_destroy(&q->pool_cond);
-	if (q->pool_lock_ready)
-		pthread_mutex_destroy(&q->pool_lock);
+	pool_free(q->pool);
 	free(q->conninfo);
 	free(q);
 }
@@ -1757,8 +1720,8 @@ static int lpg_apply(struct store *s, const struct store_change *changes,
 				     conflicts >= LPG_OPTIMISTIC_TRIES);
 		/* a conflict: once more with a new snapshot; a lost link
 		 * that had been idle: once more on a new connection */
-		again = err &&
-			(c->conflict || (c->broken && c->reused && !fresh));
+		again = err && (c->conflict ||
+				(c->broken && c->pool.reused && !fresh));
 		if (c->conflict)
 			conflicts++;
 		if (c->broken)
@@ -1977,7 +1940,6 @@ static int lpg_parse(struct lpg *q, const char *conninfo)
 int l3_pg_open(const char *conninfo, const struct eng_log *log,
 	       struct store **out)
 {
-	pthread_condattr_t ca;
 	struct lpg_conn *c = NULL;
 	struct lpg *q;
 	int err;
@@ -2011,20 +1973,10 @@ int l3_pg_open(const char *conninfo, const struct eng_log *log,
 		goto out_free;
 	}
 
-	err = -pthread_mutex_init(&q->pool_lock, NULL);
+	err = pool_new(&lpg_pool_ops, q, LPG_POOL_MAX, LPG_POOL_WAIT_S * 1000,
+		       &q->pool);
 	if (err)
 		goto out_free;
-	q->pool_lock_ready = true;
-	err = -pthread_condattr_init(&ca);
-	if (err)
-		goto out_free;
-	err = -pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	if (!err)
-		err = -pthread_cond_init(&q->pool_cond, &ca);
-	pthread_condattr_destroy(&ca);
-	if (err)
-		goto out_free;
-	q->pool_cond_ready = true;
 
 	/* The first connection sets up the schema, then joins the pool. */
 	err = lpg_conn_open(q, false, &c);
@@ -2033,10 +1985,11 @@ int l3_pg_open(const char *conninfo, const struct eng_log *log,
 	err = lpg_setup(q, c);
 	if (!err)
 		err = lpg_conn_prepare(q, c);
+	if (!err)
+		err = pool_adopt(q->pool, &c->pool);
 	if (err)
 		goto out_close;
-	q->nconns = 1;
-	q->idle = c;
+	pool_put(q->pool, &c->pool);
 	*out = &q->base;
 	return 0;
 

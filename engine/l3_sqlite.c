@@ -51,10 +51,10 @@
  * guarded by write_lock, runs every write (apply, alloc_ino) inside BEGIN
  * IMMEDIATE ... COMMIT with synchronous=FULL, so a committed batch survives
  * power loss. Up to LSQ_READERS reader connections (query_only) are opened
- * on demand and kept in a free list guarded by pool_lock; a thread takes one
- * for one operation and gives it back, waiting on pool_cond (with a
- * deadline) when all are busy. Each connection is used by one thread at a
- * time, so connections are opened with SQLITE_OPEN_NOMUTEX. Every
+ * on demand and kept in a pool (pool.h); a thread takes one for one
+ * operation and gives it back, waiting (at most LSQ_POOL_WAIT_S) when all
+ * are busy; a reader is never dropped. Each connection is used by one
+ * thread at a time, so connections are opened with SQLITE_OPEN_NOMUTEX. Every
  * connection has busy_timeout 5000 ms (other processes may share the file)
  * and foreign_keys off, and prepares its statements once at open; they are
  * reset and their bindings cleared after each use, so that no read snapshot
@@ -81,6 +81,7 @@
 #include <sqlite3.h>
 
 #include "l3_sqlite.h"
+#include "pool.h"
 
 #define LSQ_SCHEMA_VERSION 1
 #define LSQ_FORMAT "tierfs"
@@ -212,10 +213,9 @@ enum lsq_role {
 };
 
 struct lsq_conn {
+	struct pool_conn pool; /* first: a reader is linked by lsq.readers */
 	sqlite3 *db;
 	sqlite3_stmt *stmt[LSQ_MAX_NSTMT];
-	struct lsq_conn *next_idle; /* protected by lsq.pool_lock */
-	struct lsq_conn *next_all;  /* protected by lsq.pool_lock */
 };
 
 struct lsq {
@@ -226,13 +226,7 @@ struct lsq {
 	bool write_lock_ready;
 	struct lsq_conn *writer; /* protected by write_lock */
 
-	pthread_mutex_t pool_lock;
-	bool pool_lock_ready;
-	pthread_cond_t pool_cond; /* signalled when a reader becomes idle */
-	bool pool_cond_ready;
-	struct lsq_conn *idle; /* protected by pool_lock */
-	struct lsq_conn *all;  /* every reader; protected by pool_lock */
-	unsigned int nreaders; /* open or opening; protected by pool_lock */
+	struct pool *readers; /* of struct lsq_conn; NULL until made */
 };
 
 static struct lsq *lsq_of(struct store *s)
@@ -581,70 +575,58 @@ out_nomem:
 
 /* ---- the reader pool ---- */
 
-/* Takes an idle reader, opening one while fewer than LSQ_READERS exist, or
- * waits (at most LSQ_POOL_WAIT_S) for one to come back. */
-static int lsq_reader_get(struct lsq *q, struct lsq_conn **out)
+/* pool_ops.open: a reader connection with its statements prepared. */
+static int lsq_reader_open(void *ctx, struct pool_conn **out)
 {
-	struct lsq_conn *c = NULL;
-	struct timespec deadline;
+	const struct lsq *q = ctx;
+	struct lsq_conn *c;
 	int err;
 
-	clock_gettime(CLOCK_MONOTONIC, &deadline);
-	deadline.tv_sec += LSQ_POOL_WAIT_S;
-
-	pthread_mutex_lock(&q->pool_lock);
-	while (!q->idle && q->nreaders >= LSQ_READERS) {
-		if (pthread_cond_timedwait(&q->pool_cond, &q->pool_lock,
-					   &deadline) == ETIMEDOUT &&
-		    !q->idle && q->nreaders >= LSQ_READERS) {
-			pthread_mutex_unlock(&q->pool_lock);
-			eng_logf(&q->base.log, LOG_WARNING,
-				 "sqlite '%s': no reader connection free "
-				 "after %d s",
-				 q->path, LSQ_POOL_WAIT_S);
-			return -EAGAIN;
-		}
-	}
-	if (q->idle) {
-		c = q->idle;
-		q->idle = c->next_idle;
-		pthread_mutex_unlock(&q->pool_lock);
-		*out = c;
-		return 0;
-	}
-	q->nreaders++; /* reserve a slot, then open without the lock */
-	pthread_mutex_unlock(&q->pool_lock);
-
 	err = lsq_conn_open(q, LSQ_READER, &c);
-	if (!err) {
-		err = lsq_conn_prepare(q, c, LSQ_READER);
-		if (err) {
-			lsq_conn_close(c);
-			c = NULL;
-		}
-	}
-
-	pthread_mutex_lock(&q->pool_lock);
+	if (err)
+		return err;
+	err = lsq_conn_prepare(q, c, LSQ_READER);
 	if (err) {
-		q->nreaders--;
-		pthread_cond_signal(&q->pool_cond);
-	} else {
-		c->next_all = q->all;
-		q->all = c;
+		lsq_conn_close(c);
+		return err;
 	}
-	pthread_mutex_unlock(&q->pool_lock);
+	*out = &c->pool;
+	return 0;
+}
+
+/* pool_ops.close */
+static void lsq_reader_close(void *ctx, struct pool_conn *c)
+{
+	lsq_conn_close((struct lsq_conn *)c);
+}
+
+static const struct pool_ops lsq_reader_ops = {
+	.open = lsq_reader_open,
+	.close = lsq_reader_close,
+};
+
+/* Takes a reader for one operation (pool_get()); -EAGAIN, logged, when none
+ * came free within LSQ_POOL_WAIT_S. */
+static int lsq_reader_get(struct lsq *q, struct lsq_conn **out)
+{
+	struct pool_conn *c;
+	int err;
+
+	err = pool_get(q->readers, false, &c);
+	if (err == -ETIMEDOUT) {
+		eng_logf(&q->base.log, LOG_WARNING,
+			 "sqlite '%s': no reader connection free after %d s",
+			 q->path, LSQ_POOL_WAIT_S);
+		return -EAGAIN;
+	}
 	if (!err)
-		*out = c;
+		*out = (struct lsq_conn *)c;
 	return err;
 }
 
 static void lsq_reader_put(struct lsq *q, struct lsq_conn *c)
 {
-	pthread_mutex_lock(&q->pool_lock);
-	c->next_idle = q->idle;
-	q->idle = c;
-	pthread_cond_signal(&q->pool_cond);
-	pthread_mutex_unlock(&q->pool_lock);
+	pool_put(q->readers, &c->pool);
 }
 
 /* ---- store ops ---- */
@@ -652,19 +634,11 @@ static void lsq_reader_put(struct lsq *q, struct lsq_conn *c)
 static void lsq_free(struct store *s)
 {
 	struct lsq *q = lsq_of(s);
-	struct lsq_conn *c, *next;
 
 	if (!q)
 		return;
-	for (c = q->all; c; c = next) {
-		next = c->next_all;
-		lsq_conn_close(c);
-	}
+	pool_free(q->readers); /* every reader is idle by now */
 	lsq_conn_close(q->writer);
-	if (q->pool_cond_ready)
-		pthread_cond_destroy(&q->pool_cond);
-	if (q->pool_lock_ready)
-		pthread_mutex_destroy(&q->pool_lock);
 	if (q->write_lock_ready)
 		pthread_mutex_destroy(&q->write_lock);
 	free(q->path);
@@ -1294,7 +1268,6 @@ out_rollback:
 int l3_sqlite_open(const char *path, const struct eng_log *log,
 		   struct store **out)
 {
-	pthread_condattr_t ca;
 	struct lsq *q;
 	int err;
 
@@ -1322,20 +1295,10 @@ int l3_sqlite_open(const char *path, const struct eng_log *log,
 	if (err)
 		goto out_free;
 	q->write_lock_ready = true;
-	err = -pthread_mutex_init(&q->pool_lock, NULL);
+	err = pool_new(&lsq_reader_ops, q, LSQ_READERS, LSQ_POOL_WAIT_S * 1000,
+		       &q->readers);
 	if (err)
 		goto out_free;
-	q->pool_lock_ready = true;
-	err = -pthread_condattr_init(&ca);
-	if (err)
-		goto out_free;
-	err = -pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	if (!err)
-		err = -pthread_cond_init(&q->pool_cond, &ca);
-	pthread_condattr_destroy(&ca);
-	if (err)
-		goto out_free;
-	q->pool_cond_ready = true;
 
 	err = lsq_conn_open(q, LSQ_WRITER, &q->writer);
 	if (err)
