@@ -1972,6 +1972,36 @@ out_unlock:
 	return r;
 }
 
+/*
+ * Checks that a new entry @name of @kind may be made in directory @parent:
+ * a valid name and ID, not taken, and (for a file) no other file with the
+ * same item ID. Returns 0 and the directory in *dirp, or a negative errno.
+ */
+static int check_new_entry(struct eng *e, uint64_t parent, const char *name,
+			   enum item_kind kind, struct node **dirp)
+{
+	struct node *dir, *n;
+	int r = get_dir(e, parent, &dir);
+
+	if (r < 0)
+		return r;
+	r = check_new_name(e, dir, name, kind);
+	if (r < 0)
+		return r;
+	r = resolve(e, dir, name, &n);
+	if (r == 0) {
+		node_put(e, n);
+		return -EEXIST;
+	}
+	if (r != -ENOENT)
+		return r;
+	r = check_stem(e, dir, name, kind, NULL, NULL);
+	if (r < 0)
+		return r;
+	*dirp = dir;
+	return 0;
+}
+
 int eng_mkdir(struct eng *e, uint64_t parent, const char *name, uint32_t mode,
 	      const struct eng_ctx *ctx, struct eng_attr *out)
 {
@@ -1979,18 +2009,8 @@ int eng_mkdir(struct eng *e, uint64_t parent, const char *name, uint32_t mode,
 	int r;
 
 	pthread_mutex_lock(&e->lock);
-	r = get_dir(e, parent, &dir);
+	r = check_new_entry(e, parent, name, ITEM_DIR, &dir);
 	if (r < 0)
-		goto out_unlock;
-	r = check_new_name(e, dir, name, ITEM_DIR);
-	if (r < 0)
-		goto out_unlock;
-	r = resolve(e, dir, name, &n);
-	if (r == 0) {
-		node_put(e, n);
-		r = -EEXIST;
-	}
-	if (r != -ENOENT)
 		goto out_unlock;
 	r = node_create(e, dir, name, ITEM_DIR, mode & ~ctx->umask, ctx->uid,
 			ctx->gid, true, &n);
@@ -2222,20 +2242,7 @@ int eng_create(struct eng *e, uint64_t parent, const char *name, uint32_t mode,
 	int r;
 
 	pthread_mutex_lock(&e->lock);
-	r = get_dir(e, parent, &dir);
-	if (r < 0)
-		goto out_unlock;
-	r = check_new_name(e, dir, name, kind);
-	if (r < 0)
-		goto out_unlock;
-	r = resolve(e, dir, name, &n);
-	if (r == 0) {
-		node_put(e, n);
-		r = -EEXIST;
-	}
-	if (r != -ENOENT)
-		goto out_unlock;
-	r = check_stem(e, dir, name, kind, NULL, NULL);
+	r = check_new_entry(e, parent, name, kind, &dir);
 	if (r < 0)
 		goto out_unlock;
 	r = node_create(e, dir, name, kind, mode & ~ctx->umask, ctx->uid,
