@@ -740,25 +740,40 @@ static void l2r_free(struct store *s)
 	free(r);
 }
 
-static int l2r_get(struct store *s, uint64_t ino, struct store_row *out)
+/* HGET of one @field of entry @ino: the reply in *out (caller frees), or
+ * -ENOENT when the field is absent. */
+static int l2r_hget(struct l2r *r, uint64_t ino, const char *field,
+		    const char *what, redisReply **out)
 {
-	struct l2r *r = l2r_of(s);
 	char key[L2R_PREFIX_MAX + 32];
-	const char *argv[3] = {"HGET", key, "m"};
-	size_t lens[3] = {4, 0, 1};
+	const char *argv[3] = {"HGET", key, field};
+	size_t lens[3] = {4, 0, strlen(field)};
 	redisReply *reply;
 	int err;
 
 	lens[1] = l2r_key(r, ino, key);
 	err = l2r_command(r, 3, argv, lens,
 			  L2R_T(REDIS_REPLY_STRING) | L2R_T(REDIS_REPLY_NIL),
-			  &reply, "read an entry");
+			  &reply, what);
 	if (err)
 		return err;
-	if (reply->type == REDIS_REPLY_NIL)
-		err = -ENOENT;
-	else
-		err = l2r_blob_decode(r, ino, reply->str, reply->len, out);
+	if (reply->type == REDIS_REPLY_NIL) {
+		freeReplyObject(reply);
+		return -ENOENT;
+	}
+	*out = reply;
+	return 0;
+}
+
+static int l2r_get(struct store *s, uint64_t ino, struct store_row *out)
+{
+	struct l2r *r = l2r_of(s);
+	redisReply *reply;
+	int err = l2r_hget(r, ino, "m", "read an entry", &reply);
+
+	if (err)
+		return err;
+	err = l2r_blob_decode(r, ino, reply->str, reply->len, out);
 	freeReplyObject(reply);
 	return err;
 }
@@ -815,23 +830,12 @@ out_free:
 
 static int l2r_read(struct store *s, uint64_t ino, void **data, size_t *len)
 {
-	struct l2r *r = l2r_of(s);
-	char key[L2R_PREFIX_MAX + 32];
-	const char *argv[3] = {"HGET", key, "d"};
-	size_t lens[3] = {4, 0, 1};
 	redisReply *reply;
-	int err;
+	int err = l2r_hget(l2r_of(s), ino, "d", "read content", &reply);
 
-	lens[1] = l2r_key(r, ino, key);
-	err = l2r_command(r, 3, argv, lens,
-			  L2R_T(REDIS_REPLY_STRING) | L2R_T(REDIS_REPLY_NIL),
-			  &reply, "read content");
 	if (err)
 		return err;
-	if (reply->type == REDIS_REPLY_NIL)
-		err = -ENOENT;
-	else
-		err = l2r_dup_data(reply, data, len);
+	err = l2r_dup_data(reply, data, len);
 	freeReplyObject(reply);
 	return err;
 }
