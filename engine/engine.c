@@ -999,7 +999,7 @@ static void l2_fill(struct eng *e, struct node *n, struct item *it)
 	ch.len = item_size(it);
 	pthread_mutex_unlock(&e->lock);
 	t0 = mono_ns();
-	r = e->l2->ops->apply(e->l2, &ch, 1);
+	r = store_apply(e->l2, &ch, 1);
 	tier_note(&e->st_l2_apply, t0, r);
 	l2_outcome(e, r);
 	pthread_mutex_lock(&e->lock);
@@ -1321,7 +1321,8 @@ static void commit_done(struct eng *e, struct batch_rec **recs, size_t n)
 	}
 }
 
-static int apply_batch(struct store *st, struct batch_rec **recs, size_t n)
+static int apply_batch(struct store *st, struct batch_rec **recs, size_t n,
+		       struct store_dirhash **tree, size_t *ntree)
 {
 	struct store_change *ch = calloc(n ? n : 1, sizeof(*ch));
 	int r;
@@ -1340,7 +1341,7 @@ static int apply_batch(struct store *st, struct batch_rec **recs, size_t n)
 			ch[i].len = item_size(recs[i]->item);
 		}
 	}
-	r = st->ops->apply(st, ch, n);
+	r = st->ops->apply(st, ch, n, tree, ntree);
 	free(ch);
 	return r;
 }
@@ -1350,6 +1351,8 @@ static void *flusher_main(void *arg)
 	struct eng *e = arg;
 	uint64_t backoff_ms = 0;
 	int stop_failures = 0;
+	struct store_dirhash *tree;
+	size_t ntree;
 
 	pthread_mutex_lock(&e->lock);
 	for (;;) {
@@ -1410,14 +1413,17 @@ static void *flusher_main(void *arg)
 		snapshot = e->change_seq;
 		pthread_mutex_unlock(&e->lock);
 		t0 = mono_ns();
-		r = apply_batch(e->l3, recs, (size_t)n);
+		r = apply_batch(e->l3, recs, (size_t)n, &tree, &ntree);
 		tier_note(&e->st_l3_apply, t0, r);
 		if (r == 0 && l2_usable(e)) { /* L3 first: it is the truth */
 			t0 = mono_ns();
-			r2 = apply_batch(e->l2, recs, (size_t)n);
+			r2 = apply_batch(e->l2, recs, (size_t)n, NULL, NULL);
+			if (r2 == 0 && ntree && e->l2->ops->put_tree)
+				r2 = e->l2->ops->put_tree(e->l2, tree, ntree);
 			tier_note(&e->st_l2_apply, t0, r2);
 			l2_outcome(e, r2);
 		}
+		free(tree);
 		pthread_mutex_lock(&e->lock);
 		if (r == 0) {
 			commit_done(e, recs, (size_t)n);
@@ -1635,7 +1641,7 @@ static int replay_wal(struct eng *e)
 			 "replaying %zd changes from the write-ahead log into "
 			 "%s",
 			 n, e->l3->ops->name);
-		r = apply_batch(e->l3, recs, (size_t)n);
+		r = apply_batch(e->l3, recs, (size_t)n, NULL, NULL);
 		for (ssize_t i = 0; i < n; i++)
 			batch_rec_free(recs[i]);
 		free(recs);

@@ -1018,13 +1018,15 @@ out:
 }
 
 static int l2r_apply(struct store *s, const struct store_change *changes,
-		     size_t n)
+		     size_t n, struct store_dirhash **tree, size_t *ntree)
 {
 	struct l2r *r = l2r_of(s);
 	struct l2r_nopipe np;
 	bool fresh = false;
 	struct l2r_conn *c;
 	int err;
+
+	store_tree_none(tree, ntree);
 
 	for (size_t i = 0; i < n; i++) {
 		err = l2r_check_change(r, &changes[i]);

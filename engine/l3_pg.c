@@ -1690,13 +1690,15 @@ out_rollback:
 }
 
 static int lpg_apply(struct store *s, const struct store_change *changes,
-		     size_t n)
+		     size_t n, struct store_dirhash **tree, size_t *ntree)
 {
 	struct lpg *q = lpg_of(s);
 	struct lpg_arr a[E_N];
 	bool fresh = false;
 	struct lpg_conn *c;
 	int conflicts = 0, err = 0;
+
+	store_tree_none(tree, ntree);
 
 	for (size_t i = 0; i < n; i++) {
 		err = lpg_check_change(q, &changes[i]);

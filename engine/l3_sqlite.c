@@ -974,13 +974,15 @@ static int lsq_check_change(const struct lsq *q, const struct store_change *ch)
 }
 
 static int lsq_apply(struct store *s, const struct store_change *changes,
-		     size_t n)
+		     size_t n, struct store_dirhash **tree, size_t *ntree)
 {
 	struct lsq *q = lsq_of(s);
 	struct lsq_conn *w;
 	sqlite3_stmt *st;
 	int rc, err = 0;
 	size_t i;
+
+	store_tree_none(tree, ntree);
 
 	for (i = 0; i < n; i++) {
 		err = lsq_check_change(q, &changes[i]);

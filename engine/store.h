@@ -60,6 +60,10 @@ struct store_row {
 	uint64_t parent;
 	char name[STORE_NAME_MAX + 1]; /* NUL-terminated */
 	struct item_meta meta; /* owned: release with store_row_release */
+	/* The entry's Merkle hash (merkle.h) as the store holds it: for a
+	 * directory its subtree hash, for a file its content hash; all zero
+	 * when the store does not know it (a cache tier's rows). */
+	uint8_t merkle[ITEM_HASH_LEN];
 };
 
 /* The name of an entry and where it sits: what scan() returns. */
@@ -78,6 +82,12 @@ struct store_change {
 	bool has_data; /* replace the content with data/len */
 	const void *data;
 	size_t len;
+};
+
+/* A directory's Merkle hash: what apply() reports and put_tree() mirrors. */
+struct store_dirhash {
+	uint64_t ino;
+	uint8_t merkle[ITEM_HASH_LEN];
 };
 
 struct store;
@@ -114,9 +124,17 @@ struct store_ops {
 	int (*alloc_ino)(struct store *s, uint64_t count, uint64_t *first);
 
 	/* Applies @n changes in one transaction (see the top of this file).
-	 * On failure nothing is applied. */
+	 * On failure nothing is applied. In the same transaction, an L3 store
+	 * recomputes the Merkle hash (merkle.h) of every directory the batch
+	 * touched and of each of their ancestors, bottom-up: a directory whose
+	 * children changed (a child added, removed, renamed in or out, or
+	 * given new content), a directory whose own row changed, and every
+	 * directory above them up to the root. When @tree is not NULL, it
+	 * sets *tree to a malloc()ed array of those directories' new hashes
+	 * (the root last) and *ntree to its length (caller frees *tree; NULL
+	 * and 0 when none). A cache tier sets NULL and 0. */
 	int (*apply)(struct store *s, const struct store_change *changes,
-		     size_t n);
+		     size_t n, struct store_dirhash **tree, size_t *ntree);
 
 	/* Counts files and directories (*entries) and content bytes (*bytes).
 	 */
@@ -134,6 +152,15 @@ struct store_ops {
 	 * that the content is of the version it expects. -ENOENT. */
 	int (*fetch)(struct store *s, uint64_t ino, struct store_row *row,
 		     void **data, size_t *len);
+
+	/* Cache tiers only (NULL in L3 stores): the mirror of L3's Merkle
+	 * tree. put_tree() records the hashes of @n directories; get_tree()
+	 * reads one directory's hash into @out (-ENOENT when the mirror has
+	 * none). A deleted directory's mirror entry goes with its apply(). */
+	int (*put_tree)(struct store *s, const struct store_dirhash *dirs,
+			size_t n);
+	int (*get_tree)(struct store *s, uint64_t ino,
+			uint8_t out[ITEM_HASH_LEN]);
 };
 
 /*
@@ -155,6 +182,22 @@ static inline void store_row_release(struct store_row *row)
 {
 	if (row)
 		item_meta_release(&row->meta);
+}
+
+/* Sets apply()'s Merkle report to "none" (@tree may be NULL). */
+static inline void store_tree_none(struct store_dirhash **tree, size_t *ntree)
+{
+	if (tree) {
+		*tree = NULL;
+		*ntree = 0;
+	}
+}
+
+/* apply() without the Merkle report. */
+static inline int store_apply(struct store *s,
+			      const struct store_change *changes, size_t n)
+{
+	return s->ops->apply(s, changes, n, NULL, NULL);
 }
 
 /* Destructor that accepts NULL. */

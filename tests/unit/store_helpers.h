@@ -74,7 +74,7 @@ static uint64_t put_dir(struct store *s, uint64_t ino, uint64_t parent,
 	struct item_meta m = meta_of(ITEM_DIR, 0);
 	struct store_change c = change_of(ino, parent, name, &m);
 
-	CHECK_EQ(s->ops->apply(s, &c, 1), 0);
+	CHECK_EQ(store_apply(s, &c, 1), 0);
 	return ino;
 }
 
@@ -89,7 +89,7 @@ static uint64_t put_file(struct store *s, uint64_t ino, uint64_t parent,
 	c.has_data = true;
 	c.data = data;
 	c.len = len;
-	CHECK_EQ(s->ops->apply(s, &c, 1), 0);
+	CHECK_EQ(store_apply(s, &c, 1), 0);
 	return ino;
 }
 

@@ -394,7 +394,7 @@ static void test_round_trip(void)
 	ch[1] = put_of(ino_big, 1, "big", &m_big, big, big_len);
 	ch[2] = put_of(ino_empty, 1, "empty", &m_empty, NULL, 0);
 	ch[3] = put_of(ino_json, 1, "doc.json", &m_json, json, strlen(json));
-	CHECK_EQ(s->ops->apply(s, ch, 4), 0);
+	CHECK_EQ(store_apply(s, ch, 4), 0);
 
 	check_entry(s, ino_small, 1, "small.bin", &m_small, small,
 		    sizeof(small));
@@ -407,7 +407,7 @@ static void test_round_trip(void)
 	ch[0] = put_of(ino_small, 7, "renamed", &m_big, big, big_len / 3);
 	m_big.size = big_len / 3;
 	item_hash(big, big_len / 3, m_big.hash);
-	CHECK_EQ(s->ops->apply(s, ch, 1), 0);
+	CHECK_EQ(store_apply(s, ch, 1), 0);
 	check_entry(s, ino_small, 7, "renamed", &m_big, big, big_len / 3);
 
 	/* Never written: absent everywhere. */
@@ -455,7 +455,7 @@ static void test_meta_fields(void)
 	ch[3] = put_of(ino[3], UINT64_MAX - 1, "x", &m[3], "x", 1);
 	ch[4] = put_of(ino[4], 1, "dir", &m[4], NULL, 0);
 	ch[5] = put_of(ino[5], ino[4], long_name, &m[5], NULL, 0);
-	CHECK_EQ(s->ops->apply(s, ch, 6), 0);
+	CHECK_EQ(store_apply(s, ch, 6), 0);
 
 	check_entry(s, ino[0], 1, "s0", &m[0], "x", 1);
 	check_entry(s, ino[1], 1, "s1", &m[1], "x", 1);
@@ -466,13 +466,13 @@ static void test_meta_fields(void)
 
 	/* The root: ino 1, parent 0, empty name. */
 	ch[0] = put_of(STORE_ROOT_INO, 0, "", &m[4], NULL, 0);
-	CHECK_EQ(s->ops->apply(s, ch, 1), 0);
+	CHECK_EQ(store_apply(s, ch, 1), 0);
 	check_entry(s, STORE_ROOT_INO, 0, "", &m[4], NULL, 0);
 	for (int i = 0; i < 6; i++)
 		ch[i] = del_of(ino[i]);
-	CHECK_EQ(s->ops->apply(s, ch, 6), 0);
+	CHECK_EQ(store_apply(s, ch, 6), 0);
 	ch[0] = del_of(STORE_ROOT_INO);
-	CHECK_EQ(s->ops->apply(s, ch, 1), 0);
+	CHECK_EQ(store_apply(s, ch, 1), 0);
 	item_meta_release(&m[3]);
 	store_free(s);
 }
@@ -487,12 +487,12 @@ static void test_delete(void)
 
 	ch[0] = put_of(a, 1, "a", &m, "abc", 3);
 	ch[1] = put_of(b, 1, "b", &m, "abc", 3);
-	CHECK_EQ(s->ops->apply(s, ch, 2), 0);
+	CHECK_EQ(store_apply(s, ch, 2), 0);
 	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(a)), 1);
 
 	ch[0] = del_of(a);
 	ch[1] = del_of(new_ino()); /* never written: fine */
-	CHECK_EQ(s->ops->apply(s, ch, 2), 0);
+	CHECK_EQ(store_apply(s, ch, 2), 0);
 	check_absent(s, a);
 	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(a)), 0);
 	check_entry(s, b, 1, "b", &m, "abc", 3);
@@ -500,11 +500,11 @@ static void test_delete(void)
 	/* In one batch, a delete and a write of other entries. */
 	ch[0] = del_of(b);
 	ch[1] = put_of(a, 1, "a", &m, "abc", 3);
-	CHECK_EQ(s->ops->apply(s, ch, 2), 0);
+	CHECK_EQ(store_apply(s, ch, 2), 0);
 	check_absent(s, b);
 	check_entry(s, a, 1, "a", &m, "abc", 3);
 	ch[0] = del_of(a);
-	CHECK_EQ(s->ops->apply(s, ch, 1), 0);
+	CHECK_EQ(store_apply(s, ch, 1), 0);
 	redisFree(raw);
 	store_free(s);
 }
@@ -521,19 +521,19 @@ static void test_meta_only(void)
 
 	/* An existing entry: "m" changes, "d" stays. */
 	ch = put_of(ino, 1, "f", &m, data, sizeof(data));
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
 	m2 = m;
 	m2.mode = S_IFREG | 0600;
 	m2.ctime_ns += 5;
 	m2.state = "tagged";
 	ch = meta_only_of(ino, 9, "g", &m2);
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
 	check_entry(s, ino, 9, "g", &m2, data, sizeof(data));
 	CHECK_EQ(raw_int(raw, "HLEN %s", key_of(ino)), 2);
 
 	/* An absent entry: nothing is written, no half entry. */
 	ch = meta_only_of(absent, 1, "h", &m);
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
 	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(absent)), 0);
 	check_absent(s, absent);
 
@@ -544,7 +544,7 @@ static void test_meta_only(void)
 	m3.size = 3;
 	item_hash("new", 3, m3.hash);
 	ch = meta_only_of(ino, 9, "g", &m3);
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
 	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(ino)), 0);
 	check_absent(s, ino);
 
@@ -552,7 +552,7 @@ static void test_meta_only(void)
 	 * cached. */
 	m3 = meta_of(ITEM_DIR, NULL, 0);
 	ch = meta_only_of(dir, 1, "d", &m3);
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
 	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(dir)), 0);
 	redisFree(raw);
 	store_free(s);
@@ -580,7 +580,7 @@ static void test_batch(void)
 	}
 	for (int r = 0; r < ROUNDS; r++) {
 		t0 = now_s();
-		CHECK_EQ(s->ops->apply(s, ch, N), 0);
+		CHECK_EQ(store_apply(s, ch, N), 0);
 		t = now_s() - t0;
 		if (t < best)
 			best = t;
@@ -615,7 +615,7 @@ static void test_batch(void)
 					     &m[i]);
 		}
 	}
-	CHECK_EQ(s->ops->apply(s, ch, N), 0);
+	CHECK_EQ(store_apply(s, ch, N), 0);
 	for (int i = 0; i < N; i += 7) {
 		if (i % 3 == 0)
 			check_absent(s, first + (uint64_t)i);
@@ -626,7 +626,7 @@ static void test_batch(void)
 	}
 	for (int i = 0; i < N; i++)
 		ch[i] = del_of(first + (uint64_t)i);
-	CHECK_EQ(s->ops->apply(s, ch, N), 0);
+	CHECK_EQ(store_apply(s, ch, N), 0);
 	free(data);
 	free(names);
 	free(m);
@@ -657,7 +657,7 @@ static void test_big_batch(void)
 	m[N] = meta_of(ITEM_BINARY, huge, huge_len);
 	ch[N] = put_of(first + N, 1, "huge", &m[N], huge, huge_len);
 	t0 = now_s();
-	CHECK_EQ(s->ops->apply(s, ch, N + 1), 0);
+	CHECK_EQ(store_apply(s, ch, N + 1), 0);
 	t = now_s() - t0;
 	printf("  apply: %d x 1 MiB + 16 MiB in one call: %.0f ms, "
 	       "%.0f MiB/s\n",
@@ -668,7 +668,7 @@ static void test_big_batch(void)
 	check_entry(s, first + N, 1, "huge", &m[N], huge, huge_len);
 	for (int i = 0; i <= N; i++)
 		ch[i] = del_of(first + (uint64_t)i);
-	CHECK_EQ(s->ops->apply(s, ch, N + 1), 0);
+	CHECK_EQ(store_apply(s, ch, N + 1), 0);
 	free(data);
 	free(huge);
 	store_free(s);
@@ -698,18 +698,18 @@ static void test_invalid_changes(void)
 
 	ch[0] = put_of(ino, 1, "ok", &m, "x", 1);
 	ch[1] = put_of(0, 1, "zero", &m, "x", 1);
-	CHECK_EQ(s->ops->apply(s, ch, 2), -EINVAL);
+	CHECK_EQ(store_apply(s, ch, 2), -EINVAL);
 	ch[1] = put_of(new_ino(), 1, "a/b", &m, "x", 1);
-	CHECK_EQ(s->ops->apply(s, ch, 2), -EINVAL);
+	CHECK_EQ(store_apply(s, ch, 2), -EINVAL);
 	ch[1] = put_of(new_ino(), 1, "", &m, "x", 1);
-	CHECK_EQ(s->ops->apply(s, ch, 2), -EINVAL);
+	CHECK_EQ(store_apply(s, ch, 2), -EINVAL);
 	ch[1] = put_of(new_ino(), 1, "x", NULL, "x", 1);
-	CHECK_EQ(s->ops->apply(s, ch, 2), -EINVAL);
+	CHECK_EQ(store_apply(s, ch, 2), -EINVAL);
 	ch[1] = put_of(new_ino(), 1, "x", &m, NULL, 1);
-	CHECK_EQ(s->ops->apply(s, ch, 2), -EINVAL);
+	CHECK_EQ(store_apply(s, ch, 2), -EINVAL);
 	/* nothing of a refused batch was sent */
 	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(ino)), 0);
-	CHECK_EQ(s->ops->apply(s, ch, 0), 0);
+	CHECK_EQ(store_apply(s, ch, 0), 0);
 	redisFree(raw);
 	store_free(s);
 }
@@ -733,7 +733,7 @@ static void test_error_in_batch(void)
 	ch[3] = put_of(b, 1, "b", &m, "abc", 3);
 	log_reset();
 	for (int i = 0; i < 3; i++) /* always on the same, reused context */
-		CHECK_EQ(s->ops->apply(s, ch, 4), -EIO);
+		CHECK_EQ(store_apply(s, ch, 4), -EIO);
 	CHECK(log_has("WRONGTYPE"));
 	CHECK(log_has("2 of 4 changes"));
 	check_entry(s, a, 1, "a", &m, "abc", 3);
@@ -741,7 +741,7 @@ static void test_error_in_batch(void)
 	CHECK_EQ(raw_int(raw, "DEL %s %s", key_of(bad), key_of(bad2)), 2);
 	ch[0] = del_of(a);
 	ch[1] = del_of(b);
-	CHECK_EQ(s->ops->apply(s, ch, 2), 0);
+	CHECK_EQ(store_apply(s, ch, 2), 0);
 	redisFree(raw);
 	store_free(s);
 }
@@ -759,7 +759,7 @@ static void test_foreign_entries(void)
 	size_t len;
 
 	/* Content whose length is not the metadata's size. */
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
 	CHECK_EQ(raw_int(raw, "HSET %s d abc", key_of(ino)), 0);
 	log_reset();
 	CHECK_EQ(s->ops->fetch(s, ino, &row, &data, &len), -EIO);
@@ -771,10 +771,10 @@ static void test_foreign_entries(void)
 	CHECK_EQ(s->ops->fetch(s, ino, &row, &data, &len), -ENOENT);
 	CHECK_EQ(s->ops->read(s, ino, &data, &len), -ENOENT);
 	ch = meta_only_of(ino, 1, "f", &m);
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
 	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(ino)), 0);
 	ch = put_of(ino, 1, "f", &m, "abcd", 4);
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
 	CHECK_EQ(raw_int(raw, "HDEL %s d", key_of(ino)), 1);
 
 	/* A truncated blob, and trailing bytes. */
@@ -993,7 +993,7 @@ static void test_reconnect(void)
 	redisContext *raw = raw_main();
 	long long killed;
 
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
 	/* several contexts in the pool */
 	run_getters(s, ino, 8, 200);
 
@@ -1011,7 +1011,7 @@ static void test_reconnect(void)
 		} else if (round == 1) {
 			ch = put_of(ino_big, 1, "big", &mb, big, big_len);
 			for (int i = 0; i < 4; i++)
-				CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+				CHECK_EQ(store_apply(s, &ch, 1), 0);
 			check_entry(s, ino_big, 1, "big", &mb, big, big_len);
 		} else {
 			run_getters(s, ino, 8, 50);
@@ -1020,9 +1020,9 @@ static void test_reconnect(void)
 	}
 	check_context[0] = '\0';
 	ch = del_of(ino);
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
 	ch = del_of(ino_big);
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
 	free(big);
 	redisFree(raw);
 	store_free(s);
@@ -1053,7 +1053,7 @@ static void *worker_main(void *arg)
 
 		snprintf(name, sizeof(name), "w%llu", (unsigned long long)ino);
 		ch = put_of(ino, 1, name, &m, content, len);
-		CHECK_EQ(w->s->ops->apply(w->s, &ch, 1), 0);
+		CHECK_EQ(store_apply(w->s, &ch, 1), 0);
 		CHECK_EQ(w->s->ops->fetch(w->s, ino, &row, &data, &got), 0);
 		CHECK_EQ(got, len);
 		CHECK(memcmp(data, content, len) == 0);
@@ -1061,7 +1061,7 @@ static void *worker_main(void *arg)
 		free(data);
 		store_row_release(&row);
 		ch = del_of(ino);
-		CHECK_EQ(w->s->ops->apply(w->s, &ch, 1), 0);
+		CHECK_EQ(store_apply(w->s, &ch, 1), 0);
 	}
 	return NULL;
 }
@@ -1098,7 +1098,7 @@ static void test_key_layout(void)
 	uint64_t ino = new_ino();
 	struct store_change ch = put_of(ino, 1, "k", &m, "k", 1);
 
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0); /* at least one key */
+	CHECK_EQ(store_apply(s, &ch, 1), 0); /* at least one key */
 	do {
 		redisReply *rep =
 			redisCommand(raw, "SCAN %s COUNT 1000", cursor);
@@ -1147,7 +1147,7 @@ static void test_key_layout(void)
 		printf("  key layout: the database was not empty at start: "
 		       "others not checked\n");
 	ch = del_of(ino);
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
 	redisFree(raw);
 	store_free(s);
 }
@@ -1261,7 +1261,7 @@ static void test_private_server(void)
 
 	/* The right password, then the wrong one, then none. */
 	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s), 0);
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
 	check_entry(s, ino, 1, "a", &m, "abc", 3);
 	log_reset();
 	with_url(u, sizeof(u), "redis://:Sekr1t-wrong@127.0.0.1:%d", p);
@@ -1281,7 +1281,7 @@ static void test_private_server(void)
 	with_url(u, sizeof(u),
 		 "redis://:Sekr1t-p%%40ss%%2Fw%%3Ard@127.0.0.1:%d/3", p);
 	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s2), 0);
-	CHECK_EQ(s2->ops->apply(s2, &ch, 1), 0);
+	CHECK_EQ(store_apply(s2, &ch, 1), 0);
 	raw_ok(raw, "SELECT 3");
 	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(ino)), 1);
 	CHECK_EQ(raw_int(raw, "DEL %s", key_of(ino)), 1);
@@ -1319,28 +1319,28 @@ static void test_private_server(void)
 	raw_ok(raw, "CONFIG SET maxmemory-policy noeviction");
 	raw_ok(raw, "CONFIG SET maxmemory 1");
 	log_reset();
-	CHECK_EQ(s->ops->apply(s, &ch, 1), -ENOSPC);
+	CHECK_EQ(store_apply(s, &ch, 1), -ENOSPC);
 	CHECK(log_has("OOM"));
 	CHECK_EQ(s->ops->get(s, ino, &row), 0); /* reads still work */
 	store_row_release(&row);
 	raw_ok(raw, "CONFIG SET maxmemory 0");
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
 
 	/* A read-only replica. */
 	raw_ok(raw, "REPLICAOF 127.0.0.1 1");
 	log_reset();
-	CHECK_EQ(s->ops->apply(s, &ch, 1), -EROFS);
+	CHECK_EQ(store_apply(s, &ch, 1), -EROFS);
 	CHECK(log_has("READONLY"));
 	check_entry(s, ino, 1, "a", &m, "abc", 3);
 	raw_ok(raw, "REPLICAOF NO ONE");
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
 
 	/* The server goes away: -EAGAIN, quickly, and no crash. */
 	redisFree(raw);
 	srv_stop();
 	t0 = now_s();
 	CHECK_EQ(s->ops->get(s, ino, &row), -EAGAIN);
-	CHECK_EQ(s->ops->apply(s, &ch, 1), -EAGAIN);
+	CHECK_EQ(store_apply(s, &ch, 1), -EAGAIN);
 	t = now_s() - t0;
 	CHECK(t < 2.5);
 	store_free(s);
@@ -1359,7 +1359,7 @@ static void test_private_server(void)
 	log_reset();
 	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s), 0);
 	CHECK(log_has("cannot read 'maxmemory-policy'"));
-	CHECK_EQ(s->ops->apply(s, &ch, 1), 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
 	check_entry(s, ino, 1, "a", &m, "abc", 3);
 	store_free(s);
 	srv_stop();

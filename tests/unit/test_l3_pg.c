@@ -205,7 +205,7 @@ static void test_open_creates_root(void)
 	CHECK_EQ(s->ops->get(s, 999, &r), -ENOENT);
 	CHECK_EQ(s->ops->lookup(s, STORE_ROOT_INO, "nope", &r), -ENOENT);
 	CHECK_EQ(s->ops->read(s, 999, &data, &len), -ENOENT);
-	CHECK_EQ(s->ops->apply(s, NULL, 0), 0);
+	CHECK_EQ(store_apply(s, NULL, 0), 0);
 	store_free(s);
 	store_free(NULL);
 
@@ -337,17 +337,17 @@ static void test_names_refused(void)
 
 	c[0] = change_of(new_ino(s), STORE_ROOT_INO, "fine", &m);
 	c[1] = change_of(ino, STORE_ROOT_INO, "a/b", &m);
-	CHECK_EQ(s->ops->apply(s, c, 2), -EINVAL);
+	CHECK_EQ(store_apply(s, c, 2), -EINVAL);
 	c[1] = change_of(ino, STORE_ROOT_INO, toolong, &m);
-	CHECK_EQ(s->ops->apply(s, c, 2), -EINVAL);
+	CHECK_EQ(store_apply(s, c, 2), -EINVAL);
 	c[1] = change_of(ino, STORE_ROOT_INO, "", &m);
-	CHECK_EQ(s->ops->apply(s, c, 2), -EINVAL);
+	CHECK_EQ(store_apply(s, c, 2), -EINVAL);
 	c[1] = change_of(0, STORE_ROOT_INO, "zero", &m);
-	CHECK_EQ(s->ops->apply(s, c, 2), -EINVAL);
+	CHECK_EQ(store_apply(s, c, 2), -EINVAL);
 	c[1] = change_of(ino, STORE_ROOT_INO, "nometa", NULL);
-	CHECK_EQ(s->ops->apply(s, c, 2), -EINVAL);
+	CHECK_EQ(store_apply(s, c, 2), -EINVAL);
 	c[1] = change_of(1ULL << 63, STORE_ROOT_INO, "huge", &m);
-	CHECK_EQ(s->ops->apply(s, c, 2), -EINVAL);
+	CHECK_EQ(store_apply(s, c, 2), -EINVAL);
 	CHECK(lookup_ino(s, STORE_ROOT_INO, "fine") == -ENOENT);
 	CHECK(lookup_ino(s, STORE_ROOT_INO, toolong) == -ENOENT);
 
@@ -360,7 +360,7 @@ static void test_names_refused(void)
 	m = meta_of(ITEM_DIR, 0);
 	m.mode = S_IFDIR | 0700;
 	c[0] = change_of(STORE_ROOT_INO, 0, "", &m);
-	CHECK_EQ(s->ops->apply(s, c, 1), 0);
+	CHECK_EQ(store_apply(s, c, 1), 0);
 	CHECK_EQ(lookup_ino(s, 0, ""), STORE_ROOT_INO);
 	{
 		struct store_row r;
@@ -419,7 +419,7 @@ static void test_content(void)
 	m = meta_of(ITEM_BINARY, 0);
 	f_nodata = new_ino(s);
 	c = change_of(f_nodata, STORE_ROOT_INO, "nodata", &m);
-	CHECK_EQ(s->ops->apply(s, &c, 1), 0);
+	CHECK_EQ(store_apply(s, &c, 1), 0);
 
 	check_content(s, f_nul, nuls, sizeof(nuls));
 	check_content(s, f_big, big, big_len);
@@ -432,7 +432,7 @@ static void test_content(void)
 	m = meta_of(ITEM_BINARY, sizeof(nuls));
 	m.version = 2;
 	c = change_of(f_nul, STORE_ROOT_INO, "nuls", &m);
-	CHECK_EQ(s->ops->apply(s, &c, 1), 0);
+	CHECK_EQ(store_apply(s, &c, 1), 0);
 	check_content(s, f_nul, nuls, sizeof(nuls));
 
 	/* has_data replaces it, also with empty content */
@@ -441,11 +441,11 @@ static void test_content(void)
 	c.has_data = true;
 	c.data = "xyz";
 	c.len = 3;
-	CHECK_EQ(s->ops->apply(s, &c, 1), 0);
+	CHECK_EQ(store_apply(s, &c, 1), 0);
 	check_content(s, f_big, "xyz", 3);
 	c.data = NULL;
 	c.len = 0;
-	CHECK_EQ(s->ops->apply(s, &c, 1), 0);
+	CHECK_EQ(store_apply(s, &c, 1), 0);
 	check_content(s, f_big, NULL, 0);
 	CHECK_EQ(admin_int("SELECT count(*) FROM contents"
 			   " WHERE length(data) = 0"),
@@ -500,7 +500,7 @@ static void test_content(void)
 		cc[i].data = i == 1 ? (const void *)mid : (const void *)"\0m";
 		cc[i].len = i == 1 ? mid_len : 2;
 	}
-	CHECK_EQ(s->ops->apply(s, cc, 3), 0);
+	CHECK_EQ(store_apply(s, cc, 3), 0);
 	check_content(s, mix[0], "\0m", 2);
 	check_content(s, mix[1], mid, mid_len);
 	check_content(s, mix[2], "\0m", 2);
@@ -538,14 +538,14 @@ static void test_rename_and_swap(void)
 
 	/* rename a file into another directory: same ino, content kept */
 	c[0] = change_of(f, d2, "new", &mf);
-	CHECK_EQ(s->ops->apply(s, c, 1), 0);
+	CHECK_EQ(store_apply(s, c, 1), 0);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "old"), -ENOENT);
 	CHECK_EQ(lookup_ino(s, d2, "new"), f);
 	check_content(s, f, "abc", 3);
 
 	/* rename a directory: its subtree moves with it */
 	c[0] = change_of(d1, d2, "moved", &md);
-	CHECK_EQ(s->ops->apply(s, c, 1), 0);
+	CHECK_EQ(store_apply(s, c, 1), 0);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "d1"), -ENOENT);
 	CHECK_EQ(lookup_ino(s, d2, "moved"), d1);
 	CHECK_EQ(lookup_ino(s, d1, "child"), child);
@@ -555,7 +555,7 @@ static void test_rename_and_swap(void)
 	q = put_file(s, new_ino(s), STORE_ROOT_INO, "q", ITEM_BINARY, "Q", 1);
 	c[0] = change_of(p, STORE_ROOT_INO, "q", &mf);
 	c[1] = change_of(q, STORE_ROOT_INO, "p", &mf);
-	CHECK_EQ(s->ops->apply(s, c, 2), 0);
+	CHECK_EQ(store_apply(s, c, 2), 0);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "q"), p);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "p"), q);
 	check_content(s, p, "P", 1);
@@ -567,7 +567,7 @@ static void test_rename_and_swap(void)
 	c[0] = change_of(p, d2, "2.json", &mj);
 	c[1] = change_of(q, d2, "3.json", &mj);
 	c[2] = change_of(r, d2, "1.json", &mj);
-	CHECK_EQ(s->ops->apply(s, c, 3), 0);
+	CHECK_EQ(store_apply(s, c, 3), 0);
 	CHECK_EQ(lookup_ino(s, d2, "1.json"), r);
 	CHECK_EQ(lookup_ino(s, d2, "2.json"), p);
 	CHECK_EQ(lookup_ino(s, d2, "3.json"), q);
@@ -575,7 +575,7 @@ static void test_rename_and_swap(void)
 	/* rename over an existing name: the batch deletes the target */
 	c[0] = delete_of(r);
 	c[1] = change_of(p, d2, "1.json", &mj);
-	CHECK_EQ(s->ops->apply(s, c, 2), 0);
+	CHECK_EQ(store_apply(s, c, 2), 0);
 	CHECK_EQ(lookup_ino(s, d2, "1.json"), p);
 	CHECK_EQ(lookup_ino(s, d2, "2.json"), -ENOENT);
 	CHECK_EQ(s->ops->get(s, r, &(struct store_row){0}), -ENOENT);
@@ -611,7 +611,7 @@ static void test_all_or_nothing(void)
 	c[1].data = "changed";
 	c[1].len = 7;
 	c[2] = change_of(k2, STORE_ROOT_INO, "keep1", &m2);
-	CHECK_EQ(s->ops->apply(s, c, 3), -EEXIST);
+	CHECK_EQ(store_apply(s, c, 3), -EEXIST);
 
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "fresh"), -ENOENT);
 	CHECK_EQ(s->ops->get(s, fresh, &row), -ENOENT);
@@ -628,20 +628,20 @@ static void test_all_or_nothing(void)
 	/* two new entries of one name */
 	c[0] = change_of(fresh, STORE_ROOT_INO, "twin", &mn);
 	c[1] = change_of(fresh2, STORE_ROOT_INO, "twin", &mn);
-	CHECK_EQ(s->ops->apply(s, c, 2), -EEXIST);
+	CHECK_EQ(store_apply(s, c, 2), -EEXIST);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "twin"), -ENOENT);
 
 	/* a delete and a create that collides: the delete is undone too */
 	c[0] = delete_of(k2);
 	c[1] = change_of(fresh, STORE_ROOT_INO, "keep1", &mn);
-	CHECK_EQ(s->ops->apply(s, c, 2), -EEXIST);
+	CHECK_EQ(store_apply(s, c, 2), -EEXIST);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "keep2"), k2);
 	check_content(s, k2, "two", 3);
 
 	/* the same ino twice in one batch is refused */
 	c[0] = change_of(fresh, STORE_ROOT_INO, "x1", &mn);
 	c[1] = change_of(fresh, STORE_ROOT_INO, "x2", &mn);
-	CHECK_EQ(s->ops->apply(s, c, 2), -EEXIST);
+	CHECK_EQ(store_apply(s, c, 2), -EEXIST);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "x1"), -ENOENT);
 
 	CHECK_EQ(s->ops->stats(s, &entries, &bytes), 0);
@@ -653,7 +653,7 @@ static void test_all_or_nothing(void)
 	c[0].has_data = true;
 	c[0].data = "fresh";
 	c[0].len = 5;
-	CHECK_EQ(s->ops->apply(s, c, 1), 0);
+	CHECK_EQ(store_apply(s, c, 1), 0);
 	check_content(s, fresh, "fresh", 5);
 	store_free(s);
 }
@@ -671,7 +671,7 @@ static void test_stems(void)
 			 1);
 	/* binary "x" and JSON "x.json" would both be the item "x" */
 	c[0] = change_of(new_ino(s), STORE_ROOT_INO, "x.json", &mj);
-	CHECK_EQ(s->ops->apply(s, c, 1), -EEXIST);
+	CHECK_EQ(store_apply(s, c, 1), -EEXIST);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "x.json"), -ENOENT);
 
 	/* the same in one batch, in either order */
@@ -679,10 +679,10 @@ static void test_stems(void)
 	by = new_ino(s);
 	c[0] = change_of(jy, STORE_ROOT_INO, "y.json", &mj);
 	c[1] = change_of(by, STORE_ROOT_INO, "y", &mb);
-	CHECK_EQ(s->ops->apply(s, c, 2), -EEXIST);
+	CHECK_EQ(store_apply(s, c, 2), -EEXIST);
 	c[0] = change_of(by, STORE_ROOT_INO, "y", &mb);
 	c[1] = change_of(jy, STORE_ROOT_INO, "y.json", &mj);
-	CHECK_EQ(s->ops->apply(s, c, 2), -EEXIST);
+	CHECK_EQ(store_apply(s, c, 2), -EEXIST);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "y"), -ENOENT);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "y.json"), -ENOENT);
 
@@ -690,36 +690,36 @@ static void test_stems(void)
 	d_other = put_dir(s, new_ino(s), STORE_ROOT_INO, "other");
 	jx = new_ino(s);
 	c[0] = change_of(jx, d_other, "x.json", &mj);
-	CHECK_EQ(s->ops->apply(s, c, 1), 0);
+	CHECK_EQ(store_apply(s, c, 1), 0);
 
 	/* JSON "z.json" beside directory "z", created in either order */
 	dz = put_dir(s, new_ino(s), STORE_ROOT_INO, "z");
 	jz = new_ino(s);
 	c[0] = change_of(jz, STORE_ROOT_INO, "z.json", &mj);
-	CHECK_EQ(s->ops->apply(s, c, 1), 0);
+	CHECK_EQ(store_apply(s, c, 1), 0);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "z"), dz);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "z.json"), jz);
 	c[0] = change_of(new_ino(s), d_other, "x", &md);
-	CHECK_EQ(s->ops->apply(s, c, 1), 0);
+	CHECK_EQ(store_apply(s, c, 1), 0);
 
 	/* but not directory "z.json" beside JSON "z.json" (one name) */
 	c[0] = change_of(new_ino(s), STORE_ROOT_INO, "z.json", &md);
-	CHECK_EQ(s->ops->apply(s, c, 1), -EEXIST);
+	CHECK_EQ(store_apply(s, c, 1), -EEXIST);
 	/* nor binary "x" beside directory "x" */
 	c[0] = change_of(new_ino(s), d_other, "x", &mb);
-	CHECK_EQ(s->ops->apply(s, c, 1), -EEXIST);
+	CHECK_EQ(store_apply(s, c, 1), -EEXIST);
 
 	/* replacing binary "x" by JSON "x.json" in one batch is fine */
 	jx = new_ino(s);
 	c[0] = delete_of(bin_x);
 	c[1] = change_of(jx, STORE_ROOT_INO, "x.json", &mj);
-	CHECK_EQ(s->ops->apply(s, c, 2), 0);
+	CHECK_EQ(store_apply(s, c, 2), 0);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "x"), -ENOENT);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "x.json"), jx);
 
 	/* and renaming the JSON item to a binary name with its stem too */
 	c[0] = change_of(jx, STORE_ROOT_INO, "x", &mb);
-	CHECK_EQ(s->ops->apply(s, c, 1), 0);
+	CHECK_EQ(store_apply(s, c, 1), 0);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "x"), jx);
 	store_free(s);
 }
@@ -750,7 +750,7 @@ static void test_delete(void)
 	CHECK_EQ(content_rows(f), 1);
 
 	c[0] = delete_of(f);
-	CHECK_EQ(s->ops->apply(s, c, 1), 0);
+	CHECK_EQ(store_apply(s, c, 1), 0);
 	CHECK_EQ(s->ops->get(s, f, &row), -ENOENT);
 	CHECK_EQ(lookup_ino(s, d, "f"), -ENOENT);
 	CHECK_EQ(s->ops->read(s, f, &data, &len), -ENOENT);
@@ -759,23 +759,23 @@ static void test_delete(void)
 
 	/* a row written again without data does not bring content back */
 	c[0] = change_of(f, d, "f", &m);
-	CHECK_EQ(s->ops->apply(s, c, 1), 0);
+	CHECK_EQ(store_apply(s, c, 1), 0);
 	check_content(s, f, NULL, 0);
 
 	/* deleting what is not there is not an error */
 	c[0] = delete_of(987654);
-	CHECK_EQ(s->ops->apply(s, c, 1), 0);
+	CHECK_EQ(store_apply(s, c, 1), 0);
 
 	c[0] = delete_of(f);
 	c[1] = delete_of(g);
-	CHECK_EQ(s->ops->apply(s, c, 2), 0);
+	CHECK_EQ(store_apply(s, c, 2), 0);
 	CHECK_EQ(content_rows(g), 0);
 	CHECK_EQ(s->ops->has_children(s, d), 0);
 	CHECK_EQ(s->ops->stats(s, &entries, &bytes), 0);
 	CHECK_EQ(entries, 1);
 	CHECK_EQ(bytes, 0);
 	c[0] = delete_of(d);
-	CHECK_EQ(s->ops->apply(s, c, 1), 0);
+	CHECK_EQ(store_apply(s, c, 1), 0);
 	CHECK_EQ(s->ops->has_children(s, STORE_ROOT_INO), 0);
 	store_free(s);
 }
@@ -809,7 +809,7 @@ static void test_meta_roundtrip(void)
 
 	f = new_ino(s);
 	c = change_of(f, STORE_ROOT_INO, "m.json", &m);
-	CHECK_EQ(s->ops->apply(s, &c, 1), 0);
+	CHECK_EQ(store_apply(s, &c, 1), 0);
 
 	CHECK_EQ(s->ops->get(s, f, &row), 0);
 	CHECK(meta_equal(&row.meta, &m));
@@ -840,7 +840,7 @@ static void test_meta_roundtrip(void)
 	m.xattrs_len = 0;
 	memset(m.hash, 0, sizeof(m.hash));
 	m.explicit_dir = true;
-	CHECK_EQ(s->ops->apply(s, &c, 1), 0);
+	CHECK_EQ(store_apply(s, &c, 1), 0);
 	CHECK_EQ(s->ops->get(s, f, &row), 0);
 	CHECK(row.meta.state == NULL);
 	CHECK(row.meta.xattrs == NULL && row.meta.xattrs_len == 0);
@@ -855,7 +855,7 @@ static void test_meta_roundtrip(void)
 	m.state = "s";
 	m.explicit_dir = false;
 	c = change_of(new_ino(s), STORE_ROOT_INO, "dir", &m);
-	CHECK_EQ(s->ops->apply(s, &c, 1), 0);
+	CHECK_EQ(store_apply(s, &c, 1), 0);
 	CHECK_EQ(s->ops->get(s, c.ino, &row), 0);
 	CHECK(meta_equal(&row.meta, &m));
 	CHECK_EQ(item_meta_copy(&back, &row.meta), 0);
@@ -918,14 +918,14 @@ static void test_stats(void)
 	/* sizes come from the rows, not from content */
 	f3 = new_ino(s);
 	c = change_of(f3, d2, "k", &m);
-	CHECK_EQ(s->ops->apply(s, &c, 1), 0);
+	CHECK_EQ(store_apply(s, &c, 1), 0);
 
 	CHECK_EQ(s->ops->stats(s, &entries, &bytes), 0);
 	CHECK_EQ(entries, 5);
 	CHECK_EQ(bytes, 1010);
 
 	c = delete_of(f3);
-	CHECK_EQ(s->ops->apply(s, &c, 1), 0);
+	CHECK_EQ(store_apply(s, &c, 1), 0);
 	CHECK_EQ(s->ops->stats(s, &entries, &bytes), 0);
 	CHECK_EQ(entries, 4);
 	CHECK_EQ(bytes, 10);
@@ -1184,7 +1184,7 @@ static void run_readers(struct store *s, uint64_t d, uint64_t t)
 		} else {
 			c = delete_of(t);
 		}
-		CHECK_EQ(s->ops->apply(s, &c, 1), 0);
+		CHECK_EQ(store_apply(s, &c, 1), 0);
 	}
 	for (int i = 0; i < 8; i++) {
 		CHECK_EQ(pthread_join(th[i], NULL), 0);
@@ -1335,7 +1335,7 @@ static void *writer_main(void *p)
 			c[i].data = data[i];
 			c[i].len = (size_t)len;
 		}
-		err = a->s->ops->apply(a->s, c, NRACE);
+		err = store_apply(a->s, c, NRACE);
 		if (err == -EAGAIN)
 			a->eagain++;
 		else if (err)
@@ -1427,7 +1427,7 @@ static void test_reconnect(void)
 	c.has_data = true;
 	c.data = "x";
 	c.len = 1;
-	CHECK_EQ(s->ops->apply(s, &c, 1), 0);
+	CHECK_EQ(store_apply(s, &c, 1), 0);
 	CHECK_EQ(s->ops->alloc_ino(s, 3, &ino), 0);
 	CHECK_EQ(lookup_ino(s, d, "after"), c.ino);
 	check_content(s, c.ino, "x", 1);
@@ -1472,20 +1472,20 @@ static void test_big_batch(void)
 
 	/* the last row collides: none of the 2000 is written */
 	c[NBATCH - 1].name = names[0];
-	CHECK_EQ(s->ops->apply(s, c, NBATCH), -EEXIST);
+	CHECK_EQ(store_apply(s, c, NBATCH), -EEXIST);
 	CHECK_EQ(s->ops->has_children(s, d), 0);
 	CHECK_EQ(admin_int("SELECT count(*) FROM contents"), 0);
 	c[NBATCH - 1].name = names[NBATCH - 1];
 
 	t0 = now_s();
-	CHECK_EQ(s->ops->apply(s, c, NBATCH), 0);
+	CHECK_EQ(store_apply(s, c, NBATCH), 0);
 	t1 = now_s();
 	/* a metadata-only rewrite of every row (a rename, chmod, touch) */
 	for (int i = 0; i < NBATCH; i++) {
 		m[i].version = 2;
 		c[i].has_data = false;
 	}
-	CHECK_EQ(s->ops->apply(s, c, NBATCH), 0);
+	CHECK_EQ(store_apply(s, c, NBATCH), 0);
 	t2 = now_s();
 	printf("apply: %d rows with 100-byte content in one batch: %.1f ms, "
 	       "%.0f rows/s\n",
@@ -1518,7 +1518,7 @@ static void test_big_batch(void)
 	/* and all of them deleted in one batch */
 	for (int i = 0; i < NBATCH; i++)
 		c[i] = delete_of(first + (uint64_t)i);
-	CHECK_EQ(s->ops->apply(s, c, NBATCH), 0);
+	CHECK_EQ(store_apply(s, c, NBATCH), 0);
 	CHECK_EQ(s->ops->has_children(s, d), 0);
 	CHECK_EQ(admin_int("SELECT count(*) FROM contents"), 0);
 	store_free(s);
