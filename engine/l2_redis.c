@@ -15,9 +15,13 @@
  *                  "m"  the entry's metadata blob (below)
  *                  "d"  the content, byte for byte (NULs included; "" when
  *                       empty)
+ *     P "t:" INO   a string: the Merkle hash (merkle.h) of directory INO as
+ *                  L3 last committed it, 64 lowercase hex digits -- the
+ *                  mirror of L3's tree that `tierfs verify` compares
  *     P "_:" ...   reserved for internal keys; this version writes none
  *
- * Entry keys ("e:") and internal keys ("_:") can never share a name. An
+ * Entry keys ("e:"), tree keys ("t:") and internal keys ("_:") can never
+ * share a name. An
  * entry key holds both fields or does not exist: get() reads "m", read()
  * reads "d", fetch() reads both with one HMGET and treats a hash that lacks
  * either as absent. No key has a TTL.
@@ -54,7 +58,7 @@
  * error reply, so that the connection stays in step; apply() returns the
  * first error. Per change:
  *
- *     deleted            DEL P e:INO
+ *     deleted            DEL P e:INO P t:INO
  *     with content       HSET P e:INO m BLOB d DATA
  *     metadata only      EVAL l2r_meta_script 1 P e:INO BLOB
  *
@@ -63,7 +67,9 @@
  * metadata-only change (rename, chmod, an xattr) keeps cached content that
  * is still right, never leaves a half entry and never pairs new metadata
  * with content of another version. The engine sends directories as
- * metadata-only changes, so directories are not cached here. EVAL (rather
+ * metadata-only changes, so directories are not cached here; their Merkle
+ * hashes are, by put_tree(): one pipeline of SET P t:INO HEX, sent after
+ * the batch's changes (get_tree() reads one back). EVAL (rather
  * than EVALSHA) needs no script to be loaded on a server that restarted;
  * Redis compiles the script once and caches it by its SHA anyway. Replies
  * are read after every L2R_CHUNK_BYTES of queued arguments and at the end,
@@ -544,6 +550,13 @@ static size_t l2r_key(const struct l2r *r, uint64_t ino, char *buf)
 				(unsigned long long)ino);
 }
 
+/* Writes P "t:" INO, a directory's mirrored Merkle hash, like l2r_key. */
+static size_t l2r_tree_key(const struct l2r *r, uint64_t ino, char *buf)
+{
+	return (size_t)snprintf(buf, L2R_PREFIX_MAX + 32, "%st:%llu", r->prefix,
+				(unsigned long long)ino);
+}
+
 static uint8_t *l2r_put_le(uint8_t *p, uint64_t v, int n)
 {
 	for (int i = 0; i < n; i++)
@@ -906,7 +919,7 @@ static int l2r_append(const struct l2r *r, struct l2r_conn *c,
 		      const struct store_change *ch, struct l2r_buf *blob,
 		      size_t *bytes)
 {
-	char key[L2R_PREFIX_MAX + 32];
+	char key[L2R_PREFIX_MAX + 32], tkey[L2R_PREFIX_MAX + 32];
 	const char *argv[6];
 	size_t lens[6];
 	size_t key_len = l2r_key(r, ch->ino, key);
@@ -918,7 +931,9 @@ static int l2r_append(const struct l2r *r, struct l2r_conn *c,
 		lens[0] = 3;
 		argv[1] = key;
 		lens[1] = key_len;
-		argc = 2;
+		argv[2] = tkey;
+		lens[2] = l2r_tree_key(r, ch->ino, tkey);
+		argc = 3;
 	} else {
 		size_t blob_len = l2r_blob_len(ch->name, ch->meta);
 
@@ -1054,6 +1069,112 @@ static int l2r_apply(struct store *s, const struct store_change *changes,
 	return err;
 }
 
+static int l2r_hex(int ch);
+
+/* Sends SET P t:INO HEX for each of @n hashes down @c and reads every
+ * reply; returns the first error. */
+static int l2r_tree_pipeline(const struct l2r *r, struct l2r_conn *c,
+			     const struct store_dirhash *dirs, size_t n)
+{
+	int first = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char key[L2R_PREFIX_MAX + 32], hex[2 * ITEM_HASH_LEN + 1];
+		const char *argv[3] = {"SET", key, hex};
+		size_t lens[3] = {3, 0, 2 * ITEM_HASH_LEN};
+
+		lens[1] = l2r_tree_key(r, dirs[i].ino, key);
+		item_hash_hex(dirs[i].merkle, hex);
+		if (redisAppendCommandArgv(c->ctx, 3, argv, lens) != REDIS_OK) {
+			c->broken = true; /* a half-queued pipeline */
+			return l2r_errno(r, c, NULL, "queue a tree hash");
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		void *v = NULL;
+		redisReply *reply;
+
+		if (redisGetReply(c->ctx, &v) != REDIS_OK)
+			return l2r_errno(r, c, NULL, "write tree hashes");
+		reply = v;
+		if (reply->type != REDIS_REPLY_STATUS && !first)
+			first = l2r_errno(r, c, reply, "write tree hashes");
+		freeReplyObject(reply);
+	}
+	return first;
+}
+
+static int l2r_put_tree(struct store *s, const struct store_dirhash *dirs,
+			size_t n)
+{
+	struct l2r *r = l2r_of(s);
+	struct l2r_nopipe np;
+	bool fresh = false;
+	struct l2r_conn *c;
+	int err = 0;
+
+	if (n == 0)
+		return 0;
+	l2r_nopipe_begin(&np);
+	for (;;) {
+		bool again;
+
+		err = l2r_conn_get(r, fresh, &c);
+		if (err)
+			break;
+		err = l2r_tree_pipeline(r, c, dirs, n);
+		again = err && l2r_again(c, fresh, err);
+		l2r_conn_put(r, c);
+		if (!again)
+			break;
+		fresh = true;
+	}
+	l2r_nopipe_end(&np);
+	return err;
+}
+
+/* Reads the mirrored hash of directory @ino: -ENOENT when there is none,
+ * -EBADMSG (logged) when the value is not 64 hex digits. */
+static int l2r_get_tree(struct store *s, uint64_t ino,
+			uint8_t out[ITEM_HASH_LEN])
+{
+	struct l2r *r = l2r_of(s);
+	char key[L2R_PREFIX_MAX + 32];
+	const char *argv[2] = {"GET", key};
+	size_t lens[2] = {3, 0};
+	redisReply *reply;
+	int err;
+
+	lens[1] = l2r_tree_key(r, ino, key);
+	err = l2r_command(r, 2, argv, lens,
+			  L2R_T(REDIS_REPLY_STRING) | L2R_T(REDIS_REPLY_NIL),
+			  &reply, "read a tree hash");
+	if (err)
+		return err;
+	if (reply->type == REDIS_REPLY_NIL) {
+		err = -ENOENT;
+	} else if (reply->len != 2 * ITEM_HASH_LEN) {
+		err = -EBADMSG;
+	} else {
+		for (int i = 0; i < ITEM_HASH_LEN && !err; i++) {
+			int hi = l2r_hex(reply->str[2 * i]);
+			int lo = l2r_hex(reply->str[2 * i + 1]);
+
+			if (hi < 0 || lo < 0)
+				err = -EBADMSG;
+			else
+				out[i] = (uint8_t)(hi << 4 | lo);
+		}
+	}
+	if (err == -EBADMSG)
+		eng_logf(&r->base.log, LOG_WARNING,
+			 "redis '%s': tree hash of directory %llu is not a "
+			 "hash",
+			 r->target, (unsigned long long)ino);
+	freeReplyObject(reply);
+	return err;
+}
+
 static int l2r_lookup(struct store *s, uint64_t parent, const char *name,
 		      struct store_row *out)
 {
@@ -1093,6 +1214,8 @@ static const struct store_ops l2r_ops = {
 	.apply = l2r_apply,
 	.stats = l2r_stats,
 	.fetch = l2r_fetch,
+	.put_tree = l2r_put_tree,
+	.get_tree = l2r_get_tree,
 };
 
 /* ---- opening ---- */

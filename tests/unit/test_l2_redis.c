@@ -558,6 +558,62 @@ static void test_meta_only(void)
 	store_free(s);
 }
 
+/* The mirror of L3's Merkle tree: put_tree, get_tree, a deleted directory
+ * takes its hash along, a value that is not a hash is refused. */
+static void test_tree(void)
+{
+	struct store *s = open_ok();
+	uint64_t d1 = new_ino(), d2 = new_ino();
+	struct store_dirhash dirs[2] = {{.ino = d1}, {.ino = d2}};
+	struct item_meta m = meta_of(ITEM_DIR, NULL, 0);
+	redisContext *raw = raw_main();
+	uint8_t got[ITEM_HASH_LEN];
+	char tkey[128], hex[65];
+	struct store_change ch;
+
+	item_hash("one", 3, dirs[0].merkle);
+	item_hash("two", 3, dirs[1].merkle);
+	CHECK_EQ(s->ops->get_tree(s, d1, got), -ENOENT);
+	CHECK_EQ(s->ops->put_tree(s, dirs, 2), 0);
+	CHECK_EQ(s->ops->put_tree(s, dirs, 0), 0);
+	CHECK_EQ(s->ops->get_tree(s, d1, got), 0);
+	CHECK(memcmp(got, dirs[0].merkle, ITEM_HASH_LEN) == 0);
+	CHECK_EQ(s->ops->get_tree(s, d2, got), 0);
+	CHECK(memcmp(got, dirs[1].merkle, ITEM_HASH_LEN) == 0);
+
+	/* stored as readable hex under P t:INO */
+	snprintf(tkey, sizeof(tkey), "%st:%llu", prefix,
+		 (unsigned long long)d1);
+	item_hash_hex(dirs[0].merkle, hex);
+	{
+		redisReply *rep = redisCommand(raw, "GET %s", tkey);
+
+		CHECK(rep && rep->type == REDIS_REPLY_STRING);
+		CHECK(rep && strcmp(rep->str, hex) == 0);
+		freeReplyObject(rep);
+	}
+
+	/* a deleted directory loses its mirrored hash */
+	ch = meta_only_of(d1, 1, "d", &m);
+	ch.deleted = true;
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
+	CHECK_EQ(raw_int(raw, "EXISTS %s", tkey), 0);
+	CHECK_EQ(s->ops->get_tree(s, d1, got), -ENOENT);
+
+	/* garbage (someone's redis-cli) is refused, not decoded */
+	raw_ok(raw, "SET %s %s", tkey, "not-a-hash");
+	CHECK_EQ(s->ops->get_tree(s, d1, got), -EBADMSG);
+	hex[10] = 'x';
+	raw_ok(raw, "SET %s %s", tkey, hex);
+	CHECK_EQ(s->ops->get_tree(s, d1, got), -EBADMSG);
+	raw_int(raw, "DEL %s", tkey);
+	snprintf(tkey, sizeof(tkey), "%st:%llu", prefix,
+		 (unsigned long long)d2);
+	raw_int(raw, "DEL %s", tkey);
+	redisFree(raw);
+	store_free(s);
+}
+
 static void test_batch(void)
 {
 	enum { N = 2000, LEN = 256, ROUNDS = 5 };
@@ -1452,6 +1508,7 @@ int main(void)
 	RUN(test_meta_fields);
 	RUN(test_delete);
 	RUN(test_meta_only);
+	RUN(test_tree);
 	RUN(test_batch);
 	RUN(test_big_batch);
 	RUN(test_unsupported);
