@@ -970,6 +970,18 @@ static struct item *l2_content(struct eng *e, struct node *n)
 			id[0] = '\0';
 		it = item_new_take(id, data, len, &n->meta);
 		data = NULL;
+		/* item_new_take hashed the bytes Redis gave: content that
+		 * does not match the metadata (a corrupted key) is dropped,
+		 * and the read falls through to L3, which rewrites it */
+		if (it && memcmp(item_meta(it)->hash, n->meta.hash,
+				 ITEM_HASH_LEN) != 0) {
+			eng_logf(&e->cfg.log, LOG_WARNING,
+				 "redis holds corrupt content for inode %llu: "
+				 "reading it from %s",
+				 (unsigned long long)n->ino, e->l3->ops->name);
+			item_unref(it);
+			it = NULL;
+		}
 	}
 	free(data);
 	store_row_release(&row);
@@ -1718,7 +1730,7 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	if (cfg->redis) {
 		r = l2_redis_open(cfg->redis,
 				  cfg->redis_prefix ? cfg->redis_prefix
-						    : "tierfs:",
+						    : ENG_REDIS_PREFIX,
 				  &e->cfg.log, &e->l2);
 		if (r == -EAGAIN) {
 			eng_logf(&e->cfg.log, LOG_WARNING,
@@ -2754,6 +2766,43 @@ static ssize_t tiers_xattr(struct eng *e, struct node *n, void *buf,
 	return xattr_out(val, (size_t)len, buf, size);
 }
 
+/*
+ * user.tierfs.merkle: a file's Merkle hash is its content hash; a
+ * directory's is its subtree's hash as L3 holds it. So that the value
+ * covers what readers of the mount see, this mount's pending changes are
+ * committed first (as by sync); during an L3 outage the read fails with
+ * EIO instead of answering a hash that leaves them out.
+ */
+static ssize_t merkle_xattr(struct eng *e, struct node *n, void *buf,
+			    size_t size)
+{
+	struct store_row row;
+	char val[65];
+	int r;
+
+	if (!node_is_dir(n)) {
+		item_hash_hex(n->meta.hash, val);
+		return xattr_out(val, 64, buf, size);
+	}
+	n->holds++;
+	r = wait_committed(e, e->change_seq);
+	if (r == 0 && n->deleted)
+		r = -ENOENT;
+	else if (r == 0 && e->l3_failing)
+		r = -EIO; /* the log holds changes L3 has not got */
+	if (r == 0) {
+		pthread_mutex_unlock(&e->lock);
+		r = L3_READ(e, e->l3->ops->get(e->l3, n->ino, &row));
+		pthread_mutex_lock(&e->lock);
+	}
+	n->holds--;
+	if (r < 0)
+		return r;
+	item_hash_hex(row.merkle, val);
+	store_row_release(&row);
+	return xattr_out(val, 64, buf, size);
+}
+
 static ssize_t synthetic_xattr(struct eng *e, struct node *n, const char *name,
 			       void *buf, size_t size)
 {
@@ -2786,6 +2835,8 @@ static ssize_t synthetic_xattr(struct eng *e, struct node *n, const char *name,
 	}
 	if (file && strcmp(key, "tiers") == 0)
 		return tiers_xattr(e, n, buf, size);
+	if (strcmp(key, "merkle") == 0)
+		return merkle_xattr(e, n, buf, size);
 	if (strcmp(key, "state") == 0 && n->meta.state)
 		return xattr_out(n->meta.state, strlen(n->meta.state), buf,
 				 size);
@@ -2884,7 +2935,8 @@ static int list_add(void *arg, const char *name)
 
 ssize_t eng_listxattr(struct eng *e, uint64_t ino, char *buf, size_t size)
 {
-	static const char *const root_names[] = {TFS_XATTR "id"};
+	static const char *const root_names[] = {TFS_XATTR "id",
+						 TFS_XATTR "merkle"};
 	struct list_ctx c = {.buf = buf, .size = size};
 	struct node *n;
 	ssize_t r;

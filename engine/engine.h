@@ -46,6 +46,9 @@
 #include "item.h"
 #include "log.h"
 
+/* The key prefix in Redis when eng_config.redis_prefix is NULL. */
+#define ENG_REDIS_PREFIX "tierfs:"
+
 struct eng;
 struct eng_file;
 struct eng_dir;
