@@ -20,6 +20,7 @@
 #include "ops.h"
 #include "options.h"
 #include "status_cmd.h"
+#include "verify_cmd.h"
 
 static int log_to_syslog;
 static int log_debug;
@@ -55,6 +56,8 @@ int main(int argc, char *argv[])
 
 	if (argc >= 2 && strcmp(argv[1], "status") == 0)
 		return tfs_status_cmd(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "verify") == 0)
+		return tfs_verify_cmd(argc, argv);
 	if (tfs_options_parse(&args, &o) < 0) {
 		ret = 2;
 		goto out_free_args;
