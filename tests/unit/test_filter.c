@@ -15,7 +15,7 @@
 #include "check.h"
 #include "engine.h"
 
-#define NFILES 3000
+#define NFILES 100000 /* the store size */
 #define NMISSING 10000
 
 static char dir[] = "/tmp/tierfs-test-filter-XXXXXX";
@@ -84,7 +84,7 @@ int main(void)
 	e = open_engine();
 	CHECK_EQ(eng_mkdir(e, 1, "d", 0755, &ctx, &d), 0);
 	for (int i = 0; i < NFILES; i++) {
-		snprintf(name, sizeof(name), "f%05d.bin", i);
+		snprintf(name, sizeof(name), "f%06d.bin", i);
 		create(e, d.ino, name);
 	}
 	CHECK_EQ(eng_close(e), 0);
@@ -110,13 +110,13 @@ int main(void)
 
 	/* every existing name is found (no false negative) */
 	for (int i = 0; i < NFILES; i++) {
-		snprintf(name, sizeof(name), "f%05d.bin", i);
+		snprintf(name, sizeof(name), "f%06d.bin", i);
 		CHECK_EQ(lookup(e, d.ino, name), 0);
 	}
 	/* this engine's changes keep it current */
 	create(e, d.ino, "new.bin");
-	CHECK_EQ(eng_rename(e, d.ino, "f00000.bin", d.ino, "moved.bin", 0), 0);
-	CHECK_EQ(eng_unlink(e, d.ino, "f00001.bin"), 0);
+	CHECK_EQ(eng_rename(e, d.ino, "f000000.bin", d.ino, "moved.bin", 0), 0);
+	CHECK_EQ(eng_unlink(e, d.ino, "f000001.bin"), 0);
 	CHECK_EQ(eng_sync(e), 0);
 	CHECK_EQ(eng_close(e), 0);
 
@@ -125,14 +125,14 @@ int main(void)
 	CHECK_EQ(lookup(e, d.ino, "new.bin"), 0); /* before trust: via L3 */
 	wait_trusted(e);
 	CHECK_EQ(lookup(e, d.ino, "moved.bin"), 0);
-	CHECK_EQ(lookup(e, d.ino, "f00000.bin"), -ENOENT);
-	CHECK_EQ(lookup(e, d.ino, "f00001.bin"), -ENOENT);
+	CHECK_EQ(lookup(e, d.ino, "f000000.bin"), -ENOENT);
+	CHECK_EQ(lookup(e, d.ino, "f000001.bin"), -ENOENT);
 	create(e, d.ino, "after-trust.bin");
 	CHECK_EQ(lookup(e, d.ino, "after-trust.bin"), 0);
 	CHECK_EQ(eng_unlink(e, d.ino, "after-trust.bin"), 0);
 	CHECK_EQ(lookup(e, d.ino, "after-trust.bin"), -ENOENT);
 	for (int i = 2; i < NFILES; i++) {
-		snprintf(name, sizeof(name), "f%05d.bin", i);
+		snprintf(name, sizeof(name), "f%06d.bin", i);
 		CHECK_EQ(lookup(e, d.ino, name), 0);
 	}
 	CHECK_EQ(eng_close(e), 0);
