@@ -17,6 +17,7 @@
 #include <syslog.h>
 #include <unistd.h>
 
+#include "hash_cmd.h"
 #include "ops.h"
 #include "options.h"
 #include "status_cmd.h"
@@ -56,6 +57,8 @@ int main(int argc, char *argv[])
 
 	if (argc >= 2 && strcmp(argv[1], "status") == 0)
 		return tfs_status_cmd(argc, argv);
+	if (argc >= 2 && strcmp(argv[1], "hash") == 0)
+		return tfs_hash_cmd(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "verify") == 0)
 		return tfs_verify_cmd(argc, argv);
 	if (tfs_options_parse(&args, &o) < 0) {
