@@ -1248,8 +1248,10 @@ static int lsq_merkle_update(struct lsq *q, const uint64_t *seeds, size_t n,
 		err = lsq_dirset_walk(q, &set, seeds[i]);
 	if (err)
 		goto out_release;
+	if (!set.n)
+		goto out_report; /* only deletes of absent rows */
 	qsort(set.dirs, set.n, sizeof(*set.dirs), lsq_dir_cmp);
-	if (tree && set.n) {
+	if (tree) {
 		out = calloc(set.n, sizeof(*out));
 		if (!out) {
 			err = -ENOMEM;
@@ -1265,6 +1267,7 @@ static int lsq_merkle_update(struct lsq *q, const uint64_t *seeds, size_t n,
 			memcpy(out[i].merkle, hash, MERKLE_LEN);
 		}
 	}
+out_report:
 	if (tree) {
 		*tree = out;
 		*ntree = set.n;
