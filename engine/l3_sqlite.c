@@ -1,14 +1,14 @@
 /*
  * l3_sqlite.c - the embedded L3 store: the tree of entries in one SQLite file.
  *
- * Schema (schema version 1):
+ * Schema (schema version 2):
  *
  *     CREATE TABLE meta (
  *             key   TEXT PRIMARY KEY,
  *             value                      -- no affinity: stored as given
  *     ) WITHOUT ROWID;
  *         'format'         = 'tierfs'   marks the file as ours
- *         'schema_version' = 1          refused when newer than this build
+ *         'schema_version' = 2          refused when newer than this build
  *         'next_ino'       = 2..        lowest inode number never handed out
  *
  *     CREATE TABLE entries (
@@ -27,11 +27,14 @@
  *             gid          INTEGER NOT NULL,
  *             explicit_dir INTEGER NOT NULL,
  *             state        TEXT,                 -- NULL when none or empty
- *             xattrs       BLOB                  -- NULL when empty
+ *             xattrs       BLOB,                 -- NULL when empty
+ *             merkle       BLOB                  -- directories: 32 bytes
  *     );
  *     CREATE UNIQUE INDEX entries_parent_name ON entries (parent, name);
  *     CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem)
  *             WHERE stem IS NOT NULL;
+ *     CREATE INDEX entries_children ON entries
+ *             (parent, name, kind, hash, merkle);  -- covers the Merkle scan
  *
  *     CREATE TABLE contents (
  *             ino  INTEGER PRIMARY KEY,          -- entries.ino of a file
@@ -46,6 +49,66 @@
  * (parent, stem) refuses a second file with the same item ID. Content lives
  * in its own table so that lookups and listings never read it. A file
  * without a content row has empty content.
+ *
+ * Merkle hashes (merkle.h). A directory's row holds its subtree hash in
+ * merkle; a file's Merkle hash is its hash column (NULL: zero), and its
+ * merkle is NULL. get(), lookup() and list() report them in row.merkle.
+ * apply() keeps them true in the batch's own transaction, after writing
+ * the rows (a third pass): the directories the batch touched are the old
+ * parent of every changed or deleted row (DELETE ... RETURNING parent, in
+ * pass 1), the new parent of every written row, and every written row that
+ * is a directory (its row was replaced, so its merkle is NULL until
+ * recomputed); their ancestors up to the root are added by following
+ * parent links (a touched directory that is gone, or is not a directory,
+ * adds nothing). A parent chain that loops or is longer than LSQ_MAX_DEPTH
+ * is logged and fails the batch with -EIO. Each of these directories is
+ * recomputed from its children's rows in name order (entries_children:
+ * BINARY order of blobs is merkle_name_cmp() order), deepest first,
+ * so that each child directory's merkle is final when its parent reads it;
+ * the report apply() returns lists them in that order, the root last.
+ *
+ * The cost: a directory is rehashed by reading all its children, so every
+ * batch reads every child of every directory on the path from what it
+ * touched up to the root, the root's children included, however small the
+ * batch: a batch costs O(the sizes of those directories), not O(batch).
+ * Measured on an AMD EPYC VM (SHA-NI), ext4, synchronous=FULL: the mean of
+ * 10 apply() calls into a directory, or the root, that already holds
+ * 100,000 files (made by 10 batches of 10,000), each call reporting its
+ * tree; the two cases cost the same:
+ *
+ *                                  1000 creates   1 create
+ *     no Merkle hashes (v1)          2.3 ms         0.7 ms
+ *     Merkle, (parent, name) only   27 ms          25 ms
+ *     Merkle, entries_children      21 ms          18 ms
+ *
+ * Nearly all of it is the rescan of the big directory: stepping through
+ * 110,000 entries of entries_children takes SQLite 16.5 ms, and hashing
+ * 100,000 children takes 4-5 ms of SHA-256. Through entries_parent_name
+ * the same scan takes 23 ms, as each child costs a table lookup by rowid:
+ * hence entries_children. It cannot replace entries_parent_name (a unique
+ * index on all five columns would not keep names unique), so it is a third
+ * index, and every row written pays for it: a batch of a new directory and
+ * 1000 creates in it took 4.1 ms with it against 3.5 ms without (2.5 ms in
+ * version 1), and the file of the 100,000 files of 32 bytes grew from 18.0
+ * to 24.8 MiB (names and hashes are stored twice). A child scanned is ~65
+ * ns cheaper with it, a row written ~0.6 us dearer, so it wins when a batch
+ * rescans more than ~10 children per row it writes: every small batch into
+ * a directory of more than a few hundred entries, which is where the Merkle
+ * work costs anything. Where it loses, the loss is a fraction of a
+ * millisecond, so it stays. Migrating a version-1 file of 100,000 files
+ * (the column, the index, the hashes) took 100 ms.
+ *
+ * Schema versions. Version 1 had neither the merkle column nor
+ * entries_children. Opening a version-1 file migrates it in the writer's
+ * opening transaction (BEGIN IMMEDIATE, under which nothing else can
+ * write): ALTER TABLE adds the column, CREATE INDEX makes the index, a
+ * recursive CTE numbers every directory by its depth (from the root, or
+ * from an orphan directory whose parent is missing), and each is hashed
+ * deepest first; then schema_version becomes 2 and one INFO line is
+ * logged. Either all of that commits or none of it. Directories in a
+ * cycle are left NULL with a warning. A version-1 build refuses the
+ * migrated file; one that already had it open would go on writing without
+ * hashes, so stop old mounts before the first open by this build.
  *
  * Connection discipline. The file is in WAL mode. One writer connection,
  * guarded by write_lock, runs every write (apply, alloc_ino) inside BEGIN
@@ -81,14 +144,20 @@
 #include <sqlite3.h>
 
 #include "l3_sqlite.h"
+#include "merkle.h"
 #include "pool.h"
+#include "u64map.h"
 
-#define LSQ_SCHEMA_VERSION 1
+#define LSQ_SCHEMA_VERSION 2
 #define LSQ_FORMAT "tierfs"
 #define LSQ_FIRST_INO 2
 #define LSQ_READERS 4
 #define LSQ_BUSY_TIMEOUT_MS 5000
 #define LSQ_POOL_WAIT_S 30 /* how long a reader waits for a free connection */
+/* The deepest directory the Merkle maintenance follows: far below any tree
+ * the engine builds (node_path() stops at ID_MAX levels), so a parent chain
+ * longer than this is a cycle or a corrupt row. */
+#define LSQ_MAX_DEPTH 4096
 
 static const char lsq_schema_sql[] =
 	"CREATE TABLE meta ("
@@ -111,11 +180,14 @@ static const char lsq_schema_sql[] =
 	" gid INTEGER NOT NULL,"
 	" explicit_dir INTEGER NOT NULL,"
 	" state TEXT,"
-	" xattrs BLOB"
+	" xattrs BLOB,"
+	" merkle BLOB"
 	");"
 	"CREATE UNIQUE INDEX entries_parent_name ON entries (parent, name);"
 	"CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem)"
 	" WHERE stem IS NOT NULL;"
+	"CREATE INDEX entries_children ON entries"
+	" (parent, name, kind, hash, merkle);"
 	"CREATE TABLE contents ("
 	" ino INTEGER PRIMARY KEY,"
 	" data BLOB NOT NULL"
@@ -124,7 +196,7 @@ static const char lsq_schema_sql[] =
 /* The columns every row query returns, in the order lsq_row_decode reads. */
 #define LSQ_ROW_COLS                                                           \
 	"ino, parent, name, kind, size, hash, version, mtime_ns, ctime_ns,"    \
-	" mode, uid, gid, explicit_dir, state, xattrs"
+	" mode, uid, gid, explicit_dir, state, xattrs, merkle"
 
 enum lsq_col {
 	COL_INO,
@@ -142,6 +214,7 @@ enum lsq_col {
 	COL_EXPLICIT,
 	COL_STATE,
 	COL_XATTRS,
+	COL_MERKLE,
 };
 
 /* Statements of a reader connection. */
@@ -184,6 +257,9 @@ enum lsq_wstmt {
 	W_PUT_CONTENT,
 	W_GET_NEXT_INO,
 	W_SET_NEXT_INO,
+	W_GET_PARENT,
+	W_CHILDREN,
+	W_SET_MERKLE,
 	W_NSTMT,
 };
 
@@ -191,7 +267,7 @@ static const char *const lsq_writer_sql[W_NSTMT] = {
 	[W_BEGIN] = "BEGIN IMMEDIATE",
 	[W_COMMIT] = "COMMIT",
 	[W_ROLLBACK] = "ROLLBACK",
-	[W_DEL_ENTRY] = "DELETE FROM entries WHERE ino = ?1",
+	[W_DEL_ENTRY] = "DELETE FROM entries WHERE ino = ?1 RETURNING parent",
 	[W_DEL_CONTENT] = "DELETE FROM contents WHERE ino = ?1",
 	[W_INS_ENTRY] = ("INSERT INTO entries (ino, parent, name, stem, kind,"
 			 " size, hash, version, mtime_ns, ctime_ns, mode, uid,"
@@ -202,6 +278,10 @@ static const char *const lsq_writer_sql[W_NSTMT] = {
 			   " VALUES (?1, ?2)"),
 	[W_GET_NEXT_INO] = "SELECT value FROM meta WHERE key = 'next_ino'",
 	[W_SET_NEXT_INO] = "UPDATE meta SET value = ?1 WHERE key = 'next_ino'",
+	[W_GET_PARENT] = "SELECT parent, kind FROM entries WHERE ino = ?1",
+	[W_CHILDREN] = ("SELECT name, kind, hash, merkle, ino FROM entries"
+			" WHERE parent = ?1 ORDER BY name"),
+	[W_SET_MERKLE] = "UPDATE entries SET merkle = ?2 WHERE ino = ?1",
 };
 
 #define LSQ_MAX_NSTMT                                                          \
@@ -532,6 +612,17 @@ static int lsq_row_decode(const struct lsq *q, sqlite3_stmt *st,
 		if (sqlite3_column_bytes(st, COL_HASH) != ITEM_HASH_LEN)
 			return lsq_corrupt(q, ino, "bad hash");
 		memcpy(r.meta.hash, p, ITEM_HASH_LEN);
+	}
+	/* A file's Merkle hash is its content hash; a directory's has its own
+	 * column, NULL (reported as zero, "not known") only in a row that no
+	 * maintenance reached (a cycle left alone by the migration). */
+	if (r.meta.kind != ITEM_DIR) {
+		memcpy(r.merkle, r.meta.hash, ITEM_HASH_LEN);
+	} else if (sqlite3_column_type(st, COL_MERKLE) != SQLITE_NULL) {
+		p = sqlite3_column_blob(st, COL_MERKLE);
+		if (sqlite3_column_bytes(st, COL_MERKLE) != ITEM_HASH_LEN)
+			return lsq_corrupt(q, ino, "bad merkle hash");
+		memcpy(r.merkle, p, ITEM_HASH_LEN);
 	}
 	r.meta.version = (uint64_t)sqlite3_column_int64(st, COL_VERSION);
 	r.meta.mtime_ns = sqlite3_column_int64(st, COL_MTIME);
@@ -936,6 +1027,279 @@ static int lsq_run_ino(struct lsq *q, enum lsq_wstmt which, uint64_t ino,
 	return lsq_run(q, q->writer->db, st, what);
 }
 
+/* ---- the Merkle maintenance ---- */
+
+/*
+ * Recomputes the Merkle hash of directory @ino from its children's rows,
+ * read in name order from the covering index entries_children, and writes
+ * it to the row's merkle column and to @out. Runs on the writer, inside
+ * its transaction.
+ * A child file contributes its hash column (NULL: the zero hash, as get()
+ * reports it); a child directory its merkle column, which must be there:
+ * callers recompute the deepest directories first.
+ */
+static int lsq_dir_hash(struct lsq *q, uint64_t ino, uint8_t out[MERKLE_LEN])
+{
+	static const uint8_t zero[MERKLE_LEN];
+	sqlite3 *db = q->writer->db;
+	sqlite3_stmt *st = q->writer->stmt[W_CHILDREN];
+	struct merkle *m;
+	int rc, err = 0;
+
+	m = merkle_begin();
+	if (!m)
+		return -ENOMEM;
+	rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		bool is_dir = sqlite3_column_int(st, 1) == ITEM_DIR;
+		int col = is_dir ? 3 : 2;
+		const void *name = sqlite3_column_blob(st, 0);
+		int len = sqlite3_column_bytes(st, 0);
+		const void *hash = sqlite3_column_blob(st, col);
+		int hlen = sqlite3_column_bytes(st, col);
+
+		if (len && !name) {
+			err = -ENOMEM;
+			goto out_abort;
+		}
+		if (!is_dir && sqlite3_column_type(st, col) == SQLITE_NULL) {
+			hash = zero;
+			hlen = MERKLE_LEN;
+		}
+		if (hlen != MERKLE_LEN || !hash) {
+			err = lsq_corrupt(q, sqlite3_column_int64(st, 4),
+					  is_dir ? "bad merkle hash"
+						 : "bad hash");
+			goto out_abort;
+		}
+		merkle_add_child(m, name, (size_t)len, is_dir, hash);
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_DONE) {
+		err = lsq_errno(q, db, rc, "read a directory's children");
+		goto out_abort;
+	}
+	lsq_done(st);
+	merkle_end(m, out);
+
+	st = q->writer->stmt[W_SET_MERKLE];
+	rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(st, 2, out, MERKLE_LEN, SQLITE_STATIC);
+	if (rc != SQLITE_OK) {
+		lsq_done(st);
+		return lsq_errno(q, db, rc, "bind a merkle hash");
+	}
+	return lsq_run(q, db, st, "write a merkle hash");
+
+out_abort:
+	lsq_done(st);
+	merkle_abort(m);
+	return err;
+}
+
+/* One directory that a batch's Merkle work recomputes. */
+struct lsq_dir {
+	uint64_t ino;
+	int depth; /* levels below the top of its parent chain; -1 while the
+		    * chain is being walked */
+};
+
+/* The directories a batch touched and their ancestors, each once. */
+struct lsq_dirset {
+	struct u64map index; /* ino -> 1 + its position in dirs */
+	struct lsq_dir *dirs;
+	size_t n, cap;
+};
+
+static void lsq_dirset_release(struct lsq_dirset *set)
+{
+	u64map_release(&set->index);
+	free(set->dirs);
+}
+
+static struct lsq_dir *lsq_dirset_find(const struct lsq_dirset *set,
+				       uint64_t ino)
+{
+	uintptr_t pos = (uintptr_t)u64map_get(&set->index, ino);
+
+	return pos ? &set->dirs[pos - 1] : NULL;
+}
+
+static int lsq_dirset_add(struct lsq_dirset *set, uint64_t ino)
+{
+	if (set->n == set->cap) {
+		size_t cap = set->cap ? 2 * set->cap : 16;
+		struct lsq_dir *d = reallocarray(set->dirs, cap, sizeof(*d));
+
+		if (!d)
+			return -ENOMEM;
+		set->dirs = d;
+		set->cap = cap;
+	}
+	set->dirs[set->n] = (struct lsq_dir){.ino = ino, .depth = -1};
+	set->n++;
+	return u64map_put(&set->index, ino, (void *)(uintptr_t)set->n);
+}
+
+/* Reads the parent and kind of row @ino on the writer. Returns 1, or 0 when
+ * there is no such row, or a negative errno. */
+static int lsq_get_parent(struct lsq *q, uint64_t ino, uint64_t *parent,
+			  int *kind)
+{
+	sqlite3_stmt *st = q->writer->stmt[W_GET_PARENT];
+	int rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+	int ret = 0;
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*parent = (uint64_t)sqlite3_column_int64(st, 0);
+		*kind = sqlite3_column_int(st, 1);
+		ret = 1;
+	} else if (rc != SQLITE_DONE) {
+		ret = lsq_errno(q, q->writer->db, rc, "read a parent");
+	}
+	lsq_done(st);
+	return ret;
+}
+
+/*
+ * Adds directory @seed and its ancestors to @set, each with its depth below
+ * the top of its chain: the root, or a directory whose parent is missing or
+ * not a directory (an orphan, which the store does not forbid). Stops early
+ * at a directory already in the set. A @seed that is missing (deleted by the
+ * batch) or is not a directory adds nothing. A chain that comes back to
+ * itself or is longer than LSQ_MAX_DEPTH is logged and fails with -EIO.
+ */
+static int lsq_dirset_walk(struct lsq *q, struct lsq_dirset *set, uint64_t seed)
+{
+	size_t first = set->n; /* the chain walked is dirs[first..n) */
+	uint64_t ino = seed, parent = 0;
+	struct lsq_dir *d;
+	int kind = 0, found, err, depth = 0;
+
+	for (;;) {
+		d = lsq_dirset_find(set, ino);
+		if (d) {
+			if (d->depth < 0)
+				goto out_cycle;
+			depth = d->depth + 1;
+			break;
+		}
+		found = lsq_get_parent(q, ino, &parent, &kind);
+		if (found < 0)
+			return found;
+		if (!found || kind != ITEM_DIR)
+			break;
+		if (set->n - first >= LSQ_MAX_DEPTH)
+			goto out_cycle;
+		err = lsq_dirset_add(set, ino);
+		if (err)
+			return err;
+		if (ino == STORE_ROOT_INO || parent == 0)
+			break;
+		ino = parent;
+	}
+	if ((size_t)depth + (set->n - first) > LSQ_MAX_DEPTH)
+		goto out_cycle;
+	for (size_t i = set->n; i-- > first; depth++)
+		set->dirs[i].depth = depth;
+	return 0;
+
+out_cycle:
+	eng_logf(&q->base.log, LOG_ERR,
+		 "sqlite '%s': cannot update merkle hashes: the parents of "
+		 "inode %llu are a cycle or more than %d levels deep",
+		 q->path, (unsigned long long)seed, LSQ_MAX_DEPTH);
+	return -EIO;
+}
+
+/* Deepest first, so that a directory comes after all its subdirectories;
+ * the root last; inode order for the rest (a stable report). */
+static int lsq_dir_cmp(const void *pa, const void *pb)
+{
+	const struct lsq_dir *a = pa, *b = pb;
+
+	if (a->depth != b->depth)
+		return a->depth > b->depth ? -1 : 1;
+	if ((a->ino == STORE_ROOT_INO) != (b->ino == STORE_ROOT_INO))
+		return a->ino == STORE_ROOT_INO ? 1 : -1;
+	return a->ino < b->ino ? -1 : a->ino > b->ino;
+}
+
+/*
+ * The Merkle half of apply(), inside its transaction and after its rows are
+ * written: recomputes directories @seeds[0..n) (duplicates, deleted ones and
+ * files allowed) and all their ancestors, bottom-up. When @tree is not NULL,
+ * sets *tree to a new array of their hashes, the root last, and *ntree to
+ * its length (NULL and 0 when none); on failure, writes neither.
+ */
+static int lsq_merkle_update(struct lsq *q, const uint64_t *seeds, size_t n,
+			     struct store_dirhash **tree, size_t *ntree)
+{
+	struct lsq_dirset set = {0};
+	struct store_dirhash *out = NULL;
+	uint8_t hash[MERKLE_LEN];
+	int err = 0;
+
+	u64map_init(&set.index);
+	for (size_t i = 0; i < n && !err; i++)
+		err = lsq_dirset_walk(q, &set, seeds[i]);
+	if (err)
+		goto out_release;
+	if (!set.n)
+		goto out_report; /* only deletes of absent rows */
+	qsort(set.dirs, set.n, sizeof(*set.dirs), lsq_dir_cmp);
+	if (tree) {
+		out = calloc(set.n, sizeof(*out));
+		if (!out) {
+			err = -ENOMEM;
+			goto out_release;
+		}
+	}
+	for (size_t i = 0; i < set.n; i++) {
+		err = lsq_dir_hash(q, set.dirs[i].ino, hash);
+		if (err)
+			goto out_release;
+		if (out) {
+			out[i].ino = set.dirs[i].ino;
+			memcpy(out[i].merkle, hash, MERKLE_LEN);
+		}
+	}
+out_report:
+	if (tree) {
+		*tree = out;
+		*ntree = set.n;
+		out = NULL;
+	}
+out_release:
+	free(out);
+	lsq_dirset_release(&set);
+	return err;
+}
+
+/* Deletes row @ino and adds its old parent, if it was there, to @seeds. */
+static int lsq_delete_entry(struct lsq *q, uint64_t ino, uint64_t *seeds,
+			    size_t *nseeds)
+{
+	sqlite3_stmt *st = q->writer->stmt[W_DEL_ENTRY];
+	int rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		seeds[(*nseeds)++] = (uint64_t)sqlite3_column_int64(st, 0);
+		/* RETURNING has done its work in the first step: this
+		 * only ends the statement */
+		rc = sqlite3_step(st);
+	}
+	lsq_done(st);
+	if (rc != SQLITE_DONE)
+		return lsq_errno(q, q->writer->db, rc, "delete an entry");
+	return 0;
+}
+
 /* Checks one change against the store.h contract; -EINVAL when it fails. */
 static int lsq_check_change(const struct lsq *q, const struct store_change *ch)
 {
@@ -977,6 +1341,9 @@ static int lsq_apply(struct store *s, const struct store_change *changes,
 		     size_t n, struct store_dirhash **tree, size_t *ntree)
 {
 	struct lsq *q = lsq_of(s);
+	struct store_dirhash *report = NULL;
+	size_t nreport = 0, nseeds = 0;
+	uint64_t *seeds;
 	struct lsq_conn *w;
 	sqlite3_stmt *st;
 	int rc, err = 0;
@@ -991,6 +1358,11 @@ static int lsq_apply(struct store *s, const struct store_change *changes,
 	}
 	if (n == 0)
 		return 0;
+	/* the directories whose Merkle hash the batch touches: each change's
+	 * old parent, new parent and, for a directory, itself */
+	seeds = reallocarray(NULL, n, 3 * sizeof(*seeds));
+	if (!seeds)
+		return -ENOMEM;
 
 	pthread_mutex_lock(&q->write_lock);
 	w = q->writer;
@@ -1003,7 +1375,7 @@ static int lsq_apply(struct store *s, const struct store_change *changes,
 	for (i = 0; i < n; i++) {
 		const struct store_change *ch = &changes[i];
 
-		err = lsq_run_ino(q, W_DEL_ENTRY, ch->ino, "delete an entry");
+		err = lsq_delete_entry(q, ch->ino, seeds, &nseeds);
 		if (!err && ch->deleted)
 			err = lsq_run_ino(q, W_DEL_CONTENT, ch->ino,
 					  "delete content");
@@ -1028,6 +1400,9 @@ static int lsq_apply(struct store *s, const struct store_change *changes,
 		err = lsq_run(q, w->db, st, "write an entry");
 		if (err)
 			goto out_rollback;
+		seeds[nseeds++] = ch->parent;
+		if (ch->meta->kind == ITEM_DIR)
+			seeds[nseeds++] = ch->ino; /* its merkle was reset */
 		if (!ch->has_data)
 			continue;
 		st = w->stmt[W_PUT_CONTENT];
@@ -1045,15 +1420,28 @@ static int lsq_apply(struct store *s, const struct store_change *changes,
 			goto out_rollback;
 	}
 
+	/* Pass 3: the Merkle hashes, in the same transaction. */
+	err = lsq_merkle_update(q, seeds, nseeds, tree ? &report : NULL,
+				&nreport);
+	if (err)
+		goto out_rollback;
+
 	err = lsq_run(q, w->db, w->stmt[W_COMMIT], "commit a batch");
 	if (err)
 		goto out_rollback;
+	if (tree) {
+		*tree = report;
+		*ntree = nreport;
+		report = NULL;
+	}
 	goto out_unlock;
 
 out_rollback:
 	lsq_rollback(q);
 out_unlock:
 	pthread_mutex_unlock(&q->write_lock);
+	free(report);
+	free(seeds);
 	return err;
 }
 
@@ -1157,7 +1545,8 @@ static int lsq_create_root(struct lsq *q)
 	sqlite3_stmt *st = q->writer->stmt[W_INS_ENTRY];
 	struct item_meta root;
 	struct timespec now;
-	int rc;
+	uint8_t hash[MERKLE_LEN];
+	int rc, err;
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	memset(&root, 0, sizeof(root));
@@ -1175,11 +1564,15 @@ static int lsq_create_root(struct lsq *q)
 		return lsq_errno(q, q->writer->db, rc,
 				 "bind the root directory");
 	}
-	return lsq_run(q, q->writer->db, st, "create the root directory");
+	err = lsq_run(q, q->writer->db, st, "create the root directory");
+	if (err)
+		return err;
+	return lsq_dir_hash(q, STORE_ROOT_INO, hash); /* of no children */
 }
 
-/* Checks that an existing database is ours, of a version this build reads. */
-static int lsq_check(struct lsq *q)
+/* Checks that an existing database is ours, of a version this build reads,
+ * and sets *version to its schema version. */
+static int lsq_check(struct lsq *q, sqlite3_int64 *version)
 {
 	sqlite3 *db = q->writer->db;
 	sqlite3_int64 v = 0;
@@ -1214,6 +1607,7 @@ static int lsq_check(struct lsq *q)
 			 q->path, (long long)v, LSQ_SCHEMA_VERSION);
 		return -EINVAL;
 	}
+	*version = v;
 	return 0;
 
 out_foreign:
@@ -1222,13 +1616,114 @@ out_foreign:
 	return -EINVAL;
 }
 
+/* The schema change from version 1: the column and the index, before the
+ * writer's statements (which name them) are prepared. */
+static const char lsq_v1_to_v2_sql[] =
+	"ALTER TABLE entries ADD COLUMN merkle BLOB;"
+	"CREATE INDEX entries_children ON entries"
+	" (parent, name, kind, hash, merkle);";
+
+/*
+ * The rest of the migration from schema version 1, once the column is there
+ * and the writer's statements are prepared: computes the Merkle hash of
+ * every directory, bottom-up, and records version 2; sets *ndirs to how
+ * many. A recursive CTE numbers the directories by depth below the top of
+ * their chain, as apply() finds it (the root, or a directory whose parent is
+ * missing or not a directory); they are read into memory before any is
+ * written, and written deepest first, so that each directory's children are
+ * done when it is. Directories that no chain reaches (a cycle) or that lie
+ * deeper than LSQ_MAX_DEPTH are left NULL, with a warning: the old file was
+ * already broken there, and an apply() that reaches them fails with -EIO.
+ */
+static int lsq_migrate_v1(struct lsq *q, size_t *ndirs)
+{
+	static const char dirs_sql[] =
+		"WITH RECURSIVE tree (ino, depth) AS ("
+		" SELECT d.ino, 0 FROM entries AS d WHERE d.kind = ?2"
+		"  AND NOT EXISTS (SELECT 1 FROM entries AS p"
+		"   WHERE p.ino = d.parent AND p.kind = ?2)"
+		" UNION ALL"
+		" SELECT e.ino, t.depth + 1 FROM tree AS t"
+		"  JOIN entries AS e ON e.parent = t.ino"
+		"  WHERE e.kind = ?2 AND t.depth < ?1"
+		") SELECT ino FROM tree ORDER BY depth DESC";
+	sqlite3 *db = q->writer->db;
+	sqlite3_stmt *st = NULL;
+	uint64_t *inos = NULL;
+	size_t n = 0, cap = 0;
+	uint8_t hash[MERKLE_LEN];
+	sqlite3_int64 unhashed = 0;
+	char sql[128];
+	int rc, err = 0;
+
+	rc = sqlite3_prepare_v2(db, dirs_sql, -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(st, 1, LSQ_MAX_DEPTH);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(st, 2, ITEM_DIR);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == cap) {
+			uint64_t *p;
+
+			cap = cap ? 2 * cap : 1024;
+			p = reallocarray(inos, cap, sizeof(*inos));
+			if (!p) {
+				err = -ENOMEM;
+				goto out_free;
+			}
+			inos = p;
+		}
+		inos[n++] = (uint64_t)sqlite3_column_int64(st, 0);
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_DONE) {
+		err = lsq_errno(q, db, rc, "list the directories to migrate");
+		goto out_free;
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		err = lsq_dir_hash(q, inos[i], hash);
+		if (err)
+			goto out_free;
+	}
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM entries WHERE kind = %d"
+		 " AND merkle IS NULL",
+		 ITEM_DIR);
+	rc = lsq_query1(q, db, sql, &unhashed, NULL, 0,
+			"count the directories left out");
+	if (rc < 0) {
+		err = rc;
+		goto out_free;
+	}
+	if (unhashed)
+		eng_logf(&q->base.log, LOG_WARNING,
+			 "sqlite '%s': %lld directories are in a cycle or more "
+			 "than %d levels deep: they have no merkle hash",
+			 q->path, (long long)unhashed, LSQ_MAX_DEPTH);
+	snprintf(sql, sizeof(sql),
+		 "UPDATE meta SET value = %d WHERE key = 'schema_version'",
+		 LSQ_SCHEMA_VERSION);
+	err = lsq_exec(q, db, sql, "write the schema version");
+	if (!err)
+		*ndirs = n;
+out_free:
+	sqlite3_finalize(st);
+	free(inos);
+	return err;
+}
+
 /* Under the write lock, checks the schema (or creates it with the root
- * directory in an empty file) and prepares the writer's statements; then
- * switches the file to WAL, last, so that a foreign file is never changed. */
+ * directory in an empty file, or migrates it from version 1) and prepares
+ * the writer's statements, in one transaction; then switches the file to
+ * WAL, last, so that a foreign file is never changed. */
 static int lsq_setup(struct lsq *q)
 {
 	sqlite3 *db = q->writer->db;
-	sqlite3_int64 nobjects = 0, unused;
+	sqlite3_int64 nobjects = 0, unused, version = LSQ_SCHEMA_VERSION;
+	size_t ndirs = 0;
 	char mode[16] = "";
 	int err, type;
 
@@ -1241,15 +1736,25 @@ static int lsq_setup(struct lsq *q)
 		err = type;
 		goto out_rollback;
 	}
-	err = nobjects == 0 ? lsq_create(q) : lsq_check(q);
+	err = nobjects == 0 ? lsq_create(q) : lsq_check(q, &version);
+	if (!err && version == 1)
+		err = lsq_exec(q, db, lsq_v1_to_v2_sql,
+			       "migrate the schema to version 2");
 	if (!err)
 		err = lsq_conn_prepare(q, q->writer, LSQ_WRITER);
 	if (!err && nobjects == 0)
 		err = lsq_create_root(q);
+	if (!err && version == 1)
+		err = lsq_migrate_v1(q, &ndirs);
 	if (!err)
 		err = lsq_exec(q, db, "COMMIT", "commit the schema");
 	if (err)
 		goto out_rollback;
+	if (version == 1)
+		eng_logf(&q->base.log, LOG_INFO,
+			 "sqlite '%s': migrated schema version 1 to %d: "
+			 "merkle hashes computed, directories: %zu",
+			 q->path, LSQ_SCHEMA_VERSION, ndirs);
 
 	type = lsq_query1(q, db, "PRAGMA journal_mode = WAL", &unused, mode,
 			  sizeof(mode), "switch to WAL");

@@ -3,7 +3,9 @@
  *
  * Every test opens its own database file in a private mkdtemp() directory,
  * which is removed at exit. Exit status: 0 passed, 1 failed, 77 skipped.
- * Set TEST_VERBOSE=1 to see the store's log lines.
+ * Set TEST_VERBOSE=1 to see the store's log lines. The Merkle property test
+ * takes its seed from TEST_SEED and its number of batches from TEST_BATCHES
+ * (default 2,000); a failure prints both.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* nftw */
@@ -20,6 +22,7 @@
 #include <sqlite3.h>
 
 #include "l3_sqlite.h"
+#include "merkle.h"
 
 #include "check.h"
 #include "store_helpers.h"
@@ -44,12 +47,21 @@ static void cleanup(void)
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char last_log[1024];
 static int nlogs;
+static int nwarnings;		 /* LOG_WARNING lines */
+static int nmigrated;		 /* LOG_INFO lines about a migration */
+static char migrated_line[1024]; /* the last of them */
 
 static void log_fn(void *arg, int level, const char *msg)
 {
 	pthread_mutex_lock(&log_lock);
 	snprintf(last_log, sizeof(last_log), "%s", msg);
 	nlogs++;
+	if (level == LOG_WARNING)
+		nwarnings++;
+	if (level == LOG_INFO && strstr(msg, "migrated")) {
+		snprintf(migrated_line, sizeof(migrated_line), "%s", msg);
+		nmigrated++;
+	}
 	if (getenv("TEST_VERBOSE"))
 		fprintf(stderr, "log[%d]: %s\n", level, msg);
 	pthread_mutex_unlock(&log_lock);
@@ -62,6 +74,9 @@ static void log_reset(void)
 	pthread_mutex_lock(&log_lock);
 	last_log[0] = '\0';
 	nlogs = 0;
+	nwarnings = 0;
+	nmigrated = 0;
+	migrated_line[0] = '\0';
 	pthread_mutex_unlock(&log_lock);
 }
 
@@ -923,41 +938,1204 @@ static void test_refuse(void)
 	store_free(s);
 }
 
-/* The statements must use the (parent, name) index and never sort. */
-static void test_query_plans(void)
+/* The statements of the database at @path must use an index on (parent,
+ * name) and never sort: the listing, the lookup and the child test use the
+ * unique one; the Merkle scan of a directory reads only the covering one. */
+static void check_query_plans(const char *path)
 {
-	static const char *const queries[] = {
-		("SELECT * FROM entries WHERE parent = ?1 AND name > ?2"
-		 " ORDER BY name LIMIT ?3"),
-		"SELECT * FROM entries WHERE parent = ?1 AND name = ?2",
-		"SELECT 1 FROM entries WHERE parent = ?1 LIMIT 1",
+	static const struct {
+		const char *sql;
+		const char *index;
+	} queries[] = {
+		{("SELECT * FROM entries WHERE parent = ?1 AND name > ?2"
+		  " ORDER BY name LIMIT ?3"),
+		 "INDEX entries_parent_name "},
+		{"SELECT * FROM entries WHERE parent = ?1 AND name = ?2",
+		 "INDEX entries_parent_name "},
+		{"SELECT 1 FROM entries WHERE parent = ?1 LIMIT 1",
+		 "INDEX entries_parent_name "},
+		{("SELECT name, kind, hash, merkle, ino FROM entries"
+		  " WHERE parent = ?1 ORDER BY name"),
+		 "COVERING INDEX entries_children "},
 	};
-	struct store *s = open_ok("plan.db");
 	sqlite3 *db = NULL;
 
-	store_free(s);
-	CHECK_EQ(sqlite3_open(db_path("plan.db"), &db), SQLITE_OK);
+	CHECK_EQ(sqlite3_open(path, &db), SQLITE_OK);
 	for (size_t i = 0; i < sizeof(queries) / sizeof(queries[0]); i++) {
 		char sql[256];
 		sqlite3_stmt *st = NULL;
 		bool indexed = false, sorted = false;
 
-		snprintf(sql, sizeof(sql), "EXPLAIN QUERY PLAN %s", queries[i]);
+		snprintf(sql, sizeof(sql), "EXPLAIN QUERY PLAN %s",
+			 queries[i].sql);
 		CHECK_EQ(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
 		while (sqlite3_step(st) == SQLITE_ROW) {
 			const char *d =
 				(const char *)sqlite3_column_text(st, 3);
 
-			if (d && strstr(d, "entries_parent_name"))
+			if (d && strstr(d, queries[i].index))
 				indexed = true;
 			if (d && strstr(d, "TEMP B-TREE"))
 				sorted = true;
 		}
 		sqlite3_finalize(st);
+		snprintf(check_context, sizeof(check_context),
+			 "the plan of %s in '%s'", queries[i].sql, path);
 		CHECK(indexed);
 		CHECK(!sorted);
 	}
+	check_context[0] = '\0';
 	sqlite3_close(db);
+}
+
+static void test_query_plans(void)
+{
+	store_free(open_ok("plan.db"));
+	check_query_plans(db_path("plan.db"));
+}
+
+/* ---- Merkle trees ---- */
+
+static void hex_of(const uint8_t h[MERKLE_LEN], char out[2 * MERKLE_LEN + 1])
+{
+	for (int i = 0; i < MERKLE_LEN; i++)
+		snprintf(out + 2 * i, 3, "%02x", h[i]);
+}
+
+static bool hash_zero(const uint8_t h[MERKLE_LEN])
+{
+	for (int i = 0; i < MERKLE_LEN; i++)
+		if (h[i])
+			return false;
+	return true;
+}
+
+static bool hash_is(const uint8_t h[MERKLE_LEN], const char *hex)
+{
+	char got[2 * MERKLE_LEN + 1];
+
+	hex_of(h, got);
+	if (strcmp(got, hex) == 0)
+		return true;
+	fprintf(stderr, "hash %s, want %s\n", got, hex);
+	return false;
+}
+
+/* Creates (or overwrites) file @name with content @data and its hash. */
+static uint64_t put_hashed(struct store *s, uint64_t ino, uint64_t parent,
+			   const char *name, enum item_kind kind,
+			   const void *data, size_t len)
+{
+	struct item_meta m = meta_of(kind, len);
+	struct store_change c = change_of(ino, parent, name, &m);
+
+	item_hash(len ? data : "", len, m.hash);
+	c.has_data = true;
+	c.data = data;
+	c.len = len;
+	CHECK_EQ(store_apply(s, &c, 1), 0);
+	return ino;
+}
+
+/* The Merkle hash of every directory, as tree_check() computed it. */
+struct tree_dir {
+	uint64_t ino;
+	uint64_t parent;
+	uint8_t merkle[MERKLE_LEN];
+};
+
+struct tree_seen {
+	struct tree_dir dirs[256];
+	size_t ndirs;
+	size_t nentries; /* rows seen below the root */
+};
+
+static const struct tree_dir *tree_find(const struct tree_seen *t, uint64_t ino)
+{
+	for (size_t i = 0; i < t->ndirs; i++)
+		if (t->dirs[i].ino == ino)
+			return &t->dirs[i];
+	return NULL;
+}
+
+/* Returns the merkle column of @ino as get() reports it. */
+static void stored_merkle(struct store *s, uint64_t ino,
+			  uint8_t out[MERKLE_LEN])
+{
+	struct store_row r;
+
+	CHECK_EQ(s->ops->get(s, ino, &r), 0);
+	memcpy(out, r.merkle, MERKLE_LEN);
+	store_row_release(&r);
+}
+
+/*
+ * Recomputes the Merkle hash of directory @ino from scratch, by merkle.c over
+ * list() (in pages of 7, to cross page boundaries) and the content of each
+ * file (read()), into @out; checks on the way that every row's merkle as
+ * list(), lookup() and get() report it equals the recomputed hash, that a
+ * file's hash is its content's, and that list() returns names in
+ * merkle_name_cmp() order. Records each directory in @t.
+ */
+static void tree_check_dir(struct store *s, uint64_t ino, uint64_t parent,
+			   struct tree_seen *t, int depth,
+			   uint8_t out[MERKLE_LEN])
+{
+	struct store_row rows[7], r;
+	char after[STORE_NAME_MAX + 1] = "";
+	struct merkle *m = merkle_begin();
+	uint8_t h[MERKLE_LEN];
+	int n;
+
+	CHECK(m);
+	CHECK(depth < 32);
+	for (;;) {
+		n = s->ops->list(s, ino, after, rows, 7);
+		CHECK(n >= 0);
+		if (n == 0)
+			break;
+		for (int i = 0; i < n; i++) {
+			struct store_row *c = &rows[i];
+			bool is_dir = c->meta.kind == ITEM_DIR;
+			void *data = NULL;
+			size_t len = 0;
+
+			CHECK_EQ(c->parent, ino);
+			CHECK(merkle_name_cmp(after, strlen(after), c->name,
+					      strlen(c->name)) < 0);
+			snprintf(after, sizeof(after), "%s", c->name);
+			if (is_dir) {
+				tree_check_dir(s, c->ino, ino, t, depth + 1, h);
+			} else {
+				struct merkle *f = merkle_begin();
+
+				CHECK(f);
+				CHECK_EQ(s->ops->read(s, c->ino, &data, &len),
+					 0);
+				merkle_update(f, data, len);
+				merkle_end(f, h);
+				free(data);
+				CHECK(memcmp(h, c->meta.hash, MERKLE_LEN) == 0);
+			}
+			CHECK(memcmp(c->merkle, h, MERKLE_LEN) == 0);
+			CHECK_EQ(s->ops->lookup(s, ino, c->name, &r), 0);
+			CHECK(memcmp(r.merkle, h, MERKLE_LEN) == 0);
+			store_row_release(&r);
+			merkle_add_child(m, c->name, strlen(c->name), is_dir,
+					 h);
+			t->nentries++;
+		}
+		for (int i = 0; i < n; i++)
+			store_row_release(&rows[i]);
+	}
+	merkle_end(m, out);
+	stored_merkle(s, ino, h);
+	CHECK(memcmp(h, out, MERKLE_LEN) == 0);
+	CHECK(t->ndirs < sizeof(t->dirs) / sizeof(t->dirs[0]));
+	t->dirs[t->ndirs].ino = ino;
+	t->dirs[t->ndirs].parent = parent;
+	memcpy(t->dirs[t->ndirs].merkle, out, MERKLE_LEN);
+	t->ndirs++;
+}
+
+/* Checks the whole tree (tree_check_dir() from the root), and that it holds
+ * every row of the store: none is out of the root's reach. */
+static void tree_check(struct store *s, struct tree_seen *t)
+{
+	uint64_t entries = 0, bytes = 0;
+	uint8_t root[MERKLE_LEN];
+
+	t->ndirs = 0;
+	t->nentries = 0;
+	tree_check_dir(s, STORE_ROOT_INO, 0, t, 0, root);
+	CHECK_EQ(s->ops->stats(s, &entries, &bytes), 0);
+	CHECK_EQ(entries, t->nentries);
+}
+
+/* Checks that @t and @u hold the same directories with the same hashes. */
+static void tree_same(const struct tree_seen *t, const struct tree_seen *u)
+{
+	CHECK_EQ(t->ndirs, u->ndirs);
+	for (size_t i = 0; i < t->ndirs; i++) {
+		const struct tree_dir *d = tree_find(u, t->dirs[i].ino);
+
+		CHECK(d);
+		CHECK(memcmp(d->merkle, t->dirs[i].merkle, MERKLE_LEN) == 0);
+	}
+}
+
+/* A hand-made tree whose hashes Python's hashlib computed independently. */
+static void test_merkle_golden(void)
+{
+	/* SHA-256 of nothing: an empty directory */
+	static const char empty[] = "e3b0c44298fc1c149afbf4c8996fb924"
+				    "27ae41e4649b934ca495991b7852b855";
+	/*
+	 * Recheck with:
+	 * python3 -c 'import hashlib as H;s=lambda b:H.sha256(b).digest();
+	 * n=lambda k:s(b"".join(a+b"\0"+t+h for a,t,h in sorted(k)));
+	 * a=n([(b"b.json",b"f",s(b"{}"))]);print(a.hex());
+	 * print(n([(b"a",b"d",a),(b"e",b"d",n([])),
+	 * (b"x",b"d",n([(b"y",b"f",s(b"hello"))])),
+	 * (b"x.json",b"f",s(b"[]")),(b"\xc3\xa9",b"f",s(b"")),
+	 * (b"ab",b"f",s(b"\x00\xff"))]).hex())'
+	 * (one line; Python sorts bytes as memcmp does, shorter first)
+	 */
+	static const char want_a[] = "6267a39ffd8376828432869b81d1d6e4"
+				     "9f3a661529cd8b151f42029ce2eb9924";
+	static const char want_root[] = "90fdb95d6ade6fcd5515fc9870fc84a7"
+					"fdf750b76184459eb6c764d6ce421d7e";
+	struct store *s = open_ok("golden.db");
+	struct tree_seen *t = calloc(1, sizeof(*t));
+	uint8_t h[MERKLE_LEN];
+	uint64_t a, e, x;
+
+	CHECK(t);
+	stored_merkle(s, STORE_ROOT_INO, h);
+	CHECK(hash_is(h, empty));
+
+	/* created in an order that is not the name order */
+	put_hashed(s, new_ino(s), STORE_ROOT_INO, "x.json", ITEM_JSON, "[]", 2);
+	e = put_dir(s, new_ino(s), STORE_ROOT_INO, "e");
+	put_hashed(s, new_ino(s), STORE_ROOT_INO, "\xc3\xa9", ITEM_BINARY, "",
+		   0);
+	a = put_dir(s, new_ino(s), STORE_ROOT_INO, "a");
+	x = put_dir(s, new_ino(s), STORE_ROOT_INO, "x"); /* beside x.json */
+	put_hashed(s, new_ino(s), a, "b.json", ITEM_JSON, "{}", 2);
+	put_hashed(s, new_ino(s), x, "y", ITEM_BINARY, "hello", 5);
+	put_hashed(s, new_ino(s), STORE_ROOT_INO, "ab", ITEM_BINARY, "\0\xff",
+		   2);
+
+	stored_merkle(s, e, h);
+	CHECK(hash_is(h, empty));
+	stored_merkle(s, a, h);
+	CHECK(hash_is(h, want_a));
+	stored_merkle(s, STORE_ROOT_INO, h);
+	CHECK(hash_is(h, want_root));
+	tree_check(s, t);
+	store_free(s);
+
+	/* the hashes are stored, not computed at open */
+	s = open_ok("golden.db");
+	stored_merkle(s, STORE_ROOT_INO, h);
+	CHECK(hash_is(h, want_root));
+	store_free(s);
+	free(t);
+}
+
+/* ---- the property test: a model of the tree, random batches ---- */
+
+#define MODEL_MAX 320	  /* entries, the root included */
+#define MODEL_DIRS_MAX 48 /* directories, the root included */
+#define MODEL_DEPTH_MAX 7 /* levels of directories below the root */
+#define MODEL_DATA_MAX 40
+
+struct ment {
+	uint64_t ino;
+	uint64_t parent;
+	char name[24];
+	enum item_kind kind;
+	unsigned char data[MODEL_DATA_MAX];
+	size_t len;
+	uint32_t mode;
+	uint64_t version;
+	bool alive;
+	/* this batch: */
+	bool touched;
+	bool existed;	     /* the row was there before the batch */
+	uint64_t old_parent; /* its parent then */
+	bool has_data;	     /* content to send */
+};
+
+struct model {
+	struct ment e[MODEL_MAX];
+	uint64_t next_ino;
+	/* what the sequence has covered, checked at the end */
+	int creates, content_changes, meta_changes, renames, moves, dir_moves;
+	int mkdirs, deletes, rmdirs, max_depth;
+};
+
+/* Names that sort in every tricky way: prefixes of each other, a JSON item
+ * "x.json" beside "x" (a directory or a binary file), bytes >= 0x80. */
+static const char *const model_names[] = {
+	"a",	    "a.json", "ab",	"a b",		 "a.jso", "A",
+	"x",	    "x.json", "\x80",	"\x80\x80",	 "\xff",  "\xff\xfe",
+	"\xc3\xa9", "b",      "b.json", "\xc3\xa9.json",
+};
+
+static size_t model_nnames(void)
+{
+	return sizeof(model_names) / sizeof(model_names[0]);
+}
+
+static bool name_is_json(const char *name)
+{
+	size_t len = strlen(name);
+
+	return len > 5 && strcmp(name + len - 5, ".json") == 0;
+}
+
+/* The part of a file's name that must be unique in its directory. */
+static size_t stem_len(const char *name, enum item_kind kind)
+{
+	return kind == ITEM_JSON ? strlen(name) - 5 : strlen(name);
+}
+
+static int model_depth(const struct model *md, const struct ment *x);
+
+static struct ment *model_get(struct model *md, uint64_t ino)
+{
+	for (size_t i = 0; i < MODEL_MAX; i++)
+		if (md->e[i].alive && md->e[i].ino == ino)
+			return &md->e[i];
+	return NULL;
+}
+
+/* Would entry @name of @kind in @parent clash with a live entry other than
+ * @self (by name, or by stem between two files)? */
+static bool model_clash(const struct model *md, uint64_t parent,
+			const char *name, enum item_kind kind, uint64_t self)
+{
+	for (size_t i = 0; i < MODEL_MAX; i++) {
+		const struct ment *o = &md->e[i];
+
+		if (!o->alive || o->ino == self || o->parent != parent ||
+		    o->ino == STORE_ROOT_INO)
+			continue;
+		if (strcmp(o->name, name) == 0)
+			return true;
+		if (kind != ITEM_DIR && o->kind != ITEM_DIR &&
+		    stem_len(o->name, o->kind) == stem_len(name, kind) &&
+		    memcmp(o->name, name, stem_len(name, kind)) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* Picks a random live entry matching @want (-1: any kind but the root; -2:
+ * any directory, the root included); NULL when none. */
+static struct ment *model_pick(struct model *md, int want)
+{
+	size_t cand[MODEL_MAX], n = 0;
+
+	for (size_t i = 0; i < MODEL_MAX; i++) {
+		const struct ment *x = &md->e[i];
+
+		if (!x->alive)
+			continue;
+		if (want == -2 ? x->kind == ITEM_DIR
+			       : x->ino != STORE_ROOT_INO &&
+					 (want == -1 || (int)x->kind == want))
+			cand[n++] = i;
+	}
+	return n ? &md->e[cand[rng() % n]] : NULL;
+}
+
+static int model_depth(const struct model *md, const struct ment *x)
+{
+	int d = 0;
+
+	while (x->ino != STORE_ROOT_INO) {
+		x = model_get((struct model *)md, x->parent);
+		CHECK(x);
+		d++;
+	}
+	return d;
+}
+
+/* Is @ino @dir or below it? */
+static bool model_below(struct model *md, uint64_t ino, uint64_t dir);
+
+/* How many levels of directories @x holds below it. */
+static int model_height(struct model *md, const struct ment *x)
+{
+	int base = model_depth(md, x), h = 0;
+
+	for (size_t i = 0; i < MODEL_MAX; i++) {
+		const struct ment *y = &md->e[i];
+
+		if (y->alive && y->kind == ITEM_DIR && y != x &&
+		    model_below(md, y->ino, x->ino) &&
+		    model_depth(md, y) - base > h)
+			h = model_depth(md, y) - base;
+	}
+	return h;
+}
+
+/* Is @ino @dir or below it? */
+static bool model_below(struct model *md, uint64_t ino, uint64_t dir)
+{
+	for (;;) {
+		struct ment *x;
+
+		if (ino == dir)
+			return true;
+		if (ino == STORE_ROOT_INO)
+			return false;
+		x = model_get(md, ino);
+		CHECK(x);
+		ino = x->parent;
+	}
+}
+
+static size_t model_count(const struct model *md, bool dirs_only)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < MODEL_MAX; i++)
+		if (md->e[i].alive && (!dirs_only || md->e[i].kind == ITEM_DIR))
+			n++;
+	return n;
+}
+
+/* Records the state of @x before the batch changes it the first time. */
+static void model_touch(struct ment *x)
+{
+	if (x->touched)
+		return;
+	x->touched = true;
+	x->existed = x->alive;
+	x->old_parent = x->parent;
+}
+
+/* A random name for an entry of @kind (JSON: one ending ".json"), sometimes
+ * with a digit added to widen the pool. */
+static void model_name(char *out, size_t size, enum item_kind kind)
+{
+	for (;;) {
+		const char *base = model_names[rng() % model_nnames()];
+
+		if (rng() % 4 == 0)
+			snprintf(out, size, "%s%d", base, (int)(rng() % 3));
+		else
+			snprintf(out, size, "%s", base);
+		if (kind == ITEM_DIR ||
+		    (kind == ITEM_JSON) == name_is_json(out))
+			return;
+	}
+}
+
+static void model_content(struct ment *x)
+{
+	if (x->kind == ITEM_JSON) {
+		x->len = (size_t)snprintf((char *)x->data, sizeof(x->data),
+					  "{\"k\":%u}", (unsigned)(rng() % 50));
+		if (rng() % 8 == 0)
+			x->len = 0; /* an empty JSON item */
+	} else {
+		x->len = rng() % (MODEL_DATA_MAX + 1);
+		for (size_t i = 0; i < x->len; i++)
+			x->data[i] = (unsigned char)rng();
+	}
+	x->has_data = true;
+}
+
+/* A fresh slot: neither alive nor part of this batch. */
+static struct ment *model_slot(struct model *md)
+{
+	for (size_t i = 0; i < MODEL_MAX; i++)
+		if (!md->e[i].alive && !md->e[i].touched)
+			return &md->e[i];
+	return NULL;
+}
+
+/* Makes a new entry of @kind in a random directory; false when the dice
+ * found no free name or slot. */
+static bool model_create(struct model *md, enum item_kind kind)
+{
+	struct ment *x = model_slot(md), *p;
+	char name[24];
+
+	if (!x || (kind == ITEM_DIR && model_count(md, true) >= MODEL_DIRS_MAX))
+		return false;
+	p = model_pick(md, -2);
+	if (kind == ITEM_DIR && model_depth(md, p) >= MODEL_DEPTH_MAX)
+		return false;
+	model_name(name, sizeof(name), kind);
+	if (model_clash(md, p->ino, name, kind, 0))
+		return false;
+	memset(x, 0, sizeof(*x));
+	model_touch(x); /* existed = false */
+	x->ino = md->next_ino++;
+	x->parent = p->ino;
+	snprintf(x->name, sizeof(x->name), "%s", name);
+	x->kind = kind;
+	x->mode = kind == ITEM_DIR ? S_IFDIR | 0755 : S_IFREG | 0644;
+	x->version = 1;
+	x->alive = true;
+	if (kind != ITEM_DIR)
+		model_content(x);
+	if (kind == ITEM_DIR) {
+		md->mkdirs++;
+		if (model_depth(md, x) > md->max_depth)
+			md->max_depth = model_depth(md, x);
+	} else {
+		md->creates++;
+	}
+	return true;
+}
+
+/* Renames a random entry, within its directory or into another one. */
+static bool model_rename(struct model *md)
+{
+	struct ment *x = model_pick(md, -1), *p;
+	enum item_kind kind;
+	char name[24];
+
+	if (!x)
+		return false;
+	p = rng() % 2 ? model_get(md, x->parent) : model_pick(md, -2);
+	if (x->kind == ITEM_DIR && model_below(md, p->ino, x->ino))
+		return false; /* not into itself */
+	if (x->kind == ITEM_DIR &&
+	    model_depth(md, p) + 1 + model_height(md, x) > MODEL_DEPTH_MAX)
+		return false;
+	/* a file's kind follows its name, as in the engine */
+	kind = x->kind == ITEM_DIR ? ITEM_DIR
+	       : rng() % 2	   ? ITEM_JSON
+				   : ITEM_BINARY;
+	model_name(name, sizeof(name), kind);
+	if (model_clash(md, p->ino, name, kind, x->ino))
+		return false;
+	model_touch(x);
+	if (p->ino != x->parent) {
+		md->moves++;
+		if (x->kind == ITEM_DIR)
+			md->dir_moves++;
+	}
+	md->renames++;
+	x->parent = p->ino;
+	x->kind = kind;
+	snprintf(x->name, sizeof(x->name), "%s", name);
+	return true;
+}
+
+/* Deletes a random file, or a random empty directory. */
+static bool model_delete(struct model *md, bool dir)
+{
+	size_t cand[MODEL_MAX], n = 0;
+	struct ment *x;
+
+	for (size_t i = 1; i < MODEL_MAX; i++) {
+		bool empty = true;
+
+		x = &md->e[i];
+		if (!x->alive || (x->kind == ITEM_DIR) != dir)
+			continue;
+		for (size_t j = 1; j < MODEL_MAX && dir && empty; j++)
+			empty = !md->e[j].alive || md->e[j].parent != x->ino;
+		if (empty)
+			cand[n++] = i;
+	}
+	if (!n)
+		return false;
+	x = &md->e[cand[rng() % n]];
+	model_touch(x);
+	x->alive = false;
+	if (dir)
+		md->rmdirs++;
+	else
+		md->deletes++;
+	return true;
+}
+
+/* One random change to the model. */
+static void model_step(struct model *md)
+{
+	size_t live = model_count(md, false);
+	unsigned r = (unsigned)(rng() % 100);
+	struct ment *x;
+
+	if (live > MODEL_MAX / 2 && r < 35 && rng() % 2)
+		r += 57; /* half full: more deletes than creates */
+	if (r < 25) {
+		model_create(md, rng() % 2 ? ITEM_JSON : ITEM_BINARY);
+	} else if (r < 35) {
+		model_create(md, ITEM_DIR);
+	} else if (r < 48) {
+		x = model_pick(md, rng() % 2 ? ITEM_JSON : ITEM_BINARY);
+		if (x) {
+			model_touch(x);
+			model_content(x);
+			x->version++;
+			md->content_changes++;
+		}
+	} else if (r < 58) {
+		/* metadata only: the root too (a chmod of the mount) */
+		x = rng() % 10 ? model_pick(md, -1) : &md->e[0];
+		if (x) {
+			model_touch(x);
+			x->mode ^= 0022;
+			x->version++;
+			md->meta_changes++;
+		}
+	} else if (r < 78) {
+		model_rename(md);
+	} else if (r < 92) {
+		model_delete(md, false);
+	} else {
+		model_delete(md, true);
+	}
+}
+
+/* The directories whose hash the batch must recompute: the old parent of
+ * each changed row that existed, the new parent of each live one, each
+ * changed live directory, and all their ancestors. Sets want[ino-index]. */
+static size_t model_expected(struct model *md, uint64_t *want, size_t cap)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < MODEL_MAX; i++) {
+		const struct ment *x = &md->e[i];
+		uint64_t seeds[3];
+		size_t ns = 0;
+
+		if (!x->touched)
+			continue;
+		if (x->existed && x->ino != STORE_ROOT_INO)
+			seeds[ns++] = x->old_parent;
+		if (x->alive && x->ino != STORE_ROOT_INO)
+			seeds[ns++] = x->parent;
+		if (x->alive && x->kind == ITEM_DIR)
+			seeds[ns++] = x->ino;
+		for (size_t j = 0; j < ns; j++) {
+			struct ment *d = model_get(md, seeds[j]);
+
+			/* up to the root, or to one already wanted */
+			while (d) {
+				bool have = false;
+
+				for (size_t k = 0; k < n && !have; k++)
+					have = want[k] == d->ino;
+				if (have)
+					break;
+				CHECK(n < cap);
+				want[n++] = d->ino;
+				d = d->ino == STORE_ROOT_INO
+					    ? NULL
+					    : model_get(md, d->parent);
+			}
+		}
+	}
+	return n;
+}
+
+/* Checks apply()'s report against the trees before and after the batch and
+ * the set the model expects. */
+static void check_report(const struct tree_seen *before,
+			 const struct tree_seen *after,
+			 const struct store_dirhash *tree, size_t ntree,
+			 const uint64_t *want, size_t nwant)
+{
+	/* none when the batch only made and removed an entry of its own */
+	CHECK_EQ(ntree, nwant);
+	CHECK((tree != NULL) == (ntree > 0));
+	if (ntree)
+		CHECK_EQ(tree[ntree - 1].ino, STORE_ROOT_INO);
+	for (size_t i = 0; i < ntree; i++) {
+		const struct tree_dir *d = tree_find(after, tree[i].ino);
+		bool wanted = false;
+
+		CHECK(d);
+		CHECK(memcmp(d->merkle, tree[i].merkle, MERKLE_LEN) == 0);
+		for (size_t j = 0; j < nwant; j++)
+			wanted = wanted || want[j] == tree[i].ino;
+		CHECK(wanted);
+		/* once each, and bottom-up: a directory's parent is not
+		 * before it */
+		for (size_t j = 0; j < i; j++) {
+			CHECK(tree[j].ino != tree[i].ino);
+			CHECK(tree[j].ino != d->parent);
+		}
+	}
+	/* every directory whose hash changed (or that is new) is there */
+	for (size_t i = 0; i < after->ndirs; i++) {
+		const struct tree_dir *d = &after->dirs[i];
+		const struct tree_dir *b = tree_find(before, d->ino);
+		bool found = false;
+
+		if (b && memcmp(b->merkle, d->merkle, MERKLE_LEN) == 0)
+			continue;
+		for (size_t j = 0; j < ntree && !found; j++)
+			found = tree[j].ino == d->ino;
+		CHECK(found);
+	}
+}
+
+static void test_merkle_property(void)
+{
+	const char *env = getenv("TEST_SEED");
+	const char *envn = getenv("TEST_BATCHES");
+	uint64_t seed = env ? strtoull(env, NULL, 0) : 20261125;
+	int batches = envn ? atoi(envn) : 2000;
+	struct store *s = open_ok("property.db");
+	struct model *md = calloc(1, sizeof(*md));
+	struct tree_seen *before = calloc(1, sizeof(*before));
+	struct tree_seen *after = calloc(1, sizeof(*after));
+	struct store_change ch[MODEL_MAX];
+	struct item_meta metas[MODEL_MAX];
+	uint64_t want[MODEL_DIRS_MAX];
+	uint64_t saved_rng = rng_state;
+
+	CHECK(md && before && after);
+	rng_state = seed ? seed : 1;
+	CHECK_EQ(s->ops->alloc_ino(s, 1000000, &md->next_ino), 0);
+	md->e[0] = (struct ment){.ino = STORE_ROOT_INO,
+				 .kind = ITEM_DIR,
+				 .mode = S_IFDIR | 0755,
+				 .version = 1,
+				 .alive = true};
+	tree_check(s, before);
+
+	for (int b = 0; b < batches; b++) {
+		int nops = 1 + (int)(rng() % 20);
+		struct store_dirhash *tree = (void *)1;
+		size_t ntree = 12345, nch = 0, nwant;
+		struct tree_seen *tmp;
+
+		snprintf(check_context, sizeof(check_context),
+			 "the merkle property test, seed %llu, batch %d",
+			 (unsigned long long)seed, b);
+		for (int i = 0; i < nops; i++)
+			model_step(md);
+
+		for (size_t i = 0; i < MODEL_MAX; i++) {
+			struct ment *x = &md->e[i];
+
+			if (!x->touched)
+				continue;
+			if (!x->alive) {
+				ch[nch++] = delete_of(x->ino);
+				continue;
+			}
+			metas[nch] = meta_of(x->kind, x->len);
+			metas[nch].mode = x->mode;
+			metas[nch].version = x->version;
+			if (x->kind != ITEM_DIR)
+				item_hash(x->len ? x->data : (void *)"", x->len,
+					  metas[nch].hash);
+			ch[nch] = change_of(x->ino, x->parent,
+					    x->ino == STORE_ROOT_INO ? ""
+								     : x->name,
+					    &metas[nch]);
+			if (x->has_data) {
+				ch[nch].has_data = true;
+				ch[nch].data = x->data;
+				ch[nch].len = x->len;
+			}
+			nch++;
+		}
+		if (nch == 0)
+			continue; /* the dice changed nothing */
+		nwant = model_expected(md, want, MODEL_DIRS_MAX);
+
+		CHECK_EQ(s->ops->apply(s, ch, nch, &tree, &ntree), 0);
+		tree_check(s, after);
+		CHECK_EQ(after->ndirs, model_count(md, true));
+		CHECK_EQ(after->nentries + 1, model_count(md, false));
+		check_report(before, after, tree, ntree, want, nwant);
+		free(tree);
+
+		for (size_t i = 0; i < MODEL_MAX; i++) {
+			md->e[i].touched = false;
+			md->e[i].has_data = false;
+		}
+		tmp = before;
+		before = after;
+		after = tmp;
+	}
+	check_context[0] = '\0';
+
+	if (getenv("TEST_VERBOSE"))
+		fprintf(stderr,
+			"creates %d content %d meta %d renames %d moves %d "
+			"dir_moves %d mkdirs %d rmdirs %d deletes %d depth %d "
+			"live %zu dirs %zu\n",
+			md->creates, md->content_changes, md->meta_changes,
+			md->renames, md->moves, md->dir_moves, md->mkdirs,
+			md->rmdirs, md->deletes, md->max_depth,
+			model_count(md, false), model_count(md, true));
+	/* the sequence covered what it is meant to */
+	CHECK(md->creates > 100 && md->content_changes > 100);
+	CHECK(md->meta_changes > 100 && md->renames > 100);
+	CHECK(md->moves > 50 && md->dir_moves > 10);
+	CHECK(md->mkdirs > 20 && md->rmdirs > 10 && md->deletes > 100);
+	CHECK(md->max_depth >= 4);
+
+	/* and the hashes survive a reopen */
+	store_free(s);
+	s = open_ok("property.db");
+	tree_check(s, after);
+	tree_same(before, after);
+	store_free(s);
+
+	/* the migration from version 1 hashes this tree the same: turn the
+	 * file back into version 1 by hand, then open it */
+	raw_exec(db_path("property.db"),
+		 "DROP INDEX entries_children;"
+		 "ALTER TABLE entries DROP COLUMN merkle;"
+		 "UPDATE meta SET value = 1 WHERE key = 'schema_version'");
+	log_reset();
+	s = open_ok("property.db");
+	CHECK_EQ(nmigrated, 1);
+	tree_check(s, after);
+	tree_same(before, after);
+	store_free(s);
+	free(md);
+	free(before);
+	free(after);
+	rng_state = saved_rng;
+}
+
+/* A batch that fails changes no hash and reports none; so does one that
+ * would make a cycle, or one deeper than the store follows. */
+static void test_merkle_failed_batch(void)
+{
+	struct store *s = open_ok("merkle-fail.db");
+	struct tree_seen *before = calloc(1, sizeof(*before));
+	struct tree_seen *after = calloc(1, sizeof(*after));
+	struct item_meta mf = meta_of(ITEM_BINARY, 3);
+	struct item_meta mf2 = meta_of(ITEM_BINARY, 3);
+	struct item_meta md = meta_of(ITEM_DIR, 0);
+	struct store_change c[4];
+	struct store_dirhash *tree;
+	uint64_t d1, d2, d3, f1, f2, fresh;
+	size_t ntree;
+
+	CHECK(before && after);
+	d1 = put_dir(s, new_ino(s), STORE_ROOT_INO, "d1");
+	d2 = put_dir(s, new_ino(s), d1, "d2");
+	f1 = put_hashed(s, new_ino(s), d1, "f1", ITEM_BINARY, "one", 3);
+	f2 = put_hashed(s, new_ino(s), STORE_ROOT_INO, "f2", ITEM_BINARY, "two",
+			3);
+	fresh = new_ino(s);
+	tree_check(s, before);
+
+	/* a create deep down, new content, a move across directories, and
+	 * a create that clashes with "f2": every hash on the way would
+	 * change, none does */
+	item_hash("new", 3, mf.hash);
+	item_hash("two", 3, mf2.hash);
+	c[0] = change_of(fresh, d2, "fresh", &mf);
+	c[0].has_data = true;
+	c[0].data = "new";
+	c[0].len = 3;
+	c[1] = change_of(f1, d1, "f1", &mf);
+	c[1].has_data = true;
+	c[1].data = "new";
+	c[1].len = 3;
+	c[2] = change_of(f2, d2, "f2", &mf2);
+	c[3] = change_of(new_ino(s), STORE_ROOT_INO, "d1", &mf);
+	tree = (void *)1;
+	ntree = 99;
+	CHECK_EQ(s->ops->apply(s, c, 4, &tree, &ntree), -EEXIST);
+	CHECK(tree == NULL);
+	CHECK_EQ(ntree, 0);
+	tree_check(s, after);
+	tree_same(before, after);
+
+	/* a refused change (-EINVAL) reports none either */
+	c[3] = change_of(new_ino(s), STORE_ROOT_INO, "a/b", &mf);
+	tree = (void *)1;
+	ntree = 99;
+	CHECK_EQ(s->ops->apply(s, c, 4, &tree, &ntree), -EINVAL);
+	CHECK(tree == NULL);
+	CHECK_EQ(ntree, 0);
+
+	/* moving d1 into its own child d2 would make a cycle */
+	c[0] = change_of(d1, d2, "d1", &md);
+	tree = (void *)1;
+	ntree = 99;
+	log_reset();
+	CHECK_EQ(s->ops->apply(s, c, 1, &tree, &ntree), -EIO);
+	CHECK(log_has("cycle"));
+	CHECK(tree == NULL);
+	CHECK_EQ(ntree, 0);
+	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "d1"), d1);
+	tree_check(s, after);
+	tree_same(before, after);
+
+	/* the content change and the move with a new directory go through
+	 * and report d2 (deepest), d1 and d3 (in inode order), the root */
+	d3 = new_ino(s);
+	c[3] = change_of(d3, STORE_ROOT_INO, "d3", &md);
+	CHECK_EQ(s->ops->apply(s, c + 1, 3, &tree, &ntree), 0);
+	CHECK(tree != NULL);
+	CHECK_EQ(ntree, 4);
+	CHECK_EQ(tree[0].ino, d2);
+	CHECK_EQ(tree[1].ino, d1);
+	CHECK_EQ(tree[2].ino, d3);
+	CHECK_EQ(tree[3].ino, STORE_ROOT_INO);
+	free(tree);
+	tree_check(s, after);
+
+	/* deleting what is not there touches no directory: no report */
+	c[0] = delete_of(987654);
+	tree = (void *)1;
+	ntree = 99;
+	CHECK_EQ(s->ops->apply(s, c, 1, &tree, &ntree), 0);
+	CHECK(tree == NULL);
+	CHECK_EQ(ntree, 0);
+	tree_check(s, before);
+	tree_same(before, after);
+	store_free(s);
+	free(before);
+	free(after);
+}
+
+/* A parent chain longer than the store follows (LSQ_MAX_DEPTH, 4096) is
+ * refused like a cycle; a deep one below it is fine. */
+static void test_merkle_depth(void)
+{
+	const size_t deep = 1000, too_deep = 5000;
+	struct store *s = open_ok("merkle-depth.db");
+	struct store_change *c = calloc(too_deep, sizeof(*c));
+	struct item_meta md = meta_of(ITEM_DIR, 0);
+	struct store_dirhash *tree;
+	uint8_t root0[MERKLE_LEN], h[MERKLE_LEN];
+	uint64_t first = 0;
+	size_t ntree;
+
+	CHECK(c);
+	stored_merkle(s, STORE_ROOT_INO, root0);
+	CHECK_EQ(s->ops->alloc_ino(s, too_deep, &first), 0);
+	/* names are all "d": the order of the changes does not matter */
+	for (size_t i = 0; i < too_deep; i++)
+		c[i] = change_of(first + i, i ? first + i - 1 : STORE_ROOT_INO,
+				 "d", &md);
+	log_reset();
+	CHECK_EQ(s->ops->apply(s, c, too_deep, &tree, &ntree), -EIO);
+	CHECK(log_has("levels deep"));
+	CHECK(tree == NULL && ntree == 0);
+	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "d"), -ENOENT);
+	stored_merkle(s, STORE_ROOT_INO, h);
+	CHECK(memcmp(h, root0, MERKLE_LEN) == 0);
+
+	CHECK_EQ(s->ops->apply(s, c, deep, &tree, &ntree), 0);
+	CHECK_EQ(ntree, deep + 1);
+	CHECK_EQ(tree[0].ino, first + deep - 1);
+	CHECK_EQ(tree[deep].ino, STORE_ROOT_INO);
+	/* each level: SHA-256("d" 00 'd' <the level below>) */
+	merkle_empty(h);
+	for (size_t i = 0; i <= deep; i++) {
+		struct merkle *m;
+
+		CHECK(memcmp(tree[i].merkle, h, MERKLE_LEN) == 0);
+		m = merkle_begin();
+		CHECK(m);
+		merkle_add_child(m, "d", 1, true, h);
+		merkle_end(m, h);
+	}
+	free(tree);
+	free(c);
+	store_free(s);
+}
+
+/* The exact schema of version 1 (git show 0a19b64:engine/l3_sqlite.c). */
+static const char v1_schema_sql[] =
+	"CREATE TABLE meta ("
+	" key TEXT PRIMARY KEY,"
+	" value"
+	") WITHOUT ROWID;"
+	"CREATE TABLE entries ("
+	" ino INTEGER PRIMARY KEY,"
+	" parent INTEGER NOT NULL,"
+	" name BLOB NOT NULL,"
+	" stem BLOB,"
+	" kind INTEGER NOT NULL,"
+	" size INTEGER NOT NULL,"
+	" hash BLOB,"
+	" version INTEGER NOT NULL,"
+	" mtime_ns INTEGER NOT NULL,"
+	" ctime_ns INTEGER NOT NULL,"
+	" mode INTEGER NOT NULL,"
+	" uid INTEGER NOT NULL,"
+	" gid INTEGER NOT NULL,"
+	" explicit_dir INTEGER NOT NULL,"
+	" state TEXT,"
+	" xattrs BLOB"
+	");"
+	"CREATE UNIQUE INDEX entries_parent_name ON entries (parent, name);"
+	"CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem)"
+	" WHERE stem IS NOT NULL;"
+	"CREATE TABLE contents ("
+	" ino INTEGER PRIMARY KEY,"
+	" data BLOB NOT NULL"
+	");"
+	"INSERT INTO meta (key, value) VALUES ('format', 'tierfs'),"
+	" ('schema_version', 1), ('next_ino', 100);";
+
+/* Writes one row as a version-1 store did: names and stems as blobs, the
+ * hash of a file's content (NULL for a directory), content when @data. */
+static void v1_put(sqlite3 *db, uint64_t ino, uint64_t parent, const char *name,
+		   enum item_kind kind, const char *data, size_t len)
+{
+	sqlite3_stmt *st = NULL;
+	uint8_t hash[MERKLE_LEN];
+	size_t nlen = strlen(name), slen = nlen;
+
+	if (kind == ITEM_JSON)
+		slen -= 5;
+	CHECK_EQ(sqlite3_prepare_v2(
+			 db,
+			 "INSERT INTO entries (ino, parent, name, stem, kind,"
+			 " size, hash, version, mtime_ns, ctime_ns, mode, uid,"
+			 " gid, explicit_dir) VALUES (?1, ?2, ?3, ?4, ?5, ?6,"
+			 " ?7, 1, 1, 1, ?8, 0, 0, 1)",
+			 -1, &st, NULL),
+		 SQLITE_OK);
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)parent);
+	sqlite3_bind_blob(st, 3, name, (int)nlen, SQLITE_STATIC);
+	if (kind != ITEM_DIR) {
+		item_hash(len ? data : "", len, hash);
+		sqlite3_bind_blob(st, 4, name, (int)slen, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 7, hash, MERKLE_LEN, SQLITE_STATIC);
+	}
+	sqlite3_bind_int(st, 5, (int)kind);
+	sqlite3_bind_int64(st, 6, (sqlite3_int64)len);
+	sqlite3_bind_int(st, 8,
+			 kind == ITEM_DIR ? S_IFDIR | 0755 : S_IFREG | 0644);
+	CHECK_EQ(sqlite3_step(st), SQLITE_DONE);
+	sqlite3_finalize(st);
+	if (!data)
+		return;
+	CHECK_EQ(sqlite3_prepare_v2(db,
+				    "INSERT INTO contents (ino, data)"
+				    " VALUES (?1, ?2)",
+				    -1, &st, NULL),
+		 SQLITE_OK);
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+	sqlite3_bind_blob(st, 2, len ? data : "", (int)len, SQLITE_STATIC);
+	CHECK_EQ(sqlite3_step(st), SQLITE_DONE);
+	sqlite3_finalize(st);
+}
+
+/* Reads one integer with SQL on a connection of its own. */
+static long long raw_int(const char *path, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	long long v = -1;
+
+	CHECK_EQ(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
+		 SQLITE_OK);
+	CHECK_EQ(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+static void test_merkle_migration(void)
+{
+	const char *path = db_path("v1.db");
+	struct tree_seen *t = calloc(1, sizeof(*t));
+	struct tree_seen *u = calloc(1, sizeof(*u));
+	struct store *s;
+	sqlite3 *db = NULL;
+	uint8_t h[MERKLE_LEN];
+
+	CHECK(t && u);
+	CHECK_EQ(sqlite3_open(path, &db), SQLITE_OK);
+	CHECK_EQ(sqlite3_exec(db, v1_schema_sql, NULL, NULL, NULL), SQLITE_OK);
+	v1_put(db, 1, 0, "", ITEM_DIR, NULL, 0);
+	/* inserted parents last: the migration must not rely on ino order */
+	v1_put(db, 5, 4, "leaf.json", ITEM_JSON, "{}", 2);
+	v1_put(db, 4, 3, "deeper", ITEM_DIR, NULL, 0);
+	v1_put(db, 6, 3, "x", ITEM_BINARY, "bytes", 5);
+	v1_put(db, 3, 2, "deep", ITEM_DIR, NULL, 0);
+	v1_put(db, 7, 2, "\x80", ITEM_BINARY, NULL, 0); /* no content row */
+	v1_put(db, 2, 1, "a", ITEM_DIR, NULL, 0);
+	v1_put(db, 8, 1, "x", ITEM_DIR, NULL, 0); /* empty */
+	v1_put(db, 9, 1, "x.json", ITEM_JSON, "[1]", 3);
+	v1_put(db, 10, 1, "ab", ITEM_BINARY, "\xff", 1);
+	v1_put(db, 11, 1, "a.json", ITEM_JSON, "", 0);
+	sqlite3_close(db);
+
+	log_reset();
+	s = open_ok("v1.db");
+	CHECK_EQ(nmigrated, 1);
+	CHECK(strstr(migrated_line, "directories: 5") != NULL);
+	CHECK_EQ(raw_int(path, "SELECT value FROM meta"
+			       " WHERE key = 'schema_version'"),
+		 2);
+	CHECK_EQ(raw_int(path, "SELECT count(*) FROM entries WHERE"
+			       " kind = 0 AND length(merkle) = 32"),
+		 5);
+	tree_check(s, t);
+	CHECK_EQ(t->ndirs, 5);
+	store_free(s);
+	check_query_plans(path); /* the migration made the index */
+
+	/* reopening migrates nothing and changes nothing */
+	log_reset();
+	s = open_ok("v1.db");
+	CHECK_EQ(nmigrated, 0);
+	tree_check(s, u);
+	tree_same(t, u);
+	CHECK_EQ(raw_int(path, "SELECT value FROM meta"
+			       " WHERE key = 'schema_version'"),
+		 2);
+
+	/* and the migrated store keeps its hashes up to date */
+	put_hashed(s, new_ino(s), 4, "new", ITEM_BINARY, "n", 1);
+	tree_check(s, u);
+	CHECK(memcmp(tree_find(u, 4)->merkle, tree_find(t, 4)->merkle,
+		     MERKLE_LEN) != 0);
+	store_free(s);
+
+	/* a version-1 file with a cycle (directories 20 and 21, each the
+	 * other's parent) opens with a warning; a batch into it fails */
+	path = db_path("v1-cycle.db");
+	CHECK_EQ(sqlite3_open(path, &db), SQLITE_OK);
+	CHECK_EQ(sqlite3_exec(db, v1_schema_sql, NULL, NULL, NULL), SQLITE_OK);
+	v1_put(db, 1, 0, "", ITEM_DIR, NULL, 0);
+	v1_put(db, 2, 1, "ok", ITEM_DIR, NULL, 0);
+	v1_put(db, 20, 21, "c20", ITEM_DIR, NULL, 0);
+	v1_put(db, 21, 20, "c21", ITEM_DIR, NULL, 0);
+	v1_put(db, 22, 20, "f", ITEM_BINARY, "f", 1);
+	/* an orphan: its parent 30 is gone; it is hashed all the same */
+	v1_put(db, 31, 30, "orphan", ITEM_DIR, NULL, 0);
+	v1_put(db, 32, 31, "f", ITEM_BINARY, "f", 1);
+	sqlite3_close(db);
+	log_reset();
+	s = open_ok("v1-cycle.db");
+	CHECK_EQ(nmigrated, 1);
+	CHECK(strstr(migrated_line, "directories: 3") != NULL);
+	CHECK_EQ(nwarnings, 1);
+	stored_merkle(s, 20, h);
+	CHECK(hash_zero(h));
+	stored_merkle(s, 31, h);
+	CHECK(!hash_zero(h));
+	{
+		struct item_meta m = meta_of(ITEM_BINARY, 0);
+		struct store_change c[2];
+		struct store_dirhash *tree;
+		size_t ntree;
+
+		c[0] = change_of(new_ino(s), 21, "g", &m);
+		log_reset();
+		CHECK_EQ(store_apply(s, c, 1), -EIO);
+		CHECK(log_has("cycle"));
+		CHECK_EQ(lookup_ino(s, 21, "g"), -ENOENT);
+
+		/* the orphan is the top of its own chain, as deep as the
+		 * root, and still reported before it */
+		c[0] = change_of(new_ino(s), STORE_ROOT_INO, "g", &m);
+		c[1] = change_of(new_ino(s), 31, "g", &m);
+		CHECK_EQ(s->ops->apply(s, c, 2, &tree, &ntree), 0);
+		CHECK_EQ(ntree, 2);
+		CHECK_EQ(tree[0].ino, 31);
+		CHECK_EQ(tree[1].ino, STORE_ROOT_INO);
+		stored_merkle(s, 31, h);
+		CHECK(memcmp(tree[0].merkle, h, MERKLE_LEN) == 0);
+		free(tree);
+	}
+	store_free(s);
+	free(t);
+	free(u);
 }
 
 /* ---- concurrency: more threads than reader connections ---- */
@@ -1073,6 +2251,11 @@ int main(void)
 	test_refuse();
 	test_query_plans();
 	test_threads();
+	test_merkle_golden();
+	test_merkle_failed_batch();
+	test_merkle_depth();
+	test_merkle_migration();
+	test_merkle_property();
 	printf("ok\n");
 	return 0;
 }
