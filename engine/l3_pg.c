@@ -232,8 +232,6 @@
 /* How far up S_TOUCHED walks from a directory: only a cycle of parents (a
  * corrupt tree) gets this far; it would otherwise walk forever. */
 #define LPG_MAX_DEPTH 65536
-#define LPG_STR(x) LPG_STR_(x)
-#define LPG_STR_(x) #x
 
 /* Type OIDs of the binary parameters (pg_type.h is a server header). */
 #define LPG_BOOLOID 16
@@ -496,12 +494,11 @@ static const struct lpg_stmt_def lpg_stmts[S_N] = {
 		       " UNION"
 		       " SELECT e.ino, e.parent, u.level + 1 FROM up AS u"
 		       " JOIN entries AS e ON e.ino = u.parent"
-		       " WHERE e.kind = 0 AND u.level < " LPG_STR(
-			       LPG_MAX_DEPTH) ")"
+		       " WHERE e.kind = 0 AND u.level < $2)"
 		       " SELECT ino, max(level)::bigint AS level FROM up"
 		       " GROUP BY ino ORDER BY level, ino",
-		       1,
-		       {LPG_INT8ARRAYOID}},
+		       2,
+		       {LPG_INT8ARRAYOID, LPG_INT8OID}},
 	[S_MERKLE] = {"lpg_merkle",
 		      "UPDATE entries AS d SET merkle = " LPG_MERKLE_OF_D
 		      " WHERE d.ino = ANY($1) AND d.kind = 0"
@@ -519,7 +516,7 @@ struct lpg_conn {
 	PGconn *pg;
 	bool broken;   /* a connection error: close it, never reuse it */
 	bool conflict; /* the last error was a conflict worth a new try */
-	bool prepared; /* lpg_stmts are prepared (not during the schema setup) */
+	bool prepared; /* lpg_stmts are prepared: not while opening */
 };
 
 struct lpg {
@@ -1614,7 +1611,8 @@ static int lpg_inos_finish(struct lpg_inos *s)
 
 	if (s->oom)
 		return -ENOMEM;
-	qsort(s->v, s->n, sizeof(*s->v), lpg_cmp_u64);
+	if (s->n)
+		qsort(s->v, s->n, sizeof(*s->v), lpg_cmp_u64);
 	for (size_t i = 0; i < s->n; i++)
 		if (m == 0 || s->v[i] != s->v[m - 1])
 			s->v[m++] = s->v[i];
@@ -1708,9 +1706,8 @@ static int lpg_merkle_levels(const struct lpg *q, struct lpg_conn *c,
 			    !lpg_field(res, r, 1, ITEM_HASH_LEN, &hash))
 				err = lpg_corrupt(q, 0, "bad merkle hash");
 			else if (tree)
-				err = lpg_tree_add(tree,
-						   (uint64_t)lpg_get64(ino),
-						   hash);
+				err = lpg_tree_add(
+					tree, (uint64_t)lpg_get64(ino), hash);
 		}
 		*count += (uint64_t)PQntuples(res);
 		PQclear(res);
@@ -1731,8 +1728,9 @@ static int lpg_merkle_apply(const struct lpg *q, struct lpg_conn *c,
 			    struct lpg_inos *touched, struct lpg_arr *a,
 			    struct lpg_tree *tree)
 {
-	const char *values[1];
-	int lengths[1];
+	char b_max[8];
+	const char *values[2] = {NULL, b_max};
+	int lengths[2] = {0, 8};
 	PGresult *order = NULL;
 	uint64_t count = 0;
 	const char *p;
@@ -1756,6 +1754,7 @@ static int lpg_merkle_apply(const struct lpg *q, struct lpg_conn *c,
 		return err;
 	values[0] = a->p;
 	lengths[0] = (int)a->len;
+	lpg_put64(b_max, LPG_MAX_DEPTH);
 	err = lpg_exec(q, c, S_TOUCHED, values, lengths, &order,
 		       "find the directories to rehash");
 	if (err)
@@ -2019,8 +2018,8 @@ static int lpg_apply_once(const struct lpg *q, struct lpg_conn *c,
 	err = lpg_delete_rows(q, c, S_DEL_ENTRIES, changes, n, false, a,
 			      &touched);
 	if (!err)
-		err = lpg_delete_rows(q, c, S_DEL_CONTENTS, changes, n, true,
-				      a, NULL);
+		err = lpg_delete_rows(q, c, S_DEL_CONTENTS, changes, n, true, a,
+				      NULL);
 	/* Pass 2: write the new rows and content. */
 	if (!err)
 		err = lpg_insert_entries(q, c, changes, n, a);
