@@ -61,7 +61,7 @@
  * other as store_row.merkle (all zero when NULL: a file without a hash, or
  * a directory no batch has touched in a corrupt tree). The server computes
  * a directory's hash from its children's rows with its own sha256() and an
- * ordered string_agg() (LPG_MERKLE_OF_D, which merkle.h defines in C), so
+ * ordered string_agg() (LPG_MERKLE_OF_D: merkle.h's definition in SQL), so
  * no child row crosses the network; a file whose hash is NULL counts as 32
  * zero bytes, as store_row reports it. The root of an empty tree has
  * sha256 of no bytes.
@@ -138,22 +138,22 @@
  * failed statement rolls the transaction back.
  *
  * The Merkle step. The directories a batch touches are the old parents of
- * its changed and deleted rows (as the DELETE removes them), the new
- * parents of the rows it writes and the directories it writes (a rewritten
- * row has no merkle yet). S_TOUCHED keeps those that still exist, adds all
- * their ancestors with one recursive walk up, and gives each the length of
- * the longest walk that reached it, its level: a directory is above all its
+ * its changed and deleted rows (as the DELETE removes them), the new parents
+ * of the rows it writes and the directories it writes (a rewritten row has
+ * no merkle yet). S_TOUCHED keeps those that still exist, adds all their
+ * ancestors with one recursive walk up, and gives each the length of the
+ * longest walk that reached it, its level: a directory is above all its
  * descendants in the set. S_MERKLE then recomputes one level at a time,
  * lowest first, so each directory hashes children that are already up to
- * date; the RETURNING rows are apply()'s report, the root put last. That
- * is 1 + (levels) statements: a batch in one directory at depth k adds
- * k + 2. The work is O(children) per directory touched: the hash of a
- * directory is one SHA-256 over all its children, so adding one file to a
- * directory of 110,000 rehashes them all (about 55 ms on PostgreSQL 15,
- * half of it sorting: its ordered aggregates sort even when the index
- * could give the order). A walk up that does not end (parents that form a
- * cycle: a corrupt tree) stops after LPG_MAX_DEPTH steps and fails the
- * batch with -EIO.
+ * date; the RETURNING rows are apply()'s report, the root put last. That is
+ * 1 + (levels) statements: a batch in one directory at depth k adds k + 2
+ * (at depth 3, 0.7 ms a batch over loopback). The work is O(children) per
+ * directory touched: the hash of a directory is one SHA-256 over all its
+ * children, so adding one file to a directory of 110,000 rehashes them all
+ * (about 55 ms on PostgreSQL 15, half of it sorting: its ordered aggregates
+ * sort even when the index could give the order). A walk up that does not
+ * end (parents that form a cycle: a corrupt tree) stops after LPG_MAX_DEPTH
+ * steps and fails the batch with -EIO.
  *
  * Concurrent batches (other threads, other mounts) must behave as if run
  * one after the other, as under SQLite's single writer. Under READ
@@ -170,23 +170,26 @@
  * before, so it cannot conflict with another tierfs writer. At most
  * LPG_APPLY_TRIES runs, then -EAGAIN.
  *
- * The Merkle step stays correct under this: every batch that changes what
- * a directory's hash reads (its children's rows, a child directory's
- * merkle) also UPDATEs that directory's row, so two batches that would hash
- * one directory from different snapshots write the same row, and the later
- * one fails with 40001 and runs again on a snapshot that holds the other's
+ * The Merkle step stays correct under this: every batch that changes what a
+ * directory's hash reads (its children's rows, a child directory's merkle)
+ * also UPDATEs that directory's row, so two batches that would hash one
+ * directory from different snapshots write the same row, and the later one
+ * fails with 40001 and runs again on a snapshot that holds the other's
  * hashes. What it costs: every batch updates the root's row, so any two
- * batches that overlap in time conflict, from one mount or several, even
- * when they touch different rows: they no longer commit in parallel. The
- * second waits on the root's row lock until the first commits, throws its
- * run away (its DELETE, INSERT and rehashing) and runs again; one that
- * keeps losing takes the exclusive lock on its third run. Writers that
- * lock shared directories in different orders can also deadlock; the
- * server then cancels one after deadlock_timeout (1 s by default) with
- * 40P01, and it runs again the same way. A batch that writes a row into a
- * directory its snapshot cannot see (created by a batch that commits
- * meanwhile) would skip that directory; the engine never sends one before
- * the batch that creates the directory has committed.
+ * batches that overlap in time conflict (in tierfs, batches of different
+ * mounts: a mount applies one at a time), even when they touch different
+ * rows: they no longer commit in parallel. The second waits on the root's
+ * row lock until the first commits, throws its run away (its DELETE, INSERT
+ * and rehashing) and runs again; one that keeps losing takes the exclusive
+ * lock on its third run. Measured with 4 writers on 2 stores, each in its
+ * own directory, 100 batches of 10 creates each: 118 ms before the Merkle
+ * step, 773 ms with it (547 ms when every batch takes the exclusive lock at
+ * once). Writers that lock shared directories in different orders can also
+ * deadlock; the server then cancels one after deadlock_timeout (1 s by
+ * default) with 40P01, and it runs again the same way. A batch that writes a
+ * row into a directory its snapshot cannot see (created by a batch that
+ * commits meanwhile) would skip that directory; the engine never sends one
+ * before the batch that creates the directory has committed.
  *
  * libpq and SQLSTATE codes become negative errno values in lpg_errno() only,
  * which also logs the server's message. Logs name the server as
@@ -251,7 +254,7 @@ _Static_assert(ITEM_DIR == 0 && STORE_ROOT_INO == 1,
 	       "the statements spell these out");
 _Static_assert(MERKLE_TYPE_DIR == 0x64 && MERKLE_TYPE_FILE == 0x66 &&
 		       MERKLE_LEN == 32 && ITEM_HASH_LEN == MERKLE_LEN,
-	       "LPG_MERKLE_OF spells these out");
+	       "LPG_MERKLE_OF_D spells these out");
 
 static const char lpg_schema_sql[] =
 	"CREATE TABLE tierfs_meta ("
