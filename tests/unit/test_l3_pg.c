@@ -6,7 +6,9 @@
  * plus what only a shared server has: mounts that create the schema
  * together, disjoint inode ranges under concurrency, writers racing on the
  * same rows, lost connections, and a 2000-row batch (its throughput is
- * printed, never asserted).
+ * printed, never asserted), and the Merkle hashes apply() keeps: a seeded
+ * random property test against merkle.c, a golden hash from Python, failed
+ * batches, and the migration of a version-1 schema.
  *
  * Every test starts from a clean schema: the tables are dropped through a
  * plain libpq connection first. The password of the URI must never reach
@@ -27,6 +29,7 @@
 #include "check.h"
 #include "store_helpers.h"
 #include "l3_pg.h"
+#include "merkle.h"
 
 static const char *uri;	 /* TIERFS_TEST_POSTGRES */
 static char secret[128]; /* the URI's password, "" when none */
@@ -39,12 +42,16 @@ static char last_log[1024];
 static int nlogs;
 static int secret_leaks;	 /* lines that showed a password */
 static const char *extra_secret; /* another password being tried */
+static const char *count_word;	 /* log lines holding it are counted */
+static int count_hits;
 
 static void log_fn(void *arg, int level, const char *msg)
 {
 	pthread_mutex_lock(&log_lock);
 	snprintf(last_log, sizeof(last_log), "%s", msg);
 	nlogs++;
+	if (count_word && strstr(msg, count_word))
+		count_hits++;
 	if ((secret[0] && strstr(msg, secret)) ||
 	    (extra_secret && strstr(msg, extra_secret))) {
 		fprintf(stderr, "password in a log line: %s\n", msg);
@@ -106,6 +113,22 @@ static long long admin_int(const char *sql)
 		exit(1);
 	}
 	v = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return v;
+}
+
+/* Runs a query that answers one text value; returns a malloc()ed copy. */
+static char *admin_text(const char *sql)
+{
+	PGresult *res = PQexec(admin, sql);
+	char *v;
+
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		fprintf(stderr, "admin: %s: %s", sql, PQerrorMessage(admin));
+		exit(1);
+	}
+	v = strdup(PQgetisnull(res, 0, 0) ? "(null)" : PQgetvalue(res, 0, 0));
+	CHECK(v);
 	PQclear(res);
 	return v;
 }
@@ -180,6 +203,13 @@ static void test_open_creates_root(void)
 	CHECK(r.meta.ctime_ns > 1600000000LL * 1000000000);
 	CHECK(r.meta.state == NULL);
 	CHECK(r.meta.xattrs == NULL && r.meta.xattrs_len == 0);
+	{
+		/* an empty tree: the root hashes no bytes */
+		uint8_t empty[MERKLE_LEN];
+
+		merkle_empty(empty);
+		CHECK(memcmp(r.merkle, empty, MERKLE_LEN) == 0);
+	}
 	store_row_release(&r);
 
 	/* the root is the child "" of 0, never a child of itself */
@@ -213,8 +243,8 @@ static void test_open_creates_root(void)
 	CHECK_EQ(admin_int(
 			 "SELECT count(*) FROM information_schema.columns"
 			 " WHERE table_name = 'entries' AND"
-			 " ((column_name IN ('name', 'stem', 'hash', 'xattrs')"
-			 "   AND data_type = 'bytea') OR"
+			 " ((column_name IN ('name', 'stem', 'hash', 'xattrs',"
+			 "   'merkle') AND data_type = 'bytea') OR"
 			 " (column_name = 'kind' AND data_type = 'smallint')"
 			 " OR (column_name = 'mode' AND data_type = 'integer')"
 			 " OR (column_name = 'explicit_dir'"
@@ -223,7 +253,10 @@ static void test_open_creates_root(void)
 			 " OR (column_name IN ('ino', 'parent', 'size',"
 			 "     'version', 'mtime_ns', 'ctime_ns', 'uid', 'gid')"
 			 "     AND data_type = 'bigint'))"),
-		 16);
+		 17);
+	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
+			   " WHERE key = 'schema_version'"),
+		 2);
 }
 
 static void test_listing(void)
@@ -1524,6 +1557,1160 @@ static void test_big_batch(void)
 	store_free(s);
 }
 
+/* ---- Merkle hashes ---- */
+
+static void sha256_of(const void *data, size_t len, uint8_t out[MERKLE_LEN])
+{
+	struct merkle *m = merkle_begin();
+
+	CHECK(m);
+	merkle_update(m, data, len);
+	merkle_end(m, out);
+}
+
+static void hex_to(const char *hex, uint8_t out[MERKLE_LEN])
+{
+	CHECK_EQ(strlen(hex), 2 * MERKLE_LEN);
+	for (size_t i = 0; i < MERKLE_LEN; i++) {
+		unsigned int b;
+
+		CHECK(sscanf(hex + 2 * i, "%2x", &b) == 1);
+		out[i] = (uint8_t)b;
+	}
+}
+
+/* A change that writes file @name with content @data and its hash. */
+static struct store_change file_change(uint64_t ino, uint64_t parent,
+				       const char *name, struct item_meta *m,
+				       enum item_kind kind, const void *data,
+				       size_t len)
+{
+	struct store_change c;
+
+	*m = meta_of(kind, len);
+	sha256_of(data, len, m->hash);
+	c = change_of(ino, parent, name, m);
+	c.has_data = true;
+	c.data = data;
+	c.len = len;
+	return c;
+}
+
+/* The index of @ino in apply()'s report; fails when it is not there. */
+static size_t tree_pos(const struct store_dirhash *tree, size_t ntree,
+		       uint64_t ino)
+{
+	for (size_t i = 0; i < ntree; i++)
+		if (tree[i].ino == ino)
+			return i;
+	CHECK(!"the directory is in the report");
+	return 0;
+}
+
+/* Every directory's stored merkle, "ino:hex,..." in ino order (malloc). */
+static char *merkle_snapshot(void)
+{
+	return admin_text("SELECT string_agg(ino || ':' ||"
+			  " coalesce(encode(merkle, 'hex'), 'null'), ','"
+			  " ORDER BY ino) FROM entries WHERE kind = 0");
+}
+
+/*
+ * Recomputes the Merkle hash of directory @dir from scratch with merkle.c,
+ * from list() alone, into @out; checks on the way that each subdirectory's
+ * stored merkle (row.merkle) equals its recomputation and that each file's
+ * row.merkle is its hash. Returns the number of directories below @dir.
+ */
+static size_t merkle_recompute(struct store *s, uint64_t dir,
+			       uint8_t out[MERKLE_LEN])
+{
+	struct store_row rows[32];
+	char after[STORE_NAME_MAX + 1] = "";
+	struct merkle *m = merkle_begin();
+	size_t dirs = 0;
+	int n;
+
+	CHECK(m);
+	do {
+		n = s->ops->list(s, dir, after, rows, 32);
+		CHECK(n >= 0);
+		for (int i = 0; i < n; i++) {
+			bool is_dir = rows[i].meta.kind == ITEM_DIR;
+			uint8_t h[MERKLE_LEN];
+
+			if (is_dir) {
+				dirs += 1 + merkle_recompute(s, rows[i].ino, h);
+				CHECK(memcmp(rows[i].merkle, h, MERKLE_LEN) ==
+				      0);
+			} else {
+				CHECK(memcmp(rows[i].merkle, rows[i].meta.hash,
+					     MERKLE_LEN) == 0);
+				memcpy(h, rows[i].merkle, MERKLE_LEN);
+			}
+			merkle_add_child(m, rows[i].name, strlen(rows[i].name),
+					 is_dir, h);
+		}
+		if (n)
+			snprintf(after, sizeof(after), "%s", rows[n - 1].name);
+		for (int i = 0; i < n; i++)
+			store_row_release(&rows[i]);
+	} while (n == 32);
+	merkle_end(m, out);
+	return dirs;
+}
+
+/* Checks the whole tree's stored hashes against merkle_recompute(). */
+static void check_merkle_tree(struct store *s, uint8_t root[MERKLE_LEN])
+{
+	struct store_row r;
+
+	merkle_recompute(s, STORE_ROOT_INO, root);
+	CHECK_EQ(s->ops->get(s, STORE_ROOT_INO, &r), 0);
+	CHECK(memcmp(r.merkle, root, MERKLE_LEN) == 0);
+	store_row_release(&r);
+}
+
+/*
+ * A small tree in one batch, whose root hash Python's hashlib computed on
+ * its own (merkle.h's definition, written again):
+ *
+ * python3 -c 'import hashlib as h;H=lambda b:h.sha256(b).digest();D=lambda
+ * k:H(b"".join(n+b"\0"+t+x for n,t,x in sorted(k)));a=D([(b"b",b"f",H(b"\0
+ * \1")),(b"c",b"d",D([]))]);print(a.hex());print(D([(b"a",b"d",a),(b"a.json
+ * ",b"f",H(b"{}")),(b"ab",b"f",H(b"hello")),(b"x",b"d",D([])),(b"x.json",b"
+ * f",H(b"[1]")),(b"\xc3\xa9",b"f",H(b""))]).hex())'
+ *
+ * (one line, without the comment's line breaks and asterisks)
+ */
+static void test_merkle_golden(void)
+{
+	static const char golden_a[] = "8f31d27df70201fbd81f8ae74e8a1758"
+				       "853d20ab46ac595d44f234953aa952b1";
+	static const char golden_root[] = "7a6830a3f1949b5dbdf16f940abc744d"
+					  "49b134148174af56a3d04cf300bcdef7";
+	struct store *s = open_fresh();
+	struct item_meta m[9];
+	struct store_change c[9];
+	struct store_dirhash *tree = NULL;
+	size_t ntree = 0;
+	uint8_t want_a[MERKLE_LEN], want_root[MERKLE_LEN], empty[MERKLE_LEN];
+	uint8_t got[MERKLE_LEN], h[MERKLE_LEN];
+	uint64_t first = 0, a, x, cdir;
+	struct store_row r;
+	void *data;
+	size_t len;
+
+	hex_to(golden_a, want_a);
+	hex_to(golden_root, want_root);
+	merkle_empty(empty);
+	CHECK_EQ(s->ops->alloc_ino(s, 9, &first), 0);
+	a = first;
+	cdir = first + 1;
+	x = first + 2;
+	m[0] = meta_of(ITEM_DIR, 0);
+	m[1] = meta_of(ITEM_DIR, 0);
+	m[2] = meta_of(ITEM_DIR, 0);
+	/* files before the directories that hold them: order is free */
+	c[0] = file_change(first + 3, a, "b", &m[3], ITEM_BINARY, "\0\1", 2);
+	c[1] = change_of(cdir, a, "c", &m[1]);
+	c[2] = change_of(a, STORE_ROOT_INO, "a", &m[0]);
+	c[3] = file_change(first + 4, STORE_ROOT_INO, "a.json", &m[4],
+			   ITEM_JSON, "{}", 2);
+	c[4] = file_change(first + 5, STORE_ROOT_INO, "ab", &m[5], ITEM_BINARY,
+			   "hello", 5);
+	c[5] = change_of(x, STORE_ROOT_INO, "x", &m[2]);
+	c[6] = file_change(first + 6, STORE_ROOT_INO, "x.json", &m[6],
+			   ITEM_JSON, "[1]", 3);
+	c[7] = file_change(first + 7, STORE_ROOT_INO, "\xc3\xa9", &m[7],
+			   ITEM_BINARY, "", 0);
+	CHECK_EQ(s->ops->apply(s, c, 8, &tree, &ntree), 0);
+
+	/* the report: the four directories, deepest before their parents,
+	 * the root last with the golden hash */
+	CHECK_EQ(ntree, 4);
+	CHECK(tree != NULL);
+	CHECK_EQ(tree[3].ino, STORE_ROOT_INO);
+	CHECK(memcmp(tree[3].merkle, want_root, MERKLE_LEN) == 0);
+	CHECK(tree_pos(tree, ntree, cdir) < tree_pos(tree, ntree, a));
+	for (size_t i = 0; i < 3; i++) {
+		if (tree[i].ino == a) {
+			CHECK(memcmp(tree[i].merkle, want_a, MERKLE_LEN) == 0);
+		} else {
+			CHECK(tree[i].ino == x || tree[i].ino == cdir);
+			CHECK(memcmp(tree[i].merkle, empty, MERKLE_LEN) == 0);
+		}
+	}
+	free(tree);
+
+	/* what get, lookup, list and fetch report */
+	check_merkle_tree(s, got);
+	CHECK(memcmp(got, want_root, MERKLE_LEN) == 0);
+	CHECK_EQ(s->ops->lookup(s, STORE_ROOT_INO, "a", &r), 0);
+	CHECK(memcmp(r.merkle, want_a, MERKLE_LEN) == 0);
+	store_row_release(&r);
+	CHECK_EQ(s->ops->get(s, x, &r), 0);
+	CHECK(memcmp(r.merkle, empty, MERKLE_LEN) == 0);
+	store_row_release(&r);
+	sha256_of("hello", 5, h);
+	CHECK_EQ(s->ops->fetch(s, first + 5, &r, &data, &len), 0);
+	CHECK(memcmp(r.merkle, h, MERKLE_LEN) == 0);
+	store_row_release(&r);
+	free(data);
+	CHECK_EQ(s->ops->fetch(s, a, &r, &data, &len), 0);
+	CHECK(memcmp(r.merkle, want_a, MERKLE_LEN) == 0);
+	store_row_release(&r);
+	free(data);
+
+	/* a file whose hash is unknown (zero) counts as 32 zero bytes, as
+	 * its row reports it; deleting it gives the golden hash back */
+	m[8] = meta_of(ITEM_BINARY, 0);
+	c[0] = change_of(first + 8, STORE_ROOT_INO, "nohash", &m[8]);
+	CHECK_EQ(s->ops->apply(s, c, 1, &tree, &ntree), 0);
+	CHECK_EQ(ntree, 1);
+	CHECK_EQ(tree[0].ino, STORE_ROOT_INO);
+	check_merkle_tree(s, got);
+	CHECK(memcmp(got, tree[0].merkle, MERKLE_LEN) == 0);
+	CHECK(memcmp(got, want_root, MERKLE_LEN) != 0);
+	free(tree);
+	c[0] = delete_of(first + 8);
+	CHECK_EQ(s->ops->apply(s, c, 1, &tree, &ntree), 0);
+	CHECK_EQ(ntree, 1);
+	CHECK(memcmp(tree[0].merkle, want_root, MERKLE_LEN) == 0);
+	free(tree);
+
+	/* a batch that changes no row (it deletes an ino that is not
+	 * there) touches no directory and reports none */
+	tree = (struct store_dirhash *)1;
+	ntree = 7;
+	c[0] = delete_of(first + 8);
+	CHECK_EQ(s->ops->apply(s, c, 1, &tree, &ntree), 0);
+	CHECK(tree == NULL && ntree == 0);
+	store_free(s);
+}
+
+/* A batch that fails leaves every hash as it was and reports none: refused
+ * before SQL (one ino twice), by a unique index while writing rows, and at
+ * COMMIT, after the Merkle step ran (a deferred trigger refuses it). */
+static void test_merkle_failed_batch(void)
+{
+	struct store *s = open_fresh();
+	struct item_meta m[3];
+	struct store_change c[3];
+	struct store_dirhash *tree;
+	size_t ntree;
+	uint64_t d, sub;
+	char *before, *after;
+	uint8_t root[MERKLE_LEN];
+
+	d = put_dir(s, new_ino(s), STORE_ROOT_INO, "d");
+	sub = put_dir(s, new_ino(s), d, "sub");
+	c[0] = file_change(new_ino(s), sub, "f", &m[0], ITEM_BINARY, "f", 1);
+	CHECK_EQ(store_apply(s, c, 1), 0);
+	check_merkle_tree(s, root);
+	before = merkle_snapshot();
+
+	/* a new file deep down, and a name that is taken */
+	c[0] = file_change(new_ino(s), sub, "g", &m[0], ITEM_BINARY, "g", 1);
+	c[1] = file_change(new_ino(s), d, "sub", &m[1], ITEM_BINARY, "x", 1);
+	tree = (struct store_dirhash *)1;
+	ntree = 7;
+	CHECK_EQ(s->ops->apply(s, c, 2, &tree, &ntree), -EEXIST);
+	CHECK(tree == NULL && ntree == 0);
+	after = merkle_snapshot();
+	CHECK_STREQ(after, before);
+	free(after);
+
+	/* one ino written twice */
+	c[1] = c[0];
+	tree = (struct store_dirhash *)1;
+	ntree = 7;
+	CHECK_EQ(s->ops->apply(s, c, 2, &tree, &ntree), -EEXIST);
+	CHECK(tree == NULL && ntree == 0);
+
+	/* refused at COMMIT, after the hashes were updated in the batch */
+	admin_exec("CREATE OR REPLACE FUNCTION tierfs_test_refuse()"
+		   " RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+		   " IF NEW.name = convert_to('refused', 'UTF8') THEN"
+		   " RAISE EXCEPTION 'refused by the test'"
+		   " USING ERRCODE = 'unique_violation'; END IF;"
+		   " RETURN NULL; END $$");
+	admin_exec("CREATE CONSTRAINT TRIGGER tierfs_test_refuse"
+		   " AFTER INSERT ON entries DEFERRABLE INITIALLY DEFERRED"
+		   " FOR EACH ROW EXECUTE FUNCTION tierfs_test_refuse()");
+	c[1] = file_change(new_ino(s), d, "refused", &m[1], ITEM_BINARY, "r",
+			   1);
+	m[2] = meta_of(ITEM_DIR, 0);
+	c[2] = change_of(new_ino(s), STORE_ROOT_INO, "newdir", &m[2]);
+	tree = (struct store_dirhash *)1;
+	ntree = 7;
+	CHECK_EQ(s->ops->apply(s, c, 3, &tree, &ntree), -EEXIST);
+	CHECK(tree == NULL && ntree == 0);
+	after = merkle_snapshot();
+	CHECK_STREQ(after, before);
+	free(after);
+	CHECK_EQ(lookup_ino(s, sub, "g"), -ENOENT);
+	check_merkle_tree(s, root);
+
+	/* the same batch without the refused row goes through */
+	c[1] = c[2];
+	CHECK_EQ(s->ops->apply(s, c, 2, &tree, &ntree), 0);
+	CHECK_EQ(ntree, 4); /* sub, d, newdir, root */
+	CHECK_EQ(tree[3].ino, STORE_ROOT_INO);
+	CHECK(tree_pos(tree, ntree, sub) < tree_pos(tree, ntree, d));
+	free(tree);
+	after = merkle_snapshot();
+	CHECK(strcmp(after, before) != 0);
+	free(after);
+	free(before);
+	check_merkle_tree(s, root);
+
+	/* parents that form a cycle (a corrupt tree): the walk up stops and
+	 * the batch fails, with nothing written */
+	admin_exec("DROP FUNCTION IF EXISTS tierfs_test_refuse() CASCADE");
+	before = merkle_snapshot();
+	{
+		uint64_t p = put_dir(s, new_ino(s), STORE_ROOT_INO, "p");
+		uint64_t q = put_dir(s, new_ino(s), p, "q");
+		char sql[128];
+		double t0;
+
+		free(before);
+		before = merkle_snapshot();
+		snprintf(sql, sizeof(sql),
+			 "UPDATE entries SET parent = %llu WHERE ino = %llu",
+			 (unsigned long long)q, (unsigned long long)p);
+		admin_exec(sql);
+		c[0] = file_change(new_ino(s), q, "f", &m[0], ITEM_BINARY, "f",
+				   1);
+		tree = (struct store_dirhash *)1;
+		ntree = 7;
+		log_reset();
+		t0 = now_s();
+		CHECK_EQ(s->ops->apply(s, c, 1, &tree, &ntree), -EIO);
+		CHECK(now_s() - t0 < 30);
+		CHECK(tree == NULL && ntree == 0);
+		CHECK(log_has("cycle"));
+		CHECK_EQ(lookup_ino(s, q, "f"), -ENOENT);
+	}
+	after = merkle_snapshot();
+	CHECK_STREQ(after, before);
+	free(after);
+	free(before);
+	store_free(s);
+}
+
+/* Writers on two mounts, each in its own directory or two in one: every
+ * batch rehashes the root, so batches that overlap conflict and run again;
+ * none may fail, and the hashes must end up right. */
+
+#define NMERKLE_WRITERS 4
+#define NMERKLE_ROUNDS 40
+
+struct mwriter_arg {
+	struct store *s;
+	uint64_t dir, first; /* NMERKLE_ROUNDS inos from first */
+	int id, errors;
+};
+
+static void *mwriter_main(void *p)
+{
+	struct mwriter_arg *a = p;
+
+	pthread_barrier_wait(&barrier);
+	for (int round = 0; round < NMERKLE_ROUNDS; round++) {
+		struct item_meta m[2];
+		struct store_change c[2];
+		char name[32], data[32];
+		size_t n = 0;
+		int len;
+
+		len = snprintf(data, sizeof(data), "w%d r%d", a->id, round);
+		snprintf(name, sizeof(name), "w%d-%02d", a->id, round);
+		c[n++] = file_change(a->first + (uint64_t)round, a->dir, name,
+				     &m[0], ITEM_BINARY, data, (size_t)len);
+		if (round % 3 == 2) /* and drop one written before */
+			c[n++] = delete_of(a->first + (uint64_t)round - 2);
+		if (store_apply(a->s, c, n) != 0)
+			a->errors++;
+	}
+	return NULL;
+}
+
+static void test_merkle_concurrent(void)
+{
+	struct store *s = open_fresh();
+	struct store *t = open_ok();
+	struct mwriter_arg args[NMERKLE_WRITERS];
+	pthread_t th[NMERKLE_WRITERS];
+	uint8_t root[MERKLE_LEN];
+	uint64_t d[3], first = 0;
+	double t0;
+
+	d[0] = put_dir(s, new_ino(s), STORE_ROOT_INO, "d0");
+	d[1] = put_dir(s, new_ino(s), STORE_ROOT_INO, "d1");
+	d[2] = put_dir(s, new_ino(s), d[1], "d2");
+	CHECK_EQ(s->ops->alloc_ino(s, NMERKLE_WRITERS * NMERKLE_ROUNDS, &first),
+		 0);
+	CHECK_EQ(pthread_barrier_init(&barrier, NULL, NMERKLE_WRITERS), 0);
+	t0 = now_s();
+	for (int i = 0; i < NMERKLE_WRITERS; i++) {
+		/* writers 0 and 3 share d0; 1 and 2 are in d1 and below it */
+		args[i] = (struct mwriter_arg){
+			.s = i % 2 ? t : s,
+			.dir = d[i % 3],
+			.first = first + (uint64_t)i * NMERKLE_ROUNDS,
+			.id = i,
+		};
+		CHECK_EQ(pthread_create(&th[i], NULL, mwriter_main, &args[i]),
+			 0);
+	}
+	for (int i = 0; i < NMERKLE_WRITERS; i++) {
+		CHECK_EQ(pthread_join(th[i], NULL), 0);
+		CHECK_EQ(args[i].errors, 0);
+	}
+	CHECK_EQ(pthread_barrier_destroy(&barrier), 0);
+	printf("merkle: %d writers on 2 mounts, %d batches each: %.1f ms\n",
+	       NMERKLE_WRITERS, NMERKLE_ROUNDS, (now_s() - t0) * 1e3);
+	check_merkle_tree(s, root);
+	check_merkle_tree(t, root);
+	store_free(t);
+	store_free(s);
+}
+
+/* ---- migration ---- */
+
+/* The version-1 schema, exactly as 0a19b64 created it (lpg_schema_sql, then
+ * lpg_create's rows with fixed times and owner), and a few rows. */
+static void make_v1_schema(void)
+{
+	reset_schema();
+	admin_exec("CREATE TABLE tierfs_meta ("
+		   " key text PRIMARY KEY,"
+		   " value bigint,"
+		   " text_value text"
+		   ");"
+		   "CREATE TABLE entries ("
+		   " ino bigint PRIMARY KEY,"
+		   " parent bigint NOT NULL,"
+		   " name bytea NOT NULL,"
+		   " stem bytea,"
+		   " kind smallint NOT NULL,"
+		   " size bigint NOT NULL,"
+		   " hash bytea,"
+		   " version bigint NOT NULL,"
+		   " mtime_ns bigint NOT NULL,"
+		   " ctime_ns bigint NOT NULL,"
+		   " mode integer NOT NULL,"
+		   " uid bigint NOT NULL,"
+		   " gid bigint NOT NULL,"
+		   " explicit_dir boolean NOT NULL,"
+		   " state text,"
+		   " xattrs bytea,"
+		   " CONSTRAINT entries_parent_name UNIQUE (parent, name)"
+		   ");"
+		   "CREATE UNIQUE INDEX entries_parent_stem ON entries"
+		   " (parent, stem) WHERE stem IS NOT NULL;"
+		   "CREATE TABLE contents ("
+		   " ino bigint PRIMARY KEY,"
+		   " data bytea NOT NULL"
+		   ");");
+	admin_exec("INSERT INTO tierfs_meta (key, value, text_value) VALUES"
+		   " ('format', NULL, 'tierfs'), ('schema_version', 1, NULL),"
+		   " ('next_ino', 11, NULL);"
+		   "INSERT INTO entries (ino, parent, name, stem, kind, size,"
+		   " hash, version, mtime_ns, ctime_ns, mode, uid, gid,"
+		   " explicit_dir, state, xattrs) VALUES (1, 0, ''::bytea,"
+		   " NULL, 0, 0, NULL, 1, 1700000000000000000,"
+		   " 1700000000000000000, 16877, 1000, 1000, true,"
+		   " NULL, NULL)");
+	/* a/ (b, c/), a.json, nohash (a NULL hash), x/y/z/\xff */
+	admin_exec("INSERT INTO entries (ino, parent, name, stem, kind, size,"
+		   " hash, version, mtime_ns, ctime_ns, mode, uid, gid,"
+		   " explicit_dir, state, xattrs)"
+		   " SELECT ino, parent, decode(name, 'hex'),"
+		   " CASE WHEN kind = 0 THEN NULL"
+		   " ELSE decode(stem, 'hex') END, kind, size,"
+		   " CASE WHEN data IS NULL THEN NULL"
+		   " ELSE sha256(decode(data, 'hex')) END, 1, 1, 1,"
+		   " CASE WHEN kind = 0 THEN 16877 ELSE 33188 END, 0, 0,"
+		   " kind = 0, NULL, NULL FROM (VALUES"
+		   " (2, 1, '61', '', 0, 0, NULL),"
+		   " (3, 1, '612e6a736f6e', '61', 1, 2, '7b7d'),"
+		   " (4, 2, '62', '62', 2, 2, '0001'),"
+		   " (5, 2, '63', '', 0, 0, NULL),"
+		   " (6, 1, '6e6f68617368', '6e6f68617368', 2, 0, NULL),"
+		   " (7, 1, '78', '', 0, 0, NULL),"
+		   " (8, 7, '79', '', 0, 0, NULL),"
+		   " (9, 8, '7a', '', 0, 0, NULL),"
+		   " (10, 9, 'ff', 'ff', 2, 1, 'ff'))"
+		   " AS v (ino, parent, name, stem, kind, size, data)");
+	admin_exec("INSERT INTO contents (ino, data) VALUES"
+		   " (3, decode('7b7d', 'hex')), (4, decode('0001', 'hex')),"
+		   " (10, decode('ff', 'hex'))");
+}
+
+static void test_migration(void)
+{
+	static struct mount_arg args[NSTORES];
+	pthread_t th[NSTORES];
+	struct store *s;
+	uint8_t root[MERKLE_LEN], again[MERKLE_LEN], h[MERKLE_LEN];
+	struct store_row r;
+	char *before, *after;
+
+	/* one open migrates, and says so once */
+	make_v1_schema();
+	count_word = "migrated the schema from version 1 to 2: merkle hashes "
+		     "of 6 directories";
+	count_hits = 0;
+	s = open_ok();
+	CHECK_EQ(count_hits, 1);
+	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
+			   " WHERE key = 'schema_version'"),
+		 2);
+	CHECK_EQ(admin_int("SELECT count(*) FROM entries"
+			   " WHERE (kind = 0) = (merkle IS NULL)"),
+		 0); /* every directory has one, no file has */
+	check_merkle_tree(s, root);
+	/* a row of a file keeps its hash; NULL reads as zero */
+	sha256_of("\xff", 1, h);
+	CHECK_EQ(s->ops->get(s, 10, &r), 0);
+	CHECK(memcmp(r.merkle, h, MERKLE_LEN) == 0);
+	store_row_release(&r);
+	CHECK_EQ(s->ops->get(s, 6, &r), 0);
+	memset(h, 0, sizeof(h));
+	CHECK(memcmp(r.merkle, h, MERKLE_LEN) == 0);
+	store_row_release(&r);
+	merkle_empty(h);
+	CHECK_EQ(s->ops->get(s, 5, &r), 0); /* a/c is empty */
+	CHECK(memcmp(r.merkle, h, MERKLE_LEN) == 0);
+	store_row_release(&r);
+	store_free(s);
+
+	/* reopening is a no-op */
+	before = merkle_snapshot();
+	count_word = "migrated";
+	count_hits = 0;
+	s = open_ok();
+	CHECK_EQ(count_hits, 0);
+	after = merkle_snapshot();
+	CHECK_STREQ(after, before);
+	free(after);
+	free(before);
+	check_merkle_tree(s, again);
+	CHECK(memcmp(again, root, MERKLE_LEN) == 0);
+	/* and batches keep the hashes */
+	put_file(s, new_ino(s), 9, "new", ITEM_BINARY, "n", 1);
+	check_merkle_tree(s, again);
+	CHECK(memcmp(again, root, MERKLE_LEN) != 0);
+	store_free(s);
+
+	/* mounts that open a version-1 schema together: one migrates */
+	make_v1_schema();
+	count_hits = 0;
+	CHECK_EQ(pthread_barrier_init(&barrier, NULL, NSTORES), 0);
+	for (int i = 0; i < NSTORES; i++)
+		CHECK_EQ(pthread_create(&th[i], NULL, open_main, &args[i]), 0);
+	for (int i = 0; i < NSTORES; i++) {
+		CHECK_EQ(pthread_join(th[i], NULL), 0);
+		CHECK_EQ(args[i].err, 0);
+	}
+	CHECK_EQ(pthread_barrier_destroy(&barrier), 0);
+	CHECK_EQ(count_hits, 1);
+	check_merkle_tree(args[0].s, again);
+	CHECK(memcmp(again, root, MERKLE_LEN) == 0);
+	for (int i = 0; i < NSTORES; i++)
+		store_free(args[i].s);
+
+	/* a migration that fails leaves version 1 as it was */
+	make_v1_schema();
+	admin_exec("CREATE OR REPLACE FUNCTION tierfs_test_refuse()"
+		   " RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+		   " RAISE EXCEPTION 'refused by the test'; END $$");
+	admin_exec("CREATE TRIGGER tierfs_test_refuse BEFORE UPDATE ON entries"
+		   " FOR EACH ROW EXECUTE FUNCTION tierfs_test_refuse()");
+	count_hits = 0;
+	open_fails(uri, -EIO, "refused by the test");
+	CHECK_EQ(count_hits, 0);
+	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
+			   " WHERE key = 'schema_version'"),
+		 1);
+	CHECK_EQ(admin_int("SELECT count(*) FROM information_schema.columns"
+			   " WHERE table_name = 'entries'"
+			   " AND column_name = 'merkle'"),
+		 0);
+	count_word = NULL;
+	reset_schema();
+	admin_exec("DROP FUNCTION IF EXISTS tierfs_test_refuse() CASCADE");
+}
+
+/* ---- the property test ---- */
+
+#define PROP_BATCHES 1000
+#define PROP_MAX_NODES 8192
+#define PROP_MAX_LIVE 250 /* then it deletes more than it creates */
+#define PROP_MAX_DEPTH 6
+#define PROP_MAX_CHANGES 20
+
+/* The test's own model of the tree: what each ino should be. Node 0 is the
+ * root; node i > 0 has ino prop_base + i - 1. */
+struct pnode {
+	uint64_t parent; /* an ino */
+	char name[32];
+	enum item_kind kind;
+	bool alive;
+	uint8_t hash[MERKLE_LEN];
+	uint64_t size, version;
+	uint32_t mode;
+};
+
+static struct pnode pn[PROP_MAX_NODES];
+static size_t npn;
+static uint64_t prop_base;
+
+static uint64_t pn_ino(size_t i)
+{
+	return i ? prop_base + i - 1 : STORE_ROOT_INO;
+}
+
+static size_t pn_index(uint64_t ino)
+{
+	if (ino == STORE_ROOT_INO)
+		return 0;
+	CHECK(ino >= prop_base && ino - prop_base + 1 < npn);
+	return (size_t)(ino - prop_base + 1);
+}
+
+static size_t rnd(size_t n)
+{
+	return (size_t)(rng() % n);
+}
+
+/* The item-ID stem of a file name (store.h); NULL for directories. */
+static size_t pn_stem_len(const char *name, enum item_kind kind)
+{
+	size_t len = strlen(name);
+
+	if (kind == ITEM_JSON && len >= 5 &&
+	    strcmp(name + len - 5, ".json") == 0)
+		return len - 5;
+	return len;
+}
+
+/* Would @name (of @kind) in @parent collide with a live entry other than
+ * node @self, by name or, between files, by stem? */
+static bool pn_collides(uint64_t parent, const char *name, enum item_kind kind,
+			size_t self)
+{
+	size_t stem = pn_stem_len(name, kind);
+
+	for (size_t j = 1; j < npn; j++) {
+		const struct pnode *o = &pn[j];
+
+		if (j == self || !o->alive || o->parent != parent)
+			continue;
+		if (strcmp(o->name, name) == 0)
+			return true;
+		if (kind != ITEM_DIR && o->kind != ITEM_DIR &&
+		    pn_stem_len(o->name, o->kind) == stem &&
+		    memcmp(o->name, name, stem) == 0)
+			return true;
+	}
+	return false;
+}
+
+static size_t pn_depth(size_t i)
+{
+	size_t d = 0;
+
+	while (i) {
+		i = pn_index(pn[i].parent);
+		d++;
+	}
+	return d;
+}
+
+/* Is node @i node @anc or below it? */
+static bool pn_under(size_t i, size_t anc)
+{
+	for (;;) {
+		if (i == anc)
+			return true;
+		if (i == 0)
+			return false;
+		i = pn_index(pn[i].parent);
+	}
+}
+
+static bool pn_has_children(size_t i)
+{
+	for (size_t j = 1; j < npn; j++)
+		if (pn[j].alive && pn[j].parent == pn_ino(i))
+			return true;
+	return false;
+}
+
+/* A random live node, not changed in this batch (@busy), that @want
+ * accepts; returns false when there is none. */
+static bool pn_pick(const bool *busy, bool (*want)(size_t), size_t *out)
+{
+	static size_t cand[PROP_MAX_NODES];
+	size_t n = 0;
+
+	for (size_t i = 0; i < npn; i++)
+		if (pn[i].alive && !busy[i] && want(i))
+			cand[n++] = i;
+	if (!n)
+		return false;
+	*out = cand[rnd(n)];
+	return true;
+}
+
+static bool want_file(size_t i)
+{
+	return pn[i].kind != ITEM_DIR;
+}
+
+static bool want_dir(size_t i)
+{
+	return pn[i].kind == ITEM_DIR;
+}
+
+static bool want_shallow_dir(size_t i)
+{
+	return pn[i].kind == ITEM_DIR && pn_depth(i) < PROP_MAX_DEPTH;
+}
+
+static bool want_any(size_t i)
+{
+	(void)i;
+	return true;
+}
+
+static bool want_movable(size_t i)
+{
+	return i != 0;
+}
+
+static bool want_empty_dir(size_t i)
+{
+	return i != 0 && pn[i].kind == ITEM_DIR && !pn_has_children(i);
+}
+
+/* A random live directory: any one, not only those outside this batch. */
+static size_t pn_random_dir(bool shallow)
+{
+	static const bool none[PROP_MAX_NODES];
+	size_t d = 0;
+
+	CHECK(pn_pick(none, shallow ? want_shallow_dir : want_dir, &d));
+	return d;
+}
+
+/* Names that sort in the tricky places: prefixes ("a", "a.b", "a.jso",
+ * "ab"), "x" beside "x.json", bytes >= 0x80 (bytea, unsigned order). */
+static const char *const prop_names[] = {
+	"a",  "ab",  "a.b",  "a.jso",	 "a.json",   "x",    "b",
+	"A",  "z z", "\x80", "\x80\x80", "\xc3\xa9", "\xff", "\xff\xfe",
+	"n0", "n1",  "n2",   "n3",	 "n4",	     "n5",   "n6",
+};
+
+/* A name for a @kind in @parent that collides with nothing (@self may keep
+ * its own); false when ten tries found none. */
+static bool pn_name(uint64_t parent, enum item_kind kind, size_t self,
+		    char out[32])
+{
+	const size_t nnames = sizeof(prop_names) / sizeof(prop_names[0]);
+
+	for (int t = 0; t < 10; t++) {
+		snprintf(out, 32, "%s%s", prop_names[rnd(nnames)],
+			 kind == ITEM_JSON ? ".json" : "");
+		if (!pn_collides(parent, out, kind, self))
+			return true;
+	}
+	return false;
+}
+
+/* New random content for file node @i in @buf: sets its size and hash;
+ * rarely (@allow_unknown) no content and an unknown (zero) hash. */
+static size_t pn_content(size_t i, char buf[64], bool allow_unknown)
+{
+	size_t len;
+
+	if (pn[i].kind == ITEM_JSON) {
+		len = rnd(8) ? (size_t)snprintf(buf, 64, "{\"k\":%llu}",
+						(unsigned long long)rnd(1000))
+			     : 0;
+	} else {
+		len = rnd(49);
+		for (size_t k = 0; k < len; k++)
+			buf[k] = (char)rng();
+	}
+	pn[i].size = len;
+	if (allow_unknown && pn[i].kind == ITEM_BINARY && rnd(20) == 0) {
+		memset(pn[i].hash, 0, MERKLE_LEN);
+		return SIZE_MAX;
+	}
+	sha256_of(buf, len, pn[i].hash);
+	return len;
+}
+
+enum prop_op {
+	OP_CREATE,
+	OP_MKDIR,
+	OP_CONTENT,
+	OP_META,
+	OP_RENAME,
+	OP_MOVE,
+	OP_DELETE,
+	OP_RMDIR,
+	OP_N,
+};
+
+static const char *const prop_op_names[OP_N] = {
+	"create", "mkdir", "content", "meta",
+	"rename", "move",  "delete",  "rmdir",
+};
+
+/* How often each is tried: the tree grows to PROP_MAX_LIVE entries. */
+static const int prop_op_weights[OP_N] = {
+	[OP_CREATE] = 4, [OP_MKDIR] = 2, [OP_CONTENT] = 2, [OP_META] = 1,
+	[OP_RENAME] = 1, [OP_MOVE] = 2,	 [OP_DELETE] = 2,  [OP_RMDIR] = 1,
+};
+
+static enum prop_op prop_random_op(void)
+{
+	int total = 0, r;
+
+	for (int k = 0; k < OP_N; k++)
+		total += prop_op_weights[k];
+	r = (int)rnd((size_t)total);
+	for (int k = 0; k < OP_N; k++) {
+		if (r < prop_op_weights[k])
+			return (enum prop_op)k;
+		r -= prop_op_weights[k];
+	}
+	return OP_CREATE;
+}
+
+struct prop_batch {
+	struct store_change c[PROP_MAX_CHANGES];
+	struct item_meta m[PROP_MAX_CHANGES];
+	char data[PROP_MAX_CHANGES][64];
+	size_t n;
+	bool busy[PROP_MAX_NODES]; /* changed in this batch */
+	bool hit[PROP_MAX_NODES];  /* directories it touches */
+	int ops[OP_N];
+	bool dir_moved;
+};
+
+/* Tries one random operation on the model; on success appends the final
+ * state of the node it changed to @b, and marks the directories it touches
+ * (old parent, new parent, the node when a directory). */
+static void prop_op(struct prop_batch *b)
+{
+	size_t live = 0, i = 0, len = 0;
+	enum prop_op op;
+	bool deleted = false, has_data = false;
+	uint64_t old_parent = 0;
+	bool existed = true;
+
+	for (size_t j = 0; j < npn; j++)
+		live += pn[j].alive;
+	op = prop_random_op();
+	if (live > PROP_MAX_LIVE && (op == OP_CREATE || op == OP_MKDIR))
+		op = rnd(2) ? OP_DELETE : OP_RMDIR;
+
+	switch (op) {
+	case OP_CREATE:
+	case OP_MKDIR: {
+		size_t d = pn_random_dir(op == OP_MKDIR);
+		enum item_kind kind = op == OP_MKDIR ? ITEM_DIR
+				      : rnd(2)	     ? ITEM_JSON
+						     : ITEM_BINARY;
+		char name[32];
+
+		CHECK(npn < PROP_MAX_NODES);
+		if (!pn_name(pn_ino(d), kind, SIZE_MAX, name))
+			return;
+		i = npn++;
+		memset(&pn[i], 0, sizeof(pn[i]));
+		pn[i] = (struct pnode){.parent = pn_ino(d),
+				       .kind = kind,
+				       .alive = true,
+				       .version = 1,
+				       .mode = kind == ITEM_DIR
+						       ? S_IFDIR | 0755
+						       : S_IFREG | 0644};
+		memcpy(pn[i].name, name, sizeof(name));
+		existed = false;
+		if (kind != ITEM_DIR) {
+			len = pn_content(i, b->data[b->n], true);
+			has_data = len != SIZE_MAX;
+		}
+		break;
+	}
+	case OP_CONTENT:
+		if (!pn_pick(b->busy, want_file, &i))
+			return;
+		len = pn_content(i, b->data[b->n], false);
+		has_data = true;
+		pn[i].version++;
+		break;
+	case OP_META:
+		if (!pn_pick(b->busy, want_any, &i))
+			return; /* the root too: chmod of the mount root */
+		pn[i].version++;
+		pn[i].mode ^= 0022;
+		break;
+	case OP_RENAME:
+	case OP_MOVE: {
+		size_t d;
+		char name[32];
+
+		if (!pn_pick(b->busy, want_movable, &i))
+			return;
+		d = op == OP_RENAME ? pn_index(pn[i].parent)
+				    : pn_random_dir(false);
+		if (pn[i].kind == ITEM_DIR &&
+		    (pn_under(d, i) || pn_depth(d) >= PROP_MAX_DEPTH))
+			return; /* not into itself, nor too deep */
+		if (!pn_name(pn_ino(d), pn[i].kind, i, name))
+			return;
+		old_parent = pn[i].parent;
+		pn[i].parent = pn_ino(d);
+		memcpy(pn[i].name, name, sizeof(name));
+		if (pn[i].kind == ITEM_DIR && old_parent != pn[i].parent)
+			b->dir_moved = true;
+		break;
+	}
+	case OP_DELETE:
+		if (!pn_pick(b->busy, want_file, &i))
+			return;
+		deleted = true;
+		break;
+	case OP_RMDIR:
+		if (!pn_pick(b->busy, want_empty_dir, &i))
+			return;
+		deleted = true;
+		break;
+	default:
+		return;
+	}
+
+	if (existed && op != OP_RENAME && op != OP_MOVE)
+		old_parent = pn[i].parent;
+	if (existed && i != 0)
+		b->hit[pn_index(old_parent)] = true;
+	b->busy[i] = true;
+	b->ops[op]++;
+	if (deleted) {
+		pn[i].alive = false;
+		b->c[b->n++] = delete_of(pn_ino(i));
+		return;
+	}
+	if (i != 0)
+		b->hit[pn_index(pn[i].parent)] = true;
+	if (pn[i].kind == ITEM_DIR)
+		b->hit[i] = true;
+	b->m[b->n] = meta_of(pn[i].kind, pn[i].size);
+	memcpy(b->m[b->n].hash, pn[i].hash, MERKLE_LEN);
+	b->m[b->n].version = pn[i].version;
+	b->m[b->n].mode = pn[i].mode;
+	b->c[b->n] = change_of(pn_ino(i), i ? pn[i].parent : 0,
+			       i ? pn[i].name : "", &b->m[b->n]);
+	if (has_data) {
+		b->c[b->n].has_data = true;
+		b->c[b->n].data = b->data[b->n];
+		b->c[b->n].len = len;
+	}
+	b->n++;
+}
+
+/* Hashes of every live directory: recomputed from list() by merkle.c,
+ * checked against each stored merkle and against the model on the way. */
+static uint8_t prop_hash[PROP_MAX_NODES][MERKLE_LEN];
+static bool prop_known[PROP_MAX_NODES];
+
+static void prop_walk(struct store *s, size_t dir, uint8_t out[MERKLE_LEN],
+		      size_t *children)
+{
+	struct store_row rows[16];
+	char after[STORE_NAME_MAX + 1] = "";
+	struct merkle *m = merkle_begin();
+	size_t seen = 0;
+	int n;
+
+	CHECK(m);
+	do {
+		n = s->ops->list(s, pn_ino(dir), after, rows, 16);
+		CHECK(n >= 0);
+		for (int k = 0; k < n; k++) {
+			size_t i = pn_index(rows[k].ino);
+			bool is_dir = rows[k].meta.kind == ITEM_DIR;
+			uint8_t h[MERKLE_LEN];
+
+			/* the store holds what the model says */
+			CHECK(pn[i].alive);
+			CHECK_EQ(pn[i].parent, pn_ino(dir));
+			CHECK_STREQ(rows[k].name, pn[i].name);
+			CHECK_EQ(rows[k].meta.kind, pn[i].kind);
+			CHECK_EQ(rows[k].meta.version, pn[i].version);
+			if (is_dir) {
+				prop_walk(s, i, h, children);
+				CHECK(memcmp(rows[k].merkle, h, MERKLE_LEN) ==
+				      0);
+			} else {
+				CHECK(memcmp(rows[k].meta.hash, pn[i].hash,
+					     MERKLE_LEN) == 0);
+				CHECK(memcmp(rows[k].merkle, pn[i].hash,
+					     MERKLE_LEN) == 0);
+				memcpy(h, rows[k].merkle, MERKLE_LEN);
+			}
+			merkle_add_child(m, rows[k].name, strlen(rows[k].name),
+					 is_dir, h);
+			seen++;
+		}
+		if (n)
+			snprintf(after, sizeof(after), "%s", rows[n - 1].name);
+		for (int k = 0; k < n; k++)
+			store_row_release(&rows[k]);
+	} while (n == 16);
+	merkle_end(m, out);
+	memcpy(prop_hash[dir], out, MERKLE_LEN);
+	*children += seen;
+}
+
+/* After batch @b: every stored hash is right, and the report is exactly
+ * the directories the batch touched and their ancestors, each with its
+ * new hash, the root last; it holds each directory whose hash changed. */
+static void prop_check(struct store *s, const struct prop_batch *b,
+		       const struct store_dirhash *tree, size_t ntree)
+{
+	static bool want[PROP_MAX_NODES], got[PROP_MAX_NODES];
+	static uint8_t old[PROP_MAX_NODES][MERKLE_LEN];
+	static bool old_known[PROP_MAX_NODES];
+	uint8_t root[MERKLE_LEN];
+	size_t children = 0, live = 0, nwant = 0;
+	struct store_row r;
+
+	memcpy(old, prop_hash, sizeof(old));
+	memcpy(old_known, prop_known, sizeof(old_known));
+	memset(prop_known, 0, sizeof(prop_known));
+
+	prop_walk(s, 0, root, &children);
+	for (size_t i = 1; i < npn; i++)
+		live += pn[i].alive;
+	CHECK_EQ(children, live); /* no more rows than the model has */
+	CHECK_EQ(s->ops->get(s, STORE_ROOT_INO, &r), 0);
+	CHECK(memcmp(r.merkle, root, MERKLE_LEN) == 0);
+	CHECK_EQ(r.meta.version, pn[0].version);
+	store_row_release(&r);
+	for (size_t i = 0; i < npn; i++)
+		prop_known[i] = pn[i].alive && pn[i].kind == ITEM_DIR;
+
+	/* the directories touched that still exist, and their ancestors */
+	memset(want, 0, sizeof(want));
+	for (size_t i = 0; i < npn; i++) {
+		if (!b->hit[i] || !pn[i].alive)
+			continue;
+		for (size_t a = i;; a = pn_index(pn[a].parent)) {
+			want[a] = true;
+			if (a == 0)
+				break;
+		}
+	}
+	for (size_t i = 0; i < npn; i++)
+		nwant += want[i];
+
+	memset(got, 0, sizeof(got));
+	CHECK_EQ(ntree, nwant);
+	CHECK((tree == NULL) == (ntree == 0));
+	for (size_t k = 0; k < ntree; k++) {
+		size_t i = pn_index(tree[k].ino);
+
+		CHECK(want[i]);
+		CHECK(!got[i]);
+		got[i] = true;
+		CHECK(memcmp(tree[k].merkle, prop_hash[i], MERKLE_LEN) == 0);
+	}
+	if (ntree)
+		CHECK_EQ(tree[ntree - 1].ino, STORE_ROOT_INO);
+	/* (implied by the above, and what a mirror of the tree needs) */
+	for (size_t i = 0; i < npn; i++)
+		if (prop_known[i] &&
+		    (!old_known[i] ||
+		     memcmp(old[i], prop_hash[i], MERKLE_LEN) != 0))
+			CHECK(got[i]);
+}
+
+/* Seeded random batches of every kind of change; TEST_SEED picks another
+ * sequence. */
+static void test_merkle_property(void)
+{
+	static struct prop_batch b;
+	const char *env = getenv("TEST_SEED");
+	uint64_t seed = env ? strtoull(env, NULL, 0) : 0x6d65726b6c65ULL;
+	struct store *s = open_fresh();
+	struct store_dirhash *tree;
+	size_t ntree, max_depth = 0, reported = 0;
+	int ops[OP_N] = {0}, moves = 0;
+	uint8_t root[MERKLE_LEN];
+	double t0 = now_s();
+
+	rng_state = seed ? seed : 1;
+	npn = 1;
+	memset(&pn[0], 0, sizeof(pn[0]));
+	pn[0].kind = ITEM_DIR;
+	pn[0].alive = true;
+	pn[0].version = 1;
+	pn[0].mode = S_IFDIR | 0755;
+	CHECK_EQ(s->ops->alloc_ino(s, PROP_MAX_NODES, &prop_base), 0);
+	memset(prop_known, 0, sizeof(prop_known));
+	check_merkle_tree(s, root);
+	merkle_empty(prop_hash[0]);
+	CHECK(memcmp(root, prop_hash[0], MERKLE_LEN) == 0);
+	prop_known[0] = true;
+
+	for (int batch = 0; batch < PROP_BATCHES; batch++) {
+		size_t want_n = 1 + rnd(PROP_MAX_CHANGES);
+
+		snprintf(check_context, sizeof(check_context),
+			 "batch %d of seed 0x%llx", batch,
+			 (unsigned long long)seed);
+		memset(&b, 0, sizeof(b));
+		for (int t = 0; t < 100 && b.n < want_n; t++)
+			prop_op(&b);
+		CHECK(b.n > 0);
+		tree = (struct store_dirhash *)1;
+		ntree = 7;
+		CHECK_EQ(s->ops->apply(s, b.c, b.n, &tree, &ntree), 0);
+		prop_check(s, &b, tree, ntree);
+		free(tree);
+		for (int k = 0; k < OP_N; k++)
+			ops[k] += b.ops[k];
+		moves += b.dir_moved;
+		reported += ntree;
+		for (size_t i = 0; i < npn; i++)
+			if (pn[i].alive && pn_depth(i) > max_depth)
+				max_depth = pn_depth(i);
+	}
+	check_context[0] = '\0';
+	/* the sequence did exercise every kind of change */
+	for (int k = 0; k < OP_N; k++) {
+		snprintf(check_context, sizeof(check_context), "%s",
+			 prop_op_names[k]);
+		CHECK(ops[k] >= 100);
+	}
+	check_context[0] = '\0';
+	CHECK(moves >= 20);
+	CHECK(max_depth >= 5);
+	printf("merkle: %d random batches (seed 0x%llx), %zu directories "
+	       "reported, checked in %.1f s\n",
+	       PROP_BATCHES, (unsigned long long)seed, reported, now_s() - t0);
+	store_free(s);
+}
+
 int main(void)
 {
 	PQconninfoOption *opts;
@@ -1568,6 +2755,11 @@ int main(void)
 	test_racing_writers();
 	test_reconnect();
 	test_big_batch();
+	test_merkle_golden();
+	test_merkle_failed_batch();
+	test_merkle_concurrent();
+	test_migration();
+	test_merkle_property();
 	CHECK_EQ(secret_leaks, 0);
 
 	reset_schema();
