@@ -1,0 +1,214 @@
+"""`tierfs verify [--repair]` (issue 4, item 4): compares the Redis mirror with
+L3 from the root down, reports exactly the drift made behind tierfs's back
+with redis-cli, repairs it from L3, and reads return the right bytes after.
+
+Keys (engine/l2_redis.c): PREFIX e:INO is a file's hash with fields m (the
+metadata blob) and d (the content); PREFIX t:INO a directory's Merkle hash
+in hex. Inode numbers are the st_ino the mount reports.
+"""
+
+import hashlib
+import os
+import shutil
+
+import pytest
+
+from conftest import TIERFS_BIN, run
+
+if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
+    pytest.skip("FUSE is unavailable here (/dev/fuse or fusermount3 missing)",
+                allow_module_level=True)
+
+pytestmark = pytest.mark.stores("redis+postgres")
+
+
+def write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+FILES = {
+    "top.json": b'{"top": true}',
+    "a/one.json": b'{"one": 1}',
+    "a/two.bin": b"\0two\0" * 50,
+    "a/b/three.json": b"[3]",
+    "a/b/four.bin": b"four" * 1000,
+    "c/five.json": b'"five"',
+    "c/six.bin": b"",
+}
+
+
+class Tree:
+    """A mount filled with FILES, every change committed, and helpers to
+    reach its keys in Redis."""
+
+    def __init__(self, m):
+        self.m = m
+        self.url = m.store.redis_url
+        for rel, data in FILES.items():
+            os.makedirs(os.path.dirname(m.path(rel)), exist_ok=True)
+            write(m.path(rel), data)
+        # reading the root's Merkle hash commits every pending change
+        assert len(m.getfattr(m.mnt, "user.tierfs.merkle")) == 64
+        self.ino = {rel: os.stat(m.path(rel)).st_ino for rel in FILES}
+        for d in ("a", "a/b", "c"):
+            self.ino[d] = os.stat(m.path(d)).st_ino
+        self.ino[""] = os.stat(m.mnt).st_ino
+
+    def redis(self, *args):
+        return run(["redis-cli", "-u", self.url, *args]).stdout.strip()
+
+    def ekey(self, rel):
+        return f"{self.m.redis_prefix}e:{self.ino[rel]}"
+
+    def tkey(self, rel):
+        return f"{self.m.redis_prefix}t:{self.ino[rel]}"
+
+    def verify(self, *flags):
+        return run([str(TIERFS_BIN), "verify", *flags, f"--postgres={self.m.pg.uri}",
+                    f"--redis={self.url}", "-o", f"redis_prefix={self.m.redis_prefix}"],
+                   check=False)
+
+
+def findings(out):
+    """{(what, path)} of verify's finding lines."""
+    found = set()
+    for line in out.splitlines():
+        if " (inode " in line:
+            what, rest = line.split(": ", 1)
+            found.add((what, rest.split(" (inode ")[0]))
+    return found
+
+
+@pytest.fixture
+def tree(tierfs):
+    return Tree(tierfs)
+
+
+def test_clean_store_verifies(tree):
+    cp = tree.verify()
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert findings(cp.stdout) == set()
+    # 4 directories (root, a, a/b, c) and every file
+    assert f"checked 4 directories and {len(FILES)} files" in cp.stdout
+    assert "0 findings" in cp.stdout
+
+
+def test_reports_exactly_the_drift_and_repairs_it(tree):
+    t = tree
+    # every key the test breaks exists first: the test breaks real keys
+    for rel in ("a/one.json", "a/b/three.json", "c/five.json"):
+        assert t.redis("EXISTS", t.ekey(rel)) == "1"
+    for rel in ("a/b", ""):
+        assert t.redis("EXISTS", t.tkey(rel)) == "1"
+
+    t.redis("DEL", t.ekey("a/one.json"))                        # missing
+    t.redis("HSET", t.ekey("a/b/three.json"), "d", "[4]")       # same size, wrong bytes
+    # metadata of this format (first byte 1) that does not decode; a blob
+    # of another format would read as absent (a newer tierfs's entry)
+    t.redis("EVAL", "return redis.call('HSET', KEYS[1], 'm', string.char(1) .. 'garbage')",
+            "1", t.ekey("c/five.json"))
+    t.redis("DEL", t.tkey("a/b"))                               # mirror missing
+    t.redis("SET", t.tkey(""), "0" * 64)                        # mirror wrong
+
+    expected = {
+        ("missing item", "/a/one.json"),
+        ("corrupt item", "/a/b/three.json"),
+        ("corrupt item", "/c/five.json"),
+        ("missing tree hash", "/a/b"),
+        ("tree hash differs", "/"),
+    }
+    cp = t.verify()
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    assert findings(cp.stdout) == expected, cp.stdout
+    assert "5 findings, 0 repaired" in cp.stdout
+
+    cp = t.verify("--repair")
+    assert cp.returncode == 1, cp.stdout + cp.stderr
+    assert findings(cp.stdout) == expected, cp.stdout
+    assert cp.stdout.count("; repaired") == 5
+    assert "5 findings, 5 repaired" in cp.stdout
+
+    cp = t.verify()
+    assert cp.returncode == 0, cp.stdout + cp.stderr
+    assert "0 findings" in cp.stdout
+
+    # Redis holds L3's bytes again, and reads through a fresh mount are right
+    assert t.redis("HGET", t.ekey("a/b/three.json"), "d") == "[3]"
+    assert t.redis("GET", t.tkey("")) == t.m.getfattr(t.m.mnt, "user.tierfs.merkle")
+    t.m.remount()
+    for rel, data in FILES.items():
+        with open(t.m.path(rel), "rb") as f:
+            assert f.read() == data, rel
+
+
+def test_stale_entry_is_reported(tree):
+    """An entry of an older version (what a batch Redis missed leaves
+    behind) is stale, and --repair brings the current one."""
+    t = tree
+    backup = f"{t.m.redis_prefix}backup"
+    assert t.redis("COPY", t.ekey("top.json"), backup) == "1"
+    write(t.m.path("top.json"), b'{"top": false}')
+    assert len(t.m.getfattr(t.m.mnt, "user.tierfs.merkle")) == 64
+    version = int(t.m.getfattr(t.m.path("top.json"), "user.tierfs.version"))
+    assert t.redis("COPY", backup, t.ekey("top.json"), "REPLACE") == "1"
+    t.redis("DEL", backup)
+    cp = t.verify()
+    assert cp.returncode == 1
+    assert findings(cp.stdout) == {("stale item", "/top.json")}, cp.stdout
+    assert f"version {version - 1}, L3 has {version}" in cp.stdout
+    cp = t.verify("--repair")
+    assert "1 findings, 1 repaired" in cp.stdout
+    assert t.redis("HGET", t.ekey("top.json"), "d") == '{"top": false}'
+    assert t.verify().returncode == 0
+
+
+def test_corrupt_content_is_never_served(tree):
+    """Even before a repair, a read does not return bytes from Redis that
+    do not match the item's hash: it falls through to L3."""
+    t = tree
+    t.redis("HSET", t.ekey("a/b/four.bin"), "d", "FOUR" * 1000)
+    t.m.remount()
+    with open(t.m.path("a/b/four.bin"), "rb") as f:
+        assert f.read() == FILES["a/b/four.bin"]
+    assert "redis holds corrupt content" in t.m.stderr_text()
+    # the read-through wrote L3's bytes back
+    assert hashlib.sha256(t.redis("HGET", t.ekey("a/b/four.bin"), "d").encode()).digest() == \
+        hashlib.sha256(FILES["a/b/four.bin"]).digest()
+
+
+def test_quick_trusts_the_mirror(tree):
+    """--quick descends only where a directory's mirrored hash differs: it
+    finds an item below such a directory, and does not look below one in
+    step."""
+    t = tree
+    t.redis("DEL", t.ekey("c/five.json"))    # below c, whose hash stays right
+    t.redis("DEL", t.ekey("a/b/four.bin"))
+    t.redis("SET", t.tkey("a/b"), "f" * 64)
+    t.redis("SET", t.tkey("a"), "e" * 64)
+    t.redis("SET", t.tkey(""), "d" * 64)
+    cp = t.verify("--quick")
+    assert cp.returncode == 1
+    assert findings(cp.stdout) == {
+        ("tree hash differs", "/"),
+        ("tree hash differs", "/a"),
+        ("tree hash differs", "/a/b"),
+        ("missing item", "/a/b/four.bin"),
+    }, cp.stdout
+    assert "(quick)" in cp.stdout
+    cp = t.verify()
+    assert ("missing item", "/c/five.json") in findings(cp.stdout)
+
+
+def test_progress_and_errors(tree):
+    t = tree
+    cp = t.verify("--progress")
+    assert cp.returncode == 0
+    assert "tierfs verify: " in cp.stderr and " entries, 0 findings" in cp.stderr
+    cp = run([str(TIERFS_BIN), "verify", f"--postgres={t.m.pg.uri}"], check=False)
+    assert cp.returncode == 2 and "--redis" in cp.stderr
+    cp = run([str(TIERFS_BIN), "verify", f"--postgres={t.m.pg.uri}",
+              "--redis=redis://127.0.0.1:1"], check=False)
+    assert cp.returncode == 2 and "cannot open" in cp.stderr
+    cp = run([str(TIERFS_BIN), "verify", "--bogus"], check=False)
+    assert cp.returncode == 2
