@@ -15,11 +15,15 @@ import errno
 import hashlib
 import os
 import pty
+import pwd
 import random
 import re
 import resource
+import shutil
 import stat
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -291,13 +295,38 @@ def test_missing_path(tree, tmp_path):
     assert cp.stdout == f"{oracle(tree).hex()}  {tree}\n"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_file(tree):
-    f = tree / "x" / "inner.json"
-    os.chmod(f, 0)
-    cp = hash_cmd(tree, check_rc=1)
-    assert cp.stdout == ""
-    assert cp.stderr == f"tierfs hash: {f}: cannot open: {os.strerror(errno.EACCES)}\n"
+def test_unreadable_file(tmp_path):
+    """A file the caller may not read: exit 1, its path and the reason on
+    stderr, no hash line. Root reads everything, so as root the command runs
+    as 'nobody' (setpriv), on a tree and a copy of the binary in a
+    world-searchable directory (pytest's tmp_path is root's alone)."""
+    prefix, binary, base = [], TIERFS_BIN, tmp_path
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("setpriv is missing (Debian package util-linux)")
+        pw = pwd.getpwnam("nobody")
+        base = Path(tempfile.mkdtemp(prefix="tierfs-hash-"))
+        os.chmod(base, 0o755)
+        binary = base / "tierfs"
+        shutil.copy2(TIERFS_BIN, binary)
+        os.chmod(binary, 0o755)
+        prefix = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}",
+                  "--clear-groups"]
+    try:
+        tree = base / "tree"
+        (tree / "x").mkdir(parents=True)
+        os.chmod(tree, 0o755)
+        os.chmod(tree / "x", 0o755)
+        f = tree / "x" / "inner.json"
+        write(f, b'{"in": true}')
+        os.chmod(f, 0)
+        cp = run([*prefix, str(binary), "hash", str(tree)], check=False)
+        assert cp.returncode == 1, cp.stdout + cp.stderr
+        assert cp.stdout == ""
+        assert cp.stderr == f"tierfs hash: {f}: cannot open: {os.strerror(errno.EACCES)}\n"
+    finally:
+        if base != tmp_path:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 def test_two_paths_two_lines(tree, tmp_path):
