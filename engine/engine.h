@@ -33,7 +33,8 @@
  * except that eng_close() must be the last call. A struct eng_file is used
  * by the caller like a file descriptor: concurrent calls on one handle are
  * allowed. Calls block on L3 I/O; none waits for the flusher except
- * eng_fsync(), eng_sync() and eng_close().
+ * eng_fsync(), eng_sync(), eng_close() and eng_getxattr() of a directory's
+ * user.tierfs.merkle.
  */
 #ifndef TIERFS_ENGINE_H
 #define TIERFS_ENGINE_H
@@ -204,7 +205,9 @@ void eng_releasedir(struct eng *e, struct eng_dir *d);
 
 /*
  * Extended attributes (DESIGN.md section 4). user.tierfs.{id,hash,version,
- * status,state} are computed (state is settable); other user.* names are
+ * status,tiers,merkle,state} are computed (state is settable; reading a
+ * directory's merkle first waits, like eng_sync(), for this engine's
+ * pending changes to be committed, then reads L3); other user.* names are
  * stored with the entry; security.*, system.* and trusted.* give -ENODATA
  * (get, remove), -ENOTSUP (set) and are never listed. eng_getxattr()
  * returns the value length; with @size 0 it only measures; -ERANGE when

@@ -124,7 +124,8 @@ static int check_dir(struct vrun *v, uint64_t ino, const char *path)
 	uint8_t mirror[ITEM_HASH_LEN];
 	struct store_dirhash want;
 	struct store_row row;
-	enum verify_what what = VERIFY_TREE_DIFFERS;
+	enum verify_what what;
+	const char *detail;
 	bool repaired = false;
 	int r = 0;
 
@@ -145,17 +146,16 @@ static int check_dir(struct vrun *v, uint64_t ino, const char *path)
 			return r;
 	}
 	what = r == -ENOENT ? VERIFY_TREE_MISSING : VERIFY_TREE_DIFFERS;
+	detail = r == -ENOENT	 ? "redis has no hash for it"
+		 : r == -EBADMSG ? "redis holds no valid hash"
+				 : "redis holds another hash";
 	if (v->o->repair) {
 		r = v->l2->ops->put_tree(v->l2, &want, 1);
 		if (r < 0)
 			return r;
 		repaired = true;
 	}
-	report(v, what, path, ino,
-	       what == VERIFY_TREE_MISSING ? "redis has no hash for it"
-	       : r == -EBADMSG		   ? "redis holds no valid hash"
-					   : "redis holds another hash",
-	       repaired);
+	report(v, what, path, ino, detail, repaired);
 	return 0;
 }
 

@@ -110,6 +110,7 @@ def test_reports_exactly_the_drift_and_repairs_it(tree):
             "1", t.ekey("c/five.json"))
     t.redis("DEL", t.tkey("a/b"))                               # mirror missing
     t.redis("SET", t.tkey(""), "0" * 64)                        # mirror wrong
+    t.redis("SET", t.tkey("c"), "not a hash")                   # mirror garbage
 
     expected = {
         ("missing item", "/a/one.json"),
@@ -117,17 +118,19 @@ def test_reports_exactly_the_drift_and_repairs_it(tree):
         ("corrupt item", "/c/five.json"),
         ("missing tree hash", "/a/b"),
         ("tree hash differs", "/"),
+        ("tree hash differs", "/c"),
     }
     cp = t.verify()
     assert cp.returncode == 1, cp.stdout + cp.stderr
     assert findings(cp.stdout) == expected, cp.stdout
-    assert "5 findings, 0 repaired" in cp.stdout
+    assert "/c (inode" in cp.stdout and "redis holds no valid hash" in cp.stdout
+    assert "6 findings, 0 repaired" in cp.stdout
 
     cp = t.verify("--repair")
     assert cp.returncode == 1, cp.stdout + cp.stderr
     assert findings(cp.stdout) == expected, cp.stdout
-    assert cp.stdout.count("; repaired") == 5
-    assert "5 findings, 5 repaired" in cp.stdout
+    assert cp.stdout.count("; repaired") == 6
+    assert "6 findings, 6 repaired" in cp.stdout
 
     cp = t.verify()
     assert cp.returncode == 0, cp.stdout + cp.stderr
