@@ -53,7 +53,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (REPO, PgServer, StoreConfig, in_mount_table, is_mounted,
+from conftest import (REPO, TIERFS_BIN, PgServer, StoreConfig, in_mount_table, is_mounted,
                       psql, run, wait_for)
 
 if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
@@ -724,6 +724,11 @@ def test_create_during_postgres_outage(tierfs_factory, private_pg):
             if outcomes[rel][0] is None:
                 _, err, _ = timed(lambda: read_file(m.path(rel)) == d, PROMPT, f"read {rel}")
                 readback[rel] = err
+        # a directory's Merkle hash is L3's: unknowable now (EIO, at once);
+        # a file's is its content hash, known here
+        _, merkle_err, _ = timed(lambda: os.getxattr(m.mnt, "user.tierfs.merkle"),
+                                 PROMPT, "read the root's merkle")
+        file_merkle = os.getxattr(m.path(names[1]), "user.tierfs.merkle").decode()
         outage_log = mark.text()
     finally:
         private_pg.resume()
@@ -737,6 +742,11 @@ def test_create_during_postgres_outage(tierfs_factory, private_pg):
     want = {os.stat(m.path(rel)).st_ino: d.hex() for rel, d in new.items()}
     assert wait_for(lambda: pg_contents(m, want) == want, PERSIST, interval=0.5), \
         "the files created during the outage are not in PostgreSQL after it came back"
+    assert isinstance(merkle_err, OSError) and merkle_err.errno == errno.EIO, merkle_err
+    assert file_merkle == hashlib.sha256(new[names[1]]).hexdigest()
+    # and once it is back, the root's hash covers what was written meanwhile
+    root = os.getxattr(m.mnt, "user.tierfs.merkle").decode()
+    assert run([str(TIERFS_BIN), "hash", str(m.mnt)]).stdout.split()[0] == root
 
 
 # --- tiers that answer with errors -------------------------------------------------
