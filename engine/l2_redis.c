@@ -983,8 +983,9 @@ static int l2r_append(const struct l2r *r, struct l2r_conn *c,
  * once (the context is then broken and freed by the caller).
  */
 static int l2r_pipeline(const struct l2r *r, struct l2r_conn *c,
-			const struct store_change *changes, size_t n)
+			const void *items, size_t n)
 {
+	const struct store_change *changes = items;
 	struct l2r_buf blob = {NULL, 0};
 	size_t appended = 0, nread = 0, bytes = 0, nfailed = 0;
 	int first = 0, err = 0;
@@ -1032,13 +1033,45 @@ out:
 	return err;
 }
 
+/* A pipeline of @n @items sent and answered on one context by @fn. */
+typedef int (*l2r_pipe_fn)(const struct l2r *r, struct l2r_conn *c,
+			   const void *items, size_t n);
+
+/*
+ * Runs @fn on a pooled context, once more on a new one when the pooled one
+ * had gone stale (l2r_again): the pipelines write final states, so they
+ * are safe to repeat. Returns @fn's result.
+ */
+static int l2r_pipelined(struct l2r *r, l2r_pipe_fn fn, const void *items,
+			 size_t n)
+{
+	struct l2r_nopipe np;
+	bool fresh = false;
+	struct l2r_conn *c;
+	int err;
+
+	l2r_nopipe_begin(&np);
+	for (;;) {
+		bool again;
+
+		err = l2r_conn_get(r, fresh, &c);
+		if (err)
+			break;
+		err = fn(r, c, items, n);
+		again = err && l2r_again(c, fresh, err);
+		l2r_conn_put(r, c);
+		if (!again)
+			break;
+		fresh = true;
+	}
+	l2r_nopipe_end(&np);
+	return err;
+}
+
 static int l2r_apply(struct store *s, const struct store_change *changes,
 		     size_t n, struct store_dirhash **tree, size_t *ntree)
 {
 	struct l2r *r = l2r_of(s);
-	struct l2r_nopipe np;
-	bool fresh = false;
-	struct l2r_conn *c;
 	int err;
 
 	store_tree_none(tree, ntree);
@@ -1051,22 +1084,7 @@ static int l2r_apply(struct store *s, const struct store_change *changes,
 	if (n == 0)
 		return 0;
 
-	l2r_nopipe_begin(&np);
-	for (;;) {
-		bool again;
-
-		err = l2r_conn_get(r, fresh, &c);
-		if (err)
-			break;
-		err = l2r_pipeline(r, c, changes, n);
-		again = err && l2r_again(c, fresh, err);
-		l2r_conn_put(r, c);
-		if (!again)
-			break;
-		fresh = true;
-	}
-	l2r_nopipe_end(&np);
-	return err;
+	return l2r_pipelined(r, l2r_pipeline, changes, n);
 }
 
 static int l2r_hex(int ch);
@@ -1074,8 +1092,9 @@ static int l2r_hex(int ch);
 /* Sends SET P t:INO HEX for each of @n hashes down @c and reads every
  * reply; returns the first error. */
 static int l2r_tree_pipeline(const struct l2r *r, struct l2r_conn *c,
-			     const struct store_dirhash *dirs, size_t n)
+			     const void *items, size_t n)
 {
+	const struct store_dirhash *dirs = items;
 	int first = 0;
 
 	for (size_t i = 0; i < n; i++) {
@@ -1107,30 +1126,9 @@ static int l2r_tree_pipeline(const struct l2r *r, struct l2r_conn *c,
 static int l2r_put_tree(struct store *s, const struct store_dirhash *dirs,
 			size_t n)
 {
-	struct l2r *r = l2r_of(s);
-	struct l2r_nopipe np;
-	bool fresh = false;
-	struct l2r_conn *c;
-	int err = 0;
-
 	if (n == 0)
 		return 0;
-	l2r_nopipe_begin(&np);
-	for (;;) {
-		bool again;
-
-		err = l2r_conn_get(r, fresh, &c);
-		if (err)
-			break;
-		err = l2r_tree_pipeline(r, c, dirs, n);
-		again = err && l2r_again(c, fresh, err);
-		l2r_conn_put(r, c);
-		if (!again)
-			break;
-		fresh = true;
-	}
-	l2r_nopipe_end(&np);
-	return err;
+	return l2r_pipelined(l2r_of(s), l2r_tree_pipeline, dirs, n);
 }
 
 /* Reads the mirrored hash of directory @ino: -ENOENT when there is none,
