@@ -1,7 +1,8 @@
 /*
  * l2_redis.c - L2: a Redis cache of entry metadata and content (hiredis).
  *
- * A cache tier in the sense of store.h: get, fetch, read and apply work;
+ * A cache tier in the sense of store.h: get, fetch, read, apply and the
+ * cache-only ops (put_tree, get_tree, each_cached, drop_cached) work;
  * lookup, list, has_children, alloc_ino and stats answer -ENOTSUP. Redis may
  * lose an entry or hold a stale one at any time (eviction, a restart, a
  * write that failed, another mount's older write landing last): callers
@@ -1173,6 +1174,110 @@ static int l2r_get_tree(struct store *s, uint64_t ino,
 	return err;
 }
 
+/* Writes into @buf (room for 2 * L2R_PREFIX_MAX + 8) the SCAN pattern of
+ * every "e:" and "t:" key: the prefix, its glob characters escaped, then
+ * "[et]:*". Returns its length. */
+static size_t l2r_match(const struct l2r *r, char *buf)
+{
+	char *p = buf;
+
+	for (const char *q = r->prefix; *q; q++) {
+		if (strchr("*?[]\\", *q))
+			*p++ = '\\';
+		*p++ = *q;
+	}
+	memcpy(p, "[et]:*", 7);
+	return (size_t)(p - buf) + 6;
+}
+
+/* Parses key @k as P "e:" INO or P "t:" INO; false for anything else. */
+static bool l2r_parse_key(const struct l2r *r, const redisReply *k,
+			  uint64_t *ino, bool *tree)
+{
+	size_t plen = strlen(r->prefix);
+	uint64_t v = 0;
+
+	if (k->type != REDIS_REPLY_STRING || k->len <= plen + 2 ||
+	    k->len > plen + 22 || memcmp(k->str, r->prefix, plen) != 0 ||
+	    (k->str[plen] != 'e' && k->str[plen] != 't') ||
+	    k->str[plen + 1] != ':')
+		return false;
+	for (size_t i = plen + 2; i < k->len; i++) {
+		if (k->str[i] < '0' || k->str[i] > '9' ||
+		    v > (UINT64_MAX - 9) / 10)
+			return false;
+		v = v * 10 + (uint64_t)(k->str[i] - '0');
+	}
+	if (v == 0)
+		return false;
+	*ino = v;
+	*tree = k->str[plen] == 't';
+	return true;
+}
+
+static int l2r_each_cached(struct store *s,
+			   int (*fn)(void *arg, uint64_t ino, bool tree),
+			   void *arg)
+{
+	struct l2r *r = l2r_of(s);
+	char pattern[2 * L2R_PREFIX_MAX + 8], cursor[32] = "0";
+	const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT",
+			       "1000"};
+	size_t lens[6] = {4, 1, 5, 0, 5, 4};
+	int err = 0;
+
+	lens[3] = l2r_match(r, pattern);
+	do {
+		const redisReply *next, *keys;
+		redisReply *reply;
+
+		lens[1] = strlen(cursor);
+		err = l2r_command(r, 6, argv, lens, L2R_T(REDIS_REPLY_ARRAY),
+				  &reply, "list keys");
+		if (err)
+			return err;
+		next = reply->elements == 2 ? reply->element[0] : NULL;
+		keys = reply->elements == 2 ? reply->element[1] : NULL;
+		if (!next || next->type != REDIS_REPLY_STRING ||
+		    next->len >= sizeof(cursor) ||
+		    keys->type != REDIS_REPLY_ARRAY) {
+			freeReplyObject(reply);
+			eng_logf(&r->base.log, LOG_ERR,
+				 "redis '%s': SCAN answered in a wrong shape",
+				 r->target);
+			return -EIO;
+		}
+		memcpy(cursor, next->str, next->len);
+		cursor[next->len] = '\0';
+		for (size_t i = 0; i < keys->elements && !err; i++) {
+			uint64_t ino;
+			bool tree;
+
+			if (l2r_parse_key(r, keys->element[i], &ino, &tree))
+				err = fn(arg, ino, tree);
+		}
+		freeReplyObject(reply);
+	} while (!err && strcmp(cursor, "0") != 0);
+	return err;
+}
+
+static int l2r_drop_cached(struct store *s, uint64_t ino, bool tree)
+{
+	struct l2r *r = l2r_of(s);
+	char key[L2R_PREFIX_MAX + 32];
+	const char *argv[2] = {"DEL", key};
+	size_t lens[2] = {3, 0};
+	redisReply *reply;
+	int err;
+
+	lens[1] = tree ? l2r_tree_key(r, ino, key) : l2r_key(r, ino, key);
+	err = l2r_command(r, 2, argv, lens, L2R_T(REDIS_REPLY_INTEGER), &reply,
+			  "delete a key");
+	if (!err)
+		freeReplyObject(reply);
+	return err;
+}
+
 static int l2r_lookup(struct store *s, uint64_t parent, const char *name,
 		      struct store_row *out)
 {
@@ -1214,6 +1319,8 @@ static const struct store_ops l2r_ops = {
 	.fetch = l2r_fetch,
 	.put_tree = l2r_put_tree,
 	.get_tree = l2r_get_tree,
+	.each_cached = l2r_each_cached,
+	.drop_cached = l2r_drop_cached,
 };
 
 /* ---- opening ---- */

@@ -161,6 +161,17 @@ struct store_ops {
 			size_t n);
 	int (*get_tree)(struct store *s, uint64_t ino,
 			uint8_t out[ITEM_HASH_LEN]);
+
+	/* Cache tiers only (NULL in L3 stores), for finding what the cache
+	 * holds of entries L3 no longer has. each_cached() calls @fn for
+	 * every inode the cache holds an entry of (@tree false) or a mirrored
+	 * hash of (@tree true), in no particular order, possibly more than
+	 * once; it stops and returns @fn's value when that is not 0.
+	 * drop_cached() removes just that one (absent is no error). */
+	int (*each_cached)(struct store *s,
+			   int (*fn)(void *arg, uint64_t ino, bool tree),
+			   void *arg);
+	int (*drop_cached)(struct store *s, uint64_t ino, bool tree);
 };
 
 /*

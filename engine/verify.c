@@ -1,16 +1,19 @@
 /*
  * verify.c - the L2-against-L3 comparison of verify.h.
  *
- * The walk keeps a FIFO of directories still to visit (inode, L3's hash,
- * path); a directory's children are listed from L3 in pages of
- * VERIFY_PAGE, files compared at once and subdirectories queued. Memory is
- * one page of rows plus the queue (at most every directory of the tree).
+ * The walk keeps a FIFO of directories still to visit (inode, path); a
+ * directory's children are listed from L3 in pages of VERIFY_PAGE, files
+ * compared at once and subdirectories queued. Without quick, it also
+ * records the kind of every inode it meets, for the orphan pass. Memory is
+ * one page of rows, the queue (at most every directory of the tree) and,
+ * without quick, 16 bytes or so per entry of the tree.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "u64map.h"
 #include "verify.h"
 
 #define VERIFY_PAGE 512
@@ -28,7 +31,14 @@ struct vrun {
 	struct vdir *queue;
 	size_t head, len, cap;
 	uint64_t next_progress;
+	struct u64map seen;    /* ino -> SEEN_FILE / SEEN_DIR (full walk) */
+	struct u64map orphans; /* ino -> ORPHAN_* bits met in L2's keys */
 };
+
+#define SEEN_FILE ((void *)1)
+#define SEEN_DIR ((void *)2)
+#define ORPHAN_ITEM 1u
+#define ORPHAN_TREE 2u
 
 const char *verify_what_name(enum verify_what what)
 {
@@ -43,6 +53,10 @@ const char *verify_what_name(enum verify_what what)
 		return "stale item";
 	case VERIFY_ITEM_CORRUPT:
 		return "corrupt item";
+	case VERIFY_ORPHAN_ITEM:
+		return "orphan item";
+	case VERIFY_ORPHAN_TREE:
+		return "orphan tree hash";
 	}
 	return "?";
 }
@@ -342,6 +356,11 @@ static int visit(struct vrun *v, const struct vdir *d)
 			break;
 		}
 		for (int i = 0; i < n; i++) {
+			if (r >= 0 && !v->o->quick)
+				r = u64map_put(&v->seen, rows[i].ino,
+					       rows[i].meta.kind == ITEM_DIR
+						       ? SEEN_DIR
+						       : SEEN_FILE);
 			if (r >= 0 && rows[i].meta.kind == ITEM_DIR) {
 				r = enqueue(v, rows[i].ino, d->path,
 					    rows[i].name);
@@ -373,6 +392,72 @@ out:
 	return r < 0 ? r : 0;
 }
 
+/* each_cached()'s callback: notes keys whose inode the walk did not meet
+ * as the right kind. */
+static int note_orphan(void *arg, uint64_t ino, bool tree)
+{
+	struct vrun *v = arg;
+	void *seen = u64map_get(&v->seen, ino);
+	uintptr_t bits = (uintptr_t)u64map_get(&v->orphans, ino);
+
+	if (seen == (tree ? SEEN_DIR : SEEN_FILE))
+		return 0;
+	bits |= tree ? ORPHAN_TREE : ORPHAN_ITEM;
+	return u64map_put(&v->orphans, ino, (void *)bits);
+}
+
+/* Reports (and with repair, deletes) one orphan, after checking that L3
+ * has not got the entry meanwhile (a live mount's new file or directory). */
+static int check_orphan(struct vrun *v, uint64_t ino, bool tree)
+{
+	struct store_row row;
+	bool repaired = false;
+	int r = v->l3->ops->get(v->l3, ino, &row);
+
+	if (r == 0) {
+		bool dir = row.meta.kind == ITEM_DIR;
+
+		store_row_release(&row);
+		if (dir == tree)
+			return 0; /* created after the walk passed */
+	} else if (r != -ENOENT) {
+		return r;
+	}
+	if (v->o->repair) {
+		r = v->l2->ops->drop_cached(v->l2, ino, tree);
+		if (r < 0)
+			return r;
+		repaired = true;
+	}
+	report(v, tree ? VERIFY_ORPHAN_TREE : VERIFY_ORPHAN_ITEM,
+	       "(not in L3)", ino,
+	       tree ? "redis holds a hash of no directory of L3's tree"
+		    : "redis holds an entry of no file of L3's tree",
+	       repaired);
+	return 0;
+}
+
+static int orphans(struct vrun *v)
+{
+	uint64_t ino;
+	void *val;
+	int r;
+
+	if (!v->l2->ops->each_cached || !v->l2->ops->drop_cached)
+		return 0;
+	r = v->l2->ops->each_cached(v->l2, note_orphan, v);
+	for (size_t pos = 0; r >= 0 && u64map_next(&v->orphans, &pos, &ino,
+						   &val);) {
+		uintptr_t bits = (uintptr_t)val;
+
+		if (bits & ORPHAN_ITEM)
+			r = check_orphan(v, ino, false);
+		if (r >= 0 && (bits & ORPHAN_TREE))
+			r = check_orphan(v, ino, true);
+	}
+	return r;
+}
+
 int verify_run(struct store *l3, struct store *l2, const struct verify_opts *o,
 	       struct verify_progress *out)
 {
@@ -384,7 +469,11 @@ int verify_run(struct store *l3, struct store *l2, const struct verify_opts *o,
 		return -ENOTSUP;
 	if (l3->ops->stats(l3, &entries, &bytes) == 0)
 		v.p.total = entries + 1; /* and the root */
+	u64map_init(&v.seen);
+	u64map_init(&v.orphans);
 	r = enqueue(&v, STORE_ROOT_INO, "/", NULL);
+	if (r == 0 && !o->quick)
+		r = u64map_put(&v.seen, STORE_ROOT_INO, SEEN_DIR);
 	while (r == 0 && v.head < v.len) {
 		struct vdir d = v.queue[v.head++];
 
@@ -392,9 +481,13 @@ int verify_run(struct store *l3, struct store *l2, const struct verify_opts *o,
 		free(d.path);
 		progress(&v, false);
 	}
+	if (r == 0 && !o->quick)
+		r = orphans(&v);
 	while (v.head < v.len)
 		free(v.queue[v.head++].path);
 	free(v.queue);
+	u64map_release(&v.seen);
+	u64map_release(&v.orphans);
 	progress(&v, true);
 	if (out)
 		*out = v.p;

@@ -22,11 +22,15 @@
  * written can still report a change that lands between the two reads;
  * a quiet store gives an exact report.
  *
+ * Then, without quick, L2's keys are walked (each_cached) for orphans: an
+ * entry or a mirrored hash of an inode that is not a file, or not a
+ * directory, in L3's tree (left behind by deletes Redis missed). Readers
+ * never reach them, as they look entries up by L3's inode numbers, but
+ * they hold memory. They are reported with the path "(not in L3)".
+ *
  * With repair set, each finding is fixed as it is found: a file's entry is
- * rewritten in L2 from L3's row and content, a directory's hash from L3's.
- * Entries L2 holds for inodes L3 no longer has are not looked for (L2's
- * keys are not walked): they are never read, as readers reach entries by
- * L3's inode numbers, and they cost only memory.
+ * rewritten in L2 from L3's row and content, a directory's hash from L3's,
+ * and an orphan is deleted.
  */
 #ifndef TIERFS_VERIFY_H
 #define TIERFS_VERIFY_H
@@ -43,6 +47,8 @@ enum verify_what {
 	VERIFY_ITEM_STALE,   /* L2's metadata is not L3's */
 	VERIFY_ITEM_CORRUPT, /* L2's entry does not decode, or its content
 				does not match the hash */
+	VERIFY_ORPHAN_ITEM,  /* L2 has an entry L3's tree has no file for */
+	VERIFY_ORPHAN_TREE,  /* L2 has a hash L3's tree has no directory for */
 };
 
 struct verify_finding {

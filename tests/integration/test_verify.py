@@ -166,6 +166,44 @@ def test_stale_entry_is_reported(tree):
     assert t.verify().returncode == 0
 
 
+def test_orphans_are_found_and_dropped(tree):
+    """Keys of inodes L3's tree has not (or has as the other kind): what
+    deletes Redis missed leave behind. Found by the full walk only,
+    deleted by --repair; other trees' keys (another prefix) are left
+    alone."""
+    t = tree
+    p = t.m.redis_prefix
+    t.redis("HSET", f"{p}e:999999", "m", "x", "d", "y")          # no such inode
+    t.redis("SET", f"{p}t:888888", "0" * 64)                    # no such inode
+    t.redis("SET", t.tkey("top.json"), "0" * 64)                # a file is no directory
+    t.redis("HSET", t.ekey("a"), "m", "x", "d", "y")            # a directory is no file
+    other = f"other{p}e:999999"
+    t.redis("SET", other, "not ours")
+    try:
+        cp = t.verify()
+        assert cp.returncode == 1, cp.stdout + cp.stderr
+        lines = [l for l in cp.stdout.splitlines() if l.startswith("orphan")]
+        assert sorted(lines) == sorted([
+            "orphan item: (not in L3) (inode 999999): redis holds an entry of no file of L3's tree",
+            f"orphan item: (not in L3) (inode {t.ino['a']}): redis holds an entry of no file of L3's tree",
+            "orphan tree hash: (not in L3) (inode 888888): redis holds a hash of no directory of L3's tree",
+            f"orphan tree hash: (not in L3) (inode {t.ino['top.json']}): redis holds a hash of no directory of L3's tree",
+        ]), cp.stdout
+        assert "4 findings" in cp.stdout
+        assert t.verify("--quick").returncode == 0   # quick trusts the mirror
+        cp = t.verify("--repair")
+        assert "4 findings, 4 repaired" in cp.stdout, cp.stdout
+        assert t.verify().returncode == 0
+        for key in (f"{p}e:999999", f"{p}t:888888", t.tkey("top.json"), t.ekey("a")):
+            assert t.redis("EXISTS", key) == "0", key
+        # the file's own entry and the directory's own hash stayed
+        assert t.redis("EXISTS", t.ekey("top.json")) == "1"
+        assert t.redis("EXISTS", t.tkey("a")) == "1"
+        assert t.redis("GET", other) == "not ours"
+    finally:
+        t.redis("DEL", other)
+
+
 def test_corrupt_content_is_never_served(tree):
     """Even before a repair, a read does not return bytes from Redis that
     do not match the item's hash: it falls through to L3."""

@@ -614,6 +614,84 @@ static void test_tree(void)
 	store_free(s);
 }
 
+struct seen_keys {
+	uint64_t ino[8];
+	bool tree[8];
+	int n;
+};
+
+static int collect_key(void *arg, uint64_t ino, bool tree)
+{
+	struct seen_keys *k = arg;
+
+	CHECK(k->n < 8);
+	if (k->n < 8) {
+		k->ino[k->n] = ino;
+		k->tree[k->n++] = tree;
+	}
+	return 0;
+}
+
+static int stop_at_first(void *arg, uint64_t ino, bool tree)
+{
+	return -ECANCELED;
+}
+
+/* each_cached lists exactly this prefix's "e:" and "t:" keys, with glob
+ * characters in the prefix taken literally; drop_cached removes one. */
+static void test_each_cached(void)
+{
+	char gprefix[128], key[160];
+	struct store *s = NULL;
+	struct item_meta m = meta_of(ITEM_BINARY, "x", 1);
+	struct store_dirhash d = {.ino = 77};
+	struct store_change ch = put_of(55, 1, "f", &m, "x", 1);
+	redisContext *raw = raw_main();
+	struct seen_keys k = {0};
+
+	snprintf(gprefix, sizeof(gprefix), "%sg*l[o]b?:", prefix);
+	CHECK_EQ(l2_redis_open(url, gprefix, &test_log, &s), 0);
+	CHECK_EQ(s->ops->each_cached(s, collect_key, &k), 0);
+	CHECK_EQ(k.n, 0);
+	CHECK_EQ(store_apply(s, &ch, 1), 0);
+	CHECK_EQ(s->ops->put_tree(s, &d, 1), 0);
+	/* keys the unescaped pattern would match, and other key kinds */
+	snprintf(key, sizeof(key), "%sgXlob?:e:56", prefix);
+	raw_ok(raw, "SET %s x", key);
+	snprintf(key, sizeof(key), "%se:57", gprefix);
+	raw_ok(raw, "SET %s x", key);
+	snprintf(key, sizeof(key), "%s_:58", gprefix);
+	raw_ok(raw, "SET %s x", key);
+	snprintf(key, sizeof(key), "%se:12x", gprefix);
+	raw_ok(raw, "SET %s x", key);
+
+	CHECK_EQ(s->ops->each_cached(s, collect_key, &k), 0);
+	CHECK_EQ(k.n, 3);
+	for (int i = 0; i < k.n; i++)
+		CHECK((k.ino[i] == 55 && !k.tree[i]) ||
+		      (k.ino[i] == 57 && !k.tree[i]) ||
+		      (k.ino[i] == 77 && k.tree[i]));
+	CHECK_EQ(s->ops->each_cached(s, stop_at_first, NULL), -ECANCELED);
+
+	CHECK_EQ(s->ops->drop_cached(s, 55, true), 0); /* absent: no error */
+	CHECK_EQ(s->ops->drop_cached(s, 77, true), 0);
+	CHECK_EQ(s->ops->drop_cached(s, 57, false), 0);
+	k.n = 0;
+	CHECK_EQ(s->ops->each_cached(s, collect_key, &k), 0);
+	CHECK_EQ(k.n, 1);
+	CHECK(k.ino[0] == 55 && !k.tree[0]);
+
+	CHECK_EQ(s->ops->drop_cached(s, 55, false), 0);
+	snprintf(key, sizeof(key), "%sgXlob?:e:56", prefix);
+	raw_int(raw, "DEL %s", key);
+	snprintf(key, sizeof(key), "%s_:58", gprefix);
+	raw_int(raw, "DEL %s", key);
+	snprintf(key, sizeof(key), "%se:12x", gprefix);
+	raw_int(raw, "DEL %s", key);
+	redisFree(raw);
+	store_free(s);
+}
+
 static void test_batch(void)
 {
 	enum { N = 2000, LEN = 256, ROUNDS = 5 };
@@ -1509,6 +1587,7 @@ int main(void)
 	RUN(test_delete);
 	RUN(test_meta_only);
 	RUN(test_tree);
+	RUN(test_each_cached);
 	RUN(test_batch);
 	RUN(test_big_batch);
 	RUN(test_unsupported);
