@@ -178,9 +178,10 @@ struct store_ops {
  * A cache tier (L2) implements the same vtable with a narrower meaning: get,
  * fetch and apply work (apply writes the batch's final states into the
  * cache, best effort, not as a transaction); lookup, list, has_children,
- * alloc_ino, stats and scan return -ENOTSUP (scan may be NULL). A cache may
- * lose or hold stale entries at any time: callers compare versions with L3's
- * metadata.
+ * alloc_ino, stats and scan return -ENOTSUP (scan may be NULL); it also
+ * has the cache-only ops (put_tree, get_tree, each_cached, drop_cached),
+ * which L3 stores leave NULL. A cache may lose or hold stale entries at any
+ * time: callers compare versions (and content hashes) with L3's metadata.
  */
 
 struct store {
