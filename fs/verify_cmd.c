@@ -12,6 +12,7 @@
  * (with --repair: found and repaired), 2 on a usage error or when a store
  * cannot be opened or fails during the walk.
  */
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -128,6 +129,12 @@ int tfs_verify_cmd(int argc, char **argv)
 	if (!o.redis) {
 		fprintf(stderr, "tierfs verify: no Redis to compare: give "
 				"--redis=URL (or TIERFS_REDIS)\n");
+		goto out;
+	}
+	if (!o.postgres && access(o.sqlite_path, F_OK) != 0) {
+		/* opening would create an empty store: there is none here */
+		fprintf(stderr, "tierfs verify: cannot open '%s': %s\n",
+			o.sqlite_path, strerror(errno));
 		goto out;
 	}
 	c.tty = isatty(STDERR_FILENO);

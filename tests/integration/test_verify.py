@@ -253,3 +253,9 @@ def test_progress_and_errors(tree):
     assert cp.returncode == 2 and "cannot open" in cp.stderr
     cp = run([str(TIERFS_BIN), "verify", "--bogus"], check=False)
     assert cp.returncode == 2
+    # a SQLite store that does not exist is not created empty
+    missing = t.m.base / "no-such.db"
+    cp = run([str(TIERFS_BIN), "verify", f"--sqlite={missing}", f"--redis={t.url}"],
+             check=False)
+    assert cp.returncode == 2 and "No such file" in cp.stderr, cp.stderr
+    assert not missing.exists()
