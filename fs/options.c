@@ -98,6 +98,13 @@ struct parse_state {
 void tfs_usage(const char *prog)
 {
 	printf("usage: %s [OPTIONS] [STORE] MOUNTPOINT\n"
+	       "       tierfs status [--json] MOUNTPOINT     a mount's state\n"
+	       "       tierfs hash [--progress] PATH...      Merkle hash of "
+	       "any tree\n"
+	       "       tierfs verify [--repair] [--quick] [--progress] "
+	       "STORE_OPTIONS\n"
+	       "                                             compare Redis "
+	       "with L3 (--help)\n"
 	       "\n"
 	       "store:\n"
 	       "    --sqlite=FILE, -o sqlite=FILE   L3 SQLite database "
