@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import TIERFS_BIN
+from conftest import TIERFS_BIN, wait_for
 
 if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
     pytest.skip("FUSE is unavailable here (/dev/fuse or fusermount3 missing)",
@@ -52,9 +52,15 @@ def test_control_dir_is_hidden_but_openable(tierfs):
     found = m.run(["find", "."]).stdout.split()
     assert not any(".tierfs" in p for p in found), found
     assert sorted(os.listdir(m.path(".tierfs"))) == ["metrics", "status"]
+    # An idle mount, so that nothing moves between stat and read: the
+    # negative-lookup filter's background build has finished (its end
+    # turns "trusted": false into true, one byte shorter) and every change
+    # is persisted.
+    assert wait_for(lambda: json.loads(read(m.path(".tierfs", "status")))["filter"]["trusted"],
+                    60), "the negative-lookup filter was never trusted"
     for name in ("status", "metrics"):
         p = m.path(".tierfs", name)
-        sync_dir(m.mnt)  # an idle mount: nothing moves between stat and read
+        sync_dir(m.mnt)
         size = os.stat(p).st_size
         data = read(p)
         assert size == len(data) > 0, name
