@@ -857,35 +857,14 @@ static int l2r_read(struct store *s, uint64_t ino, void **data, size_t *len)
 /* Checks one change against the store.h contract; -EINVAL when it fails. */
 static int l2r_check_change(const struct l2r *r, const struct store_change *ch)
 {
-	const char *why = NULL;
-	size_t len;
+	const char *why = store_change_problem(ch, UINT64_MAX);
 
-	if (ch->ino == 0) {
-		why = "bad inode number";
-	} else if (!ch->deleted) {
-		len = ch->name ? strnlen(ch->name, STORE_NAME_MAX + 1) : 0;
-		if (!ch->name)
-			why = "no name";
-		else if (len > STORE_NAME_MAX)
-			why = "name too long";
-		else if (len == 0 && ch->ino != STORE_ROOT_INO)
-			why = "empty name";
-		else if (memchr(ch->name, '/', len))
-			why = "name holds '/'";
-		else if (!ch->meta)
-			why = "no metadata";
-		else if (ch->meta->kind != ITEM_DIR &&
-			 ch->meta->kind != ITEM_JSON &&
-			 ch->meta->kind != ITEM_BINARY)
-			why = "bad kind";
-		else if (ch->meta->state &&
-			 strnlen(ch->meta->state, UINT32_MAX) >= UINT32_MAX)
-			why = "state tag too long";
-		else if (ch->meta->xattrs && ch->meta->xattrs_len > UINT32_MAX)
-			why = "xattrs too long";
-		else if (ch->has_data && ch->len && !ch->data)
-			why = "no data";
-	}
+	if (!why && !ch->deleted && ch->meta->state &&
+	    strnlen(ch->meta->state, UINT32_MAX) >= UINT32_MAX)
+		why = "state tag too long";
+	else if (!why && !ch->deleted && ch->meta->xattrs &&
+		 ch->meta->xattrs_len > UINT32_MAX)
+		why = "xattrs too long";
 	if (!why)
 		return 0;
 	eng_logf(&r->base.log, LOG_ERR,

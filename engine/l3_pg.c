@@ -1508,34 +1508,10 @@ out_clear:
 /* Checks one change against the store.h contract; -EINVAL when it fails. */
 static int lpg_check_change(const struct lpg *q, const struct store_change *ch)
 {
-	const char *why = NULL;
-	size_t len;
+	const char *why = store_change_problem(ch, INT64_MAX);
 
-	if (ch->ino == 0 || ch->ino > INT64_MAX) {
-		why = "bad inode number";
-	} else if (!ch->deleted) {
-		len = ch->name ? strnlen(ch->name, STORE_NAME_MAX + 1) : 0;
-		if (!ch->name)
-			why = "no name";
-		else if (len > STORE_NAME_MAX)
-			why = "name too long";
-		else if (len == 0 && ch->ino != STORE_ROOT_INO)
-			why = "empty name";
-		else if (memchr(ch->name, '/', len))
-			why = "name holds '/'";
-		else if (ch->parent > INT64_MAX)
-			why = "bad parent";
-		else if (!ch->meta)
-			why = "no metadata";
-		else if (ch->meta->kind != ITEM_DIR &&
-			 ch->meta->kind != ITEM_JSON &&
-			 ch->meta->kind != ITEM_BINARY)
-			why = "bad kind";
-		else if (ch->has_data && ch->len && !ch->data)
-			why = "no data";
-		else if (ch->has_data && ch->len > INT32_MAX)
-			why = "content too large";
-	}
+	if (!why && !ch->deleted && ch->has_data && ch->len > INT32_MAX)
+		why = "content too large";
 	if (!why)
 		return 0;
 	eng_logf(&q->base.log, LOG_ERR,

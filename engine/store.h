@@ -196,6 +196,14 @@ static inline void store_row_release(struct store_row *row)
 		item_meta_release(&row->meta);
 }
 
+/* Why change @ch breaks the contract at the top of this file ("bad inode
+ * number", "name too long", ...), or NULL when it keeps it; inode numbers
+ * (its own and its parent's) above @max_ino are refused too (INT64_MAX
+ * for SQL stores). Every store's apply() refuses such a change with
+ * -EINVAL (and logs the reason); a backend adds its own limits after. */
+const char *store_change_problem(const struct store_change *ch,
+				 uint64_t max_ino);
+
 /* Sets apply()'s Merkle report to "none" (@tree may be NULL). */
 static inline void store_tree_none(struct store_dirhash **tree, size_t *ntree)
 {
