@@ -2269,7 +2269,8 @@ int eng_create(struct eng *e, uint64_t parent, const char *name, uint32_t mode,
 		goto out_unlock;
 	f = file_new(e, n, flags & ~O_TRUNC, &r);
 	if (f) {
-		n->wc->loaded = n->wc->loaded || f->writer;
+		if (f->writer) /* a new file: its content is the empty wc */
+			n->wc->loaded = true;
 		n->cache_version = n->meta.version;
 		n->nlookup++;
 		node_attr(e, n, out);

@@ -74,6 +74,21 @@ def test_echo_then_cat(tierfs):
     assert os.stat(tierfs.path("x.json")).st_size == len('{"a": 1}\n')
 
 
+def test_create_read_only(tierfs):
+    """open(O_CREAT|O_RDONLY) creates an empty file (the daemon once crashed
+    on it: the kernel sends CREATE with a read-only access mode)."""
+    p = tierfs.path("ro.json")
+    fd = os.open(p, os.O_CREAT | os.O_RDONLY, 0o644)
+    try:
+        assert os.read(fd, 10) == b""
+    finally:
+        os.close(fd)
+    assert os.stat(p).st_size == 0
+    write_file(tierfs.path("after.bin"), b"still serving")
+    assert read_file(tierfs.path("after.bin")) == b"still serving"
+    assert sorted(os.listdir(tierfs.mnt)) == ["after.bin", "ro.json"]
+
+
 def test_cp_r_in_and_diff_r_out(tierfs, tmp_path):
     src = tmp_path / "src"
     src.mkdir()
