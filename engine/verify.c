@@ -22,6 +22,8 @@
 struct vdir {
 	uint64_t ino;
 	char *path;
+	bool listed; /* merkle is L3's hash, from the parent's listing */
+	uint8_t merkle[ITEM_HASH_LEN];
 };
 
 struct vrun {
@@ -71,11 +73,21 @@ static void progress(struct vrun *v, bool force)
 	v->o->progress(v->o->arg, &v->p);
 }
 
-static int enqueue(struct vrun *v, uint64_t ino, const char *parent_path,
-		   const char *name)
+/* "PARENT/NAME" in a new string ("/NAME" under the root), or NULL. */
+static char *join_path(const char *parent, const char *name)
+{
+	char *path;
+
+	if (asprintf(&path, "%s/%s", parent[1] ? parent : "", name) < 0)
+		return NULL;
+	return path;
+}
+
+/* Queues directory @row (NULL: the root) found under @parent_path. */
+static int enqueue(struct vrun *v, const struct store_row *row,
+		   const char *parent_path)
 {
 	struct vdir *d;
-	size_t plen = strlen(parent_path);
 
 	if (v->len == v->cap) {
 		/* reuse the consumed front before growing */
@@ -96,17 +108,15 @@ static int enqueue(struct vrun *v, uint64_t ino, const char *parent_path,
 		}
 	}
 	d = &v->queue[v->len];
-	d->ino = ino;
-	if (!name) {
-		d->path = strdup(parent_path);
+	memset(d, 0, sizeof(*d));
+	if (row) {
+		d->ino = row->ino;
+		d->listed = true;
+		memcpy(d->merkle, row->merkle, ITEM_HASH_LEN);
+		d->path = join_path(parent_path, row->name);
 	} else {
-		/* the root's children are "/name", not "//name" */
-		if (plen == 1)
-			plen = 0;
-		d->path = malloc(plen + 1 + strlen(name) + 1);
-		if (d->path)
-			sprintf(d->path, "%.*s/%s", (int)plen, parent_path,
-				name);
+		d->ino = STORE_ROOT_INO;
+		d->path = strdup("/");
 	}
 	if (!d->path)
 		return -ENOMEM;
@@ -129,12 +139,14 @@ static void report(struct vrun *v, enum verify_what what, const char *path,
 /* --- directories --- */
 
 /*
- * Compares directory @ino's mirrored hash with L3's. Returns 1 when they
- * agree, 0 after a finding (reported, and repaired if asked), or a
- * negative errno.
+ * Compares directory @d's mirrored hash with L3's: the hash its parent's
+ * listing gave, then (on a mismatch, or for the root) L3's row read again.
+ * Returns 1 when they agree, 0 after a finding (reported, and repaired if
+ * asked), or a negative errno.
  */
-static int check_dir(struct vrun *v, uint64_t ino, const char *path)
+static int check_dir(struct vrun *v, const struct vdir *d)
 {
+	uint64_t ino = d->ino;
 	uint8_t mirror[ITEM_HASH_LEN];
 	struct store_dirhash want;
 	struct store_row row;
@@ -143,16 +155,19 @@ static int check_dir(struct vrun *v, uint64_t ino, const char *path)
 	bool repaired = false;
 	int r = 0;
 
+	want.ino = ino;
+	memcpy(want.merkle, d->merkle, ITEM_HASH_LEN);
 	for (int attempt = 0; attempt < 2; attempt++) {
 		/* L3 first: a mount commits there first, then mirrors */
-		r = v->l3->ops->get(v->l3, ino, &row);
-		if (r == -ENOENT)
-			return 1; /* removed meanwhile: nothing to compare */
-		if (r < 0)
-			return r;
-		want.ino = ino;
-		memcpy(want.merkle, row.merkle, ITEM_HASH_LEN);
-		store_row_release(&row);
+		if (attempt == 1 || !d->listed) {
+			r = v->l3->ops->get(v->l3, ino, &row);
+			if (r == -ENOENT)
+				return 1; /* removed meanwhile */
+			if (r < 0)
+				return r;
+			memcpy(want.merkle, row.merkle, ITEM_HASH_LEN);
+			store_row_release(&row);
+		}
 		r = v->l2->ops->get_tree(v->l2, ino, mirror);
 		if (r == 0 && memcmp(mirror, want.merkle, ITEM_HASH_LEN) == 0)
 			return 1;
@@ -169,7 +184,7 @@ static int check_dir(struct vrun *v, uint64_t ino, const char *path)
 			return r;
 		repaired = true;
 	}
-	report(v, what, path, ino, detail, repaired);
+	report(v, what, d->path, ino, detail, repaired);
 	return 0;
 }
 
@@ -206,9 +221,8 @@ static bool same_meta(const struct store_row *got,
 	if (g->kind != w->kind || g->mode != w->mode || g->uid != w->uid ||
 	    g->gid != w->gid || g->mtime_ns != w->mtime_ns ||
 	    g->ctime_ns != w->ctime_ns ||
-	    !same_bytes(g->state, g->state ? strlen(g->state) : 0, w->state,
-			w->state ? strlen(w->state) : 0) ||
-	    (!g->state) != (!w->state) ||
+	    /* L3 keeps an empty tag as none; Redis keeps it apart */
+	    strcmp(g->state ? g->state : "", w->state ? w->state : "") ||
 	    !same_bytes(g->xattrs, g->xattrs_len, w->xattrs, w->xattrs_len)) {
 		snprintf(why, cap, "metadata differs from L3's");
 		return false;
@@ -291,8 +305,9 @@ static int repair_file(struct vrun *v, const struct store_row *row)
 }
 
 static int check_file(struct vrun *v, const struct store_row *listed,
-		      const char *path)
+		      const char *dir_path)
 {
+	char *path;
 	enum verify_what what = VERIFY_ITEM_MISSING;
 	struct store_row row;
 	bool repaired = false;
@@ -329,7 +344,11 @@ static int check_file(struct vrun *v, const struct store_row *listed,
 	}
 	if (r < 0)
 		return r;
+	path = join_path(dir_path, listed->name);
+	if (!path)
+		return -ENOMEM;
 	report(v, what, path, listed->ino, why, repaired);
+	free(path);
 	return 0;
 }
 
@@ -343,7 +362,7 @@ static int visit(struct vrun *v, const struct vdir *d)
 
 	if (!rows)
 		return -ENOMEM;
-	r = check_dir(v, d->ino, d->path);
+	r = check_dir(v, d);
 	v->p.dirs++;
 	if (r == 1 && v->o->quick) {
 		r = 0;
@@ -362,23 +381,11 @@ static int visit(struct vrun *v, const struct vdir *d)
 						       ? SEEN_DIR
 						       : SEEN_FILE);
 			if (r >= 0 && rows[i].meta.kind == ITEM_DIR) {
-				r = enqueue(v, rows[i].ino, d->path,
-					    rows[i].name);
+				r = enqueue(v, &rows[i], d->path);
 			} else if (r >= 0) {
-				char *path = malloc(strlen(d->path) + 2 +
-						    strlen(rows[i].name));
-
-				if (!path) {
-					r = -ENOMEM;
-				} else {
-					sprintf(path, "%s%s%s", d->path,
-						d->path[1] ? "/" : "",
-						rows[i].name);
-					r = check_file(v, &rows[i], path);
-					free(path);
-					v->p.files++;
-					progress(v, false);
-				}
+				r = check_file(v, &rows[i], d->path);
+				v->p.files++;
+				progress(v, false);
 			}
 		}
 		snprintf(after, sizeof(after), "%s", rows[n - 1].name);
@@ -471,7 +478,7 @@ int verify_run(struct store *l3, struct store *l2, const struct verify_opts *o,
 		v.p.total = entries + 1; /* and the root */
 	u64map_init(&v.seen);
 	u64map_init(&v.orphans);
-	r = enqueue(&v, STORE_ROOT_INO, "/", NULL);
+	r = enqueue(&v, NULL, NULL);
 	if (r == 0 && !o->quick)
 		r = u64map_put(&v.seen, STORE_ROOT_INO, SEEN_DIR);
 	while (r == 0 && v.head < v.len) {

@@ -159,11 +159,8 @@ int tfs_verify_cmd(int argc, char **argv)
 	vo.progress = vcmd_progress;
 	vo.arg = &c;
 	r = verify_run(l3, l2, &vo, &p);
-	if (c.progress) {
-		c.last = 0;
-		if (c.tty)
-			fputs("\r\033[K", stderr);
-	}
+	if (c.progress && c.tty)
+		fputs("\r\033[K", stderr);
 	printf("checked %llu directories and %llu files%s: %llu findings, "
 	       "%llu repaired\n",
 	       (unsigned long long)p.dirs, (unsigned long long)p.files,
