@@ -68,7 +68,8 @@
  * metadata-only change (rename, chmod, an xattr) keeps cached content that
  * is still right, never leaves a half entry and never pairs new metadata
  * with content of another version. The engine sends directories as
- * metadata-only changes, so directories are not cached here; their Merkle
+ * metadata-only changes, so directories are not cached here, and such a
+ * change sends no command at all; their Merkle
  * hashes are, by put_tree(): one pipeline of SET P t:INO HEX, sent after
  * the batch's changes (get_tree() reads one back). EVAL (rather
  * than EVALSHA) needs no script to be loaded on a server that restarted;
@@ -967,24 +968,30 @@ static int l2r_pipeline(const struct l2r *r, struct l2r_conn *c,
 {
 	const struct store_change *changes = items;
 	struct l2r_buf blob = {NULL, 0};
-	size_t appended = 0, nread = 0, bytes = 0, nfailed = 0;
+	size_t next = 0, queued = 0, nread = 0, bytes = 0, nfailed = 0;
 	int first = 0, err = 0;
 
-	while (nread < n) {
+	while (next < n || nread < queued) {
 		/* Queue changes until a chunk's worth of content. */
-		while (appended < n && bytes < L2R_CHUNK_BYTES) {
+		while (next < n && bytes < L2R_CHUNK_BYTES) {
+			const struct store_change *ch = &changes[next++];
 			size_t b;
 
-			err = l2r_append(r, c, &changes[appended], &blob, &b);
+			/* a directory's metadata: nothing of it is cached
+			 * (the script would only delete an absent key) */
+			if (!ch->deleted && !ch->has_data &&
+			    ch->meta->kind == ITEM_DIR)
+				continue;
+			err = l2r_append(r, c, ch, &blob, &b);
 			if (err) {
 				c->broken = true; /* a half-queued pipeline */
 				goto out;
 			}
-			appended++;
+			queued++;
 			bytes += b;
 		}
 		/* Read the replies of what is queued (this sends it). */
-		for (; nread < appended; nread++) {
+		for (; nread < queued; nread++) {
 			void *v = NULL;
 			redisReply *reply;
 

@@ -549,10 +549,19 @@ static void test_meta_only(void)
 	check_absent(s, ino);
 
 	/* A directory sent without content (as the engine does): not
-	 * cached. */
+	 * cached, and no command sent for it. */
 	m3 = meta_of(ITEM_DIR, NULL, 0);
 	ch = meta_only_of(dir, 1, "d", &m3);
+	raw_ok(raw, "CONFIG RESETSTAT");
 	CHECK_EQ(store_apply(s, &ch, 1), 0);
+	{
+		redisReply *rep = redisCommand(raw, "INFO commandstats");
+
+		CHECK(rep && rep->type == REDIS_REPLY_STRING);
+		CHECK(rep && !strstr(rep->str, "cmdstat_eval:"));
+		CHECK(rep && !strstr(rep->str, "cmdstat_del:"));
+		freeReplyObject(rep);
+	}
 	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(dir)), 0);
 	redisFree(raw);
 	store_free(s);
