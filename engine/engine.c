@@ -1019,10 +1019,23 @@ static void l2_fill(struct eng *e, struct node *n, struct item *it)
 	free(name);
 }
 
+/* Returns @it, the current content of @n, after keeping a reference in
+ * the node while @n is open, so that reads through open handles do not
+ * fetch it again when L1 evicts it. */
+static struct item *hold_open(struct node *n, struct item *it)
+{
+	if (n->opens && n->item != it) {
+		item_unref(n->item);
+		n->item = item_ref(it);
+	}
+	return it;
+}
+
 /*
  * Returns a new reference to the current content of file @n (held by the
- * caller). Looks in the node, L1, L2, then L3, filling the tiers above on
- * the way back. May drop and retake e->lock.
+ * caller; held by @n too while it is open). Looks in the node, L1, L2,
+ * then L3, filling the tiers above on the way back. May drop and retake
+ * e->lock.
  */
 static int node_content(struct eng *e, struct node *n, struct item **out)
 {
@@ -1041,7 +1054,7 @@ static int node_content(struct eng *e, struct node *n, struct item **out)
 		}
 		it = l1_get(e->l1, n->ino);
 		if (it && item_meta(it)->version == n->meta.version) {
-			*out = it;
+			*out = hold_open(n, it);
 			return 0;
 		}
 		item_unref(it);
@@ -1051,7 +1064,7 @@ static int node_content(struct eng *e, struct node *n, struct item **out)
 			it = l2_content(e, n);
 			if (it) {
 				l1_put(e->l1, n->ino, it, false);
-				*out = it;
+				*out = hold_open(n, it);
 				return 0;
 			}
 			if (n->deleted || n->content_dirty)
@@ -1082,7 +1095,7 @@ static int node_content(struct eng *e, struct node *n, struct item **out)
 			l2_fill(e, n, it);
 			n->holds--;
 		}
-		*out = it;
+		*out = hold_open(n, it);
 		return 0;
 	}
 }

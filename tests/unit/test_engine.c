@@ -1062,6 +1062,57 @@ static void test_tiny_l1(void)
 	close_ok(e);
 }
 
+/* The L3 read calls so far, from the metrics text. */
+static unsigned long long l3_reads(struct eng *e)
+{
+	static const char key[] =
+		"tierfs_tier_calls_total{tier=\"l3\",op=\"read\"} ";
+	unsigned long long v = 0;
+	char *text, *p;
+	size_t len;
+
+	CHECK_EQ(eng_metrics_text(e, &text, &len), 0);
+	p = memmem(text, len, key, sizeof(key) - 1);
+	CHECK(p != NULL);
+	if (p)
+		v = strtoull(p + sizeof(key) - 1, NULL, 10);
+	free(text);
+	return v;
+}
+
+/* An open file keeps its content: reads through the handle do not fetch
+ * it from L3 again when L1 (too small to hold it) evicts it. */
+static void test_open_file_keeps_content(void)
+{
+	enum { SIZE = 1 << 20, CHUNK = 128 << 10 };
+	struct eng_config cfg = lazy_cfg("openkeeps");
+	char *data = malloc(SIZE), *buf = malloc(CHUNK);
+	struct eng_file *f;
+	unsigned long long before;
+	uint64_t ino;
+	bool keep;
+	struct eng *e;
+
+	for (int i = 0; i < SIZE; i++)
+		data[i] = (char)(i * 7);
+	cfg.l1_max_bytes = 1000;
+	e = open_ok(&cfg);
+	CHECK_EQ(put_file(e, ROOT, "big.bin", data, SIZE, &ino), 0);
+	e = reopen(e, &cfg);
+	CHECK_EQ(lookup_ok(e, ROOT, "big.bin"), ino);
+	CHECK_EQ(eng_file_open(e, ino, O_RDONLY, &f, &keep), 0);
+	before = l3_reads(e);
+	for (int off = 0; off < SIZE; off += CHUNK) {
+		CHECK_EQ(eng_read(e, f, buf, CHUNK, off), CHUNK);
+		CHECK(memcmp(buf, data + off, CHUNK) == 0);
+	}
+	CHECK_EQ(l3_reads(e) - before, 1);
+	eng_release(e, f);
+	close_ok(e);
+	free(data);
+	free(buf);
+}
+
 /* 1000 entries, half persisted and half pending, with deletes and renames
  * of both kinds, listed in every paging. */
 static void test_readdir_merge(void)
@@ -1552,6 +1603,7 @@ int main(void)
 	test_delete_beats_pending_write();
 	test_close_persists();
 	test_tiny_l1();
+	test_open_file_keeps_content();
 	test_readdir_merge();
 	test_rename_swap();
 	test_fsync_status();
