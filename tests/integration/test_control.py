@@ -75,7 +75,7 @@ def test_status_json_and_command(tierfs):
     status = json.loads(read(m.path(".tierfs", "status")))
     assert status["state"] == "ok"
     assert status["l3"]["up"] is True
-    assert status["l3"]["backend"] in ("sqlite", "postgres")
+    assert status["l3"]["backend"] == ("postgres" if m.store.uses_postgres else "sqlite")
     assert status["queue"]["changes"] == 0  # fsync of the dir persisted all
     assert status["wal"]["max_bytes"] > 0
     assert status["filter"]["names"] >= 5

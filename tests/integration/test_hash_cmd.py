@@ -509,3 +509,20 @@ def test_progress_on_a_terminal(tmp_path):
     # turns \n into \r\n)
     assert tty.startswith(b"\r"), tty
     assert tty.endswith(b"\rtierfs hash: 3 files, 5 MiB\r\n"), tty
+
+
+def test_output_and_input_errors(tree):
+    """A full stdout, a PATH that is a device, and a file whose read fails:
+    exit 1 with the reason, never a hash for what could not be read."""
+    with open("/dev/full", "w") as full:
+        cp = subprocess.run([str(TIERFS_BIN), "hash", str(tree)], stdout=full,
+                            stderr=subprocess.PIPE, text=True, env=TOOL_ENV,
+                            timeout=TOOL_TIMEOUT)
+    assert cp.returncode == 1
+    assert cp.stderr == f"tierfs hash: cannot write the hashes: {os.strerror(errno.ENOSPC)}\n"
+    cp = hash_cmd("/dev/null", check_rc=1)
+    assert cp.stdout == ""
+    assert cp.stderr == f"tierfs hash: /dev/null: a character device: {REFUSED}\n"
+    cp = hash_cmd("/proc/self/mem", check_rc=1)  # reading offset 0 fails: EIO
+    assert cp.stdout == ""
+    assert cp.stderr == f"tierfs hash: /proc/self/mem: cannot read: {os.strerror(errno.EIO)}\n"

@@ -8,6 +8,8 @@ bytes of name | 0x00 | 'd' or 'f' | the child's 32-byte hash. It is
 recomputed here in Python, independently of the C code, as a third opinion.
 """
 
+import ctypes
+import errno
 import hashlib
 import os
 import shutil
@@ -209,3 +211,27 @@ def test_tree_is_mirrored_in_redis(tierfs):
     assert merkle(m) != root
     cp = run(["redis-cli", "-u", url, "EXISTS", f"{m.redis_prefix}t:{ino}"])
     assert cp.stdout.strip() == "0"
+
+
+def test_merkle_sizes_and_removed_directory(tierfs):
+    """fgetxattr(2) itself: size 0 measures (64), 63 bytes is ERANGE; a
+    directory removed while still open answers ENOENT."""
+    m = tierfs
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.fgetxattr.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+    libc.fgetxattr.restype = ctypes.c_ssize_t
+    os.mkdir(m.path("gone"))
+    fd = os.open(m.path("gone"), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        buf = ctypes.create_string_buffer(64)
+        assert libc.fgetxattr(fd, MERKLE.encode(), None, 0) == 64
+        assert libc.fgetxattr(fd, MERKLE.encode(), buf, 63) == -1
+        assert ctypes.get_errno() == errno.ERANGE
+        assert libc.fgetxattr(fd, MERKLE.encode(), buf, 64) == 64
+        assert buf.raw.decode() == EMPTY
+        os.rmdir(m.path("gone"))
+        with pytest.raises(OSError) as err:
+            os.getxattr(fd, MERKLE)
+        assert err.value.errno == errno.ENOENT
+    finally:
+        os.close(fd)

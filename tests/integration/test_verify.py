@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from conftest import TIERFS_BIN, run
+from conftest import TIERFS_BIN, TierfsMount, redis_drop_prefix, run
 
 if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
     pytest.skip("FUSE is unavailable here (/dev/fuse or fusermount3 missing)",
@@ -263,3 +263,39 @@ def test_progress_and_errors(tree):
              check=False)
     assert cp.returncode == 2 and "No such file" in cp.stderr, cp.stderr
     assert not missing.exists()
+
+
+def test_usage():
+    cp = run([str(TIERFS_BIN), "verify", "--help"], check=False)
+    assert cp.returncode == 0 and cp.stdout.startswith("usage: tierfs verify")
+    cp = run([str(TIERFS_BIN), "verify", "--sqlite=/nonexistent.db", "--redis=redis://x",
+              "junk"], check=False)
+    assert cp.returncode == 2 and "unknown argument 'junk'" in cp.stderr, cp.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("TIERFS_TEST_REDIS"),
+                    reason="TIERFS_TEST_REDIS is unset (scripts/test.sh starts a private Redis)")
+def test_sqlite_store_and_default_prefix(tmp_path):
+    """L3 in SQLite, Redis under the default prefix (no -o redis_prefix)."""
+    url = os.environ["TIERFS_TEST_REDIS"]
+    m = TierfsMount(tmp_path, options=[f"redis={url}"])
+    m.start()
+    try:
+        os.mkdir(m.path("d"))
+        write(m.path("d", "f.json"), b'{"f": 1}')
+        write(m.path("g.bin"), b"g")
+        assert len(m.getfattr(m.mnt, "user.tierfs.merkle")) == 64
+        ino = os.stat(m.path("d", "f.json")).st_ino
+        m.unmount()
+        verify = [str(TIERFS_BIN), "verify", f"--sqlite={m.db}", f"--redis={url}"]
+        cp = run(verify, check=False)
+        assert cp.returncode == 0, cp.stdout + cp.stderr
+        assert "checked 2 directories and 2 files: 0 findings" in cp.stdout
+        run(["redis-cli", "-u", url, "DEL", f"tierfs:e:{ino}"])
+        cp = run(verify, check=False)
+        assert cp.returncode == 1
+        assert findings(cp.stdout) == {("missing item", "/d/f.json")}, cp.stdout
+    finally:
+        if m.proc is not None:
+            m.unmount()
+        redis_drop_prefix(url, "tierfs:")
