@@ -36,6 +36,14 @@ void item_hash(const void *data, size_t len, uint8_t out[ITEM_HASH_LEN])
 	SHA256(data ? data : (const void *)"", len, out);
 }
 
+bool item_hash_is_zero(const uint8_t hash[ITEM_HASH_LEN])
+{
+	for (size_t i = 0; i < ITEM_HASH_LEN; i++)
+		if (hash[i])
+			return false;
+	return true;
+}
+
 void item_hash_hex(const uint8_t hash[ITEM_HASH_LEN], char out[65])
 {
 	static const char hex[] = "0123456789abcdef";

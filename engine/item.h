@@ -89,6 +89,9 @@ bool item_json_valid(const void *data, size_t len);
 
 /* SHA-256 of @len bytes at @data into @out. */
 void item_hash(const void *data, size_t len, uint8_t out[ITEM_HASH_LEN]);
+
+/* True when @hash is all zero (a directory's, or none known). */
+bool item_hash_is_zero(const uint8_t hash[ITEM_HASH_LEN]);
 /* Lowercase hex of @hash into @out (65 bytes with the NUL). */
 void item_hash_hex(const uint8_t hash[ITEM_HASH_LEN], char out[65]);
 

@@ -1053,14 +1053,6 @@ static int lpg_query(struct lpg *q, enum lpg_stmt which,
 
 /* ---- rows ---- */
 
-static bool lpg_hash_is_zero(const uint8_t hash[ITEM_HASH_LEN])
-{
-	for (size_t i = 0; i < ITEM_HASH_LEN; i++)
-		if (hash[i])
-			return false;
-	return true;
-}
-
 /* Logs a row that does not decode and returns -EIO. */
 static int lpg_corrupt(const struct lpg *q, int64_t ino, const char *why)
 {
@@ -1817,11 +1809,7 @@ static void lpg_entry_append(struct lpg_arr *a, const struct store_change *ch)
 {
 	const struct item_meta *m = ch->meta;
 	size_t len = strlen(ch->name);
-	size_t stem_len = len;
-
-	if (m->kind == ITEM_JSON && len >= 5 &&
-	    memcmp(ch->name + len - 5, ".json", 5) == 0)
-		stem_len = len - 5;
+	size_t stem_len = store_stem_len(ch->name, len, m->kind);
 
 	lpg_arr_i64(&a[E_INO], (int64_t)ch->ino);
 	lpg_arr_i64(&a[E_PARENT], (int64_t)ch->parent);
@@ -1832,7 +1820,7 @@ static void lpg_entry_append(struct lpg_arr *a, const struct store_change *ch)
 		lpg_arr_null(&a[E_STEM]);
 	lpg_arr_i16(&a[E_KIND], (int16_t)m->kind);
 	lpg_arr_i64(&a[E_SIZE], (int64_t)m->size);
-	if (!lpg_hash_is_zero(m->hash))
+	if (!item_hash_is_zero(m->hash))
 		lpg_arr_bytes(&a[E_HASH], m->hash, ITEM_HASH_LEN);
 	else
 		lpg_arr_null(&a[E_HASH]);

@@ -511,26 +511,14 @@ static int lsq_conn_prepare(const struct lsq *q, struct lsq_conn *c,
 
 /* ---- rows ---- */
 
-static bool lsq_hash_is_zero(const uint8_t hash[ITEM_HASH_LEN])
-{
-	for (size_t i = 0; i < ITEM_HASH_LEN; i++)
-		if (hash[i])
-			return false;
-	return true;
-}
-
 /* Binds the entry row of @ino to W_INS_ENTRY; @name and @m must outlive the
  * step. Returns an SQLite result code. */
 static int lsq_bind_entry(sqlite3_stmt *st, uint64_t ino, uint64_t parent,
 			  const char *name, const struct item_meta *m)
 {
 	size_t len = strlen(name);
-	size_t stem_len = len;
+	size_t stem_len = store_stem_len(name, len, m->kind);
 	int rc;
-
-	if (m->kind == ITEM_JSON && len >= 5 &&
-	    memcmp(name + len - 5, ".json", 5) == 0)
-		stem_len = len - 5;
 
 	/* A non-NULL pointer with length 0 binds an empty blob, not NULL:
 	 * the root's name is the empty blob. */
@@ -546,7 +534,7 @@ static int lsq_bind_entry(sqlite3_stmt *st, uint64_t ino, uint64_t parent,
 		rc = sqlite3_bind_int(st, 5, (int)m->kind);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(st, 6, (sqlite3_int64)m->size);
-	if (rc == SQLITE_OK && !lsq_hash_is_zero(m->hash))
+	if (rc == SQLITE_OK && !item_hash_is_zero(m->hash))
 		rc = sqlite3_bind_blob(st, 7, m->hash, ITEM_HASH_LEN,
 				       SQLITE_STATIC);
 	if (rc == SQLITE_OK)

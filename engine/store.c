@@ -1,6 +1,6 @@
 /*
  * store.c - what every store shares: the check of a change against the
- * contract of store.h.
+ * contract of store.h, and the stem of a name.
  */
 #include <stdint.h>
 #include <string.h>
@@ -35,4 +35,12 @@ const char *store_change_problem(const struct store_change *ch,
 	if (ch->has_data && ch->len && !ch->data)
 		return "no data";
 	return NULL;
+}
+
+size_t store_stem_len(const char *name, size_t len, enum item_kind kind)
+{
+	if (kind == ITEM_JSON && len >= 5 &&
+	    memcmp(name + len - 5, ".json", 5) == 0)
+		return len - 5;
+	return len;
 }

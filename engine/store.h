@@ -204,6 +204,11 @@ static inline void store_row_release(struct store_row *row)
 const char *store_change_problem(const struct store_change *ch,
 				 uint64_t max_ino);
 
+/* The length of the stem of a file named @name (@len bytes) of @kind, the
+ * key of the (parent, stem) index: without ".json" for ITEM_JSON, the
+ * whole name otherwise. */
+size_t store_stem_len(const char *name, size_t len, enum item_kind kind);
+
 /* Sets apply()'s Merkle report to "none" (@tree may be NULL). */
 static inline void store_tree_none(struct store_dirhash **tree, size_t *ntree)
 {
