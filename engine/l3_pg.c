@@ -1632,7 +1632,7 @@ static void lpg_tree_release(struct lpg_tree *t)
  * after its descendants; one statement per level (per LPG_CHUNK_ROWS
  * directories of a level: those of one level are never each other's
  * ancestors). Appends each directory's new hash to @tree when given and
- * adds the number recomputed to *count.
+ * adds the number recomputed to *count (may be NULL).
  */
 static int lpg_merkle_levels(const struct lpg *q, struct lpg_conn *c,
 			     const PGresult *order, struct lpg_arr *a,
@@ -1680,7 +1680,8 @@ static int lpg_merkle_levels(const struct lpg *q, struct lpg_conn *c,
 				err = lpg_tree_add(
 					tree, (uint64_t)lpg_get64(ino), hash);
 		}
-		*count += (uint64_t)PQntuples(res);
+		if (count)
+			*count += (uint64_t)PQntuples(res);
 		PQclear(res);
 	}
 	return err;
@@ -1703,7 +1704,6 @@ static int lpg_merkle_apply(const struct lpg *q, struct lpg_conn *c,
 	const char *values[2] = {NULL, b_max};
 	int lengths[2] = {0, 8};
 	PGresult *order = NULL;
-	uint64_t count = 0;
 	const char *p;
 	int rows, err;
 
@@ -1740,7 +1740,7 @@ static int lpg_merkle_apply(const struct lpg *q, struct lpg_conn *c,
 		err = -EIO;
 	}
 	if (!err)
-		err = lpg_merkle_levels(q, c, order, a, tree, &count);
+		err = lpg_merkle_levels(q, c, order, a, tree, NULL);
 	PQclear(order);
 	if (err || !tree)
 		return err;
