@@ -26,7 +26,9 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <grp.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1020,12 +1022,31 @@ static void test_open_errors(void)
 	CHECK_EQ(sink.errors, 1);
 	wal_close(NULL);
 
+	/* A directory it may not write: as root (who may write anywhere),
+	 * the check runs in a child that became 'nobody' (65534). */
+	new_dir(dir, sizeof(dir));
 	if (geteuid() != 0) {
-		new_dir(dir, sizeof(dir));
 		CHECK(chmod(dir, 0500) == 0);
 		CHECK_EQ(wal_open(dir, BIG, &test_log, &w), -EACCES);
-		CHECK(chmod(dir, 0700) == 0);
+	} else {
+		pid_t pid;
+		int status = -1, r;
+
+		CHECK(chmod(tmpdir, 0711) == 0 && chmod(dir, 0555) == 0);
+		pid = fork();
+		if (pid == 0) {
+			if (setgroups(0, NULL) ||
+			    setresgid(65534, 65534, 65534) ||
+			    setresuid(65534, 65534, 65534))
+				_exit(2);
+			r = wal_open(dir, BIG, &test_log, &w);
+			_exit(r == -EACCES ? 0 : 1);
+		}
+		CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+		CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		CHECK(chmod(tmpdir, 0700) == 0);
 	}
+	CHECK(chmod(dir, 0700) == 0);
 }
 
 int main(void)
