@@ -1,0 +1,367 @@
+/*
+ * files.c - open files and their working copies: create, open, read, write,
+ * flush, fsync, release, and size changes.
+ */
+#include "eng_int.h"
+
+void wc_free(struct wc *w)
+{
+	if (!w)
+		return;
+	free(w->buf);
+	free(w);
+}
+
+/* Loads the current content into @n's working copy if it is not there. */
+static int wc_load(struct eng *e, struct node *n)
+{
+	struct item *it;
+	struct wc *w;
+	int r;
+
+	if (n->wc->loaded)
+		return 0;
+	r = node_content(e, n, &it);
+	if (r < 0)
+		return r;
+	w = n->wc; /* the lock was dropped, but a writer handle keeps it */
+	if (!w->loaded) {
+		size_t len = item_size(it);
+		char *buf = malloc(len ? len : 1);
+
+		if (!buf) {
+			item_unref(it);
+			return -ENOMEM;
+		}
+		memcpy(buf, item_data(it), len);
+		free(w->buf);
+		w->buf = buf;
+		w->len = w->cap = len;
+		w->loaded = true;
+		w->dirty = false;
+	}
+	item_unref(it);
+	return 0;
+}
+
+/* Resizes the working copy of @n (loaded) to @size, zero-filling. */
+static int wc_resize(struct wc *w, size_t size)
+{
+	if (size > w->cap) {
+		size_t cap = w->cap ? w->cap : 4096;
+		char *nb;
+
+		while (cap < size)
+			cap *= 2;
+		nb = realloc(w->buf, cap);
+		if (!nb)
+			return -ENOMEM;
+		w->buf = nb;
+		w->cap = cap;
+	}
+	if (size > w->len)
+		memset(w->buf + w->len, 0, size - w->len);
+	w->len = size;
+	return 0;
+}
+
+int setattr_size(struct eng *e, struct node *n, struct eng_file *f,
+			uint64_t size)
+{
+	struct item *it;
+	char *buf;
+	int r;
+
+	if (node_is_dir(n))
+		return -EISDIR;
+	if (size > e->cfg.max_item_bytes)
+		return -EFBIG;
+	if (n->wc) {
+		r = wc_load(e, n);
+		if (r < 0)
+			return r;
+		r = wc_resize(n->wc, size);
+		if (r < 0)
+			return r;
+		n->wc->dirty = true;
+		n->wc->mtime_ns = now_ns();
+		if (f && f->writer)
+			return 0; /* published at flush */
+		/* truncate(2) by path while others write: publish now */
+		buf = malloc(size ? size : 1);
+		if (!buf)
+			return -ENOMEM;
+		if (size)
+			memcpy(buf, n->wc->buf, size);
+		r = publish(e, n, buf, size, n->wc->mtime_ns);
+		if (r == 0)
+			n->wc->dirty = false;
+		return r;
+	}
+	r = node_content(e, n, &it);
+	if (r < 0)
+		return r;
+	buf = calloc(1, size ? size : 1);
+	if (!buf) {
+		item_unref(it);
+		return -ENOMEM;
+	}
+	memcpy(buf, item_data(it), item_size(it) < size ? item_size(it) : size);
+	item_unref(it);
+	if (n->deleted)
+		free(buf);
+	else
+		return publish(e, n, buf, size, now_ns());
+	return -ENOENT;
+}
+
+
+static struct eng_file *file_new(struct eng *e, struct node *n, int flags,
+				 int *err)
+{
+	struct eng_file *f = calloc(1, sizeof(*f));
+
+	if (!f) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	f->n = n;
+	f->writer = (flags & O_ACCMODE) != O_RDONLY;
+	if (f->writer && !n->wc) {
+		n->wc = calloc(1, sizeof(*n->wc));
+		if (!n->wc) {
+			free(f);
+			*err = -ENOMEM;
+			return NULL;
+		}
+	}
+	n->opens++;
+	if (f->writer) {
+		n->wc->writers++;
+		if (flags & O_TRUNC) {
+			n->wc->loaded = true;
+			n->wc->len = 0;
+			n->wc->dirty = true;
+			n->wc->mtime_ns = now_ns();
+		}
+	}
+	handle_link(e, &f->link);
+	return f;
+}
+
+int eng_create(struct eng *e, uint64_t parent, const char *name, uint32_t mode,
+	       int flags, const struct eng_ctx *ctx, struct eng_attr *out,
+	       struct eng_file **fp)
+{
+	struct node *dir, *n;
+	enum item_kind kind = id_name_kind(name);
+	struct eng_file *f;
+	int r;
+
+	pthread_mutex_lock(&e->lock);
+	r = check_new_entry(e, parent, name, kind, &dir);
+	if (r < 0)
+		goto out_unlock;
+	r = node_create(e, dir, name, kind, mode & ~ctx->umask, ctx->uid,
+			ctx->gid, true, &n);
+	if (r < 0)
+		goto out_unlock;
+	f = file_new(e, n, flags & ~O_TRUNC, &r);
+	if (f) {
+		if (f->writer) /* a new file: its content is the empty wc */
+			n->wc->loaded = true;
+		n->cache_version = n->meta.version;
+		n->nlookup++;
+		node_attr(e, n, out);
+		*fp = f;
+	}
+	node_put(e, n);
+out_unlock:
+	pthread_mutex_unlock(&e->lock);
+	return r;
+}
+
+int eng_file_open(struct eng *e, uint64_t ino, int flags, struct eng_file **fp,
+		  bool *keep_cache)
+{
+	struct eng_file *f;
+	struct node *n;
+	int r = 0;
+
+	pthread_mutex_lock(&e->lock);
+	n = node_get(e, ino);
+	if (!n) {
+		r = -ENOENT;
+		goto out_unlock;
+	}
+	if (node_is_dir(n)) {
+		r = -EISDIR;
+		goto out_unlock;
+	}
+	f = file_new(e, n, flags, &r);
+	if (!f)
+		goto out_unlock;
+	if (f->writer && !n->wc->loaded) {
+		r = wc_load(e, n);
+		if (r < 0) {
+			pthread_mutex_unlock(&e->lock);
+			eng_release(e, f);
+			return r;
+		}
+	}
+	*keep_cache = n->cache_version == n->meta.version;
+	n->cache_version = n->meta.version;
+	*fp = f;
+out_unlock:
+	pthread_mutex_unlock(&e->lock);
+	return r;
+}
+
+ssize_t eng_read(struct eng *e, struct eng_file *f, void *buf, size_t size,
+		 off_t off)
+{
+	struct node *n = f->n;
+	struct item *it;
+	const char *src;
+	size_t len;
+	ssize_t r;
+
+	if (off < 0)
+		return -EINVAL;
+	pthread_mutex_lock(&e->lock);
+	if (n->wc && n->wc->loaded) {
+		src = n->wc->buf;
+		len = n->wc->len;
+		it = NULL;
+	} else {
+		r = node_content(e, n, &it);
+		if (r < 0)
+			goto out_unlock;
+		src = item_data(it);
+		len = item_size(it);
+	}
+	r = 0;
+	if ((size_t)off < len) {
+		r = (ssize_t)(len - (size_t)off < size ? len - (size_t)off
+						       : size);
+		memcpy(buf, src + off, (size_t)r);
+	}
+	item_unref(it);
+out_unlock:
+	pthread_mutex_unlock(&e->lock);
+	return r;
+}
+
+ssize_t eng_write(struct eng *e, struct eng_file *f, const void *buf,
+		  size_t size, off_t off)
+{
+	struct node *n = f->n;
+	size_t end;
+	ssize_t r;
+
+	if (!f->writer)
+		return -EBADF;
+	if (off < 0)
+		return -EINVAL;
+	end = (size_t)off + size;
+	pthread_mutex_lock(&e->lock);
+	if (end > e->cfg.max_item_bytes) {
+		/* a truncated item must not be published in its place */
+		n->wc->failed = -EFBIG;
+		n->wc->dirty = true;
+		r = -EFBIG;
+		goto out_unlock;
+	}
+	r = wc_load(e, n);
+	if (r < 0)
+		goto out_unlock;
+	if (end > n->wc->len) {
+		r = wc_resize(n->wc, end);
+		if (r < 0)
+			goto out_unlock;
+	}
+	if (size)
+		memcpy(n->wc->buf + off, buf, size);
+	n->wc->dirty = true;
+	n->wc->mtime_ns = now_ns();
+	r = (ssize_t)size;
+out_unlock:
+	pthread_mutex_unlock(&e->lock);
+	return r;
+}
+
+static int flush_locked(struct eng *e, struct eng_file *f)
+{
+	struct wc *w = f->n->wc;
+	char *buf;
+
+	if (!f->writer || !w || !w->dirty)
+		return 0;
+	if (w->failed)
+		return w->failed;
+	backpressure(e);
+	w = f->n->wc;
+	if (f->n->deleted || !w || !w->dirty)
+		return 0; /* nobody can see it any more, or published */
+	buf = malloc(w->len ? w->len : 1);
+	if (!buf)
+		return -ENOMEM;
+	if (w->len)
+		memcpy(buf, w->buf, w->len);
+	int r = publish(e, f->n, buf, w->len, w->mtime_ns);
+	if (r == 0)
+		w->dirty = false;
+	return r;
+}
+
+int eng_flush(struct eng *e, struct eng_file *f)
+{
+	int r;
+
+	pthread_mutex_lock(&e->lock);
+	r = flush_locked(e, f);
+	pthread_mutex_unlock(&e->lock);
+	return r;
+}
+
+int eng_fsync(struct eng *e, struct eng_file *f)
+{
+	int r;
+
+	pthread_mutex_lock(&e->lock);
+	r = flush_locked(e, f);
+	if (r == 0 && f->n->dirty)
+		r = wait_committed(e, f->n->dirty_seq);
+	pthread_mutex_unlock(&e->lock);
+	return r;
+}
+
+bool eng_release(struct eng *e, struct eng_file *f)
+{
+	bool dropped = false;
+	struct node *n;
+
+	if (!f)
+		return false;
+	n = f->n;
+	pthread_mutex_lock(&e->lock);
+	handle_unlink(&f->link);
+	n->opens--;
+	if (f->writer && --n->wc->writers == 0) {
+		if (n->wc->dirty && !n->deleted) {
+			/* an unpublished change is dropped */
+			n->cache_version = 0;
+			dropped = true;
+		}
+		wc_free(n->wc);
+		n->wc = NULL;
+	}
+	if (!n->opens && !n->content_dirty) {
+		item_unref(n->item);
+		n->item = NULL;
+	}
+	node_try_free(e, n);
+	pthread_mutex_unlock(&e->lock);
+	free(f);
+	return dropped;
+}

@@ -1,0 +1,306 @@
+/*
+ * flusher.c - persistence: the flusher thread that applies the batch queue
+ * to L3 (then L2) in one transaction, the group-commit thread that syncs the
+ * log, waiting for a commit (fsync, sync), and the replay of the log at
+ * open.
+ */
+#include "eng_int.h"
+
+static void commit_done(struct eng *e, struct batch_rec **recs, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct node *nd = node_get(e, recs[i]->ino);
+
+		if (!nd || !nd->dirty || nd->dirty_seq != recs[i]->seq)
+			continue; /* a newer change is queued */
+		nd->dirty = false;
+		dirty_unlink(e, nd);
+		if (nd->content_dirty) {
+			l1_unpin(e->l1, nd->ino, nd->item);
+			nd->content_dirty = false;
+		}
+		if (!nd->opens) {
+			item_unref(nd->item);
+			nd->item = NULL;
+		}
+		node_try_free(e, nd);
+	}
+}
+
+static int apply_batch(struct store *st, struct batch_rec **recs, size_t n,
+		       struct store_dirhash **tree, size_t *ntree)
+{
+	struct store_change *ch = calloc(n ? n : 1, sizeof(*ch));
+	int r;
+
+	if (!ch)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		ch[i].ino = recs[i]->ino;
+		ch[i].deleted = recs[i]->deleted;
+		ch[i].parent = recs[i]->parent;
+		ch[i].name = recs[i]->name;
+		ch[i].meta = &recs[i]->meta;
+		if (recs[i]->item) {
+			ch[i].has_data = true;
+			ch[i].data = item_data(recs[i]->item);
+			ch[i].len = item_size(recs[i]->item);
+		}
+	}
+	r = st->ops->apply(st, ch, n, tree, ntree);
+	free(ch);
+	return r;
+}
+
+void *flusher_main(void *arg)
+{
+	struct eng *e = arg;
+	uint64_t backoff_ms = 0;
+	int stop_failures = 0;
+	struct store_dirhash *tree;
+	size_t ntree;
+
+	pthread_mutex_lock(&e->lock);
+	for (;;) {
+		struct batch_rec **recs;
+		uint64_t snapshot, t0, now = mono_ns();
+		int64_t seg;
+		ssize_t n;
+		int r, r2;
+
+		if (!e->stopping && !e->l3_failing)
+			reserve_inos(e);
+		if (e->l3_failing && !e->stopping && now < e->retry_at) {
+			/* back off: wake-ups do not bring the retry forward */
+			struct timespec ts = mono_ts(e->retry_at);
+
+			pthread_cond_timedwait(&e->flush_cond, &e->lock, &ts);
+			continue;
+		}
+		if (batch_count(&e->batch) == 0) {
+			if (e->flush_now) {
+				e->committed_seq = e->change_seq;
+				e->flush_now = false;
+				pthread_cond_broadcast(&e->commit_cond);
+			}
+			if (e->stopping)
+				break;
+			pthread_cond_wait(&e->flush_cond, &e->lock);
+			continue;
+		}
+		if (!e->stopping && !e->flush_now &&
+		    !batch_due(&e->batch, now)) {
+			struct timespec ts = mono_ts(batch_deadline(&e->batch));
+
+			pthread_cond_timedwait(&e->flush_cond, &e->lock, &ts);
+			continue;
+		}
+		e->flush_now = false;
+		n = batch_take(&e->batch, &recs);
+		if (n < 0) {
+			struct timespec ts = mono_ts(now + 100000000);
+
+			pthread_cond_timedwait(&e->flush_cond, &e->lock, &ts);
+			continue;
+		}
+		/* Every record in the segments before @seg is in this batch
+		 * or replaced by a newer queued one. */
+		seg = e->wal_fresh ? e->wal_seg : wal_rotate(e->wal);
+		if (seg < 0)
+			eng_logf(&e->cfg.log, LOG_ERR,
+				 "cannot rotate the write-ahead log: %s",
+				 strerror((int)-seg));
+		if (seg > 0) {
+			/* a retry during an outage reuses the empty segment
+			 * instead of making one per attempt */
+			e->wal_seg = seg;
+			e->wal_fresh = true;
+		}
+		snapshot = e->change_seq;
+		pthread_mutex_unlock(&e->lock);
+		t0 = mono_ns();
+		r = apply_batch(e->l3, recs, (size_t)n, &tree, &ntree);
+		tier_note(&e->st_l3_apply, t0, r);
+		if (r == 0 && l2_usable(e)) { /* L3 first: it is the truth */
+			t0 = mono_ns();
+			r2 = apply_batch(e->l2, recs, (size_t)n, NULL, NULL);
+			if (r2 == 0 && ntree && e->l2->ops->put_tree)
+				r2 = e->l2->ops->put_tree(e->l2, tree, ntree);
+			tier_note(&e->st_l2_apply, t0, r2);
+			l2_outcome(e, r2);
+		}
+		free(tree);
+		pthread_mutex_lock(&e->lock);
+		if (r == 0) {
+			commit_done(e, recs, (size_t)n);
+			for (ssize_t i = 0; i < n; i++)
+				batch_rec_free(recs[i]);
+			free(recs);
+			e->committed_seq = snapshot;
+			e->gen++;
+			e->batches++;
+			e->batch_recs += (uint64_t)n;
+			e->last_batch = (uint64_t)n;
+			backoff_ms = 0;
+			if (seg > 0)
+				wal_drop_before(e->wal, seg);
+			l3_outcome(e, 0); /* L3 answers: reads may go */
+			if (e->l3_failing) {
+				e->l3_failing = false;
+				eng_logf(&e->cfg.log, LOG_WARNING,
+					 "%s is back: persisted %zd changes",
+					 e->l3->ops->name, n);
+			}
+			pthread_cond_broadcast(&e->commit_cond);
+			continue;
+		}
+		if (!e->l3_failing)
+			eng_logf(&e->cfg.log, LOG_ERR,
+				 "cannot persist a batch of %zd changes to %s: "
+				 "%s (%s); keeping them in the write-ahead log "
+				 "and retrying",
+				 n, e->l3->ops->name, strerror(-r),
+				 l3_error_retryable(r)
+					 ? "temporary"
+					 : "refused: fsync reports it until it "
+					   "is fixed");
+		e->l3_failing = true;
+		batch_requeue(&e->batch, recs, (size_t)n, mono_ns());
+		free(recs);
+		e->fail_count++;
+		e->last_error = r;
+		pthread_cond_broadcast(&e->commit_cond);
+		if (e->stopping && ++stop_failures >= STOP_RETRIES) {
+			r = wal_sync(e->wal);
+			eng_logf(
+				&e->cfg.log, LOG_ERR,
+				"%zu changes were not persisted to %s: %s",
+				batch_count(&e->batch), e->l3->ops->name,
+				r == 0 ? "they stay in the write-ahead log and "
+					 "are persisted at the next mount"
+				       : "and the write-ahead log cannot be "
+					 "synced");
+			batch_release(&e->batch);
+			batch_init(&e->batch, e->cfg.batch_flush_count,
+				   e->cfg.batch_flush_bytes,
+				   (uint64_t)e->cfg.batch_flush_ms * 1000000);
+			break;
+		}
+		backoff_ms = backoff_ms ? backoff_ms * 2 : BACKOFF_MIN_MS;
+		if (backoff_ms > BACKOFF_MAX_MS)
+			backoff_ms = BACKOFF_MAX_MS;
+		e->retry_at = mono_ns() + backoff_ms * 1000000;
+	}
+	pthread_mutex_unlock(&e->lock);
+	return NULL;
+}
+
+/*
+ * Makes every change up to @seq durable: asks the flusher to persist it in
+ * L3 and waits; when a flush fails meanwhile (L3 unreachable), syncs the
+ * write-ahead log instead, which makes the changes durable on this host.
+ * Returns 0, or the error of the failed flush when the log cannot cover it.
+ */
+int wait_committed(struct eng *e, uint64_t seq)
+{
+	uint64_t fails = e->fail_count;
+
+	while (e->committed_seq < seq) {
+		/* during a known outage, do not wait for the next retry */
+		if (e->l3_failing || e->fail_count != fails) {
+			int r = e->last_error ? e->last_error : -EIO;
+
+			/* L3 unreachable or failing for now: the synced log
+			 * makes the change durable here. L3 refusing it
+			 * (permission, read-only, full, a constraint) needs
+			 * someone to act: say so to the caller. */
+			if (!l3_error_retryable(r) || seq <= e->wal_lost_seq ||
+			    wal_sync(e->wal) < 0)
+				return r;
+			return 0;
+		}
+		e->flush_now = true;
+		pthread_cond_signal(&e->flush_cond);
+		pthread_cond_wait(&e->commit_cond, &e->lock);
+	}
+	return 0;
+}
+
+/* The group-commit thread: fdatasyncs the log every WAL_SYNC_MS when
+ * something was appended, and once more when the engine stops. */
+void *syncer_main(void *arg)
+{
+	struct eng *e = arg;
+
+	pthread_mutex_lock(&e->lock);
+	for (;;) {
+		struct timespec ts =
+			mono_ts(mono_ns() + WAL_SYNC_MS * 1000000ull);
+		bool stop = e->stopping;
+
+		if (e->wal_dirty) {
+			int r;
+
+			e->wal_dirty = false;
+			pthread_mutex_unlock(&e->lock);
+			r = wal_sync(e->wal);
+			pthread_mutex_lock(&e->lock);
+			if (r < 0)
+				eng_logf(&e->cfg.log, LOG_ERR,
+					 "cannot sync the write-ahead log: %s",
+					 strerror(-r));
+		}
+		if (stop)
+			break;
+		pthread_cond_timedwait(&e->sync_cond, &e->lock, &ts);
+	}
+	pthread_mutex_unlock(&e->lock);
+	return NULL;
+}
+
+static int replay_one(void *arg, struct batch_rec *rec)
+{
+	return batch_add(arg, rec, 0);
+}
+
+/* Applies what a crashed engine left in the log to L3, then drops it. */
+int replay_wal(struct eng *e)
+{
+	struct batch pending;
+	struct batch_rec **recs = NULL;
+	ssize_t n;
+	int64_t seg;
+	int r;
+
+	batch_init(&pending, SIZE_MAX, SIZE_MAX, UINT64_MAX);
+	r = wal_replay(e->wal, replay_one, &pending);
+	if (r < 0)
+		goto out;
+	n = batch_take(&pending, &recs);
+	if (n < 0) {
+		r = (int)n;
+		goto out;
+	}
+	if (n > 0) {
+		eng_logf(&e->cfg.log, LOG_INFO,
+			 "replaying %zd changes from the write-ahead log into "
+			 "%s",
+			 n, e->l3->ops->name);
+		r = apply_batch(e->l3, recs, (size_t)n, NULL, NULL);
+		for (ssize_t i = 0; i < n; i++)
+			batch_rec_free(recs[i]);
+		free(recs);
+		if (r < 0) {
+			eng_logf(
+				&e->cfg.log, LOG_ERR,
+				"cannot replay the write-ahead log into %s: %s",
+				e->l3->ops->name, strerror(-r));
+			goto out;
+		}
+	}
+	seg = wal_rotate(e->wal);
+	r = seg < 0 ? (int)seg : wal_drop_before(e->wal, seg);
+out:
+	batch_release(&pending);
+	return r;
+}

@@ -1,0 +1,245 @@
+/*
+ * resolve.c - finding entries by name: the node table first, then the
+ * filter, then an L3 lookup that adds a node; the checks a new name must
+ * pass (a valid ID, free, no other file with the same item ID); whether a
+ * directory is empty.
+ */
+#include "eng_int.h"
+
+/* Checks that @name is a valid name for a new entry of @kind in @dir and
+ * that the resulting ID is valid. */
+int check_new_name(struct eng *e, struct node *dir, const char *name,
+			  enum item_kind kind)
+{
+	char path[ID_PATH_MAX + ID_NAME_MAX + 2], id[ID_MAX + 1];
+	ssize_t len;
+	int r = id_check_name(name, strlen(name));
+
+	if (r < 0)
+		return r;
+	len = node_path(e, dir, path, ID_PATH_MAX);
+	if (len < 0)
+		return (int)len;
+	snprintf(path + len, sizeof(path) - (size_t)len, "%s%s", len ? "/" : "",
+		 name);
+	len = id_from_path(path, kind == ITEM_DIR, id, sizeof(id), NULL);
+	if (len == -ERANGE)
+		return -ENAMETOOLONG;
+	return len < 0 ? (int)len : 0;
+}
+
+
+/*
+ * Finds the entry @name in directory @dir and returns it held (*out; drop
+ * with node_put). May drop and retake e->lock. -ENOENT, -ENOTDIR, -EIO.
+ */
+int resolve(struct eng *e, struct node *dir, const char *name,
+		   struct node **out)
+{
+	struct store_row row;
+	struct node *n;
+	uint64_t gen, t0;
+	bool maybe;
+	int r;
+
+	if (!node_is_dir(dir))
+		return -ENOTDIR;
+	for (;;) {
+		if (dir->deleted)
+			return -ENOENT;
+		n = name_find(e, dir->ino, name);
+		if (n) {
+			n->holds++;
+			*out = n;
+			return 0;
+		}
+		if (strlen(name) > STORE_NAME_MAX ||
+		    filter_absent(e, dir->ino, name))
+			return -ENOENT;
+		maybe = e->filter_trusted; /* the filter said "maybe" */
+		e->l3_lookups++;
+		gen = e->gen;
+		dir->holds++;
+		pthread_mutex_unlock(&e->lock);
+		t0 = mono_ns();
+		r = L3_READ(e, e->l3->ops->lookup(e->l3, dir->ino, name, &row));
+		tier_note(&e->st_l3_lookup, t0, r);
+		pthread_mutex_lock(&e->lock);
+		dir->holds--;
+		if (r < 0 && r != -ENOENT)
+			return r;
+		n = name_find(e, dir->ino, name);
+		if (n || gen != e->gen) {
+			if (r == 0)
+				store_row_release(&row);
+			continue;
+		}
+		if (r == -ENOENT) {
+			e->filter_false_positives += maybe;
+			return -ENOENT;
+		}
+		if (node_get(e, row.ino) || dir->deleted) {
+			/* the node table says it moved or went away */
+			store_row_release(&row);
+			return -ENOENT;
+		}
+		n = node_add(e, dir, row.ino, row.name, &row.meta);
+		store_row_release(&row);
+		if (!n)
+			return -ENOMEM;
+		n->holds++;
+		*out = n;
+		return 0;
+	}
+}
+
+/* The directory node of inode @ino, which the caller holds a reference on
+ * (lookup, open). -ENOENT when unknown or deleted, -ENOTDIR. */
+int get_dir(struct eng *e, uint64_t ino, struct node **out)
+{
+	struct node *n = node_get(e, ino);
+
+	if (!n || n->deleted)
+		return -ENOENT;
+	if (!node_is_dir(n))
+		return -ENOTDIR;
+	*out = n;
+	return 0;
+}
+
+/* resolve() in the directory of inode @parent (held by the caller). */
+int resolve_at(struct eng *e, uint64_t parent, const char *name,
+		      struct node **out)
+{
+	struct node *dir;
+	int r = get_dir(e, parent, &dir);
+
+	return r < 0 ? r : resolve(e, dir, name, out);
+}
+
+/*
+ * -EEXIST when another file in @dir would have the same item ID as a file
+ * named @name: "x" (binary) and "x.json" (JSON) name the same item "x".
+ * @ignore and @ignore2 (may be NULL) are nodes that do not count.
+ */
+int check_stem(struct eng *e, struct node *dir, const char *name,
+		      enum item_kind kind, const struct node *ignore,
+		      const struct node *ignore2)
+{
+	char sib[STORE_NAME_MAX + 8];
+	size_t len = strlen(name);
+	struct node *n;
+	int r;
+
+	if (kind == ITEM_DIR)
+		return 0;
+	if (kind == ITEM_JSON) {
+		memcpy(sib, name, len - 5);
+		sib[len - 5] = '\0';
+	} else {
+		if (len + 5 > STORE_NAME_MAX)
+			return 0;
+		snprintf(sib, sizeof(sib), "%s.json", name);
+	}
+	r = resolve(e, dir, sib, &n);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return r;
+	r = (!node_is_dir(n) && n != ignore && n != ignore2) ? -EEXIST : 0;
+	node_put(e, n);
+	return r;
+}
+
+/*
+ * 1 when directory @dir has no children (pending ones included), 0 when it
+ * has, or a negative errno. May drop the lock.
+ */
+int dir_empty(struct eng *e, struct node *dir)
+{
+	struct store_row *rows;
+	char cursor[STORE_NAME_MAX + 1] = "";
+	uint64_t gen, t0;
+	int r;
+
+	rows = calloc(LIST_PAGE, sizeof(*rows));
+	if (!rows)
+		return -ENOMEM;
+restart:
+	for (struct node *d = e->dirty_head; d; d = d->dnext) {
+		if (!d->deleted && d->parent == dir->ino) {
+			r = 0;
+			goto out;
+		}
+	}
+	for (;;) {
+		gen = e->gen;
+		dir->holds++;
+		pthread_mutex_unlock(&e->lock);
+		t0 = mono_ns();
+		r = L3_READ(e, e->l3->ops->list(e->l3, dir->ino, cursor, rows,
+						LIST_PAGE));
+		tier_note(&e->st_l3_list, t0, r);
+		pthread_mutex_lock(&e->lock);
+		dir->holds--;
+		if (r < 0)
+			goto out;
+		if (gen != e->gen) {
+			for (int i = 0; i < r; i++)
+				store_row_release(&rows[i]);
+			cursor[0] = '\0';
+			goto restart;
+		}
+		int nrows = r;
+		r = -1;
+		for (int i = 0; i < nrows; i++) {
+			struct node *m = node_get(e, rows[i].ino);
+
+			if (r && (!m || (!m->deleted && m->parent == dir->ino)))
+				r = 0; /* a child that is still there */
+		}
+		if (nrows)
+			strcpy(cursor, rows[nrows - 1].name);
+		for (int i = 0; i < nrows; i++)
+			store_row_release(&rows[i]);
+		if (r == 0)
+			goto out;
+		if (nrows < LIST_PAGE) {
+			r = 1;
+			goto out;
+		}
+	}
+out:
+	free(rows);
+	return r;
+}
+
+/*
+ * Checks that a new entry @name of @kind may be made in directory @parent:
+ * a valid name and ID, not taken, and (for a file) no other file with the
+ * same item ID. Returns 0 and the directory in *dirp, or a negative errno.
+ */
+int check_new_entry(struct eng *e, uint64_t parent, const char *name,
+			   enum item_kind kind, struct node **dirp)
+{
+	struct node *dir, *n;
+	int r = get_dir(e, parent, &dir);
+
+	if (r < 0)
+		return r;
+	r = check_new_name(e, dir, name, kind);
+	if (r < 0)
+		return r;
+	r = resolve(e, dir, name, &n);
+	if (r == 0) {
+		node_put(e, n);
+		return -EEXIST;
+	}
+	if (r != -ENOENT)
+		return r;
+	r = check_stem(e, dir, name, kind, NULL, NULL);
+	if (r < 0)
+		return r;
+	*dirp = dir;
+	return 0;
+}

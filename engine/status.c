@@ -1,0 +1,182 @@
+/*
+ * status.c - what the engine tells about itself: statfs numbers, counters,
+ * the status JSON and the Prometheus metrics text.
+ */
+#include <jansson.h>
+
+#include "eng_int.h"
+
+int eng_statfs(struct eng *e, struct eng_stats *out)
+{
+	uint64_t entries, bytes;
+	int r = L3_READ(e, e->l3->ops->stats(e->l3, &entries, &bytes));
+
+	if (r < 0)
+		return r;
+	out->entries = entries;
+	out->bytes = bytes;
+	return 0;
+}
+
+
+static uint64_t ld(atomic_uint_least64_t *v)
+{
+	return atomic_load_explicit(v, memory_order_relaxed);
+}
+
+int eng_status_json(struct eng *e, char **out, size_t *len)
+{
+	struct l1_stats l1s;
+	uint64_t now = mono_ns();
+	bool l3_down, l2_down;
+	json_t *j;
+	char *text;
+
+	l1_get_stats(e->l1, &l1s);
+	pthread_mutex_lock(&e->lock);
+	l3_down = e->l3_failing || breaker_is_open(&e->l3_breaker, now);
+	l2_down = e->l2 && breaker_is_open(&e->l2_breaker, now);
+	j = json_pack(
+		"{s:s, s:{s:s, s:b, s:s?}, s:o, s:{s:I, s:I, s:I}, "
+		"s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I}, "
+		"s:{s:b, s:I}}",
+		"state", l3_down || l2_down ? "degraded" : "ok", "l3",
+		"backend", e->l3->ops->name, "up", !l3_down, "last_error",
+		e->l3_failing ? strerror(-e->last_error) : NULL, "l2",
+		e->l2 ? json_pack("{s:s, s:b}", "backend", e->l2->ops->name,
+				  "up", !l2_down)
+		      : json_null(),
+		"queue", "changes", (json_int_t)batch_count(&e->batch), "bytes",
+		(json_int_t)batch_bytes(&e->batch), "not_persisted",
+		(json_int_t)(e->change_seq - e->committed_seq), "wal", "bytes",
+		(json_int_t)wal_bytes(e->wal), "max_bytes",
+		(json_int_t)e->cfg.wal_max_bytes, "pressure", "dirty_bytes",
+		(json_int_t)batch_bytes(&e->batch), "high_water",
+		(json_int_t)(e->cfg.batch_flush_bytes * DIRTY_HIGH_FACTOR >
+					     DIRTY_HIGH_MIN
+				     ? e->cfg.batch_flush_bytes *
+					       DIRTY_HIGH_FACTOR
+				     : DIRTY_HIGH_MIN),
+		"l1", "bytes", (json_int_t)l1s.bytes, "pinned_bytes",
+		(json_int_t)l1s.pinned_bytes, "items", (json_int_t)l1s.count,
+		"hits", (json_int_t)l1s.hits, "misses", (json_int_t)l1s.misses,
+		"filter", "trusted", e->filter_trusted, "names",
+		(json_int_t)(e->filter ? cuckoo_count(e->filter) : 0));
+	pthread_mutex_unlock(&e->lock);
+	if (!j)
+		return -ENOMEM;
+	text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(j);
+	if (!text)
+		return -ENOMEM;
+	*len = strlen(text);
+	text[*len] = '\n'; /* json_dumps ends with the NUL we overwrite */
+	*len += 1;
+	*out = text;
+	return 0;
+}
+
+static void metric(FILE *f, const char *name, const char *type,
+		   const char *help)
+{
+	fprintf(f, "# HELP tierfs_%s %s\n# TYPE tierfs_%s %s\n", name, help,
+		name, type);
+}
+
+static void tier_metrics(FILE *f, const char *tier, const char *op,
+			 struct tier_stat *st)
+{
+	fprintf(f, "tierfs_tier_calls_total{tier=\"%s\",op=\"%s\"} %llu\n",
+		tier, op, (unsigned long long)ld(&st->calls));
+	fprintf(f, "tierfs_tier_errors_total{tier=\"%s\",op=\"%s\"} %llu\n",
+		tier, op, (unsigned long long)ld(&st->errors));
+	fprintf(f, "tierfs_tier_seconds_total{tier=\"%s\",op=\"%s\"} %.6f\n",
+		tier, op, (double)ld(&st->ns) / 1e9);
+}
+
+int eng_metrics_text(struct eng *e, char **out, size_t *len)
+{
+	struct l1_stats l1s;
+	char *buf = NULL;
+	size_t size = 0;
+	FILE *f = open_memstream(&buf, &size);
+
+	if (!f)
+		return -ENOMEM;
+	l1_get_stats(e->l1, &l1s);
+	metric(f, "tier_calls_total", "counter", "calls to a tier, by op");
+	metric(f, "tier_errors_total", "counter", "failed calls to a tier");
+	metric(f, "tier_seconds_total", "counter", "time spent in a tier");
+	tier_metrics(f, "l3", "lookup", &e->st_l3_lookup);
+	tier_metrics(f, "l3", "read", &e->st_l3_read);
+	tier_metrics(f, "l3", "list", &e->st_l3_list);
+	tier_metrics(f, "l3", "apply", &e->st_l3_apply);
+	tier_metrics(f, "l2", "fetch", &e->st_l2_fetch);
+	tier_metrics(f, "l2", "apply", &e->st_l2_apply);
+	pthread_mutex_lock(&e->lock);
+	metric(f, "batches_total", "counter", "batches persisted to L3");
+	fprintf(f, "tierfs_batches_total %llu\n",
+		(unsigned long long)e->batches);
+	metric(f, "batch_records_total", "counter", "changes in those batches");
+	fprintf(f, "tierfs_batch_records_total %llu\n",
+		(unsigned long long)e->batch_recs);
+	metric(f, "batch_last_records", "gauge", "changes in the last batch");
+	fprintf(f, "tierfs_batch_last_records %llu\n",
+		(unsigned long long)e->last_batch);
+	metric(f, "queue_changes", "gauge", "changes waiting for L3");
+	fprintf(f, "tierfs_queue_changes %zu\n", batch_count(&e->batch));
+	metric(f, "queue_bytes", "gauge", "bytes waiting for L3");
+	fprintf(f, "tierfs_queue_bytes %zu\n", batch_bytes(&e->batch));
+	metric(f, "wal_bytes", "gauge", "bytes in the write-ahead log");
+	fprintf(f, "tierfs_wal_bytes %llu\n",
+		(unsigned long long)wal_bytes(e->wal));
+	metric(f, "flush_failures_total", "counter", "failed batch writes");
+	fprintf(f, "tierfs_flush_failures_total %llu\n",
+		(unsigned long long)e->fail_count);
+	metric(f, "l3_up", "gauge", "1 while L3 answers");
+	fprintf(f, "tierfs_l3_up %d\n",
+		!(e->l3_failing || breaker_is_open(&e->l3_breaker, mono_ns())));
+	if (e->l2) {
+		metric(f, "l2_up", "gauge", "1 while L2 answers");
+		fprintf(f, "tierfs_l2_up %d\n",
+			!breaker_is_open(&e->l2_breaker, mono_ns()));
+	}
+	metric(f, "filter_checks_total", "counter",
+	       "lookups that asked the negative-lookup filter");
+	fprintf(f, "tierfs_filter_checks_total %llu\n",
+		(unsigned long long)(e->filter_negatives +
+				     (e->filter_trusted ? e->l3_lookups : 0)));
+	metric(f, "filter_negatives_total", "counter",
+	       "lookups the filter answered absent (no L3 query)");
+	fprintf(f, "tierfs_filter_negatives_total %llu\n",
+		(unsigned long long)e->filter_negatives);
+	metric(f, "filter_false_positives_total", "counter",
+	       "filter said maybe, L3 said absent");
+	fprintf(f, "tierfs_filter_false_positives_total %llu\n",
+		(unsigned long long)e->filter_false_positives);
+	metric(f, "filter_names", "gauge", "names in the filter");
+	fprintf(f, "tierfs_filter_names %zu\n",
+		e->filter ? cuckoo_count(e->filter) : 0);
+	pthread_mutex_unlock(&e->lock);
+	metric(f, "l1_bytes", "gauge", "content bytes in L1");
+	fprintf(f, "tierfs_l1_bytes %zu\n", l1s.bytes);
+	metric(f, "l1_pinned_bytes", "gauge", "L1 bytes not yet persisted");
+	fprintf(f, "tierfs_l1_pinned_bytes %zu\n", l1s.pinned_bytes);
+	metric(f, "l1_items", "gauge", "items in L1");
+	fprintf(f, "tierfs_l1_items %zu\n", l1s.count);
+	metric(f, "l1_hits_total", "counter", "L1 hits");
+	fprintf(f, "tierfs_l1_hits_total %llu\n", (unsigned long long)l1s.hits);
+	metric(f, "l1_misses_total", "counter", "L1 misses");
+	fprintf(f, "tierfs_l1_misses_total %llu\n",
+		(unsigned long long)l1s.misses);
+	metric(f, "l1_evictions_total", "counter", "L1 evictions");
+	fprintf(f, "tierfs_l1_evictions_total %llu\n",
+		(unsigned long long)l1s.evictions);
+	if (fclose(f) != 0) {
+		free(buf);
+		return -ENOMEM;
+	}
+	*out = buf;
+	*len = size;
+	return 0;
+}
