@@ -1,181 +1,315 @@
 /*
- * changes.c - changes and publishing: every change becomes a record in the
- * write-ahead log and the batch queue; publishing turns bytes into the next
- * version of a file; inode numbers come from L3 in blocks; writers wait
- * while too much waits to be persisted.
+ * changes.c - how an engine call changes entries.
+ *
+ * Every change is a record of an entry's new state (or its deletion). An
+ * engine call collects the records of everything it changes in a struct
+ * txn, appends them to the write-ahead log in one write (txn_log) and only
+ * then applies them to its nodes and queues them for the flusher
+ * (txn_queue). An error from the log therefore leaves everything as it
+ * was: the nodes, the log (a partial write is cut away) and the queue.
+ *
+ * Content arrives as a draft: bytes validated (JSON files must hold one
+ * JSON text or nothing; at most max_item_bytes) and hashed with the engine
+ * lock dropped. publish() turns a draft into the next version of a file
+ * under the lock without touching its bytes again.
+ *
+ * Inode numbers come from L3 in blocks of INO_BLOCK; the flusher reserves
+ * the next block in the background once half of the current one is used,
+ * so creates go on while L3 is briefly away.
  */
 #include "eng_int.h"
 
-/*
- * Queues @n's current state (or its deletion) as the newest change, after
- * appending it to the write-ahead log; @content is the new content to
- * persist with it, or NULL. When the log refuses the record, the change is
- * still queued (memory and L3 stay consistent) and the log's error is
- * returned: the change is then not crash-safe, and the caller says so.
- */
-int mark_dirty(struct eng *e, struct node *n, struct item *content)
+void txn_init(struct txn *t)
+{
+	memset(t, 0, sizeof(*t));
+}
+
+void txn_release(struct txn *t)
+{
+	for (size_t i = 0; i < t->n; i++)
+		batch_rec_free(t->recs[i]);
+	free(t->recs);
+	txn_init(t);
+}
+
+static int txn_add(struct txn *t, struct batch_rec *rec)
+{
+	if (t->n == t->cap) {
+		size_t cap = t->cap ? 2 * t->cap : 4;
+		struct batch_rec **recs = realloc(t->recs, cap * sizeof(*recs));
+
+		if (!recs) {
+			batch_rec_free(rec);
+			return -ENOMEM;
+		}
+		t->recs = recs;
+		t->cap = cap;
+	}
+	t->recs[t->n++] = rec;
+	return 0;
+}
+
+int txn_put(struct txn *t, uint64_t ino, uint64_t parent, const char *name,
+	    const struct item_meta *meta, struct item *content)
 {
 	struct batch_rec *rec = calloc(1, sizeof(*rec));
-	bool was_empty = batch_count(&e->batch) == 0;
-	int r, wr;
 
 	if (!rec)
-		goto out_nomem;
-	rec->ino = n->ino;
-	rec->deleted = n->deleted;
-	if (!n->deleted) {
-		rec->parent = n->parent;
-		rec->name = strdup(n->name);
-		if (!rec->name || item_meta_copy(&rec->meta, &n->meta) < 0)
-			goto out_nomem;
-		rec->item = item_ref(content);
+		return -ENOMEM;
+	rec->ino = ino;
+	rec->parent = parent;
+	rec->name = strdup(name);
+	if (!rec->name || item_meta_copy(&rec->meta, meta) < 0) {
+		batch_rec_free(rec);
+		return -ENOMEM;
 	}
-	rec->seq = ++e->change_seq;
-	wr = wal_append(e->wal, rec);
-	if (wr < 0) {
+	rec->item = item_ref(content);
+	return txn_add(t, rec);
+}
+
+int txn_del(struct txn *t, uint64_t ino)
+{
+	struct batch_rec *rec = calloc(1, sizeof(*rec));
+
+	if (!rec)
+		return -ENOMEM;
+	rec->ino = ino;
+	rec->deleted = true;
+	return txn_add(t, rec);
+}
+
+int txn_log(struct eng *e, struct txn *t)
+{
+	uint64_t seq = e->change_seq;
+	int r;
+
+	for (size_t i = 0; i < t->n; i++)
+		t->recs[i]->seq = ++e->change_seq;
+	r = wal_append_all(e->wal, t->recs, t->n);
+	if (r < 0) {
+		e->change_seq = seq; /* the lock was held: nobody took one */
+		if (r == -ENOSPC)
+			eng_logf(&e->cfg.log, LOG_ERR,
+				 "change refused: the write-ahead log holds "
+				 "%llu bytes not yet persisted to %s "
+				 "(wal_max_bytes %llu), or its disk is full",
+				 (unsigned long long)wal_bytes(e->wal),
+				 e->l3->ops->name,
+				 (unsigned long long)e->cfg.wal_max_bytes);
+		else
+			eng_logf(&e->cfg.log, LOG_ERR,
+				 "change refused: cannot append to the "
+				 "write-ahead log: %s",
+				 strerror(-r));
+		return r;
+	}
+	e->wal_dirty = true;
+	e->wal_fresh = false;
+	return 0;
+}
+
+void txn_queue(struct eng *e, struct txn *t, size_t i, struct node *n)
+{
+	struct batch_rec *rec = t->recs[i];
+	bool was_empty = batch_count(&e->batch) == 0;
+	uint64_t seq = rec->seq, ino = rec->ino;
+
+	t->recs[i] = NULL;
+	if (batch_add(&e->batch, rec, mono_ns()) < 0) {
+		/* it is in the log: the next mount persists it */
 		eng_logf(&e->cfg.log, LOG_ERR,
-			 "change of inode %llu is not crash-safe: cannot "
-			 "append to the write-ahead log: %s",
-			 (unsigned long long)n->ino, strerror(-wr));
-		e->wal_lost_seq = rec->seq;
-	} else {
-		e->wal_dirty = true;
-		e->wal_fresh = false;
+			 "cannot queue the change of inode %llu: out of "
+			 "memory; it is persisted when the store is next "
+			 "mounted",
+			 (unsigned long long)ino);
+		return;
 	}
-	r = batch_add(&e->batch, rec, mono_ns());
-	if (r < 0)
-		goto out_err;
-	n->dirty_seq = e->change_seq;
-	if (!n->dirty) {
-		n->dirty = true;
-		n->dprev = NULL;
-		n->dnext = e->dirty_head;
-		if (e->dirty_head)
-			e->dirty_head->dprev = n;
-		e->dirty_head = n;
+	if (n) {
+		n->dirty_seq = seq;
+		if (!n->dirty) {
+			n->dirty = true;
+			n->dprev = NULL;
+			n->dnext = e->dirty_head;
+			if (e->dirty_head)
+				e->dirty_head->dprev = n;
+			e->dirty_head = n;
+		}
 	}
 	if (was_empty || batch_due(&e->batch, mono_ns()))
 		pthread_cond_signal(&e->flush_cond);
-	return wr;
-
-out_nomem:
-	batch_rec_free(rec);
-	r = -ENOMEM;
-out_err:
-	eng_logf(&e->cfg.log, LOG_ERR,
-		 "cannot queue change of inode %llu: out of memory",
-		 (unsigned long long)n->ino);
-	return r;
 }
 
-/* Makes @it the published content of @n: L1 (pinned), node, queue. */
-static int set_content(struct eng *e, struct node *n, struct item *it)
+/* --- drafts and publishing --- */
+
+int draft_make(struct draft *d, void *data, size_t len, enum item_kind kind,
+	       size_t max)
 {
-	const struct item_meta *m = item_meta(it);
-	int r = l1_put(e->l1, n->ino, it, true);
-
-	if (r < 0)
-		return r;
-	item_unref(n->item);
-	n->item = item_ref(it);
-	n->content_dirty = true;
-	n->meta.size = m->size;
-	memcpy(n->meta.hash, m->hash, ITEM_HASH_LEN);
-	n->meta.version = m->version;
-	n->meta.mtime_ns = m->mtime_ns;
-	n->meta.ctime_ns = m->ctime_ns;
-	n->meta.kind = m->kind;
-	return mark_dirty(e, n, it);
+	memset(d, 0, sizeof(*d));
+	if (len > max) {
+		free(data);
+		return -EFBIG;
+	}
+	if (kind == ITEM_JSON && !item_json_valid(data, len)) {
+		free(data);
+		return -EINVAL;
+	}
+	item_hash(data, len, d->hash);
+	d->data = data;
+	d->len = len;
+	d->kind = kind;
+	return 0;
 }
 
-/*
- * Validates and publishes @len bytes (stolen, from malloc) as the next
- * version of file @n with modification time @mtime. -EINVAL (not JSON),
- * -EFBIG, -ENOMEM; on error @data is freed and nothing changes.
- */
-int publish(struct eng *e, struct node *n, void *data, size_t len,
-		   int64_t mtime)
+int draft_make_unlocked(struct eng *e, struct node *n, void *data, size_t len,
+			struct draft *d)
+{
+	for (;;) {
+		enum item_kind kind = n->meta.kind;
+		int r;
+
+		n->holds++;
+		pthread_mutex_unlock(&e->lock);
+		r = draft_make(d, data, len, kind, e->cfg.max_item_bytes);
+		pthread_mutex_lock(&e->lock);
+		n->holds--;
+		if (r < 0 || n->meta.kind == kind)
+			return r;
+		/* renamed to or from ".json" meanwhile: validate again */
+		data = d->data;
+		d->data = NULL;
+	}
+}
+
+void draft_release(struct draft *d)
+{
+	free(d->data);
+	d->data = NULL;
+}
+
+int publish(struct eng *e, struct node *n, struct draft *d, int64_t mtime,
+	    const struct item_meta *meta)
 {
 	char id[ID_MAX + 1];
-	struct item_meta meta;
+	struct item_meta m;
 	struct item *it;
+	struct txn t;
 	int r;
 
-	if (len > e->cfg.max_item_bytes) {
-		r = -EFBIG;
-		goto out_free;
+	if (item_meta_copy(&m, meta ? meta : &n->meta) < 0) {
+		draft_release(d);
+		return -ENOMEM;
 	}
-	if (n->meta.kind == ITEM_JSON && !item_json_valid(data, len)) {
-		r = -EINVAL;
-		goto out_free;
-	}
-	if (wal_bytes(e->wal) + len + 4096 > e->cfg.wal_max_bytes) {
-		eng_logf(&e->cfg.log, LOG_ERR,
-			 "write refused: the write-ahead log holds %llu bytes "
-			 "not yet persisted to %s (wal_max_bytes %llu)",
-			 (unsigned long long)wal_bytes(e->wal),
-			 e->l3->ops->name,
-			 (unsigned long long)e->cfg.wal_max_bytes);
-		r = -ENOSPC;
-		goto out_free;
-	}
+	m.kind = n->meta.kind;
+	m.version = n->meta.version + 1;
+	m.mtime_ns = mtime;
+	m.ctime_ns = now_ns();
+	m.size = d->len;
+	memcpy(m.hash, d->hash, ITEM_HASH_LEN);
 	if (node_id(e, n, id, sizeof(id)) < 0)
 		id[0] = '\0';
-	meta = n->meta; /* shallow: item_new_take() deep-copies */
-	meta.version++;
-	meta.mtime_ns = mtime;
-	meta.ctime_ns = now_ns();
-	it = item_new_take(id, data, len, &meta);
-	if (!it)
-		return -ENOMEM;
-	r = set_content(e, n, it);
-	item_unref(it);
-	return r;
+	it = item_new_hashed(id, d->data, d->len, &m);
+	d->data = NULL; /* stolen, freed on failure */
+	txn_init(&t);
+	r = it ? txn_put(&t, n->ino, n->parent, n->name, &m, it) : -ENOMEM;
+	if (r == 0)
+		r = txn_log(e, &t);
+	if (r < 0) {
+		item_unref(it);
+		item_meta_release(&m);
+		txn_release(&t);
+		return r;
+	}
+	/* a full L1 is no error: the node holds the item until persisted */
+	l1_put(e->l1, n->ino, it, true);
+	item_unref(n->item);
+	n->item = it; /* our reference */
+	n->content_dirty = true;
+	e->fs_bytes += (int64_t)m.size - (int64_t)n->meta.size;
+	item_meta_release(&n->meta);
+	n->meta = m;
+	txn_queue(e, &t, 0, n);
+	txn_release(&t);
+	return 0;
+}
 
-out_free:
-	free(data);
+int meta_change(struct eng *e, struct node *n, struct item_meta *meta)
+{
+	struct txn t;
+	int r = 0;
+
+	txn_init(&t);
+	if (!n->deleted) { /* an unlinked open file changes in memory only */
+		r = txn_put(&t, n->ino, n->parent, n->name, meta, NULL);
+		if (r == 0)
+			r = txn_log(e, &t);
+	}
+	if (r == 0) {
+		item_meta_release(&n->meta);
+		n->meta = *meta;
+		memset(meta, 0, sizeof(*meta));
+		if (t.n)
+			txn_queue(e, &t, 0, n);
+	}
+	txn_release(&t);
 	return r;
 }
 
-uint64_t next_ino(struct eng *e, int *err)
-{
-	if (e->ino_next == e->ino_end) {
-		uint64_t first = e->ino_spare;
-		int r = 0;
+/* --- inode numbers --- */
 
-		/* the flusher normally reserved the next block already, so
-		 * creates go on while L3 is briefly unreachable */
-		if (!first)
-			r = L3_READ(e, e->l3->ops->alloc_ino(e->l3, INO_BLOCK,
-							     &first));
-		if (r < 0) {
-			*err = r;
+/* Reserves @count fresh inode numbers from L3 with the lock dropped. */
+static int ino_alloc(struct eng *e, uint64_t count, uint64_t *first)
+{
+	struct tier_call c;
+	int r = tier_enter(e, &c, OP_L3_ALLOC_INO, NULL, true);
+
+	if (r == 0)
+		r = e->l3->ops->alloc_ino(e->l3, count, first);
+	return tier_leave(e, &c, r);
+}
+
+int ino_grant(struct eng *e, uint64_t count, uint64_t *first)
+{
+	uint64_t blk;
+	int r;
+
+	for (;;) {
+		if (e->ino_end - e->ino_next >= count) {
+			*first = e->ino_next;
+			e->ino_next += count;
 			return 0;
 		}
-		e->ino_spare = 0;
-		e->ino_next = first;
-		e->ino_end = first + INO_BLOCK;
+		if (e->ino_spare && count <= INO_BLOCK) {
+			e->ino_next = e->ino_spare;
+			e->ino_end = e->ino_spare + INO_BLOCK;
+			e->ino_spare = 0;
+			continue;
+		}
+		if (count > INO_BLOCK) /* a range of its own */
+			return ino_alloc(e, count, first);
+		r = ino_alloc(e, INO_BLOCK, &blk);
+		if (r < 0)
+			return r;
+		if (e->ino_end - e->ino_next >= count) {
+			/* refilled by another call meanwhile */
+			if (!e->ino_spare)
+				e->ino_spare = blk;
+			continue;
+		}
+		e->ino_next = blk;
+		e->ino_end = blk + INO_BLOCK;
 	}
-	return e->ino_next++;
 }
 
-/* Reserves the next block of inode numbers once half of the current one is
- * used. Called by the flusher with the lock held; drops it for the I/O. */
-void reserve_inos(struct eng *e)
+void ino_refill(struct eng *e)
 {
 	uint64_t first;
-	int r;
 
 	if (e->ino_spare || e->ino_end - e->ino_next > INO_BLOCK / 2)
 		return;
-	pthread_mutex_unlock(&e->lock);
-	r = e->l3->ops->alloc_ino(e->l3, INO_BLOCK, &first);
-	pthread_mutex_lock(&e->lock);
-	if (r == 0 && !e->ino_spare)
+	if (ino_alloc(e, INO_BLOCK, &first) == 0 && !e->ino_spare)
 		e->ino_spare = first;
 }
 
-/* Publishes @f's working copy if it holds changes. Lock held. */
 /*
  * Makes a writer wait while more than the high-water mark of changed bytes
  * waits to be persisted (reads never wait). While L3 is failing, writers

@@ -1,51 +1,61 @@
 /*
- * content.c - the read fall-through: a file's content from the node, L1,
- * L2 (Redis) or L3, filling the tiers above on the way back.
+ * content.c - the read fall-through: a file's content comes from the node
+ * (while open or not yet persisted), L1, L2 (Redis) or L3, and fills the
+ * tiers above on the way back.
+ *
+ * Content read from Redis is hashed (with the lock dropped) and used only
+ * when it is the version the node has and its hash is the metadata's: a
+ * stale or corrupted key is skipped and the read falls through to L3,
+ * which rewrites the key.
  */
 #include "eng_int.h"
 
+/* The ID of @n for an item built from its content ("" when unknown). */
+static void content_id(struct eng *e, struct node *n, char id[ID_MAX + 1])
+{
+	if (node_id(e, n, id, ID_MAX + 1) < 0)
+		id[0] = '\0';
+}
+
 /*
  * Reads the content of clean file @n from L2: returns it as a new item when
- * Redis holds the version @n has, else NULL. Drops and retakes e->lock.
+ * Redis holds the version @n has, with the right hash; else NULL. Drops and
+ * retakes e->lock.
  */
 static struct item *l2_content(struct eng *e, struct node *n)
 {
 	uint64_t version = n->meta.version;
+	uint8_t hash[ITEM_HASH_LEN];
 	struct store_row row;
+	struct item_meta m;
 	struct item *it = NULL;
 	char id[ID_MAX + 1];
+	struct tier_call c;
 	void *data = NULL;
 	size_t len = 0;
-	uint64_t t0;
 	int r;
 
-	n->holds++;
-	pthread_mutex_unlock(&e->lock);
-	t0 = mono_ns();
-	r = e->l2->ops->fetch(e->l2, n->ino, &row, &data, &len);
-	tier_note(&e->st_l2_fetch, t0, r);
-	pthread_mutex_lock(&e->lock);
-	n->holds--;
-	l2_outcome(e, r);
+	r = tier_enter(e, &c, OP_L2_FETCH, n, true);
+	if (r == 0) {
+		r = e->l2->ops->fetch(e->l2, n->ino, &row, &data, &len);
+		if (r == 0) /* still without the lock */
+			item_hash(data, len, hash);
+	}
+	r = tier_leave(e, &c, r);
 	if (r < 0)
 		return NULL;
 	if (row.meta.version == version && n->meta.version == version &&
 	    !n->deleted) {
-		if (node_id(e, n, id, sizeof(id)) < 0)
-			id[0] = '\0';
-		it = item_new_take(id, data, len, &n->meta);
-		data = NULL;
-		/* item_new_take hashed the bytes Redis gave: content that
-		 * does not match the metadata (a corrupted key) is dropped,
-		 * and the read falls through to L3, which rewrites it */
-		if (it && memcmp(item_meta(it)->hash, n->meta.hash,
-				 ITEM_HASH_LEN) != 0) {
+		if (memcmp(hash, n->meta.hash, ITEM_HASH_LEN) == 0) {
+			content_id(e, n, id);
+			m = n->meta; /* shallow: copied by item_new_hashed */
+			it = item_new_hashed(id, data, len, &m);
+			data = NULL;
+		} else {
 			eng_logf(&e->cfg.log, LOG_WARNING,
 				 "redis holds corrupt content for inode %llu: "
 				 "reading it from %s",
 				 (unsigned long long)n->ino, e->l3->ops->name);
-			item_unref(it);
-			it = NULL;
 		}
 	}
 	free(data);
@@ -57,10 +67,10 @@ static struct item *l2_content(struct eng *e, struct node *n)
  * Drops and retakes e->lock. */
 static void l2_fill(struct eng *e, struct node *n, struct item *it)
 {
-	struct item_meta meta;
 	struct store_change ch = {0};
+	struct item_meta meta;
+	struct tier_call c;
 	char *name = strdup(n->name);
-	uint64_t t0;
 	int r;
 
 	if (!name || item_meta_copy(&meta, &n->meta) < 0) {
@@ -74,12 +84,10 @@ static void l2_fill(struct eng *e, struct node *n, struct item *it)
 	ch.has_data = true;
 	ch.data = item_data(it);
 	ch.len = item_size(it);
-	pthread_mutex_unlock(&e->lock);
-	t0 = mono_ns();
-	r = store_apply(e->l2, &ch, 1);
-	tier_note(&e->st_l2_apply, t0, r);
-	l2_outcome(e, r);
-	pthread_mutex_lock(&e->lock);
+	r = tier_enter(e, &c, OP_L2_APPLY, n, true);
+	if (r == 0)
+		r = store_apply(e->l2, &ch, 1);
+	tier_leave(e, &c, r);
 	item_meta_release(&meta);
 	free(name);
 }
@@ -104,12 +112,14 @@ static struct item *hold_open(struct node *n, struct item *it)
  */
 int node_content(struct eng *e, struct node *n, struct item **out)
 {
+	uint8_t hash[ITEM_HASH_LEN];
+	struct tier_call c;
+	struct item_meta m;
+	char id[ID_MAX + 1];
 	struct item *it;
+	uint64_t version;
 	void *data;
 	size_t len;
-	uint64_t version;
-	char id[ID_MAX + 1];
-	uint64_t t0;
 	int r;
 
 	for (;;) {
@@ -136,30 +146,28 @@ int node_content(struct eng *e, struct node *n, struct item **out)
 				continue; /* changed while the lock was out */
 		}
 		version = n->meta.version;
-		n->holds++;
-		pthread_mutex_unlock(&e->lock);
-		t0 = mono_ns();
-		r = L3_READ(e, e->l3->ops->read(e->l3, n->ino, &data, &len));
-		tier_note(&e->st_l3_read, t0, r);
-		pthread_mutex_lock(&e->lock);
-		n->holds--;
+		r = tier_enter(e, &c, OP_L3_READ, n, true);
+		if (r == 0) {
+			r = e->l3->ops->read(e->l3, n->ino, &data, &len);
+			if (r == 0) /* still without the lock */
+				item_hash(data, len, hash);
+		}
+		r = tier_leave(e, &c, r);
 		if (r < 0)
 			return r == -ENOENT ? -EIO : r;
 		if (n->meta.version != version || n->deleted) {
 			free(data);
 			continue; /* published or deleted meanwhile */
 		}
-		if (node_id(e, n, id, sizeof(id)) < 0)
-			id[0] = '\0';
-		it = item_new_take(id, data, len, &n->meta);
+		content_id(e, n, id);
+		m = n->meta; /* shallow: copied by item_new_hashed */
+		memcpy(m.hash, hash, ITEM_HASH_LEN);
+		it = item_new_hashed(id, data, len, &m);
 		if (!it)
 			return -ENOMEM;
 		l1_put(e->l1, n->ino, it, false); /* a full cache is no error */
-		if (l2_usable(e)) {
-			n->holds++;
+		if (l2_usable(e))
 			l2_fill(e, n, it);
-			n->holds--;
-		}
 		*out = hold_open(n, it);
 		return 0;
 	}

@@ -1,7 +1,25 @@
 /*
- * eng_int.h - the engine's private header: the structures every room of
- * the engine shares, and the functions they call in each other.
+ * eng_int.h - the engine's private header: the structures every part of
+ * the engine shares, and the functions the parts call in each other. The
+ * engine is one library (engine.h is its manual); its .c files are rooms
+ * with one job each:
  *
+ *   engine.c    open, close, sync, the list of open handles
+ *   tiers.c     the one road to L2 and L3: breakers, counters, the lock
+ *   nodes.c     the node table, attributes, paths and IDs
+ *   resolve.c   names: lookups through the table, the filter and L3;
+ *               the checks a new name must pass; empty directories
+ *   filter.c    the negative-lookup filter and its builder thread
+ *   changes.c   change records: the log, the queue, inode numbers,
+ *               drafts (validated, hashed content) and publishing
+ *   content.c   the read fall-through L1 -> L2 -> L3
+ *   namespace.c lookup, setattr, mkdir, rmdir, unlink, rename
+ *   files.c     open files and their working copies
+ *   listing.c   readdir: the L3 index merged with pending changes
+ *   xattrs.c    extended attributes
+ *   items.c     items by ID (put, get, delete)
+ *   flusher.c   persistence: the flusher, group commit, replay
+ *   status.c    statfs, status JSON, metrics
  *
  * Nodes. The engine keeps a node for every entry that somebody holds: the
  * kernel (nlookup), open handles (opens), a child node (children), an
@@ -11,35 +29,48 @@
  * deleted) nodes also by (parent, name). Every node's parent is in the
  * table, so paths and IDs are computed without touching L3.
  *
- * Coherence rules (one mount; other mounts are a later issue):
+ * Coherence rules (one mount):
  *   - a node in the name index is the truth for its (parent, name);
  *   - an L3 row whose ino has a node is stale when that node is dirty or
  *     deleted, or sits elsewhere: the node wins;
  *   - otherwise the L3 row is the truth.
- * L3 is read with the engine lock dropped. gen counts committed batches; a
- * reader that saw gen change while it read L3 reads again, so it never
- * mixes a pre-commit row with post-commit node state.
+ * gen counts committed batches; a reader that saw gen change while it read
+ * L3 reads again, so it never mixes a pre-commit row with post-commit node
+ * state.
+ *
+ * The lock. One mutex (e->lock) protects every field of struct eng below
+ * it and every node; L1 and the breakers have their own locks; the stores
+ * serialise themselves. Nothing that a disk, a network or the size of a
+ * file can make slow runs under e->lock: calls to L2 and L3 go through
+ * tier_enter()/tier_leave(), which drop it; content is validated and
+ * hashed into a draft with the lock dropped; the log is synced (fdatasync)
+ * by the group-commit thread, by eng_fsync() and by the flusher, all
+ * without it. What runs under the lock is memory work and write(2) appends
+ * to the log. Whoever drops the lock holds the nodes it keeps using
+ * (holds), and checks again what it decided before (gen, the name index,
+ * deleted).
  *
  * Content. A file's published content is an item: in L1 (pinned while not
  * yet persisted), and held by the node while the file is open or dirty. An
  * open for writing creates the node's working copy (struct wc), shared by
  * all handles; eng_flush()/eng_fsync() publish it as a new item.
  *
- * Persistence. Each change builds a batch record (the node's final state)
- * under a new sequence number, appends it to the write-ahead log (so a
- * crash of the process loses nothing acknowledged) and queues it. The
- * group-commit thread fdatasyncs the log every WAL_SYNC_MS. The flusher
- * takes the whole queue when it is due and rotates the log in the same
- * locked step, so every record in older segments is in the taken batch (or
- * replaced by a newer record); it applies the batch to L3 in one
- * transaction, marks clean the nodes whose latest change it carried, unpins
- * their items and deletes the older segments. committed_seq is the highest
- * sequence number known to be persisted; eng_fsync() waits for it, or, when
- * L3 fails, for the log to be synced. At eng_open() the log left by a
- * crashed engine is replayed into L3 before anything is served.
+ * Changes. An engine call that changes entries builds a record of each
+ * entry's new state (struct batch_rec) in a struct txn, appends all of them
+ * to the write-ahead log in one write (txn_log), and only then changes its
+ * nodes and queues the records (txn_queue). So a call that fails has
+ * changed nothing: not the nodes, not the log, not (later) L3.
  *
- * Locking: one mutex (e->lock) protects every field of struct eng below it
- * and every node; L1 has its own lock; the store serialises itself.
+ * Persistence. The group-commit thread fdatasyncs the log every
+ * WAL_SYNC_MS. The flusher takes the whole queue when it is due and starts
+ * a new log segment in the same locked step, so every record in older
+ * segments is in the taken batch (or replaced by a newer record); it syncs
+ * the old segment, applies the batch to L3 in one transaction, marks clean
+ * the nodes whose latest change it carried, unpins their items and deletes
+ * the older segments. committed_seq is the highest sequence number known
+ * to be persisted; eng_fsync() waits for it, or, when L3 fails, for the log
+ * to be synced. At eng_open() the log left by a crashed engine is replayed
+ * into L3 before anything is served.
  */
 #ifndef TIERFS_ENG_INT_H
 #define TIERFS_ENG_INT_H
@@ -82,14 +113,27 @@
 #define L3_BREAKER_COOLDOWN_NS (2 * 1000000000ull)
 #define L2_BREAKER_FAILS 3
 #define L2_BREAKER_COOLDOWN_NS (2 * 1000000000ull)
-/* Room the log keeps beyond wal_max_bytes for metadata-only changes, so
- * that the bound refuses new content (checked before anything changes)
- * rather than a rename half-way. */
-#define WAL_META_SLACK (4u << 20)
 
 #define TFS_XATTR "user.tierfs."
 
-/* Calls to one tier: count, failures (ENOENT is an answer, not a failure)
+/* Every kind of call the engine makes to a tier (tiers.c names them). */
+enum tier_op {
+	OP_L3_GET,
+	OP_L3_LOOKUP,
+	OP_L3_LIST,
+	OP_L3_READ,
+	OP_L3_ALLOC_INO,
+	OP_L3_APPLY,
+	OP_L3_STATS,
+	OP_L3_SCAN,
+	OP_L2_GET,
+	OP_L2_FETCH,
+	OP_L2_APPLY,
+	OP_L2_PUT_TREE,
+	OP_COUNT
+};
+
+/* Calls of one kind: count, failures (ENOENT is an answer, not a failure)
  * and total time. Atomic: updated without the engine lock. */
 struct tier_stat {
 	atomic_uint_least64_t calls, errors, ns;
@@ -103,6 +147,8 @@ struct wc {
 	int failed;	  /* a write failed (-EFBIG): never publish this copy */
 	int64_t mtime_ns; /* time of the last write */
 	unsigned writers; /* handles open for writing */
+	uint64_t writes;  /* changes so far: a publish clears dirty only if
+			     none came while it ran */
 };
 
 struct node {
@@ -158,6 +204,7 @@ struct eng {
 	bool flusher_started;
 	pthread_t syncer;
 	bool syncer_started;
+	struct tier_stat tier_stats[OP_COUNT];
 
 	pthread_mutex_t lock;
 	pthread_cond_t flush_cond;  /* wakes the flusher */
@@ -174,7 +221,7 @@ struct eng {
 	bool flush_now;
 	bool stopping;
 	bool wal_dirty;	       /* appended since the last wal_sync() */
-	uint64_t wal_lost_seq; /* last change the log refused */
+	uint64_t wal_lost_seq; /* last change whose log segment failed to sync */
 	bool wal_fresh;	       /* nothing appended since the last rotation */
 	int64_t wal_seg;       /* the segment appends go to, once known */
 	bool l3_failing;       /* the last flush failed (logged once) */
@@ -183,6 +230,8 @@ struct eng {
 	uint64_t ino_next, ino_end;
 	uint64_t ino_spare;	    /* first of a reserved block, or 0 */
 	struct handle_link handles; /* open files and dirs (list head) */
+	/* statfs: L3's counts at open plus this engine's changes since */
+	int64_t fs_entries, fs_bytes;
 
 	/* The negative-lookup filter over (parent, name) of every entry. It
 	 * always gets this engine's inserts; deletes only once trusted (a
@@ -197,11 +246,9 @@ struct eng {
 	uint64_t l3_lookups, filter_negatives;
 	uint64_t filter_false_positives; /* "maybe", then L3 said absent */
 	uint64_t batches, batch_recs, last_batch;
-	struct tier_stat st_l3_lookup, st_l3_read, st_l3_list, st_l3_apply;
-	struct tier_stat st_l2_fetch, st_l2_apply;
 };
 
-
+/* --- time --- */
 
 static inline int64_t now_ns(void)
 {
@@ -226,69 +273,204 @@ static inline struct timespec mono_ts(uint64_t ns)
 	return ts;
 }
 
-#define L3_READ(e, X) (l3_allowed(e) ? l3_outcome((e), (X)) : -EIO)
+/* --- engine.c --- */
 
-/* engine.c */
 void handle_link(struct eng *e, struct handle_link *h);
 void handle_unlink(struct handle_link *h);
 
-/* tiers.c */
-void tier_note(struct tier_stat *st, uint64_t t0, int r);
-bool l3_allowed(struct eng *e);
-int l3_outcome(struct eng *e, int r);
-bool l3_error_retryable(int r);
-void l2_outcome(struct eng *e, int r);
-bool l2_usable(struct eng *e);
+/* --- tiers.c: the one road to the tiers --- */
 
-/* nodes.c */
+/*
+ * One call to a tier, bracketed by tier_enter() and tier_leave():
+ *
+ *	struct tier_call c;
+ *	r = tier_enter(e, &c, OP_L3_LOOKUP, dir, true);
+ *	if (r == 0)
+ *		r = e->l3->ops->lookup(e->l3, ...);
+ *	r = tier_leave(e, &c, r);
+ *
+ * tier_enter() asks the tier's breaker (an open L3 breaker refuses with
+ * -EIO at once, an open L2 breaker with -EAGAIN; the flusher's applies are
+ * not refused: it backs off by itself), holds @hold (may be NULL), notes
+ * gen and, when @locked (the caller holds e->lock), drops e->lock.
+ * tier_leave() is called whether or not tier_enter() refused: it counts
+ * the call, feeds its outcome to the breaker, retakes e->lock (when
+ * @locked), releases the hold and returns the errno for the caller: an L3
+ * that is unreachable (-EAGAIN) is -EIO for a reader. tier_stale() tells
+ * whether a batch committed meanwhile, so that what the call read may
+ * already be older than the node table.
+ */
+struct tier_call {
+	enum tier_op op;
+	struct node *hold;
+	bool locked;
+	bool refused;
+	uint64_t gen;
+	uint64_t t0;
+};
+int tier_enter(struct eng *e, struct tier_call *c, enum tier_op op,
+	       struct node *hold, bool locked);
+int tier_leave(struct eng *e, struct tier_call *c, int r);
+static inline bool tier_stale(const struct eng *e, const struct tier_call *c)
+{
+	return e->gen != c->gen;
+}
+/* true while Redis is configured and its breaker lets calls through. */
+bool l2_usable(struct eng *e);
+/* true for L3 failures that may go away by themselves. */
+bool l3_error_retryable(int r);
+/* The name and tier of @op, for metrics. */
+const char *tier_op_name(enum tier_op op, const char **tier);
+
+/* --- nodes.c --- */
+
 struct node *name_find(struct eng *e, uint64_t parent, const char *name);
-int name_add(struct eng *e, struct node *n);
-void name_del(struct eng *e, struct node *n);
 struct node *node_get(struct eng *e, uint64_t ino);
 bool node_is_dir(const struct node *n);
 void dirty_unlink(struct eng *e, struct node *n);
 void node_destroy(struct node *n);
+/* Frees @n when nothing holds it any more; then maybe its parent. */
 void node_try_free(struct eng *e, struct node *n);
+/* Drops a hold taken by resolve() & co; accepts NULL. */
 void node_put(struct eng *e, struct node *n);
-struct node *node_add(struct eng *e, struct node *dir, uint64_t ino, const char *name, struct item_meta *meta);
+/* Makes a node for entry @ino named @name under @dir (NULL for the root),
+ * stealing @meta. NULL when out of memory (then @meta is untouched). */
+struct node *node_add(struct eng *e, struct node *dir, uint64_t ino,
+		      const char *name, struct item_meta *meta);
+/* Undoes node_add() of a node nobody has seen yet. */
+void node_unadd(struct eng *e, struct node *n);
+/* Moves live node @n to (@dir, @name) in the table; -ENOMEM. */
+int node_rename(struct eng *e, struct node *n, struct node *dir,
+		const char *name);
+/* Takes live node @n out of the name index: it is deleted. */
+void node_unname(struct eng *e, struct node *n);
 void node_attr(const struct eng *e, const struct node *n, struct eng_attr *a);
 ssize_t node_path(struct eng *e, const struct node *n, char *buf, size_t cap);
 ssize_t node_id(struct eng *e, const struct node *n, char *buf, size_t cap);
 
-/* files.c */
-void wc_free(struct wc *w);
-int setattr_size(struct eng *e, struct node *n, struct eng_file *f, uint64_t size);
+/* --- resolve.c --- */
 
-/* resolve.c */
-int check_new_name(struct eng *e, struct node *dir, const char *name, enum item_kind kind);
-int resolve(struct eng *e, struct node *dir, const char *name, struct node **out);
+/* Finds @name in @dir and returns it held. May drop the lock. */
+int resolve(struct eng *e, struct node *dir, const char *name,
+	    struct node **out);
+/* The live directory node @ino (held by the caller). -ENOENT, -ENOTDIR. */
 int get_dir(struct eng *e, uint64_t ino, struct node **out);
-int resolve_at(struct eng *e, uint64_t parent, const char *name, struct node **out);
-int check_stem(struct eng *e, struct node *dir, const char *name, enum item_kind kind, const struct node *ignore, const struct node *ignore2);
-int dir_empty(struct eng *e, struct node *dir);
-int check_new_entry(struct eng *e, uint64_t parent, const char *name, enum item_kind kind, struct node **dirp);
+int resolve_at(struct eng *e, uint64_t parent, const char *name,
+	       struct node **out);
+int check_new_name(struct eng *e, struct node *dir, const char *name,
+		   enum item_kind kind);
+int check_stem(struct eng *e, struct node *dir, const char *name,
+	       enum item_kind kind, const struct node *ignore,
+	       const struct node *ignore2);
+/* 1 when @dir has no children but @ignore (may be NULL), 0 when it has,
+ * or a negative errno. May drop the lock. */
+int dir_empty(struct eng *e, struct node *dir, const struct node *ignore);
+int check_new_entry(struct eng *e, uint64_t parent, const char *name,
+		    enum item_kind kind, struct node **dirp);
 
-/* filter.c */
+/* --- filter.c --- */
+
 void filter_add(struct eng *e, uint64_t parent, const char *name);
 void filter_del(struct eng *e, uint64_t parent, const char *name);
 bool filter_absent(struct eng *e, uint64_t dir, const char *name);
-void filter_start(struct eng *e);
+/* Sizes the filter for @entries and starts its builder. */
+void filter_start(struct eng *e, uint64_t entries);
 
-/* changes.c */
-int mark_dirty(struct eng *e, struct node *n, struct item *content);
-int publish(struct eng *e, struct node *n, void *data, size_t len, int64_t mtime);
-uint64_t next_ino(struct eng *e, int *err);
-void reserve_inos(struct eng *e);
+/* --- changes.c --- */
+
+/* The records of one engine call, logged all or nothing. */
+struct txn {
+	struct batch_rec **recs;
+	size_t n, cap;
+};
+void txn_init(struct txn *t);
+/* Frees the records not yet queued. */
+void txn_release(struct txn *t);
+/* Adds the new state of entry @ino (copied; @content referenced, or NULL to
+ * keep the stored content). Returns 0 or -ENOMEM. */
+int txn_put(struct txn *t, uint64_t ino, uint64_t parent, const char *name,
+	    const struct item_meta *meta, struct item *content);
+/* Adds the deletion of entry @ino. */
+int txn_del(struct txn *t, uint64_t ino);
+/* Appends every record to the log in one write, under new sequence
+ * numbers. On error nothing was logged (-ENOSPC: the log is full, or its
+ * disk; -EIO; -ENOMEM); the caller then changes nothing. */
+int txn_log(struct eng *e, struct txn *t);
+/* Queues logged record @i as node @n's newest change (@n's state already
+ * is the record's). */
+void txn_queue(struct eng *e, struct txn *t, size_t i, struct node *n);
+
+/* Content validated and hashed for a file of some kind, ready to become
+ * an item under the lock without further work on its bytes. */
+struct draft {
+	void *data; /* owned, malloc()ed */
+	size_t len;
+	enum item_kind kind; /* what it was validated for */
+	uint8_t hash[ITEM_HASH_LEN];
+};
+/* Validates @len bytes at @data (stolen) for @kind and hashes them.
+ * -EFBIG beyond @max, -EINVAL for bad JSON; then @data is freed. Pure: no
+ * lock needed. */
+int draft_make(struct draft *d, void *data, size_t len, enum item_kind kind,
+	       size_t max);
+/* draft_make() for file @n with e->lock dropped meanwhile (holds @n);
+ * again when @n's kind changed while it was out. */
+int draft_make_unlocked(struct eng *e, struct node *n, void *data, size_t len,
+			struct draft *d);
+void draft_release(struct draft *d);
+/* Publishes @d (stolen) as the next version of file @n, modified at
+ * @mtime, with metadata @meta (NULL: @n's own): logs it, then makes it
+ * @n's content (L1, pinned). -ENOSPC, -EIO, -ENOMEM; then nothing changed.
+ */
+int publish(struct eng *e, struct node *n, struct draft *d, int64_t mtime,
+	    const struct item_meta *meta);
+/* Logs and applies a metadata change of live node @n: @meta (stolen on
+ * success) becomes its metadata. On error nothing changed and @meta is
+ * still the caller's. */
+int meta_change(struct eng *e, struct node *n, struct item_meta *meta);
+/* Sets aside @count inode numbers for one call (*first, consecutive). May
+ * drop the lock to reserve a block from L3, so call it before the checks
+ * that the lock protects. */
+int ino_grant(struct eng *e, uint64_t count, uint64_t *first);
+/* Reserves the next block in the background once half of the current one
+ * is used (the flusher calls it; drops the lock). */
+void ino_refill(struct eng *e);
 void backpressure(struct eng *e);
 
-/* content.c */
+/* --- content.c --- */
+
 int node_content(struct eng *e, struct node *n, struct item **out);
 
-/* namespace.c */
-int node_create(struct eng *e, struct node *dir, const char *name, enum item_kind kind, uint32_t mode, uint32_t uid, uint32_t gid, bool explicit_dir, struct node **out);
-int node_delete(struct eng *e, struct node *n);
+/* --- namespace.c --- */
 
-/* flusher.c */
+/*
+ * Creates, as one logged change, the implicit directories @dirs[0..ndirs)
+ * (each inside the one before, the first inside @dir) and entry @name of
+ * @kind inside the last, under inode numbers @ino onward (ndirs + 1 of
+ * them, from ino_grant()). A file starts as version 1 holding @d (stolen;
+ * NULL: empty). Returns the new entry held. On error nothing changed (and
+ * @d is released).
+ */
+int node_create(struct eng *e, struct node *dir, char *const *dirs,
+		size_t ndirs, const char *name, enum item_kind kind,
+		uint32_t mode, uint32_t uid, uint32_t gid, bool explicit_dir,
+		uint64_t ino, struct draft *d, struct node **out);
+/* Deletes @n (held) and the implicit directories it leaves empty. */
+int node_delete(struct eng *e, struct node *n);
+/* The part of a deletion that cannot fail: @n leaves the namespace. */
+void node_delete_apply(struct eng *e, struct node *n);
+
+/* --- files.c --- */
+
+void wc_free(struct wc *w);
+/* Changes the size of file @n (through writer handle @f, may be NULL) and,
+ * with @meta (may be NULL), its metadata, in one change; a size change
+ * without a writer handle publishes at once, modified at @mtime. */
+int setattr_size(struct eng *e, struct node *n, struct eng_file *f,
+		 uint64_t size, struct item_meta *meta, int64_t mtime);
+
+/* --- flusher.c --- */
+
 void *flusher_main(void *arg);
 int wait_committed(struct eng *e, uint64_t seq);
 void *syncer_main(void *arg);

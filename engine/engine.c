@@ -39,11 +39,33 @@ void eng_config_init(struct eng_config *cfg)
 	cfg->force_file_mode = cfg->force_dir_mode = -1;
 }
 
+/* Reads L3's counts into the statfs counters. */
+static int count_store(struct eng *e, uint64_t *entries)
+{
+	uint64_t bytes;
+	struct tier_call c;
+	int r = tier_enter(e, &c, OP_L3_STATS, NULL, false);
+
+	if (r == 0)
+		r = e->l3->ops->stats(e->l3, entries, &bytes);
+	r = tier_leave(e, &c, r);
+	if (r < 0)
+		return r;
+	e->fs_entries = (int64_t)*entries;
+	e->fs_bytes = (int64_t)bytes;
+	return 0;
+}
+
 static int load_root(struct eng *e)
 {
 	struct store_row row;
 	struct node *root;
-	int r = e->l3->ops->get(e->l3, STORE_ROOT_INO, &row);
+	struct tier_call c;
+	int r = tier_enter(e, &c, OP_L3_GET, NULL, false);
+
+	if (r == 0)
+		r = e->l3->ops->get(e->l3, STORE_ROOT_INO, &row);
+	r = tier_leave(e, &c, r);
 
 	if (r < 0)
 		return r;
@@ -88,6 +110,7 @@ static int lock_wal_dir(struct eng *e, const char *dir)
 int eng_open(const struct eng_config *cfg, struct eng **out)
 {
 	pthread_condattr_t ca;
+	uint64_t entries, first;
 	char wal_dir[4096];
 	struct eng *e;
 	int r;
@@ -130,7 +153,7 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	r = lock_wal_dir(e, wal_dir);
 	if (r < 0)
 		goto out_close;
-	r = wal_open(wal_dir, cfg->wal_max_bytes + WAL_META_SLACK, &e->cfg.log,
+	r = wal_open(wal_dir, cfg->wal_max_bytes, &e->cfg.log,
 		     &e->wal);
 	if (r < 0)
 		goto out_close;
@@ -160,7 +183,18 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	r = load_root(e);
 	if (r < 0)
 		goto out_close;
-	filter_start(e);
+	r = count_store(e, &entries);
+	if (r < 0)
+		goto out_close;
+	/* the first block of inode numbers, while nothing waits for it */
+	pthread_mutex_lock(&e->lock);
+	r = ino_grant(e, 1, &first);
+	if (r == 0)
+		e->ino_next = first; /* not used yet */
+	pthread_mutex_unlock(&e->lock);
+	if (r < 0)
+		goto out_close;
+	filter_start(e, entries);
 	r = -pthread_create(&e->flusher, NULL, flusher_main, e);
 	if (r < 0)
 		goto out_close;

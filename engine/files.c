@@ -12,7 +12,9 @@ void wc_free(struct wc *w)
 	free(w);
 }
 
-/* Loads the current content into @n's working copy if it is not there. */
+/* Loads the current content into @n's working copy if it is not there.
+ * The lock may be dropped meanwhile: a caller without a writer handle of
+ * its own finds n->wc gone when the last writer closed (returns 0). */
 static int wc_load(struct eng *e, struct node *n)
 {
 	struct item *it;
@@ -24,8 +26,8 @@ static int wc_load(struct eng *e, struct node *n)
 	r = node_content(e, n, &it);
 	if (r < 0)
 		return r;
-	w = n->wc; /* the lock was dropped, but a writer handle keeps it */
-	if (!w->loaded) {
+	w = n->wc;
+	if (w && !w->loaded) {
 		size_t len = item_size(it);
 		char *buf = malloc(len ? len : 1);
 
@@ -65,9 +67,51 @@ static int wc_resize(struct wc *w, size_t size)
 	return 0;
 }
 
-int setattr_size(struct eng *e, struct node *n, struct eng_file *f,
-			uint64_t size)
+/* A copy of @len bytes at @src cut or zero-extended to @size (*out). */
+static int resized_copy(const void *src, size_t len, size_t size, char **out)
 {
+	char *buf = calloc(1, size ? size : 1);
+
+	if (!buf)
+		return -ENOMEM;
+	memcpy(buf, src, len < size ? len : size);
+	*out = buf;
+	return 0;
+}
+
+/* A size change through the caller's own writer handle: the working copy
+ * changes now and is published at flush; @meta (may be NULL) is logged
+ * now. */
+static int setattr_size_wc(struct eng *e, struct node *n, uint64_t size,
+			   struct item_meta *meta)
+{
+	struct wc *w = n->wc, old;
+	int r = wc_load(e, n);
+
+	if (r < 0)
+		return r;
+	old = *w;
+	r = wc_resize(w, size);
+	if (r < 0)
+		return r;
+	if (meta) {
+		r = meta_change(e, n, meta);
+		if (r < 0) { /* undo: a shrink kept the bytes, a grow zeroed */
+			w->len = old.len;
+			return r;
+		}
+	}
+	w->dirty = true;
+	w->writes++;
+	w->mtime_ns = now_ns();
+	return 0;
+}
+
+int setattr_size(struct eng *e, struct node *n, struct eng_file *f,
+		 uint64_t size, struct item_meta *meta, int64_t mtime)
+{
+	struct draft d;
+	uint64_t writes = 0;
 	struct item *it;
 	char *buf;
 	int r;
@@ -76,45 +120,53 @@ int setattr_size(struct eng *e, struct node *n, struct eng_file *f,
 		return -EISDIR;
 	if (size > e->cfg.max_item_bytes)
 		return -EFBIG;
-	if (n->wc) {
-		r = wc_load(e, n);
+	if (f && f->writer)
+		return setattr_size_wc(e, n, size, meta);
+	/* truncate(2) by path: publish now, from the working copy of other
+	 * writers when there is one */
+	for (;;) {
+		if (n->wc && !n->wc->loaded) {
+			r = wc_load(e, n);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		if (n->wc) {
+			r = resized_copy(n->wc->buf, n->wc->len, size, &buf);
+			writes = n->wc->writes;
+			break;
+		}
+		r = node_content(e, n, &it);
 		if (r < 0)
 			return r;
-		r = wc_resize(n->wc, size);
-		if (r < 0)
-			return r;
-		n->wc->dirty = true;
-		n->wc->mtime_ns = now_ns();
-		if (f && f->writer)
-			return 0; /* published at flush */
-		/* truncate(2) by path while others write: publish now */
-		buf = malloc(size ? size : 1);
-		if (!buf)
-			return -ENOMEM;
-		if (size)
-			memcpy(buf, n->wc->buf, size);
-		r = publish(e, n, buf, size, n->wc->mtime_ns);
-		if (r == 0)
-			n->wc->dirty = false;
-		return r;
+		if (n->wc) { /* a writer came meanwhile: use its copy */
+			item_unref(it);
+			continue;
+		}
+		r = resized_copy(item_data(it), item_size(it), size, &buf);
+		item_unref(it);
+		break;
 	}
-	r = node_content(e, n, &it);
 	if (r < 0)
 		return r;
-	buf = calloc(1, size ? size : 1);
-	if (!buf) {
-		item_unref(it);
-		return -ENOMEM;
+	r = draft_make_unlocked(e, n, buf, size, &d);
+	if (r < 0)
+		return r;
+	if (n->deleted) {
+		draft_release(&d);
+		return -ENOENT;
 	}
-	memcpy(buf, item_data(it), item_size(it) < size ? item_size(it) : size);
-	item_unref(it);
-	if (n->deleted)
-		free(buf);
-	else
-		return publish(e, n, buf, size, now_ns());
-	return -ENOENT;
+	r = publish(e, n, &d, mtime, meta);
+	if (r == 0 && n->wc && n->wc->loaded) {
+		/* the other writers see the truncation too */
+		r = wc_resize(n->wc, size);
+		if (r == 0 && n->wc->writes == writes)
+			n->wc->dirty = false;
+		r = 0; /* published: a working copy that cannot shrink is
+			  published whole at its flush */
+	}
+	return r;
 }
-
 
 static struct eng_file *file_new(struct eng *e, struct node *n, int flags,
 				 int *err)
@@ -142,6 +194,7 @@ static struct eng_file *file_new(struct eng *e, struct node *n, int flags,
 			n->wc->loaded = true;
 			n->wc->len = 0;
 			n->wc->dirty = true;
+			n->wc->writes++;
 			n->wc->mtime_ns = now_ns();
 		}
 	}
@@ -156,14 +209,17 @@ int eng_create(struct eng *e, uint64_t parent, const char *name, uint32_t mode,
 	struct node *dir, *n;
 	enum item_kind kind = id_name_kind(name);
 	struct eng_file *f;
+	uint64_t ino;
 	int r;
 
 	pthread_mutex_lock(&e->lock);
-	r = check_new_entry(e, parent, name, kind, &dir);
-	if (r < 0)
-		goto out_unlock;
-	r = node_create(e, dir, name, kind, mode & ~ctx->umask, ctx->uid,
-			ctx->gid, true, &n);
+	r = ino_grant(e, 1, &ino);
+	if (r == 0)
+		r = check_new_entry(e, parent, name, kind, &dir);
+	if (r == 0)
+		r = node_create(e, dir, NULL, 0, name, kind,
+				mode & ~ctx->umask, ctx->uid, ctx->gid, true,
+				ino, NULL, &n);
 	if (r < 0)
 		goto out_unlock;
 	f = file_new(e, n, flags & ~O_TRUNC, &r);
@@ -283,6 +339,7 @@ ssize_t eng_write(struct eng *e, struct eng_file *f, const void *buf,
 	if (size)
 		memcpy(n->wc->buf + off, buf, size);
 	n->wc->dirty = true;
+	n->wc->writes++;
 	n->wc->mtime_ns = now_ns();
 	r = (ssize_t)size;
 out_unlock:
@@ -290,26 +347,42 @@ out_unlock:
 	return r;
 }
 
+/* Publishes @f's working copy if it holds changes: a snapshot of it is
+ * validated and hashed with the lock dropped. */
 static int flush_locked(struct eng *e, struct eng_file *f)
 {
-	struct wc *w = f->n->wc;
+	struct node *n = f->n;
+	struct wc *w = n->wc;
+	struct draft d;
+	uint64_t writes;
+	int64_t mtime;
 	char *buf;
+	int r;
 
 	if (!f->writer || !w || !w->dirty)
 		return 0;
 	if (w->failed)
 		return w->failed;
 	backpressure(e);
-	w = f->n->wc;
-	if (f->n->deleted || !w || !w->dirty)
+	w = n->wc; /* our writer handle keeps it */
+	if (n->deleted || !w->dirty)
 		return 0; /* nobody can see it any more, or published */
 	buf = malloc(w->len ? w->len : 1);
 	if (!buf)
 		return -ENOMEM;
 	if (w->len)
 		memcpy(buf, w->buf, w->len);
-	int r = publish(e, f->n, buf, w->len, w->mtime_ns);
-	if (r == 0)
+	writes = w->writes;
+	mtime = w->mtime_ns;
+	r = draft_make_unlocked(e, n, buf, w->len, &d);
+	if (r < 0)
+		return r;
+	if (n->deleted || (!w->dirty && w->writes == writes)) {
+		draft_release(&d); /* gone, or another flush published it */
+		return 0;
+	}
+	r = publish(e, n, &d, mtime, NULL);
+	if (r == 0 && w->writes == writes)
 		w->dirty = false;
 	return r;
 }

@@ -51,7 +51,12 @@ static void *builder_main(void *arg)
 	if (!keys)
 		return NULL;
 	for (;;) {
-		n = e->l3->ops->scan(e->l3, after, keys, SCAN_PAGE);
+		struct tier_call c;
+
+		n = tier_enter(e, &c, OP_L3_SCAN, NULL, false);
+		if (n == 0)
+			n = e->l3->ops->scan(e->l3, after, keys, SCAN_PAGE);
+		n = tier_leave(e, &c, n);
 		if (n <= 0)
 			break;
 		pthread_mutex_lock(&e->lock);
@@ -90,17 +95,15 @@ out:
 	return NULL;
 }
 
-/* Sizes the filter for the store and starts its builder. A store that
- * cannot scan, or no memory, leaves the engine without a filter. */
-void filter_start(struct eng *e)
+/* Sizes the filter for a store of @entries and starts its builder. A
+ * store that cannot scan, or no memory, leaves the engine without a
+ * filter. */
+void filter_start(struct eng *e, uint64_t entries)
 {
-	uint64_t entries = 0, bytes = 0;
 	size_t cap;
 
 	if (!e->l3->ops->scan)
 		return;
-	if (e->l3->ops->stats(e->l3, &entries, &bytes) < 0)
-		entries = 0;
 	cap = entries * 2 + (1u << 20); /* room to grow before a remount */
 	e->filter = cuckoo_new(cap);
 	if (!e->filter)

@@ -52,6 +52,24 @@ static int apply_batch(struct store *st, struct batch_rec **recs, size_t n,
 	return r;
 }
 
+/* Writes a committed batch and the Merkle hashes L3 computed into L2,
+ * best effort (L3 is the truth; a stale L2 is found by version). */
+static void l2_apply(struct eng *e, struct batch_rec **recs, size_t n,
+		     struct store_dirhash *tree, size_t ntree)
+{
+	struct tier_call c;
+	int r = tier_enter(e, &c, OP_L2_APPLY, NULL, false);
+
+	if (r == 0)
+		r = apply_batch(e->l2, recs, n, NULL, NULL);
+	if (tier_leave(e, &c, r) < 0 || !ntree || !e->l2->ops->put_tree)
+		return;
+	r = tier_enter(e, &c, OP_L2_PUT_TREE, NULL, false);
+	if (r == 0)
+		r = e->l2->ops->put_tree(e->l2, tree, ntree);
+	tier_leave(e, &c, r);
+}
+
 void *flusher_main(void *arg)
 {
 	struct eng *e = arg;
@@ -63,13 +81,15 @@ void *flusher_main(void *arg)
 	pthread_mutex_lock(&e->lock);
 	for (;;) {
 		struct batch_rec **recs;
-		uint64_t snapshot, t0, now = mono_ns();
+		uint64_t snapshot, now = mono_ns();
+		struct tier_call c;
+		bool sealed;
 		int64_t seg;
 		ssize_t n;
-		int r, r2;
+		int r;
 
 		if (!e->stopping && !e->l3_failing)
-			reserve_inos(e);
+			ino_refill(e);
 		if (e->l3_failing && !e->stopping && now < e->retry_at) {
 			/* back off: wake-ups do not bring the retry forward */
 			struct timespec ts = mono_ts(e->retry_at);
@@ -118,19 +138,19 @@ void *flusher_main(void *arg)
 		}
 		snapshot = e->change_seq;
 		pthread_mutex_unlock(&e->lock);
-		t0 = mono_ns();
-		r = apply_batch(e->l3, recs, (size_t)n, &tree, &ntree);
-		tier_note(&e->st_l3_apply, t0, r);
-		if (r == 0 && l2_usable(e)) { /* L3 first: it is the truth */
-			t0 = mono_ns();
-			r2 = apply_batch(e->l2, recs, (size_t)n, NULL, NULL);
-			if (r2 == 0 && ntree && e->l2->ops->put_tree)
-				r2 = e->l2->ops->put_tree(e->l2, tree, ntree);
-			tier_note(&e->st_l2_apply, t0, r2);
-			l2_outcome(e, r2);
-		}
+		/* the segment the batch's records are in must be on disk
+		 * before they count as durable while L3 is away */
+		sealed = wal_seal(e->wal) == 0;
+		r = tier_enter(e, &c, OP_L3_APPLY, NULL, false);
+		if (r == 0)
+			r = apply_batch(e->l3, recs, (size_t)n, &tree, &ntree);
+		r = tier_leave(e, &c, r);
+		if (r == 0) /* L3 first: it is the truth */
+			l2_apply(e, recs, (size_t)n, tree, ntree);
 		free(tree);
 		pthread_mutex_lock(&e->lock);
+		if (!sealed && e->wal_lost_seq < snapshot)
+			e->wal_lost_seq = snapshot;
 		if (r == 0) {
 			commit_done(e, recs, (size_t)n);
 			for (ssize_t i = 0; i < n; i++)
@@ -144,7 +164,6 @@ void *flusher_main(void *arg)
 			backoff_ms = 0;
 			if (seg > 0)
 				wal_drop_before(e->wal, seg);
-			l3_outcome(e, 0); /* L3 answers: reads may go */
 			if (e->l3_failing) {
 				e->l3_failing = false;
 				eng_logf(&e->cfg.log, LOG_WARNING,
@@ -171,7 +190,9 @@ void *flusher_main(void *arg)
 		e->last_error = r;
 		pthread_cond_broadcast(&e->commit_cond);
 		if (e->stopping && ++stop_failures >= STOP_RETRIES) {
+			pthread_mutex_unlock(&e->lock);
 			r = wal_sync(e->wal);
+			pthread_mutex_lock(&e->lock);
 			eng_logf(
 				&e->cfg.log, LOG_ERR,
 				"%zu changes were not persisted to %s: %s",
@@ -204,6 +225,7 @@ void *flusher_main(void *arg)
 int wait_committed(struct eng *e, uint64_t seq)
 {
 	uint64_t fails = e->fail_count;
+	int sync;
 
 	while (e->committed_seq < seq) {
 		/* during a known outage, do not wait for the next retry */
@@ -214,10 +236,12 @@ int wait_committed(struct eng *e, uint64_t seq)
 			 * makes the change durable here. L3 refusing it
 			 * (permission, read-only, full, a constraint) needs
 			 * someone to act: say so to the caller. */
-			if (!l3_error_retryable(r) || seq <= e->wal_lost_seq ||
-			    wal_sync(e->wal) < 0)
+			if (!l3_error_retryable(r) || seq <= e->wal_lost_seq)
 				return r;
-			return 0;
+			pthread_mutex_unlock(&e->lock);
+			sync = wal_sync(e->wal);
+			pthread_mutex_lock(&e->lock);
+			return sync < 0 ? r : 0;
 		}
 		e->flush_now = true;
 		pthread_cond_signal(&e->flush_cond);
@@ -286,7 +310,12 @@ int replay_wal(struct eng *e)
 			 "replaying %zd changes from the write-ahead log into "
 			 "%s",
 			 n, e->l3->ops->name);
-		r = apply_batch(e->l3, recs, (size_t)n, NULL, NULL);
+		struct tier_call c;
+
+		r = tier_enter(e, &c, OP_L3_APPLY, NULL, false);
+		if (r == 0)
+			r = apply_batch(e->l3, recs, (size_t)n, NULL, NULL);
+		r = tier_leave(e, &c, r);
 		for (ssize_t i = 0; i < n; i++)
 			batch_rec_free(recs[i]);
 		free(recs);
@@ -299,7 +328,9 @@ int replay_wal(struct eng *e)
 		}
 	}
 	seg = wal_rotate(e->wal);
-	r = seg < 0 ? (int)seg : wal_drop_before(e->wal, seg);
+	r = seg < 0 ? (int)seg : wal_seal(e->wal);
+	if (r == 0)
+		r = wal_drop_before(e->wal, seg);
 out:
 	batch_release(&pending);
 	return r;

@@ -109,6 +109,15 @@ void item_meta_release(struct item_meta *m)
 struct item *item_new_take(const char *id, void *data, size_t len,
 			   const struct item_meta *meta)
 {
+	struct item_meta m = *meta; /* shallow: item_new_hashed copies */
+
+	item_hash(data, len, m.hash);
+	return item_new_hashed(id, data, len, &m);
+}
+
+struct item *item_new_hashed(const char *id, void *data, size_t len,
+			     const struct item_meta *meta)
+{
 	struct item *it = calloc(1, sizeof(*it));
 
 	if (!it)
@@ -122,7 +131,6 @@ struct item *item_new_take(const char *id, void *data, size_t len,
 	it->data = data;
 	it->len = len;
 	it->meta.size = len;
-	item_hash(data, len, it->meta.hash);
 	return it;
 
 out_free_id:

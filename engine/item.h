@@ -72,6 +72,11 @@ struct item *item_new(const char *id, const void *data, size_t len,
 struct item *item_new_take(const char *id, void *data, size_t len,
 			   const struct item_meta *meta);
 
+/* Like item_new_take() but trusts @meta->hash to be the SHA-256 of the
+ * content (the caller computed it, e.g. outside a lock): no hashing. */
+struct item *item_new_hashed(const char *id, void *data, size_t len,
+			     const struct item_meta *meta);
+
 /* Takes a reference; returns @it. Accepts NULL. */
 struct item *item_ref(struct item *it);
 /* Drops a reference; frees the item with the last one. Accepts NULL. */

@@ -4,49 +4,146 @@
  */
 #include "eng_int.h"
 
-/*
- * Walks the directories of ID @id (of @kind) from the root, creating missing
- * ones as implicit directories when @create, and returns the last
- * directory held (*dirp) and the file name in @name.
- */
-static int walk_id(struct eng *e, const char *id, enum item_kind kind,
-		   bool create, struct node **dirp, char *name)
-{
+/* An ID taken apart: its path split in place into directory components
+ * and the file name. */
+struct id_path {
 	char path[ID_PATH_MAX];
-	ssize_t len = id_to_path(id, kind, path, sizeof(path));
-	struct node *dir, *next;
+	char *comps[ID_MAX / 2 + 1];
+	size_t ndirs; /* comps[0..ndirs) are directories */
+	const char *name;
+};
+
+static int id_path_split(const char *id, enum item_kind kind,
+			 struct id_path *p)
+{
+	ssize_t len = id_to_path(id, kind, p->path, sizeof(p->path));
 	char *comp, *slash;
-	int r;
 
 	if (len < 0)
 		return (int)len;
-	dir = node_get(e, STORE_ROOT_INO);
-	dir->holds++;
-	for (comp = path; (slash = strchr(comp, '/')); comp = slash + 1) {
+	p->ndirs = 0;
+	for (comp = p->path; (slash = strchr(comp, '/')); comp = slash + 1) {
 		*slash = '\0';
-		r = resolve(e, dir, comp, &next);
-		if (r == -ENOENT && create)
-			r = node_create(e, dir, comp, ITEM_DIR, 0755, getuid(),
-					getgid(), false, &next);
+		p->comps[p->ndirs++] = comp;
+	}
+	p->name = comp;
+	return 0;
+}
+
+/*
+ * Walks the directories of @p from the root as far as they exist and
+ * returns the deepest one held (*dirp) and how many exist (*found).
+ * -ENOTDIR when a component is a file. May drop the lock.
+ */
+static int walk_dirs(struct eng *e, const struct id_path *p,
+		     struct node **dirp, size_t *found)
+{
+	struct node *dir = node_get(e, STORE_ROOT_INO), *next;
+	size_t i;
+	int r = 0;
+
+	dir->holds++;
+	for (i = 0; i < p->ndirs; i++) {
+		r = resolve(e, dir, p->comps[i], &next);
+		if (r == -ENOENT) {
+			r = 0;
+			break;
+		}
 		if (r == 0 && !node_is_dir(next)) {
 			node_put(e, next);
 			r = -ENOTDIR;
 		}
-		node_put(e, dir);
 		if (r < 0)
-			return r;
+			break;
+		node_put(e, dir);
 		dir = next;
 	}
-	strcpy(name, comp);
+	if (r < 0) {
+		node_put(e, dir);
+		return r;
+	}
 	*dirp = dir;
+	*found = i;
 	return 0;
+}
+
+/* Finds the file of @p, all of whose directories must exist. */
+static int walk_file(struct eng *e, const struct id_path *p, struct node **out)
+{
+	struct node *dir;
+	size_t found;
+	int r = walk_dirs(e, p, &dir, &found);
+
+	if (r < 0)
+		return r;
+	r = found < p->ndirs ? -ENOENT : resolve(e, dir, p->name, out);
+	node_put(e, dir);
+	if (r == 0 && node_is_dir(*out)) {
+		node_put(e, *out);
+		r = -EISDIR;
+	}
+	return r;
+}
+
+/*
+ * Creates the file of @p (with the directories it lacks) holding @d, or
+ * publishes @d as its next version. The checks may drop the lock: they run
+ * again when a batch committed meanwhile or the first missing name got
+ * taken.
+ */
+static int put_locked(struct eng *e, const struct id_path *p,
+		      enum item_kind kind, struct draft *d)
+{
+	struct node *dir, *n;
+	const char *first;
+	uint64_t gen, ino;
+	size_t found;
+	int r;
+
+	for (;;) {
+		gen = e->gen;
+		r = walk_dirs(e, p, &dir, &found);
+		if (r < 0)
+			return r;
+		if (found == p->ndirs) {
+			r = resolve(e, dir, p->name, &n);
+			if (r == 0) {
+				r = node_is_dir(n) ? -EISDIR
+						   : publish(e, n, d, now_ns(),
+							     NULL);
+				node_put(e, n);
+				break;
+			}
+			if (r == -ENOENT)
+				r = check_stem(e, dir, p->name, kind, NULL,
+					       NULL);
+			if (r < 0)
+				break;
+		}
+		r = ino_grant(e, p->ndirs - found + 1, &ino);
+		if (r < 0)
+			break;
+		first = found < p->ndirs ? p->comps[found] : p->name;
+		if (gen == e->gen && !dir->deleted &&
+		    !name_find(e, dir->ino, first)) {
+			r = node_create(e, dir, p->comps + found,
+					p->ndirs - found, p->name, kind, 0644,
+					getuid(), getgid(), true, ino, d, &n);
+			if (r == 0)
+				node_put(e, n);
+			break;
+		}
+		node_put(e, dir);
+	}
+	node_put(e, dir);
+	return r;
 }
 
 int eng_put(struct eng *e, const char *id, enum item_kind kind,
 	    const void *data, size_t len)
 {
-	char name[ID_NAME_MAX + 1];
-	struct node *dir, *n;
+	struct id_path *p;
+	struct draft d;
 	void *copy;
 	int r;
 
@@ -54,84 +151,74 @@ int eng_put(struct eng *e, const char *id, enum item_kind kind,
 		return -EINVAL;
 	if (len > e->cfg.max_item_bytes)
 		return -EFBIG;
-	if (kind == ITEM_JSON && !item_json_valid(data, len))
-		return -EINVAL;
-	pthread_mutex_lock(&e->lock);
-	r = walk_id(e, id, kind, true, &dir, name);
-	if (r < 0)
-		goto out_unlock;
-	r = resolve(e, dir, name, &n);
-	if (r == -ENOENT) {
-		r = check_stem(e, dir, name, kind, NULL, NULL);
-		if (r == 0)
-			r = node_create(e, dir, name, kind, 0644, getuid(),
-					getgid(), true, &n);
-	}
-	if (r < 0)
-		goto out_put_dir;
-	if (node_is_dir(n)) {
-		r = -EISDIR;
-		goto out_put;
-	}
 	copy = malloc(len ? len : 1);
-	if (!copy) {
-		r = -ENOMEM;
-		goto out_put;
+	p = malloc(sizeof(*p));
+	if (!copy || !p) {
+		free(copy);
+		free(p);
+		return -ENOMEM;
 	}
 	memcpy(copy, data, len);
-	r = publish(e, n, copy, len, now_ns());
-out_put:
-	node_put(e, n);
-out_put_dir:
-	node_put(e, dir);
-out_unlock:
-	pthread_mutex_unlock(&e->lock);
+	r = draft_make(&d, copy, len, kind, e->cfg.max_item_bytes);
+	if (r == 0)
+		r = id_path_split(id, kind, p);
+	if (r == 0) {
+		pthread_mutex_lock(&e->lock);
+		r = put_locked(e, p, kind, &d);
+		pthread_mutex_unlock(&e->lock);
+	}
+	draft_release(&d);
+	free(p);
 	return r;
 }
 
 int eng_get(struct eng *e, const char *id, enum item_kind kind,
 	    struct item **out)
 {
-	char name[ID_NAME_MAX + 1];
-	struct node *dir, *n;
+	struct id_path *p;
+	struct node *n;
 	int r;
 
 	if (kind == ITEM_DIR)
 		return -EINVAL;
-	pthread_mutex_lock(&e->lock);
-	r = walk_id(e, id, kind, false, &dir, name);
-	if (r < 0)
-		goto out_unlock;
-	r = resolve(e, dir, name, &n);
+	p = malloc(sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	r = id_path_split(id, kind, p);
 	if (r == 0) {
-		r = node_is_dir(n) ? -EISDIR : node_content(e, n, out);
-		node_put(e, n);
+		pthread_mutex_lock(&e->lock);
+		r = walk_file(e, p, &n);
+		if (r == 0) {
+			r = node_content(e, n, out);
+			node_put(e, n);
+		}
+		pthread_mutex_unlock(&e->lock);
 	}
-	node_put(e, dir);
-out_unlock:
-	pthread_mutex_unlock(&e->lock);
+	free(p);
 	return r;
 }
 
 int eng_delete(struct eng *e, const char *id, enum item_kind kind)
 {
-	char name[ID_NAME_MAX + 1];
-	struct node *dir, *n;
+	struct id_path *p;
+	struct node *n;
 	int r;
 
 	if (kind == ITEM_DIR)
 		return -EINVAL;
-	pthread_mutex_lock(&e->lock);
-	r = walk_id(e, id, kind, false, &dir, name);
-	if (r < 0)
-		goto out_unlock;
-	r = resolve(e, dir, name, &n);
+	p = malloc(sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	r = id_path_split(id, kind, p);
 	if (r == 0) {
-		r = node_is_dir(n) ? -EISDIR : node_delete(e, n);
-		node_put(e, n);
+		pthread_mutex_lock(&e->lock);
+		r = walk_file(e, p, &n);
+		if (r == 0) {
+			r = node_delete(e, n);
+			node_put(e, n);
+		}
+		pthread_mutex_unlock(&e->lock);
 	}
-	node_put(e, dir);
-out_unlock:
-	pthread_mutex_unlock(&e->lock);
+	free(p);
 	return r;
 }

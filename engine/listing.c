@@ -132,7 +132,8 @@ int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
 	struct store_row *rows;
 	struct node **pend = NULL;
 	size_t npend = 0;
-	uint64_t skip = 0, gen, t0;
+	struct tier_call c;
+	uint64_t skip = 0;
 	int r = 0;
 
 	rows = calloc(LIST_PAGE, sizeof(*rows));
@@ -154,20 +155,16 @@ int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
 		size_t ip = 0;
 		bool full;
 
-		gen = e->gen;
-		d->n->holds++;
-		pthread_mutex_unlock(&e->lock);
-		t0 = mono_ns();
-		nrows = L3_READ(e, e->l3->ops->list(e->l3, d->n->ino, after,
-						    rows, LIST_PAGE));
-		tier_note(&e->st_l3_list, t0, nrows);
-		pthread_mutex_lock(&e->lock);
-		d->n->holds--;
+		nrows = tier_enter(e, &c, OP_L3_LIST, d->n, true);
+		if (nrows == 0)
+			nrows = e->l3->ops->list(e->l3, d->n->ino, after, rows,
+						 LIST_PAGE);
+		nrows = tier_leave(e, &c, nrows);
 		if (nrows < 0) {
 			r = nrows;
 			break;
 		}
-		if (gen != e->gen) {
+		if (tier_stale(e, &c)) {
 			for (i = 0; i < nrows; i++)
 				store_row_release(&rows[i]);
 			continue;

@@ -1,77 +1,130 @@
 /*
  * namespace.c - the namespace operations: lookup, forget, getattr,
- * setattr, mkdir, rmdir, unlink, rename, and the node-level create, delete
- * and move they are made of.
+ * setattr, mkdir, rmdir, unlink, rename, and the node-level create and
+ * delete they are made of.
+ *
+ * Each operation first checks everything that may fail (names, the tree,
+ * L3 lookups, content to validate), which may drop the engine lock; then it
+ * checks again, in memory, that nothing it relied on moved meanwhile (or
+ * starts over); then it logs every record of the change in one write
+ * (txn_log) and only after that changes its nodes. An error therefore
+ * changes nothing.
+ *
+ * Implicit directories (made by eng_put() for an ID's prefix, not by
+ * mkdir) go away with their last entry: a delete takes the implicit
+ * parents it leaves empty along, in the same logged change.
  */
 #include "eng_int.h"
 
-/*
- * Creates a new entry @name of @kind in @dir (which the caller checked) and
- * returns it held. Files start as an empty published version 1.
- */
-int node_create(struct eng *e, struct node *dir, const char *name,
-		       enum item_kind kind, uint32_t mode, uint32_t uid,
-		       uint32_t gid, bool explicit_dir, struct node **out)
+/* The metadata of a new entry. */
+static struct item_meta new_meta(enum item_kind kind, uint32_t mode,
+				 uint32_t uid, uint32_t gid, bool explicit_dir)
 {
-	struct item_meta meta = {0};
-	struct node *n;
-	uint64_t ino;
-	int r = 0;
+	struct item_meta m = {0};
 
-	ino = next_ino(e, &r);
-	if (!ino)
-		return r;
-	meta.kind = kind;
-	meta.mode = (kind == ITEM_DIR ? S_IFDIR : S_IFREG) | (mode & 07777);
-	meta.uid = uid;
-	meta.gid = gid;
-	meta.mtime_ns = meta.ctime_ns = now_ns();
-	meta.version = kind == ITEM_DIR ? 1 : 0; /* files: publish makes 1 */
-	meta.explicit_dir = explicit_dir;
-	n = node_add(e, dir, ino, name, &meta);
-	if (!n)
-		return -ENOMEM;
-	filter_add(e, dir->ino, name);
-	n->holds++;
-	if (kind == ITEM_DIR)
-		r = mark_dirty(e, n, NULL);
-	else
-		r = publish(e, n, malloc(1), 0, n->meta.mtime_ns);
-	if (r < 0) {
-		/* undo: nothing was queued */
-		name_del(e, n);
-		n->deleted = true;
-		node_put(e, n);
-		return r;
-	}
-	*out = n;
-	return 0;
+	m.kind = kind;
+	m.mode = (kind == ITEM_DIR ? S_IFDIR : S_IFREG) | (mode & 07777);
+	m.uid = uid;
+	m.gid = gid;
+	m.mtime_ns = m.ctime_ns = now_ns();
+	m.version = 1;
+	m.explicit_dir = explicit_dir;
+	return m;
 }
 
-/* Deletes @n (held by the caller): queues the deletion; open handles keep
- * reading the content; an implicit parent left empty goes too. */
-int node_delete(struct eng *e, struct node *n)
+int node_create(struct eng *e, struct node *dir, char *const *dirs,
+		size_t ndirs, const char *name, enum item_kind kind,
+		uint32_t mode, uint32_t uid, uint32_t gid, bool explicit_dir,
+		uint64_t ino, struct draft *d, struct node **out)
 {
-	struct node *parent;
-	int r;
+	struct draft empty = {0};
+	struct node **nodes = calloc(ndirs + 1, sizeof(*nodes));
+	struct item *it = NULL;
+	struct item_meta m;
+	char id[ID_MAX + 1];
+	size_t added = 0;
+	struct txn t;
+	int r = -ENOMEM;
 
-	if (n->opens && !node_is_dir(n)) {
-		/* handles opened before keep reading the published content */
-		struct item *it;
-
-		r = node_content(e, n, &it);
+	txn_init(&t);
+	if (!d && kind != ITEM_DIR) {
+		d = &empty;
+		r = draft_make(d, malloc(1), 0, kind, e->cfg.max_item_bytes);
 		if (r < 0)
-			return r;
-		if (n->deleted) {
-			item_unref(it);
-			return -ENOENT;
-		}
-		item_unref(n->item);
-		n->item = it;
+			goto out_free;
+		r = -ENOMEM;
 	}
+	if (!nodes)
+		goto out_free;
+	for (; added <= ndirs; added++) {
+		struct node *parent = added ? nodes[added - 1] : dir;
+		bool last = added == ndirs;
+
+		m = last ? new_meta(kind, mode, uid, gid, explicit_dir)
+			 : new_meta(ITEM_DIR, 0755, uid, gid, false);
+		if (last && d) {
+			m.size = d->len;
+			memcpy(m.hash, d->hash, ITEM_HASH_LEN);
+		}
+		nodes[added] = node_add(e, parent, ino + added,
+					last ? name : dirs[added], &m);
+		if (!nodes[added])
+			goto out_unadd;
+	}
+	if (d) {
+		if (node_id(e, nodes[ndirs], id, sizeof(id)) < 0)
+			id[0] = '\0';
+		it = item_new_hashed(id, d->data, d->len, &nodes[ndirs]->meta);
+		d->data = NULL;
+		if (!it)
+			goto out_unadd;
+	}
+	for (size_t i = 0; i <= ndirs; i++) {
+		struct node *n = nodes[i];
+
+		r = txn_put(&t, n->ino, n->parent, n->name, &n->meta,
+			    i == ndirs ? it : NULL);
+		if (r < 0)
+			goto out_unadd;
+	}
+	r = txn_log(e, &t);
+	if (r < 0)
+		goto out_unadd;
+	for (size_t i = 0; i <= ndirs; i++) {
+		filter_add(e, nodes[i]->parent, nodes[i]->name);
+		txn_queue(e, &t, i, nodes[i]);
+	}
+	e->fs_entries += (int64_t)ndirs + 1;
+	if (it) {
+		struct node *n = nodes[ndirs];
+
+		/* a full L1 is no error: the node holds it until persisted */
+		l1_put(e->l1, n->ino, it, true);
+		n->item = it;
+		n->content_dirty = true;
+		e->fs_bytes += (int64_t)n->meta.size;
+		it = NULL;
+	}
+	nodes[ndirs]->holds++;
+	*out = nodes[ndirs];
+	goto out_free;
+
+out_unadd:
+	while (added--)
+		node_unadd(e, nodes[added]);
+out_free:
+	item_unref(it);
+	if (d)
+		draft_release(d);
+	txn_release(&t);
+	free(nodes);
+	return r;
+}
+
+void node_delete_apply(struct eng *e, struct node *n)
+{
 	filter_del(e, n->parent, n->name);
-	name_del(e, n);
-	n->deleted = true;
+	node_unname(e, n);
 	n->content_dirty = false;
 	n->meta.ctime_ns = now_ns();
 	l1_remove(e->l1, n->ino);
@@ -79,20 +132,118 @@ int node_delete(struct eng *e, struct node *n)
 		item_unref(n->item);
 		n->item = NULL;
 	}
-	r = mark_dirty(e, n, NULL);
-	if (r < 0)
-		return r;
-	parent = node_get(e, n->parent);
-	if (parent && parent->ino != STORE_ROOT_INO &&
-	    !parent->meta.explicit_dir && !parent->deleted) {
-		parent->holds++;
-		if (dir_empty(e, parent) == 1 && !parent->deleted)
-			node_delete(e, parent);
-		node_put(e, parent);
-	}
-	return 0;
+	e->fs_entries--;
+	e->fs_bytes -= (int64_t)n->meta.size;
 }
 
+/* true when a dirty live node other than @ignore sits in @dir. */
+static bool has_pending_child(struct eng *e, struct node *dir,
+			      const struct node *ignore)
+{
+	for (struct node *d = e->dirty_head; d; d = d->dnext)
+		if (!d->deleted && d->parent == dir->ino && d != ignore)
+			return true;
+	return false;
+}
+
+/*
+ * Collects into @chain (room for ID_MAX) the implicit directories above @n
+ * that deleting @n leaves empty, nearest first, each held; returns how
+ * many. May drop the lock.
+ */
+static size_t empty_parents(struct eng *e, struct node *n, struct node **chain)
+{
+	struct node *last = n, *p;
+	size_t k = 0;
+
+	while (k < ID_MAX && (p = node_get(e, last->parent)) &&
+	       p->ino != STORE_ROOT_INO && !p->meta.explicit_dir &&
+	       !p->deleted) {
+		p->holds++;
+		if (dir_empty(e, p, last) != 1) {
+			node_put(e, p);
+			break;
+		}
+		chain[k++] = p;
+		last = p;
+	}
+	return k;
+}
+
+/* true when the chain empty_parents() found still holds, in memory. */
+static bool chain_holds(struct eng *e, struct node *n, struct node **chain,
+			size_t k)
+{
+	struct node *last = n;
+
+	if (n->deleted)
+		return false;
+	for (size_t i = 0; i < k; i++) {
+		if (chain[i]->deleted || chain[i]->ino != last->parent ||
+		    has_pending_child(e, chain[i], last))
+			return false;
+		last = chain[i];
+	}
+	return true;
+}
+
+/* Deletes @n (held by the caller): logs and queues the deletion, with the
+ * implicit parents it leaves empty; open handles keep reading the content.
+ */
+int node_delete(struct eng *e, struct node *n)
+{
+	struct node **chain = calloc(ID_MAX, sizeof(*chain));
+	struct txn t;
+	size_t k = 0;
+	uint64_t gen;
+	int r;
+
+	if (!chain)
+		return -ENOMEM;
+	txn_init(&t);
+	for (;;) {
+		if (n->deleted) {
+			r = -ENOENT;
+			goto out;
+		}
+		if (n->opens && !node_is_dir(n)) {
+			/* handles opened before keep reading the published
+			 * content: keep it in the node */
+			struct item *it;
+
+			r = node_content(e, n, &it);
+			if (r < 0)
+				goto out;
+			item_unref(n->item);
+			n->item = it;
+		}
+		gen = e->gen;
+		k = empty_parents(e, n, chain);
+		if (gen == e->gen && chain_holds(e, n, chain, k))
+			break;
+		while (k)
+			node_put(e, chain[--k]); /* moved meanwhile: again */
+	}
+	r = txn_del(&t, n->ino);
+	for (size_t i = 0; r == 0 && i < k; i++)
+		r = txn_del(&t, chain[i]->ino);
+	if (r == 0)
+		r = txn_log(e, &t);
+	if (r < 0)
+		goto out;
+	node_delete_apply(e, n);
+	txn_queue(e, &t, 0, n);
+	for (size_t i = 0; i < k; i++) {
+		node_delete_apply(e, chain[i]);
+		txn_queue(e, &t, i + 1, chain[i]);
+	}
+out:
+	while (k)
+		node_put(e, chain[--k]);
+	txn_release(&t);
+	free(chain);
+	return r;
+}
 
 int eng_lookup(struct eng *e, uint64_t parent, const char *name,
 	       struct eng_attr *out)
@@ -144,8 +295,10 @@ int eng_setattr(struct eng *e, uint64_t ino, struct eng_file *f,
 		const struct eng_setattr *sa, const struct eng_ctx *ctx,
 		struct eng_attr *out)
 {
+	bool changed = sa->set_mode || sa->set_uid || sa->set_gid ||
+		       sa->set_mtime;
+	struct item_meta m;
 	struct node *n;
-	bool meta = false;
 	int r = 0;
 
 	pthread_mutex_lock(&e->lock);
@@ -155,36 +308,29 @@ int eng_setattr(struct eng *e, uint64_t ino, struct eng_file *f,
 		goto out_unlock;
 	}
 	n->holds++;
-	if (sa->set_size) {
-		r = setattr_size(e, n, f, sa->size);
-		if (r < 0)
-			goto out_put;
+	if (item_meta_copy(&m, &n->meta) < 0) {
+		r = -ENOMEM;
+		goto out_put;
 	}
-	if (sa->set_mode) {
-		n->meta.mode = (n->meta.mode & S_IFMT) | (sa->mode & 07777);
-		meta = true;
-	}
-	if (sa->set_uid) {
-		n->meta.uid = sa->uid;
-		meta = true;
-	}
-	if (sa->set_gid) {
-		n->meta.gid = sa->gid;
-		meta = true;
-	}
-	if (sa->set_mtime) {
-		n->meta.mtime_ns = sa->mtime_ns;
-		if (n->wc)
-			n->wc->mtime_ns = sa->mtime_ns;
-		meta = true;
-	}
-	if (meta) {
-		n->meta.ctime_ns = sa->set_ctime ? sa->ctime_ns : now_ns();
-		if (!n->deleted)
-			r = mark_dirty(e, n, NULL);
-	}
+	if (sa->set_mode)
+		m.mode = (m.mode & S_IFMT) | (sa->mode & 07777);
+	if (sa->set_uid)
+		m.uid = sa->uid;
+	if (sa->set_gid)
+		m.gid = sa->gid;
+	if (sa->set_mtime)
+		m.mtime_ns = sa->mtime_ns;
+	m.ctime_ns = sa->set_ctime ? sa->ctime_ns : now_ns();
+	if (sa->set_size)
+		r = setattr_size(e, n, f, sa->size, changed ? &m : NULL,
+				 sa->set_mtime ? sa->mtime_ns : now_ns());
+	else if (changed)
+		r = meta_change(e, n, &m);
+	if (r == 0 && sa->set_mtime && n->wc)
+		n->wc->mtime_ns = sa->mtime_ns;
 	if (r == 0)
 		node_attr(e, n, out);
+	item_meta_release(&m);
 out_put:
 	node_put(e, n);
 out_unlock:
@@ -196,20 +342,22 @@ int eng_mkdir(struct eng *e, uint64_t parent, const char *name, uint32_t mode,
 	      const struct eng_ctx *ctx, struct eng_attr *out)
 {
 	struct node *dir, *n;
+	uint64_t ino;
 	int r;
 
 	pthread_mutex_lock(&e->lock);
-	r = check_new_entry(e, parent, name, ITEM_DIR, &dir);
-	if (r < 0)
-		goto out_unlock;
-	r = node_create(e, dir, name, ITEM_DIR, mode & ~ctx->umask, ctx->uid,
-			ctx->gid, true, &n);
-	if (r < 0)
-		goto out_unlock;
-	n->nlookup++;
-	node_attr(e, n, out);
-	node_put(e, n);
-out_unlock:
+	r = ino_grant(e, 1, &ino);
+	if (r == 0)
+		r = check_new_entry(e, parent, name, ITEM_DIR, &dir);
+	if (r == 0)
+		r = node_create(e, dir, NULL, 0, name, ITEM_DIR,
+				mode & ~ctx->umask, ctx->uid, ctx->gid, true,
+				ino, NULL, &n);
+	if (r == 0) {
+		n->nlookup++;
+		node_attr(e, n, out);
+		node_put(e, n);
+	}
 	pthread_mutex_unlock(&e->lock);
 	return r;
 }
@@ -227,12 +375,11 @@ int eng_rmdir(struct eng *e, uint64_t parent, const char *name)
 		r = -ENOTDIR;
 		goto out_put;
 	}
-	r = dir_empty(e, n);
+	r = dir_empty(e, n, NULL);
 	if (r == 0)
 		r = -ENOTEMPTY;
-	if (r < 0)
-		goto out_put;
-	r = n->deleted ? -ENOENT : node_delete(e, n);
+	if (r > 0)
+		r = node_delete(e, n);
 out_put:
 	node_put(e, n);
 out_unlock:
@@ -266,123 +413,143 @@ static bool is_within(struct eng *e, const struct node *dir,
 	return false;
 }
 
-/* Moves @n to @dir/@name. */
-static int node_move(struct eng *e, struct node *n, struct node *dir,
-		     const char *name)
+/* 0 when the content of file @n is valid JSON, -EINVAL when not; the
+ * content is parsed with the lock dropped. *version is the version that
+ * was checked. */
+static int check_json_content(struct eng *e, struct node *n,
+			      uint64_t *version)
 {
-	char *nm = strdup(name);
-	struct node *old_parent = node_get(e, n->parent);
+	struct item *it;
+	bool valid;
+	int r = node_content(e, n, &it);
 
-	if (!nm)
-		return -ENOMEM;
-	filter_del(e, n->parent, n->name);
-	name_del(e, n);
-	free(n->name);
-	n->name = nm;
-	n->parent = dir->ino;
-	dir->children++;
-	filter_add(e, dir->ino, name);
-	if (name_add(e, n) < 0)
-		return -ENOMEM;
-	n->meta.ctime_ns = now_ns();
-	if (old_parent) {
-		old_parent->children--;
-		node_try_free(e, old_parent);
-	}
-	return mark_dirty(e, n, NULL);
+	if (r < 0)
+		return r;
+	*version = item_meta(it)->version;
+	n->holds++;
+	pthread_mutex_unlock(&e->lock);
+	valid = item_json_valid(item_data(it), item_size(it));
+	item_unref(it);
+	pthread_mutex_lock(&e->lock);
+	n->holds--;
+	return valid ? 0 : -EINVAL;
 }
+
+/*
+ * The checks of a rename of @n (in @dir) to @ndir/@newname, with target @t
+ * (NULL when the name is free); may drop the lock. *kind is the moved
+ * entry's kind at its new name; *checked the version whose content was
+ * validated as JSON (0 when none was).
+ */
+static int rename_checks(struct eng *e, struct node *n, struct node *ndir,
+			 const char *newname, struct node *t, unsigned flags,
+			 enum item_kind kind, uint64_t *checked)
+{
+	int r;
+
+	*checked = 0;
+	if (t && (flags & RENAME_NOREPLACE))
+		return -EEXIST;
+	if (node_is_dir(n)) {
+		if (is_within(e, ndir, n))
+			return -EINVAL;
+		if (t && !node_is_dir(t))
+			return -ENOTDIR;
+		if (t) {
+			r = dir_empty(e, t, NULL);
+			return r == 0 ? -ENOTEMPTY : r < 0 ? r : 0;
+		}
+		return 0;
+	}
+	if (t && node_is_dir(t))
+		return -EISDIR;
+	r = check_stem(e, ndir, newname, kind, n, t);
+	if (r == 0 && kind == ITEM_JSON && n->meta.kind != ITEM_JSON)
+		r = check_json_content(e, n, checked);
+	return r;
+}
+
+#define RENAME_TRIES 100 /* rounds of checks lost to concurrent changes */
 
 int eng_rename(struct eng *e, uint64_t parent, const char *name,
 	       uint64_t newparent, const char *newname, unsigned flags)
 {
 	struct node *dir, *ndir, *n = NULL, *t = NULL;
 	enum item_kind kind;
-	int r;
+	struct item_meta m;
+	uint64_t checked;
+	struct txn t_;
+	int r, tries = 0;
 
 	if (flags & ~(unsigned)RENAME_NOREPLACE)
 		return -EINVAL;
+	txn_init(&t_);
 	pthread_mutex_lock(&e->lock);
+again:
 	r = get_dir(e, parent, &dir);
 	if (r == 0)
 		r = get_dir(e, newparent, &ndir);
-	if (r < 0)
-		goto out_unlock;
-	r = resolve(e, dir, name, &n);
+	if (r == 0)
+		r = resolve(e, dir, name, &n);
 	if (r < 0)
 		goto out_unlock;
 	kind = node_is_dir(n) ? ITEM_DIR : id_name_kind(newname);
 	r = check_new_name(e, ndir, newname, kind);
-	if (r < 0)
-		goto out_put;
-	r = resolve(e, ndir, newname, &t);
+	if (r == 0)
+		r = resolve(e, ndir, newname, &t);
 	if (r == -ENOENT) {
 		t = NULL;
 		r = 0;
 	}
+	if (r < 0 || t == n)
+		goto out_put;
+	r = rename_checks(e, n, ndir, newname, t, flags, kind, &checked);
 	if (r < 0)
 		goto out_put;
-	if (t == n) {
-		r = 0;
-		goto out_put;
-	}
-	if (t && (flags & RENAME_NOREPLACE)) {
-		r = -EEXIST;
-		goto out_put;
-	}
-	if (node_is_dir(n)) {
-		if (is_within(e, ndir, n)) {
-			r = -EINVAL;
-			goto out_put;
-		}
-		if (t && !node_is_dir(t)) {
-			r = -ENOTDIR;
-			goto out_put;
-		}
-		if (t) {
-			r = dir_empty(e, t);
-			if (r == 0)
-				r = -ENOTEMPTY;
-			if (r < 0)
-				goto out_put;
-		}
-	} else {
-		if (t && node_is_dir(t)) {
-			r = -EISDIR;
-			goto out_put;
-		}
-		r = check_stem(e, ndir, newname, kind, n, t);
-		if (r < 0)
-			goto out_put;
-		if (kind == ITEM_JSON && n->meta.kind != ITEM_JSON) {
-			struct item *it;
-
-			r = node_content(e, n, &it);
-			if (r < 0)
-				goto out_put;
-			if (!item_json_valid(item_data(it), item_size(it)))
-				r = -EINVAL;
-			item_unref(it);
-			if (r < 0)
-				goto out_put;
-		}
-	}
-	/* The lock may have been dropped: check nothing went away. */
-	if (n->deleted || ndir->deleted || (t && t->deleted) ||
-	    name_find(e, ndir->ino, newname) != t) {
+	/* The lock may have been dropped: check nothing moved meanwhile. */
+	if (n->deleted || dir->deleted || ndir->deleted ||
+	    (t && t->deleted) || n->parent != dir->ino ||
+	    strcmp(n->name, name) != 0 ||
+	    name_find(e, ndir->ino, newname) != t ||
+	    (checked && checked != n->meta.version)) {
+		node_put(e, t);
+		node_put(e, n);
+		n = t = NULL;
+		if (++tries < RENAME_TRIES)
+			goto again;
 		r = -EAGAIN;
+		goto out_unlock;
+	}
+	if (item_meta_copy(&m, &n->meta) < 0) {
+		r = -ENOMEM;
 		goto out_put;
 	}
-	if (t) {
-		r = node_delete(e, t);
-		if (r < 0)
-			goto out_put;
+	m.kind = kind;
+	m.ctime_ns = now_ns();
+	r = t ? txn_del(&t_, t->ino) : 0;
+	if (r == 0)
+		r = txn_put(&t_, n->ino, ndir->ino, newname, &m, NULL);
+	if (r == 0)
+		r = txn_log(e, &t_);
+	if (r == 0 && t) {
+		node_delete_apply(e, t);
+		txn_queue(e, &t_, 0, t);
 	}
-	n->meta.kind = kind;
-	r = node_move(e, n, ndir, newname);
+	if (r == 0) {
+		filter_del(e, n->parent, n->name);
+		r = node_rename(e, n, ndir, newname);
+		filter_add(e, ndir->ino, newname);
+		item_meta_release(&n->meta);
+		n->meta = m;
+		memset(&m, 0, sizeof(m));
+		txn_queue(e, &t_, t ? 1 : 0, n);
+	}
+	item_meta_release(&m);
 out_put:
 	node_put(e, t);
 	node_put(e, n);
 out_unlock:
 	pthread_mutex_unlock(&e->lock);
+	txn_release(&t_);
 	return r;
 }

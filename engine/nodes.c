@@ -30,7 +30,7 @@ struct node *name_find(struct eng *e, uint64_t parent, const char *name)
 	return NULL;
 }
 
-int name_add(struct eng *e, struct node *n)
+static int name_add(struct eng *e, struct node *n)
 {
 	uint64_t k = name_key(n->parent, n->name);
 
@@ -38,7 +38,7 @@ int name_add(struct eng *e, struct node *n)
 	return u64map_put(&e->names, k, n);
 }
 
-void name_del(struct eng *e, struct node *n)
+static void name_del(struct eng *e, struct node *n)
 {
 	uint64_t k = name_key(n->parent, n->name);
 	struct node *head = u64map_get(&e->names, k), **pp;
@@ -141,6 +141,45 @@ out_free:
 	free(n->name);
 	free(n);
 	return NULL;
+}
+
+void node_unadd(struct eng *e, struct node *n)
+{
+	struct node *dir = node_get(e, n->parent);
+
+	name_del(e, n);
+	u64map_del(&e->nodes, n->ino);
+	if (dir)
+		dir->children--;
+	node_destroy(n);
+}
+
+int node_rename(struct eng *e, struct node *n, struct node *dir,
+		const char *name)
+{
+	struct node *old_parent = node_get(e, n->parent);
+	char *nm = strdup(name);
+
+	if (!nm)
+		return -ENOMEM;
+	name_del(e, n);
+	free(n->name);
+	n->name = nm;
+	n->parent = dir->ino;
+	dir->children++;
+	if (name_add(e, n) < 0)
+		return -ENOMEM;
+	if (old_parent) {
+		old_parent->children--;
+		node_try_free(e, old_parent);
+	}
+	return 0;
+}
+
+void node_unname(struct eng *e, struct node *n)
+{
+	name_del(e, n);
+	n->deleted = true;
 }
 
 void node_attr(const struct eng *e, const struct node *n,

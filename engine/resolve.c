@@ -9,7 +9,7 @@
 /* Checks that @name is a valid name for a new entry of @kind in @dir and
  * that the resulting ID is valid. */
 int check_new_name(struct eng *e, struct node *dir, const char *name,
-			  enum item_kind kind)
+		   enum item_kind kind)
 {
 	char path[ID_PATH_MAX + ID_NAME_MAX + 2], id[ID_MAX + 1];
 	ssize_t len;
@@ -34,11 +34,11 @@ int check_new_name(struct eng *e, struct node *dir, const char *name,
  * with node_put). May drop and retake e->lock. -ENOENT, -ENOTDIR, -EIO.
  */
 int resolve(struct eng *e, struct node *dir, const char *name,
-		   struct node **out)
+	    struct node **out)
 {
 	struct store_row row;
+	struct tier_call c;
 	struct node *n;
-	uint64_t gen, t0;
 	bool maybe;
 	int r;
 
@@ -58,18 +58,14 @@ int resolve(struct eng *e, struct node *dir, const char *name,
 			return -ENOENT;
 		maybe = e->filter_trusted; /* the filter said "maybe" */
 		e->l3_lookups++;
-		gen = e->gen;
-		dir->holds++;
-		pthread_mutex_unlock(&e->lock);
-		t0 = mono_ns();
-		r = L3_READ(e, e->l3->ops->lookup(e->l3, dir->ino, name, &row));
-		tier_note(&e->st_l3_lookup, t0, r);
-		pthread_mutex_lock(&e->lock);
-		dir->holds--;
+		r = tier_enter(e, &c, OP_L3_LOOKUP, dir, true);
+		if (r == 0)
+			r = e->l3->ops->lookup(e->l3, dir->ino, name, &row);
+		r = tier_leave(e, &c, r);
 		if (r < 0 && r != -ENOENT)
 			return r;
 		n = name_find(e, dir->ino, name);
-		if (n || gen != e->gen) {
+		if (n || tier_stale(e, &c)) {
 			if (r == 0)
 				store_row_release(&row);
 			continue;
@@ -109,7 +105,7 @@ int get_dir(struct eng *e, uint64_t ino, struct node **out)
 
 /* resolve() in the directory of inode @parent (held by the caller). */
 int resolve_at(struct eng *e, uint64_t parent, const char *name,
-		      struct node **out)
+	       struct node **out)
 {
 	struct node *dir;
 	int r = get_dir(e, parent, &dir);
@@ -123,8 +119,8 @@ int resolve_at(struct eng *e, uint64_t parent, const char *name,
  * @ignore and @ignore2 (may be NULL) are nodes that do not count.
  */
 int check_stem(struct eng *e, struct node *dir, const char *name,
-		      enum item_kind kind, const struct node *ignore,
-		      const struct node *ignore2)
+	       enum item_kind kind, const struct node *ignore,
+	       const struct node *ignore2)
 {
 	char sib[STORE_NAME_MAX + 8];
 	size_t len = strlen(name);
@@ -152,50 +148,48 @@ int check_stem(struct eng *e, struct node *dir, const char *name,
 }
 
 /*
- * 1 when directory @dir has no children (pending ones included), 0 when it
- * has, or a negative errno. May drop the lock.
+ * 1 when directory @dir has no children (pending ones included) other than
+ * @ignore (may be NULL), 0 when it has, or a negative errno. May drop the
+ * lock.
  */
-int dir_empty(struct eng *e, struct node *dir)
+int dir_empty(struct eng *e, struct node *dir, const struct node *ignore)
 {
-	struct store_row *rows;
 	char cursor[STORE_NAME_MAX + 1] = "";
-	uint64_t gen, t0;
-	int r;
+	struct store_row *rows;
+	struct tier_call c;
+	int r, nrows;
 
 	rows = calloc(LIST_PAGE, sizeof(*rows));
 	if (!rows)
 		return -ENOMEM;
 restart:
 	for (struct node *d = e->dirty_head; d; d = d->dnext) {
-		if (!d->deleted && d->parent == dir->ino) {
+		if (!d->deleted && d->parent == dir->ino && d != ignore) {
 			r = 0;
 			goto out;
 		}
 	}
 	for (;;) {
-		gen = e->gen;
-		dir->holds++;
-		pthread_mutex_unlock(&e->lock);
-		t0 = mono_ns();
-		r = L3_READ(e, e->l3->ops->list(e->l3, dir->ino, cursor, rows,
-						LIST_PAGE));
-		tier_note(&e->st_l3_list, t0, r);
-		pthread_mutex_lock(&e->lock);
-		dir->holds--;
+		r = tier_enter(e, &c, OP_L3_LIST, dir, true);
+		if (r == 0)
+			r = e->l3->ops->list(e->l3, dir->ino, cursor, rows,
+					     LIST_PAGE);
+		r = tier_leave(e, &c, r);
 		if (r < 0)
 			goto out;
-		if (gen != e->gen) {
-			for (int i = 0; i < r; i++)
+		nrows = r;
+		if (tier_stale(e, &c)) {
+			for (int i = 0; i < nrows; i++)
 				store_row_release(&rows[i]);
 			cursor[0] = '\0';
 			goto restart;
 		}
-		int nrows = r;
 		r = -1;
 		for (int i = 0; i < nrows; i++) {
 			struct node *m = node_get(e, rows[i].ino);
 
-			if (r && (!m || (!m->deleted && m->parent == dir->ino)))
+			if (r && m != ignore &&
+			    (!m || (!m->deleted && m->parent == dir->ino)))
 				r = 0; /* a child that is still there */
 		}
 		if (nrows)
@@ -220,26 +214,33 @@ out:
  * same item ID. Returns 0 and the directory in *dirp, or a negative errno.
  */
 int check_new_entry(struct eng *e, uint64_t parent, const char *name,
-			   enum item_kind kind, struct node **dirp)
+		    enum item_kind kind, struct node **dirp)
 {
 	struct node *dir, *n;
-	int r = get_dir(e, parent, &dir);
+	uint64_t gen;
+	int r;
 
-	if (r < 0)
-		return r;
-	r = check_new_name(e, dir, name, kind);
-	if (r < 0)
-		return r;
-	r = resolve(e, dir, name, &n);
-	if (r == 0) {
-		node_put(e, n);
-		return -EEXIST;
-	}
-	if (r != -ENOENT)
-		return r;
-	r = check_stem(e, dir, name, kind, NULL, NULL);
-	if (r < 0)
-		return r;
+	do {
+		gen = e->gen;
+		r = get_dir(e, parent, &dir);
+		if (r < 0)
+			return r;
+		r = check_new_name(e, dir, name, kind);
+		if (r < 0)
+			return r;
+		r = resolve(e, dir, name, &n);
+		if (r == 0) {
+			node_put(e, n);
+			return -EEXIST;
+		}
+		if (r != -ENOENT)
+			return r;
+		r = check_stem(e, dir, name, kind, NULL, NULL);
+		if (r < 0)
+			return r;
+		/* the stem check may have dropped the lock: the name may
+		 * have been taken here, or committed and forgotten */
+	} while (gen != e->gen || dir->deleted || name_find(e, dir->ino, name));
 	*dirp = dir;
 	return 0;
 }

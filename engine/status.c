@@ -8,16 +8,12 @@
 
 int eng_statfs(struct eng *e, struct eng_stats *out)
 {
-	uint64_t entries, bytes;
-	int r = L3_READ(e, e->l3->ops->stats(e->l3, &entries, &bytes));
-
-	if (r < 0)
-		return r;
-	out->entries = entries;
-	out->bytes = bytes;
+	pthread_mutex_lock(&e->lock);
+	out->entries = e->fs_entries > 0 ? (uint64_t)e->fs_entries : 0;
+	out->bytes = e->fs_bytes > 0 ? (uint64_t)e->fs_bytes : 0;
+	pthread_mutex_unlock(&e->lock);
 	return 0;
 }
-
 
 static uint64_t ld(atomic_uint_least64_t *v)
 {
@@ -83,15 +79,26 @@ static void metric(FILE *f, const char *name, const char *type,
 		name, type);
 }
 
-static void tier_metrics(FILE *f, const char *tier, const char *op,
-			 struct tier_stat *st)
+static void tier_metrics(FILE *f, struct eng *e)
 {
-	fprintf(f, "tierfs_tier_calls_total{tier=\"%s\",op=\"%s\"} %llu\n",
-		tier, op, (unsigned long long)ld(&st->calls));
-	fprintf(f, "tierfs_tier_errors_total{tier=\"%s\",op=\"%s\"} %llu\n",
-		tier, op, (unsigned long long)ld(&st->errors));
-	fprintf(f, "tierfs_tier_seconds_total{tier=\"%s\",op=\"%s\"} %.6f\n",
-		tier, op, (double)ld(&st->ns) / 1e9);
+	for (int op = 0; op < OP_COUNT; op++) {
+		struct tier_stat *st = &e->tier_stats[op];
+		const char *tier, *name = tier_op_name(op, &tier);
+
+		if (op >= OP_L2_GET && !e->l2)
+			continue;
+		fprintf(f,
+			"tierfs_tier_calls_total{tier=\"%s\",op=\"%s\"} %llu\n",
+			tier, name, (unsigned long long)ld(&st->calls));
+		fprintf(f,
+			"tierfs_tier_errors_total{tier=\"%s\",op=\"%s\"} "
+			"%llu\n",
+			tier, name, (unsigned long long)ld(&st->errors));
+		fprintf(f,
+			"tierfs_tier_seconds_total{tier=\"%s\",op=\"%s\"} "
+			"%.6f\n",
+			tier, name, (double)ld(&st->ns) / 1e9);
+	}
 }
 
 int eng_metrics_text(struct eng *e, char **out, size_t *len)
@@ -107,12 +114,7 @@ int eng_metrics_text(struct eng *e, char **out, size_t *len)
 	metric(f, "tier_calls_total", "counter", "calls to a tier, by op");
 	metric(f, "tier_errors_total", "counter", "failed calls to a tier");
 	metric(f, "tier_seconds_total", "counter", "time spent in a tier");
-	tier_metrics(f, "l3", "lookup", &e->st_l3_lookup);
-	tier_metrics(f, "l3", "read", &e->st_l3_read);
-	tier_metrics(f, "l3", "list", &e->st_l3_list);
-	tier_metrics(f, "l3", "apply", &e->st_l3_apply);
-	tier_metrics(f, "l2", "fetch", &e->st_l2_fetch);
-	tier_metrics(f, "l2", "apply", &e->st_l2_apply);
+	tier_metrics(f, e);
 	pthread_mutex_lock(&e->lock);
 	metric(f, "batches_total", "counter", "batches persisted to L3");
 	fprintf(f, "tierfs_batches_total %llu\n",

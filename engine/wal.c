@@ -27,7 +27,9 @@
  *    the error returns. While that truncate keeps failing (torn), appends
  *    fail with -EIO; a rotation leaves the garbage at the end of the old
  *    segment, where replay stops anyway.
- *  - the directory is fsynced after each segment is created or deleted.
+ *  - the directory is fsynced after the first segment is created; after a
+ *    rotation or a deletion, by the next wal_sync() or wal_seal()
+ *    (dir_dirty), so that neither runs under the engine's lock.
  *
  * wal_close() does not sync: the engine calls wal_sync() first when the
  * closed log must survive power loss.
@@ -38,6 +40,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <libgen.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -85,6 +88,11 @@ struct wal {
 	size_t nsegs, cap;
 	int64_t first_new; /* the segment wal_open() created */
 	bool torn;	   /* the current segment ends with garbage */
+	/* The segment wal_rotate() left, not yet synced (-1 when none): only
+	 * the rotating thread touches it. */
+	int unsealed_fd;
+	/* A segment was created or deleted since the directory was synced. */
+	atomic_bool dir_dirty;
 	struct eng_log log;
 };
 
@@ -596,8 +604,9 @@ static int segs_list(struct wal *w)
 }
 
 /* Creates segment @num (empty), adds it to segs[] and returns its fd, or a
- * negative errno (then nothing changed). */
-static int seg_create(struct wal *w, int64_t num)
+ * negative errno (then nothing changed). With @sync the directory is synced
+ * at once; otherwise the next wal_sync() or wal_seal() does it. */
+static int seg_create(struct wal *w, int64_t num, bool sync)
 {
 	char name[WAL_SEG_NAME_LEN + 1];
 	int fd, r;
@@ -615,12 +624,14 @@ static int seg_create(struct wal *w, int64_t num)
 			 strerror(errno));
 		return r;
 	}
-	r = sync_dir(w);
+	r = sync ? sync_dir(w) : 0;
 	if (r < 0) {
 		unlinkat(w->dirfd, name, 0);
 		close(fd);
 		return r;
 	}
+	if (!sync)
+		atomic_store(&w->dir_dirty, true);
 	w->segs[w->nsegs].num = num;
 	w->segs[w->nsegs].size = 0;
 	w->nsegs++;
@@ -664,7 +675,9 @@ int wal_open(const char *dir, uint64_t max_bytes, const struct eng_log *log,
 	if (!w)
 		return -ENOMEM;
 	w->dirfd = -1;
+	w->unsealed_fd = -1;
 	atomic_init(&w->fd, -1);
+	atomic_init(&w->dir_dirty, false);
 	w->max_bytes = max_bytes;
 	if (log)
 		w->log = *log;
@@ -702,7 +715,7 @@ int wal_open(const char *dir, uint64_t max_bytes, const struct eng_log *log,
 		goto out_close;
 	}
 	w->first_new = w->nsegs ? seg_cur(w)->num + 1 : 1;
-	fd = seg_create(w, w->first_new);
+	fd = seg_create(w, w->first_new, true);
 	if (fd < 0) {
 		r = fd;
 		goto out_close;
@@ -725,6 +738,8 @@ void wal_close(struct wal *w)
 	fd = atomic_load(&w->fd);
 	if (fd >= 0)
 		close(fd);
+	if (w->unsealed_fd >= 0)
+		close(w->unsealed_fd);
 	if (w->dirfd >= 0)
 		close(w->dirfd);
 	free(w->segs);
@@ -888,7 +903,7 @@ static int write_all(int fd, struct iovec *iov, int iovcnt)
 		}
 		if (iovcnt == 0)
 			return 0;
-		n = writev(fd, iov, iovcnt);
+		n = writev(fd, iov, iovcnt < IOV_MAX ? iovcnt : IOV_MAX);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -911,39 +926,63 @@ static int write_all(int fd, struct iovec *iov, int iovcnt)
 	}
 }
 
-int wal_append(struct wal *w, const struct batch_rec *rec)
+/* One encoded record: its head (owned) and its content bytes (borrowed). */
+struct enc {
+	uint8_t *head;
+	size_t head_len;
+	const void *data;
+	size_t data_len;
+};
+
+int wal_append_all(struct wal *w, struct batch_rec *const *recs, size_t n)
 {
 	struct wal_seg *cur = seg_cur(w);
 	char name[WAL_SEG_NAME_LEN + 1];
-	struct iovec iov[2];
-	const void *data;
-	size_t head_len, data_len;
-	uint64_t total;
-	uint8_t *head;
-	int r;
+	struct iovec *iov = NULL;
+	struct enc *enc;
+	uint64_t total = 0;
+	size_t done = 0;
+	int r = 0;
 
 	if (w->torn && seg_untear(w) < 0)
 		return -EIO;
-	r = rec_encode(rec, &head, &head_len, &data, &data_len);
-	if (r < 0)
-		return r;
-	total = (uint64_t)head_len + data_len;
+	if (n == 0)
+		return 0;
+	enc = calloc(n, sizeof(*enc));
+	if (!enc)
+		return -ENOMEM;
+	for (; done < n; done++) {
+		struct enc *x = &enc[done];
+
+		r = rec_encode(recs[done], &x->head, &x->head_len, &x->data,
+			       &x->data_len);
+		if (r < 0)
+			goto out_free;
+		total += (uint64_t)x->head_len + x->data_len;
+	}
 	if (w->bytes > w->max_bytes || total > w->max_bytes - w->bytes) {
 		r = -ENOSPC;
 		goto out_free;
 	}
-	iov[0].iov_base = head;
-	iov[0].iov_len = head_len;
-	iov[1].iov_base = (void *)data;
-	iov[1].iov_len = data_len;
-	r = write_all(atomic_load(&w->fd), iov, 2);
+	iov = calloc(2 * n, sizeof(*iov));
+	if (!iov) {
+		r = -ENOMEM;
+		goto out_free;
+	}
+	for (size_t i = 0; i < n; i++) {
+		iov[2 * i].iov_base = enc[i].head;
+		iov[2 * i].iov_len = enc[i].head_len;
+		iov[2 * i + 1].iov_base = (void *)enc[i].data;
+		iov[2 * i + 1].iov_len = enc[i].data_len;
+	}
+	r = write_all(atomic_load(&w->fd), iov, (int)(2 * n));
 	if (r < 0) {
 		seg_name(name, cur->num);
 		eng_logf(&w->log, LOG_ERR,
 			 "cannot append to wal segment '%s/%s': %s", w->dir,
 			 name, strerror(-r));
 		r = r == -ENOSPC || r == -EDQUOT ? -ENOSPC : -EIO;
-		/* Never leave part of a record for the next one to follow. */
+		/* Never leave part of a record (or of a group) behind. */
 		seg_untear(w);
 		goto out_free;
 	}
@@ -951,50 +990,87 @@ int wal_append(struct wal *w, const struct batch_rec *rec)
 	w->bytes += total;
 
 out_free:
-	free(head);
+	for (size_t i = 0; i < done; i++)
+		free(enc[i].head);
+	free(enc);
+	free(iov);
 	return r;
+}
+
+int wal_append(struct wal *w, const struct batch_rec *rec)
+{
+	struct batch_rec *one = (struct batch_rec *)rec;
+
+	return wal_append_all(w, &one, 1);
+}
+
+/* Syncs the directory when a segment came or went since it was synced. */
+static int sync_dir_if_dirty(struct wal *w)
+{
+	if (!atomic_exchange(&w->dir_dirty, false))
+		return 0;
+	if (sync_dir(w) < 0) {
+		atomic_store(&w->dir_dirty, true);
+		return -EIO;
+	}
+	return 0;
 }
 
 int wal_sync(struct wal *w)
 {
 	int fd = atomic_load(&w->fd);
 
-	if (fdatasync(fd) == 0)
-		return 0;
-	/* A rotation closed @fd meanwhile: it synced the segment first. */
-	if (errno == EBADF && atomic_load(&w->fd) != fd)
-		return 0;
-	eng_logf(&w->log, LOG_ERR, "cannot sync the wal segment in '%s': %s",
-		 w->dir, strerror(errno));
-	return -EIO;
+	if (fdatasync(fd) < 0) {
+		/* A rotation closed @fd meanwhile: that segment is sealed by
+		 * the rotating thread, the new one was empty then. */
+		if (errno != EBADF || atomic_load(&w->fd) == fd) {
+			eng_logf(&w->log, LOG_ERR,
+				 "cannot sync the wal segment in '%s': %s",
+				 w->dir, strerror(errno));
+			return -EIO;
+		}
+	}
+	return sync_dir_if_dirty(w);
+}
+
+int wal_seal(struct wal *w)
+{
+	int fd = w->unsealed_fd, r = 0;
+
+	if (fd >= 0) {
+		w->unsealed_fd = -1;
+		if (fdatasync(fd) < 0) {
+			eng_logf(&w->log, LOG_ERR,
+				 "cannot sync a full wal segment in '%s': %s",
+				 w->dir, strerror(errno));
+			r = -EIO;
+		}
+		close(fd);
+	}
+	if (sync_dir_if_dirty(w) < 0)
+		r = -EIO;
+	return r;
 }
 
 int64_t wal_rotate(struct wal *w)
 {
-	char name[WAL_SEG_NAME_LEN + 1];
 	int64_t num = seg_cur(w)->num;
 	int old = atomic_load(&w->fd), fd;
 
 	if (num == INT64_MAX)
 		return -EOVERFLOW;
+	/* a segment left by an earlier rotation nobody sealed: now */
+	if (w->unsealed_fd >= 0 && wal_seal(w) < 0)
+		return -EIO;
 	/* Best effort: garbage left at the end of a segment appends no longer
 	 * follow is harmless, replay stops there. */
 	if (w->torn)
 		seg_untear(w);
-	if (fdatasync(old) < 0) {
-		int e = errno;
-
-		seg_name(name, num);
-		eng_logf(&w->log, LOG_ERR,
-			 "cannot sync wal segment '%s/%s': %s", w->dir, name,
-			 strerror(e));
-		return -EIO;
-	}
-	fd = seg_create(w, num + 1);
+	fd = seg_create(w, num + 1, false);
 	if (fd < 0)
 		return fd;
 	atomic_store(&w->fd, fd);
-	close(old);
+	w->unsealed_fd = old;
 	w->torn = false;
 	return num + 1;
 }
@@ -1027,8 +1103,8 @@ int wal_drop_before(struct wal *w, int64_t segment)
 		w->segs[keep++] = s;
 	}
 	w->nsegs = keep;
-	if (dropped && sync_dir(w) < 0)
-		r = -EIO;
+	if (dropped)
+		atomic_store(&w->dir_dirty, true);
 	return r;
 }
 

@@ -32,14 +32,18 @@
  *
  * Durability: wal_append() writes (write(2)) before it returns, so the record
  * survives a crash of the process; wal_sync() makes everything appended so
- * far survive power loss (fdatasync). Rotation syncs the segment it leaves.
+ * far to the current segment survive power loss (fdatasync). A rotation
+ * leaves the old segment unsynced until wal_seal(), so that the caller can
+ * switch segments under its lock and sync outside it.
  *
- * Bound: the log refuses appends (-ENOSPC) once its segments hold more than
- * max_bytes; the caller reports it.
+ * Bound: the log refuses appends (-ENOSPC) once its segments would hold more
+ * than max_bytes; the caller reports it.
  *
- * Thread-safety: none; the engine calls it under its lock (appends) or from
- * the flusher while holding the lock for the short calls. wal_sync() may be
- * called without the lock only by the one thread that does group commits.
+ * Thread-safety: none for appends, wal_rotate(), wal_drop_before() and
+ * wal_bytes(): the engine calls them under its lock. wal_sync() may be called
+ * from any thread without that lock, concurrently with them. wal_seal() is
+ * called without the lock by the thread that rotates, never concurrently
+ * with wal_rotate().
  */
 #ifndef TIERFS_WAL_H
 #define TIERFS_WAL_H
@@ -76,22 +80,35 @@ int wal_replay(struct wal *w, int (*fn)(void *arg, struct batch_rec *rec),
 
 /*
  * Appends @rec (not stolen). Returns 0, -ENOSPC (the bound is reached, or
- * the disk is full), -EIO.
+ * the disk is full), -EINVAL (a record replay would refuse), -EIO.
  */
 int wal_append(struct wal *w, const struct batch_rec *rec);
 
-/* fdatasyncs the current segment. Returns 0 or -EIO. */
+/*
+ * Appends @n records (not stolen) all or nothing: after an error none of
+ * them is in the log (a partial write is cut away). Errors as wal_append().
+ */
+int wal_append_all(struct wal *w, struct batch_rec *const *recs, size_t n);
+
+/* fdatasyncs the current segment (and the directory when a segment came or
+ * went since it was last synced). Returns 0 or -EIO. */
 int wal_sync(struct wal *w);
 
 /*
- * Syncs and closes the current segment and starts a new one. Returns the
- * number of the new segment (> 0), or a negative errno (then appends go on
- * to the old segment).
+ * Starts a new segment for the appends that follow and returns its number
+ * (> 0), or a negative errno (then appends go on to the old segment). Does
+ * not sync: the old segment waits for wal_seal() (a rotation that finds one
+ * still waiting seals it first).
  */
 int64_t wal_rotate(struct wal *w);
 
+/* fdatasyncs and closes the segment the last rotation left, and syncs the
+ * directory. Returns 0 (also when there is nothing to seal) or -EIO. */
+int wal_seal(struct wal *w);
+
 /* Deletes every segment numbered below @segment (all replayed segments
- * included). Returns 0 or -EIO. */
+ * included); the next wal_sync() or wal_seal() syncs the directory. Returns
+ * 0 or -EIO. */
 int wal_drop_before(struct wal *w, int64_t segment);
 
 /* Bytes held by all segments. */

@@ -48,14 +48,12 @@ static ssize_t tiers_xattr(struct eng *e, struct node *n, void *buf,
 	in_l3 = !n->deleted && !n->content_dirty;
 	if (in_l3 && l2_usable(e)) {
 		struct store_row row;
-		int r;
+		struct tier_call c;
+		int r = tier_enter(e, &c, OP_L2_GET, n, true);
 
-		n->holds++;
-		pthread_mutex_unlock(&e->lock);
-		r = e->l2->ops->get(e->l2, n->ino, &row);
-		pthread_mutex_lock(&e->lock);
-		n->holds--;
-		l2_outcome(e, r);
+		if (r == 0)
+			r = e->l2->ops->get(e->l2, n->ino, &row);
+		r = tier_leave(e, &c, r);
 		if (r == 0) {
 			in_l2 = row.meta.version == version &&
 				n->meta.version == version;
@@ -92,12 +90,15 @@ static ssize_t merkle_xattr(struct eng *e, struct node *n, void *buf,
 		r = -ENOENT;
 	else if (r == 0 && e->l3_failing)
 		r = -EIO; /* the log holds changes L3 has not got */
-	if (r == 0) {
-		pthread_mutex_unlock(&e->lock);
-		r = L3_READ(e, e->l3->ops->get(e->l3, n->ino, &row));
-		pthread_mutex_lock(&e->lock);
-	}
 	n->holds--;
+	if (r == 0) {
+		struct tier_call c;
+
+		r = tier_enter(e, &c, OP_L3_GET, n, true);
+		if (r == 0)
+			r = e->l3->ops->get(e->l3, n->ino, &row);
+		r = tier_leave(e, &c, r);
+	}
 	if (r < 0)
 		return r;
 	item_hash_hex(row.merkle, val);
@@ -171,49 +172,84 @@ ssize_t eng_getxattr(struct eng *e, uint64_t ino, const char *name, void *buf,
 	return r;
 }
 
-int eng_setxattr(struct eng *e, uint64_t ino, const char *name,
-		 const void *value, size_t size, int flags)
+/* Sets or removes (@value NULL) the state tag in @m. */
+static int state_set(struct item_meta *m, const void *value, size_t size,
+		     int flags)
 {
-	struct node *n;
-	int r = 0;
+	char *s;
 
-	if (foreign_ns(name) || !has_prefix(name, "user."))
-		return -ENOTSUP;
+	if (!value) {
+		if (!m->state)
+			return -ENODATA;
+		free(m->state);
+		m->state = NULL;
+		return 0;
+	}
+	if (memchr(value, '\0', size))
+		return -EINVAL;
+	if ((flags & XATTR_CREATE) && m->state)
+		return -EEXIST;
+	if ((flags & XATTR_REPLACE) && !m->state)
+		return -ENODATA;
+	s = strndup(value, size);
+	if (!s)
+		return -ENOMEM;
+	free(m->state);
+	m->state = s;
+	return 0;
+}
+
+/*
+ * Sets (@value not NULL) or removes user xattr @name of inode @ino: the
+ * change is made on a copy of the metadata, logged, and only then becomes
+ * the node's.
+ */
+static int xattr_change(struct eng *e, uint64_t ino, const char *name,
+			const void *value, size_t size, int flags)
+{
+	struct item_meta m;
+	struct node *n;
+	int r;
+
 	pthread_mutex_lock(&e->lock);
 	n = node_get(e, ino);
 	if (!n || n->deleted) {
 		r = -ENOENT;
-	} else if (strcmp(name, TFS_XATTR "state") == 0) {
-		char *s = strndup(value, size);
-
-		if (!s || memchr(value, '\0', size)) {
-			free(s);
-			r = s ? -EINVAL : -ENOMEM;
-		} else if ((flags & XATTR_CREATE) && n->meta.state) {
-			free(s);
-			r = -EEXIST;
-		} else if ((flags & XATTR_REPLACE) && !n->meta.state) {
-			free(s);
-			r = -ENODATA;
-		} else {
-			free(n->meta.state);
-			n->meta.state = s;
-		}
-	} else if (has_prefix(name, TFS_XATTR)) {
-		goto out_unlock; /* read-only: a restore writing it back is ok
-				  */
-	} else {
-		r = item_xattr_set(&n->meta, name, value, size, flags);
-		if (r == -ERANGE)
-			r = size > 65536 ? -E2BIG : -ERANGE;
+		goto out_unlock;
 	}
+	if (has_prefix(name, TFS_XATTR) &&
+	    strcmp(name, TFS_XATTR "state") != 0) {
+		/* read-only: a restore writing one back is no error */
+		r = value ? 0 : -EPERM;
+		goto out_unlock;
+	}
+	r = item_meta_copy(&m, &n->meta);
+	if (r < 0)
+		goto out_unlock;
+	if (strcmp(name, TFS_XATTR "state") == 0)
+		r = state_set(&m, value, size, flags);
+	else if (value)
+		r = item_xattr_set(&m, name, value, size, flags);
+	else
+		r = item_xattr_remove(&m, name);
+	if (r == -ERANGE && value)
+		r = size > 65536 ? -E2BIG : -ERANGE;
 	if (r == 0) {
-		n->meta.ctime_ns = now_ns();
-		r = mark_dirty(e, n, NULL);
+		m.ctime_ns = now_ns();
+		r = meta_change(e, n, &m);
 	}
+	item_meta_release(&m);
 out_unlock:
 	pthread_mutex_unlock(&e->lock);
 	return r;
+}
+
+int eng_setxattr(struct eng *e, uint64_t ino, const char *name,
+		 const void *value, size_t size, int flags)
+{
+	if (foreign_ns(name) || !has_prefix(name, "user."))
+		return -ENOTSUP;
+	return xattr_change(e, ino, name, value ? value : "", size, flags);
 }
 
 struct list_ctx {
@@ -264,30 +300,9 @@ out_unlock:
 
 int eng_removexattr(struct eng *e, uint64_t ino, const char *name)
 {
-	struct node *n;
-	int r;
-
 	if (foreign_ns(name))
 		return -ENODATA;
 	if (!has_prefix(name, "user."))
 		return -ENOTSUP;
-	pthread_mutex_lock(&e->lock);
-	n = node_get(e, ino);
-	if (!n || n->deleted) {
-		r = -ENOENT;
-	} else if (strcmp(name, TFS_XATTR "state") == 0) {
-		r = n->meta.state ? 0 : -ENODATA;
-		free(n->meta.state);
-		n->meta.state = NULL;
-	} else if (has_prefix(name, TFS_XATTR)) {
-		r = -EPERM;
-	} else {
-		r = item_xattr_remove(&n->meta, name);
-	}
-	if (r == 0) {
-		n->meta.ctime_ns = now_ns();
-		r = mark_dirty(e, n, NULL);
-	}
-	pthread_mutex_unlock(&e->lock);
-	return r;
+	return xattr_change(e, ino, name, NULL, 0, 0);
 }
