@@ -423,7 +423,8 @@ def table(rows):
 
 
 def tierfs_origin(tbin):
-    """'git HEAD 1234abc of DIR' for a binary built in a git work tree, best effort."""
+    """'built in DIR, whose HEAD is now 1234abc' for a binary in a git work
+    tree (the build itself may be older than HEAD), best effort."""
     try:
         top = subprocess.run(["git", "-C", str(Path(tbin).resolve().parent), "rev-parse",
                               "--show-toplevel", "--short", "HEAD"], capture_output=True,
@@ -433,7 +434,7 @@ def tierfs_origin(tbin):
     parts = top.stdout.split()
     if top.returncode != 0 or len(parts) != 2:
         return ""
-    return f"git HEAD {parts[1]} of {parts[0]}"
+    return f"built in {parts[0]}, whose HEAD is now {parts[1]}"
 
 
 # --- main -----------------------------------------------------------------------
