@@ -15,7 +15,8 @@
  * fingerprint from one of the two buckets, so a key inserted twice must be
  * deleted twice; the engine inserts each existing name exactly once.
  *
- * Defects of the predecessor this one must not have (DESIGN.md section 11):
+ * Defects a cuckoo filter easily has, and this one must not (docs/design.md
+ * §5.3 and §12):
  *  - an insert that fails (table full) must not lose a key: on failure the
  *    filter becomes *overflowed* and cuckoo_contains() answers true for
  *    every key from then on (never a false negative); the owner rebuilds a

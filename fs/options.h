@@ -1,5 +1,5 @@
 /*
- * options.h - the tierfs command line (DESIGN.md section 8).
+ * options.h - the tierfs command line (docs/design.md §9, README.md).
  *
  *   tierfs [OPTIONS] MOUNTPOINT
  *   tierfs [OPTIONS] STORE MOUNTPOINT     (as mount.fuse3 calls it)
