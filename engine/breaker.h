@@ -19,11 +19,12 @@
 
 struct breaker {
 	pthread_mutex_t lock;
-	unsigned threshold;
+	unsigned threshold; /* set by breaker_init(), then read-only */
 	uint64_t cooldown_ns;
-	unsigned fails;	     /* consecutive failures; protected by lock */
+	/* The rest is protected by lock. */
+	unsigned fails;	     /* consecutive failures */
 	uint64_t open_until; /* monotonic ns; 0 when closed */
-	uint64_t opened;     /* times it opened, for status and tests */
+	uint64_t opened;     /* times it opened, for tests */
 };
 
 void breaker_init(struct breaker *b, unsigned threshold, uint64_t cooldown_ns);

@@ -13,9 +13,12 @@
  * candidate buckets per key (i1 = hash mod n, i2 = i1 XOR hash(fingerprint)),
  * up to 500 relocations per insert. Deletion removes one copy of the
  * fingerprint from one of the two buckets, so a key inserted twice must be
- * deleted twice; the engine inserts each existing name exactly once.
+ * deleted twice. The engine may insert a name twice (a create while the
+ * filter is being built from L3 can meet the builder's copy); the copy a
+ * delete leaves behind is only a false positive.
  *
- * Defects of the predecessor this one must not have (DESIGN.md section 11):
+ * Defects a cuckoo filter easily has, and this one must not (docs/design.md
+ * §5.3 and §12):
  *  - an insert that fails (table full) must not lose a key: on failure the
  *    filter becomes *overflowed* and cuckoo_contains() answers true for
  *    every key from then on (never a false negative); the owner rebuilds a

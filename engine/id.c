@@ -1,5 +1,5 @@
 /*
- * id.c - item IDs and the path codec (DESIGN.md section 2).
+ * id.c - item IDs and the path codec (docs/design.md §2).
  *
  * Maps relative paths ("user/notes.v2.txt") to item IDs
  * ("user.notes%2Ev2%2Etxt") and back. A component becomes a segment by

@@ -1,5 +1,5 @@
 /*
- * id.h - item IDs and the path codec (DESIGN.md section 2).
+ * id.h - item IDs and the path codec (docs/design.md §2).
  *
  * An ID is a sequence of segments joined by '.'; a path is a sequence of
  * components joined by '/'. A component becomes a segment by percent-escaping

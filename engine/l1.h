@@ -2,11 +2,12 @@
  * l1.h - L1: the in-process item cache, bounded in bytes.
  *
  * Maps a key (the entry's inode number) to an item. Unpinned items are kept
- * in least-recently-used order and evicted once the content bytes of all
- * cached items exceed the bound. Pinned items - versions not yet persisted -
- * are never evicted: they are the only copy besides the write-ahead log.
- * Pinned bytes count toward the bound, so a cache full of pinned items holds
- * more than the bound; the engine's backpressure keeps that in check.
+ * in least-recently-used order and evicted once the content bytes of the
+ * unpinned items exceed the bound. Pinned items - versions not yet
+ * persisted - are never evicted: they are the only copy besides the
+ * write-ahead log. Pinned bytes do not count toward the bound: the cache
+ * holds up to the bound of unpinned content plus every pinned item, and the
+ * engine's backpressure keeps the pinned bytes in check.
  *
  * Thread-safety: all functions may be called concurrently (one mutex).
  */

@@ -1,9 +1,11 @@
 /*
  * l2_redis.h - L2: a Redis cache of item metadata and content (hiredis).
  *
- * Implements struct store_ops as a cache tier (see store.h): get, fetch and
- * apply. The key layout, the connection pool and the failure rules are
- * described at the top of l2_redis.c.
+ * Implements struct store_ops as a cache tier (see store.h): get, read,
+ * fetch and apply, and the cache-only ops put_tree, get_tree, each_cached
+ * and drop_cached; lookup, list, has_children, alloc_ino and stats answer
+ * -ENOTSUP, and there is no scan. The key layout, the connection pool and
+ * the failure rules are described at the top of l2_redis.c.
  *
  * Thread-safety: the returned store may be used from any number of threads.
  */
@@ -15,8 +17,11 @@
 /*
  * Parses @url (redis://[:password@]host:port[/db]) and connects to it. Keys
  * live under @prefix (e.g. "tierfs:"). Returns 0 and *out, or -EINVAL (bad
- * URL), -EACCES (AUTH refused), -EAGAIN (unreachable), -ENOMEM; the reason
- * goes to @log without the password. Blocks at most the connect timeout.
+ * URL, a prefix that is too long, or a database index the server does not
+ * have), -EACCES (AUTH refused), -EAGAIN (unreachable or busy), -EIO (any
+ * other error), -ENOMEM; the reason goes to @log without the password.
+ * Blocks: each step (connect, AUTH, SELECT, PING, CONFIG GET) waits at most
+ * the command timeout.
  */
 int l2_redis_open(const char *url, const char *prefix,
 		  const struct eng_log *log, struct store **out);

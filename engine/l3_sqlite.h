@@ -16,8 +16,9 @@
  * Opens (creating when absent, with its schema and root directory) the SQLite
  * database at @path and returns it as a store in *out. The parent directory
  * of @path must exist. Returns 0, or -EINVAL (not a tierfs database, or a
- * schema from a newer version), -EACCES, -ENOENT, -EIO, -ENOMEM; the reason
- * goes to @log. Blocks.
+ * schema from a newer version), -EACCES, -ENOENT, -EAGAIN (another process
+ * held the file's write lock past the busy timeout), -EIO, -ENOMEM; the
+ * reason goes to @log. Blocks.
  */
 int l3_sqlite_open(const char *path, const struct eng_log *log,
 		   struct store **out);

@@ -24,7 +24,8 @@ void u64map_init(struct u64map *m);
 void u64map_release(struct u64map *m);
 /* The value of @key, or NULL. */
 void *u64map_get(const struct u64map *m, uint64_t key);
-/* Sets @key to @val (non-NULL), replacing any value. 0 or -ENOMEM. */
+/* Sets @key to @val (non-NULL), replacing any value. 0, -EINVAL (key 0 or
+ * a NULL @val) or -ENOMEM. */
 int u64map_put(struct u64map *m, uint64_t key, void *val);
 /* Removes @key and returns its value, or NULL when absent. */
 void *u64map_del(struct u64map *m, uint64_t key);

@@ -2,14 +2,14 @@
  * ops.c - the FUSE low-level operations of tierfs.
  *
  * Each operation translates the request into one engine call and replies:
- * no caching, retries or policy live here (STYLE.md rule 6). Inode numbers
- * are the engine's own, so they are stable across remounts; FUSE's root
- * inode (1) is the engine's root. The kernel's caches are configured with
+ * no caching, retries or policy live here (docs/design.md §11.6). Inode
+ * numbers are the engine's own, so they are stable across remounts; FUSE's
+ * root inode (1) is the engine's root. The kernel's caches are configured with
  * entry_timeout/attr_timeout, and negative lookups are cached as long as
  * positive ones.
  *
- * Unsupported operations answer as DESIGN.md section 3 says: link, symlink
- * and mknod give EPERM; readlink gives EINVAL (there are no links).
+ * Unsupported operations answer as docs/design.md §3.7 records: link,
+ * symlink and mknod give EPERM; readlink gives EINVAL (there are no links).
  */
 #include <errno.h>
 #include <fcntl.h>

@@ -51,7 +51,8 @@ static const struct fuse_opt tfs_opts[] = {
 	FUSE_OPT_KEY("gid=", KEY_GID),
 	FUSE_OPT_KEY("file_mode=", KEY_FILE_MODE),
 	FUSE_OPT_KEY("dir_mode=", KEY_DIR_MODE),
-	/* documented in DESIGN.md, arriving with later work */
+	/* the store, Redis and log options; --config (a JSON file of options)
+	 * is not built yet and is refused by name (docs/design.md §9) */
 	FUSE_OPT_KEY("--postgres=", KEY_POSTGRES),
 	FUSE_OPT_KEY("postgres=", KEY_POSTGRES),
 	FUSE_OPT_KEY("--redis=", KEY_REDIS),

@@ -1,13 +1,16 @@
 /*
- * options.h - the tierfs command line (DESIGN.md section 8).
+ * options.h - the tierfs command line (docs/design.md §9, README.md).
  *
  *   tierfs [OPTIONS] MOUNTPOINT
  *   tierfs [OPTIONS] STORE MOUNTPOINT     (as mount.fuse3 calls it)
  *
  * Store options, each also an -o option and an environment variable:
- * --sqlite=FILE (-o sqlite=FILE, TIERFS_SQLITE). Tuning comes as -o options
- * (see tfs_usage()). Options this file does not know are left in the
- * argument list for libfuse, which refuses the ones it does not know either.
+ * --postgres=URI (-o postgres=URI, TIERFS_POSTGRES), --sqlite=FILE (-o
+ * sqlite=FILE, TIERFS_SQLITE) and --redis=URL (-o redis=URL,
+ * TIERFS_REDIS). Tuning comes as -o options (see tfs_usage()). Options that
+ * only mean something in /etc/fstab are dropped; any other option this file
+ * does not know is left in the argument list for libfuse, which refuses
+ * the ones it does not know either.
  */
 #ifndef TIERFS_OPTIONS_H
 #define TIERFS_OPTIONS_H
@@ -31,8 +34,11 @@ struct tfs_options {
 
 /*
  * Parses and removes tierfs's own options from @args into @o (initialised
- * here). Resolves the store: --sqlite, then STORE, then TIERFS_SQLITE, then
- * the default file, whose directory is created. Returns 0, or -1 after
+ * here). Resolves the store: --postgres, else --sqlite, then STORE, then
+ * TIERFS_POSTGRES (unless a SQLite file was named), then TIERFS_SQLITE,
+ * then the default file, whose directory is created; giving both
+ * --postgres and --sqlite is an error. With PostgreSQL and no wal_path,
+ * the log goes under $XDG_STATE_HOME/tierfs/. Returns 0, or -1 after
  * printing what is wrong to stderr.
  */
 int tfs_options_parse(struct fuse_args *args, struct tfs_options *o);

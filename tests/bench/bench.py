@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Side-by-side benchmark: tierfs on each of its stores vs libfuse's
 passthrough_ll over tmpfs vs raw tmpfs, the same workloads in the same run
-(DESIGN section 10: targets are ratios to references measured on the same
+(docs/design.md §13: targets are ratios to references measured on the same
 machine at the same time).
 
 Workloads, on a tree of FILES small JSON files spread over DIRS directories,

@@ -1,7 +1,7 @@
 """Private PostgreSQL and Redis servers for tests/bench/bench.py, a psql
 session to poll PostgreSQL with, and the raw batched upsert that is the
-PostgreSQL reference (DESIGN section 10: "a batched PostgreSQL upsert is the
-ceiling" for persistence).
+PostgreSQL reference (docs/design.md §13: a raw batched PostgreSQL upsert
+of the same rows is the reference for persistence).
 
 Only the standard library and the command-line clients (psql, redis-cli):
 psycopg is not available. The servers are started and stopped with

@@ -1,6 +1,7 @@
-"""Merkle hashes (issue 4, items 1 and 3; DESIGN section 4): user.tierfs.merkle
-of files and directories, kept in L3 in the batch's own transaction, equal to
-`tierfs hash` over a copy of the tree made with tar, and mirrored in Redis.
+"""Merkle hashes (issue 4, items 1 and 3; docs/design.md §4):
+user.tierfs.merkle of files and directories, kept in L3 in the batch's own
+transaction, equal to `tierfs hash` over a copy of the tree made with tar,
+and mirrored in Redis.
 
 The definition (docs/merkle.md): a file's hash is the SHA-256 of its
 content; a directory's is the SHA-256 over its children sorted by name

@@ -19,8 +19,8 @@ servers: tests marked stores("postgres") mount on a private PostgreSQL
 (store [postgres]), tests marked sqlite_only have L3 in SQLite and add
 `-o redis=URL` themselves.
 
-The tests of tiers that answer with errors check the behaviour DESIGN §5
-and §6 ask for: a refusal (permission denied, read-only) is not retried
+The tests of tiers that answer with errors check the behaviour docs/design.md
+§5.8 and §6 describe: a refusal (permission denied, read-only) is not retried
 into silence: close() succeeds (the change is in the write-ahead log),
 fsync() fails with EACCES / EROFS, the log line says what happened, and
 nothing is lost once the tier accepts writes again. A new file in a
@@ -690,9 +690,10 @@ def test_postgres_stopped_mid_load(tierfs_factory, private_pg):
 
 @pytest.mark.stores("postgres")
 def test_create_during_postgres_outage(tierfs_factory, private_pg):
-    """Desired (DESIGN §5, with the cuckoo filter for negative lookups): a
-    new file in a directory this mount knows can be created while
-    PostgreSQL is down, and lands there when it is back."""
+    """Desired (docs/design.md §5.3 and §5.8: the cuckoo filter rules out
+    absent names without L3): a new file in a directory this mount knows
+    can be created while PostgreSQL is down, and lands there when it is
+    back."""
     m = tierfs_factory()
     os.makedirs(m.path("known"))
     for i in range(5):

@@ -1,5 +1,5 @@
 """The synthetic user.tierfs.* attributes, read with getfattr, and stored
-user.* attributes (DESIGN section 4)."""
+user.* attributes (docs/design.md §4)."""
 
 import os
 import shutil
@@ -47,7 +47,7 @@ def test_id_of_file_and_directory(tierfs):
 
 
 def test_id_escapes_dots_and_percent(tierfs):
-    """DESIGN 2.1: user/notes.v2.txt <-> user.notes%2Ev2%2Etxt."""
+    """docs/design.md §2.1: user/notes.v2.txt <-> user.notes%2Ev2%2Etxt."""
     tierfs.sh("""mkdir -p user/a.b && printf x > user/notes.v2.txt && printf x > 'user/50%' &&
                  printf '{}' > user/a.b/c.json && printf x > user/.hidden""")
     cases = {

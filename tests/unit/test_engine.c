@@ -6,7 +6,7 @@
  * directory (removed at exit) and checks what a user of the library relies
  * on: read-your-writes before any flush, JSON validation that keeps the
  * previous version, size limits, one name per directory entry, deletes that
- * beat pending writes (DESIGN.md section 11), a close that persists
+ * beat pending writes (docs/design.md §12), a close that persists
  * everything, pinned items under a 1-byte L1, merged listings of pending
  * and persisted entries, renames, fsync and the status xattr, stable inode
  * numbers, and the implicit directories of eng_put()/eng_delete().
@@ -869,7 +869,7 @@ static void test_names(void)
 	free(m.v);
 }
 
-/* DESIGN.md section 11: a delete while a write is pending must not bring
+/* docs/design.md §12: a delete while a write is pending must not bring
  * the item back. */
 static void test_delete_beats_pending_write(void)
 {

@@ -1,7 +1,7 @@
 /*
  * test_id.c - unit tests for the ID/path codec (engine/id.c).
  *
- * First table tests of the examples and refusals of DESIGN.md section 2,
+ * First table tests of the examples and refusals of docs/design.md §2,
  * then a round-trip property test: random paths and random IDs from a
  * fixed-seed xorshift generator, each checked against an oracle written
  * here (what the answer must be, error or result) and then round-tripped.
@@ -187,7 +187,7 @@ static void test_examples(void)
 	PATH_OK("x.JSON", false, "x%2EJSON", ITEM_BINARY);
 	PATH_OK("json", false, "json", ITEM_BINARY);
 
-	/* names tools make on their own (DESIGN.md 2.7) */
+	/* names tools make on their own (docs/design.md §2.7) */
 	PATH_OK("d/.x.json.swp", false, "d.%2Ex%2Ejson%2Eswp", ITEM_BINARY);
 	PATH_OK("d/x.json~", false, "d.x%2Ejson~", ITEM_BINARY);
 	PATH_OK("d/4913", false, "d.4913", ITEM_BINARY);
