@@ -1378,6 +1378,15 @@ static void test_merkle_golden(void)
 	store_free(s);
 }
 
+/* The fixed tree of store_helpers.h, which test_l3_sqlite.c checks alike. */
+static void test_golden_merkle(void)
+{
+	struct store *s = open_fresh();
+
+	case_golden_merkle(s);
+	store_free(s);
+}
+
 /* A batch that fails leaves every hash as it was and reports none: refused
  * before SQL (one ino twice), by a unique index while writing rows, and at
  * COMMIT, after the Merkle step ran (a deferred trigger refuses it). */
@@ -2346,6 +2355,7 @@ int main(void)
 	test_reconnect();
 	test_big_batch();
 	test_merkle_golden();
+	test_golden_merkle();
 	test_merkle_failed_batch();
 	test_merkle_concurrent();
 	test_migration();
