@@ -171,7 +171,7 @@ def test_rm(tierfs):
     # Written and deleted at once: the delete must beat the pending write.
     tierfs.sh("printf 'short-lived' > gone.bin && rm gone.bin")
     cp = tierfs.run(["rm", "no-such-file"], check=False)
-    assert cp.returncode != 0 and "No such file or directory" in cp.stderr
+    assert cp.returncode == 1 and "No such file or directory" in cp.stderr
     tierfs.remount()
     assert sorted(os.listdir(tierfs.mnt)) == ["b.bin"]
 
@@ -193,11 +193,11 @@ def test_mkdir_rmdir(tierfs):
     tierfs.sh("mkdir d && printf '{}' > d/f.json")
     raises_errno(errno.ENOTEMPTY, os.rmdir, tierfs.path("d"))
     cp = tierfs.run(["rmdir", "d"], check=False)
-    assert cp.returncode != 0 and "Directory not empty" in cp.stderr
+    assert cp.returncode == 1 and "Directory not empty" in cp.stderr
     assert read_file(tierfs.path("d", "f.json")) == b"{}"
 
     cp = tierfs.run(["mkdir", "d"], check=False)
-    assert cp.returncode != 0 and "File exists" in cp.stderr
+    assert cp.returncode == 1 and "File exists" in cp.stderr
     raises_errno(errno.ENOENT, os.mkdir, tierfs.path("no", "parent"))
 
 

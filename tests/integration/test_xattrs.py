@@ -12,6 +12,7 @@ if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
                 allow_module_level=True)
 
 STATUS_DEADLINE = 30.0  # seconds for the flusher to persist a closed file
+FLUSH_MS = 2000  # batch_flush_ms of the mount that waits for the flusher
 
 
 def write_file(path, data):
@@ -89,7 +90,8 @@ def test_version_grows_with_each_published_version(tierfs):
     v1 = int(tierfs.getfattr(tierfs.path("v.json"), "user.tierfs.version"))
     write_file(tierfs.path("v.json"), b"2")
     v2 = int(tierfs.getfattr(tierfs.path("v.json"), "user.tierfs.version"))
-    assert v2 > v1 >= 0
+    # the create publishes version 1 (empty), each close with new bytes one more
+    assert (v1, v2) == (2, 3)
     tierfs.remount()
     assert int(tierfs.getfattr(tierfs.path("v.json"), "user.tierfs.version")) == v2
 
@@ -107,15 +109,29 @@ def test_status_synced_after_fsync(tierfs):
     assert tierfs.getfattr(path, "user.tierfs.status") == "synced"
 
 
-def test_status_becomes_synced_without_fsync(tierfs):
-    """The flusher persists a closed file on its own (batch_flush_ms)."""
-    path = tierfs.path("later.bin")
+def test_status_becomes_synced_without_fsync(tierfs_factory):
+    """The flusher persists a closed file on its own, once its oldest
+    change is batch_flush_ms old."""
+    m = tierfs_factory(options=[f"batch_flush_ms={FLUSH_MS}"])
+    path = m.path("later.bin")
+    fd = os.open(m.mnt, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)  # the queue is empty now
+    finally:
+        os.close(fd)
+    t0 = time.monotonic()
     write_file(path, b"background")
-    first = tierfs.getfattr(path, "user.tierfs.status")
-    assert first in ("pending", "synced")
-    synced = wait_until(lambda: tierfs.getfattr(path, "user.tierfs.status") == "synced",
+    first = os.getxattr(path, "user.tierfs.status")
+    if time.monotonic() - t0 < FLUSH_MS / 1000:
+        # The queue was empty before the open, so its oldest change is
+        # younger than batch_flush_ms: no flush was due (batch_due()).
+        # Only a machine that stalled for FLUSH_MS between the open and
+        # here leaves the first status open (pending or synced, both
+        # right then) and skips this check.
+        assert first == b"pending"
+    synced = wait_until(lambda: m.getfattr(path, "user.tierfs.status") == "synced",
                         STATUS_DEADLINE)
-    assert synced, f"status still {tierfs.getfattr(path, 'user.tierfs.status')!r} after {STATUS_DEADLINE}s"
+    assert synced, f"status still {m.getfattr(path, 'user.tierfs.status')!r} after {STATUS_DEADLINE}s"
 
 
 def test_user_xattrs_are_stored(tierfs):
@@ -126,15 +142,16 @@ def test_user_xattrs_are_stored(tierfs):
     assert tierfs.getfattr(tierfs.path("f.bin"), "user.color") == "blue"
     tierfs.run(["setfattr", "-x", "user.color", "f.bin"])
     cp = tierfs.run(["getfattr", "-n", "user.color", "f.bin"], check=False)
-    assert cp.returncode != 0 and "No such attribute" in cp.stderr
+    assert cp.returncode == 1 and "No such attribute" in cp.stderr
 
 
 def test_security_xattrs_answered(tierfs):
     """security.* is answered (ENODATA), never ENOSYS, so ls -l and writes work."""
     write_file(tierfs.path("f.bin"), b"x")
     cp = tierfs.run(["getfattr", "-n", "security.selinux", "f.bin"], check=False)
-    assert cp.returncode != 0
-    assert "No such attribute" in cp.stderr or "Operation not supported" in cp.stderr
+    # eng_getxattr answers security.* with ENODATA; "Operation not
+    # supported" would mean the kernel had turned xattrs off for the mount
+    assert cp.returncode == 1 and "No such attribute" in cp.stderr, cp.stderr
     # xattrs still work after that (an ENOSYS would disable them mount-wide)
     assert tierfs.getfattr(tierfs.path("f.bin"), "user.tierfs.id") == "f%2Ebin"
 
@@ -157,6 +174,8 @@ def test_tiers_and_status_follow_persistence(tierfs):
     try:
         os.unlink(p)
         assert os.getxattr(f"/proc/self/fd/{fd}", "user.tierfs.status") == b"missing"
-        assert os.getxattr(f"/proc/self/fd/{fd}", "user.tierfs.tiers") in (b"", b"l1")
+        # gone from L1 and L3, but the open handle keeps the content in
+        # memory (node_delete), which tiers reports as l1
+        assert os.getxattr(f"/proc/self/fd/{fd}", "user.tierfs.tiers") == b"l1"
     finally:
         os.close(fd)

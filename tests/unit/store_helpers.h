@@ -4,8 +4,8 @@
  * them up, checking content, comparing metadata, checking a paged listing,
  * and the cases both backends must pass alike (case_*: listing, names
  * refused, renames and swaps, all-or-nothing batches, stems, deletes,
- * scan, stats). Each test program calls a case through a short wrapper
- * that opens its own kind of store.
+ * scan, stats, golden Merkle hashes). Each test program calls a case through a
+ * short wrapper that opens its own kind of store.
  *
  * Header-only (each test is its own program); include it after check.h.
  * Everything is static inline, so a program need not use every helper.
@@ -98,6 +98,25 @@ static inline uint64_t put_file(struct store *s, uint64_t ino, uint64_t parent,
 	c.len = len;
 	CHECK_EQ(store_apply(s, &c, 1), 0);
 	return ino;
+}
+
+/* A change that writes file @name with content @data, filling *@m (which
+ * must outlive the change) with meta_of() and the content's hash, as the
+ * engine does: a store takes a file's Merkle hash from meta.hash. */
+static inline struct store_change
+hashed_change_of(uint64_t ino, uint64_t parent, const char *name,
+		 struct item_meta *m, enum item_kind kind, const void *data,
+		 size_t len)
+{
+	struct store_change c;
+
+	*m = meta_of(kind, len);
+	item_hash(len ? data : "", len, m->hash);
+	c = change_of(ino, parent, name, m);
+	c.has_data = true;
+	c.data = data;
+	c.len = len;
+	return c;
 }
 
 /* Returns the ino of @name in @parent, or a negative errno. */
@@ -651,6 +670,208 @@ static inline void case_stats(struct store *s)
 	CHECK_EQ(s->ops->stats(s, &entries, &bytes), 0);
 	CHECK_EQ(entries, 4);
 	CHECK_EQ(bytes, 10);
+}
+
+/* ---- golden Merkle hashes ---- */
+
+/* Checks that @h is the hash whose lowercase hex is @hex. */
+static inline void check_merkle_hex(const uint8_t h[ITEM_HASH_LEN],
+				    const char *hex)
+{
+	char got[2 * ITEM_HASH_LEN + 1];
+
+	item_hash_hex(h, got);
+	CHECK_STREQ(got, hex);
+}
+
+/* Checks the merkle of @ino as get() reports it. */
+static inline void check_stored_merkle(struct store *s, uint64_t ino,
+				       const char *hex)
+{
+	struct store_row r;
+
+	CHECK_EQ(s->ops->get(s, ino, &r), 0);
+	check_merkle_hex(r.merkle, hex);
+	store_row_release(&r);
+}
+
+/* The index of directory @ino in apply()'s report; fails when absent. */
+static inline size_t report_index(const struct store_dirhash *tree,
+				  size_t ntree, uint64_t ino)
+{
+	for (size_t i = 0; i < ntree; i++)
+		if (tree[i].ino == ino)
+			return i;
+	CHECK(!"the directory is in apply()'s report");
+	return 0;
+}
+
+/*
+ * The golden values of case_golden_merkle(), computed apart from tierfs by
+ * tests/unit/golden_merkle.py: it builds the same tree as real files and
+ * directories and hashes it with the Python reference of docs/merkle.md
+ * (hashlib, and Python's bytes order for the names), then makes the second
+ * batch's changes with os.rename, os.remove and a rewrite and hashes
+ * again. Recompute with `python3 tests/unit/golden_merkle.py`; it prints
+ * each constant by name. A change to the tree here needs the same change
+ * there.
+ */
+#define GOLDEN_ROOT_1                                                          \
+	"1626b366457758e9df23af0ab7619ce43296b0fbf25505cff2e451e219990590"
+#define GOLDEN_A_1                                                             \
+	"bd07832ba7eb1510424dc472ecaf74980f0ee272195e7f2704f1ee37e3ebb582"
+#define GOLDEN_DEEP                                                            \
+	"e89312f82c34cdbbb7c03880c468218a227f93bb36cf361eebe7df104fc36686"
+#define GOLDEN_ROOT_2                                                          \
+	"001c15e98f0fa5bb99a668c07bbdcae5607a6285ff0753118ed0dfb6ea306398"
+#define GOLDEN_A_2                                                             \
+	"66dc10e7df88c9849b8378037d1d3982db3cc77377443f29bfe4bf1d4c06eedd"
+/* SHA-256 of no bytes: an empty directory's and an empty file's hash */
+#define GOLDEN_EMPTY                                                           \
+	"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+/*
+ * One fixed tree, written by apply() in one batch, and its hashes checked
+ * against values Python computed (above): the root's, the subdirectory
+ * "a"'s and "B/deep"'s, as apply() reports them and as get() and lookup()
+ * read them. The tree (d: directory, f: file with its content):
+ *
+ *     B/                   d  sorts first: 'B' is 0x42, 'a' 0x61
+ *       deep/              d
+ *         deeper/          d  three levels below the root
+ *           leaf.json      f  {"depth":3}
+ *         mid              f  middle
+ *     a/                   d  beside files "a.json" and "ab": one prefix
+ *       empty/             d  explicit, and stays empty
+ *       x                  f  00 01 02 fe ff
+ *       y.json             f  {"y":[1,2]}
+ *     a.json               f  {"id":"a"}     after "a": a prefix first
+ *     ab                   f  61 00 62
+ *     b                    f  (empty)        'b' is 0x62: after "ab"
+ *     \xc3\xa9t\xc3\xa9    f  summer         UTF-8 "ete": after ASCII
+ *     \xff.json            f  [1,2,3]        the highest byte: last
+ *
+ * Then a second batch: the directory B/deep moves to a/Deep (a rename
+ * into another directory, with its subtree), the empty file b is deleted,
+ * and a/x gets new content ("changed", version 2). The moved directory
+ * keeps its hash, B left empty hashes no bytes, and the root and "a" get
+ * the second pair of golden values.
+ */
+static inline void case_golden_merkle(struct store *s)
+{
+	static const char bin_x[] = {0x00, 0x01, 0x02, (char)0xfe, (char)0xff};
+	struct item_meta md = meta_of(ITEM_DIR, 0), mf[9], mx;
+	struct store_change c[14];
+	struct store_dirhash *tree = NULL;
+	size_t ntree = 0, n = 0;
+	struct store_row r;
+	uint64_t a, empty, dir_B, deep, deeper, b, x;
+
+	/* a fresh store: the root is an empty directory */
+	check_stored_merkle(s, STORE_ROOT_INO, GOLDEN_EMPTY);
+	snprintf(check_context, sizeof(check_context),
+		 "the golden Merkle tree, batch 1");
+
+	a = new_ino(s);
+	empty = new_ino(s);
+	dir_B = new_ino(s);
+	deep = new_ino(s);
+	deeper = new_ino(s);
+	b = new_ino(s);
+	x = new_ino(s);
+	/* in no useful order: files before the directories that hold them,
+	 * children before parents, names not sorted */
+	c[n++] = hashed_change_of(new_ino(s), deeper, "leaf.json", &mf[0],
+				  ITEM_JSON, "{\"depth\":3}", 11);
+	c[n++] = hashed_change_of(b, STORE_ROOT_INO, "b", &mf[1], ITEM_BINARY,
+				  "", 0);
+	c[n++] = change_of(deeper, deep, "deeper", &md);
+	c[n++] = hashed_change_of(new_ino(s), STORE_ROOT_INO, "\xff.json",
+				  &mf[2], ITEM_JSON, "[1,2,3]", 7);
+	c[n++] = change_of(a, STORE_ROOT_INO, "a", &md);
+	c[n++] = hashed_change_of(x, a, "x", &mf[3], ITEM_BINARY, bin_x,
+				  sizeof(bin_x));
+	c[n++] = hashed_change_of(new_ino(s), STORE_ROOT_INO,
+				  "\xc3\xa9t\xc3\xa9", &mf[4], ITEM_BINARY,
+				  "summer", 6);
+	c[n++] = change_of(deep, dir_B, "deep", &md);
+	c[n++] = hashed_change_of(new_ino(s), STORE_ROOT_INO, "ab", &mf[5],
+				  ITEM_BINARY, "a\0b", 3);
+	c[n++] = change_of(empty, a, "empty", &md);
+	c[n++] = hashed_change_of(new_ino(s), deep, "mid", &mf[6], ITEM_BINARY,
+				  "middle", 6);
+	c[n++] = hashed_change_of(new_ino(s), STORE_ROOT_INO, "a.json", &mf[7],
+				  ITEM_JSON, "{\"id\":\"a\"}", 10);
+	c[n++] = change_of(dir_B, STORE_ROOT_INO, "B", &md);
+	c[n++] = hashed_change_of(new_ino(s), a, "y.json", &mf[8], ITEM_JSON,
+				  "{\"y\":[1,2]}", 11);
+	CHECK_EQ(n, sizeof(c) / sizeof(c[0]));
+	CHECK_EQ(s->ops->apply(s, c, n, &tree, &ntree), 0);
+
+	/* the report: all six directories, each before its parent (bottom
+	 * up), the root last */
+	CHECK_EQ(ntree, 6);
+	CHECK(tree != NULL);
+	CHECK_EQ(tree[5].ino, STORE_ROOT_INO);
+	check_merkle_hex(tree[5].merkle, GOLDEN_ROOT_1);
+	check_merkle_hex(tree[report_index(tree, ntree, a)].merkle, GOLDEN_A_1);
+	check_merkle_hex(tree[report_index(tree, ntree, deep)].merkle,
+			 GOLDEN_DEEP);
+	check_merkle_hex(tree[report_index(tree, ntree, empty)].merkle,
+			 GOLDEN_EMPTY);
+	CHECK(report_index(tree, ntree, deeper) <
+	      report_index(tree, ntree, deep));
+	CHECK(report_index(tree, ntree, deep) <
+	      report_index(tree, ntree, dir_B));
+	CHECK(report_index(tree, ntree, empty) < report_index(tree, ntree, a));
+	free(tree);
+
+	/* what the store holds */
+	check_stored_merkle(s, STORE_ROOT_INO, GOLDEN_ROOT_1);
+	check_stored_merkle(s, a, GOLDEN_A_1);
+	check_stored_merkle(s, deep, GOLDEN_DEEP);
+	check_stored_merkle(s, empty, GOLDEN_EMPTY);
+	check_stored_merkle(s, b, GOLDEN_EMPTY); /* the empty file */
+	CHECK_EQ(s->ops->lookup(s, STORE_ROOT_INO, "a", &r), 0);
+	check_merkle_hex(r.merkle, GOLDEN_A_1);
+	store_row_release(&r);
+	check_content(s, x, bin_x, sizeof(bin_x));
+
+	/* batch 2: a rename, a delete, a content change */
+	snprintf(check_context, sizeof(check_context),
+		 "the golden Merkle tree, batch 2");
+	n = 0;
+	c[n++] = change_of(deep, a, "Deep", &md);
+	c[n++] = delete_of(b);
+	c[n++] = hashed_change_of(x, a, "x", &mx, ITEM_BINARY, "changed", 7);
+	mx.version = 2;
+	CHECK_EQ(s->ops->apply(s, c, n, &tree, &ntree), 0);
+
+	/* touched: the moved directory, its old and new parents (a also for
+	 * x), and the root (b's parent), the root last */
+	CHECK_EQ(ntree, 4);
+	CHECK(tree != NULL);
+	CHECK_EQ(tree[3].ino, STORE_ROOT_INO);
+	check_merkle_hex(tree[3].merkle, GOLDEN_ROOT_2);
+	check_merkle_hex(tree[report_index(tree, ntree, a)].merkle, GOLDEN_A_2);
+	check_merkle_hex(tree[report_index(tree, ntree, deep)].merkle,
+			 GOLDEN_DEEP);
+	check_merkle_hex(tree[report_index(tree, ntree, dir_B)].merkle,
+			 GOLDEN_EMPTY);
+	CHECK(report_index(tree, ntree, deep) < report_index(tree, ntree, a));
+	free(tree);
+
+	check_stored_merkle(s, STORE_ROOT_INO, GOLDEN_ROOT_2);
+	check_stored_merkle(s, a, GOLDEN_A_2);
+	check_stored_merkle(s, deep, GOLDEN_DEEP);
+	check_stored_merkle(s, dir_B, GOLDEN_EMPTY);
+	CHECK_EQ(lookup_ino(s, a, "Deep"), deep);
+	CHECK_EQ(lookup_ino(s, deep, "deeper"), deeper);
+	CHECK_EQ(lookup_ino(s, dir_B, "deep"), -ENOENT);
+	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "b"), -ENOENT);
+	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "B"), dir_B);
+	check_content(s, x, "changed", 7);
+	check_context[0] = '\0';
 }
 
 #endif

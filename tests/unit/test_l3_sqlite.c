@@ -818,6 +818,15 @@ static void test_merkle_golden(void)
 	free(t);
 }
 
+/* The fixed tree of store_helpers.h, which test_l3_pg.c checks alike. */
+static void test_golden_merkle(void)
+{
+	struct store *s = open_ok("golden-shared.db");
+
+	case_golden_merkle(s);
+	store_free(s);
+}
+
 /* ---- the property test: a model of the tree, random batches ---- */
 
 #define MODEL_MAX 320	  /* entries, the root included */
@@ -1847,6 +1856,7 @@ int main(void)
 	test_query_plans();
 	test_threads();
 	test_merkle_golden();
+	test_golden_merkle();
 	test_merkle_failed_batch();
 	test_merkle_depth();
 	test_merkle_migration();
