@@ -3,11 +3,15 @@
  * mounts, serves FUSE requests until unmounted or signalled, then closes
  * the engine, which persists every pending change before the process exits.
  *
- * The engine starts a thread, and threads do not survive fork(): so the
- * engine is opened once before daemonizing, only to report configuration
- * and store errors on the terminal, closed, and opened again in the daemon.
+ * In the background the program forks before it opens the engine (whose
+ * threads would not survive a fork), and not with fuse_daemonize(): the
+ * child opens the engine once, mounts, and only then tells the waiting
+ * parent through a pipe that the mount is up and leaves the terminal. So
+ * a store that cannot be opened is reported on the terminal and the
+ * command's exit status says whether the mount is there.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -15,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <syslog.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "hash_cmd.h"
@@ -46,6 +51,74 @@ static int open_engine(struct tfs_options *o, struct eng **e)
 	return r;
 }
 
+/*
+ * Forks; the parent waits for the child's verdict (one byte: its exit
+ * status) and exits with it, or with 1 when the child died first. Returns
+ * 0 in the child, with *notify_fd the pipe to write the verdict to.
+ */
+static int daemon_fork(int *notify_fd)
+{
+	int fds[2], status;
+	unsigned char verdict;
+	ssize_t n;
+	pid_t pid;
+
+	if (pipe2(fds, O_CLOEXEC) < 0) {
+		perror("tierfs: pipe");
+		return -1;
+	}
+	pid = fork();
+	if (pid < 0) {
+		perror("tierfs: fork");
+		close(fds[0]);
+		close(fds[1]);
+		return -1;
+	}
+	if (pid > 0) {
+		close(fds[1]);
+		do
+			n = read(fds[0], &verdict, 1);
+		while (n < 0 && errno == EINTR);
+		if (n == 1)
+			_exit(verdict);
+		waitpid(pid, &status, 0);
+		_exit(1);
+	}
+	close(fds[0]);
+	if (setsid() < 0)
+		perror("tierfs: setsid");
+	*notify_fd = fds[1];
+	return 0;
+}
+
+/* Tells the waiting parent the verdict @status; with 0 the daemon leaves
+ * the terminal (stdio on /dev/null, working directory /). */
+static void daemon_ready(int *notify_fd, int status)
+{
+	unsigned char verdict = (unsigned char)status;
+	int fd;
+
+	if (*notify_fd < 0)
+		return;
+	if (status == 0) {
+		if (chdir("/") < 0)
+			perror("tierfs: chdir /");
+		fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+		if (fd >= 0) {
+			dup2(fd, STDIN_FILENO);
+			dup2(fd, STDOUT_FILENO);
+			dup2(fd, STDERR_FILENO);
+			if (fd > STDERR_FILENO)
+				close(fd);
+		}
+	}
+	/* a parent that went away cannot be told: nothing to do then */
+	if (write(*notify_fd, &verdict, 1) != 1)
+		perror("tierfs: cannot report to the waiting parent");
+	close(*notify_fd);
+	*notify_fd = -1;
+}
+
 int main(int argc, char *argv[])
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
@@ -53,7 +126,7 @@ int main(int argc, char *argv[])
 	struct fuse_loop_config *loop;
 	struct tfs_options o;
 	struct tfs t = {0};
-	int r, ret = 1;
+	int r, ret = 1, notify_fd = -1;
 
 	if (argc >= 2 && strcmp(argv[1], "status") == 0)
 		return tfs_status_cmd(argc, argv);
@@ -94,12 +167,10 @@ int main(int argc, char *argv[])
 	t.entry_timeout = o.entry_timeout;
 	t.attr_timeout = o.attr_timeout;
 
+	if (!cmd.foreground && daemon_fork(&notify_fd) < 0)
+		goto out_free_opts;
 	if (open_engine(&o, &t.eng) < 0)
 		goto out_free_opts;
-	if (!cmd.foreground) {
-		eng_close(t.eng);
-		t.eng = NULL;
-	}
 	if (fuse_opt_add_arg(&args, "-odefault_permissions,noatime,"
 				    "subtype=tierfs,fsname=tierfs") != 0)
 		goto out_close;
@@ -113,11 +184,9 @@ int main(int argc, char *argv[])
 	if (fuse_session_mount(t.se, cmd.mountpoint) != 0)
 		goto out_remove_handlers;
 	if (!cmd.foreground) {
-		fuse_daemonize(0);
 		openlog("tierfs", LOG_PID, LOG_DAEMON);
 		log_to_syslog = 1;
-		if (eng_open(&o.eng, &t.eng) < 0)
-			goto out_unmount;
+		daemon_ready(&notify_fd, 0);
 	}
 	eng_logf(&o.eng.log, LOG_INFO, "mounted %s on '%s'",
 		 o.postgres ? "the PostgreSQL store" : o.sqlite_path,
@@ -159,6 +228,7 @@ out_close:
 		}
 	}
 out_free_opts:
+	daemon_ready(&notify_fd, ret ? ret : 1);
 	free(cmd.mountpoint);
 	tfs_options_release(&o);
 out_free_args:

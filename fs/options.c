@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "options.h"
 
@@ -393,6 +394,27 @@ static char *default_pg_wal(const char *conninfo)
 	return path;
 }
 
+/* Makes *@path (malloc()ed, may be NULL) absolute against the working
+ * directory. Returns 0 or -1 with errno set. */
+static int make_absolute(char **path)
+{
+	char *cwd, *abs;
+
+	if (!*path || **path == '/' || **path == '\0')
+		return 0;
+	cwd = getcwd(NULL, 0);
+	if (!cwd)
+		return -1;
+	if (asprintf(&abs, "%s/%s", cwd, *path) < 0) {
+		free(cwd);
+		return -1;
+	}
+	free(cwd);
+	free(*path);
+	*path = abs;
+	return 0;
+}
+
 int tfs_options_parse(struct fuse_args *args, struct tfs_options *o)
 {
 	struct parse_state st = {.o = o};
@@ -462,6 +484,15 @@ int tfs_options_parse(struct fuse_args *args, struct tfs_options *o)
 	o->eng.wal_path = o->wal_path;
 	r = 0;
 out:
+	/* a daemon leaves its working directory: relative paths go first */
+	if (r == 0 && (make_absolute(&o->sqlite_path) < 0 ||
+		       make_absolute(&o->wal_path) < 0)) {
+		fprintf(stderr, "tierfs: cannot resolve a relative path: %s\n",
+			strerror(errno));
+		r = -1;
+	}
+	o->eng.sqlite_path = o->sqlite_path;
+	o->eng.wal_path = o->wal_path;
 	free(st.store);
 	free(st.mountpoint);
 	return r;
