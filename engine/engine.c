@@ -6,9 +6,6 @@
 #include <sys/file.h>
 
 #include "eng_int.h"
-#include "l2_redis.h"
-#include "l3_pg.h"
-#include "l3_sqlite.h"
 
 void handle_link(struct eng *e, struct handle_link *h)
 {
@@ -110,6 +107,13 @@ static int lock_wal_dir(struct eng *e, const char *dir)
 int eng_open(const struct eng_config *cfg, struct eng **out)
 {
 	pthread_condattr_t ca;
+	struct store_config stores = {
+		.postgres = cfg->postgres,
+		.sqlite_path = cfg->sqlite_path,
+		.redis = cfg->redis,
+		.redis_prefix = cfg->redis_prefix,
+		.redis_optional = true,
+	};
 	uint64_t entries, first;
 	char wal_dir[4096];
 	struct eng *e;
@@ -157,25 +161,17 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 		     &e->wal);
 	if (r < 0)
 		goto out_close;
-	if (cfg->postgres)
-		r = l3_pg_open(cfg->postgres, &e->cfg.log, &e->l3);
-	else
-		r = l3_sqlite_open(cfg->sqlite_path, &e->cfg.log, &e->l3);
+	r = store_open(&stores, &e->cfg.log, &e->l3, &e->l2);
 	if (r < 0)
 		goto out_close;
-	if (cfg->redis) {
-		r = l2_redis_open(cfg->redis,
-				  cfg->redis_prefix ? cfg->redis_prefix
-						    : ENG_REDIS_PREFIX,
-				  &e->cfg.log, &e->l2);
-		if (r == -EAGAIN) {
-			eng_logf(&e->cfg.log, LOG_WARNING,
-				 "redis is unreachable: mounting without L2 "
-				 "(remount to use it)");
-			r = 0;
-		}
-		if (r < 0)
+	if (cfg->wrap_l3) {
+		struct store *w = cfg->wrap_l3(e->l3, cfg->wrap_arg);
+
+		if (!w) {
+			r = -ENOMEM;
 			goto out_close;
+		}
+		e->l3 = w;
 	}
 	r = replay_wal(e);
 	if (r < 0)

@@ -47,10 +47,12 @@
 #include "item.h"
 #include "log.h"
 
-/* The key prefix in Redis when eng_config.redis_prefix is NULL. */
+/* The key prefix in Redis when eng_config.redis_prefix is NULL (the same
+ * as store.h's STORE_REDIS_PREFIX). */
 #define ENG_REDIS_PREFIX "tierfs:"
 
 struct eng;
+struct store;
 struct eng_file;
 struct eng_dir;
 
@@ -83,6 +85,12 @@ struct eng_config {
 	int32_t force_file_mode, force_dir_mode; /* permission bits */
 
 	struct eng_log log;
+
+	/* For tests and tools: when set, called once with the opened L3
+	 * store; the engine uses (and frees) the store it returns, which
+	 * may wrap @l3 (to count or fail calls). NULL: -ENOMEM. */
+	struct store *(*wrap_l3)(struct store *l3, void *arg);
+	void *wrap_arg;
 };
 
 /* Fills @cfg with the defaults (no forced owner/modes, no log). */

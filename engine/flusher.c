@@ -141,6 +141,8 @@ void *flusher_main(void *arg)
 		/* the segment the batch's records are in must be on disk
 		 * before they count as durable while L3 is away */
 		sealed = wal_seal(e->wal) == 0;
+		tree = NULL;
+		ntree = 0;
 		r = tier_enter(e, &c, OP_L3_APPLY, NULL, false);
 		if (r == 0)
 			r = apply_batch(e->l3, recs, (size_t)n, &tree, &ntree);

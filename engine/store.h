@@ -232,4 +232,27 @@ static inline void store_free(struct store *s)
 		s->ops->free(s);
 }
 
+/* The key prefix in Redis when store_config.redis_prefix is NULL. */
+#define STORE_REDIS_PREFIX "tierfs:"
+
+/* The stores a configuration names. */
+struct store_config {
+	const char *postgres;	 /* a libpq conninfo, or NULL for SQLite */
+	const char *sqlite_path; /* the SQLite file, when no postgres */
+	bool must_exist;	 /* a missing SQLite file is -ENOENT, not made */
+	const char *redis;	 /* redis://..., or NULL for no L2 */
+	const char *redis_prefix; /* NULL: STORE_REDIS_PREFIX */
+	bool redis_optional; /* an unreachable Redis: warn, go on without */
+};
+
+/*
+ * Opens L3 (*l3: PostgreSQL when @c->postgres, else SQLite) and, when
+ * @c->redis is set, L2 (*l2; NULL without Redis, or when it is optional and
+ * unreachable). Returns 0, -EINVAL (neither store named), or the errors of
+ * l3_pg_open(), l3_sqlite_open() and l2_redis_open() (then nothing is left
+ * open); reasons go to @log. Blocks.
+ */
+int store_open(const struct store_config *c, const struct eng_log *log,
+	       struct store **l3, struct store **l2);
+
 #endif

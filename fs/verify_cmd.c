@@ -19,9 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "l2_redis.h"
-#include "l3_pg.h"
-#include "l3_sqlite.h"
+#include "store.h"
 #include "options.h"
 #include "verify.h"
 #include "verify_cmd.h"
@@ -92,6 +90,7 @@ int tfs_verify_cmd(int argc, char **argv)
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct eng_log log = {vcmd_log, NULL};
 	struct store *l3 = NULL, *l2 = NULL;
+	struct store_config stores = {0};
 	struct verify_progress p = {0};
 	struct tfs_options o;
 	bool parsed = false;
@@ -131,24 +130,16 @@ int tfs_verify_cmd(int argc, char **argv)
 				"--redis=URL (or TIERFS_REDIS)\n");
 		goto out;
 	}
-	if (!o.postgres && access(o.sqlite_path, F_OK) != 0) {
-		/* opening would create an empty store: there is none here */
-		fprintf(stderr, "tierfs verify: cannot open '%s': %s\n",
-			o.sqlite_path, strerror(errno));
-		goto out;
-	}
 	c.tty = isatty(STDERR_FILENO);
 	c.progress = c.progress || c.tty;
 
-	if (o.postgres)
-		r = l3_pg_open(o.postgres, &log, &l3);
-	else
-		r = l3_sqlite_open(o.sqlite_path, &log, &l3);
-	if (r == 0)
-		r = l2_redis_open(o.redis,
-				  o.redis_prefix ? o.redis_prefix
-						 : ENG_REDIS_PREFIX,
-				  &log, &l2);
+	/* must_exist: opening would create an empty store: there is none */
+	stores.postgres = o.postgres;
+	stores.sqlite_path = o.sqlite_path;
+	stores.must_exist = true;
+	stores.redis = o.redis;
+	stores.redis_prefix = o.redis_prefix;
+	r = store_open(&stores, &log, &l3, &l2);
 	if (r < 0) {
 		fprintf(stderr, "tierfs verify: cannot open the stores: %s\n",
 			strerror(-r));

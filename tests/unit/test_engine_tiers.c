@@ -1,0 +1,408 @@
+/*
+ * test_engine_tiers.c - the engine's road to L3, seen from a store wrapper
+ * (eng_config.wrap_l3) around a real SQLite store:
+ *
+ *  - every call the engine makes to L3 is counted in its metrics: after a
+ *    workload that uses every kind of call, each tierfs_tier_calls_total
+ *    of L3 equals the number of calls the wrapper saw of that kind;
+ *  - an engine call that fails has changed nothing: with L3 refusing every
+ *    batch (the wrapper fails apply with -EAGAIN, as an unreachable server
+ *    does) and a small wal_max_bytes, the log fills; then create, mkdir,
+ *    rename, setattr, setxattr and put fail with -ENOSPC, the engine still
+ *    shows the old state, and after a reopen on a working L3 (which
+ *    replays the log) the failed changes are absent and the earlier ones
+ *    present.
+ *
+ * Waits are deadlines on conditions, never sleeps as synchronisation.
+ * Exit status: 0 passed, 1 failed, 77 skipped. TEST_VERBOSE=1 shows the
+ * engine's log lines.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "engine.h"
+#include "store.h"
+
+#define ROOT 1
+#define DEADLINE_S 30
+
+static char tmpdir[] = "/tmp/test_engine_tiers.XXXXXX";
+static bool tmpdir_made;
+
+static int rm_one(const char *path, const struct stat *sb, int type,
+		  struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static void cleanup(void)
+{
+	if (tmpdir_made)
+		nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static void log_fn(void *arg, int level, const char *msg)
+{
+	if (getenv("TEST_VERBOSE"))
+		fprintf(stderr, "log[%d]: %s\n", level, msg);
+}
+
+/* ---- the wrapper: counts calls per kind, fails apply on demand ---- */
+
+enum { C_GET, C_LOOKUP, C_LIST, C_READ, C_ALLOC_INO, C_APPLY, C_STATS,
+       C_SCAN, C_COUNT };
+static const char *const c_names[C_COUNT] = {
+	"get", "lookup", "list", "read", "alloc_ino", "apply", "stats", "scan",
+};
+
+struct wrap {
+	struct store s; /* first */
+	struct store *inner;
+	atomic_ullong calls[C_COUNT];
+	atomic_int fail_apply; /* errno to fail apply() with, or 0 */
+};
+
+static struct wrap *W(struct store *s)
+{
+	return (struct wrap *)s;
+}
+
+static void w_free(struct store *s)
+{
+	store_free(W(s)->inner);
+	free(s);
+}
+
+static int w_get(struct store *s, uint64_t ino, struct store_row *out)
+{
+	W(s)->calls[C_GET]++;
+	return W(s)->inner->ops->get(W(s)->inner, ino, out);
+}
+
+static int w_lookup(struct store *s, uint64_t parent, const char *name,
+		    struct store_row *out)
+{
+	W(s)->calls[C_LOOKUP]++;
+	return W(s)->inner->ops->lookup(W(s)->inner, parent, name, out);
+}
+
+static int w_list(struct store *s, uint64_t parent, const char *after,
+		  struct store_row *rows, size_t limit)
+{
+	W(s)->calls[C_LIST]++;
+	return W(s)->inner->ops->list(W(s)->inner, parent, after, rows, limit);
+}
+
+static int w_read(struct store *s, uint64_t ino, void **data, size_t *len)
+{
+	W(s)->calls[C_READ]++;
+	return W(s)->inner->ops->read(W(s)->inner, ino, data, len);
+}
+
+static int w_has_children(struct store *s, uint64_t parent)
+{
+	return W(s)->inner->ops->has_children(W(s)->inner, parent);
+}
+
+static int w_alloc_ino(struct store *s, uint64_t count, uint64_t *first)
+{
+	W(s)->calls[C_ALLOC_INO]++;
+	return W(s)->inner->ops->alloc_ino(W(s)->inner, count, first);
+}
+
+static int w_apply(struct store *s, const struct store_change *ch, size_t n,
+		   struct store_dirhash **tree, size_t *ntree)
+{
+	int fail = W(s)->fail_apply;
+
+	W(s)->calls[C_APPLY]++;
+	if (fail) {
+		store_tree_none(tree, ntree);
+		return -fail;
+	}
+	return W(s)->inner->ops->apply(W(s)->inner, ch, n, tree, ntree);
+}
+
+static int w_stats(struct store *s, uint64_t *entries, uint64_t *bytes)
+{
+	W(s)->calls[C_STATS]++;
+	return W(s)->inner->ops->stats(W(s)->inner, entries, bytes);
+}
+
+static int w_scan(struct store *s, uint64_t after, struct store_key *keys,
+		  size_t limit)
+{
+	W(s)->calls[C_SCAN]++;
+	return W(s)->inner->ops->scan(W(s)->inner, after, keys, limit);
+}
+
+static const struct store_ops w_ops = {
+	.name = "wrapped",
+	.free = w_free,
+	.get = w_get,
+	.lookup = w_lookup,
+	.list = w_list,
+	.read = w_read,
+	.has_children = w_has_children,
+	.alloc_ino = w_alloc_ino,
+	.apply = w_apply,
+	.stats = w_stats,
+	.scan = w_scan,
+};
+
+static struct wrap *last_wrap;
+
+static struct store *wrap_l3(struct store *l3, void *arg)
+{
+	struct wrap *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return NULL;
+	w->s.ops = &w_ops;
+	w->inner = l3;
+	w->fail_apply = (int)(intptr_t)arg;
+	last_wrap = w;
+	return &w->s;
+}
+
+/* ---- helpers ---- */
+
+static const struct eng_ctx ctx = {.uid = 0, .gid = 0, .umask = 022};
+
+static struct eng_config cfg_for(const char *name, int fail_apply)
+{
+	static char path[512];
+	struct eng_config cfg;
+
+	snprintf(path, sizeof(path), "%s/%s.db", tmpdir, name);
+	eng_config_init(&cfg);
+	cfg.sqlite_path = path;
+	cfg.batch_flush_ms = 3600000; /* nothing persists unless asked */
+	cfg.batch_flush_count = 1000000;
+	cfg.batch_flush_bytes = (size_t)1 << 30;
+	cfg.l1_max_bytes = 1; /* reads of committed files go to L3 */
+	cfg.log.fn = log_fn;
+	cfg.wrap_l3 = wrap_l3;
+	cfg.wrap_arg = (void *)(intptr_t)fail_apply;
+	return cfg;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Waits until the negative-lookup filter has scanned all of L3. */
+static void wait_filter(struct eng *e)
+{
+	struct eng_counters c;
+	double end = now_s() + DEADLINE_S;
+	struct timespec pause = {0, 1000000};
+
+	for (;;) {
+		eng_get_counters(e, &c);
+		if (c.filter_trusted)
+			return;
+		CHECK(now_s() < end);
+		nanosleep(&pause, NULL); /* polling a condition, not a sync */
+	}
+}
+
+/* tierfs_tier_calls_total of L3's @op in @e's metrics. */
+static unsigned long long metric_calls(struct eng *e, const char *op)
+{
+	char *text, *p, key[128];
+	unsigned long long v = ~0ull;
+	size_t len;
+
+	CHECK_EQ(eng_metrics_text(e, &text, &len), 0);
+	snprintf(key, sizeof(key),
+		 "\ntierfs_tier_calls_total{tier=\"l3\",op=\"%s\"} ", op);
+	p = memmem(text, len, key, strlen(key));
+	if (p)
+		v = strtoull(p + strlen(key), NULL, 10);
+	free(text);
+	CHECK(v != ~0ull);
+	return v;
+}
+
+static int list_count_fn(void *arg, const char *name,
+			 const struct eng_attr *a, uint64_t next_off)
+{
+	(*(int *)arg)++;
+	return 0;
+}
+
+static int count_entries(struct eng *e, uint64_t dir)
+{
+	struct eng_dir *d;
+	int n = 0;
+
+	CHECK_EQ(eng_opendir(e, dir, &d), 0);
+	CHECK_EQ(eng_readdir(e, d, 0, false, list_count_fn, &n), 0);
+	eng_releasedir(e, d);
+	return n;
+}
+
+/* ---- every call is counted ---- */
+
+static void test_metrics_count_every_call(void)
+{
+	struct eng_config cfg = cfg_for("counts", 0);
+	struct eng_attr a, root;
+	struct eng_file *f;
+	struct item *it;
+	char val[80];
+	struct eng *e;
+
+	CHECK_EQ(eng_open(&cfg, &e), 0);
+	wait_filter(e);
+	CHECK_EQ(eng_put(e, "a.b.c", ITEM_JSON, "{\"c\":1}", 7), 0);
+	CHECK_EQ(eng_mkdir(e, ROOT, "d", 0755, &ctx, &a), 0);
+	CHECK_EQ(eng_create(e, ROOT, "f.json", 0644, O_WRONLY, &ctx, &a, &f),
+		 0);
+	CHECK_EQ(eng_write(e, f, "[1]", 3, 0), 3);
+	CHECK_EQ(eng_flush(e, f), 0);
+	eng_release(e, f);
+	CHECK_EQ(eng_sync(e), 0);
+	/* the nodes of a, b and c are gone: this looks them up and reads */
+	CHECK_EQ(eng_get(e, "a.b.c", ITEM_JSON, &it), 0);
+	CHECK_EQ(item_size(it), 7);
+	item_unref(it);
+	CHECK_EQ(eng_lookup(e, ROOT, "absent", &a), -ENOENT);
+	CHECK_EQ(count_entries(e, ROOT), 3); /* a, d, f.json */
+	CHECK_EQ(eng_rename(e, ROOT, "f.json", ROOT, "g.json", 0), 0);
+	CHECK_EQ(eng_rmdir(e, ROOT, "d"), 0);
+	CHECK_EQ(eng_getattr(e, ROOT, &root), 0);
+	CHECK(eng_getxattr(e, ROOT, "user.tierfs.merkle", val, sizeof(val)) ==
+	      64);
+
+	for (int op = 0; op < C_COUNT; op++) {
+		snprintf(check_context, sizeof(check_context), "l3 op %s",
+			 c_names[op]);
+		CHECK(last_wrap->calls[op] > 0); /* the workload used it */
+		CHECK_EQ(metric_calls(e, c_names[op]), last_wrap->calls[op]);
+	}
+	check_context[0] = '\0';
+	CHECK_EQ(eng_close(e), 0);
+}
+
+/* ---- a failed call changes nothing ---- */
+
+#define NAME_LEN 12 /* every name below has this many bytes */
+
+static void test_failed_changes_leave_nothing(void)
+{
+	struct eng_config cfg = cfg_for("full", EAGAIN);
+	struct eng_setattr sa = {0};
+	struct eng_attr a, before, after;
+	struct eng_file *f = NULL;
+	char name[NAME_LEN + 1], val[16];
+	struct item *it;
+	struct eng *e;
+	int made = 0, r;
+
+	cfg.wal_max_bytes = 16384;
+	CHECK_EQ(eng_open(&cfg, &e), 0);
+	/* L3 refuses every batch: the log only fills */
+	for (;;) {
+		snprintf(name, sizeof(name), "dir-%08d", made);
+		r = eng_mkdir(e, ROOT, name, 0755, &ctx, &a);
+		if (r < 0)
+			break;
+		made++;
+		CHECK(made < 10000);
+	}
+	CHECK_EQ(r, -ENOSPC);
+	CHECK(made > 10);
+	CHECK_EQ(eng_lookup(e, ROOT, name, &a), -ENOENT);
+
+	/* records at least as large as a mkdir's: all refused */
+	CHECK_EQ(eng_create(e, ROOT, "file-0000000", 0644, O_WRONLY, &ctx, &a,
+			    &f),
+		 -ENOSPC);
+	CHECK_EQ(eng_lookup(e, ROOT, "file-0000000", &a), -ENOENT);
+	CHECK_EQ(eng_put(e, "item-0000000", ITEM_BINARY, "x", 1), -ENOSPC);
+	CHECK_EQ(eng_lookup(e, ROOT, "item-0000000", &a), -ENOENT);
+	CHECK_EQ(eng_rename(e, ROOT, "dir-00000000", ROOT, "ren-00000000", 0),
+		 -ENOSPC);
+	CHECK_EQ(eng_lookup(e, ROOT, "ren-00000000", &a), -ENOENT);
+	CHECK_EQ(eng_lookup(e, ROOT, "dir-00000000", &before), 0);
+	sa.set_mode = true;
+	sa.mode = 0700;
+	CHECK_EQ(eng_setattr(e, before.ino, NULL, &sa, &ctx, &a), -ENOSPC);
+	sa.set_mode = false;
+	sa.set_mtime = true;
+	sa.mtime_ns = 86400LL * 1000000000;
+	CHECK_EQ(eng_setattr(e, before.ino, NULL, &sa, &ctx, &a), -ENOSPC);
+	CHECK_EQ(eng_setxattr(e, before.ino, "user.x", "value", 5, 0),
+		 -ENOSPC);
+	CHECK_EQ(eng_setxattr(e, before.ino, "user.tierfs.state", "s", 1, 0),
+		 -ENOSPC);
+	CHECK_EQ(eng_getattr(e, before.ino, &after), 0);
+	CHECK_EQ(after.mode, before.mode);
+	CHECK_EQ(after.mtime_ns, before.mtime_ns);
+	CHECK_EQ(after.ctime_ns, before.ctime_ns);
+	CHECK_EQ(eng_getxattr(e, before.ino, "user.x", val, sizeof(val)),
+		 -ENODATA);
+	CHECK_EQ(eng_getxattr(e, before.ino, "user.tierfs.state", val,
+			      sizeof(val)),
+		 -ENODATA);
+	CHECK_EQ(count_entries(e, ROOT), made);
+	/* the engine cannot persist while L3 refuses: closing says so */
+	CHECK(eng_close(e) < 0);
+
+	/* L3 works again: the reopen replays the log */
+	cfg = cfg_for("full", 0);
+	cfg.wal_max_bytes = 16384;
+	CHECK_EQ(eng_open(&cfg, &e), 0);
+	CHECK_EQ(count_entries(e, ROOT), made);
+	CHECK_EQ(eng_lookup(e, ROOT, "dir-00000000", &after), 0);
+	CHECK_EQ(after.ino, before.ino);
+	CHECK_EQ(after.mode, before.mode);
+	CHECK_EQ(after.mtime_ns, before.mtime_ns);
+	CHECK_EQ(eng_getxattr(e, after.ino, "user.x", val, sizeof(val)),
+		 -ENODATA);
+	CHECK_EQ(eng_getxattr(e, after.ino, "user.tierfs.state", val,
+			      sizeof(val)),
+		 -ENODATA);
+	CHECK_EQ(eng_lookup(e, ROOT, "ren-00000000", &a), -ENOENT);
+	CHECK_EQ(eng_lookup(e, ROOT, "file-0000000", &a), -ENOENT);
+	CHECK_EQ(eng_get(e, "item-0000000", ITEM_BINARY, &it), -ENOENT);
+	snprintf(name, sizeof(name), "dir-%08d", made);
+	CHECK_EQ(eng_lookup(e, ROOT, name, &a), -ENOENT);
+	CHECK_EQ(eng_close(e), 0);
+}
+
+int main(void)
+{
+	if (!mkdtemp(tmpdir)) {
+		perror("mkdtemp");
+		return TEST_SKIP;
+	}
+	tmpdir_made = true;
+	atexit(cleanup);
+
+	test_metrics_count_every_call();
+	test_failed_changes_leave_nothing();
+	printf("test_engine_tiers: ok\n");
+	return 0;
+}
