@@ -146,9 +146,11 @@ ssize_t batch_take(struct batch *b, struct batch_rec ***out)
 	return (ssize_t)n;
 }
 
-void batch_requeue(struct batch *b, struct batch_rec **recs, size_t n,
-		   uint64_t now_ns)
+size_t batch_requeue(struct batch *b, struct batch_rec **recs, size_t n,
+		     uint64_t now_ns)
 {
+	size_t dropped = 0;
+
 	for (size_t i = 0; i < n; i++) {
 		struct batch_rec *r = recs[i];
 		struct batch_rec *newer = u64map_get(&b->recs, r->ino);
@@ -162,10 +164,12 @@ void batch_requeue(struct batch *b, struct batch_rec **recs, size_t n,
 		}
 		if (u64map_put(&b->recs, r->ino, r) < 0) {
 			batch_rec_free(r); /* out of memory: cannot keep it */
+			dropped++;
 			continue;
 		}
 		if (b->recs.len == 1)
 			b->oldest_ns = now_ns;
 		b->bytes += rec_bytes(r);
 	}
+	return dropped;
 }

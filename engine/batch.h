@@ -9,7 +9,8 @@
  * "write, then chmod" persists both.
  *
  * The queue says when it is due: when it holds max_count records, or
- * max_bytes bytes (content + names + xattrs), or its oldest record is
+ * max_bytes bytes (content, names and xattrs, plus 64 per record), or its
+ * oldest record is
  * max_age_ns old. batch_take() hands every record over at once: a batch is
  * applied whole, because records of one batch may depend on each other
  * (a rename that frees a name another record takes).
@@ -76,8 +77,9 @@ ssize_t batch_take(struct batch *b, struct batch_rec ***out);
 /* Gives back records of a batch that could not be persisted (stolen): each
  * is re-queued unless a newer record of its ino arrived meanwhile, in which
  * case it is freed (its content passes to the newer record if that one has
- * none and is not a delete). */
-void batch_requeue(struct batch *b, struct batch_rec **recs, size_t n,
-		   uint64_t now_ns);
+ * none and is not a delete). Returns how many records were dropped because
+ * memory ran out (the caller keeps them in its log then). */
+size_t batch_requeue(struct batch *b, struct batch_rec **recs, size_t n,
+		     uint64_t now_ns);
 
 #endif

@@ -223,6 +223,7 @@ struct eng {
 	bool wal_dirty;	       /* appended since the last wal_sync() */
 	uint64_t wal_lost_seq; /* last change whose log segment failed to sync */
 	bool wal_fresh;	       /* nothing appended since the last rotation */
+	bool wal_keep;	       /* the queue lost records: keep every segment */
 	int64_t wal_seg;       /* the segment appends go to, once known */
 	bool l3_failing;       /* the last flush failed (logged once) */
 	uint64_t retry_at;     /* monotonic ns of the next flush attempt then */

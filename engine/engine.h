@@ -10,8 +10,9 @@
  * allocated from L3. In memory the engine keeps a node for every entry that
  * a caller holds (lookup counts, open files) or that has changes not yet
  * persisted ("dirty"). Changes (create, publish, chmod, rename, unlink, ...)
- * take effect in memory at once, so this process sees them immediately, and
- * are queued in the batch queue; the flusher thread persists the queue in
+ * are first appended to the local write-ahead log (all records of one call
+ * in one write), then take effect in memory, so this process sees them
+ * immediately, and are queued in the batch queue; the flusher thread persists the queue in
  * one L3 transaction when it holds batch_flush_count entries,
  * batch_flush_bytes bytes, or is batch_flush_ms old, on eng_fsync() and on
  * eng_close(). A delete always beats a pending write of the same entry.
@@ -27,14 +28,23 @@
  * handle closes).
  *
  * Errors: every int function returns >= 0 on success and a negative errno on
- * failure; output parameters are written only on success.
+ * failure, and a call that fails has changed nothing: not the engine's
+ * memory, not the log, not (later) L3. -ENOSPC from any call that changes
+ * something means the log is full (wal_max_bytes, while L3 cannot take its
+ * contents) or its disk is. Output parameters are written only on success
+ * (eng_getxattr() and eng_listxattr() with a too-small buffer return
+ * -ERANGE and may have written part of it).
  *
  * Thread-safety: every function may be called from any thread at once,
  * except that eng_close() must be the last call. A struct eng_file is used
  * by the caller like a file descriptor: concurrent calls on one handle are
- * allowed. Calls block on L3 I/O; none waits for the flusher except
- * eng_fsync(), eng_sync(), eng_close() and eng_getxattr() of a directory's
- * user.tierfs.merkle.
+ * allowed. Calls may block on L3 and Redis (lookups and reads of what
+ * memory does not hold) and on write(2) to the log; they hold the engine's
+ * lock only for memory work, so a slow tier stalls only the calls that
+ * wait for it. None waits for the flusher except eng_fsync(), eng_sync(),
+ * eng_close(), eng_getxattr() of a directory's user.tierfs.merkle, and
+ * eng_flush()/eng_fsync() while more changed bytes than the high-water mark
+ * wait to be persisted (backpressure).
  */
 #ifndef TIERFS_ENGINE_H
 #define TIERFS_ENGINE_H
@@ -124,16 +134,18 @@ struct eng_ctx {
 };
 
 /* Opens the engine: takes the write-ahead log's lock (-EBUSY when another
- * engine holds it), opens L3, replays the log into L3 (every change a
- * crashed engine acknowledged), starts the flusher and the group-commit
- * thread. Returns 0 and *out, or -EINVAL (bad config), -EBUSY, or the
- * store's and the log's errors. Blocks. */
+ * engine holds it), opens L3 and, when configured, Redis (an unreachable
+ * Redis is logged and the engine runs without L2), replays the log into L3
+ * (every change a crashed engine acknowledged), reserves a block of inode
+ * numbers, starts the flusher, the group-commit thread and the builder of
+ * the negative-lookup filter. Returns 0 and *out, or -EINVAL (bad config),
+ * -EBUSY, or the stores' and the log's errors. Blocks. */
 int eng_open(const struct eng_config *cfg, struct eng **out);
 
 /* Persists every pending change, waits for it, stops the flusher, frees the
- * engine. Returns 0, or the error of the last failed flush (the changes it
- * could not persist are then lost: the caller should report it). Accepts
- * NULL. */
+ * engine. Returns 0, or the error of the last failed flush: the changes it
+ * could not persist stay in the synced log and are persisted by the next
+ * eng_open() (the caller should report it). Accepts NULL. */
 int eng_close(struct eng *e);
 
 /*
@@ -141,7 +153,8 @@ int eng_close(struct eng *e);
  * Lookups and creations return the entry's attributes and take one lookup
  * reference on it, which eng_forget() drops (as FUSE's lookup/forget do).
  * Errors: -ENOENT, -ENOTDIR, -EINVAL (bad name), -ENAMETOOLONG, -EEXIST
- * (name taken, or another file has the same item ID), -EIO (L3 failed).
+ * (name taken, or another file has the same item ID), -EIO (L3 failed),
+ * -ENOSPC (the log is full), -ENOMEM.
  */
 int eng_lookup(struct eng *e, uint64_t parent, const char *name,
 	       struct eng_attr *out);
@@ -163,13 +176,15 @@ int eng_unlink(struct eng *e, uint64_t parent, const char *name);
  * Replaces a target file, or an empty target directory (-ENOTEMPTY,
  * -EISDIR, -ENOTDIR as rename(2)). Moving a file onto a ".json" name
  * validates its content (-EINVAL). -EINVAL also for moving a directory into
- * its own subtree. */
+ * its own subtree. -EAGAIN when other calls kept moving the entries the
+ * rename checked (after many tries). */
 int eng_rename(struct eng *e, uint64_t parent, const char *name,
 	       uint64_t newparent, const char *newname, unsigned flags);
 
 /*
- * Files. eng_create() makes a new empty file and opens it. @flags are
- * open(2) flags (O_ACCMODE and O_TRUNC matter). A handle is closed by
+ * Files. eng_create() makes a new empty file and opens it; eng_file_open()
+ * opens an existing one. @flags are open(2) flags (O_ACCMODE matters, and
+ * O_TRUNC for eng_file_open()). A handle is closed by
  * eng_release(). *keep_cache tells whether the caller's page cache of this
  * file may be kept (the content has not changed since the last open).
  */
@@ -181,14 +196,19 @@ int eng_file_open(struct eng *e, uint64_t ino, int flags, struct eng_file **f,
 /* Reads up to @size bytes at @off into @buf; returns the count (0 at EOF). */
 ssize_t eng_read(struct eng *e, struct eng_file *f, void *buf, size_t size,
 		 off_t off);
-/* Writes into the working copy; returns @size or -EFBIG / -EBADF. After an
- * -EFBIG the working copy is never published: every later flush of it
- * fails with -EFBIG and the previous version stays. */
+/* Writes into the working copy; returns @size, or -EFBIG, -EBADF (not open
+ * for writing), -EINVAL (negative offset), -ENOMEM, -EIO (the current
+ * content could not be loaded). After an -EFBIG the working copy is never
+ * published: every later flush of it fails with -EFBIG and the previous
+ * version stays. */
 ssize_t eng_write(struct eng *e, struct eng_file *f, const void *buf,
 		  size_t size, off_t off);
-/* Publishes the working copy if it changed (see the top). -EINVAL, -EFBIG. */
+/* Publishes the working copy if it changed (see the top). -EINVAL, -EFBIG,
+ * -ENOSPC, -EIO, -ENOMEM: then the previous version stays. */
 int eng_flush(struct eng *e, struct eng_file *f);
-/* Publishes, then waits until the file is committed in L3. */
+/* Publishes, then waits until the file is committed in L3; while L3 is
+ * unreachable, until the log holding it is synced to disk instead. When L3
+ * refuses the change (permission, read-only, full), returns that error. */
 int eng_fsync(struct eng *e, struct eng_file *f);
 /* Closes a handle; the last one drops the working copy. Returns true when
  * that dropped changes that were never published (a failed flush): callers
@@ -212,7 +232,7 @@ int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
 void eng_releasedir(struct eng *e, struct eng_dir *d);
 
 /*
- * Extended attributes (DESIGN.md section 4). user.tierfs.{id,hash,version,
+ * Extended attributes (docs/design.md §4). user.tierfs.{id,hash,version,
  * status,tiers,merkle,state} are computed (state is settable; reading a
  * directory's merkle first waits, like eng_sync(), for this engine's
  * pending changes to be committed, then reads L3); other user.* names are
@@ -220,7 +240,8 @@ void eng_releasedir(struct eng *e, struct eng_dir *d);
  * (get, remove), -ENOTSUP (set) and are never listed. eng_getxattr()
  * returns the value length; with @size 0 it only measures; -ERANGE when
  * @size is too small. eng_listxattr() works the same way on the
- * NUL-separated name list (synthetic names listed only on the root).
+ * NUL-separated name list (the computed names are listed only on the root,
+ * user.tierfs.state wherever one is set).
  */
 ssize_t eng_getxattr(struct eng *e, uint64_t ino, const char *name, void *buf,
 		     size_t size);
@@ -229,7 +250,9 @@ int eng_setxattr(struct eng *e, uint64_t ino, const char *name,
 ssize_t eng_listxattr(struct eng *e, uint64_t ino, char *buf, size_t size);
 int eng_removexattr(struct eng *e, uint64_t ino, const char *name);
 
-/* Whole-store numbers for statfs. */
+/* Whole-store numbers for statfs: L3's counts when the engine opened plus
+ * this engine's own changes since (no query per call; changes other
+ * programs make to the store show at the next open). */
 struct eng_stats {
 	uint64_t entries;
 	uint64_t bytes;
@@ -261,7 +284,7 @@ int eng_metrics_text(struct eng *e, char **out, size_t *len);
 int eng_sync(struct eng *e);
 
 /*
- * Items by ID (the library view, DESIGN.md section 9). IDs are as in id.h.
+ * Items by ID (the library view, docs/design.md §10). IDs are as in id.h.
  * eng_put() creates or replaces the item (creating the directories of its
  * prefix as needed) and publishes it like a close; eng_get() returns a new
  * reference to the current item; eng_delete() removes it (-ENOENT).

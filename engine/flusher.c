@@ -164,7 +164,7 @@ void *flusher_main(void *arg)
 			e->batch_recs += (uint64_t)n;
 			e->last_batch = (uint64_t)n;
 			backoff_ms = 0;
-			if (seg > 0)
+			if (seg > 0 && !e->wal_keep)
 				wal_drop_before(e->wal, seg);
 			if (e->l3_failing) {
 				e->l3_failing = false;
@@ -186,7 +186,16 @@ void *flusher_main(void *arg)
 					 : "refused: fsync reports it until it "
 					   "is fixed");
 		e->l3_failing = true;
-		batch_requeue(&e->batch, recs, (size_t)n, mono_ns());
+		if (batch_requeue(&e->batch, recs, (size_t)n, mono_ns())) {
+			/* out of memory: only the log still has them, so no
+			 * segment is deleted until the next open replays it */
+			eng_logf(&e->cfg.log, LOG_ERR,
+				 "out of memory: changes that wait for %s are "
+				 "kept only in the write-ahead log until the "
+				 "next mount",
+				 e->l3->ops->name);
+			e->wal_keep = true;
+		}
 		free(recs);
 		e->fail_count++;
 		e->last_error = r;

@@ -73,14 +73,16 @@ void wal_close(struct wal *w);
  * Reads every record of the segments that existed at wal_open(), oldest
  * first, and calls @fn with each (the record is stolen by @fn, which frees
  * it with batch_rec_free()). Returns the number of records, or a negative
- * errno when a segment cannot be read at all (-EIO) or @fn fails (its value).
+ * errno when a segment cannot be read at all (-EIO), memory runs out
+ * (-ENOMEM) or @fn fails (its value).
  */
 int wal_replay(struct wal *w, int (*fn)(void *arg, struct batch_rec *rec),
 	       void *arg);
 
 /*
- * Appends @rec (not stolen). Returns 0, -ENOSPC (the bound is reached, or
- * the disk is full), -EINVAL (a record replay would refuse), -EIO.
+ * Appends @rec (not stolen). Returns 0, -ENOSPC (the bound would be passed,
+ * or the disk is full), -EINVAL (a record replay would refuse), -ENOMEM,
+ * -EIO.
  */
 int wal_append(struct wal *w, const struct batch_rec *rec);
 
