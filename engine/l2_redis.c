@@ -49,6 +49,7 @@
  * wrong answer.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -67,22 +68,6 @@ static const char l2r_meta_script[] =
 
 _Static_assert(L2R_OFF_KIND == 1 + 8 + ITEM_HASH_LEN,
 	       "l2r_meta_script compares bytes 1..41 (Lua counts from 1)");
-
-/* Copies a bulk reply's bytes into a new buffer (NULL when empty). */
-static int l2r_dup_data(const redisReply *reply, void **data, size_t *len)
-{
-	void *buf = NULL;
-
-	if (reply->len) {
-		buf = malloc(reply->len);
-		if (!buf)
-			return -ENOMEM;
-		memcpy(buf, reply->str, reply->len);
-	}
-	*data = buf;
-	*len = reply->len;
-	return 0;
-}
 
 /* ---- store ops ---- */
 
@@ -157,7 +142,8 @@ static int l2r_fetch(struct store *s, uint64_t ino, struct store_row *row,
 	if (err)
 		return err;
 	if (reply->elements != 2) {
-		err = l2r_corrupt(r, ino, "HMGET answered a wrong count");
+		err = store_corrupt(&r->sb, ino,
+				    "HMGET answered a wrong count");
 		goto out_free;
 	}
 	m = reply->element[0];
@@ -167,7 +153,7 @@ static int l2r_fetch(struct store *s, uint64_t ino, struct store_row *row,
 		goto out_free;
 	}
 	if (m->type != REDIS_REPLY_STRING || d->type != REDIS_REPLY_STRING) {
-		err = l2r_corrupt(r, ino, "HMGET answered a wrong type");
+		err = store_corrupt(&r->sb, ino, "HMGET answered a wrong type");
 		goto out_free;
 	}
 	err = l2r_blob_decode(r, ino, m->str, m->len, &tmp);
@@ -175,10 +161,11 @@ static int l2r_fetch(struct store *s, uint64_t ino, struct store_row *row,
 		goto out_free;
 	if (tmp.meta.size != d->len) {
 		store_row_release(&tmp);
-		err = l2r_corrupt(r, ino, "content length is not the size");
+		err = store_corrupt(&r->sb, ino,
+				    "content length is not the size");
 		goto out_free;
 	}
-	err = l2r_dup_data(d, data, len);
+	err = store_data_dup(d->str, d->len, data, len);
 	if (err) {
 		store_row_release(&tmp);
 		goto out_free;
@@ -196,28 +183,21 @@ static int l2r_read(struct store *s, uint64_t ino, void **data, size_t *len)
 
 	if (err)
 		return err;
-	err = l2r_dup_data(reply, data, len);
+	err = store_data_dup(reply->str, reply->len, data, len);
 	freeReplyObject(reply);
 	return err;
 }
 
-/* Checks one change against the store.h contract; -EINVAL when it fails. */
-static int l2r_check_change(const struct l2r *r, const struct store_change *ch)
+/* What a change may not hold here, beyond the store.h contract (see
+ * store_check_changes()): the blob's lengths are 32 bits. */
+static const char *l2r_limits(const struct store_change *ch)
 {
-	const char *why = store_change_problem(ch, UINT64_MAX);
-
-	if (!why && !ch->deleted && ch->meta->state &&
+	if (ch->meta->state &&
 	    strnlen(ch->meta->state, UINT32_MAX) >= UINT32_MAX)
-		why = "state tag too long";
-	else if (!why && !ch->deleted && ch->meta->xattrs &&
-		 ch->meta->xattrs_len > UINT32_MAX)
-		why = "xattrs too long";
-	if (!why)
-		return 0;
-	eng_logf(&r->base.log, LOG_ERR,
-		 "redis '%s': cannot apply change to inode %llu: %s", r->target,
-		 (unsigned long long)ch->ino, why);
-	return -EINVAL;
+		return "state tag too long";
+	if (ch->meta->xattrs && ch->meta->xattrs_len > UINT32_MAX)
+		return "xattrs too long";
+	return NULL;
 }
 
 /* A growable buffer for one blob at a time. */
@@ -374,13 +354,9 @@ static int l2r_apply(struct store *s, const struct store_change *changes,
 
 	store_tree_none(tree, ntree);
 
-	for (size_t i = 0; i < n; i++) {
-		err = l2r_check_change(r, &changes[i]);
-		if (err)
-			return err;
-	}
-	if (n == 0)
-		return 0;
+	err = store_check_changes(&r->sb, changes, n, l2r_limits);
+	if (err || n == 0)
+		return err;
 
 	return l2r_pipelined(r, l2r_pipeline, changes, n);
 }
@@ -592,6 +568,11 @@ int l2_redis_open(const char *url, const char *prefix,
 	r->base.ops = &l2r_ops;
 	if (log)
 		r->base.log = *log;
+	r->sb = (struct store_backend){.log = &r->base.log,
+				       .name = "redis",
+				       .target = r->target,
+				       .max_ino = UINT64_MAX,
+				       .cache = true};
 	if (!prefix)
 		prefix = "";
 	if (strlen(prefix) > L2R_PREFIX_MAX) {

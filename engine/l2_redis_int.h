@@ -15,6 +15,7 @@
 
 #include "l2_redis.h"
 #include "pool.h"
+#include "store_row.h"
 
 #define L2R_POOL_MAX 4
 #define L2R_POOL_WAIT_S 10 /* how long a thread waits for a context */
@@ -39,6 +40,7 @@ struct l2r_conn {
 
 struct l2r {
 	struct store base;	     /* first: the engine sees only this */
+	struct store_backend sb;     /* for store_row.h: "redis", target */
 	char host[L2R_HOST_MAX + 1]; /* without IPv6 brackets */
 	int port;
 	int db;
@@ -113,8 +115,6 @@ size_t l2r_blob_len(const char *name, const struct item_meta *m);
  * l2r_blob_len() bytes. */
 void l2r_blob_encode(uint64_t parent, const char *name,
 		     const struct item_meta *m, uint8_t *buf);
-/* Logs an entry that does not decode and returns -EIO. */
-int l2r_corrupt(const struct l2r *r, uint64_t ino, const char *why);
 /* Decodes the blob of entry @ino into @out: 0, -ENOENT (another format),
  * -EIO (corrupt, logged) or -ENOMEM. */
 int l2r_blob_decode(const struct l2r *r, uint64_t ino, const void *blob,

@@ -132,14 +132,6 @@ void l2r_blob_encode(uint64_t parent, const char *name,
 		memcpy(p, m->xattrs, xattrs_len);
 }
 
-/* Logs an entry that does not decode and returns -EIO. */
-int l2r_corrupt(const struct l2r *r, uint64_t ino, const char *why)
-{
-	eng_logf(&r->base.log, LOG_ERR, "redis '%s': corrupt entry %llu: %s",
-		 r->target, (unsigned long long)ino, why);
-	return -EIO;
-}
-
 /* Takes @n bytes from the blob cursor; NULL when fewer are left. */
 static const uint8_t *l2r_take(const uint8_t **p, size_t *left, size_t n)
 {
@@ -158,12 +150,12 @@ int l2r_blob_decode(const struct l2r *r, uint64_t ino, const void *blob,
 		    size_t len, struct store_row *out)
 {
 	const uint8_t *p = blob, *f;
-	size_t left = len, n;
-	struct store_row row;
+	struct store_cols c = {.ino = ino};
+	size_t left = len;
 	uint8_t flags;
 
 	if (len < 1)
-		return l2r_corrupt(r, ino, "empty metadata");
+		return store_corrupt(&r->sb, ino, "empty metadata");
 	if (p[0] != L2R_FORMAT) {
 		eng_logf(&r->base.log, LOG_DEBUG,
 			 "redis '%s': entry %llu has metadata format %u, not "
@@ -173,62 +165,42 @@ int l2r_blob_decode(const struct l2r *r, uint64_t ino, const void *blob,
 	}
 	f = l2r_take(&p, &left, L2R_HDR_LEN);
 	if (!f)
-		return l2r_corrupt(r, ino, "short metadata");
+		return store_corrupt(&r->sb, ino, "short metadata");
 
-	memset(&row, 0, sizeof(row));
-	row.ino = ino;
-	row.meta.size = l2r_get_le(f + 1, 8);
-	memcpy(row.meta.hash, f + 9, ITEM_HASH_LEN);
-	if (f[41] != ITEM_DIR && f[41] != ITEM_JSON && f[41] != ITEM_BINARY)
-		return l2r_corrupt(r, ino, "bad kind");
-	row.meta.kind = (enum item_kind)f[41];
+	c.size = l2r_get_le(f + 1, 8);
+	c.hash = f + 9;
+	c.hash_len = ITEM_HASH_LEN;
+	c.kind = f[41];
 	flags = f[42];
 	if (flags & ~(L2R_FLAG_EXPLICIT | L2R_FLAG_STATE))
-		return l2r_corrupt(r, ino, "bad flags");
-	row.meta.explicit_dir = flags & L2R_FLAG_EXPLICIT;
-	row.meta.version = l2r_get_le(f + 43, 8);
-	row.parent = l2r_get_le(f + 51, 8);
-	row.meta.mtime_ns = (int64_t)l2r_get_le(f + 59, 8);
-	row.meta.ctime_ns = (int64_t)l2r_get_le(f + 67, 8);
-	row.meta.mode = (uint32_t)l2r_get_le(f + 75, 4);
-	row.meta.uid = (uint32_t)l2r_get_le(f + 79, 4);
-	row.meta.gid = (uint32_t)l2r_get_le(f + 83, 4);
+		return store_corrupt(&r->sb, ino, "bad flags");
+	c.explicit_dir = flags & L2R_FLAG_EXPLICIT;
+	c.version = l2r_get_le(f + 43, 8);
+	c.parent = l2r_get_le(f + 51, 8);
+	c.mtime_ns = (int64_t)l2r_get_le(f + 59, 8);
+	c.ctime_ns = (int64_t)l2r_get_le(f + 67, 8);
+	c.mode = (uint32_t)l2r_get_le(f + 75, 4);
+	c.uid = (uint32_t)l2r_get_le(f + 79, 4);
+	c.gid = (uint32_t)l2r_get_le(f + 83, 4);
 
-	n = (size_t)l2r_get_le(f + 87, 2);
-	f = l2r_take(&p, &left, n);
-	if (!f || n > STORE_NAME_MAX || memchr(f, '\0', n) || memchr(f, '/', n))
-		return l2r_corrupt(r, ino, "bad name");
-	memcpy(row.name, f, n);
-	row.name[n] = '\0';
+	c.name_len = (size_t)l2r_get_le(f + 87, 2);
+	c.name = l2r_take(&p, &left, c.name_len);
+	if (!c.name)
+		return store_corrupt(&r->sb, ino, "bad name");
 
 	f = l2r_take(&p, &left, 4);
-	n = f ? (size_t)l2r_get_le(f, 4) : 0;
-	if (!f || !(f = l2r_take(&p, &left, n)) || memchr(f, '\0', n) ||
-	    (n && !(flags & L2R_FLAG_STATE)))
-		return l2r_corrupt(r, ino, "bad state tag");
-	if (flags & L2R_FLAG_STATE) {
-		row.meta.state = strndup((const char *)f, n);
-		if (!row.meta.state)
-			return -ENOMEM;
-	}
+	c.state_len = f ? (size_t)l2r_get_le(f, 4) : 0;
+	if (!f || !(c.state = l2r_take(&p, &left, c.state_len)) ||
+	    (c.state_len && !(flags & L2R_FLAG_STATE)))
+		return store_corrupt(&r->sb, ino, "bad state tag");
+	if (!(flags & L2R_FLAG_STATE))
+		c.state = NULL;
 
 	f = l2r_take(&p, &left, 4);
-	n = f ? (size_t)l2r_get_le(f, 4) : 0;
-	if (!f || !(f = l2r_take(&p, &left, n)) || left != 0) {
-		item_meta_release(&row.meta);
-		return l2r_corrupt(r, ino, "bad xattrs");
-	}
-	if (n) {
-		row.meta.xattrs = malloc(n);
-		if (!row.meta.xattrs) {
-			item_meta_release(&row.meta);
-			return -ENOMEM;
-		}
-		memcpy(row.meta.xattrs, f, n);
-		row.meta.xattrs_len = n;
-	}
-	*out = row;
-	return 0;
+	c.xattrs_len = f ? (size_t)l2r_get_le(f, 4) : 0;
+	if (!f || !(c.xattrs = l2r_take(&p, &left, c.xattrs_len)) || left != 0)
+		return store_corrupt(&r->sb, ino, "bad xattrs");
+	return store_row_decode(&r->sb, &c, out);
 }
 
 /* Writes into @buf (room for 2 * L2R_PREFIX_MAX + 8) the SCAN pattern of

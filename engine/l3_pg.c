@@ -42,14 +42,6 @@
 
 /* ---- rows ---- */
 
-/* Logs a row that does not decode and returns -EIO. */
-int lpg_corrupt(const struct lpg *q, int64_t ino, const char *why)
-{
-	eng_logf(&q->base.log, LOG_ERR, "postgres '%s': corrupt entry %lld: %s",
-		 q->target, (long long)ino, why);
-	return -EIO;
-}
-
 /* Points *p at column @col of row @row when it is not NULL and is @len
  * bytes long (any length when @len < 0); false otherwise. */
 bool lpg_field(const PGresult *res, int row, int col, int len, const char **p)
@@ -62,109 +54,68 @@ bool lpg_field(const PGresult *res, int row, int col, int len, const char **p)
 	return true;
 }
 
-/* Fills @out from row @row of @res (columns LPG_ROW_COLS first, binary). */
+/* Points *p at column @col of row @row, NULL when the value is NULL, and
+ * *len at its length. */
+static void lpg_value(const PGresult *res, int row, int col, const void **p,
+		      size_t *len)
+{
+	*p = PQgetisnull(res, row, col) ? NULL : PQgetvalue(res, row, col);
+	*len = *p ? (size_t)PQgetlength(res, row, col) : 0;
+}
+
+/* Fills @out from row @row of @res (columns LPG_ROW_COLS first, binary):
+ * reads the values of their binary types, then store_row_decode() checks
+ * what they mean. */
 static int lpg_row_decode(const struct lpg *q, const PGresult *res, int row,
 			  struct store_row *out)
 {
-	struct store_row r;
-	const char *p;
-	int64_t ino;
-	int kind, n;
+	/* the columns of a fixed width, all NOT NULL */
+	static const struct {
+		int col, len;
+		const char *why;
+	} fixed[] = {
+		{COL_INO, 8, "bad inode number"},
+		{COL_PARENT, 8, "bad parent"},
+		{COL_KIND, 2, "bad kind"},
+		{COL_SIZE, 8, "bad size"},
+		{COL_VERSION, 8, "bad version"},
+		{COL_MTIME, 8, "bad mtime"},
+		{COL_CTIME, 8, "bad ctime"},
+		{COL_MODE, 4, "bad mode"},
+		{COL_UID, 8, "bad uid"},
+		{COL_GID, 8, "bad gid"},
+		{COL_EXPLICIT, 1, "bad explicit_dir"},
+	};
+	const char *v[COL_N];
+	struct store_cols c = {0};
 
 	if (PQnfields(res) < COL_N)
-		return lpg_corrupt(q, 0, "bad column count");
-	if (!lpg_field(res, row, COL_INO, 8, &p))
-		return lpg_corrupt(q, 0, "bad inode number");
-	ino = lpg_get64(p);
-	memset(&r, 0, sizeof(r));
-	r.ino = (uint64_t)ino;
-	if (!lpg_field(res, row, COL_PARENT, 8, &p))
-		return lpg_corrupt(q, ino, "bad parent");
-	r.parent = (uint64_t)lpg_get64(p);
-
-	if (!lpg_field(res, row, COL_NAME, -1, &p))
-		return lpg_corrupt(q, ino, "bad name");
-	n = PQgetlength(res, row, COL_NAME);
-	if (n > STORE_NAME_MAX || (n && memchr(p, '\0', (size_t)n)))
-		return lpg_corrupt(q, ino, "bad name");
-	if (n)
-		memcpy(r.name, p, (size_t)n);
-	r.name[n] = '\0';
-
-	if (!lpg_field(res, row, COL_KIND, 2, &p))
-		return lpg_corrupt(q, ino, "bad kind");
-	kind = lpg_get16(p);
-	if (kind != ITEM_DIR && kind != ITEM_JSON && kind != ITEM_BINARY)
-		return lpg_corrupt(q, ino, "bad kind");
-	r.meta.kind = (enum item_kind)kind;
-	if (!lpg_field(res, row, COL_SIZE, 8, &p))
-		return lpg_corrupt(q, ino, "bad size");
-	r.meta.size = (uint64_t)lpg_get64(p);
-
-	if (!PQgetisnull(res, row, COL_HASH)) {
-		if (!lpg_field(res, row, COL_HASH, ITEM_HASH_LEN, &p))
-			return lpg_corrupt(q, ino, "bad hash");
-		memcpy(r.meta.hash, p, ITEM_HASH_LEN);
-	}
-	if (!lpg_field(res, row, COL_VERSION, 8, &p))
-		return lpg_corrupt(q, ino, "bad version");
-	r.meta.version = (uint64_t)lpg_get64(p);
-	if (!lpg_field(res, row, COL_MTIME, 8, &p))
-		return lpg_corrupt(q, ino, "bad mtime");
-	r.meta.mtime_ns = lpg_get64(p);
-	if (!lpg_field(res, row, COL_CTIME, 8, &p))
-		return lpg_corrupt(q, ino, "bad ctime");
-	r.meta.ctime_ns = lpg_get64(p);
-	if (!lpg_field(res, row, COL_MODE, 4, &p))
-		return lpg_corrupt(q, ino, "bad mode");
-	r.meta.mode = (uint32_t)lpg_get32(p);
-	if (!lpg_field(res, row, COL_UID, 8, &p))
-		return lpg_corrupt(q, ino, "bad uid");
-	r.meta.uid = (uint32_t)lpg_get64(p);
-	if (!lpg_field(res, row, COL_GID, 8, &p))
-		return lpg_corrupt(q, ino, "bad gid");
-	r.meta.gid = (uint32_t)lpg_get64(p);
-	if (!lpg_field(res, row, COL_EXPLICIT, 1, &p))
-		return lpg_corrupt(q, ino, "bad explicit_dir");
-	r.meta.explicit_dir = *p != 0;
-
-	if (!PQgetisnull(res, row, COL_STATE)) {
-		p = PQgetvalue(res, row, COL_STATE);
-		n = PQgetlength(res, row, COL_STATE);
-		if (n) {
-			r.meta.state = strndup(p, (size_t)n);
-			if (!r.meta.state)
-				return -ENOMEM;
-		}
-	}
-	if (!PQgetisnull(res, row, COL_XATTRS)) {
-		p = PQgetvalue(res, row, COL_XATTRS);
-		n = PQgetlength(res, row, COL_XATTRS);
-		if (n) {
-			r.meta.xattrs = malloc((size_t)n);
-			if (!r.meta.xattrs)
-				goto out_nomem;
-			memcpy(r.meta.xattrs, p, (size_t)n);
-			r.meta.xattrs_len = (size_t)n;
-		}
-	}
-	/* A file's Merkle hash is its content hash; a directory's is its
-	 * merkle column, all zero while unknown (NULL). */
-	if (r.meta.kind != ITEM_DIR) {
-		memcpy(r.merkle, r.meta.hash, ITEM_HASH_LEN);
-	} else if (!PQgetisnull(res, row, COL_MERKLE)) {
-		if (!lpg_field(res, row, COL_MERKLE, ITEM_HASH_LEN, &p)) {
-			item_meta_release(&r.meta);
-			return lpg_corrupt(q, ino, "bad merkle hash");
-		}
-		memcpy(r.merkle, p, ITEM_HASH_LEN);
-	}
-	*out = r;
-	return 0;
-
-out_nomem:
-	item_meta_release(&r.meta);
-	return -ENOMEM;
+		return store_corrupt(&q->sb, 0, "bad column count");
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		if (!lpg_field(res, row, fixed[i].col, fixed[i].len,
+			       &v[fixed[i].col]))
+			return store_corrupt(
+				&q->sb, i ? (uint64_t)lpg_get64(v[COL_INO]) : 0,
+				fixed[i].why);
+	c.ino = (uint64_t)lpg_get64(v[COL_INO]);
+	c.parent = (uint64_t)lpg_get64(v[COL_PARENT]);
+	c.kind = lpg_get16(v[COL_KIND]);
+	c.size = (uint64_t)lpg_get64(v[COL_SIZE]);
+	c.version = (uint64_t)lpg_get64(v[COL_VERSION]);
+	c.mtime_ns = lpg_get64(v[COL_MTIME]);
+	c.ctime_ns = lpg_get64(v[COL_CTIME]);
+	c.mode = (uint32_t)lpg_get32(v[COL_MODE]);
+	c.uid = (uint32_t)lpg_get64(v[COL_UID]);
+	c.gid = (uint32_t)lpg_get64(v[COL_GID]);
+	c.explicit_dir = *v[COL_EXPLICIT] != 0;
+	lpg_value(res, row, COL_NAME, &c.name, &c.name_len);
+	if (!c.name)
+		return store_corrupt(&q->sb, c.ino, "bad name");
+	lpg_value(res, row, COL_HASH, &c.hash, &c.hash_len);
+	lpg_value(res, row, COL_STATE, &c.state, &c.state_len);
+	lpg_value(res, row, COL_XATTRS, &c.xattrs, &c.xattrs_len);
+	lpg_value(res, row, COL_MERKLE, &c.merkle, &c.merkle_len);
+	return store_row_decode(&q->sb, &c, out);
 }
 
 /* ---- store ops ---- */
@@ -261,7 +212,7 @@ static int lpg_list(struct store *s, uint64_t parent, const char *after,
 	if (err)
 		return err;
 	if ((size_t)PQntuples(res) > limit) {
-		err = lpg_corrupt(q, 0, "too many rows in a listing");
+		err = store_corrupt(&q->sb, 0, "too many rows in a listing");
 		goto out_clear;
 	}
 	for (n = 0; n < PQntuples(res); n++) {
@@ -294,7 +245,8 @@ static int lpg_content(struct lpg *q, uint64_t ino, struct store_row *row,
 	struct lpg_conn *c;
 	PGresult *res;
 	void *buf = NULL;
-	int err, n = 0;
+	size_t n = 0;
+	int err;
 
 	if (ino == 0 || ino > INT64_MAX)
 		return -ENOENT;
@@ -308,15 +260,11 @@ static int lpg_content(struct lpg *q, uint64_t ino, struct store_row *row,
 	}
 	/* No content row (a directory, or a file never given content): 0. */
 	if (!PQgetisnull(res, 0, col)) {
-		n = PQgetlength(res, 0, col);
-		if (n) {
-			buf = malloc((size_t)n);
-			if (!buf) {
-				err = -ENOMEM;
-				goto out_clear;
-			}
-			memcpy(buf, PQgetvalue(res, 0, col), (size_t)n);
-		}
+		err = store_data_dup(PQgetvalue(res, 0, col),
+				     (size_t)PQgetlength(res, 0, col), &buf,
+				     &n);
+		if (err)
+			goto out_clear;
 	}
 	if (row) {
 		err = lpg_row_decode(q, res, 0, row);
@@ -326,7 +274,7 @@ static int lpg_content(struct lpg *q, uint64_t ino, struct store_row *row,
 		}
 	}
 	*data = buf;
-	*len = (size_t)n;
+	*len = n;
 	err = 0;
 out_clear:
 	PQclear(res);
@@ -384,7 +332,7 @@ static int lpg_stats(struct store *s, uint64_t *entries, uint64_t *bytes)
 		*entries = (uint64_t)lpg_get64(p0);
 		*bytes = (uint64_t)lpg_get64(p1);
 	} else {
-		err = lpg_corrupt(q, 0, "bad counts");
+		err = store_corrupt(&q->sb, 0, "bad counts");
 	}
 	PQclear(res);
 	lpg_conn_put(q, c);
@@ -420,7 +368,7 @@ static int lpg_scan(struct store *s, uint64_t after, struct store_key *keys,
 		if (!lpg_field(res, i, 0, 8, &pi) ||
 		    !lpg_field(res, i, 1, 8, &pp) ||
 		    !lpg_field(res, i, 2, -1, &name)) {
-			err = lpg_corrupt(q, 0, "bad scan row");
+			err = store_corrupt(&q->sb, 0, "bad scan row");
 			break;
 		}
 		len = PQgetlength(res, i, 2);
@@ -513,6 +461,10 @@ int l3_pg_open(const char *conninfo, const struct eng_log *log,
 	q->base.ops = &lpg_ops;
 	if (log)
 		q->base.log = *log;
+	q->sb = (struct store_backend){.log = &q->base.log,
+				       .name = "postgres",
+				       .target = q->target,
+				       .max_ino = INT64_MAX};
 	if (!conninfo) {
 		eng_logf(&q->base.log, LOG_ERR,
 			 "postgres: cannot open: no connection string");

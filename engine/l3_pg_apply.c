@@ -58,25 +58,18 @@
  * before the batch that creates the directory has committed.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "l3_pg_int.h"
 
-/* Checks one change against the store.h contract; -EINVAL when it fails. */
-static int lpg_check_change(const struct lpg *q, const struct store_change *ch)
+/* What a change may not hold here, beyond the store.h contract (see
+ * store_check_changes()). */
+static const char *lpg_limits(const struct store_change *ch)
 {
-	const char *why = store_change_problem(ch, INT64_MAX);
-
-	if (!why && !ch->deleted && ch->has_data && ch->len > INT32_MAX)
-		why = "content too large";
-	if (!why)
-		return 0;
-	eng_logf(&q->base.log, LOG_ERR,
-		 "postgres '%s': cannot apply change to inode %llu: %s",
-		 q->target, (unsigned long long)ch->ino, why);
-	return -EINVAL;
+	return ch->has_data && ch->len > INT32_MAX ? "content too large" : NULL;
 }
 
 /* -EEXIST when two changes of @changes write the same ino (SQLite's primary
@@ -381,13 +374,9 @@ int lpg_apply(struct store *s, const struct store_change *changes, size_t n,
 
 	store_tree_none(tree, ntree);
 
-	for (size_t i = 0; i < n; i++) {
-		err = lpg_check_change(q, &changes[i]);
-		if (err)
-			return err;
-	}
-	if (n == 0)
-		return 0;
+	err = store_check_changes(&q->sb, changes, n, lpg_limits);
+	if (err || n == 0)
+		return err;
 	err = lpg_check_duplicates(q, changes, n);
 	if (err)
 		return err;

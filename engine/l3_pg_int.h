@@ -18,6 +18,7 @@
 
 #include "l3_pg.h"
 #include "pool.h"
+#include "store_row.h"
 
 #define LPG_SCHEMA_VERSION 2
 #define LPG_FORMAT "tierfs"
@@ -135,10 +136,11 @@ struct lpg_conn {
 };
 
 struct lpg {
-	struct store base; /* first: the engine sees only this */
-	char *conninfo;	   /* as given: may hold a password, never logged */
-	bool add_timeout;  /* pass connect_timeout=LPG_CONNECT_TIMEOUT */
-	char target[256];  /* "host:port/dbname" for logs */
+	struct store base;	 /* first: the engine sees only this */
+	struct store_backend sb; /* for store_row.h: "postgres", target */
+	char *conninfo;	  /* as given: may hold a password, never logged */
+	bool add_timeout; /* pass connect_timeout=LPG_CONNECT_TIMEOUT */
+	char target[256]; /* "host:port/dbname" for logs */
 	/* An outage is logged once: set by the first failed connect, cleared
 	 * (and "connected again" logged) by the next successful one. */
 	atomic_bool down_logged;
@@ -248,8 +250,6 @@ int lpg_parse(struct lpg *q, const char *conninfo);
 
 /* ---- l3_pg.c ---- */
 
-/* Logs a row that does not decode and returns -EIO. */
-int lpg_corrupt(const struct lpg *q, int64_t ino, const char *why);
 /* Points *p at column @col of row @row when it is not NULL and is @len
  * bytes long (any length when @len < 0); false otherwise. */
 bool lpg_field(const PGresult *res, int row, int col, int len, const char **p);

@@ -124,7 +124,7 @@ int lpg_merkle_levels(const struct lpg *q, struct lpg_conn *c,
 	int rows = PQntuples(order), i = 0, err = 0;
 
 	if (PQnfields(order) != 2)
-		return lpg_corrupt(q, 0, "bad directory levels");
+		return store_corrupt(&q->sb, 0, "bad directory levels");
 	while (i < rows && !err) {
 		const char *values[1];
 		int lengths[1];
@@ -133,13 +133,14 @@ int lpg_merkle_levels(const struct lpg *q, struct lpg_conn *c,
 		int64_t level;
 
 		if (!lpg_field(order, i, 1, 8, &pl))
-			return lpg_corrupt(q, 0, "bad directory level");
+			return store_corrupt(&q->sb, 0, "bad directory level");
 		level = lpg_get64(pl);
 		lpg_arr_start(a, LPG_INT8OID);
 		for (; i < rows && a->n < LPG_CHUNK_ROWS; i++) {
 			if (!lpg_field(order, i, 0, 8, &pi) ||
 			    !lpg_field(order, i, 1, 8, &pl))
-				return lpg_corrupt(q, 0, "bad directory level");
+				return store_corrupt(&q->sb, 0,
+						     "bad directory level");
 			if (lpg_get64(pl) != level)
 				break;
 			lpg_arr_i64(a, lpg_get64(pi));
@@ -158,7 +159,8 @@ int lpg_merkle_levels(const struct lpg *q, struct lpg_conn *c,
 
 			if (!lpg_field(res, r, 0, 8, &ino) ||
 			    !lpg_field(res, r, 1, ITEM_HASH_LEN, &hash))
-				err = lpg_corrupt(q, 0, "bad merkle hash");
+				err = store_corrupt(&q->sb, 0,
+						    "bad merkle hash");
 			else if (tree)
 				err = lpg_tree_add(
 					tree, (uint64_t)lpg_get64(ino), hash);

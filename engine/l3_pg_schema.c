@@ -264,7 +264,7 @@ int lpg_setup(struct lpg *q, struct lpg_conn *c)
 		goto out_rollback;
 	if (PQntuples(res) != 1 || PQnfields(res) != 3) {
 		PQclear(res);
-		err = lpg_corrupt(q, 0, "bad catalog answer");
+		err = store_corrupt(&q->sb, 0, "bad catalog answer");
 		goto out_rollback;
 	}
 	meta = strcmp(PQgetvalue(res, 0, 0), "t") == 0;

@@ -98,96 +98,60 @@ int lsq_bind_entry(sqlite3_stmt *st, uint64_t ino, uint64_t parent,
 	return rc;
 }
 
-/* Logs a row that does not decode and returns -EIO. */
-int lsq_corrupt(const struct lsq *q, sqlite3_int64 ino, const char *why)
+/* Points *p at column @col of the current row of @st, NULL only when the
+ * value is NULL ("" when it is empty), and *len at its length; -ENOMEM
+ * when SQLite could not make the value. */
+static int lsq_value(sqlite3_stmt *st, int col, const void **p, size_t *len)
 {
-	eng_logf(&q->base.log, LOG_ERR, "sqlite '%s': corrupt entry %lld: %s",
-		 q->path, (long long)ino, why);
-	return -EIO;
+	*p = NULL;
+	*len = 0;
+	if (sqlite3_column_type(st, col) == SQLITE_NULL)
+		return 0;
+	*p = sqlite3_column_blob(st, col);
+	*len = (size_t)sqlite3_column_bytes(st, col);
+	if (!*p && *len)
+		return -ENOMEM;
+	if (!*p)
+		*p = "";
+	return 0;
 }
 
-/* Fills @out from the current row of @st (columns LSQ_ROW_COLS). */
+/* Fills @out from the current row of @st (columns LSQ_ROW_COLS); the
+ * meaning of the values is store_row_decode()'s to check. A directory's
+ * merkle is NULL only in a row that no maintenance reached (a cycle left
+ * alone by the migration): reported as zero, "not known". */
 static int lsq_row_decode(const struct lsq *q, sqlite3_stmt *st,
 			  struct store_row *out)
 {
-	struct store_row r;
-	sqlite3_int64 ino = sqlite3_column_int64(st, COL_INO);
-	const void *p;
-	int kind, n;
+	struct store_cols c = {
+		.ino = (uint64_t)sqlite3_column_int64(st, COL_INO),
+		.parent = (uint64_t)sqlite3_column_int64(st, COL_PARENT),
+		.kind = sqlite3_column_int(st, COL_KIND),
+		.size = (uint64_t)sqlite3_column_int64(st, COL_SIZE),
+		.version = (uint64_t)sqlite3_column_int64(st, COL_VERSION),
+		.mtime_ns = sqlite3_column_int64(st, COL_MTIME),
+		.ctime_ns = sqlite3_column_int64(st, COL_CTIME),
+		.mode = (uint32_t)sqlite3_column_int64(st, COL_MODE),
+		.uid = (uint32_t)sqlite3_column_int64(st, COL_UID),
+		.gid = (uint32_t)sqlite3_column_int64(st, COL_GID),
+		.explicit_dir = sqlite3_column_int(st, COL_EXPLICIT) != 0,
+	};
+	int err;
 
-	memset(&r, 0, sizeof(r));
-	r.ino = (uint64_t)ino;
-	r.parent = (uint64_t)sqlite3_column_int64(st, COL_PARENT);
-
-	p = sqlite3_column_blob(st, COL_NAME);
-	n = sqlite3_column_bytes(st, COL_NAME);
-	if (n > STORE_NAME_MAX || (n && memchr(p, '\0', (size_t)n)))
-		return lsq_corrupt(q, ino, "bad name");
-	if (n)
-		memcpy(r.name, p, (size_t)n);
-	r.name[n] = '\0';
-
-	kind = sqlite3_column_int(st, COL_KIND);
-	if (kind != ITEM_DIR && kind != ITEM_JSON && kind != ITEM_BINARY)
-		return lsq_corrupt(q, ino, "bad kind");
-	r.meta.kind = (enum item_kind)kind;
-	r.meta.size = (uint64_t)sqlite3_column_int64(st, COL_SIZE);
-
-	if (sqlite3_column_type(st, COL_HASH) != SQLITE_NULL) {
-		p = sqlite3_column_blob(st, COL_HASH);
-		if (sqlite3_column_bytes(st, COL_HASH) != ITEM_HASH_LEN)
-			return lsq_corrupt(q, ino, "bad hash");
-		memcpy(r.meta.hash, p, ITEM_HASH_LEN);
-	}
-	/* A file's Merkle hash is its content hash; a directory's has its own
-	 * column, NULL (reported as zero, "not known") only in a row that no
-	 * maintenance reached (a cycle left alone by the migration). */
-	if (r.meta.kind != ITEM_DIR) {
-		memcpy(r.merkle, r.meta.hash, ITEM_HASH_LEN);
-	} else if (sqlite3_column_type(st, COL_MERKLE) != SQLITE_NULL) {
-		p = sqlite3_column_blob(st, COL_MERKLE);
-		if (sqlite3_column_bytes(st, COL_MERKLE) != ITEM_HASH_LEN)
-			return lsq_corrupt(q, ino, "bad merkle hash");
-		memcpy(r.merkle, p, ITEM_HASH_LEN);
-	}
-	r.meta.version = (uint64_t)sqlite3_column_int64(st, COL_VERSION);
-	r.meta.mtime_ns = sqlite3_column_int64(st, COL_MTIME);
-	r.meta.ctime_ns = sqlite3_column_int64(st, COL_CTIME);
-	r.meta.mode = (uint32_t)sqlite3_column_int64(st, COL_MODE);
-	r.meta.uid = (uint32_t)sqlite3_column_int64(st, COL_UID);
-	r.meta.gid = (uint32_t)sqlite3_column_int64(st, COL_GID);
-	r.meta.explicit_dir = sqlite3_column_int(st, COL_EXPLICIT) != 0;
-
-	if (sqlite3_column_type(st, COL_STATE) != SQLITE_NULL) {
-		p = sqlite3_column_text(st, COL_STATE);
-		n = sqlite3_column_bytes(st, COL_STATE);
-		if (!p)
-			return -ENOMEM;
-		if (n) {
-			r.meta.state = strndup(p, (size_t)n);
-			if (!r.meta.state)
-				return -ENOMEM;
-		}
-	}
-	if (sqlite3_column_type(st, COL_XATTRS) != SQLITE_NULL) {
-		p = sqlite3_column_blob(st, COL_XATTRS);
-		n = sqlite3_column_bytes(st, COL_XATTRS);
-		if (n) {
-			if (!p)
-				goto out_nomem;
-			r.meta.xattrs = malloc((size_t)n);
-			if (!r.meta.xattrs)
-				goto out_nomem;
-			memcpy(r.meta.xattrs, p, (size_t)n);
-			r.meta.xattrs_len = (size_t)n;
-		}
-	}
-	*out = r;
-	return 0;
-
-out_nomem:
-	item_meta_release(&r.meta);
-	return -ENOMEM;
+	err = lsq_value(st, COL_NAME, &c.name, &c.name_len);
+	if (!err)
+		err = lsq_value(st, COL_HASH, &c.hash, &c.hash_len);
+	if (!err)
+		err = lsq_value(st, COL_STATE, &c.state, &c.state_len);
+	if (!err)
+		err = lsq_value(st, COL_XATTRS, &c.xattrs, &c.xattrs_len);
+	if (!err)
+		err = lsq_value(st, COL_MERKLE, &c.merkle, &c.merkle_len);
+	if (err)
+		return err;
+	if (!c.name)
+		return store_corrupt(&q->sb, c.ino, "bad name");
+	return store_row_decode(&q->sb, &c, out);
 }
 
 /* ---- store ops ---- */
@@ -324,8 +288,9 @@ static int lsq_read(struct store *s, uint64_t ino, void **data, size_t *len)
 	struct lsq *q = lsq_of(s);
 	struct lsq_conn *c;
 	sqlite3_stmt *st;
-	void *buf = NULL;
-	int rc, err, n;
+	const void *p;
+	size_t n;
+	int rc, err;
 
 	if (ino == 0 || ino > INT64_MAX)
 		return -ENOENT;
@@ -345,27 +310,9 @@ static int lsq_read(struct store *s, uint64_t ino, void **data, size_t *len)
 		goto out_put;
 	}
 	/* No content row (a directory, or a file never given content): 0. */
-	n = 0;
-	if (sqlite3_column_type(st, 0) != SQLITE_NULL) {
-		const void *p = sqlite3_column_blob(st, 0);
-
-		n = sqlite3_column_bytes(st, 0);
-		if (n) {
-			if (!p) {
-				err = -ENOMEM;
-				goto out_put;
-			}
-			buf = malloc((size_t)n);
-			if (!buf) {
-				err = -ENOMEM;
-				goto out_put;
-			}
-			memcpy(buf, p, (size_t)n);
-		}
-	}
-	*data = buf;
-	*len = (size_t)n;
-	err = 0;
+	err = lsq_value(st, 0, &p, &n);
+	if (!err)
+		err = store_data_dup(p, n, data, len);
 out_put:
 	lsq_done(st);
 	lsq_reader_put(q, c);
@@ -518,19 +465,6 @@ static int lsq_delete_entry(struct lsq *q, uint64_t ino, uint64_t *seeds,
 	return 0;
 }
 
-/* Checks one change against the store.h contract; -EINVAL when it fails. */
-static int lsq_check_change(const struct lsq *q, const struct store_change *ch)
-{
-	const char *why = store_change_problem(ch, INT64_MAX);
-
-	if (!why)
-		return 0;
-	eng_logf(&q->base.log, LOG_ERR,
-		 "sqlite '%s': cannot apply change to inode %llu: %s", q->path,
-		 (unsigned long long)ch->ino, why);
-	return -EINVAL;
-}
-
 static int lsq_apply(struct store *s, const struct store_change *changes,
 		     size_t n, struct store_dirhash **tree, size_t *ntree)
 {
@@ -545,13 +479,9 @@ static int lsq_apply(struct store *s, const struct store_change *changes,
 
 	store_tree_none(tree, ntree);
 
-	for (i = 0; i < n; i++) {
-		err = lsq_check_change(q, &changes[i]);
-		if (err)
-			return err;
-	}
-	if (n == 0)
-		return 0;
+	err = store_check_changes(&q->sb, changes, n, NULL);
+	if (err || n == 0)
+		return err;
 	/* the directories whose Merkle hash the batch touches: each change's
 	 * old parent, new parent and, for a directory, itself */
 	seeds = reallocarray(NULL, n, 3 * sizeof(*seeds));
@@ -730,6 +660,10 @@ int l3_sqlite_open(const char *path, const struct eng_log *log,
 		err = -ENOMEM;
 		goto out_free;
 	}
+	q->sb = (struct store_backend){.log = &q->base.log,
+				       .name = "sqlite",
+				       .target = q->path,
+				       .max_ino = INT64_MAX};
 	if (!sqlite3_threadsafe()) {
 		eng_logf(&q->base.log, LOG_ERR,
 			 "sqlite '%s': cannot open: libsqlite3 is built "

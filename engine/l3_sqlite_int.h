@@ -17,6 +17,7 @@
 #include "l3_sqlite.h"
 #include "merkle.h"
 #include "pool.h"
+#include "store_row.h"
 
 #define LSQ_SCHEMA_VERSION 2
 #define LSQ_FORMAT "tierfs"
@@ -78,7 +79,8 @@ struct lsq_conn {
 };
 
 struct lsq {
-	struct store base; /* first: the engine sees only this */
+	struct store base;	 /* first: the engine sees only this */
+	struct store_backend sb; /* for store_row.h: "sqlite", the path */
 	char *path;
 
 	pthread_mutex_t write_lock;
@@ -129,8 +131,6 @@ void lsq_reader_put(struct lsq *q, struct lsq_conn *c);
  * step. Returns an SQLite result code. */
 int lsq_bind_entry(sqlite3_stmt *st, uint64_t ino, uint64_t parent,
 		   const char *name, const struct item_meta *m);
-/* Logs a row that does not decode and returns -EIO. */
-int lsq_corrupt(const struct lsq *q, sqlite3_int64 ino, const char *why);
 
 /* ---- l3_sqlite_merkle.c ---- */
 

@@ -1,0 +1,318 @@
+/*
+ * test_store.c - unit tests of what the store backends share
+ * (engine/store.c, engine/store_row.c): the contract check of an entry, of
+ * a change and of a batch, and a row read back made a store_row, as an L3
+ * store and as a cache tier see it. No server or file is needed.
+ *
+ * Exit status: 0 passed, 1 failed.
+ */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "store_row.h"
+
+static char last_log[512];
+static int nlogs;
+
+static void log_fn(void *arg, int level, const char *msg)
+{
+	snprintf(last_log, sizeof(last_log), "%s", msg);
+	nlogs++;
+}
+
+static const struct eng_log test_log = {.fn = log_fn, .arg = NULL};
+
+static const struct store_backend l3 = {
+	.log = &test_log,
+	.name = "sql",
+	.target = "t.db",
+	.max_ino = INT64_MAX,
+};
+
+static const struct store_backend cache = {
+	.log = &test_log,
+	.name = "kv",
+	.target = "host:1/0",
+	.max_ino = UINT64_MAX,
+	.cache = true,
+};
+
+static const uint8_t hash_a[ITEM_HASH_LEN] = {1, 2, 3};
+static const uint8_t hash_b[ITEM_HASH_LEN] = {9, 8, 7};
+
+/* A good file row: ino 5 in the root, named "f.json". */
+static struct store_cols file_cols(void)
+{
+	return (struct store_cols){
+		.ino = 5,
+		.parent = STORE_ROOT_INO,
+		.name = "f.json",
+		.name_len = 6,
+		.kind = ITEM_JSON,
+		.size = 3,
+		.hash = hash_a,
+		.hash_len = ITEM_HASH_LEN,
+		.version = 7,
+		.mtime_ns = -1,
+		.ctime_ns = 2,
+		.mode = 0100644,
+		.uid = 10,
+		.gid = 20,
+	};
+}
+
+static void test_entry_problem(void)
+{
+	const uint64_t max = INT64_MAX;
+
+	CHECK(!store_entry_problem(5, 1, "a", 1, ITEM_BINARY, max));
+	CHECK(!store_entry_problem(STORE_ROOT_INO, 0, "", 0, ITEM_DIR, max));
+	CHECK_STREQ(store_entry_problem(0, 1, "a", 1, ITEM_DIR, max),
+		    "bad inode number");
+	CHECK_STREQ(store_entry_problem(max + 1, 1, "a", 1, ITEM_DIR, max),
+		    "bad inode number");
+	CHECK(!store_entry_problem(max + 1, 1, "a", 1, ITEM_DIR, UINT64_MAX));
+	CHECK_STREQ(store_entry_problem(5, 1, "", 0, ITEM_DIR, max),
+		    "empty name");
+	CHECK_STREQ(store_entry_problem(5, 1, "a/b", 3, ITEM_DIR, max),
+		    "name holds '/'");
+	CHECK_STREQ(store_entry_problem(5, 1, "a\0b", 3, ITEM_DIR, max),
+		    "name holds a NUL");
+	CHECK_STREQ(store_entry_problem(5, max + 1, "a", 1, ITEM_DIR, max),
+		    "bad parent");
+	CHECK_STREQ(store_entry_problem(5, 1, "a", 1, 3, max), "bad kind");
+	CHECK_STREQ(store_entry_problem(5, 1, "a", 1, -1, max), "bad kind");
+	{
+		char name[STORE_NAME_MAX + 1];
+
+		memset(name, 'x', sizeof(name));
+		CHECK(!store_entry_problem(5, 1, name, STORE_NAME_MAX,
+					   ITEM_BINARY, max));
+		CHECK_STREQ(store_entry_problem(5, 1, name, sizeof(name),
+						ITEM_BINARY, max),
+			    "name too long");
+	}
+}
+
+static void test_change_problem(void)
+{
+	struct item_meta m = {.kind = ITEM_BINARY};
+	struct store_change ch = {
+		.ino = 5, .parent = 1, .name = "a", .meta = &m};
+	char name[STORE_NAME_MAX + 2];
+
+	CHECK(!store_change_problem(&ch, INT64_MAX));
+	ch.name = NULL;
+	CHECK_STREQ(store_change_problem(&ch, INT64_MAX), "no name");
+	ch.deleted = true; /* a delete needs an ino only */
+	CHECK(!store_change_problem(&ch, INT64_MAX));
+	ch.deleted = false;
+	memset(name, 'x', sizeof(name) - 1);
+	name[sizeof(name) - 1] = '\0';
+	ch.name = name;
+	CHECK_STREQ(store_change_problem(&ch, INT64_MAX), "name too long");
+	ch.name = "a";
+	ch.meta = NULL;
+	CHECK_STREQ(store_change_problem(&ch, INT64_MAX), "no metadata");
+	ch.meta = &m;
+	ch.has_data = true;
+	ch.len = 3;
+	CHECK_STREQ(store_change_problem(&ch, INT64_MAX), "no data");
+	ch.len = 0;
+	CHECK(!store_change_problem(&ch, INT64_MAX));
+}
+
+/* What a backend below allows: no file named "big". */
+static const char *no_big(const struct store_change *ch)
+{
+	return strcmp(ch->name, "big") == 0 ? "too big here" : NULL;
+}
+
+static void test_check_changes(void)
+{
+	struct item_meta m = {.kind = ITEM_BINARY};
+	struct store_change ch[3] = {
+		{.ino = 5, .parent = 1, .name = "a", .meta = &m},
+		{.ino = 6, .deleted = true, .name = "big"},
+		{.ino = 7, .parent = 1, .name = "big", .meta = &m},
+	};
+
+	CHECK_EQ(store_check_changes(&l3, ch, 0, no_big), 0);
+	CHECK_EQ(store_check_changes(&l3, ch, 2, no_big), 0);
+	nlogs = 0;
+	CHECK_EQ(store_check_changes(&l3, ch, 3, no_big), -EINVAL);
+	CHECK_EQ(nlogs, 1);
+	CHECK_STREQ(last_log,
+		    "sql 't.db': cannot apply change to inode 7: too big here");
+	CHECK_EQ(store_check_changes(&l3, ch, 3, NULL), 0);
+	ch[0].ino = (uint64_t)INT64_MAX + 1;
+	CHECK_EQ(store_check_changes(&l3, ch, 1, NULL), -EINVAL);
+	CHECK_STREQ(last_log, "sql 't.db': cannot apply change to inode "
+			      "9223372036854775808: bad inode number");
+	CHECK_EQ(store_check_changes(&cache, ch, 1, NULL), 0);
+}
+
+/* Decodes @c with @b, which must find it corrupt because of @why. */
+static void check_corrupt(const struct store_backend *b,
+			  const struct store_cols *c, const char *why)
+{
+	struct store_row row;
+	char want[512];
+
+	snprintf(want, sizeof(want), "%s '%s': corrupt entry %llu: %s", b->name,
+		 b->target, (unsigned long long)c->ino, why);
+	last_log[0] = '\0';
+	CHECK_EQ(store_row_decode(b, c, &row), -EIO);
+	CHECK_STREQ(last_log, want);
+}
+
+static void test_row_decode(void)
+{
+	struct store_cols c = file_cols();
+	struct store_row row;
+
+	/* A file in L3: its Merkle hash is its content hash; no state. */
+	CHECK_EQ(store_row_decode(&l3, &c, &row), 0);
+	CHECK_EQ(row.ino, 5);
+	CHECK_EQ(row.parent, STORE_ROOT_INO);
+	CHECK_STREQ(row.name, "f.json");
+	CHECK_EQ(row.meta.kind, ITEM_JSON);
+	CHECK_EQ(row.meta.size, 3);
+	CHECK(memcmp(row.meta.hash, hash_a, ITEM_HASH_LEN) == 0);
+	CHECK(memcmp(row.merkle, hash_a, ITEM_HASH_LEN) == 0);
+	CHECK_EQ(row.meta.version, 7);
+	CHECK_EQ(row.meta.mtime_ns, -1);
+	CHECK_EQ(row.meta.ctime_ns, 2);
+	CHECK_EQ(row.meta.mode, 0100644);
+	CHECK_EQ(row.meta.uid, 10);
+	CHECK_EQ(row.meta.gid, 20);
+	CHECK(!row.meta.explicit_dir);
+	CHECK(!row.meta.state);
+	CHECK(!row.meta.xattrs);
+	store_row_release(&row);
+
+	/* The same in a cache: no Merkle hash. */
+	CHECK_EQ(store_row_decode(&cache, &c, &row), 0);
+	CHECK(item_hash_is_zero(row.merkle));
+	store_row_release(&row);
+
+	/* An empty state tag is none in L3, "" in a cache; xattrs copied. */
+	c.state = "";
+	c.xattrs = "\1\0\1\0\0\0ab";
+	c.xattrs_len = 8;
+	CHECK_EQ(store_row_decode(&l3, &c, &row), 0);
+	CHECK(!row.meta.state);
+	CHECK_EQ(row.meta.xattrs_len, 8);
+	CHECK(memcmp(row.meta.xattrs, c.xattrs, 8) == 0);
+	store_row_release(&row);
+	CHECK_EQ(store_row_decode(&cache, &c, &row), 0);
+	CHECK_STREQ(row.meta.state, "");
+	store_row_release(&row);
+	c.state = "done!";
+	c.state_len = 4;
+	CHECK_EQ(store_row_decode(&l3, &c, &row), 0);
+	CHECK_STREQ(row.meta.state, "done");
+	store_row_release(&row);
+
+	/* A directory: its own Merkle hash, zero while not known; a file's
+	 * merkle column means nothing. */
+	c = file_cols();
+	c.kind = ITEM_DIR;
+	c.hash = NULL;
+	c.merkle = hash_b;
+	c.merkle_len = ITEM_HASH_LEN;
+	CHECK_EQ(store_row_decode(&l3, &c, &row), 0);
+	CHECK(item_hash_is_zero(row.meta.hash));
+	CHECK(memcmp(row.merkle, hash_b, ITEM_HASH_LEN) == 0);
+	store_row_release(&row);
+	c.merkle = NULL;
+	CHECK_EQ(store_row_decode(&l3, &c, &row), 0);
+	CHECK(item_hash_is_zero(row.merkle));
+	store_row_release(&row);
+	c = file_cols();
+	c.merkle = "short";
+	c.merkle_len = 5;
+	CHECK_EQ(store_row_decode(&l3, &c, &row), 0);
+	store_row_release(&row);
+
+	/* The root: empty name, parent 0. */
+	c = file_cols();
+	c.ino = STORE_ROOT_INO;
+	c.parent = 0;
+	c.name = "";
+	c.name_len = 0;
+	c.kind = ITEM_DIR;
+	CHECK_EQ(store_row_decode(&l3, &c, &row), 0);
+	CHECK_STREQ(row.name, "");
+	store_row_release(&row);
+
+	/* What is corrupt. */
+	c = file_cols();
+	c.ino = 0;
+	check_corrupt(&l3, &c, "bad inode number");
+	c = file_cols();
+	c.parent = (uint64_t)INT64_MAX + 1;
+	check_corrupt(&l3, &c, "bad parent");
+	c = file_cols();
+	c.name = "a/b";
+	c.name_len = 3;
+	check_corrupt(&cache, &c, "name holds '/'");
+	c.name = "a\0b";
+	check_corrupt(&l3, &c, "name holds a NUL");
+	c.name_len = 0;
+	check_corrupt(&l3, &c, "empty name");
+	c = file_cols();
+	c.name_len = STORE_NAME_MAX + 1;
+	c.name = calloc(1, c.name_len);
+	CHECK(c.name);
+	check_corrupt(&l3, &c, "name too long");
+	free((void *)c.name);
+	c = file_cols();
+	c.kind = 7;
+	check_corrupt(&l3, &c, "bad kind");
+	c = file_cols();
+	c.hash_len = ITEM_HASH_LEN - 1;
+	check_corrupt(&cache, &c, "bad hash");
+	c = file_cols();
+	c.kind = ITEM_DIR;
+	c.merkle = hash_b;
+	c.merkle_len = 0;
+	check_corrupt(&l3, &c, "bad merkle hash");
+	c = file_cols();
+	c.state = "a\0b";
+	c.state_len = 3;
+	check_corrupt(&l3, &c, "bad state tag");
+	check_corrupt(&cache, &c, "bad state tag");
+	CHECK_EQ(store_corrupt(&l3, 0, "why"), -EIO);
+	CHECK_STREQ(last_log, "sql 't.db': corrupt entry 0: why");
+}
+
+static void test_data_dup(void)
+{
+	void *data = (void *)1;
+	size_t len = 1;
+
+	CHECK_EQ(store_data_dup(NULL, 0, &data, &len), 0);
+	CHECK(!data);
+	CHECK_EQ(len, 0);
+	CHECK_EQ(store_data_dup("a\0b", 3, &data, &len), 0);
+	CHECK_EQ(len, 3);
+	CHECK(memcmp(data, "a\0b", 3) == 0);
+	free(data);
+}
+
+int main(void)
+{
+	test_entry_problem();
+	test_change_problem();
+	test_check_changes();
+	test_row_decode();
+	test_data_dup();
+	printf("test_store: ok\n");
+	return 0;
+}
