@@ -192,20 +192,14 @@ static int lpg_list(struct store *s, uint64_t parent, const char *after,
 	int lengths[3] = {8, 0, 8};
 	struct lpg_conn *c;
 	PGresult *res;
+	size_t after_len;
 	int n = 0, err;
 
-	if (!after)
-		after = "";
-	if (limit == 0 || parent > INT64_MAX)
+	if (!store_list_page(parent, &after, &after_len, &limit))
 		return 0;
-	if (limit > INT_MAX)
-		limit = INT_MAX; /* the return value is an int */
-
 	lpg_put64(b_parent, (int64_t)parent);
-	/* Cut at STORE_NAME_MAX + 1 bytes: no stored name lies between the
-	 * cut and the whole of a longer @after. */
 	values[1] = after;
-	lengths[1] = (int)strnlen(after, STORE_NAME_MAX + 1);
+	lengths[1] = (int)after_len;
 	lpg_put64(b_limit, (int64_t)limit);
 	err = lpg_query(q, S_LIST, values, lengths, &c, &res,
 			"list a directory");
@@ -350,10 +344,8 @@ static int lpg_scan(struct store *s, uint64_t after, struct store_key *keys,
 	PGresult *res;
 	int err, n, i;
 
-	if (limit == 0 || after >= INT64_MAX)
+	if (!store_scan_page(after, &limit))
 		return 0;
-	if (limit > INT_MAX)
-		limit = INT_MAX;
 	lpg_put64(b_after, (int64_t)after);
 	lpg_put64(b_limit, (int64_t)limit);
 	err = lpg_query(q, S_SCAN, values, lengths, &c, &res,
@@ -363,7 +355,6 @@ static int lpg_scan(struct store *s, uint64_t after, struct store_key *keys,
 	n = PQntuples(res);
 	for (i = 0; i < n && i < (int)limit; i++) {
 		const char *pi, *pp, *name;
-		int len;
 
 		if (!lpg_field(res, i, 0, 8, &pi) ||
 		    !lpg_field(res, i, 1, 8, &pp) ||
@@ -371,13 +362,9 @@ static int lpg_scan(struct store *s, uint64_t after, struct store_key *keys,
 			err = store_corrupt(&q->sb, 0, "bad scan row");
 			break;
 		}
-		len = PQgetlength(res, i, 2);
-		if (len > STORE_NAME_MAX)
-			len = STORE_NAME_MAX;
-		keys[i].ino = (uint64_t)lpg_get64(pi);
-		keys[i].parent = (uint64_t)lpg_get64(pp);
-		memcpy(keys[i].name, name, (size_t)len);
-		keys[i].name[len] = '\0';
+		store_key_fill(&keys[i], (uint64_t)lpg_get64(pi),
+			       (uint64_t)lpg_get64(pp), name,
+			       (size_t)PQgetlength(res, i, 2));
 	}
 	if (!err)
 		err = i;
@@ -405,7 +392,7 @@ static int lpg_alloc_ino(struct store *s, uint64_t count, uint64_t *first)
 	if (err)
 		return err;
 	if (PQntuples(res) == 1 && lpg_field(res, 0, 0, 8, &p) &&
-	    lpg_get64(p) >= LPG_FIRST_INO) {
+	    lpg_get64(p) >= STORE_SQL_FIRST_INO) {
 		*first = (uint64_t)lpg_get64(p);
 		goto out_clear;
 	}

@@ -149,38 +149,25 @@ static int lpg_delete_rows(const struct lpg *q, struct lpg_conn *c,
 
 static void lpg_entry_append(struct lpg_arr *a, const struct store_change *ch)
 {
-	const struct item_meta *m = ch->meta;
-	size_t len = strlen(ch->name);
-	size_t stem_len = store_stem_len(ch->name, len, m->kind);
+	struct store_cols r =
+		store_cols_of(ch->ino, ch->parent, ch->name, ch->meta);
 
-	lpg_arr_i64(&a[E_INO], (int64_t)ch->ino);
-	lpg_arr_i64(&a[E_PARENT], (int64_t)ch->parent);
-	lpg_arr_bytes(&a[E_NAME], ch->name, len);
-	if (m->kind != ITEM_DIR)
-		lpg_arr_bytes(&a[E_STEM], ch->name, stem_len);
-	else
-		lpg_arr_null(&a[E_STEM]);
-	lpg_arr_i16(&a[E_KIND], (int16_t)m->kind);
-	lpg_arr_i64(&a[E_SIZE], (int64_t)m->size);
-	if (!item_hash_is_zero(m->hash))
-		lpg_arr_bytes(&a[E_HASH], m->hash, ITEM_HASH_LEN);
-	else
-		lpg_arr_null(&a[E_HASH]);
-	lpg_arr_i64(&a[E_VERSION], (int64_t)m->version);
-	lpg_arr_i64(&a[E_MTIME], m->mtime_ns);
-	lpg_arr_i64(&a[E_CTIME], m->ctime_ns);
-	lpg_arr_i32(&a[E_MODE], (int32_t)m->mode);
-	lpg_arr_i64(&a[E_UID], m->uid);
-	lpg_arr_i64(&a[E_GID], m->gid);
-	lpg_arr_bool(&a[E_EXPLICIT], m->explicit_dir);
-	if (m->state && m->state[0])
-		lpg_arr_bytes(&a[E_STATE], m->state, strlen(m->state));
-	else
-		lpg_arr_null(&a[E_STATE]);
-	if (m->xattrs && m->xattrs_len)
-		lpg_arr_bytes(&a[E_XATTRS], m->xattrs, m->xattrs_len);
-	else
-		lpg_arr_null(&a[E_XATTRS]);
+	lpg_arr_i64(&a[E_INO], (int64_t)r.ino);
+	lpg_arr_i64(&a[E_PARENT], (int64_t)r.parent);
+	lpg_arr_bytes(&a[E_NAME], r.name, r.name_len);
+	lpg_arr_opt(&a[E_STEM], r.stem, r.stem_len);
+	lpg_arr_i16(&a[E_KIND], (int16_t)r.kind);
+	lpg_arr_i64(&a[E_SIZE], (int64_t)r.size);
+	lpg_arr_opt(&a[E_HASH], r.hash, r.hash_len);
+	lpg_arr_i64(&a[E_VERSION], (int64_t)r.version);
+	lpg_arr_i64(&a[E_MTIME], r.mtime_ns);
+	lpg_arr_i64(&a[E_CTIME], r.ctime_ns);
+	lpg_arr_i32(&a[E_MODE], (int32_t)r.mode);
+	lpg_arr_i64(&a[E_UID], r.uid);
+	lpg_arr_i64(&a[E_GID], r.gid);
+	lpg_arr_bool(&a[E_EXPLICIT], r.explicit_dir);
+	lpg_arr_opt(&a[E_STATE], r.state, r.state_len);
+	lpg_arr_opt(&a[E_XATTRS], r.xattrs, r.xattrs_len);
 }
 
 static const Oid lpg_entry_elem[E_N] = {

@@ -95,6 +95,14 @@ void lpg_arr_null(struct lpg_arr *a)
 	a->n++;
 }
 
+void lpg_arr_opt(struct lpg_arr *a, const void *p, size_t len)
+{
+	if (p)
+		lpg_arr_bytes(a, p, len);
+	else
+		lpg_arr_null(a);
+}
+
 void lpg_arr_i64(struct lpg_arr *a, int64_t v)
 {
 	char b[8];

@@ -18,11 +18,9 @@
 
 #include "l3_pg.h"
 #include "pool.h"
-#include "store_row.h"
+#include "store_sql.h"
 
 #define LPG_SCHEMA_VERSION 2
-#define LPG_FORMAT "tierfs"
-#define LPG_FIRST_INO 2
 #define LPG_POOL_MAX 4
 #define LPG_POOL_WAIT_S 30 /* how long a thread waits for a connection */
 #define LPG_CONNECT_TIMEOUT "5"
@@ -207,6 +205,8 @@ void lpg_arr_release(struct lpg_arr *a);
 void lpg_arr_start(struct lpg_arr *a, Oid elem);
 void lpg_arr_bytes(struct lpg_arr *a, const void *p, size_t len);
 void lpg_arr_null(struct lpg_arr *a);
+/* Appends @len bytes at @p, or NULL when @p is NULL. */
+void lpg_arr_opt(struct lpg_arr *a, const void *p, size_t len);
 void lpg_arr_i64(struct lpg_arr *a, int64_t v);
 void lpg_arr_i32(struct lpg_arr *a, int32_t v);
 void lpg_arr_i16(struct lpg_arr *a, int16_t v);

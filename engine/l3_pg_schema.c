@@ -73,9 +73,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "l3_pg_int.h"
 
@@ -116,16 +113,14 @@ static const char lpg_schema_sql[] =
  * calling process. Runs inside the opening transaction. */
 static int lpg_create(struct lpg *q, struct lpg_conn *c)
 {
-	struct timespec now;
+	struct item_meta root;
 	char sql[512];
-	int64_t ns;
 	int err;
 
 	err = lpg_simple(q, c, lpg_schema_sql, NULL, "create the schema");
 	if (err)
 		return err;
-	clock_gettime(CLOCK_REALTIME, &now);
-	ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	store_root_meta(&root);
 	snprintf(sql, sizeof(sql),
 		 "INSERT INTO tierfs_meta (key, value, text_value) VALUES"
 		 " ('format', NULL, '%s'), ('schema_version', %d, NULL),"
@@ -133,11 +128,12 @@ static int lpg_create(struct lpg *q, struct lpg_conn *c)
 		 "INSERT INTO entries (ino, parent, name, stem, kind, size,"
 		 " hash, version, mtime_ns, ctime_ns, mode, uid, gid,"
 		 " explicit_dir, state, xattrs, merkle) VALUES (%d, 0,"
-		 " ''::bytea, NULL, %d, 0, NULL, 1, %lld, %lld, %d, %lld,"
-		 " %lld, true, NULL, NULL, sha256(''::bytea))",
-		 LPG_FORMAT, LPG_SCHEMA_VERSION, LPG_FIRST_INO, STORE_ROOT_INO,
-		 ITEM_DIR, (long long)ns, (long long)ns, S_IFDIR | 0755,
-		 (long long)geteuid(), (long long)getegid());
+		 " ''::bytea, NULL, %d, 0, NULL, %llu, %lld, %lld, %u, %u,"
+		 " %u, true, NULL, NULL, sha256(''::bytea))",
+		 STORE_SQL_FORMAT, LPG_SCHEMA_VERSION, STORE_SQL_FIRST_INO,
+		 STORE_ROOT_INO, (int)root.kind,
+		 (unsigned long long)root.version, (long long)root.mtime_ns,
+		 (long long)root.ctime_ns, root.mode, root.uid, root.gid);
 	return lpg_simple(q, c, sql, NULL, "create the root directory");
 }
 
@@ -218,19 +214,8 @@ static int lpg_check(struct lpg *q, struct lpg_conn *c)
 			have_version = true;
 		}
 	}
-	if (!format || strcmp(format, LPG_FORMAT) != 0 || !have_version ||
-	    version < 1) {
-		eng_logf(&q->base.log, LOG_ERR,
-			 "postgres '%s': cannot open: not a tierfs database",
-			 q->target);
-		err = -EINVAL;
-	} else if (version > LPG_SCHEMA_VERSION) {
-		eng_logf(&q->base.log, LOG_ERR,
-			 "postgres '%s': cannot open: schema version %lld is "
-			 "newer than this build supports (%d)",
-			 q->target, version, LPG_SCHEMA_VERSION);
-		err = -EINVAL;
-	}
+	err = store_schema_check(&q->sb, format, have_version, version,
+				 LPG_SCHEMA_VERSION);
 	PQclear(res);
 	/* One step per version, each from the one before. */
 	if (!err && version < 2)

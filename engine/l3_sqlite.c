@@ -54,45 +54,46 @@ enum lsq_col {
 int lsq_bind_entry(sqlite3_stmt *st, uint64_t ino, uint64_t parent,
 		   const char *name, const struct item_meta *m)
 {
-	size_t len = strlen(name);
-	size_t stem_len = store_stem_len(name, len, m->kind);
+	struct store_cols r = store_cols_of(ino, parent, name, m);
 	int rc;
 
 	/* A non-NULL pointer with length 0 binds an empty blob, not NULL:
 	 * the root's name is the empty blob. */
-	rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+	rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)r.ino);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 2, (sqlite3_int64)parent);
+		rc = sqlite3_bind_int64(st, 2, (sqlite3_int64)r.parent);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(st, 3, name, (int)len, SQLITE_STATIC);
-	if (rc == SQLITE_OK && m->kind != ITEM_DIR)
-		rc = sqlite3_bind_blob(st, 4, name, (int)stem_len,
+		rc = sqlite3_bind_blob(st, 3, r.name, (int)r.name_len,
+				       SQLITE_STATIC);
+	if (rc == SQLITE_OK && r.stem)
+		rc = sqlite3_bind_blob(st, 4, r.stem, (int)r.stem_len,
 				       SQLITE_STATIC);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int(st, 5, (int)m->kind);
+		rc = sqlite3_bind_int(st, 5, r.kind);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 6, (sqlite3_int64)m->size);
-	if (rc == SQLITE_OK && !item_hash_is_zero(m->hash))
-		rc = sqlite3_bind_blob(st, 7, m->hash, ITEM_HASH_LEN,
+		rc = sqlite3_bind_int64(st, 6, (sqlite3_int64)r.size);
+	if (rc == SQLITE_OK && r.hash)
+		rc = sqlite3_bind_blob(st, 7, r.hash, (int)r.hash_len,
 				       SQLITE_STATIC);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 8, (sqlite3_int64)m->version);
+		rc = sqlite3_bind_int64(st, 8, (sqlite3_int64)r.version);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 9, m->mtime_ns);
+		rc = sqlite3_bind_int64(st, 9, r.mtime_ns);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 10, m->ctime_ns);
+		rc = sqlite3_bind_int64(st, 10, r.ctime_ns);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 11, m->mode);
+		rc = sqlite3_bind_int64(st, 11, r.mode);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 12, m->uid);
+		rc = sqlite3_bind_int64(st, 12, r.uid);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 13, m->gid);
+		rc = sqlite3_bind_int64(st, 13, r.gid);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int(st, 14, m->explicit_dir ? 1 : 0);
-	if (rc == SQLITE_OK && m->state && m->state[0])
-		rc = sqlite3_bind_text(st, 15, m->state, -1, SQLITE_STATIC);
-	if (rc == SQLITE_OK && m->xattrs && m->xattrs_len)
-		rc = sqlite3_bind_blob64(st, 16, m->xattrs, m->xattrs_len,
+		rc = sqlite3_bind_int(st, 14, r.explicit_dir ? 1 : 0);
+	if (rc == SQLITE_OK && r.state)
+		rc = sqlite3_bind_text(st, 15, r.state, (int)r.state_len,
+				       SQLITE_STATIC);
+	if (rc == SQLITE_OK && r.xattrs)
+		rc = sqlite3_bind_blob64(st, 16, r.xattrs, r.xattrs_len,
 					 SQLITE_STATIC);
 	/* Unbound parameters (stem, hash, state, xattrs) are NULL. */
 	return rc;
@@ -234,26 +235,18 @@ static int lsq_list(struct store *s, uint64_t parent, const char *after,
 	struct lsq *q = lsq_of(s);
 	struct lsq_conn *c;
 	sqlite3_stmt *st;
-	size_t n = 0;
+	size_t n = 0, after_len;
 	int rc, err;
 
-	if (!after)
-		after = "";
-	if (limit == 0 || parent > INT64_MAX)
+	if (!store_list_page(parent, &after, &after_len, &limit))
 		return 0;
-	if (limit > INT_MAX)
-		limit = INT_MAX; /* the return value is an int */
-
 	err = lsq_reader_get(q, &c);
 	if (err)
 		return err;
 	st = c->stmt[R_LIST];
 	rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)parent);
 	if (rc == SQLITE_OK)
-		/* Cut at STORE_NAME_MAX + 1 bytes: no stored name lies
-		 * between the cut and the whole of a longer @after. */
-		rc = sqlite3_bind_blob(st, 2, after,
-				       (int)strnlen(after, STORE_NAME_MAX + 1),
+		rc = sqlite3_bind_blob(st, 2, after, (int)after_len,
 				       SQLITE_STATIC);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
@@ -385,10 +378,8 @@ static int lsq_scan(struct store *s, uint64_t after, struct store_key *keys,
 	size_t n = 0;
 	int rc, err;
 
-	if (limit == 0 || after >= INT64_MAX)
+	if (!store_scan_page(after, &limit))
 		return 0;
-	if (limit > INT_MAX)
-		limit = INT_MAX;
 	err = lsq_reader_get(q, &c);
 	if (err)
 		return err;
@@ -400,17 +391,16 @@ static int lsq_scan(struct store *s, uint64_t after, struct store_key *keys,
 		rc = sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
 	while (rc == SQLITE_OK && n < limit &&
 	       (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		int len = sqlite3_column_bytes(st, 2);
-		const void *name = sqlite3_column_blob(st, 2);
+		const void *name;
+		size_t len;
 
-		keys[n].ino = (uint64_t)sqlite3_column_int64(st, 0);
-		keys[n].parent = (uint64_t)sqlite3_column_int64(st, 1);
-		if (len > STORE_NAME_MAX)
-			len = STORE_NAME_MAX;
-		if (len > 0)
-			memcpy(keys[n].name, name, (size_t)len);
-		keys[n].name[len > 0 ? len : 0] = '\0';
-		n++;
+		if (lsq_value(st, 2, &name, &len)) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		store_key_fill(
+			&keys[n++], (uint64_t)sqlite3_column_int64(st, 0),
+			(uint64_t)sqlite3_column_int64(st, 1), name, len);
 		rc = SQLITE_OK;
 	}
 	if (rc != SQLITE_OK && rc != SQLITE_DONE)
@@ -597,7 +587,7 @@ static int lsq_alloc_ino(struct store *s, uint64_t count, uint64_t *first)
 	lsq_done(st);
 	if (err)
 		goto out_rollback;
-	if (next < LSQ_FIRST_INO) {
+	if (next < STORE_SQL_FIRST_INO) {
 		eng_logf(&q->base.log, LOG_ERR,
 			 "sqlite '%s': cannot allocate inodes: bad counter",
 			 q->path);

@@ -17,11 +17,9 @@
 #include "l3_sqlite.h"
 #include "merkle.h"
 #include "pool.h"
-#include "store_row.h"
+#include "store_sql.h"
 
 #define LSQ_SCHEMA_VERSION 2
-#define LSQ_FORMAT "tierfs"
-#define LSQ_FIRST_INO 2
 #define LSQ_READERS 4
 #define LSQ_BUSY_TIMEOUT_MS 5000
 #define LSQ_POOL_WAIT_S 30 /* how long a reader waits for a free connection */

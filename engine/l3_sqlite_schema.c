@@ -68,9 +68,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "l3_sqlite_int.h"
 
@@ -121,7 +118,7 @@ static int lsq_create(struct lsq *q)
 	snprintf(sql, sizeof(sql),
 		 "INSERT INTO meta (key, value) VALUES ('format', '%s'),"
 		 " ('schema_version', %d), ('next_ino', %d)",
-		 LSQ_FORMAT, LSQ_SCHEMA_VERSION, LSQ_FIRST_INO);
+		 STORE_SQL_FORMAT, LSQ_SCHEMA_VERSION, STORE_SQL_FIRST_INO);
 	return lsq_exec(q, q->writer->db, sql, "write the schema version");
 }
 
@@ -131,20 +128,10 @@ static int lsq_create_root(struct lsq *q)
 {
 	sqlite3_stmt *st = q->writer->stmt[W_INS_ENTRY];
 	struct item_meta root;
-	struct timespec now;
 	uint8_t hash[MERKLE_LEN];
 	int rc, err;
 
-	clock_gettime(CLOCK_REALTIME, &now);
-	memset(&root, 0, sizeof(root));
-	root.kind = ITEM_DIR;
-	root.version = 1;
-	root.mtime_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
-	root.ctime_ns = root.mtime_ns;
-	root.mode = S_IFDIR | 0755;
-	root.uid = (uint32_t)geteuid();
-	root.gid = (uint32_t)getegid();
-	root.explicit_dir = true;
+	store_root_meta(&root);
 	rc = lsq_bind_entry(st, STORE_ROOT_INO, 0, "", &root);
 	if (rc != SQLITE_OK) {
 		lsq_done(st);
@@ -164,7 +151,8 @@ static int lsq_check(struct lsq *q, sqlite3_int64 *version)
 	sqlite3 *db = q->writer->db;
 	sqlite3_int64 v = 0;
 	char format[32] = "";
-	int type;
+	bool have_format = false, have_version = false;
+	int type, err;
 
 	type = lsq_query1(q, db,
 			  "SELECT count(*) FROM sqlite_master WHERE"
@@ -172,35 +160,26 @@ static int lsq_check(struct lsq *q, sqlite3_int64 *version)
 			  &v, NULL, 0, "read the schema");
 	if (type < 0)
 		return type;
-	if (v == 0)
-		goto out_foreign;
-	type = lsq_query1(q, db, "SELECT value FROM meta WHERE key = 'format'",
-			  &v, format, sizeof(format), "read the format");
-	if (type < 0)
-		return type;
-	if (type != SQLITE_TEXT || strcmp(format, LSQ_FORMAT) != 0)
-		goto out_foreign;
-	type = lsq_query1(q, db,
-			  "SELECT value FROM meta WHERE key = 'schema_version'",
-			  &v, NULL, 0, "read the schema version");
-	if (type < 0)
-		return type;
-	if (type != SQLITE_INTEGER || v < 1)
-		goto out_foreign;
-	if (v > LSQ_SCHEMA_VERSION) {
-		eng_logf(&q->base.log, LOG_ERR,
-			 "sqlite '%s': cannot open: schema version %lld is "
-			 "newer than this build supports (%d)",
-			 q->path, (long long)v, LSQ_SCHEMA_VERSION);
-		return -EINVAL;
+	if (v) {
+		type = lsq_query1(
+			q, db, "SELECT value FROM meta WHERE key = 'format'",
+			&v, format, sizeof(format), "read the format");
+		if (type < 0)
+			return type;
+		have_format = type == SQLITE_TEXT;
+		type = lsq_query1(
+			q, db,
+			"SELECT value FROM meta WHERE key = 'schema_version'",
+			&v, NULL, 0, "read the schema version");
+		if (type < 0)
+			return type;
+		have_version = type == SQLITE_INTEGER;
 	}
-	*version = v;
-	return 0;
-
-out_foreign:
-	eng_logf(&q->base.log, LOG_ERR,
-		 "sqlite '%s': cannot open: not a tierfs database", q->path);
-	return -EINVAL;
+	err = store_schema_check(&q->sb, have_format ? format : NULL,
+				 have_version, v, LSQ_SCHEMA_VERSION);
+	if (!err)
+		*version = v;
+	return err;
 }
 
 /* The schema change from version 1: the column and the index, before the

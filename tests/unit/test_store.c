@@ -1,12 +1,15 @@
 /*
  * test_store.c - unit tests of what the store backends share
- * (engine/store.c, engine/store_row.c): the contract check of an entry, of
- * a change and of a batch, and a row read back made a store_row, as an L3
- * store and as a cache tier see it. No server or file is needed.
+ * (engine/store.c, engine/store_row.c, engine/store_sql.c): the contract
+ * check of an entry, of a change and of a batch; a row read back made a
+ * store_row, as an L3 store and as a cache tier see it; the row written as
+ * the SQL stores' columns, their meta rows' check and their ops' argument
+ * ranges. No server or file is needed.
  *
  * Exit status: 0 passed, 1 failed.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -14,7 +17,7 @@
 #include <string.h>
 
 #include "check.h"
-#include "store_row.h"
+#include "store_sql.h"
 
 static char last_log[512];
 static int nlogs;
@@ -306,6 +309,128 @@ static void test_data_dup(void)
 	free(data);
 }
 
+static void test_cols_of(void)
+{
+	struct item_meta m = {.kind = ITEM_JSON,
+			      .size = 3,
+			      .version = 4,
+			      .mtime_ns = -5,
+			      .ctime_ns = 6,
+			      .mode = 0100600,
+			      .uid = 7,
+			      .gid = 8,
+			      .state = ""};
+	struct store_cols c = store_cols_of(9, 1, "x.json", &m);
+	struct store_row row;
+
+	/* What the SQL stores write NULL: a zero hash, an empty state, no
+	 * xattrs; a JSON file's stem has no ".json". */
+	CHECK_EQ(c.ino, 9);
+	CHECK_EQ(c.parent, 1);
+	CHECK_EQ(c.name_len, 6);
+	CHECK(c.stem == c.name);
+	CHECK_EQ(c.stem_len, 1);
+	CHECK(!c.hash);
+	CHECK(!c.state);
+	CHECK(!c.xattrs);
+	CHECK(!c.merkle);
+	/* Read back, the same entry. */
+	CHECK_EQ(store_row_decode(&l3, &c, &row), 0);
+	CHECK_STREQ(row.name, "x.json");
+	CHECK_EQ(row.meta.kind, ITEM_JSON);
+	CHECK_EQ(row.meta.size, 3);
+	CHECK_EQ(row.meta.version, 4);
+	CHECK_EQ(row.meta.mtime_ns, -5);
+	CHECK_EQ(row.meta.ctime_ns, 6);
+	CHECK_EQ(row.meta.mode, 0100600);
+	CHECK_EQ(row.meta.uid, 7);
+	CHECK_EQ(row.meta.gid, 8);
+	CHECK(!row.meta.state);
+	store_row_release(&row);
+
+	memcpy(m.hash, hash_a, ITEM_HASH_LEN);
+	m.state = "s";
+	m.xattrs = "\1\0\0\0\0\0a";
+	m.xattrs_len = 7;
+	m.kind = ITEM_BINARY;
+	c = store_cols_of(9, 1, "x.json", &m);
+	CHECK_EQ(c.stem_len, 6);
+	CHECK(c.hash == m.hash);
+	CHECK_EQ(c.hash_len, ITEM_HASH_LEN);
+	CHECK_EQ(c.state_len, 1);
+	CHECK_EQ(c.xattrs_len, 7);
+	m.kind = ITEM_DIR;
+	c = store_cols_of(9, 1, "d", &m);
+	CHECK(!c.stem);
+
+	store_root_meta(&m);
+	CHECK_EQ(m.kind, ITEM_DIR);
+	CHECK_EQ(m.version, 1);
+	CHECK(m.explicit_dir);
+	CHECK(!m.state && !m.xattrs);
+	c = store_cols_of(STORE_ROOT_INO, 0, "", &m);
+	CHECK(c.name && c.name_len == 0);
+	CHECK_EQ(store_row_decode(&l3, &c, &row), 0);
+	store_row_release(&row);
+}
+
+static void test_schema_check(void)
+{
+	CHECK_EQ(store_schema_check(&l3, STORE_SQL_FORMAT, true, 1, 2), 0);
+	CHECK_EQ(store_schema_check(&l3, STORE_SQL_FORMAT, true, 2, 2), 0);
+	last_log[0] = '\0';
+	CHECK_EQ(store_schema_check(&l3, STORE_SQL_FORMAT, true, 3, 2),
+		 -EINVAL);
+	CHECK_STREQ(last_log, "sql 't.db': cannot open: schema version 3 is "
+			      "newer than this build supports (2)");
+	CHECK_EQ(store_schema_check(&l3, NULL, true, 1, 2), -EINVAL);
+	CHECK_STREQ(last_log, "sql 't.db': cannot open: not a tierfs database");
+	CHECK_EQ(store_schema_check(&l3, "other", true, 1, 2), -EINVAL);
+	CHECK_EQ(store_schema_check(&l3, STORE_SQL_FORMAT, false, 1, 2),
+		 -EINVAL);
+	CHECK_EQ(store_schema_check(&l3, STORE_SQL_FORMAT, true, 0, 2),
+		 -EINVAL);
+}
+
+static void test_pages(void)
+{
+	char long_name[STORE_NAME_MAX + 10];
+	const char *after = NULL;
+	size_t after_len = 99, limit = 10;
+	struct store_key k;
+
+	CHECK(store_list_page(1, &after, &after_len, &limit));
+	CHECK_STREQ(after, "");
+	CHECK_EQ(after_len, 0);
+	CHECK_EQ(limit, 10);
+	memset(long_name, 'x', sizeof(long_name) - 1);
+	long_name[sizeof(long_name) - 1] = '\0';
+	after = long_name;
+	limit = (size_t)INT_MAX + 1;
+	CHECK(store_list_page(1, &after, &after_len, &limit));
+	CHECK_EQ(after_len, STORE_NAME_MAX + 1);
+	CHECK_EQ(limit, INT_MAX);
+	limit = 0;
+	CHECK(!store_list_page(1, &after, &after_len, &limit));
+	limit = 1;
+	CHECK(!store_list_page(STORE_SQL_MAX_INO + 1, &after, &after_len,
+			       &limit));
+
+	CHECK(store_scan_page(0, &limit));
+	CHECK(!store_scan_page(STORE_SQL_MAX_INO, &limit));
+	limit = 0;
+	CHECK(!store_scan_page(0, &limit));
+
+	store_key_fill(&k, 3, 1, "ab", 2);
+	CHECK_EQ(k.ino, 3);
+	CHECK_EQ(k.parent, 1);
+	CHECK_STREQ(k.name, "ab");
+	store_key_fill(&k, 3, 1, long_name, sizeof(long_name) - 1);
+	CHECK_EQ(strlen(k.name), STORE_NAME_MAX);
+	store_key_fill(&k, 3, 1, NULL, 0);
+	CHECK_STREQ(k.name, "");
+}
+
 int main(void)
 {
 	test_entry_problem();
@@ -313,6 +438,9 @@ int main(void)
 	test_check_changes();
 	test_row_decode();
 	test_data_dup();
+	test_cols_of();
+	test_schema_check();
+	test_pages();
 	printf("test_store: ok\n");
 	return 0;
 }
