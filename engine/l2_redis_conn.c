@@ -27,9 +27,10 @@
  * failover may have moved the master) -- the context is freed and its slot
  * released; the next operation connects again. An operation that failed so
  * on a context that had waited in the pool (the server restarted, or killed
- * the connection) runs once more on a new context; every operation is safe
- * to repeat, as apply() writes final states. Failures become errno values
- * in l2r_errno() only, which also logs Redis's (or hiredis's) message:
+ * the connection) runs once more on a new context (store_run(),
+ * store_conn.h); every operation is safe to repeat, as apply() writes final
+ * states. Failures become errno values in l2r_errno() only, which also
+ * logs Redis's (or hiredis's) message:
  *
  *     connection errors (refused, reset, timeout, EOF)        -EAGAIN
  *     LOADING, BUSY, MASTERDOWN, TRYAGAIN (busy for now)      -EAGAIN
@@ -323,25 +324,6 @@ const struct pool_ops l2r_pool_ops = {
 	.close = l2r_pool_close,
 };
 
-/* Takes a context for one operation (pool_get(): a new one with @fresh);
- * -EAGAIN, logged, when none came free within L2R_POOL_WAIT_S. */
-static int l2r_conn_get(struct l2r *r, bool fresh, struct l2r_conn **out)
-{
-	struct pool_conn *c;
-	int err;
-
-	err = pool_get(r->pool, fresh, &c);
-	if (err == -ETIMEDOUT) {
-		eng_logf(&r->base.log, LOG_WARNING,
-			 "redis '%s': no connection free after %d s", r->target,
-			 L2R_POOL_WAIT_S);
-		return -EAGAIN;
-	}
-	if (!err)
-		*out = (struct l2r_conn *)c;
-	return err;
-}
-
 /* Gives @c back, or frees it when it failed. */
 void l2r_conn_put(struct l2r *r, struct l2r_conn *c)
 {
@@ -351,81 +333,108 @@ void l2r_conn_put(struct l2r *r, struct l2r_conn *c)
 		pool_drop(r->pool, &c->pool);
 }
 
-/* Whether an operation that failed on @c with @err should run once more on
- * a new context: @c was lost after waiting in the pool. */
-static bool l2r_again(const struct l2r_conn *c, bool fresh, int err)
+/* store_run_ops.get: a context for one run (pool_get(): a new one with
+ * @fresh); -EAGAIN, logged, when none came free within L2R_POOL_WAIT_S. */
+static int l2r_run_get(void *be, bool fresh, struct pool_conn **out)
 {
-	return !fresh && c->pool.reused && c->broken && err == -EAGAIN;
+	struct l2r *r = be;
+
+	return store_pool_get(&r->sb, r->pool, fresh, "connection",
+			      L2R_POOL_WAIT_S, out);
 }
 
-/*
- * Runs one command on a pooled context (once more on a new one, see
- * l2r_again). On success returns 0 with the reply, of a type in @types, in
- * *out (the caller frees it with freeReplyObject()).
- */
+/* store_run_ops.put */
+static void l2r_run_put(void *be, struct pool_conn *c)
+{
+	l2r_conn_put(be, (struct l2r_conn *)c);
+}
+
+/* store_run_ops.failed: the context was lost when it must not be used
+ * again and the failure was its link's (-EAGAIN); Redis has no conflicts. */
+static void l2r_run_failed(const struct pool_conn *c, int err, bool *lost,
+			   bool *conflict)
+{
+	*lost = ((const struct l2r_conn *)c)->broken && err == -EAGAIN;
+}
+
+static const struct store_run_ops l2r_run_ops = {
+	.get = l2r_run_get,
+	.put = l2r_run_put,
+	.failed = l2r_run_failed,
+};
+
+/* Runs @fn on a pooled context with SIGPIPE blocked, once more on a new
+ * context when the pooled one had gone stale (store_run()). */
+static int l2r_run(struct l2r *r, store_run_fn fn, void *arg)
+{
+	struct l2r_nopipe np;
+	int err;
+
+	l2r_nopipe_begin(&np);
+	err = store_run(r, &l2r_run_ops, L2R_RUNS, fn, arg);
+	l2r_nopipe_end(&np);
+	return err;
+}
+
+/* One command, for l2r_command(). */
+struct l2r_cmd {
+	int argc;
+	const char **argv;
+	const size_t *lens;
+	unsigned int types;
+	const char *what;
+	redisReply *reply;
+};
+
+static int l2r_command_run(void *be, struct pool_conn *c, void *arg,
+			   const struct store_run_state *st)
+{
+	struct l2r_conn *rc = (struct l2r_conn *)c;
+	struct l2r_cmd *a = arg;
+	redisReply *reply;
+	int err;
+
+	reply = redisCommandArgv(rc->ctx, a->argc, a->argv, a->lens);
+	err = l2r_check(be, rc, reply, a->types, a->what);
+	if (err && reply) {
+		freeReplyObject(reply);
+		reply = NULL;
+	}
+	a->reply = reply;
+	return err;
+}
+
 int l2r_command(struct l2r *r, int argc, const char **argv, const size_t *lens,
 		unsigned int types, redisReply **out, const char *what)
 {
-	struct l2r_nopipe np;
-	bool fresh = false;
-	struct l2r_conn *c;
-	int err;
+	struct l2r_cmd a = {argc, argv, lens, types, what, NULL};
+	int err = l2r_run(r, l2r_command_run, &a);
 
-	l2r_nopipe_begin(&np);
-	for (;;) {
-		redisReply *reply;
-		bool again;
-
-		err = l2r_conn_get(r, fresh, &c);
-		if (err)
-			break;
-		reply = redisCommandArgv(c->ctx, argc, argv, lens);
-		err = l2r_check(r, c, reply, types, what);
-		if (!err) {
-			l2r_conn_put(r, c);
-			*out = reply;
-			break;
-		}
-		if (reply)
-			freeReplyObject(reply);
-		again = l2r_again(c, fresh, err);
-		l2r_conn_put(r, c);
-		if (!again)
-			break;
-		fresh = true;
-	}
-	l2r_nopipe_end(&np);
+	if (!err)
+		*out = a.reply;
 	return err;
 }
 
-/*
- * Runs @fn on a pooled context, once more on a new one when the pooled one
- * had gone stale (l2r_again): the pipelines write final states, so they
- * are safe to repeat. Returns @fn's result.
- */
+/* One pipeline, for l2r_pipelined(). */
+struct l2r_pipe {
+	l2r_pipe_fn fn;
+	const void *items;
+	size_t n;
+};
+
+static int l2r_pipe_run(void *be, struct pool_conn *c, void *arg,
+			const struct store_run_state *st)
+{
+	const struct l2r_pipe *a = arg;
+
+	return a->fn(be, (struct l2r_conn *)c, a->items, a->n);
+}
+
 int l2r_pipelined(struct l2r *r, l2r_pipe_fn fn, const void *items, size_t n)
 {
-	struct l2r_nopipe np;
-	bool fresh = false;
-	struct l2r_conn *c;
-	int err;
+	struct l2r_pipe a = {fn, items, n};
 
-	l2r_nopipe_begin(&np);
-	for (;;) {
-		bool again;
-
-		err = l2r_conn_get(r, fresh, &c);
-		if (err)
-			break;
-		err = fn(r, c, items, n);
-		again = err && l2r_again(c, fresh, err);
-		l2r_conn_put(r, c);
-		if (!again)
-			break;
-		fresh = true;
-	}
-	l2r_nopipe_end(&np);
-	return err;
+	return l2r_run(r, l2r_pipe_run, &a);
 }
 
 int l2r_hex(int ch)

@@ -15,10 +15,12 @@
 
 #include "l2_redis.h"
 #include "pool.h"
+#include "store_conn.h"
 #include "store_row.h"
 
 #define L2R_POOL_MAX 4
 #define L2R_POOL_WAIT_S 10 /* how long a thread waits for a context */
+#define L2R_RUNS 2	   /* runs of one operation: store_run() */
 #define L2R_TIMEOUT_S 1	   /* connect, and each command's socket I/O */
 #define L2R_DEFAULT_PORT 6379
 #define L2R_PREFIX_MAX 256 /* bytes of key prefix */
@@ -84,8 +86,10 @@ void l2r_conn_close(struct l2r_conn *c);
 int l2r_conn_open(const struct l2r *r, struct l2r_conn **out);
 /* Gives @c back, or frees it when it failed. */
 void l2r_conn_put(struct l2r *r, struct l2r_conn *c);
-/* Runs one command on a pooled context (see l2_redis_conn.c); the reply,
- * of a type in @types, in *out for the caller to freeReplyObject(). */
+/* Runs one command on a pooled context, once more on a new context when
+ * the pooled one had gone stale (store_run()). On success returns 0 with
+ * the reply, of a type in @types, in *out (the caller frees it with
+ * freeReplyObject()). */
 int l2r_command(struct l2r *r, int argc, const char **argv, const size_t *lens,
 		unsigned int types, redisReply **out, const char *what);
 
@@ -93,7 +97,9 @@ int l2r_command(struct l2r *r, int argc, const char **argv, const size_t *lens,
 typedef int (*l2r_pipe_fn)(const struct l2r *r, struct l2r_conn *c,
 			   const void *items, size_t n);
 
-/* Runs @fn on a pooled context (see l2_redis_conn.c); returns its result. */
+/* Runs @fn on a pooled context, once more on a new one like l2r_command():
+ * the pipelines write final states, so they are safe to repeat. Returns
+ * @fn's result. */
 int l2r_pipelined(struct l2r *r, l2r_pipe_fn fn, const void *items, size_t n);
 /* The value of hex digit @ch, or -1. */
 int l2r_hex(int ch);

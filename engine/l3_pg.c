@@ -138,11 +138,10 @@ static int lpg_get_row(struct lpg *q, enum lpg_stmt which,
 		       const char *const *values, const int *lengths,
 		       struct store_row *out, const char *what)
 {
-	struct lpg_conn *c;
 	PGresult *res;
 	int err;
 
-	err = lpg_query(q, which, values, lengths, &c, &res, what);
+	err = lpg_query(q, which, values, lengths, &res, what);
 	if (err)
 		return err;
 	if (PQntuples(res) == 0)
@@ -150,7 +149,6 @@ static int lpg_get_row(struct lpg *q, enum lpg_stmt which,
 	else
 		err = lpg_row_decode(q, res, 0, out);
 	PQclear(res);
-	lpg_conn_put(q, c);
 	return err;
 }
 
@@ -190,7 +188,6 @@ static int lpg_list(struct store *s, uint64_t parent, const char *after,
 	char b_parent[8], b_limit[8];
 	const char *values[3] = {b_parent, NULL, b_limit};
 	int lengths[3] = {8, 0, 8};
-	struct lpg_conn *c;
 	PGresult *res;
 	size_t after_len;
 	int n = 0, err;
@@ -201,8 +198,7 @@ static int lpg_list(struct store *s, uint64_t parent, const char *after,
 	values[1] = after;
 	lengths[1] = (int)after_len;
 	lpg_put64(b_limit, (int64_t)limit);
-	err = lpg_query(q, S_LIST, values, lengths, &c, &res,
-			"list a directory");
+	err = lpg_query(q, S_LIST, values, lengths, &res, "list a directory");
 	if (err)
 		return err;
 	if ((size_t)PQntuples(res) > limit) {
@@ -222,7 +218,6 @@ out_release:
 		store_row_release(&rows[--n]);
 out_clear:
 	PQclear(res);
-	lpg_conn_put(q, c);
 	return err;
 }
 
@@ -236,7 +231,6 @@ static int lpg_content(struct lpg *q, uint64_t ino, struct store_row *row,
 	char b_ino[8];
 	const char *values[1] = {b_ino};
 	const int lengths[1] = {8};
-	struct lpg_conn *c;
 	PGresult *res;
 	void *buf = NULL;
 	size_t n = 0;
@@ -245,7 +239,7 @@ static int lpg_content(struct lpg *q, uint64_t ino, struct store_row *row,
 	if (ino == 0 || ino > INT64_MAX)
 		return -ENOENT;
 	lpg_put64(b_ino, (int64_t)ino);
-	err = lpg_query(q, which, values, lengths, &c, &res, "read content");
+	err = lpg_query(q, which, values, lengths, &res, "read content");
 	if (err)
 		return err;
 	if (PQntuples(res) == 0) {
@@ -272,7 +266,6 @@ static int lpg_content(struct lpg *q, uint64_t ino, struct store_row *row,
 	err = 0;
 out_clear:
 	PQclear(res);
-	lpg_conn_put(q, c);
 	return err;
 }
 
@@ -293,32 +286,29 @@ static int lpg_has_children(struct store *s, uint64_t parent)
 	char b_parent[8];
 	const char *values[1] = {b_parent};
 	const int lengths[1] = {8};
-	struct lpg_conn *c;
 	PGresult *res;
 	int err;
 
 	if (parent > INT64_MAX)
 		return 0;
 	lpg_put64(b_parent, (int64_t)parent);
-	err = lpg_query(q, S_HAS_CHILDREN, values, lengths, &c, &res,
+	err = lpg_query(q, S_HAS_CHILDREN, values, lengths, &res,
 			"look for children");
 	if (err)
 		return err;
 	err = PQntuples(res) > 0 ? 1 : 0;
 	PQclear(res);
-	lpg_conn_put(q, c);
 	return err;
 }
 
 static int lpg_stats(struct store *s, uint64_t *entries, uint64_t *bytes)
 {
 	struct lpg *q = lpg_of(s);
-	struct lpg_conn *c;
 	PGresult *res;
 	const char *p0, *p1;
 	int err;
 
-	err = lpg_query(q, S_STATS, NULL, NULL, &c, &res, "count entries");
+	err = lpg_query(q, S_STATS, NULL, NULL, &res, "count entries");
 	if (err)
 		return err;
 	if (PQntuples(res) == 1 && lpg_field(res, 0, 0, 8, &p0) &&
@@ -329,7 +319,6 @@ static int lpg_stats(struct store *s, uint64_t *entries, uint64_t *bytes)
 		err = store_corrupt(&q->sb, 0, "bad counts");
 	}
 	PQclear(res);
-	lpg_conn_put(q, c);
 	return err;
 }
 
@@ -340,7 +329,6 @@ static int lpg_scan(struct store *s, uint64_t after, struct store_key *keys,
 	char b_after[8], b_limit[8];
 	const char *values[2] = {b_after, b_limit};
 	const int lengths[2] = {8, 8};
-	struct lpg_conn *c;
 	PGresult *res;
 	int err, n, i;
 
@@ -348,8 +336,7 @@ static int lpg_scan(struct store *s, uint64_t after, struct store_key *keys,
 		return 0;
 	lpg_put64(b_after, (int64_t)after);
 	lpg_put64(b_limit, (int64_t)limit);
-	err = lpg_query(q, S_SCAN, values, lengths, &c, &res,
-			"scan the entries");
+	err = lpg_query(q, S_SCAN, values, lengths, &res, "scan the entries");
 	if (err)
 		return err;
 	n = PQntuples(res);
@@ -369,7 +356,6 @@ static int lpg_scan(struct store *s, uint64_t after, struct store_key *keys,
 	if (!err)
 		err = i;
 	PQclear(res);
-	lpg_conn_put(q, c);
 	return err;
 }
 
@@ -379,44 +365,41 @@ static int lpg_alloc_ino(struct store *s, uint64_t count, uint64_t *first)
 	char b_count[8];
 	const char *values[1] = {b_count};
 	const int lengths[1] = {8};
-	struct lpg_conn *c;
-	PGresult *res, *why = NULL;
+	PGresult *res, *why;
 	const char *p;
 	int err;
 
 	if (count == 0 || count > INT64_MAX)
 		return -EINVAL;
 	lpg_put64(b_count, (int64_t)count);
-	err = lpg_query(q, S_ALLOC, values, lengths, &c, &res,
-			"allocate inodes");
+	err = lpg_query(q, S_ALLOC, values, lengths, &res, "allocate inodes");
 	if (err)
 		return err;
 	if (PQntuples(res) == 1 && lpg_field(res, 0, 0, 8, &p) &&
 	    lpg_get64(p) >= STORE_SQL_FIRST_INO) {
 		*first = (uint64_t)lpg_get64(p);
-		goto out_clear;
+		PQclear(res);
+		return 0;
 	}
+	PQclear(res);
 	/* No row: the counter is missing or bad, or the range is exhausted. */
-	err = lpg_simple(q, c,
-			 "SELECT value FROM tierfs_meta WHERE key = 'next_ino'"
-			 " AND value >= 2",
-			 &why, "read the inode counter");
-	if (!err && PQntuples(why) == 1) {
+	err = lpg_query(q, S_NEXT_INO, NULL, NULL, &why,
+			"read the inode counter");
+	if (err)
+		return err;
+	if (PQntuples(why) == 1) {
 		eng_logf(
 			&q->base.log, LOG_ERR,
 			"postgres '%s': cannot allocate %llu inodes: none left",
 			q->target, (unsigned long long)count);
 		err = -ENOSPC;
-	} else if (!err) {
+	} else {
 		eng_logf(&q->base.log, LOG_ERR,
 			 "postgres '%s': cannot allocate inodes: bad counter",
 			 q->target);
 		err = -EIO;
 	}
 	PQclear(why);
-out_clear:
-	PQclear(res);
-	lpg_conn_put(q, c);
 	return err;
 }
 

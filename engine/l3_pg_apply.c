@@ -349,15 +349,33 @@ out_rollback:
 	return err;
 }
 
+/* A batch, for lpg_apply_run(). */
+struct lpg_batch {
+	const struct store_change *changes;
+	size_t n;
+	struct lpg_arr *a;
+	struct lpg_tree *tree;
+};
+
+/* One run of a batch (store_run()): optimistic until it met
+ * LPG_OPTIMISTIC_TRIES conflicts, then under the exclusive write lock. */
+static int lpg_apply_run(void *be, struct pool_conn *c, void *arg,
+			 const struct store_run_state *st)
+{
+	const struct lpg_batch *b = arg;
+
+	return lpg_apply_once(be, (struct lpg_conn *)c, b->changes, b->n, b->a,
+			      st->conflicts >= LPG_OPTIMISTIC_TRIES, b->tree);
+}
+
 int lpg_apply(struct store *s, const struct store_change *changes, size_t n,
 	      struct store_dirhash **tree, size_t *ntree)
 {
 	struct lpg *q = lpg_of(s);
 	struct lpg_arr a[E_N];
 	struct lpg_tree t = {0};
-	bool fresh = false;
-	struct lpg_conn *c;
-	int conflicts = 0, err = 0;
+	struct lpg_batch b = {changes, n, a, tree ? &t : NULL};
+	int err;
 
 	store_tree_none(tree, ntree);
 
@@ -369,27 +387,7 @@ int lpg_apply(struct store *s, const struct store_change *changes, size_t n,
 		return err;
 
 	memset(a, 0, sizeof(a));
-	for (int tries = 0; tries < LPG_APPLY_TRIES; tries++) {
-		bool again;
-
-		err = lpg_conn_get(q, fresh, &c);
-		if (err)
-			break;
-		err = lpg_apply_once(q, c, changes, n, a,
-				     conflicts >= LPG_OPTIMISTIC_TRIES,
-				     tree ? &t : NULL);
-		/* a conflict: once more with a new snapshot; a lost link
-		 * that had been idle: once more on a new connection */
-		again = err && (c->conflict ||
-				(c->broken && c->pool.reused && !fresh));
-		if (c->conflict)
-			conflicts++;
-		if (c->broken)
-			fresh = true;
-		lpg_conn_put(q, c);
-		if (!again)
-			break;
-	}
+	err = store_run(q, &lpg_run_ops, LPG_APPLY_TRIES, lpg_apply_run, &b);
 	for (int k = 0; k < E_N; k++)
 		lpg_arr_release(&a[k]);
 	if (!err && tree && t.n) {

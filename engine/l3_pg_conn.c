@@ -5,17 +5,17 @@
  *
  * Up to LPG_POOL_MAX PGconn in a pool (pool.h): a thread takes one for one
  * operation and gives it back, waiting at most LPG_POOL_WAIT_S for one when
- * all are busy. A connection that fails (bad status, or a
- * connection error from a statement) is closed and its slot freed; the next
- * use opens a new one. An operation that failed that way on a connection
- * that had been idle in the pool (the server may have restarted meanwhile)
- * is run once more on a freshly opened connection; every operation is safe
- * to repeat (apply() writes final states, a lost inode range is never
- * reused). Connections use libpq's conninfo as given (a URI or key=value
- * words; PG* variables and ~/.pgpass apply), with fallback_application_name
- * 'tierfs' and, unless the conninfo or PGCONNECT_TIMEOUT sets one,
- * connect_timeout=5; client_encoding is set to the server's, so text (the
- * state tag) is never converted.
+ * all are busy. A connection that fails (bad status, or a connection error
+ * from a statement) is closed and its slot freed; the next use opens a new
+ * one. An operation that failed that way on a connection that had been
+ * idle in the pool (the server may have restarted meanwhile) is run once
+ * more on a freshly opened connection (store_run(), store_conn.h); every
+ * operation is safe to repeat (apply() writes final states, a lost inode
+ * range is never reused). Connections use libpq's conninfo as given (a URI
+ * or key=value words; PG* variables and ~/.pgpass apply), with
+ * fallback_application_name 'tierfs' and, unless the conninfo or
+ * PGCONNECT_TIMEOUT sets one, connect_timeout=5; client_encoding is set to
+ * the server's, so text (the state tag) is never converted.
  *
  * The conninfo is checked without connecting by lpg_parse(), which also
  * derives the name logs use for the server.
@@ -319,32 +319,27 @@ const struct pool_ops lpg_pool_ops = {
 	.close = lpg_pool_close,
 };
 
-/* Takes a connection for one operation (pool_get(): a new one with @fresh);
- * -EAGAIN, logged, when none came free within LPG_POOL_WAIT_S. */
-int lpg_conn_get(struct lpg *q, bool fresh, struct lpg_conn **out)
+/* store_run_ops.get: a connection for one run (pool_get(): a new one with
+ * @fresh); -EAGAIN, logged, when none came free within LPG_POOL_WAIT_S. */
+static int lpg_conn_get(void *be, bool fresh, struct pool_conn **out)
 {
-	struct pool_conn *pc;
-	struct lpg_conn *c;
+	struct lpg *q = be;
 	int err;
 
-	err = pool_get(q->pool, fresh, &pc);
-	if (err == -ETIMEDOUT) {
-		eng_logf(&q->base.log, LOG_WARNING,
-			 "postgres '%s': no connection free after %d s",
-			 q->target, LPG_POOL_WAIT_S);
-		return -EAGAIN;
-	}
-	if (err)
-		return err;
-	c = (struct lpg_conn *)pc;
-	c->conflict = false;
-	*out = c;
-	return 0;
+	err = store_pool_get(&q->sb, q->pool, fresh, "connection",
+			     LPG_POOL_WAIT_S, out);
+	if (!err)
+		((struct lpg_conn *)*out)->conflict = false;
+	return err;
 }
 
-/* Gives @c back, or closes it when it failed or is not idle. */
-void lpg_conn_put(struct lpg *q, struct lpg_conn *c)
+/* store_run_ops.put: gives @c back, or closes it when it failed or is not
+ * idle. */
+static void lpg_conn_put(void *be, struct pool_conn *pc)
 {
+	struct lpg *q = be;
+	struct lpg_conn *c = (struct lpg_conn *)pc;
+
 	if (!c->broken && PQstatus(c->pg) == CONNECTION_OK &&
 	    PQtransactionStatus(c->pg) == PQTRANS_IDLE)
 		pool_put(q->pool, &c->pool);
@@ -352,37 +347,49 @@ void lpg_conn_put(struct lpg *q, struct lpg_conn *c)
 		pool_drop(q->pool, &c->pool);
 }
 
-/*
- * Runs one statement on a pooled connection, once more on a fresh one when
- * a connection that had been idle turns out to be lost. On success returns
- * 0 with the result in *res and the connection in *cp: the caller
- * PQclear()s the one and lpg_conn_put()s the other.
- */
-int lpg_query(struct lpg *q, enum lpg_stmt which, const char *const *values,
-	      const int *lengths, struct lpg_conn **cp, PGresult **res,
-	      const char *what)
+/* store_run_ops.failed: what lpg_errno() marked on the connection. */
+static void lpg_conn_failed(const struct pool_conn *pc, int err, bool *lost,
+			    bool *conflict)
 {
-	bool fresh = false;
-	struct lpg_conn *c;
-	int err;
+	const struct lpg_conn *c = (const struct lpg_conn *)pc;
 
-	for (;;) {
-		bool again;
+	*lost = c->broken;
+	*conflict = c->conflict;
+}
 
-		err = lpg_conn_get(q, fresh, &c);
-		if (err)
-			return err;
-		err = lpg_exec(q, c, which, values, lengths, res, what);
-		if (!err) {
-			*cp = c;
-			return 0;
-		}
-		again = !fresh && c->broken && c->pool.reused;
-		lpg_conn_put(q, c);
-		if (!again)
-			return err;
-		fresh = true;
-	}
+const struct store_run_ops lpg_run_ops = {
+	.get = lpg_conn_get,
+	.put = lpg_conn_put,
+	.failed = lpg_conn_failed,
+};
+
+/* One statement, for lpg_query(). */
+struct lpg_query {
+	enum lpg_stmt which;
+	const char *const *values;
+	const int *lengths;
+	PGresult *res;
+	const char *what;
+};
+
+static int lpg_query_run(void *be, struct pool_conn *c, void *arg,
+			 const struct store_run_state *st)
+{
+	struct lpg_query *a = arg;
+
+	return lpg_exec(be, (struct lpg_conn *)c, a->which, a->values,
+			a->lengths, &a->res, a->what);
+}
+
+int lpg_query(struct lpg *q, enum lpg_stmt which, const char *const *values,
+	      const int *lengths, PGresult **res, const char *what)
+{
+	struct lpg_query a = {which, values, lengths, NULL, what};
+	int err = store_run(q, &lpg_run_ops, LPG_QUERY_RUNS, lpg_query_run, &a);
+
+	if (!err)
+		*res = a.res;
+	return err;
 }
 
 /*

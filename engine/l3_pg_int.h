@@ -18,12 +18,14 @@
 
 #include "l3_pg.h"
 #include "pool.h"
+#include "store_conn.h"
 #include "store_sql.h"
 
 #define LPG_SCHEMA_VERSION 2
 #define LPG_POOL_MAX 4
 #define LPG_POOL_WAIT_S 30 /* how long a thread waits for a connection */
 #define LPG_CONNECT_TIMEOUT "5"
+#define LPG_QUERY_RUNS 2       /* runs of one statement: store_run() */
 #define LPG_APPLY_TRIES 8      /* runs of one batch that meets conflicts */
 #define LPG_OPTIMISTIC_TRIES 2 /* then the exclusive write lock */
 #define LPG_CHUNK_ROWS 1000    /* rows per statement */
@@ -104,6 +106,7 @@ enum lpg_stmt {
 	S_HAS_CHILDREN,
 	S_STATS,
 	S_ALLOC,
+	S_NEXT_INO,
 	S_SCAN,
 	S_DEL_ENTRIES,
 	S_DEL_CONTENTS,
@@ -235,16 +238,13 @@ int lpg_exec(const struct lpg *q, struct lpg_conn *c, enum lpg_stmt which,
 int lpg_conn_prepare(const struct lpg *q, struct lpg_conn *c);
 /* Opens a connection; prepares its statements when @prepare. */
 int lpg_conn_open(const struct lpg *q, bool prepare, struct lpg_conn **out);
-/* Takes a pooled connection for one operation (a new one with @fresh). */
-int lpg_conn_get(struct lpg *q, bool fresh, struct lpg_conn **out);
-/* Gives @c back, or closes it when it failed or is not idle. */
-void lpg_conn_put(struct lpg *q, struct lpg_conn *c);
-/* Runs one statement on a pooled connection (see l3_pg_conn.c): on
- * success the result in *res and the connection in *cp, for the caller to
- * PQclear() and lpg_conn_put(). */
+/* How store_run() takes and gives back the pool's connections. */
+extern const struct store_run_ops lpg_run_ops;
+/* Runs one statement on a pooled connection, once more on a new one when
+ * the pooled one was lost (store_run()); on success the result in *res,
+ * for the caller to PQclear(). */
 int lpg_query(struct lpg *q, enum lpg_stmt which, const char *const *values,
-	      const int *lengths, struct lpg_conn **cp, PGresult **res,
-	      const char *what);
+	      const int *lengths, PGresult **res, const char *what);
 /* Checks @conninfo and fills q->target and q->add_timeout. */
 int lpg_parse(struct lpg *q, const char *conninfo);
 

@@ -4,14 +4,15 @@
  *
  * Every connection prepares the statements of lpg_stmts once (PQprepare)
  * and runs them with PQexecPrepared: get, lookup, list, read, fetch,
- * has_children, stats, alloc_ino and the six of apply(). All parameters and
- * results use the binary format: integers in network byte order, bytea as
- * raw bytes (so content round-trips byte for byte, NULs included, with no
- * escaping), booleans as one byte, text as its bytes, arrays in
- * array_recv's format (lpg_arr). Transaction control and the schema work at
- * open use PQexec, in the text format; the migration runs the statement it
- * shares with apply() by its text (PQexecParams), as the connection setting
- * up the schema has not prepared any yet.
+ * has_children, stats, scan, alloc_ino (and the counter it reads when it
+ * fails) and those of apply(). All parameters and results use the binary
+ * format: integers in network byte order, bytea as raw bytes (so content
+ * round-trips byte for byte, NULs included, with no escaping), booleans as
+ * one byte, text as its bytes, arrays in array_recv's format (lpg_arr).
+ * Transaction control and the schema work at open use PQexec, in the text
+ * format; the migration runs the statement it shares with apply() by its
+ * text (PQexecParams), as the connection setting up the schema has not
+ * prepared any yet.
  *
  * Row queries return the columns of LPG_ROW_COLS, in the order of enum
  * lpg_col, which lpg_row_decode() (l3_pg.c) reads.
@@ -97,6 +98,13 @@ const struct lpg_stmt_def lpg_stmts[S_N] = {
 		     " RETURNING value - $1",
 		     1,
 		     {LPG_INT8OID}},
+	/* The counter, read when S_ALLOC found no row: there, it has no
+	 * room left; not there, it is missing or bad. */
+	[S_NEXT_INO] = {"lpg_next_ino",
+			"SELECT value FROM tierfs_meta"
+			" WHERE key = 'next_ino' AND value >= 2",
+			0,
+			{0}},
 	[S_SCAN] = {"lpg_scan",
 		    "SELECT ino, parent, name FROM entries"
 		    " WHERE ino > $1 AND ino <> 1 ORDER BY ino LIMIT $2",

@@ -258,13 +258,8 @@ int lsq_reader_get(struct lsq *q, struct lsq_conn **out)
 	struct pool_conn *c;
 	int err;
 
-	err = pool_get(q->readers, false, &c);
-	if (err == -ETIMEDOUT) {
-		eng_logf(&q->base.log, LOG_WARNING,
-			 "sqlite '%s': no reader connection free after %d s",
-			 q->path, LSQ_POOL_WAIT_S);
-		return -EAGAIN;
-	}
+	err = store_pool_get(&q->sb, q->readers, false, "reader connection",
+			     LSQ_POOL_WAIT_S, &c);
 	if (!err)
 		*out = (struct lsq_conn *)c;
 	return err;

@@ -17,6 +17,7 @@
 #include "l3_sqlite.h"
 #include "merkle.h"
 #include "pool.h"
+#include "store_conn.h"
 #include "store_sql.h"
 
 #define LSQ_SCHEMA_VERSION 2

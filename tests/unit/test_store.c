@@ -4,7 +4,8 @@
  * check of an entry, of a change and of a batch; a row read back made a
  * store_row, as an L3 store and as a cache tier see it; the row written as
  * the SQL stores' columns, their meta rows' check and their ops' argument
- * ranges. No server or file is needed.
+ * ranges; the retry rule of store_run() (engine/store_conn.c), on a pool of
+ * pretend connections. No server or file is needed.
  *
  * Exit status: 0 passed, 1 failed.
  */
@@ -17,6 +18,7 @@
 #include <string.h>
 
 #include "check.h"
+#include "store_conn.h"
 #include "store_sql.h"
 
 static char last_log[512];
@@ -431,6 +433,176 @@ static void test_pages(void)
 	CHECK_STREQ(k.name, "");
 }
 
+/* ---- store_run() on pretend connections ---- */
+
+struct fake_conn {
+	struct pool_conn pool; /* first */
+	bool lost, conflict;
+};
+
+static int fake_open(void *ctx, struct pool_conn **out)
+{
+	struct fake_conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return -ENOMEM;
+	*out = &c->pool;
+	return 0;
+}
+
+static void fake_close(void *ctx, struct pool_conn *c)
+{
+	free(c);
+}
+
+static const struct pool_ops fake_pool_ops = {
+	.open = fake_open,
+	.close = fake_close,
+};
+
+static struct pool *fake_pool;
+
+static int fake_get(void *be, bool fresh, struct pool_conn **out)
+{
+	int err = store_pool_get(be, fake_pool, fresh, "pretend connection", 0,
+				 out);
+
+	if (!err) {
+		struct fake_conn *c = (struct fake_conn *)*out;
+
+		c->lost = c->conflict = false;
+	}
+	return err;
+}
+
+static void fake_put(void *be, struct pool_conn *c)
+{
+	if (((struct fake_conn *)c)->lost)
+		pool_drop(fake_pool, c);
+	else
+		pool_put(fake_pool, c);
+}
+
+static void fake_failed(const struct pool_conn *pc, int err, bool *lost,
+			bool *conflict)
+{
+	const struct fake_conn *c = (const struct fake_conn *)pc;
+
+	*lost = c->lost;
+	*conflict = c->conflict;
+}
+
+static const struct store_run_ops fake_run_ops = {
+	.get = fake_get,
+	.put = fake_put,
+	.failed = fake_failed,
+};
+
+/* What each run does: 'o' succeeds, 'l' loses its connection, 'c' meets a
+ * conflict, 'e' fails otherwise; what each run saw is recorded. */
+struct plan {
+	const char *runs;
+	int n;
+	bool fresh[16], reused[16];
+	unsigned int conflicts[16];
+};
+
+static int plan_run(void *be, struct pool_conn *pc, void *arg,
+		    const struct store_run_state *st)
+{
+	struct fake_conn *c = (struct fake_conn *)pc;
+	struct plan *p = arg;
+	char what = p->runs[p->n];
+
+	CHECK(what);
+	CHECK_EQ(st->runs, p->n);
+	p->fresh[p->n] = st->fresh;
+	p->reused[p->n] = pc->reused;
+	p->conflicts[p->n] = st->conflicts;
+	p->n++;
+	c->lost = what == 'l';
+	c->conflict = what == 'c';
+	return what == 'o' ? 0 : what == 'e' ? -EIO : -EAGAIN;
+}
+
+/* Runs @runs with at most @max runs, on a pool whose one connection has
+ * waited idle when @idle; returns store_run()'s result, and the plan. */
+static int run_plan(const char *runs, unsigned int max, bool idle,
+		    struct plan *p)
+{
+	int err;
+
+	memset(p, 0, sizeof(*p));
+	p->runs = runs;
+	CHECK_EQ(pool_new(&fake_pool_ops, NULL, 1, 10, &fake_pool), 0);
+	if (idle) {
+		struct pool_conn *c;
+
+		CHECK_EQ(pool_get(fake_pool, false, &c), 0);
+		pool_put(fake_pool, c);
+	}
+	err = store_run((void *)&l3, &fake_run_ops, max, plan_run, p);
+	pool_free(fake_pool);
+	fake_pool = NULL;
+	return err;
+}
+
+static void test_run(void)
+{
+	struct plan p;
+
+	CHECK_EQ(run_plan("o", 2, true, &p), 0);
+	CHECK_EQ(p.n, 1);
+	CHECK(p.reused[0] && !p.fresh[0]);
+
+	/* a lost connection that had waited idle: once more on a new one */
+	CHECK_EQ(run_plan("lo", 2, true, &p), 0);
+	CHECK_EQ(p.n, 2);
+	CHECK(p.reused[0] && !p.reused[1]);
+	CHECK(!p.fresh[0] && p.fresh[1]);
+	/* ... once only */
+	CHECK_EQ(run_plan("ll", 8, true, &p), -EAGAIN);
+	CHECK_EQ(p.n, 2);
+	/* a new connection that is lost: the server is not there */
+	CHECK_EQ(run_plan("l", 8, false, &p), -EAGAIN);
+	CHECK_EQ(p.n, 1);
+	/* any other failure is final */
+	CHECK_EQ(run_plan("e", 8, true, &p), -EIO);
+	CHECK_EQ(p.n, 1);
+
+	/* conflicts run again, counted, up to max runs */
+	CHECK_EQ(run_plan("ccco", 8, true, &p), 0);
+	CHECK_EQ(p.n, 4);
+	CHECK_EQ(p.conflicts[3], 3);
+	CHECK(!p.fresh[3]);
+	CHECK_EQ(run_plan("cccccccc", 3, true, &p), -EAGAIN);
+	CHECK_EQ(p.n, 3);
+	CHECK_EQ(run_plan("clco", 8, true, &p), 0);
+	CHECK_EQ(p.n, 4);
+	CHECK(p.fresh[2] && p.fresh[3]);
+	CHECK_EQ(p.conflicts[3], 2);
+
+	/* no connection free in time */
+	{
+		struct pool_conn *c, *c2;
+
+		CHECK_EQ(pool_new(&fake_pool_ops, NULL, 1, 10, &fake_pool), 0);
+		CHECK_EQ(pool_get(fake_pool, false, &c), 0);
+		last_log[0] = '\0';
+		CHECK_EQ(store_pool_get(&l3, fake_pool, false, "thing", 7, &c2),
+			 -EAGAIN);
+		CHECK_STREQ(last_log, "sql 't.db': no thing free after 7 s");
+		memset(&p, 0, sizeof(p));
+		p.runs = "o";
+		CHECK_EQ(store_run((void *)&l3, &fake_run_ops, 2, plan_run, &p),
+			 -EAGAIN);
+		CHECK_EQ(p.n, 0);
+		pool_put(fake_pool, c);
+		pool_free(fake_pool);
+		fake_pool = NULL;
+	}
+}
+
 int main(void)
 {
 	test_entry_problem();
@@ -441,6 +613,7 @@ int main(void)
 	test_cols_of();
 	test_schema_check();
 	test_pages();
+	test_run();
 	printf("test_store: ok\n");
 	return 0;
 }
