@@ -63,7 +63,7 @@ static void lpg_value(const PGresult *res, int row, int col, const void **p,
 	*len = *p ? (size_t)PQgetlength(res, row, col) : 0;
 }
 
-/* Fills @out from row @row of @res (columns LPG_ROW_COLS first, binary):
+/* Fills @out from row @row of @res (columns STORE_SQL_ROW_COLS first, binary):
  * reads the values of their binary types, then store_row_decode() checks
  * what they mean. */
 static int lpg_row_decode(const struct lpg *q, const PGresult *res, int row,
@@ -74,47 +74,48 @@ static int lpg_row_decode(const struct lpg *q, const PGresult *res, int row,
 		int col, len;
 		const char *why;
 	} fixed[] = {
-		{COL_INO, 8, "bad inode number"},
-		{COL_PARENT, 8, "bad parent"},
-		{COL_KIND, 2, "bad kind"},
-		{COL_SIZE, 8, "bad size"},
-		{COL_VERSION, 8, "bad version"},
-		{COL_MTIME, 8, "bad mtime"},
-		{COL_CTIME, 8, "bad ctime"},
-		{COL_MODE, 4, "bad mode"},
-		{COL_UID, 8, "bad uid"},
-		{COL_GID, 8, "bad gid"},
-		{COL_EXPLICIT, 1, "bad explicit_dir"},
+		{STORE_COL_INO, 8, "bad inode number"},
+		{STORE_COL_PARENT, 8, "bad parent"},
+		{STORE_COL_KIND, 2, "bad kind"},
+		{STORE_COL_SIZE, 8, "bad size"},
+		{STORE_COL_VERSION, 8, "bad version"},
+		{STORE_COL_MTIME, 8, "bad mtime"},
+		{STORE_COL_CTIME, 8, "bad ctime"},
+		{STORE_COL_MODE, 4, "bad mode"},
+		{STORE_COL_UID, 8, "bad uid"},
+		{STORE_COL_GID, 8, "bad gid"},
+		{STORE_COL_EXPLICIT, 1, "bad explicit_dir"},
 	};
-	const char *v[COL_N];
+	const char *v[STORE_COL_N];
 	struct store_cols c = {0};
 
-	if (PQnfields(res) < COL_N)
+	if (PQnfields(res) < STORE_COL_N)
 		return store_corrupt(&q->sb, 0, "bad column count");
 	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
 		if (!lpg_field(res, row, fixed[i].col, fixed[i].len,
 			       &v[fixed[i].col]))
 			return store_corrupt(
-				&q->sb, i ? (uint64_t)lpg_get64(v[COL_INO]) : 0,
+				&q->sb,
+				i ? (uint64_t)lpg_get64(v[STORE_COL_INO]) : 0,
 				fixed[i].why);
-	c.ino = (uint64_t)lpg_get64(v[COL_INO]);
-	c.parent = (uint64_t)lpg_get64(v[COL_PARENT]);
-	c.kind = lpg_get16(v[COL_KIND]);
-	c.size = (uint64_t)lpg_get64(v[COL_SIZE]);
-	c.version = (uint64_t)lpg_get64(v[COL_VERSION]);
-	c.mtime_ns = lpg_get64(v[COL_MTIME]);
-	c.ctime_ns = lpg_get64(v[COL_CTIME]);
-	c.mode = (uint32_t)lpg_get32(v[COL_MODE]);
-	c.uid = (uint32_t)lpg_get64(v[COL_UID]);
-	c.gid = (uint32_t)lpg_get64(v[COL_GID]);
-	c.explicit_dir = *v[COL_EXPLICIT] != 0;
-	lpg_value(res, row, COL_NAME, &c.name, &c.name_len);
+	c.ino = (uint64_t)lpg_get64(v[STORE_COL_INO]);
+	c.parent = (uint64_t)lpg_get64(v[STORE_COL_PARENT]);
+	c.kind = lpg_get16(v[STORE_COL_KIND]);
+	c.size = (uint64_t)lpg_get64(v[STORE_COL_SIZE]);
+	c.version = (uint64_t)lpg_get64(v[STORE_COL_VERSION]);
+	c.mtime_ns = lpg_get64(v[STORE_COL_MTIME]);
+	c.ctime_ns = lpg_get64(v[STORE_COL_CTIME]);
+	c.mode = (uint32_t)lpg_get32(v[STORE_COL_MODE]);
+	c.uid = (uint32_t)lpg_get64(v[STORE_COL_UID]);
+	c.gid = (uint32_t)lpg_get64(v[STORE_COL_GID]);
+	c.explicit_dir = *v[STORE_COL_EXPLICIT] != 0;
+	lpg_value(res, row, STORE_COL_NAME, &c.name, &c.name_len);
 	if (!c.name)
 		return store_corrupt(&q->sb, c.ino, "bad name");
-	lpg_value(res, row, COL_HASH, &c.hash, &c.hash_len);
-	lpg_value(res, row, COL_STATE, &c.state, &c.state_len);
-	lpg_value(res, row, COL_XATTRS, &c.xattrs, &c.xattrs_len);
-	lpg_value(res, row, COL_MERKLE, &c.merkle, &c.merkle_len);
+	lpg_value(res, row, STORE_COL_HASH, &c.hash, &c.hash_len);
+	lpg_value(res, row, STORE_COL_STATE, &c.state, &c.state_len);
+	lpg_value(res, row, STORE_COL_XATTRS, &c.xattrs, &c.xattrs_len);
+	lpg_value(res, row, STORE_COL_MERKLE, &c.merkle, &c.merkle_len);
 	return store_row_decode(&q->sb, &c, out);
 }
 
@@ -227,7 +228,7 @@ static int lpg_content(struct lpg *q, uint64_t ino, struct store_row *row,
 		       void **data, size_t *len)
 {
 	enum lpg_stmt which = row ? S_FETCH : S_READ;
-	int col = row ? COL_N : 0; /* the data column */
+	int col = row ? STORE_COL_N : 0; /* the data column */
 	char b_ino[8];
 	const char *values[1] = {b_ino};
 	const int lengths[1] = {8};

@@ -124,11 +124,9 @@ static int lpg_delete_rows(const struct lpg *q, struct lpg_conn *c,
 				lpg_arr_i64(a, (int64_t)changes[i].ino);
 		if (a->n == 0)
 			break;
-		err = lpg_arr_finish(a);
+		err = lpg_arr_finish(a, &values[0], &lengths[0]);
 		if (err)
 			return err;
-		values[0] = a->p;
-		lengths[0] = (int)a->len;
 		err = lpg_exec(q, c, which, values, lengths,
 			       parents ? &res : NULL,
 			       which == S_DEL_ENTRIES ? "delete entries"
@@ -190,11 +188,9 @@ static int lpg_insert_chunk(const struct lpg *q, struct lpg_conn *c,
 	int err;
 
 	for (int k = 0; k < E_N; k++) {
-		err = lpg_arr_finish(&a[k]);
+		err = lpg_arr_finish(&a[k], &values[k], &lengths[k]);
 		if (err)
 			return err;
-		values[k] = a[k].p;
-		lengths[k] = (int)a[k].len;
 	}
 	return lpg_exec(q, c, S_INS_ENTRIES, values, lengths, NULL,
 			"write entries");
@@ -270,15 +266,11 @@ static int lpg_put_contents(const struct lpg *q, struct lpg_conn *c,
 		}
 		if (a[0].n == 0)
 			continue; /* only big ones, or none, so far */
-		err = lpg_arr_finish(&a[0]);
+		err = lpg_arr_finish(&a[0], &values[0], &lengths[0]);
 		if (!err)
-			err = lpg_arr_finish(&a[1]);
+			err = lpg_arr_finish(&a[1], &values[1], &lengths[1]);
 		if (err)
 			return err;
-		values[0] = a[0].p;
-		lengths[0] = (int)a[0].len;
-		values[1] = a[1].p;
-		lengths[1] = (int)a[1].len;
 		err = lpg_exec(q, c, S_PUT_CONTENTS, values, lengths, NULL,
 			       "write content");
 		if (err)

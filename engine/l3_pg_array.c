@@ -8,10 +8,11 @@
  *     int32 length, int32 lower bound = 1,
  *     then per element: int32 byte length (-1 for NULL), the bytes.
  * lpg_arr_start() writes the header with has_nulls and length 0;
- * lpg_arr_finish() fills them in. A failed allocation, or an element over
- * INT32_MAX bytes, sets oom: later appends do nothing and lpg_arr_finish()
- * returns -ENOMEM, so a caller checks once per array. The buffer is kept
- * from one array to the next (lpg_arr_release() frees it).
+ * lpg_arr_finish() fills them in and hands the array out as a statement's
+ * parameter. A failed allocation, or an element over INT32_MAX bytes, sets
+ * oom: later appends do nothing and lpg_arr_finish() returns -ENOMEM, so a
+ * caller checks once per array. The buffer is kept from one array to the
+ * next (lpg_arr_release() frees it).
  */
 #include <endian.h>
 #include <errno.h>
@@ -132,8 +133,7 @@ void lpg_arr_bool(struct lpg_arr *a, bool v)
 	lpg_arr_bytes(a, &b, 1);
 }
 
-/* Completes the header; -ENOMEM when an append failed. */
-int lpg_arr_finish(struct lpg_arr *a)
+int lpg_arr_finish(struct lpg_arr *a, const char **value, int *length)
 {
 	uint32_t be;
 
@@ -143,5 +143,7 @@ int lpg_arr_finish(struct lpg_arr *a)
 	memcpy(a->p + 4, &be, 4);
 	be = htobe32(a->n);
 	memcpy(a->p + 12, &be, 4);
+	*value = a->p;
+	*length = (int)a->len;
 	return 0;
 }

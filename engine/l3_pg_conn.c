@@ -175,12 +175,9 @@ void lpg_conn_close(struct lpg_conn *c)
 	free(c);
 }
 
-/* Runs @sql (no parameters, text results) on @c; *out gets the result when
- * @out is given (caller PQclear()s it). */
-int lpg_simple(const struct lpg *q, struct lpg_conn *c, const char *sql,
+int lpg_result(const struct lpg *q, struct lpg_conn *c, PGresult *res,
 	       PGresult **out, const char *what)
 {
-	PGresult *res = PQexec(c->pg, sql);
 	ExecStatusType st = PQresultStatus(res);
 	int err;
 
@@ -196,6 +193,12 @@ int lpg_simple(const struct lpg *q, struct lpg_conn *c, const char *sql,
 	return err;
 }
 
+int lpg_simple(const struct lpg *q, struct lpg_conn *c, const char *sql,
+	       PGresult **out, const char *what)
+{
+	return lpg_result(q, c, PQexec(c->pg, sql), out, what);
+}
+
 /* Runs statement @which on @c with binary parameters and results, prepared
  * or, before lpg_conn_prepare() (opening, migrating), by its text; *out gets
  * the result when @out is given (caller PQclear()s it). */
@@ -205,8 +208,6 @@ int lpg_exec(const struct lpg *q, struct lpg_conn *c, enum lpg_stmt which,
 {
 	const struct lpg_stmt_def *d = &lpg_stmts[which];
 	PGresult *res;
-	ExecStatusType st;
-	int err;
 
 	if (c->prepared)
 		res = PQexecPrepared(c->pg, d->name, d->nparams, values,
@@ -214,31 +215,18 @@ int lpg_exec(const struct lpg *q, struct lpg_conn *c, enum lpg_stmt which,
 	else
 		res = PQexecParams(c->pg, d->sql, d->nparams, d->types, values,
 				   lengths, lpg_binary, 1);
-	st = PQresultStatus(res);
-	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-		if (out)
-			*out = res;
-		else
-			PQclear(res);
-		return 0;
-	}
-	err = lpg_errno(q, c->pg, res, c, what);
-	PQclear(res);
-	return err;
+	return lpg_result(q, c, res, out, what);
 }
 
 int lpg_conn_prepare(const struct lpg *q, struct lpg_conn *c)
 {
 	for (int i = 0; i < S_N; i++) {
 		const struct lpg_stmt_def *d = &lpg_stmts[i];
-		PGresult *res =
-			PQprepare(c->pg, d->name, d->sql, d->nparams, d->types);
-		int err = 0;
+		int err = lpg_result(
+			q, c,
+			PQprepare(c->pg, d->name, d->sql, d->nparams, d->types),
+			NULL, "prepare a statement");
 
-		if (PQresultStatus(res) != PGRES_COMMAND_OK)
-			err = lpg_errno(q, c->pg, res, c,
-					"prepare a statement");
-		PQclear(res);
 		if (err)
 			return err;
 	}

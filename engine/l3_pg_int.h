@@ -52,27 +52,6 @@
 #define LPG_TEXTARRAYOID 1009
 #define LPG_INT8ARRAYOID 1016
 
-/* The columns of every row query (LPG_ROW_COLS), in order. */
-enum lpg_col {
-	COL_INO,
-	COL_PARENT,
-	COL_NAME,
-	COL_KIND,
-	COL_SIZE,
-	COL_HASH,
-	COL_VERSION,
-	COL_MTIME,
-	COL_CTIME,
-	COL_MODE,
-	COL_UID,
-	COL_GID,
-	COL_EXPLICIT,
-	COL_STATE,
-	COL_XATTRS,
-	COL_MERKLE,
-	COL_N,
-};
-
 /* The columns of an entries row as apply() writes them (E_* are the
  * parameters of S_INS_ENTRIES, one array each). */
 enum lpg_ecol {
@@ -214,8 +193,9 @@ void lpg_arr_i64(struct lpg_arr *a, int64_t v);
 void lpg_arr_i32(struct lpg_arr *a, int32_t v);
 void lpg_arr_i16(struct lpg_arr *a, int16_t v);
 void lpg_arr_bool(struct lpg_arr *a, bool v);
-/* Completes the header; -ENOMEM when an append failed. */
-int lpg_arr_finish(struct lpg_arr *a);
+/* Completes the header and points *value and *length at the array, a
+ * statement's parameter; -ENOMEM when an append failed. */
+int lpg_arr_finish(struct lpg_arr *a, const char **value, int *length);
 
 /* ---- l3_pg_conn.c ---- */
 
@@ -226,6 +206,11 @@ extern const struct pool_ops lpg_pool_ops;
 int lpg_errno(const struct lpg *q, PGconn *pg, const PGresult *res,
 	      struct lpg_conn *c, const char *what);
 void lpg_conn_close(struct lpg_conn *c);
+/* Takes the result @res of a command on @c: when it succeeded, hands it to
+ * *out when @out is given (the caller PQclear()s it), else frees it, and
+ * returns 0; when it failed, frees it and returns lpg_errno()'s answer. */
+int lpg_result(const struct lpg *q, struct lpg_conn *c, PGresult *res,
+	       PGresult **out, const char *what);
 /* Runs @sql (no parameters, text results) on @c; *out gets the result when
  * @out is given (caller PQclear()s it). */
 int lpg_simple(const struct lpg *q, struct lpg_conn *c, const char *sql,

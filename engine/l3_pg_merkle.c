@@ -145,11 +145,9 @@ int lpg_merkle_levels(const struct lpg *q, struct lpg_conn *c,
 				break;
 			lpg_arr_i64(a, lpg_get64(pi));
 		}
-		err = lpg_arr_finish(a);
+		err = lpg_arr_finish(a, &values[0], &lengths[0]);
 		if (err)
 			return err;
-		values[0] = a->p;
-		lengths[0] = (int)a->len;
 		err = lpg_exec(q, c, S_MERKLE, values, lengths, &res,
 			       "update merkle hashes");
 		if (err)
@@ -205,11 +203,9 @@ int lpg_merkle_apply(const struct lpg *q, struct lpg_conn *c,
 	lpg_arr_start(a, LPG_INT8OID);
 	for (size_t i = 0; i < touched->n; i++)
 		lpg_arr_i64(a, (int64_t)touched->v[i]);
-	err = lpg_arr_finish(a);
+	err = lpg_arr_finish(a, &values[0], &lengths[0]);
 	if (err)
 		return err;
-	values[0] = a->p;
-	lengths[0] = (int)a->len;
 	lpg_put64(b_max, LPG_MAX_DEPTH);
 	err = lpg_exec(q, c, S_TOUCHED, values, lengths, &order,
 		       "find the directories to rehash");

@@ -165,12 +165,12 @@ static int lpg_migrate_2(struct lpg *q, struct lpg_conn *c)
 	/* Top-down from the root, which cannot loop: a row has one parent,
 	 * and the root's (0) is no row. Directories that are not under the
 	 * root (a corrupt tree) keep NULL until a batch touches them. */
-	order = PQexecParams(c->pg, depths_sql, 0, NULL, NULL, NULL, NULL, 1);
-	if (PQresultStatus(order) != PGRES_TUPLES_OK) {
-		err = lpg_errno(q, c->pg, order, c, "read the directory tree");
-		PQclear(order);
+	err = lpg_result(
+		q, c,
+		PQexecParams(c->pg, depths_sql, 0, NULL, NULL, NULL, NULL, 1),
+		&order, "read the directory tree");
+	if (err)
 		return err;
-	}
 	err = lpg_merkle_levels(q, c, order, &a, NULL, &count);
 	PQclear(order);
 	lpg_arr_release(&a);

@@ -14,8 +14,8 @@
  * text (PQexecParams), as the connection setting up the schema has not
  * prepared any yet.
  *
- * Row queries return the columns of LPG_ROW_COLS, in the order of enum
- * lpg_col, which lpg_row_decode() (l3_pg.c) reads.
+ * Row queries return the columns of STORE_SQL_ROW_COLS (store_sql.h),
+ * which lpg_row_decode() (l3_pg.c) reads.
  */
 #include "l3_pg_int.h"
 #include "merkle.h"
@@ -25,17 +25,6 @@ _Static_assert(ITEM_DIR == 0 && STORE_ROOT_INO == 1,
 _Static_assert(MERKLE_TYPE_DIR == 0x64 && MERKLE_TYPE_FILE == 0x66 &&
 		       MERKLE_LEN == 32 && ITEM_HASH_LEN == MERKLE_LEN,
 	       "LPG_MERKLE_OF_D spells these out");
-
-/* The columns every row query returns, in the order lpg_row_decode reads. */
-#define LPG_ROW_COLS                                                           \
-	"ino, parent, name, kind, size, hash, version, mtime_ns, ctime_ns,"    \
-	" mode, uid, gid, explicit_dir, state, xattrs, merkle"
-
-/* The same, qualified, for a join of entries AS e. */
-#define LPG_ROW_COLS_E                                                         \
-	"e.ino, e.parent, e.name, e.kind, e.size, e.hash, e.version,"          \
-	" e.mtime_ns, e.ctime_ns, e.mode, e.uid, e.gid, e.explicit_dir,"       \
-	" e.state, e.xattrs, e.merkle"
 
 /*
  * The Merkle hash (merkle.h) of the directory row "d", from its children's
@@ -56,16 +45,16 @@ _Static_assert(MERKLE_TYPE_DIR == 0x64 && MERKLE_TYPE_FILE == 0x66 &&
 
 const struct lpg_stmt_def lpg_stmts[S_N] = {
 	[S_GET] = {"lpg_get",
-		   "SELECT " LPG_ROW_COLS " FROM entries WHERE ino = $1",
+		   "SELECT " STORE_SQL_ROW_COLS " FROM entries WHERE ino = $1",
 		   1,
 		   {LPG_INT8OID}},
 	[S_LOOKUP] = {"lpg_lookup",
-		      "SELECT " LPG_ROW_COLS " FROM entries"
+		      "SELECT " STORE_SQL_ROW_COLS " FROM entries"
 		      " WHERE parent = $1 AND name = $2",
 		      2,
 		      {LPG_INT8OID, LPG_BYTEAOID}},
 	[S_LIST] = {"lpg_list",
-		    "SELECT " LPG_ROW_COLS " FROM entries"
+		    "SELECT " STORE_SQL_ROW_COLS " FROM entries"
 		    " WHERE parent = $1 AND name > $2 ORDER BY name LIMIT $3",
 		    3,
 		    {LPG_INT8OID, LPG_BYTEAOID, LPG_INT8OID}},
@@ -77,7 +66,7 @@ const struct lpg_stmt_def lpg_stmts[S_N] = {
 		 {LPG_INT8OID}},
 	[S_FETCH] =
 		{"lpg_fetch",
-		 "SELECT " LPG_ROW_COLS_E ", c.data FROM entries AS e"
+		 "SELECT " STORE_SQL_ROW_COLS_E ", c.data FROM entries AS e"
 		 " LEFT JOIN contents AS c ON c.ino = e.ino WHERE e.ino = $1",
 		 1,
 		 {LPG_INT8OID}},

@@ -27,26 +27,6 @@
 
 #include "l3_sqlite_int.h"
 
-/* The columns of every row query (LSQ_ROW_COLS), in order. */
-enum lsq_col {
-	COL_INO,
-	COL_PARENT,
-	COL_NAME,
-	COL_KIND,
-	COL_SIZE,
-	COL_HASH,
-	COL_VERSION,
-	COL_MTIME,
-	COL_CTIME,
-	COL_MODE,
-	COL_UID,
-	COL_GID,
-	COL_EXPLICIT,
-	COL_STATE,
-	COL_XATTRS,
-	COL_MERKLE,
-};
-
 /* ---- rows ---- */
 
 /* Binds the entry row of @ino to W_INS_ENTRY; @name and @m must outlive the
@@ -117,7 +97,7 @@ static int lsq_value(sqlite3_stmt *st, int col, const void **p, size_t *len)
 	return 0;
 }
 
-/* Fills @out from the current row of @st (columns LSQ_ROW_COLS); the
+/* Fills @out from the current row of @st (columns STORE_SQL_ROW_COLS); the
  * meaning of the values is store_row_decode()'s to check. A directory's
  * merkle is NULL only in a row that no maintenance reached (a cycle left
  * alone by the migration): reported as zero, "not known". */
@@ -125,29 +105,30 @@ static int lsq_row_decode(const struct lsq *q, sqlite3_stmt *st,
 			  struct store_row *out)
 {
 	struct store_cols c = {
-		.ino = (uint64_t)sqlite3_column_int64(st, COL_INO),
-		.parent = (uint64_t)sqlite3_column_int64(st, COL_PARENT),
-		.kind = sqlite3_column_int(st, COL_KIND),
-		.size = (uint64_t)sqlite3_column_int64(st, COL_SIZE),
-		.version = (uint64_t)sqlite3_column_int64(st, COL_VERSION),
-		.mtime_ns = sqlite3_column_int64(st, COL_MTIME),
-		.ctime_ns = sqlite3_column_int64(st, COL_CTIME),
-		.mode = (uint32_t)sqlite3_column_int64(st, COL_MODE),
-		.uid = (uint32_t)sqlite3_column_int64(st, COL_UID),
-		.gid = (uint32_t)sqlite3_column_int64(st, COL_GID),
-		.explicit_dir = sqlite3_column_int(st, COL_EXPLICIT) != 0,
+		.ino = (uint64_t)sqlite3_column_int64(st, STORE_COL_INO),
+		.parent = (uint64_t)sqlite3_column_int64(st, STORE_COL_PARENT),
+		.kind = sqlite3_column_int(st, STORE_COL_KIND),
+		.size = (uint64_t)sqlite3_column_int64(st, STORE_COL_SIZE),
+		.version =
+			(uint64_t)sqlite3_column_int64(st, STORE_COL_VERSION),
+		.mtime_ns = sqlite3_column_int64(st, STORE_COL_MTIME),
+		.ctime_ns = sqlite3_column_int64(st, STORE_COL_CTIME),
+		.mode = (uint32_t)sqlite3_column_int64(st, STORE_COL_MODE),
+		.uid = (uint32_t)sqlite3_column_int64(st, STORE_COL_UID),
+		.gid = (uint32_t)sqlite3_column_int64(st, STORE_COL_GID),
+		.explicit_dir = sqlite3_column_int(st, STORE_COL_EXPLICIT) != 0,
 	};
 	int err;
 
-	err = lsq_value(st, COL_NAME, &c.name, &c.name_len);
+	err = lsq_value(st, STORE_COL_NAME, &c.name, &c.name_len);
 	if (!err)
-		err = lsq_value(st, COL_HASH, &c.hash, &c.hash_len);
+		err = lsq_value(st, STORE_COL_HASH, &c.hash, &c.hash_len);
 	if (!err)
-		err = lsq_value(st, COL_STATE, &c.state, &c.state_len);
+		err = lsq_value(st, STORE_COL_STATE, &c.state, &c.state_len);
 	if (!err)
-		err = lsq_value(st, COL_XATTRS, &c.xattrs, &c.xattrs_len);
+		err = lsq_value(st, STORE_COL_XATTRS, &c.xattrs, &c.xattrs_len);
 	if (!err)
-		err = lsq_value(st, COL_MERKLE, &c.merkle, &c.merkle_len);
+		err = lsq_value(st, STORE_COL_MERKLE, &c.merkle, &c.merkle_len);
 	if (err)
 		return err;
 	if (!c.name)

@@ -4,21 +4,16 @@
  * prepares the statements of its role once, when it opens (persistent
  * statements); they are reset and their bindings cleared after each use.
  *
- * Row queries return the columns of LSQ_ROW_COLS, in the order of enum
- * lsq_col, which lsq_row_decode() (l3_sqlite.c) reads.
+ * Row queries return the columns of STORE_SQL_ROW_COLS (store_sql.h),
+ * which lsq_row_decode() (l3_sqlite.c) reads.
  */
 #include "l3_sqlite_int.h"
 
-/* The columns every row query returns, in the order lsq_row_decode reads. */
-#define LSQ_ROW_COLS                                                           \
-	"ino, parent, name, kind, size, hash, version, mtime_ns, ctime_ns,"    \
-	" mode, uid, gid, explicit_dir, state, xattrs, merkle"
-
 const char *const lsq_reader_sql[R_NSTMT] = {
-	[R_GET] = "SELECT " LSQ_ROW_COLS " FROM entries WHERE ino = ?1",
-	[R_LOOKUP] = ("SELECT " LSQ_ROW_COLS " FROM entries"
+	[R_GET] = "SELECT " STORE_SQL_ROW_COLS " FROM entries WHERE ino = ?1",
+	[R_LOOKUP] = ("SELECT " STORE_SQL_ROW_COLS " FROM entries"
 		      " WHERE parent = ?1 AND name = ?2"),
-	[R_LIST] = ("SELECT " LSQ_ROW_COLS " FROM entries"
+	[R_LIST] = ("SELECT " STORE_SQL_ROW_COLS " FROM entries"
 		    " WHERE parent = ?1 AND name > ?2 ORDER BY name LIMIT ?3"),
 	[R_READ] =
 		("SELECT c.data FROM entries AS e"

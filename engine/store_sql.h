@@ -29,6 +29,37 @@
 #define STORE_SQL_FORMAT "tierfs"
 #define STORE_SQL_FIRST_INO 2
 
+/* The columns every row query of the L3 stores returns, in the order of
+ * enum store_sql_col, which their decoders read; _E names them in a join
+ * of entries AS e. */
+#define STORE_SQL_ROW_COLS                                                     \
+	"ino, parent, name, kind, size, hash, version, mtime_ns, ctime_ns,"    \
+	" mode, uid, gid, explicit_dir, state, xattrs, merkle"
+#define STORE_SQL_ROW_COLS_E                                                   \
+	"e.ino, e.parent, e.name, e.kind, e.size, e.hash, e.version,"          \
+	" e.mtime_ns, e.ctime_ns, e.mode, e.uid, e.gid, e.explicit_dir,"       \
+	" e.state, e.xattrs, e.merkle"
+
+enum store_sql_col {
+	STORE_COL_INO,
+	STORE_COL_PARENT,
+	STORE_COL_NAME,
+	STORE_COL_KIND,
+	STORE_COL_SIZE,
+	STORE_COL_HASH,
+	STORE_COL_VERSION,
+	STORE_COL_MTIME,
+	STORE_COL_CTIME,
+	STORE_COL_MODE,
+	STORE_COL_UID,
+	STORE_COL_GID,
+	STORE_COL_EXPLICIT,
+	STORE_COL_STATE,
+	STORE_COL_XATTRS,
+	STORE_COL_MERKLE,
+	STORE_COL_N,
+};
+
 /* The columns of the row of entry @ino (in directory @parent, named @name,
  * with @m) as the L3 stores write it: see the top of this file. Borrows
  * @name and @m; merkle is left NULL (apply() computes it). */
