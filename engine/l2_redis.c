@@ -16,7 +16,9 @@
  *     l2_redis_conn.c  the URL, connections, their pool, failures as errno
  *                      values
  *
- * Each opens with what it implements.
+ * Each opens with what it implements. What it shares with the other stores
+ * is in store_row.c (the checks of rows read back and of changes) and
+ * store_conn.c (with l3_pg: when an operation runs again).
  *
  * Writes. apply() sends its batch as one pipeline: every command is
  * appended with redisAppendCommandArgv (binary safe: explicit lengths, no

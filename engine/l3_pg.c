@@ -16,7 +16,11 @@
  *     l3_pg_conn.c    connections, their pool, errors as errno values
  *     l3_pg_array.c   the binary arrays the batch statements take
  *
- * Each opens with what it implements.
+ * Each opens with what it implements. What it shares with the other stores
+ * is in store_row.c (the checks of rows read back and of changes),
+ * store_sql.c (with l3_sqlite: the row as columns, the root directory, the
+ * meta rows) and store_conn.c (with l2_redis: when an operation runs
+ * again).
  *
  * Inode numbers. alloc_ino() runs one statement in its own (autocommit)
  * transaction:
@@ -435,7 +439,7 @@ int l3_pg_open(const char *conninfo, const struct eng_log *log,
 	q->sb = (struct store_backend){.log = &q->base.log,
 				       .name = "postgres",
 				       .target = q->target,
-				       .max_ino = INT64_MAX};
+				       .max_ino = STORE_SQL_MAX_INO};
 	if (!conninfo) {
 		eng_logf(&q->base.log, LOG_ERR,
 			 "postgres: cannot open: no connection string");

@@ -12,7 +12,10 @@
  *     l3_sqlite_conn.c    connections, the reader pool, errors as errno
  *                         values
  *
- * Each opens with what it implements.
+ * Each opens with what it implements. What it shares with the other stores
+ * is in store_row.c (the checks of rows read back and of changes) and
+ * store_sql.c (with l3_pg: the row as columns, the root directory, the meta
+ * rows).
  *
  * apply() and lookup() also refuse what the store.h contract rules out:
  * a name that is empty (except for the root, ino 1), longer than
@@ -634,7 +637,7 @@ int l3_sqlite_open(const char *path, const struct eng_log *log,
 	q->sb = (struct store_backend){.log = &q->base.log,
 				       .name = "sqlite",
 				       .target = q->path,
-				       .max_ino = INT64_MAX};
+				       .max_ino = STORE_SQL_MAX_INO};
 	if (!sqlite3_threadsafe()) {
 		eng_logf(&q->base.log, LOG_ERR,
 			 "sqlite '%s': cannot open: libsqlite3 is built "
