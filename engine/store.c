@@ -1,16 +1,18 @@
 /*
  * store.c - what every store shares: the check of a change against the
- * contract of store.h, and the stem of a name.
+ * contract of store.h (the entry itself is checked by store_entry_problem(),
+ * in store_row.c, which checks rows read back too), and the stem of a name.
  */
 #include <stdint.h>
 #include <string.h>
 
 #include "store.h"
+#include "store_row.h"
 
 const char *store_change_problem(const struct store_change *ch,
 				 uint64_t max_ino)
 {
-	size_t len;
+	const char *why;
 
 	if (ch->ino == 0 || ch->ino > max_ino)
 		return "bad inode number";
@@ -18,20 +20,14 @@ const char *store_change_problem(const struct store_change *ch,
 		return NULL;
 	if (!ch->name)
 		return "no name";
-	len = strnlen(ch->name, STORE_NAME_MAX + 1);
-	if (len > STORE_NAME_MAX)
-		return "name too long";
-	if (len == 0 && ch->ino != STORE_ROOT_INO)
-		return "empty name";
-	if (memchr(ch->name, '/', len))
-		return "name holds '/'";
-	if (ch->parent > max_ino)
-		return "bad parent";
 	if (!ch->meta)
 		return "no metadata";
-	if (ch->meta->kind != ITEM_DIR && ch->meta->kind != ITEM_JSON &&
-	    ch->meta->kind != ITEM_BINARY)
-		return "bad kind";
+	/* a name longer than STORE_NAME_MAX is cut one byte after it */
+	why = store_entry_problem(ch->ino, ch->parent, ch->name,
+				  strnlen(ch->name, STORE_NAME_MAX + 1),
+				  (int)ch->meta->kind, max_ino);
+	if (why)
+		return why;
 	if (ch->has_data && ch->len && !ch->data)
 		return "no data";
 	return NULL;

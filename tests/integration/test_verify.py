@@ -2,7 +2,7 @@
 L3 from the root down, reports exactly the drift made behind tierfs's back
 with redis-cli, repairs it from L3, and reads return the right bytes after.
 
-Keys (engine/l2_redis.c): PREFIX e:INO is a file's hash with fields m (the
+Keys (engine/l2_redis_keys.c): PREFIX e:INO is a file's hash with fields m (the
 metadata blob) and d (the content); PREFIX t:INO a directory's Merkle hash
 in hex. Inode numbers are the st_ino the mount reports.
 """

@@ -245,6 +245,25 @@ static void test_open_creates_root(void)
 		 2);
 }
 
+/* A counter with no room left: -ENOSPC, and nothing handed out; a counter
+ * that is not there: -EIO. */
+static void test_alloc_exhausted(void)
+{
+	struct store *s = open_fresh();
+	uint64_t ino = 0;
+
+	admin_exec("UPDATE tierfs_meta SET value = 9223372036854775800"
+		   " WHERE key = 'next_ino'");
+	CHECK_EQ(s->ops->alloc_ino(s, 8, &ino), -ENOSPC);
+	CHECK_EQ(ino, 0);
+	CHECK_EQ(s->ops->alloc_ino(s, 7, &ino), 0);
+	CHECK_EQ(ino, 9223372036854775800ULL);
+	CHECK_EQ(s->ops->alloc_ino(s, 1, &ino), -ENOSPC);
+	admin_exec("DELETE FROM tierfs_meta WHERE key = 'next_ino'");
+	CHECK_EQ(s->ops->alloc_ino(s, 1, &ino), -EIO);
+	store_free(s);
+}
+
 static void test_listing(void)
 {
 	struct store *s = open_fresh();
@@ -2339,6 +2358,7 @@ int main(void)
 	PQsetNoticeProcessor(admin, quiet_notice, NULL);
 
 	test_open_creates_root();
+	test_alloc_exhausted();
 	test_listing();
 	test_names_refused();
 	test_content();

@@ -1,0 +1,280 @@
+/*
+ * l3_pg_schema.c - the PostgreSQL store's tables: creating them with the
+ * root directory, checking that existing ones are ours and of a version
+ * this build reads, and migrating older versions.
+ *
+ * Schema (schema version 2), in the first schema of the search_path:
+ *
+ *     CREATE TABLE tierfs_meta (
+ *             key        text PRIMARY KEY,
+ *             value      bigint,            -- numeric settings
+ *             text_value text               -- textual settings
+ *     );
+ *         'format'         text_value 'tierfs'   marks the tables as ours
+ *         'schema_version' value 2               refused when newer
+ *         'next_ino'       value 2..             lowest ino never handed out
+ *
+ *     CREATE TABLE entries (
+ *             ino          bigint PRIMARY KEY,
+ *             parent       bigint NOT NULL,     -- 0 for the root only
+ *             name         bytea NOT NULL,      -- '' for the root only
+ *             stem         bytea,               -- NULL for directories
+ *             kind         smallint NOT NULL,   -- enum item_kind
+ *             size         bigint NOT NULL,
+ *             hash         bytea,               -- 32 bytes, NULL when zero
+ *             version      bigint NOT NULL,
+ *             mtime_ns     bigint NOT NULL,
+ *             ctime_ns     bigint NOT NULL,
+ *             mode         integer NOT NULL,
+ *             uid          bigint NOT NULL,
+ *             gid          bigint NOT NULL,
+ *             explicit_dir boolean NOT NULL,
+ *             state        text,                -- NULL when none or empty
+ *             xattrs       bytea,               -- NULL when empty
+ *             merkle       bytea,               -- 32 bytes, directories
+ *             CONSTRAINT entries_parent_name UNIQUE (parent, name)
+ *     );
+ *     CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem)
+ *             WHERE stem IS NOT NULL;
+ *
+ *     CREATE TABLE contents (
+ *             ino  bigint PRIMARY KEY,      -- entries.ino of a file
+ *             data bytea NOT NULL
+ *     );
+ *
+ * Names and stems are bytea: PostgreSQL compares bytea with memcmp() and
+ * puts the shorter first on a tie, with no collation involved, so the
+ * (parent, name) index gives the listing order and serves lookups and
+ * keyset-paged listings ("parent = $1 AND name > $2 ORDER BY name LIMIT $3")
+ * without a sort. Stems and content are as in l3_sqlite.c: the partial
+ * unique index on (parent, stem) refuses two files of one item ID, content
+ * lives in its own table so lookups and listings never read it, and a file
+ * without a content row has empty content. The root row (ino 1, parent 0,
+ * name '', a directory with mode 0755 owned by the process that created the
+ * schema, explicit) is written with the schema.
+ *
+ * Creation and migrations. l3_pg_open() runs one transaction that first
+ * takes a transaction-level advisory lock (LPG_LOCK_CLASS, LPG_LOCK_SCHEMA),
+ * so that mounts starting together queue up instead of racing; then it
+ * creates the tables, the meta rows and the root row when tierfs_meta does
+ * not exist (refusing with -EINVAL when entries or contents exist without
+ * it: someone else's tables), or checks the format and the schema version:
+ * a newer version is refused with -EINVAL, the current one is used as is,
+ * and an older one is upgraded one version at a time, under the same lock
+ * and in the same transaction (all or nothing), each step setting
+ * schema_version. Mounts that open together wait on the lock, and then see
+ * the new version. The one step so far, 1 to 2 (lpg_migrate_2), adds the
+ * merkle column and computes it for every directory under the root, deepest
+ * first, one UPDATE per depth, and logs how many at INFO level. A mount of
+ * an older build that is already running when another migrates keeps
+ * writing without updating merkle: upgrade all mounts together.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "l3_pg_int.h"
+
+static const char lpg_schema_sql[] =
+	"CREATE TABLE tierfs_meta ("
+	" key text PRIMARY KEY,"
+	" value bigint,"
+	" text_value text"
+	");"
+	"CREATE TABLE entries ("
+	" ino bigint PRIMARY KEY,"
+	" parent bigint NOT NULL,"
+	" name bytea NOT NULL,"
+	" stem bytea,"
+	" kind smallint NOT NULL,"
+	" size bigint NOT NULL,"
+	" hash bytea,"
+	" version bigint NOT NULL,"
+	" mtime_ns bigint NOT NULL,"
+	" ctime_ns bigint NOT NULL,"
+	" mode integer NOT NULL,"
+	" uid bigint NOT NULL,"
+	" gid bigint NOT NULL,"
+	" explicit_dir boolean NOT NULL,"
+	" state text,"
+	" xattrs bytea,"
+	" merkle bytea,"
+	" CONSTRAINT entries_parent_name UNIQUE (parent, name)"
+	");"
+	"CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem)"
+	" WHERE stem IS NOT NULL;"
+	"CREATE TABLE contents ("
+	" ino bigint PRIMARY KEY,"
+	" data bytea NOT NULL"
+	");";
+
+/* Creates the tables, the meta rows and the root directory, owned by the
+ * calling process. Runs inside the opening transaction. */
+static int lpg_create(struct lpg *q, struct lpg_conn *c)
+{
+	struct item_meta root;
+	char sql[512];
+	int err;
+
+	err = lpg_simple(q, c, lpg_schema_sql, NULL, "create the schema");
+	if (err)
+		return err;
+	store_root_meta(&root);
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO tierfs_meta (key, value, text_value) VALUES"
+		 " ('format', NULL, '%s'), ('schema_version', %d, NULL),"
+		 " ('next_ino', %d, NULL);"
+		 "INSERT INTO entries (ino, parent, name, stem, kind, size,"
+		 " hash, version, mtime_ns, ctime_ns, mode, uid, gid,"
+		 " explicit_dir, state, xattrs, merkle) VALUES (%d, 0,"
+		 " ''::bytea, NULL, %d, 0, NULL, %llu, %lld, %lld, %u, %u,"
+		 " %u, true, NULL, NULL, sha256(''::bytea))",
+		 STORE_SQL_FORMAT, LPG_SCHEMA_VERSION, STORE_SQL_FIRST_INO,
+		 STORE_ROOT_INO, (int)root.kind,
+		 (unsigned long long)root.version, (long long)root.mtime_ns,
+		 (long long)root.ctime_ns, root.mode, root.uid, root.gid);
+	return lpg_simple(q, c, sql, NULL, "create the root directory");
+}
+
+/*
+ * Schema version 1 to 2: adds entries.merkle and computes it for every
+ * directory under the root, deepest first (one S_MERKLE per depth), then
+ * sets schema_version. Runs inside the opening transaction, under the
+ * schema lock, so it is all or nothing and runs once.
+ */
+static int lpg_migrate_2(struct lpg *q, struct lpg_conn *c)
+{
+	static const char depths_sql[] =
+		"WITH RECURSIVE down (ino, depth) AS ("
+		" SELECT ino, 0 FROM entries WHERE ino = 1 AND kind = 0"
+		" UNION ALL"
+		" SELECT e.ino, d.depth + 1 FROM down AS d"
+		" JOIN entries AS e ON e.parent = d.ino WHERE e.kind = 0)"
+		" SELECT ino, -depth::bigint AS level FROM down"
+		" ORDER BY level, ino";
+	struct lpg_arr a = {0};
+	PGresult *order;
+	uint64_t count = 0;
+	int err;
+
+	err = lpg_simple(q, c, "ALTER TABLE entries ADD COLUMN merkle bytea",
+			 NULL, "add the merkle column");
+	if (err)
+		return err;
+	/* Top-down from the root, which cannot loop: a row has one parent,
+	 * and the root's (0) is no row. Directories that are not under the
+	 * root (a corrupt tree) keep NULL until a batch touches them. */
+	err = lpg_result(
+		q, c,
+		PQexecParams(c->pg, depths_sql, 0, NULL, NULL, NULL, NULL, 1),
+		&order, "read the directory tree");
+	if (err)
+		return err;
+	err = lpg_merkle_levels(q, c, order, &a, NULL, &count);
+	PQclear(order);
+	lpg_arr_release(&a);
+	if (!err)
+		err = lpg_simple(q, c,
+				 "UPDATE tierfs_meta SET value = 2"
+				 " WHERE key = 'schema_version'",
+				 NULL, "set the schema version");
+	if (!err)
+		eng_logf(&q->base.log, LOG_INFO,
+			 "postgres '%s': migrated the schema from version 1 "
+			 "to 2: merkle hashes of %llu directories computed",
+			 q->target, (unsigned long long)count);
+	return err;
+}
+
+/* Checks that existing tables are ours, of a version this build reads, and
+ * migrates an older version. */
+static int lpg_check(struct lpg *q, struct lpg_conn *c)
+{
+	PGresult *res = NULL;
+	const char *format = NULL;
+	long long version = 0;
+	bool have_version = false;
+	int err;
+
+	err = lpg_simple(q, c,
+			 "SELECT key, value, text_value FROM tierfs_meta"
+			 " WHERE key IN ('format', 'schema_version')",
+			 &res, "read the schema version");
+	if (err)
+		return err;
+	for (int i = 0; i < PQntuples(res); i++) {
+		const char *key = PQgetvalue(res, i, 0);
+
+		if (strcmp(key, "format") == 0 && !PQgetisnull(res, i, 2)) {
+			format = PQgetvalue(res, i, 2);
+		} else if (strcmp(key, "schema_version") == 0 &&
+			   !PQgetisnull(res, i, 1)) {
+			version = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+			have_version = true;
+		}
+	}
+	err = store_schema_check(&q->sb, format, have_version, version,
+				 LPG_SCHEMA_VERSION);
+	PQclear(res);
+	/* One step per version, each from the one before. */
+	if (!err && version < 2)
+		err = lpg_migrate_2(q, c);
+	return err;
+}
+
+/* Under the schema lock, checks the tables or creates them with the root
+ * directory, in one transaction. */
+int lpg_setup(struct lpg *q, struct lpg_conn *c)
+{
+	PGresult *res = NULL;
+	char sql[128];
+	bool meta, entries, contents;
+	int err;
+
+	err = lpg_simple(q, c, "BEGIN", NULL, "begin opening");
+	if (err)
+		return err;
+	snprintf(sql, sizeof(sql), "SELECT pg_advisory_xact_lock(%d, %d)",
+		 LPG_LOCK_CLASS, LPG_LOCK_SCHEMA);
+	err = lpg_simple(q, c, sql, NULL, "lock the schema");
+	if (err)
+		goto out_rollback;
+	err = lpg_simple(q, c,
+			 "SELECT to_regclass('tierfs_meta') IS NOT NULL,"
+			 " to_regclass('entries') IS NOT NULL,"
+			 " to_regclass('contents') IS NOT NULL",
+			 &res, "read the schema");
+	if (err)
+		goto out_rollback;
+	if (PQntuples(res) != 1 || PQnfields(res) != 3) {
+		PQclear(res);
+		err = store_corrupt(&q->sb, 0, "bad catalog answer");
+		goto out_rollback;
+	}
+	meta = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+	entries = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+	contents = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+	PQclear(res);
+
+	if (meta) {
+		err = lpg_check(q, c);
+	} else if (entries || contents) {
+		eng_logf(&q->base.log, LOG_ERR,
+			 "postgres '%s': cannot open: not a tierfs database "
+			 "(table '%s' exists without 'tierfs_meta')",
+			 q->target, entries ? "entries" : "contents");
+		err = -EINVAL;
+	} else {
+		err = lpg_create(q, c);
+	}
+	if (!err)
+		err = lpg_simple(q, c, "COMMIT", NULL, "commit the schema");
+	if (!err)
+		return 0;
+
+out_rollback:
+	if (!c->broken && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+		lpg_simple(q, c, "ROLLBACK", NULL, "roll back");
+	return err;
+}

@@ -1,0 +1,173 @@
+/*
+ * l3_pg_stmt.c - the PostgreSQL store's prepared statements: their SQL and
+ * the types of their parameters, by enum lpg_stmt.
+ *
+ * Every connection prepares the statements of lpg_stmts once (PQprepare)
+ * and runs them with PQexecPrepared: get, lookup, list, read, fetch,
+ * has_children, stats, scan, alloc_ino (and the counter it reads when it
+ * fails) and those of apply(). All parameters and results use the binary
+ * format: integers in network byte order, bytea as raw bytes (so content
+ * round-trips byte for byte, NULs included, with no escaping), booleans as
+ * one byte, text as its bytes, arrays in array_recv's format (lpg_arr).
+ * Transaction control and the schema work at open use PQexec, in the text
+ * format; the migration runs the statement it shares with apply() by its
+ * text (PQexecParams), as the connection setting up the schema has not
+ * prepared any yet.
+ *
+ * Row queries return the columns of STORE_SQL_ROW_COLS (store_sql.h),
+ * which lpg_row_decode() (l3_pg.c) reads.
+ */
+#include "l3_pg_int.h"
+#include "merkle.h"
+
+_Static_assert(ITEM_DIR == 0 && STORE_ROOT_INO == 1,
+	       "the statements spell these out");
+_Static_assert(MERKLE_TYPE_DIR == 0x64 && MERKLE_TYPE_FILE == 0x66 &&
+		       MERKLE_LEN == 32 && ITEM_HASH_LEN == MERKLE_LEN,
+	       "LPG_MERKLE_OF_D spells these out");
+
+/*
+ * The Merkle hash (merkle.h) of the directory row "d", from its children's
+ * rows as they stand: for each child in name order (bytea order is memcmp
+ * order, shorter first), name | 0x00 | 'd' or 'f' | the child's hash (a
+ * directory's merkle, a file's hash; 32 zero bytes when NULL, as store_row
+ * reports an unknown hash), all hashed by the server, so no child row
+ * crosses the network. No children: SHA-256 of no bytes. decode() rather
+ * than '\x..' literals keeps it independent of standard_conforming_strings.
+ */
+#define LPG_MERKLE_OF_D                                                        \
+	"sha256(coalesce((SELECT string_agg(c.name"                            \
+	" || CASE WHEN c.kind = 0 THEN decode('0064', 'hex')"                  \
+	" ELSE decode('0066', 'hex') END"                                      \
+	" || coalesce(CASE WHEN c.kind = 0 THEN c.merkle ELSE c.hash END,"     \
+	" decode(repeat('00', 32), 'hex')), ''::bytea ORDER BY c.name)"        \
+	" FROM entries AS c WHERE c.parent = d.ino), ''::bytea))"
+
+const struct lpg_stmt_def lpg_stmts[S_N] = {
+	[S_GET] = {"lpg_get",
+		   "SELECT " STORE_SQL_ROW_COLS " FROM entries WHERE ino = $1",
+		   1,
+		   {LPG_INT8OID}},
+	[S_LOOKUP] = {"lpg_lookup",
+		      "SELECT " STORE_SQL_ROW_COLS " FROM entries"
+		      " WHERE parent = $1 AND name = $2",
+		      2,
+		      {LPG_INT8OID, LPG_BYTEAOID}},
+	[S_LIST] = {"lpg_list",
+		    "SELECT " STORE_SQL_ROW_COLS " FROM entries"
+		    " WHERE parent = $1 AND name > $2 ORDER BY name LIMIT $3",
+		    3,
+		    {LPG_INT8OID, LPG_BYTEAOID, LPG_INT8OID}},
+	[S_READ] =
+		{"lpg_read",
+		 "SELECT c.data FROM entries AS e"
+		 " LEFT JOIN contents AS c ON c.ino = e.ino WHERE e.ino = $1",
+		 1,
+		 {LPG_INT8OID}},
+	[S_FETCH] =
+		{"lpg_fetch",
+		 "SELECT " STORE_SQL_ROW_COLS_E ", c.data FROM entries AS e"
+		 " LEFT JOIN contents AS c ON c.ino = e.ino WHERE e.ino = $1",
+		 1,
+		 {LPG_INT8OID}},
+	[S_HAS_CHILDREN] = {"lpg_has_children",
+			    "SELECT 1 FROM entries WHERE parent = $1 LIMIT 1",
+			    1,
+			    {LPG_INT8OID}},
+	[S_STATS] = {"lpg_stats",
+		     "SELECT count(*),"
+		     " coalesce(sum(size) FILTER (WHERE kind <> 0), 0)::bigint"
+		     " FROM entries WHERE ino <> 1",
+		     0,
+		     {0}},
+	[S_ALLOC] = {"lpg_alloc",
+		     "UPDATE tierfs_meta SET value = value + $1"
+		     " WHERE key = 'next_ino' AND value >= 2"
+		     " AND value <= 9223372036854775807 - $1"
+		     " RETURNING value - $1",
+		     1,
+		     {LPG_INT8OID}},
+	/* The counter, read when S_ALLOC found no row: there, it has no
+	 * room left; not there, it is missing or bad. */
+	[S_NEXT_INO] = {"lpg_next_ino",
+			"SELECT value FROM tierfs_meta"
+			" WHERE key = 'next_ino' AND value >= 2",
+			0,
+			{0}},
+	[S_SCAN] = {"lpg_scan",
+		    "SELECT ino, parent, name FROM entries"
+		    " WHERE ino > $1 AND ino <> 1 ORDER BY ino LIMIT $2",
+		    2,
+		    {LPG_INT8OID, LPG_INT8OID}},
+	[S_DEL_ENTRIES] = {"lpg_del_entries",
+			   "WITH d AS (DELETE FROM entries WHERE ino = ANY($1)"
+			   " RETURNING parent) SELECT DISTINCT parent FROM d",
+			   1,
+			   {LPG_INT8ARRAYOID}},
+	[S_DEL_CONTENTS] = {"lpg_del_contents",
+			    "DELETE FROM contents WHERE ino = ANY($1)",
+			    1,
+			    {LPG_INT8ARRAYOID}},
+	[S_INS_ENTRIES] =
+		{"lpg_ins_entries",
+		 "INSERT INTO entries (ino, parent, name, stem, kind,"
+		 " size, hash, version, mtime_ns, ctime_ns, mode, uid,"
+		 " gid, explicit_dir, state, xattrs)"
+		 " SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7,"
+		 " $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+		 E_N,
+		 {
+			 [E_INO] = LPG_INT8ARRAYOID,
+			 [E_PARENT] = LPG_INT8ARRAYOID,
+			 [E_NAME] = LPG_BYTEAARRAYOID,
+			 [E_STEM] = LPG_BYTEAARRAYOID,
+			 [E_KIND] = LPG_INT2ARRAYOID,
+			 [E_SIZE] = LPG_INT8ARRAYOID,
+			 [E_HASH] = LPG_BYTEAARRAYOID,
+			 [E_VERSION] = LPG_INT8ARRAYOID,
+			 [E_MTIME] = LPG_INT8ARRAYOID,
+			 [E_CTIME] = LPG_INT8ARRAYOID,
+			 [E_MODE] = LPG_INT4ARRAYOID,
+			 [E_UID] = LPG_INT8ARRAYOID,
+			 [E_GID] = LPG_INT8ARRAYOID,
+			 [E_EXPLICIT] = LPG_BOOLARRAYOID,
+			 [E_STATE] = LPG_TEXTARRAYOID,
+			 [E_XATTRS] = LPG_BYTEAARRAYOID,
+		 }},
+	[S_PUT_CONTENTS] =
+		{"lpg_put_contents",
+		 "INSERT INTO contents (ino, data)"
+		 " SELECT * FROM unnest($1, $2)"
+		 " ON CONFLICT (ino) DO UPDATE SET data = EXCLUDED.data",
+		 2,
+		 {LPG_INT8ARRAYOID, LPG_BYTEAARRAYOID}},
+	[S_PUT_CONTENT] =
+		{"lpg_put_content",
+		 "INSERT INTO contents (ino, data) VALUES ($1, $2)"
+		 " ON CONFLICT (ino) DO UPDATE SET data = EXCLUDED.data",
+		 2,
+		 {LPG_INT8OID, LPG_BYTEAOID}},
+	/* The directories of $1 that exist and all their ancestors, each
+	 * with its level: the longest walk up from a directory of $1 to it.
+	 * A directory's level is above that of each of its descendants in
+	 * the set, so updating level by level, lowest first, is bottom-up.
+	 * UNION drops the walks that meet at the same level. */
+	[S_TOUCHED] = {"lpg_touched",
+		       "WITH RECURSIVE up (ino, parent, level) AS ("
+		       " SELECT ino, parent, 0 FROM entries"
+		       " WHERE ino = ANY($1) AND kind = 0"
+		       " UNION"
+		       " SELECT e.ino, e.parent, u.level + 1 FROM up AS u"
+		       " JOIN entries AS e ON e.ino = u.parent"
+		       " WHERE e.kind = 0 AND u.level < $2)"
+		       " SELECT ino, max(level)::bigint AS level FROM up"
+		       " GROUP BY ino ORDER BY level, ino",
+		       2,
+		       {LPG_INT8ARRAYOID, LPG_INT8OID}},
+	[S_MERKLE] = {"lpg_merkle",
+		      "UPDATE entries AS d SET merkle = " LPG_MERKLE_OF_D
+		      " WHERE d.ino = ANY($1) AND d.kind = 0"
+		      " RETURNING d.ino, d.merkle",
+		      1,
+		      {LPG_INT8ARRAYOID}},
+};

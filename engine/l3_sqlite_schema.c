@@ -1,0 +1,339 @@
+/*
+ * l3_sqlite_schema.c - the SQLite store's tables: creating them with the
+ * root directory in an empty file, checking that an existing file is ours
+ * and of a version this build reads, and migrating older versions.
+ *
+ * Schema (schema version 2):
+ *
+ *     CREATE TABLE meta (
+ *             key   TEXT PRIMARY KEY,
+ *             value                      -- no affinity: stored as given
+ *     ) WITHOUT ROWID;
+ *         'format'         = 'tierfs'   marks the file as ours
+ *         'schema_version' = 2          refused when newer than this build
+ *         'next_ino'       = 2..        lowest inode number never handed out
+ *
+ *     CREATE TABLE entries (
+ *             ino          INTEGER PRIMARY KEY,  -- the rowid
+ *             parent       INTEGER NOT NULL,     -- 0 for the root only
+ *             name         BLOB NOT NULL,        -- '' for the root only
+ *             stem         BLOB,                 -- NULL for directories
+ *             kind         INTEGER NOT NULL,     -- enum item_kind
+ *             size         INTEGER NOT NULL,
+ *             hash         BLOB,                 -- 32 bytes, NULL when zero
+ *             version      INTEGER NOT NULL,
+ *             mtime_ns     INTEGER NOT NULL,
+ *             ctime_ns     INTEGER NOT NULL,
+ *             mode         INTEGER NOT NULL,
+ *             uid          INTEGER NOT NULL,
+ *             gid          INTEGER NOT NULL,
+ *             explicit_dir INTEGER NOT NULL,
+ *             state        TEXT,                 -- NULL when none or empty
+ *             xattrs       BLOB,                 -- NULL when empty
+ *             merkle       BLOB                  -- directories: 32 bytes
+ *     );
+ *     CREATE UNIQUE INDEX entries_parent_name ON entries (parent, name);
+ *     CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem)
+ *             WHERE stem IS NOT NULL;
+ *     CREATE INDEX entries_children ON entries
+ *             (parent, name, kind, hash, merkle);  -- covers the Merkle scan
+ *
+ *     CREATE TABLE contents (
+ *             ino  INTEGER PRIMARY KEY,          -- entries.ino of a file
+ *             data BLOB NOT NULL
+ *     );
+ *
+ * Names and stems are always bound as BLOBs, so the default BINARY collation
+ * compares them with memcmp() (shorter first on a tie): that is the listing
+ * order, and the (parent, name) index serves lookups and keyset-paged
+ * listings without a sort. The stem of a file is its name without ".json"
+ * for ITEM_JSON and the whole name for ITEM_BINARY; the partial index on
+ * (parent, stem) refuses a second file with the same item ID. Content lives
+ * in its own table so that lookups and listings never read it. A file
+ * without a content row has empty content.
+ *
+ * Schema versions. Version 1 had neither the merkle column nor
+ * entries_children. Opening a version-1 file migrates it in the writer's
+ * opening transaction (BEGIN IMMEDIATE, under which nothing else can
+ * write): ALTER TABLE adds the column, CREATE INDEX makes the index, a
+ * recursive CTE numbers every directory by its depth (from the root, or
+ * from an orphan directory whose parent is missing), and each is hashed
+ * deepest first; then schema_version becomes 2 and one INFO line is
+ * logged. Either all of that commits or none of it. Directories in a
+ * cycle are left NULL with a warning. A version-1 build refuses the
+ * migrated file; one that already had it open would go on writing without
+ * hashes, so stop old mounts before the first open by this build.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "l3_sqlite_int.h"
+
+static const char lsq_schema_sql[] =
+	"CREATE TABLE meta ("
+	" key TEXT PRIMARY KEY,"
+	" value"
+	") WITHOUT ROWID;"
+	"CREATE TABLE entries ("
+	" ino INTEGER PRIMARY KEY,"
+	" parent INTEGER NOT NULL,"
+	" name BLOB NOT NULL,"
+	" stem BLOB,"
+	" kind INTEGER NOT NULL,"
+	" size INTEGER NOT NULL,"
+	" hash BLOB,"
+	" version INTEGER NOT NULL,"
+	" mtime_ns INTEGER NOT NULL,"
+	" ctime_ns INTEGER NOT NULL,"
+	" mode INTEGER NOT NULL,"
+	" uid INTEGER NOT NULL,"
+	" gid INTEGER NOT NULL,"
+	" explicit_dir INTEGER NOT NULL,"
+	" state TEXT,"
+	" xattrs BLOB,"
+	" merkle BLOB"
+	");"
+	"CREATE UNIQUE INDEX entries_parent_name ON entries (parent, name);"
+	"CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem)"
+	" WHERE stem IS NOT NULL;"
+	"CREATE INDEX entries_children ON entries"
+	" (parent, name, kind, hash, merkle);"
+	"CREATE TABLE contents ("
+	" ino INTEGER PRIMARY KEY,"
+	" data BLOB NOT NULL"
+	");";
+
+/* Creates the tables and the meta rows in an empty database. Runs inside
+ * the writer's opening transaction. */
+static int lsq_create(struct lsq *q)
+{
+	char sql[160];
+	int err;
+
+	err = lsq_exec(q, q->writer->db, lsq_schema_sql, "create the schema");
+	if (err)
+		return err;
+	snprintf(sql, sizeof(sql),
+		 "INSERT INTO meta (key, value) VALUES ('format', '%s'),"
+		 " ('schema_version', %d), ('next_ino', %d)",
+		 STORE_SQL_FORMAT, LSQ_SCHEMA_VERSION, STORE_SQL_FIRST_INO);
+	return lsq_exec(q, q->writer->db, sql, "write the schema version");
+}
+
+/* Writes the root directory row, owned by the calling process. Runs inside
+ * the opening transaction, after the writer's statements are prepared. */
+static int lsq_create_root(struct lsq *q)
+{
+	sqlite3_stmt *st = q->writer->stmt[W_INS_ENTRY];
+	struct item_meta root;
+	uint8_t hash[MERKLE_LEN];
+	int rc, err;
+
+	store_root_meta(&root);
+	rc = lsq_bind_entry(st, STORE_ROOT_INO, 0, "", &root);
+	if (rc != SQLITE_OK) {
+		lsq_done(st);
+		return lsq_errno(q, q->writer->db, rc,
+				 "bind the root directory");
+	}
+	err = lsq_run(q, q->writer->db, st, "create the root directory");
+	if (err)
+		return err;
+	return lsq_dir_hash(q, STORE_ROOT_INO, hash); /* of no children */
+}
+
+/* Checks that an existing database is ours, of a version this build reads,
+ * and sets *version to its schema version. */
+static int lsq_check(struct lsq *q, sqlite3_int64 *version)
+{
+	sqlite3 *db = q->writer->db;
+	sqlite3_int64 v = 0;
+	char format[32] = "";
+	bool have_format = false, have_version = false;
+	int type, err;
+
+	type = lsq_query1(q, db,
+			  "SELECT count(*) FROM sqlite_master WHERE"
+			  " type = 'table' AND name = 'meta'",
+			  &v, NULL, 0, "read the schema");
+	if (type < 0)
+		return type;
+	if (v) {
+		type = lsq_query1(
+			q, db, "SELECT value FROM meta WHERE key = 'format'",
+			&v, format, sizeof(format), "read the format");
+		if (type < 0)
+			return type;
+		have_format = type == SQLITE_TEXT;
+		type = lsq_query1(
+			q, db,
+			"SELECT value FROM meta WHERE key = 'schema_version'",
+			&v, NULL, 0, "read the schema version");
+		if (type < 0)
+			return type;
+		have_version = type == SQLITE_INTEGER;
+	}
+	err = store_schema_check(&q->sb, have_format ? format : NULL,
+				 have_version, v, LSQ_SCHEMA_VERSION);
+	if (!err)
+		*version = v;
+	return err;
+}
+
+/* The schema change from version 1: the column and the index, before the
+ * writer's statements (which name them) are prepared. */
+static const char lsq_v1_to_v2_sql[] =
+	"ALTER TABLE entries ADD COLUMN merkle BLOB;"
+	"CREATE INDEX entries_children ON entries"
+	" (parent, name, kind, hash, merkle);";
+
+/*
+ * The rest of the migration from schema version 1, once the column is there
+ * and the writer's statements are prepared: computes the Merkle hash of
+ * every directory, bottom-up, and records version 2; sets *ndirs to how
+ * many. A recursive CTE numbers the directories by depth below the top of
+ * their chain, as apply() finds it (the root, or a directory whose parent is
+ * missing or not a directory); they are read into memory before any is
+ * written, and written deepest first, so that each directory's children are
+ * done when it is. Directories that no chain reaches (a cycle) or that lie
+ * deeper than LSQ_MAX_DEPTH are left NULL, with a warning: the old file was
+ * already broken there, and an apply() that reaches them fails with -EIO.
+ */
+static int lsq_migrate_v1(struct lsq *q, size_t *ndirs)
+{
+	static const char dirs_sql[] =
+		"WITH RECURSIVE tree (ino, depth) AS ("
+		" SELECT d.ino, 0 FROM entries AS d WHERE d.kind = ?2"
+		"  AND NOT EXISTS (SELECT 1 FROM entries AS p"
+		"   WHERE p.ino = d.parent AND p.kind = ?2)"
+		" UNION ALL"
+		" SELECT e.ino, t.depth + 1 FROM tree AS t"
+		"  JOIN entries AS e ON e.parent = t.ino"
+		"  WHERE e.kind = ?2 AND t.depth < ?1"
+		") SELECT ino FROM tree ORDER BY depth DESC";
+	sqlite3 *db = q->writer->db;
+	sqlite3_stmt *st = NULL;
+	uint64_t *inos = NULL;
+	size_t n = 0, cap = 0;
+	uint8_t hash[MERKLE_LEN];
+	sqlite3_int64 unhashed = 0;
+	char sql[128];
+	int rc, err = 0;
+
+	rc = sqlite3_prepare_v2(db, dirs_sql, -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(st, 1, LSQ_MAX_DEPTH);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(st, 2, ITEM_DIR);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n == cap) {
+			uint64_t *p;
+
+			cap = cap ? 2 * cap : 1024;
+			p = reallocarray(inos, cap, sizeof(*inos));
+			if (!p) {
+				err = -ENOMEM;
+				goto out_free;
+			}
+			inos = p;
+		}
+		inos[n++] = (uint64_t)sqlite3_column_int64(st, 0);
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_DONE) {
+		err = lsq_errno(q, db, rc, "list the directories to migrate");
+		goto out_free;
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		err = lsq_dir_hash(q, inos[i], hash);
+		if (err)
+			goto out_free;
+	}
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM entries WHERE kind = %d"
+		 " AND merkle IS NULL",
+		 ITEM_DIR);
+	rc = lsq_query1(q, db, sql, &unhashed, NULL, 0,
+			"count the directories left out");
+	if (rc < 0) {
+		err = rc;
+		goto out_free;
+	}
+	if (unhashed)
+		eng_logf(&q->base.log, LOG_WARNING,
+			 "sqlite '%s': %lld directories are in a cycle or more "
+			 "than %d levels deep: they have no merkle hash",
+			 q->path, (long long)unhashed, LSQ_MAX_DEPTH);
+	snprintf(sql, sizeof(sql),
+		 "UPDATE meta SET value = %d WHERE key = 'schema_version'",
+		 LSQ_SCHEMA_VERSION);
+	err = lsq_exec(q, db, sql, "write the schema version");
+	if (!err)
+		*ndirs = n;
+out_free:
+	sqlite3_finalize(st);
+	free(inos);
+	return err;
+}
+
+/* Under the write lock, checks the schema (or creates it with the root
+ * directory in an empty file, or migrates it from version 1) and prepares
+ * the writer's statements, in one transaction; then switches the file to
+ * WAL, last, so that a foreign file is never changed. */
+int lsq_setup(struct lsq *q)
+{
+	sqlite3 *db = q->writer->db;
+	sqlite3_int64 nobjects = 0, unused, version = LSQ_SCHEMA_VERSION;
+	size_t ndirs = 0;
+	char mode[16] = "";
+	int err, type;
+
+	err = lsq_exec(q, db, "BEGIN IMMEDIATE", "begin opening");
+	if (err)
+		return err;
+	type = lsq_query1(q, db, "SELECT count(*) FROM sqlite_master",
+			  &nobjects, NULL, 0, "read the schema");
+	if (type < 0) {
+		err = type;
+		goto out_rollback;
+	}
+	err = nobjects == 0 ? lsq_create(q) : lsq_check(q, &version);
+	if (!err && version == 1)
+		err = lsq_exec(q, db, lsq_v1_to_v2_sql,
+			       "migrate the schema to version 2");
+	if (!err)
+		err = lsq_conn_prepare(q, q->writer, LSQ_WRITER);
+	if (!err && nobjects == 0)
+		err = lsq_create_root(q);
+	if (!err && version == 1)
+		err = lsq_migrate_v1(q, &ndirs);
+	if (!err)
+		err = lsq_exec(q, db, "COMMIT", "commit the schema");
+	if (err)
+		goto out_rollback;
+	if (version == 1)
+		eng_logf(&q->base.log, LOG_INFO,
+			 "sqlite '%s': migrated schema version 1 to %d: "
+			 "merkle hashes computed, directories: %zu",
+			 q->path, LSQ_SCHEMA_VERSION, ndirs);
+
+	type = lsq_query1(q, db, "PRAGMA journal_mode = WAL", &unused, mode,
+			  sizeof(mode), "switch to WAL");
+	if (type < 0)
+		return type;
+	if (strcmp(mode, "wal") != 0)
+		eng_logf(&q->base.log, LOG_WARNING,
+			 "sqlite '%s': journal mode is '%s', not 'wal'",
+			 q->path, mode);
+	return 0;
+
+out_rollback:
+	if (!sqlite3_get_autocommit(db))
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	return err;
+}

@@ -1,0 +1,48 @@
+/*
+ * l3_sqlite_stmt.c - the SQLite store's prepared statements: the SQL of
+ * those of a reader connection and of those of the writer. Each connection
+ * prepares the statements of its role once, when it opens (persistent
+ * statements); they are reset and their bindings cleared after each use.
+ *
+ * Row queries return the columns of STORE_SQL_ROW_COLS (store_sql.h),
+ * which lsq_row_decode() (l3_sqlite.c) reads.
+ */
+#include "l3_sqlite_int.h"
+
+const char *const lsq_reader_sql[R_NSTMT] = {
+	[R_GET] = "SELECT " STORE_SQL_ROW_COLS " FROM entries WHERE ino = ?1",
+	[R_LOOKUP] = ("SELECT " STORE_SQL_ROW_COLS " FROM entries"
+		      " WHERE parent = ?1 AND name = ?2"),
+	[R_LIST] = ("SELECT " STORE_SQL_ROW_COLS " FROM entries"
+		    " WHERE parent = ?1 AND name > ?2 ORDER BY name LIMIT ?3"),
+	[R_READ] =
+		("SELECT c.data FROM entries AS e"
+		 " LEFT JOIN contents AS c ON c.ino = e.ino WHERE e.ino = ?1"),
+	[R_HAS_CHILDREN] = "SELECT 1 FROM entries WHERE parent = ?1 LIMIT 1",
+	[R_STATS] = ("SELECT count(*),"
+		     " coalesce(sum(CASE WHEN kind <> ?2 THEN size END), 0)"
+		     " FROM entries WHERE ino <> ?1"),
+	[R_SCAN] = ("SELECT ino, parent, name FROM entries"
+		    " WHERE ino > ?1 AND ino <> ?2 ORDER BY ino LIMIT ?3"),
+};
+
+const char *const lsq_writer_sql[W_NSTMT] = {
+	[W_BEGIN] = "BEGIN IMMEDIATE",
+	[W_COMMIT] = "COMMIT",
+	[W_ROLLBACK] = "ROLLBACK",
+	[W_DEL_ENTRY] = "DELETE FROM entries WHERE ino = ?1 RETURNING parent",
+	[W_DEL_CONTENT] = "DELETE FROM contents WHERE ino = ?1",
+	[W_INS_ENTRY] = ("INSERT INTO entries (ino, parent, name, stem, kind,"
+			 " size, hash, version, mtime_ns, ctime_ns, mode, uid,"
+			 " gid, explicit_dir, state, xattrs) VALUES (?1, ?2,"
+			 " ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
+			 " ?15, ?16)"),
+	[W_PUT_CONTENT] = ("INSERT OR REPLACE INTO contents (ino, data)"
+			   " VALUES (?1, ?2)"),
+	[W_GET_NEXT_INO] = "SELECT value FROM meta WHERE key = 'next_ino'",
+	[W_SET_NEXT_INO] = "UPDATE meta SET value = ?1 WHERE key = 'next_ino'",
+	[W_GET_PARENT] = "SELECT parent, kind FROM entries WHERE ino = ?1",
+	[W_CHILDREN] = ("SELECT name, kind, hash, merkle, ino FROM entries"
+			" WHERE parent = ?1 ORDER BY name"),
+	[W_SET_MERKLE] = "UPDATE entries SET merkle = ?2 WHERE ino = ?1",
+};
