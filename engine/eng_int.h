@@ -149,6 +149,9 @@ struct wc {
 	unsigned writers; /* handles open for writing */
 	uint64_t writes;  /* changes so far: a publish clears dirty only if
 			     none came while it ran */
+	bool trunc_only;  /* its only change is a truncation (O_TRUNC,
+			     ftruncate) no write has followed: a flush does
+			     not publish it, release and fsync do */
 };
 
 struct node {

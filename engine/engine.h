@@ -203,16 +203,21 @@ ssize_t eng_read(struct eng *e, struct eng_file *f, void *buf, size_t size,
  * version stays. */
 ssize_t eng_write(struct eng *e, struct eng_file *f, const void *buf,
 		  size_t size, off_t off);
-/* Publishes the working copy if it changed (see the top). -EINVAL, -EFBIG,
- * -ENOSPC, -EIO, -ENOMEM: then the previous version stays. */
+/* Publishes the working copy if it changed (see the top), except a
+ * truncation (O_TRUNC, a size change through a writer handle) that no write
+ * has followed: eng_fsync() or the last eng_release() publishes that.
+ * -EINVAL, -EFBIG, -ENOSPC, -EIO, -ENOMEM: then the previous version stays.
+ */
 int eng_flush(struct eng *e, struct eng_file *f);
 /* Publishes, then waits until the file is committed in L3; while L3 is
  * unreachable, until the log holding it is synced to disk instead. When L3
  * refuses the change (permission, read-only, full), returns that error. */
 int eng_fsync(struct eng *e, struct eng_file *f);
-/* Closes a handle; the last one drops the working copy. Returns true when
- * that dropped changes that were never published (a failed flush): callers
- * that cache content (the kernel) must drop their copy. Never fails. */
+/* Closes a handle; the last one publishes a truncation no write followed
+ * (see eng_flush()) and drops the working copy. Returns true when that
+ * dropped changes that were never published (a failed flush): callers that
+ * cache content (the kernel) must drop their copy. Never fails (a failed
+ * publish of a truncation is logged). */
 bool eng_release(struct eng *e, struct eng_file *f);
 
 /*

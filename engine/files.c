@@ -101,6 +101,7 @@ static int setattr_size_wc(struct eng *e, struct node *n, uint64_t size,
 			return r;
 		}
 	}
+	w->trunc_only = !old.dirty || old.trunc_only;
 	w->dirty = true;
 	w->writes++;
 	w->mtime_ns = now_ns();
@@ -194,6 +195,7 @@ static struct eng_file *file_new(struct eng *e, struct node *n, int flags,
 			n->wc->loaded = true;
 			n->wc->len = 0;
 			n->wc->dirty = true;
+			n->wc->trunc_only = true;
 			n->wc->writes++;
 			n->wc->mtime_ns = now_ns();
 		}
@@ -339,6 +341,7 @@ ssize_t eng_write(struct eng *e, struct eng_file *f, const void *buf,
 	if (size)
 		memcpy(n->wc->buf + off, buf, size);
 	n->wc->dirty = true;
+	n->wc->trunc_only = false;
 	n->wc->writes++;
 	n->wc->mtime_ns = now_ns();
 	r = (ssize_t)size;
@@ -347,9 +350,15 @@ out_unlock:
 	return r;
 }
 
-/* Publishes @f's working copy if it holds changes: a snapshot of it is
- * validated and hashed with the lock dropped. */
-static int flush_locked(struct eng *e, struct eng_file *f)
+/*
+ * Publishes @f's working copy if it holds changes: a snapshot of it is
+ * validated and hashed with the lock dropped. At a flush (@at_flush) a
+ * truncation no write has followed is not published: a shell's `> file`
+ * opens with O_TRUNC and closes a dup of the descriptor before it writes,
+ * and that close must not publish an empty version; it is published at
+ * release or fsync, if no write comes.
+ */
+static int flush_locked(struct eng *e, struct eng_file *f, bool at_flush)
 {
 	struct node *n = f->n;
 	struct wc *w = n->wc;
@@ -363,6 +372,8 @@ static int flush_locked(struct eng *e, struct eng_file *f)
 		return 0;
 	if (w->failed)
 		return w->failed;
+	if (at_flush && w->trunc_only)
+		return 0;
 	backpressure(e);
 	w = n->wc; /* our writer handle keeps it */
 	if (n->deleted || !w->dirty)
@@ -392,7 +403,7 @@ int eng_flush(struct eng *e, struct eng_file *f)
 	int r;
 
 	pthread_mutex_lock(&e->lock);
-	r = flush_locked(e, f);
+	r = flush_locked(e, f, true);
 	pthread_mutex_unlock(&e->lock);
 	return r;
 }
@@ -402,7 +413,7 @@ int eng_fsync(struct eng *e, struct eng_file *f)
 	int r;
 
 	pthread_mutex_lock(&e->lock);
-	r = flush_locked(e, f);
+	r = flush_locked(e, f, false);
 	if (r == 0 && f->n->dirty)
 		r = wait_committed(e, f->n->dirty_seq);
 	pthread_mutex_unlock(&e->lock);
@@ -418,6 +429,17 @@ bool eng_release(struct eng *e, struct eng_file *f)
 		return false;
 	n = f->n;
 	pthread_mutex_lock(&e->lock);
+	if (f->writer && n->wc->writers == 1 && n->wc->dirty &&
+	    n->wc->trunc_only && !n->deleted) {
+		/* a truncation nothing followed: published now */
+		int r = flush_locked(e, f, false);
+
+		if (r < 0)
+			eng_logf(&e->cfg.log, LOG_ERR,
+				 "cannot publish the truncation of inode "
+				 "%llu at its last close: %s",
+				 (unsigned long long)n->ino, strerror(-r));
+	}
 	handle_unlink(&f->link);
 	n->opens--;
 	if (f->writer && --n->wc->writers == 0) {
