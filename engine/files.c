@@ -353,15 +353,17 @@ out_unlock:
 /*
  * Publishes @f's working copy if it holds changes: a snapshot of it is
  * validated and hashed with the lock dropped. At a flush (@at_flush) a
- * truncation no write has followed is not published: a shell's `> file`
- * opens with O_TRUNC and closes a dup of the descriptor before it writes,
- * and that close must not publish an empty version; it is published at
- * release or fsync, if no write comes.
+ * truncation no write has followed is only validated, not published: a
+ * shell's `> file` opens with O_TRUNC and closes a dup of the descriptor
+ * before it writes, and that close must not publish an empty version; it
+ * is published at release or fsync, if no write comes. A truncation that
+ * makes invalid JSON (truncate -s 3 x.json) still fails its close.
  */
 static int flush_locked(struct eng *e, struct eng_file *f, bool at_flush)
 {
 	struct node *n = f->n;
 	struct wc *w = n->wc;
+	bool validate_only;
 	struct draft d;
 	uint64_t writes;
 	int64_t mtime;
@@ -372,9 +374,8 @@ static int flush_locked(struct eng *e, struct eng_file *f, bool at_flush)
 		return 0;
 	if (w->failed)
 		return w->failed;
-	if (at_flush && w->trunc_only)
-		return 0;
-	backpressure(e);
+	if (!(at_flush && w->trunc_only))
+		backpressure(e);
 	w = n->wc; /* our writer handle keeps it */
 	if (n->deleted || !w->dirty)
 		return 0; /* nobody can see it any more, or published */
@@ -385,10 +386,12 @@ static int flush_locked(struct eng *e, struct eng_file *f, bool at_flush)
 		memcpy(buf, w->buf, w->len);
 	writes = w->writes;
 	mtime = w->mtime_ns;
+	validate_only = at_flush && w->trunc_only;
 	r = draft_make_unlocked(e, n, buf, w->len, &d);
 	if (r < 0)
 		return r;
-	if (n->deleted || (!w->dirty && w->writes == writes)) {
+	if (validate_only || n->deleted ||
+	    (!w->dirty && w->writes == writes)) {
 		draft_release(&d); /* gone, or another flush published it */
 		return 0;
 	}
@@ -434,8 +437,9 @@ bool eng_release(struct eng *e, struct eng_file *f)
 		/* a truncation nothing followed: published now */
 		int r = flush_locked(e, f, false);
 
+		/* a refused truncation failed its flush already */
 		if (r < 0)
-			eng_logf(&e->cfg.log, LOG_ERR,
+			eng_logf(&e->cfg.log, r == -EINVAL ? LOG_INFO : LOG_ERR,
 				 "cannot publish the truncation of inode "
 				 "%llu at its last close: %s",
 				 (unsigned long long)n->ino, strerror(-r));

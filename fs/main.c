@@ -165,6 +165,7 @@ int main(int argc, char *argv[])
 	log_debug = cmd.debug;
 	o.eng.log.fn = log_sink;
 	t.entry_timeout = o.entry_timeout;
+	tfs_handles_init(&t.handles);
 	t.attr_timeout = o.attr_timeout;
 
 	if (!cmd.foreground && daemon_fork(&notify_fd) < 0)
@@ -227,6 +228,7 @@ out_close:
 			ret = 1;
 		}
 	}
+	tfs_handles_release(&t.handles);
 out_free_opts:
 	daemon_ready(&notify_fd, ret ? ret : 1);
 	free(cmd.mountpoint);

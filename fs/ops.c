@@ -20,11 +20,23 @@
 #include <time.h>
 
 #include "control.h"
+#include "handles.h"
 #include "ops.h"
 
 static struct tfs *req_tfs(fuse_req_t req)
 {
 	return fuse_req_userdata(req);
+}
+
+/* The open file or directory behind fi->fh, or NULL (answer EBADF). */
+static struct eng_file *file_of(fuse_req_t req, struct fuse_file_info *fi)
+{
+	return tfs_handle_get(&req_tfs(req)->handles, fi->fh, false);
+}
+
+static struct eng_dir *dir_of(fuse_req_t req, struct fuse_file_info *fi)
+{
+	return tfs_handle_get(&req_tfs(req)->handles, fi->fh, true);
 }
 
 static void attr_to_stat(const struct eng_attr *a, struct stat *st)
@@ -189,9 +201,9 @@ static void tfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	sa.set_ctime = to_set & FUSE_SET_ATTR_CTIME;
 	sa.ctime_ns = ts_ns(&attr->st_ctim);
 	/* atime alone (touch -a) is accepted and ignored: noatime */
-	r = eng_setattr(t->eng, ino,
-			fi ? (struct eng_file *)(uintptr_t)fi->fh : NULL, &sa,
-			&ctx, &a);
+	/* a size change through an open file applies to its working copy */
+	r = eng_setattr(t->eng, ino, fi ? file_of(req, fi) : NULL, &sa, &ctx,
+			&a);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
@@ -290,10 +302,17 @@ static void tfs_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, -r);
 		return;
 	}
-	fi->fh = (uintptr_t)f;
+	fi->fh = tfs_handle_add(&t->handles, f, false);
+	if (!fi->fh) {
+		eng_release(t->eng, f);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
 	fill_entry(t, &a, &ep);
-	if (fuse_reply_create(req, &ep, fi) != 0)
-		eng_release(t->eng, f); /* the caller went away */
+	if (fuse_reply_create(req, &ep, fi) != 0) { /* the caller went away */
+		tfs_handle_remove(&t->handles, fi->fh, false);
+		eng_release(t->eng, f);
+	}
 }
 
 static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -319,15 +338,23 @@ static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -r);
 		return;
 	}
-	fi->fh = (uintptr_t)f;
-	fi->keep_cache = keep;
-	if (fuse_reply_open(req, fi) != 0)
+	fi->fh = tfs_handle_add(&t->handles, f, false);
+	if (!fi->fh) {
 		eng_release(t->eng, f);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fi->keep_cache = keep;
+	if (fuse_reply_open(req, fi) != 0) {
+		tfs_handle_remove(&t->handles, fi->fh, false);
+		eng_release(t->eng, f);
+	}
 }
 
 static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
+	struct eng_file *f;
 	char *buf;
 	ssize_t r;
 
@@ -345,13 +372,17 @@ static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		free(buf);
 		return;
 	}
+	f = file_of(req, fi);
+	if (!f) {
+		fuse_reply_err(req, EBADF);
+		return;
+	}
 	buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	r = eng_read(req_tfs(req)->eng, (struct eng_file *)(uintptr_t)fi->fh,
-		     buf, size, off);
+	r = eng_read(req_tfs(req)->eng, f, buf, size, off);
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
 	else
@@ -362,9 +393,9 @@ static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 static void tfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		      size_t size, off_t off, struct fuse_file_info *fi)
 {
-	ssize_t r =
-		eng_write(req_tfs(req)->eng,
-			  (struct eng_file *)(uintptr_t)fi->fh, buf, size, off);
+	struct eng_file *f = file_of(req, fi);
+	ssize_t r = f ? eng_write(req_tfs(req)->eng, f, buf, size, off)
+		      : -EBADF;
 
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
@@ -374,23 +405,28 @@ static void tfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 
 static void tfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	struct eng_file *f;
+
 	if (tfs_ctl_ino(ino)) {
 		fuse_reply_err(req, 0);
 		return;
 	}
-	fuse_reply_err(req, -eng_flush(req_tfs(req)->eng,
-				       (struct eng_file *)(uintptr_t)fi->fh));
+	f = file_of(req, fi);
+
+	fuse_reply_err(req, f ? -eng_flush(req_tfs(req)->eng, f) : EBADF);
 }
 
 static void tfs_release(fuse_req_t req, fuse_ino_t ino,
 			struct fuse_file_info *fi)
 {
 	struct tfs *t = req_tfs(req);
+	struct eng_file *f;
 
 	fuse_reply_err(req, 0);
 	if (tfs_ctl_ino(ino))
 		return; /* nothing was kept per open */
-	if (eng_release(t->eng, (struct eng_file *)(uintptr_t)fi->fh))
+	f = tfs_handle_remove(&t->handles, fi->fh, false);
+	if (f && eng_release(t->eng, f))
 		/* unpublished bytes are in the kernel's page cache */
 		fuse_lowlevel_notify_inval_inode(t->se, ino, 0, 0);
 }
@@ -398,12 +434,14 @@ static void tfs_release(fuse_req_t req, fuse_ino_t ino,
 static void tfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		      struct fuse_file_info *fi)
 {
+	struct eng_file *f;
+
 	if (tfs_ctl_ino(ino)) {
 		fuse_reply_err(req, 0);
 		return;
 	}
-	fuse_reply_err(req, -eng_fsync(req_tfs(req)->eng,
-				       (struct eng_file *)(uintptr_t)fi->fh));
+	f = file_of(req, fi);
+	fuse_reply_err(req, f ? -eng_fsync(req_tfs(req)->eng, f) : EBADF);
 }
 
 static void tfs_opendir(fuse_req_t req, fuse_ino_t ino,
@@ -423,10 +461,17 @@ static void tfs_opendir(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, -r);
 		return;
 	}
-	fi->fh = (uintptr_t)d;
-	fi->cache_readdir = 0;
-	if (fuse_reply_open(req, fi) != 0)
+	fi->fh = tfs_handle_add(&req_tfs(req)->handles, d, true);
+	if (!fi->fh) {
 		eng_releasedir(req_tfs(req)->eng, d);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	fi->cache_readdir = 0;
+	if (fuse_reply_open(req, fi) != 0) {
+		tfs_handle_remove(&req_tfs(req)->handles, fi->fh, true);
+		eng_releasedir(req_tfs(req)->eng, d);
+	}
 }
 
 struct dirbuf {
@@ -496,6 +541,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 {
 	struct dirbuf db = {
 		.req = req, .t = req_tfs(req), .size = size, .plus = plus};
+	struct eng_dir *d;
 	int r = 0;
 
 	db.buf = malloc(size ? size : 1);
@@ -509,11 +555,16 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		free(db.buf);
 		return;
 	}
+	d = dir_of(req, fi);
+	if (!d) {
+		r = -EBADF;
+		goto out_reply;
+	}
 	if (off < 1 && !add_dot(&db, ".", ino, 1))
 		goto out_reply;
 	if (off < 2 && !add_dot(&db, "..", ino, 2))
 		goto out_reply;
-	r = eng_readdir(db.t->eng, (struct eng_dir *)(uintptr_t)fi->fh,
+	r = eng_readdir(db.t->eng, d,
 			off > DOT_ENTRIES ? (uint64_t)off - DOT_ENTRIES : 0,
 			plus, dirbuf_add, &db);
 out_reply:
@@ -543,7 +594,8 @@ static void tfs_releasedir(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, 0);
 		return;
 	}
-	eng_releasedir(req_tfs(req)->eng, (struct eng_dir *)(uintptr_t)fi->fh);
+	eng_releasedir(req_tfs(req)->eng,
+		       tfs_handle_remove(&req_tfs(req)->handles, fi->fh, true));
 	fuse_reply_err(req, 0);
 }
 

@@ -9,10 +9,12 @@
 #include <fuse_lowlevel.h>
 
 #include "engine.h"
+#include "handles.h"
 
 struct tfs {
 	struct eng *eng;
 	struct fuse_session *se;
+	struct tfs_handles handles; /* fi->fh of open files and dirs */
 	double entry_timeout; /* seconds */
 	double attr_timeout;
 };
