@@ -3,8 +3,8 @@
 
 What it measures: the latency of os.stat() on one small file that tierfs
 already holds in L1, first on an idle mount (the baseline) and then while
-ANOTHER process (the writer) creates 10,000 small JSON files in the same
-PostgreSQL-backed mount. Every stat is timed on its own
+ANOTHER process (the writer) creates 10,000 JSON files (small, or --bytes
+long) in the same PostgreSQL-backed mount. Every stat is timed on its own
 (time.perf_counter_ns() around the call); the script reports the count, p50,
 p99, p99.9 and max in microseconds per phase, and the writer's files/s. With
 the engine's one big mutex held across slow work (PostgreSQL round trips,
@@ -45,7 +45,7 @@ not run as root; as root, pg-test-server.sh runs it as the 'postgres' user.
 This is a benchmark, not a test: pytest does not collect it.
 
 usage:
-  tests/bench/stat_latency.py [--runs N] [--files 10000] [--dirs 100]
+  tests/bench/stat_latency.py [--runs N] [--files 10000] [--dirs 100] [--bytes N]
         [--tierfs PATH] [--postgres URI] [--default-timeouts] [-o OPT]...
         [--baseline-seconds S] [--json FILE] [--workdir DIR] [--keep]
 e.g.
@@ -275,10 +275,11 @@ def in_mount_table(path):
 
 # --- the writer (a child process) -------------------------------------------------
 
-def writer_main(root, nfiles, ndirs):
+def writer_main(root, nfiles, ndirs, nbytes=0):
     """The writer child: says "ready", then creates @nfiles files of
     {"i": N} in @ndirs directories under @root (each os.open + os.write +
-    os.close), then prints {"files": N, "seconds": S} and exits."""
+    os.close), padded to @nbytes with a JSON string when @nbytes is larger,
+    then prints {"files": N, "seconds": S} and exits."""
     root = Path(root)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
@@ -291,7 +292,10 @@ def writer_main(root, nfiles, ndirs):
         path = dirs[i % ndirs] / f"f{i // ndirs:03d}.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            os.write(fd, b'{"i": %d}' % i)
+            doc = b'{"i": %d}' % i
+            if nbytes > len(doc) + 10:
+                doc = b'{"i": %d, "p": "%s"}' % (i, b"x" * (nbytes - len(doc) - 9))
+            os.write(fd, doc)
         finally:
             os.close(fd)
     seconds = (time.perf_counter_ns() - t0) / 1e9
@@ -302,12 +306,12 @@ def writer_main(root, nfiles, ndirs):
 class Writer:
     """The writer as a child process of this script (--writer-child)."""
 
-    def __init__(self, root, nfiles, ndirs, logfile):
+    def __init__(self, root, nfiles, ndirs, logfile, nbytes=0):
         self.logfile = logfile
         with open(logfile, "ab") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-I", str(Path(__file__).resolve()), "--writer-child",
-                 str(root), str(nfiles), str(ndirs)],
+                 str(root), str(nfiles), str(ndirs), str(nbytes)],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, cwd="/")
 
     def wait_ready(self):
@@ -440,8 +444,8 @@ def tierfs_origin(tbin):
 # --- main -----------------------------------------------------------------------
 
 def main():
-    if len(sys.argv) == 5 and sys.argv[1] == "--writer-child":
-        writer_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    if len(sys.argv) == 6 and sys.argv[1] == "--writer-child":
+        writer_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
         os._exit(0)  # no interpreter teardown: the parent stops timing at the exit
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -450,6 +454,8 @@ def main():
                     help="loaded phases, each on a fresh directory (default 1)")
     ap.add_argument("--files", type=int, default=10000, help="files per writer (default 10000)")
     ap.add_argument("--dirs", type=int, default=100, help="directories per writer (default 100)")
+    ap.add_argument("--bytes", type=int, default=0,
+                    help="pad each file to this many bytes of JSON (default: {\"i\": N} only)")
     ap.add_argument("--tierfs", default=os.environ.get("TIERFS_BIN", str(DEFAULT_TIERFS)),
                     help=f"the tierfs binary (default $TIERFS_BIN or {DEFAULT_TIERFS})")
     ap.add_argument("--postgres", metavar="URI",
@@ -493,7 +499,7 @@ def main():
     meta = {"date": time.strftime("%Y-%m-%d %H:%M:%S %z"), "host": platform.node(),
             "kernel": platform.release(), "cpus": os.cpu_count(),
             "tierfs": str(tbin), "tierfs_origin": tierfs_origin(tbin),
-            "files": args.files, "dirs": args.dirs, "runs": args.runs,
+            "files": args.files, "dirs": args.dirs, "bytes": args.bytes, "runs": args.runs,
             "loadavg_start": os.getloadavg()}
     runs = []
     baseline = None
@@ -552,7 +558,8 @@ def main():
             if can_wait:  # each run starts on a quiet mount
                 mount.wait_persisted()
             log(f"loaded run {k}/{args.runs}: writing {args.files} files")
-            w = Writer(mnt / f"load-{k}", args.files, args.dirs, workdir / "writer.log")
+            w = Writer(mnt / f"load-{k}", args.files, args.dirs, workdir / "writer.log",
+                       args.bytes)
             cleanup.push(f"stop writer {k}", w.kill)
             w.wait_ready()
             lat, seconds = stat_while_running(hot, w.proc, args.timeout)

@@ -42,8 +42,9 @@ def test_wal_bound_refuses_with_enospc_and_keeps_accepted_writes(tierfs_factory)
         accepted[rel] = data
     assert refused is not None, "the log accepted 1 MB past a 300 kB bound"
     # Five fit: they leave the log at 5 x 50,000 content bytes plus ~1.5 kB
-    # of record headers. The sixth is refused, as publish() wants room for
-    # its content plus 4096 bytes: 250,000 + 50,000 + 4,096 > 300,000.
+    # of record headers (each file's create and its content). The sixth's
+    # content record would take the log past the bound: 251,500 + 50,000 +
+    # its header > 300,000, so it is refused whole.
     assert len(accepted) == 5, len(accepted)
     assert "write-ahead log" in m.stderr_text() and "wal_max_bytes" in m.stderr_text()
     # The refused file keeps its previous (empty) version; the rest is intact.
