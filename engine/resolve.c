@@ -53,8 +53,9 @@ int resolve(struct eng *e, struct node *dir, const char *name,
 			*out = n;
 			return 0;
 		}
-		if (strlen(name) > STORE_NAME_MAX ||
-		    filter_absent(e, dir->ino, name))
+		if (strlen(name) > STORE_NAME_MAX)
+			return -ENAMETOOLONG;
+		if (filter_absent(e, dir->ino, name))
 			return -ENOENT;
 		maybe = e->filter_trusted; /* the filter said "maybe" */
 		e->l3_lookups++;

@@ -106,6 +106,18 @@ static ssize_t merkle_xattr(struct eng *e, struct node *n, void *buf,
 	return xattr_out(val, 64, buf, size);
 }
 
+/* true for the read-only user.tierfs.* names the engine computes. */
+static bool computed_name(const char *name)
+{
+	static const char *const names[] = {"id",     "hash",  "version",
+					    "status", "tiers", "merkle"};
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++)
+		if (strcmp(name + strlen(TFS_XATTR), names[i]) == 0)
+			return true;
+	return false;
+}
+
 static ssize_t synthetic_xattr(struct eng *e, struct node *n, const char *name,
 			       void *buf, size_t size)
 {
@@ -219,8 +231,9 @@ static int xattr_change(struct eng *e, uint64_t ino, const char *name,
 	}
 	if (has_prefix(name, TFS_XATTR) &&
 	    strcmp(name, TFS_XATTR "state") != 0) {
-		/* read-only: a restore writing one back is no error */
-		r = value ? 0 : -EPERM;
+		/* read-only: a restore writing one back is no error; a name
+		 * tierfs does not compute would be dropped: refused */
+		r = value && computed_name(name) ? 0 : -EPERM;
 		goto out_unlock;
 	}
 	r = item_meta_copy(&m, &n->meta);

@@ -184,6 +184,9 @@ def test_long_names_fail_enametoolong(tierfs):
     raises_errno(errno.ENAMETOOLONG, create, tierfs.path("n" * 256))
     raises_errno(errno.ENAMETOOLONG, os.mkdir, tierfs.path("d" * 256))
     raises_errno(errno.ENAMETOOLONG, create, tierfs.path("j" * 251 + ".json"))
+    # looking a name that long up says so too (not ENOENT)
+    raises_errno(errno.ENAMETOOLONG, os.stat, tierfs.path("n" * 256))
+    raises_errno(errno.ENAMETOOLONG, open, tierfs.path("n" * 300), "rb")
     # 255 bytes is the limit, not past it.
     write_file(tierfs.path("m" * 255), b"x")
     write_file(tierfs.path("k" * 250 + ".json"), b"{}")

@@ -1,6 +1,7 @@
 """The synthetic user.tierfs.* attributes, read with getfattr, and stored
 user.* attributes (docs/design.md §4)."""
 
+import errno
 import os
 import shutil
 import time
@@ -179,3 +180,21 @@ def test_tiers_and_status_follow_persistence(tierfs):
         assert os.getxattr(f"/proc/self/fd/{fd}", "user.tierfs.tiers") == b"l1"
     finally:
         os.close(fd)
+
+
+def test_tierfs_names_cannot_be_invented(tierfs):
+    """A computed user.tierfs.* name written back (a restore) is accepted
+    and ignored; a name tierfs does not compute would be dropped silently,
+    so setting it is refused with EPERM."""
+    path = tierfs.path("f.json")
+    with open(path, "wb") as f:
+        f.write(b"{}")
+    idv = os.getxattr(path, "user.tierfs.id")
+    os.setxattr(path, "user.tierfs.id", b"something else")
+    assert os.getxattr(path, "user.tierfs.id") == idv
+    with pytest.raises(OSError) as info:
+        os.setxattr(path, "user.tierfs.colour", b"blue")
+    assert info.value.errno == errno.EPERM
+    with pytest.raises(OSError) as info:
+        os.getxattr(path, "user.tierfs.colour")
+    assert info.value.errno == errno.ENODATA
