@@ -295,7 +295,7 @@ static int opt_proc(void *data, const char *arg, int key,
 	case KEY_NOT_YET:
 		fprintf(stderr,
 			"tierfs: option '%.*s' is not supported by this "
-			"version (only the embedded SQLite store is)\n",
+			"version: give the options on the command line\n",
 			(int)(val - arg - 1), arg);
 		r = -1;
 		break;
@@ -324,13 +324,29 @@ void tfs_mask_secrets(char *s)
 			memset(colon + 1, '*', (size_t)(at - colon - 1));
 		p = end;
 	}
-	/* key=value conninfo: password=PASSWORD or password='...' */
-	for (p = strstr(s, "password="); p; p = strstr(p, "password=")) {
-		p += strlen("password=");
-		end = *p == '\'' ? strchr(p + 1, '\'') : p + strcspn(p, " ,");
-		if (!end)
-			end = p + strlen(p);
-		memset(p, '*', (size_t)(end - p + (*p == '\'' && *end)));
+	/* key=value conninfo (password=X, password = 'X y', with \' inside
+	 * quotes) and URI parameters (?password=X&...) */
+	for (p = strstr(s, "password"); p; p = strstr(p, "password")) {
+		char *v = p + strlen("password");
+
+		v += strspn(v, " \t");
+		if (*v != '=') {
+			p = v;
+			continue;
+		}
+		v++;
+		v += strspn(v, " \t");
+		if (*v == '\'') {
+			for (end = v + 1; *end && *end != '\''; end++)
+				if (*end == '\\' && end[1])
+					end++;
+			if (*end)
+				end++;
+		} else {
+			end = v + strcspn(v, " \t,&");
+		}
+		memset(v, '*', (size_t)(end - v));
+		p = end;
 	}
 }
 
@@ -395,12 +411,22 @@ static char *default_pg_wal(const char *conninfo)
 }
 
 /* Makes *@path (malloc()ed, may be NULL) absolute against the working
- * directory. Returns 0 or -1 with errno set. */
+ * directory, and canonical (symlinks resolved) when it exists, so that two
+ * spellings of one store derive one default log directory, whose lock
+ * then refuses the second mount. Returns 0 or -1 with errno set. */
 static int make_absolute(char **path)
 {
 	char *cwd, *abs;
 
-	if (!*path || **path == '/' || **path == '\0')
+	if (!*path || **path == '\0')
+		return 0;
+	abs = realpath(*path, NULL);
+	if (abs) {
+		free(*path);
+		*path = abs;
+		return 0;
+	}
+	if (**path == '/')
 		return 0;
 	cwd = getcwd(NULL, 0);
 	if (!cwd)
@@ -464,9 +490,10 @@ int tfs_options_parse(struct fuse_args *args, struct tfs_options *o)
 		if (strncmp(s, "sqlite:", 7) == 0)
 			s += 7;
 		if (strstr(s, "://")) {
+			tfs_mask_secrets(st.store);
 			fprintf(stderr,
-				"tierfs: store '%s' is not supported by this "
-				"version (only SQLite files are)\n",
+				"tierfs: store '%s' is not a SQLite file: give "
+				"a PostgreSQL store as -o postgres=URI\n",
 				st.store);
 			goto out;
 		}
@@ -474,8 +501,10 @@ int tfs_options_parse(struct fuse_args *args, struct tfs_options *o)
 	}
 	if (!o->sqlite_path && env && *env)
 		o->sqlite_path = strdup(env);
-	if (!o->sqlite_path)
+	if (!o->sqlite_path) {
 		o->sqlite_path = default_db();
+		o->default_store = true;
+	}
 	if (!o->sqlite_path) {
 		fprintf(stderr, "tierfs: no store: give --sqlite=FILE\n");
 		goto out;

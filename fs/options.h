@@ -18,6 +18,8 @@
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
 
+#include <stdbool.h>
+
 #include "engine.h"
 
 struct tfs_options {
@@ -30,6 +32,7 @@ struct tfs_options {
 	double entry_timeout; /* seconds */
 	double attr_timeout;
 	int show_help;
+	bool default_store; /* no store was named: the default SQLite file */
 };
 
 /*

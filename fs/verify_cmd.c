@@ -125,6 +125,14 @@ int tfs_verify_cmd(int argc, char **argv)
 		usage(stderr);
 		goto out;
 	}
+	if (o.default_store) {
+		/* comparing Redis with an unrelated default store would
+		 * report drift that is not there (and --repair act on it) */
+		fprintf(stderr, "tierfs verify: name the store Redis caches: "
+				"--sqlite=FILE or --postgres=URI (or "
+				"TIERFS_SQLITE, TIERFS_POSTGRES)\n");
+		goto out;
+	}
 	if (!o.redis) {
 		fprintf(stderr, "tierfs verify: no Redis to compare: give "
 				"--redis=URL (or TIERFS_REDIS)\n");

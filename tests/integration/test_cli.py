@@ -3,6 +3,7 @@ the embedded default; SQLite only) and -o tuning options, unknown ones
 refused (every store configuration)."""
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -91,3 +92,47 @@ def test_tuning_options_accepted_and_applied(tierfs_factory):
         write_file(m.path("d", f"{i}.json"), b"[]")
     m.remount()
     assert len(os.listdir(m.path("d"))) == 25
+
+
+def test_secrets_are_masked(tmp_path):
+    """A conninfo password with spaces around '=' and inside quotes is
+    hidden from ps, and a store argument tierfs refuses is echoed without
+    its password."""
+    from conftest import TIERFS_BIN
+    import socket
+
+    # a server that takes the TCP connection and never answers: libpq waits
+    # (connect_timeout) while we read the command line
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+    conninfo = (f"host=127.0.0.1 port={port} dbname=x user=u "
+                f"password = 's3cret \\' w0rdy' connect_timeout=10")
+    proc = subprocess.Popen([str(TIERFS_BIN), "verify", f"--postgres={conninfo}",
+                             "--redis=redis://127.0.0.1:1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        cmdline = b""
+        while time.monotonic() < deadline and proc.poll() is None:
+            with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            if b"*" in cmdline:
+                break
+            time.sleep(0.01)  # polling the process's state, with a deadline
+        assert b"password = ****" in cmdline, cmdline
+        assert b"s3cret" not in cmdline and b"w0rdy" not in cmdline, cmdline
+        assert b"connect_timeout=10" in cmdline  # only the password went
+    finally:
+        proc.kill()
+        proc.wait()
+        srv.close()
+
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    r = subprocess.run([str(TIERFS_BIN), "postgresql://u:s3cret@127.0.0.1/db", str(mnt)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2, r
+    assert re.search(r"'postgresql://u:\*+@127\.0\.0\.1/db'", r.stderr), r.stderr
+    assert "s3cret" not in r.stderr

@@ -263,6 +263,13 @@ def test_progress_and_errors(tree):
              check=False)
     assert cp.returncode == 2 and "No such file" in cp.stderr, cp.stderr
     assert not missing.exists()
+    # no store named: not the default SQLite file, which Redis never cached
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERFS_")}
+    env["XDG_DATA_HOME"] = str(t.m.base / "xdg")
+    cp = run([str(TIERFS_BIN), "verify", f"--redis={t.url}"], check=False, env=env)
+    assert cp.returncode == 2 and "name the store" in cp.stderr, cp.stderr
+    assert not (t.m.base / "xdg" / "tierfs").exists() or \
+        not any((t.m.base / "xdg" / "tierfs").iterdir())
 
 
 def test_usage():

@@ -80,3 +80,24 @@ def test_second_daemon_on_the_same_store_is_refused(tierfs_factory, tmp_path):
     assert "in use" in proc.stderr, proc.stderr
     assert not os.path.ismount(other)
     assert read_file(m.path("a.json")) == b"[1]"
+
+
+@pytest.mark.sqlite_only
+def test_second_daemon_through_a_symlink_is_refused(tierfs_factory, tmp_path):
+    """Another spelling of the same SQLite file (a symlink, a relative path)
+    names the same log, so it is refused too."""
+    m = tierfs_factory()
+    write_file(m.path("a.json"), b"[1]")
+    link = tmp_path / "link.db"
+    link.symlink_to(m.db)
+    for store, cwd in ((str(link), None), (os.path.relpath(m.db, tmp_path), tmp_path)):
+        other = tmp_path / "other.mnt"
+        other.mkdir(exist_ok=True)
+        proc = subprocess.run(
+            [str(m.argv()[0]), f"--sqlite={store}", "-f", str(other)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            env=m.env(), timeout=60, cwd=cwd)
+        assert proc.returncode == 1, proc.stderr
+        assert "in use" in proc.stderr, proc.stderr
+        assert not os.path.ismount(other)
+    assert read_file(m.path("a.json")) == b"[1]"
