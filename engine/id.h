@@ -37,9 +37,11 @@
 
 #include "item.h"
 
-#define ID_MAX 1024	 /* bytes in an ID */
+/* An ID is at most 4095 bytes, as a Linux path is; the path built from a
+ * valid ID is never longer than the ID plus ".json" (escapes only shrink). */
+#define ID_MAX 4095	 /* bytes in an ID */
 #define ID_NAME_MAX 255	 /* bytes in a path component */
-#define ID_PATH_MAX 4096 /* bytes in a path built from a valid ID */
+#define ID_PATH_MAX 4104 /* bytes in a path built from a valid ID, NUL too */
 
 /* Checks a path component. Returns 0, -EINVAL or -ENAMETOOLONG (> 255). */
 int id_check_name(const char *name, size_t len);

@@ -146,43 +146,60 @@ static bool has_pending_child(struct eng *e, struct node *dir,
 	return false;
 }
 
+/* The implicit directories a delete empties, nearest first, each held. */
+struct chain {
+	struct node **n;
+	size_t len, cap;
+};
+
+static void chain_put(struct eng *e, struct chain *c)
+{
+	while (c->len)
+		node_put(e, c->n[--c->len]);
+}
+
 /*
- * Collects into @chain (room for ID_MAX) the implicit directories above @n
- * that deleting @n leaves empty, nearest first, each held; returns how
- * many. May drop the lock.
+ * Collects into @c the implicit directories above @n that deleting @n
+ * leaves empty. May drop the lock. -ENOMEM (then @c holds what it found).
  */
-static size_t empty_parents(struct eng *e, struct node *n, struct node **chain)
+static int empty_parents(struct eng *e, struct node *n, struct chain *c)
 {
 	struct node *last = n, *p;
-	size_t k = 0;
 
-	while (k < ID_MAX && (p = node_get(e, last->parent)) &&
-	       p->ino != STORE_ROOT_INO && !p->meta.explicit_dir &&
-	       !p->deleted) {
+	while ((p = node_get(e, last->parent)) && p->ino != STORE_ROOT_INO &&
+	       !p->meta.explicit_dir && !p->deleted) {
+		if (c->len == c->cap) {
+			size_t cap = c->cap ? 2 * c->cap : 8;
+			struct node **grown = realloc(c->n, cap * sizeof(*grown));
+
+			if (!grown)
+				return -ENOMEM;
+			c->n = grown;
+			c->cap = cap;
+		}
 		p->holds++;
 		if (dir_empty(e, p, last) != 1) {
 			node_put(e, p);
 			break;
 		}
-		chain[k++] = p;
+		c->n[c->len++] = p;
 		last = p;
 	}
-	return k;
+	return 0;
 }
 
 /* true when the chain empty_parents() found still holds, in memory. */
-static bool chain_holds(struct eng *e, struct node *n, struct node **chain,
-			size_t k)
+static bool chain_holds(struct eng *e, struct node *n, const struct chain *c)
 {
 	struct node *last = n;
 
 	if (n->deleted)
 		return false;
-	for (size_t i = 0; i < k; i++) {
-		if (chain[i]->deleted || chain[i]->ino != last->parent ||
-		    has_pending_child(e, chain[i], last))
+	for (size_t i = 0; i < c->len; i++) {
+		if (c->n[i]->deleted || c->n[i]->ino != last->parent ||
+		    has_pending_child(e, c->n[i], last))
 			return false;
-		last = chain[i];
+		last = c->n[i];
 	}
 	return true;
 }
@@ -192,14 +209,11 @@ static bool chain_holds(struct eng *e, struct node *n, struct node **chain,
  */
 int node_delete(struct eng *e, struct node *n)
 {
-	struct node **chain = calloc(ID_MAX, sizeof(*chain));
+	struct chain c = {0};
 	struct txn t;
-	size_t k = 0;
 	uint64_t gen;
 	int r;
 
-	if (!chain)
-		return -ENOMEM;
 	txn_init(&t);
 	for (;;) {
 		if (n->deleted) {
@@ -218,30 +232,30 @@ int node_delete(struct eng *e, struct node *n)
 			n->item = it;
 		}
 		gen = e->gen;
-		k = empty_parents(e, n, chain);
-		if (gen == e->gen && chain_holds(e, n, chain, k))
+		r = empty_parents(e, n, &c);
+		if (r < 0)
+			goto out;
+		if (gen == e->gen && chain_holds(e, n, &c))
 			break;
-		while (k)
-			node_put(e, chain[--k]); /* moved meanwhile: again */
+		chain_put(e, &c); /* moved meanwhile: again */
 	}
 	r = txn_del(&t, n->ino);
-	for (size_t i = 0; r == 0 && i < k; i++)
-		r = txn_del(&t, chain[i]->ino);
+	for (size_t i = 0; r == 0 && i < c.len; i++)
+		r = txn_del(&t, c.n[i]->ino);
 	if (r == 0)
 		r = txn_log(e, &t);
 	if (r < 0)
 		goto out;
 	node_delete_apply(e, n);
 	txn_queue(e, &t, 0, n);
-	for (size_t i = 0; i < k; i++) {
-		node_delete_apply(e, chain[i]);
-		txn_queue(e, &t, i + 1, chain[i]);
+	for (size_t i = 0; i < c.len; i++) {
+		node_delete_apply(e, c.n[i]);
+		txn_queue(e, &t, i + 1, c.n[i]);
 	}
 out:
-	while (k)
-		node_put(e, chain[--k]);
+	chain_put(e, &c);
+	free(c.n);
 	txn_release(&t);
-	free(chain);
 	return r;
 }
 

@@ -9,6 +9,7 @@ exits 4 when it cannot rename its output into place."""
 
 import errno
 import os
+import subprocess
 import shutil
 
 import pytest
@@ -193,19 +194,86 @@ def test_long_names_fail_enametoolong(tierfs):
     assert sorted(os.listdir(tierfs.mnt)) == sorted(["m" * 255, "k" * 250 + ".json"])
 
 
-def test_id_longer_than_1024_bytes_fails_enametoolong(tierfs):
-    # Five 200-byte directories: an ID prefix of 5 * 200 + 4 = 1004 bytes.
-    d = tierfs.mnt
-    for i in range(5):
-        d = d / (str(i) * 200)
-        os.mkdir(d)
-    write_file(d / "f", b"fits")  # ID of 1006 bytes
-    assert read_file(d / "f") == b"fits"
-    raises_errno(errno.ENAMETOOLONG, create, d / ("x" * 30))  # 1035 bytes
-    raises_errno(errno.ENAMETOOLONG, os.mkdir, d / ("y" * 200))
-    # Dots are escaped to three bytes each and count as such.
-    raises_errno(errno.ENAMETOOLONG, create, d / ("." * 7 + "z"))  # 1004 + 1 + 22 bytes
-    assert os.listdir(d) == ["f"]
+def test_id_longer_than_4095_bytes_fails_enametoolong(tierfs):
+    # Twenty 200-byte directories: an ID prefix of 20 * 200 + 19 = 4019
+    # bytes (deeper than the 1,024-byte IDs of before). The mount's own path
+    # would take an absolute path past PATH_MAX: walk with directory fds.
+    fds = [os.open(tierfs.mnt, os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for i in range(20):
+            name = chr(ord("a") + i) * 200
+            os.mkdir(name, dir_fd=fds[-1])
+            fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        d = fds[-1]
+
+        def put(name, data):
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644, dir_fd=d)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+
+        def get(name):
+            fd = os.open(name, os.O_RDONLY, dir_fd=d)
+            try:
+                return os.read(fd, 100)
+            finally:
+                os.close(fd)
+
+        put("f" * 75, b"fits")  # ID of 4019 + 1 + 75 = 4095 bytes
+        assert get("f" * 75) == b"fits"
+        ino = os.stat("f" * 75, dir_fd=d).st_ino
+        raises_errno(errno.ENAMETOOLONG, put, "x" * 76, b"")  # 4096 bytes
+        raises_errno(errno.ENAMETOOLONG, os.mkdir, "y" * 200, 0o755, dir_fd=d)
+        # Dots are escaped to three bytes each and count as such.
+        raises_errno(errno.ENAMETOOLONG, put, "." * 25 + "z", b"")  # 4019 + 1 + 76
+        assert os.listdir(d) == ["f" * 75]
+        fd = os.open("f" * 75, os.O_RDONLY, dir_fd=d)
+        try:
+            idv = os.getxattr(f"/proc/self/fd/{fd}", "user.tierfs.id")
+        finally:
+            os.close(fd)
+        assert len(idv) == 4095 and idv.endswith(b"." + b"f" * 75)
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
+    tierfs.remount()
+    fd = os.open(tierfs.mnt, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in range(20):
+            nfd = os.open(chr(ord("a") + i) * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = nfd
+        assert os.stat("f" * 75, dir_fd=fd).st_ino == ino
+    finally:
+        os.close(fd)
+
+
+def test_deep_tree_round_trips_through_tar_and_rsync(tierfs, tmp_path):
+    """A tree about as deep as Linux paths go (a 4,000-byte path) is copied
+    in by tar and rsync and read back the same."""
+    src = tmp_path / "src"
+    d = src
+    for i in range(30):
+        d = d / (f"{i:02d}" + "d" * 128)
+    d.mkdir(parents=True)
+    (d / "leaf.json").write_bytes(b'{"deep": true}')
+    (src / "top.bin").write_bytes(b"top")
+    pack = subprocess.run(["tar", "-C", str(src), "-cf", "-", "."], check=True,
+                          capture_output=True).stdout
+    dst = tierfs.path("t")
+    os.mkdir(dst)
+    subprocess.run(["tar", "-C", str(dst), "-xf", "-"], input=pack, check=True,
+                   capture_output=True)
+    subprocess.run(["rsync", "-a", f"{src}/", str(tierfs.path("r")) + "/"],
+                   check=True, capture_output=True)
+    for root in (tierfs.path("t"), tierfs.path("r")):
+        rel = d.relative_to(src)
+        assert read_file(root / rel / "leaf.json") == b'{"deep": true}'
+        assert read_file(root / "top.bin") == b"top"
+    out = subprocess.run(["diff", "-r", str(src), str(tierfs.path("r"))],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 # --- one item ID, one name --------------------------------------------------

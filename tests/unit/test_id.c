@@ -259,11 +259,11 @@ static void test_id_refusals(void)
 	PATH_OK("x.json", true, "x%2Ejson", ITEM_DIR);
 	PATH_OK("x.jsonx", false, "x%2Ejsonx", ITEM_BINARY);
 
-	/* ID length: 1024 bytes, not 1025 */
+	/* ID length: ID_MAX bytes, not one more */
 	for (i = 0; i < ID_MAX + 1; i++)
 		big[i] = (i % 100 == 99) ? '.' : 'a';
 	big[ID_MAX] = '\0';
-	set_context_str("1024-byte id", big);
+	set_context_str("ID_MAX-byte id", big);
 	CHECK(id_validate(big, ID_MAX, ITEM_JSON) == 0);
 	CHECK(id_to_path(big, ITEM_JSON, buf, sizeof(buf)) == ID_MAX + 5);
 	big[ID_MAX] = 'a';
@@ -312,7 +312,7 @@ static void test_id_refusals(void)
 
 static void test_path_refusals(void)
 {
-	char name[600], path[2048];
+	char name[600], path[8192];
 	size_t i;
 
 	PATH_ERR("", false, EINVAL);
@@ -351,25 +351,31 @@ static void test_path_refusals(void)
 	snprintf(path, sizeof(path), "%s/..", name);
 	PATH_ERR(path, true, EINVAL);
 
-	/* valid names, but the ID would pass 1024 bytes once escaped */
+	/* valid names, but the ID would pass ID_MAX bytes once escaped: a
+	 * 255-byte name of dots is a 763-byte segment */
 	name[0] = 'a';
 	for (i = 1; i < 255; i++)
 		name[i] = '.';
 	name[255] = '\0';
 	snprintf(path, sizeof(path), "%s/b", name); /* 763 + 2 bytes */
 	CHECK(id_from_path(path, false, name + 256, 1, NULL) == -ERANGE);
-	snprintf(path, sizeof(path), "%s/%s", name, name); /* 1527 bytes */
+	snprintf(path, sizeof(path), "%s/%s/%s/%s/%s/%s", name, name, name, name,
+		 name, name); /* 6 * 763 + 5 = 4583 bytes, the path 1541 */
 	PATH_ERR(path, true, ENAMETOOLONG);
 	{
 		char id[ID_MAX + 1];
 		char *p = path;
+		size_t idlen = 763;
 		ssize_t r;
 
-		p += sprintf(p, "%s/", name);
-		for (i = 0; i < 2; i++)
-			p += sprintf(p, "%s/", fill(name + 256, 'z', 100));
-		fill(p, 'z', 58); /* 763 + 101 + 101 + 1 + 58 = 1024 */
-		set_context_str("1024-byte id from", path);
+		p += sprintf(p, "%s", name);
+		while (ID_MAX - idlen > 101) { /* "/" + 100 bytes each */
+			p += sprintf(p, "/%s", fill(name + 256, 'z', 100));
+			idlen += 101;
+		}
+		*p++ = '/';
+		fill(p, 'z', ID_MAX - idlen - 1); /* exactly ID_MAX bytes */
+		set_context_str("ID_MAX-byte id from", path);
 		r = id_from_path(path, true, id, sizeof(id), NULL);
 		CHECK(r == ID_MAX);
 		strcat(p, "z");
