@@ -461,8 +461,9 @@ int node_create(struct eng *e, struct node *dir, char *const *dirs,
 		uint64_t ino, struct draft *d, struct node **out);
 /* Deletes @n (held) and the implicit directories it leaves empty. */
 int node_delete(struct eng *e, struct node *n);
-/* The part of a deletion that cannot fail: @n leaves the namespace. */
-void node_delete_apply(struct eng *e, struct node *n);
+/* The part of a deletion that cannot fail: @n leaves the namespace (its
+ * ctime @now). */
+void node_delete_apply(struct eng *e, struct node *n, int64_t now);
 
 /* --- files.c --- */
 

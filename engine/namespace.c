@@ -32,12 +32,65 @@ static struct item_meta new_meta(enum item_kind kind, uint32_t mode,
 	return m;
 }
 
+/*
+ * A directory whose entries a call adds, removes or renames: its mtime and
+ * ctime become the call's time, in a record logged with the call's others
+ * (as on any filesystem; tools compare them).
+ */
+struct dir_touch {
+	struct node *dir;
+	struct item_meta m; /* the new metadata, while set */
+	size_t rec;	    /* its record in the txn */
+	bool set;
+};
+
+/* Adds the touch of @dir (may be NULL or deleted: nothing) to @t. */
+static int touch_add(struct txn *t, struct dir_touch *dt, struct node *dir,
+		     int64_t now)
+{
+	int r;
+
+	dt->dir = dir;
+	dt->set = false;
+	if (!dir || dir->deleted)
+		return 0;
+	if (item_meta_copy(&dt->m, &dir->meta) < 0)
+		return -ENOMEM;
+	dt->m.mtime_ns = dt->m.ctime_ns = now;
+	dt->rec = t->n;
+	r = txn_put(t, dir->ino, dir->parent, dir->name, &dt->m, NULL);
+	if (r < 0)
+		item_meta_release(&dt->m);
+	else
+		dt->set = true;
+	return r;
+}
+
+/* After the txn is logged: the directory takes its new times. */
+static void touch_apply(struct eng *e, struct txn *t, struct dir_touch *dt)
+{
+	if (!dt->set)
+		return;
+	item_meta_release(&dt->dir->meta);
+	dt->dir->meta = dt->m;
+	dt->set = false;
+	txn_queue(e, t, dt->rec, dt->dir);
+}
+
+static void touch_release(struct dir_touch *dt)
+{
+	if (dt->set)
+		item_meta_release(&dt->m);
+	dt->set = false;
+}
+
 int node_create(struct eng *e, struct node *dir, char *const *dirs,
 		size_t ndirs, const char *name, enum item_kind kind,
 		uint32_t mode, uint32_t uid, uint32_t gid, bool explicit_dir,
 		uint64_t ino, struct draft *d, struct node **out)
 {
 	struct draft empty = {0};
+	struct dir_touch touch = {0};
 	struct node **nodes = calloc(ndirs + 1, sizeof(*nodes));
 	struct item *it = NULL;
 	struct item_meta m;
@@ -87,13 +140,16 @@ int node_create(struct eng *e, struct node *dir, char *const *dirs,
 		if (r < 0)
 			goto out_unadd;
 	}
-	r = txn_log(e, &t);
+	r = touch_add(&t, &touch, dir, nodes[0]->meta.ctime_ns);
+	if (r == 0)
+		r = txn_log(e, &t);
 	if (r < 0)
 		goto out_unadd;
 	for (size_t i = 0; i <= ndirs; i++) {
 		filter_add(e, nodes[i]->parent, nodes[i]->name);
 		txn_queue(e, &t, i, nodes[i]);
 	}
+	touch_apply(e, &t, &touch);
 	e->fs_entries += (int64_t)ndirs + 1;
 	if (it) {
 		struct node *n = nodes[ndirs];
@@ -113,6 +169,7 @@ out_unadd:
 	while (added--)
 		node_unadd(e, nodes[added]);
 out_free:
+	touch_release(&touch);
 	item_unref(it);
 	if (d)
 		draft_release(d);
@@ -121,12 +178,12 @@ out_free:
 	return r;
 }
 
-void node_delete_apply(struct eng *e, struct node *n)
+void node_delete_apply(struct eng *e, struct node *n, int64_t now)
 {
 	filter_del(e, n->parent, n->name);
 	node_unname(e, n);
 	n->content_dirty = false;
-	n->meta.ctime_ns = now_ns();
+	n->meta.ctime_ns = now;
 	l1_remove(e->l1, n->ino);
 	if (!n->opens) {
 		item_unref(n->item);
@@ -209,7 +266,9 @@ static bool chain_holds(struct eng *e, struct node *n, const struct chain *c)
  */
 int node_delete(struct eng *e, struct node *n)
 {
+	struct dir_touch touch = {0};
 	struct chain c = {0};
+	int64_t now = now_ns();
 	struct txn t;
 	uint64_t gen;
 	int r;
@@ -242,17 +301,23 @@ int node_delete(struct eng *e, struct node *n)
 	r = txn_del(&t, n->ino);
 	for (size_t i = 0; r == 0 && i < c.len; i++)
 		r = txn_del(&t, c.n[i]->ino);
+	if (r == 0) /* the directory that keeps existing */
+		r = touch_add(&t, &touch,
+			      node_get(e, (c.len ? c.n[c.len - 1] : n)->parent),
+			      now);
 	if (r == 0)
 		r = txn_log(e, &t);
 	if (r < 0)
 		goto out;
-	node_delete_apply(e, n);
+	node_delete_apply(e, n, now);
 	txn_queue(e, &t, 0, n);
 	for (size_t i = 0; i < c.len; i++) {
-		node_delete_apply(e, c.n[i]);
+		node_delete_apply(e, c.n[i], now);
 		txn_queue(e, &t, i + 1, c.n[i]);
 	}
+	touch_apply(e, &t, &touch);
 out:
+	touch_release(&touch);
 	chain_put(e, &c);
 	free(c.n);
 	txn_release(&t);
@@ -489,8 +554,10 @@ int eng_rename(struct eng *e, uint64_t parent, const char *name,
 	       uint64_t newparent, const char *newname, unsigned flags)
 {
 	struct node *dir, *ndir, *n = NULL, *t = NULL;
+	struct dir_touch touch[2] = {{0}};
 	enum item_kind kind;
 	struct item_meta m;
+	int64_t now;
 	uint64_t checked;
 	struct txn t_;
 	int r, tries = 0;
@@ -538,15 +605,20 @@ again:
 		r = -ENOMEM;
 		goto out_put;
 	}
+	now = now_ns();
 	m.kind = kind;
-	m.ctime_ns = now_ns();
+	m.ctime_ns = now;
 	r = t ? txn_del(&t_, t->ino) : 0;
 	if (r == 0)
 		r = txn_put(&t_, n->ino, ndir->ino, newname, &m, NULL);
 	if (r == 0)
+		r = touch_add(&t_, &touch[0], dir, now);
+	if (r == 0 && ndir != dir)
+		r = touch_add(&t_, &touch[1], ndir, now);
+	if (r == 0)
 		r = txn_log(e, &t_);
 	if (r == 0 && t) {
-		node_delete_apply(e, t);
+		node_delete_apply(e, t, now);
 		txn_queue(e, &t_, 0, t);
 	}
 	if (r == 0) {
@@ -557,7 +629,11 @@ again:
 		n->meta = m;
 		memset(&m, 0, sizeof(m));
 		txn_queue(e, &t_, t ? 1 : 0, n);
+		touch_apply(e, &t_, &touch[0]);
+		touch_apply(e, &t_, &touch[1]);
 	}
+	touch_release(&touch[0]);
+	touch_release(&touch[1]);
 	item_meta_release(&m);
 out_put:
 	node_put(e, t);

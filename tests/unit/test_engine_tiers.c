@@ -334,8 +334,22 @@ static void test_failed_changes_leave_nothing(void)
 	CHECK_EQ(r, -ENOSPC);
 	CHECK(made > 10);
 	CHECK_EQ(eng_lookup(e, ROOT, name, &a), -ENOENT);
+	/* a mkdir logs two records (the entry, its parent's new times): fill
+	 * what is left with one-record changes (a chmod of a directory of a
+	 * name as long), until not even one fits */
+	CHECK_EQ(eng_lookup(e, ROOT, "dir-00000001", &a), 0);
+	sa.set_mode = true;
+	for (int i = 0;; i++) {
+		sa.mode = i % 2 ? 0700 : 0750;
+		r = eng_setattr(e, a.ino, NULL, &sa, &ctx, &after);
+		if (r < 0)
+			break;
+		CHECK(i < 10000);
+	}
+	CHECK_EQ(r, -ENOSPC);
+	sa.set_mode = false;
 
-	/* records at least as large as a mkdir's: all refused */
+	/* records at least as large as a chmod's: all refused */
 	CHECK_EQ(eng_create(e, ROOT, "file-0000000", 0644, O_WRONLY, &ctx, &a,
 			    &f),
 		 -ENOSPC);
