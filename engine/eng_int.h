@@ -56,10 +56,10 @@
  * all handles; eng_flush()/eng_fsync() publish it as a new item.
  *
  * Changes. An engine call that changes entries builds a record of each
- * entry's new state (struct batch_rec) in a struct txn, appends all of them
- * to the write-ahead log in one write (txn_log), and only then changes its
- * nodes and queues the records (txn_queue). So a call that fails has
- * changed nothing: not the nodes, not the log, not (later) L3.
+ * entry's new state (struct change, change.h) in a struct txn, appends all
+ * of them to the write-ahead log in one write (txn_log), and only then
+ * changes its nodes and queues the records (txn_queue). So a call that
+ * fails has changed nothing: not the nodes, not the log, not (later) L3.
  *
  * Persistence. The group-commit thread fdatasyncs the log every
  * WAL_SYNC_MS. The flusher takes the whole queue when it is due and starts
@@ -381,7 +381,7 @@ void filter_start(struct eng *e, uint64_t entries);
 
 /* The records of one engine call, logged all or nothing. */
 struct txn {
-	struct batch_rec **recs;
+	struct change **recs;
 	size_t n, cap;
 };
 void txn_init(struct txn *t);

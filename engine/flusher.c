@@ -6,7 +6,7 @@
  */
 #include "eng_int.h"
 
-static void commit_done(struct eng *e, struct batch_rec **recs, size_t n)
+static void commit_done(struct eng *e, struct change **recs, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		struct node *nd = node_get(e, recs[i]->ino);
@@ -27,7 +27,7 @@ static void commit_done(struct eng *e, struct batch_rec **recs, size_t n)
 	}
 }
 
-static int apply_batch(struct store *st, struct batch_rec **recs, size_t n,
+static int apply_batch(struct store *st, struct change **recs, size_t n,
 		       struct store_dirhash **tree, size_t *ntree)
 {
 	struct store_change *ch = calloc(n ? n : 1, sizeof(*ch));
@@ -54,7 +54,7 @@ static int apply_batch(struct store *st, struct batch_rec **recs, size_t n,
 
 /* Writes a committed batch and the Merkle hashes L3 computed into L2,
  * best effort (L3 is the truth; a stale L2 is found by version). */
-static void l2_apply(struct eng *e, struct batch_rec **recs, size_t n,
+static void l2_apply(struct eng *e, struct change **recs, size_t n,
 		     struct store_dirhash *tree, size_t ntree)
 {
 	struct tier_call c;
@@ -80,7 +80,7 @@ void *flusher_main(void *arg)
 
 	pthread_mutex_lock(&e->lock);
 	for (;;) {
-		struct batch_rec **recs;
+		struct change **recs;
 		uint64_t snapshot, now = mono_ns();
 		struct tier_call c;
 		bool sealed;
@@ -156,7 +156,7 @@ void *flusher_main(void *arg)
 		if (r == 0) {
 			commit_done(e, recs, (size_t)n);
 			for (ssize_t i = 0; i < n; i++)
-				batch_rec_free(recs[i]);
+				change_free(recs[i]);
 			free(recs);
 			e->committed_seq = snapshot;
 			e->gen++;
@@ -293,7 +293,7 @@ void *syncer_main(void *arg)
 	return NULL;
 }
 
-static int replay_one(void *arg, struct batch_rec *rec)
+static int replay_one(void *arg, struct change *rec)
 {
 	return batch_add(arg, rec, 0);
 }
@@ -302,7 +302,7 @@ static int replay_one(void *arg, struct batch_rec *rec)
 int replay_wal(struct eng *e)
 {
 	struct batch pending;
-	struct batch_rec **recs = NULL;
+	struct change **recs = NULL;
 	ssize_t n;
 	int64_t seg;
 	int r;
@@ -328,7 +328,7 @@ int replay_wal(struct eng *e)
 			r = apply_batch(e->l3, recs, (size_t)n, NULL, NULL);
 		r = tier_leave(e, &c, r);
 		for (ssize_t i = 0; i < n; i++)
-			batch_rec_free(recs[i]);
+			change_free(recs[i]);
 		free(recs);
 		if (r < 0) {
 			eng_logf(
