@@ -33,19 +33,19 @@ struct change *change_new_del(uint64_t ino)
 {
 	struct change *ch = calloc(1, sizeof(*ch));
 
-	if (!ch)
-		return NULL;
-	ch->ino = ino;
-	ch->deleted = true;
+	if (ch) {
+		ch->ino = ino;
+		ch->deleted = true;
+	}
 	return ch;
 }
 
 void change_free(struct change *ch)
 {
-	if (!ch)
-		return;
-	free(ch->name);
-	item_meta_release(&ch->meta);
-	item_unref(ch->item);
-	free(ch);
+	if (ch) {
+		free(ch->name);
+		item_meta_release(&ch->meta);
+		item_unref(ch->item);
+		free(ch);
+	}
 }

@@ -27,31 +27,6 @@ static void commit_done(struct eng *e, struct change **recs, size_t n)
 	}
 }
 
-static int apply_batch(struct store *st, struct change **recs, size_t n,
-		       struct store_dirhash **tree, size_t *ntree)
-{
-	struct store_change *ch = calloc(n ? n : 1, sizeof(*ch));
-	int r;
-
-	if (!ch)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		ch[i].ino = recs[i]->ino;
-		ch[i].deleted = recs[i]->deleted;
-		ch[i].parent = recs[i]->parent;
-		ch[i].name = recs[i]->name;
-		ch[i].meta = &recs[i]->meta;
-		if (recs[i]->item) {
-			ch[i].has_data = true;
-			ch[i].data = item_data(recs[i]->item);
-			ch[i].len = item_size(recs[i]->item);
-		}
-	}
-	r = st->ops->apply(st, ch, n, tree, ntree);
-	free(ch);
-	return r;
-}
-
 /* Writes a committed batch and the Merkle hashes L3 computed into L2,
  * best effort (L3 is the truth; a stale L2 is found by version). */
 static void l2_apply(struct eng *e, struct change **recs, size_t n,
@@ -61,7 +36,7 @@ static void l2_apply(struct eng *e, struct change **recs, size_t n,
 	int r = tier_enter(e, &c, OP_L2_APPLY, NULL, false);
 
 	if (r == 0)
-		r = apply_batch(e->l2, recs, n, NULL, NULL);
+		r = store_apply(e->l2, recs, n);
 	if (tier_leave(e, &c, r) < 0 || !ntree || !e->l2->ops->put_tree)
 		return;
 	r = tier_enter(e, &c, OP_L2_PUT_TREE, NULL, false);
@@ -145,7 +120,8 @@ void *flusher_main(void *arg)
 		ntree = 0;
 		r = tier_enter(e, &c, OP_L3_APPLY, NULL, false);
 		if (r == 0)
-			r = apply_batch(e->l3, recs, (size_t)n, &tree, &ntree);
+			r = e->l3->ops->apply(e->l3, recs, (size_t)n, &tree,
+					      &ntree);
 		r = tier_leave(e, &c, r);
 		if (r == 0) /* L3 first: it is the truth */
 			l2_apply(e, recs, (size_t)n, tree, ntree);
@@ -325,7 +301,7 @@ int replay_wal(struct eng *e)
 
 		r = tier_enter(e, &c, OP_L3_APPLY, NULL, false);
 		if (r == 0)
-			r = apply_batch(e->l3, recs, (size_t)n, NULL, NULL);
+			r = store_apply(e->l3, recs, (size_t)n);
 		r = tier_leave(e, &c, r);
 		for (ssize_t i = 0; i < n; i++)
 			change_free(recs[i]);

@@ -192,12 +192,11 @@ static int l2r_read(struct store *s, uint64_t ino, void **data, size_t *len)
 
 /* What a change may not hold here, beyond the store.h contract (see
  * store_check_changes()): the blob's lengths are 32 bits. */
-static const char *l2r_limits(const struct store_change *ch)
+static const char *l2r_limits(const struct change *ch)
 {
-	if (ch->meta->state &&
-	    strnlen(ch->meta->state, UINT32_MAX) >= UINT32_MAX)
+	if (ch->meta.state && strnlen(ch->meta.state, UINT32_MAX) >= UINT32_MAX)
 		return "state tag too long";
-	if (ch->meta->xattrs && ch->meta->xattrs_len > UINT32_MAX)
+	if (ch->meta.xattrs && ch->meta.xattrs_len > UINT32_MAX)
 		return "xattrs too long";
 	return NULL;
 }
@@ -225,7 +224,7 @@ static int l2r_buf_reserve(struct l2r_buf *b, size_t n)
 /* Appends the command of change @ch to @c's output buffer; *bytes gets the
  * length of its arguments. */
 static int l2r_append(const struct l2r *r, struct l2r_conn *c,
-		      const struct store_change *ch, struct l2r_buf *blob,
+		      const struct change *ch, struct l2r_buf *blob,
 		      size_t *bytes)
 {
 	char key[L2R_PREFIX_MAX + 32], tkey[L2R_PREFIX_MAX + 32];
@@ -244,12 +243,14 @@ static int l2r_append(const struct l2r *r, struct l2r_conn *c,
 		lens[2] = l2r_tree_key(r, ch->ino, tkey);
 		argc = 3;
 	} else {
-		size_t blob_len = l2r_blob_len(ch->name, ch->meta);
+		size_t blob_len = l2r_blob_len(ch->name, &ch->meta);
 
 		if (l2r_buf_reserve(blob, blob_len))
 			return -ENOMEM;
-		l2r_blob_encode(ch->parent, ch->name, ch->meta, blob->p);
-		if (ch->has_data) {
+		l2r_blob_encode(ch->parent, ch->name, &ch->meta, blob->p);
+		if (ch->item) {
+			size_t len = item_size(ch->item);
+
 			argv[0] = "HSET";
 			lens[0] = 4;
 			argv[1] = key;
@@ -261,8 +262,8 @@ static int l2r_append(const struct l2r *r, struct l2r_conn *c,
 			argv[4] = "d";
 			lens[4] = 1;
 			/* never a NULL pointer, even for no bytes */
-			argv[5] = ch->len ? (const char *)ch->data : "";
-			lens[5] = ch->len;
+			argv[5] = len ? (const char *)item_data(ch->item) : "";
+			lens[5] = len;
 			argc = 6;
 		} else {
 			argv[0] = "EVAL";
@@ -294,7 +295,7 @@ static int l2r_append(const struct l2r *r, struct l2r_conn *c,
 static int l2r_pipeline(const struct l2r *r, struct l2r_conn *c,
 			const void *items, size_t n)
 {
-	const struct store_change *changes = items;
+	struct change *const *changes = items;
 	struct l2r_buf blob = {NULL, 0};
 	size_t next = 0, queued = 0, nread = 0, bytes = 0, nfailed = 0;
 	int first = 0, err = 0;
@@ -302,13 +303,13 @@ static int l2r_pipeline(const struct l2r *r, struct l2r_conn *c,
 	while (next < n || nread < queued) {
 		/* Queue changes until a chunk's worth of content. */
 		while (next < n && bytes < L2R_CHUNK_BYTES) {
-			const struct store_change *ch = &changes[next++];
+			const struct change *ch = changes[next++];
 			size_t b;
 
 			/* a directory's metadata: nothing of it is cached
 			 * (the script would only delete an absent key) */
-			if (!ch->deleted && !ch->has_data &&
-			    ch->meta->kind == ITEM_DIR)
+			if (!ch->deleted && !ch->item &&
+			    ch->meta.kind == ITEM_DIR)
 				continue;
 			err = l2r_append(r, c, ch, &blob, &b);
 			if (err) {
@@ -348,8 +349,8 @@ out:
 	return err;
 }
 
-static int l2r_apply(struct store *s, const struct store_change *changes,
-		     size_t n, struct store_dirhash **tree, size_t *ntree)
+static int l2r_apply(struct store *s, struct change *const *changes, size_t n,
+		     struct store_dirhash **tree, size_t *ntree)
 {
 	struct l2r *r = l2r_of(s);
 	int err;

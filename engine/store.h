@@ -24,12 +24,14 @@
  * and paged by keyset: "children of P with name > AFTER, first LIMIT".
  *
  * Writes arrive only as batches through apply(): a list of final states of
- * entries, applied all or nothing in one transaction. A change either deletes
- * an entry (and its content) or sets the entry's row to the given
- * parent/name/meta, creating it when absent; content is replaced only when
- * has_data is set. Because a batch carries final states, the order of the
- * changes within it does not matter: a store first removes every changed
- * row, then writes the new rows, so renames that swap names never collide.
+ * entries (struct change, change.h), applied all or nothing in one
+ * transaction. A change either deletes an entry (and its content) or sets
+ * the entry's row to the given parent/name/meta, creating it when absent;
+ * content is replaced only when the change carries an item (its bytes
+ * become the content). Because a batch carries final states, the order of
+ * the changes within it does not matter: a store first removes every
+ * changed row, then writes the new rows, so renames that swap names never
+ * collide.
  *
  * Backends embed struct store first and fill in ops; the engine never sees a
  * backend type. All functions return 0 (or a count) on success and a negative
@@ -49,6 +51,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "change.h"
 #include "item.h"
 #include "log.h"
 
@@ -71,17 +74,6 @@ struct store_key {
 	uint64_t ino;
 	uint64_t parent;
 	char name[STORE_NAME_MAX + 1]; /* NUL-terminated */
-};
-
-struct store_change {
-	uint64_t ino;
-	bool deleted;	 /* true: remove the entry and its content */
-	uint64_t parent; /* the rest is ignored when deleted */
-	const char *name;
-	const struct item_meta *meta;
-	bool has_data; /* replace the content with data/len */
-	const void *data;
-	size_t len;
 };
 
 /* A directory's Merkle hash: what apply() reports and put_tree() mirrors. */
@@ -123,18 +115,19 @@ struct store_ops {
 	 * the lowest; every mount sharing the store gets disjoint ranges. */
 	int (*alloc_ino)(struct store *s, uint64_t count, uint64_t *first);
 
-	/* Applies @n changes in one transaction (see the top of this file).
-	 * On failure nothing is applied. In the same transaction, an L3 store
-	 * recomputes the Merkle hash (merkle.h) of every directory the batch
-	 * touched and of each of their ancestors, bottom-up: a directory whose
-	 * children changed (a child added, removed, renamed in or out, or
-	 * given new content), a directory whose own row changed, and every
-	 * directory above them up to the root. When @tree is not NULL, it
-	 * sets *tree to a malloc()ed array of those directories' new hashes
-	 * (the root last) and *ntree to its length (caller frees *tree; NULL
-	 * and 0 when none). A cache tier sets NULL and 0. */
-	int (*apply)(struct store *s, const struct store_change *changes,
-		     size_t n, struct store_dirhash **tree, size_t *ntree);
+	/* Applies the @n changes @changes[0..n) (borrowed) in one
+	 * transaction (see the top of this file). On failure nothing is
+	 * applied. In the same transaction, an L3 store recomputes the Merkle
+	 * hash (merkle.h) of every directory the batch touched and of each of
+	 * their ancestors, bottom-up: a directory whose children changed (a
+	 * child added, removed, renamed in or out, or given new content), a
+	 * directory whose own row changed, and every directory above them up
+	 * to the root. When @tree is not NULL, it sets *tree to a malloc()ed
+	 * array of those directories' new hashes (the root last) and *ntree
+	 * to its length (caller frees *tree; NULL and 0 when none). A cache
+	 * tier sets NULL and 0. */
+	int (*apply)(struct store *s, struct change *const *changes, size_t n,
+		     struct store_dirhash **tree, size_t *ntree);
 
 	/* Counts files and directories (*entries) and content bytes (*bytes).
 	 */
@@ -201,8 +194,7 @@ static inline void store_row_release(struct store_row *row)
  * (its own and its parent's) above @max_ino are refused too (INT64_MAX
  * for SQL stores). Every store's apply() refuses such a change with
  * -EINVAL (and logs the reason); a backend adds its own limits after. */
-const char *store_change_problem(const struct store_change *ch,
-				 uint64_t max_ino);
+const char *store_change_problem(const struct change *ch, uint64_t max_ino);
 
 /* The length of the stem of a file named @name (@len bytes) of @kind, the
  * key of the (parent, stem) index: without ".json" for ITEM_JSON, the
@@ -219,8 +211,8 @@ static inline void store_tree_none(struct store_dirhash **tree, size_t *ntree)
 }
 
 /* apply() without the Merkle report. */
-static inline int store_apply(struct store *s,
-			      const struct store_change *changes, size_t n)
+static inline int store_apply(struct store *s, struct change *const *changes,
+			      size_t n)
 {
 	return s->ops->apply(s, changes, n, NULL, NULL);
 }

@@ -278,8 +278,9 @@ static int compare_file(struct vrun *v, const struct store_row *want,
  * content is no longer @row's (changed meanwhile), or an error. */
 static int repair_file(struct vrun *v, const struct store_row *row)
 {
-	struct store_change ch = {0};
 	uint8_t hash[ITEM_HASH_LEN];
+	struct change *ch;
+	struct item *it;
 	void *data = NULL;
 	size_t len = 0;
 	int r;
@@ -292,15 +293,16 @@ static int repair_file(struct vrun *v, const struct store_row *row)
 		free(data);
 		return -EAGAIN;
 	}
-	ch.ino = row->ino;
-	ch.parent = row->parent;
-	ch.name = row->name;
-	ch.meta = &row->meta;
-	ch.has_data = true;
-	ch.data = data;
-	ch.len = len;
+	/* the hash is the one just checked; @data is stolen */
+	it = item_new_hashed("", data, len, &row->meta);
+	ch = it ? change_new_put(row->ino, row->parent, row->name, &row->meta,
+				 it)
+		: NULL;
+	item_unref(it);
+	if (!ch)
+		return -ENOMEM;
 	r = store_apply(v->l2, &ch, 1);
-	free(data);
+	change_free(ch);
 	return r;
 }
 

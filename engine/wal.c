@@ -259,8 +259,8 @@ static bool name_valid(bool deleted, uint64_t parent, const char *name,
  * the header's CRC covers both. Returns 0, -EINVAL (not encodable) or
  * -ENOMEM.
  */
-static int rec_encode(const struct change *rec, uint8_t **out,
-		      size_t *out_len, const void **data, size_t *data_len)
+static int rec_encode(const struct change *rec, uint8_t **out, size_t *out_len,
+		      const void **data, size_t *data_len)
 {
 	const struct item_meta *m = &rec->meta;
 	size_t name_len = rec->name ? strlen(rec->name) : 0;

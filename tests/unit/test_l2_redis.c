@@ -35,6 +35,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "change_helpers.h"
 #include "check.h"
 #include "l2_redis.h"
 
@@ -242,41 +243,14 @@ static struct item_meta meta_of(enum item_kind kind, const void *data,
 	return m;
 }
 
-static struct store_change put_of(uint64_t ino, uint64_t parent,
-				  const char *name, const struct item_meta *m,
-				  const void *data, size_t len)
+/* Applies the @n changes @ch[0..n) and frees them (each set to NULL);
+ * returns what apply() did. */
+static int apply_all(struct store *s, struct change **ch, size_t n)
 {
-	struct store_change c;
+	int err = store_apply(s, ch, n);
 
-	memset(&c, 0, sizeof(c));
-	c.ino = ino;
-	c.parent = parent;
-	c.name = name;
-	c.meta = m;
-	c.has_data = true;
-	c.data = data;
-	c.len = len;
-	return c;
-}
-
-static struct store_change meta_only_of(uint64_t ino, uint64_t parent,
-					const char *name,
-					const struct item_meta *m)
-{
-	struct store_change c = put_of(ino, parent, name, m, NULL, 0);
-
-	c.has_data = false;
-	return c;
-}
-
-static struct store_change del_of(uint64_t ino)
-{
-	struct store_change c;
-
-	memset(&c, 0, sizeof(c));
-	c.ino = ino;
-	c.deleted = true;
-	return c;
+	changes_free(ch, n);
+	return err;
 }
 
 static void check_meta_eq(const struct item_meta *got,
@@ -380,7 +354,7 @@ static void test_round_trip(void)
 		 ino_empty = new_ino(), ino_json = new_ino();
 	const char *json = "{\"a\": [1, 2.50, \"x\"]}\n";
 	struct item_meta m_small, m_big, m_empty, m_json;
-	struct store_change ch[4];
+	struct change *ch[4];
 	struct store *s = open_ok();
 
 	big[0] = 0;
@@ -390,12 +364,13 @@ static void test_round_trip(void)
 	m_big = meta_of(ITEM_BINARY, big, big_len);
 	m_empty = meta_of(ITEM_BINARY, NULL, 0);
 	m_json = meta_of(ITEM_JSON, json, strlen(json));
-	ch[0] = put_of(ino_small, 1, "small.bin", &m_small, small,
-		       sizeof(small));
-	ch[1] = put_of(ino_big, 1, "big", &m_big, big, big_len);
-	ch[2] = put_of(ino_empty, 1, "empty", &m_empty, NULL, 0);
-	ch[3] = put_of(ino_json, 1, "doc.json", &m_json, json, strlen(json));
-	CHECK_EQ(store_apply(s, ch, 4), 0);
+	ch[0] = data_change_of(ino_small, 1, "small.bin", &m_small, small,
+			       sizeof(small));
+	ch[1] = data_change_of(ino_big, 1, "big", &m_big, big, big_len);
+	ch[2] = data_change_of(ino_empty, 1, "empty", &m_empty, NULL, 0);
+	ch[3] = data_change_of(ino_json, 1, "doc.json", &m_json, json,
+			       strlen(json));
+	CHECK_EQ(apply_all(s, ch, 4), 0);
 
 	check_entry(s, ino_small, 1, "small.bin", &m_small, small,
 		    sizeof(small));
@@ -405,10 +380,11 @@ static void test_round_trip(void)
 
 	/* An overwrite replaces both fields. */
 	m_small.version = 2;
-	ch[0] = put_of(ino_small, 7, "renamed", &m_big, big, big_len / 3);
 	m_big.size = big_len / 3;
 	item_hash(big, big_len / 3, m_big.hash);
-	CHECK_EQ(store_apply(s, ch, 1), 0);
+	ch[0] = data_change_of(ino_small, 7, "renamed", &m_big, big,
+			       big_len / 3);
+	CHECK_EQ(apply_all(s, ch, 1), 0);
 	check_entry(s, ino_small, 7, "renamed", &m_big, big, big_len / 3);
 
 	/* Never written: absent everywhere. */
@@ -421,7 +397,7 @@ static void test_meta_fields(void)
 {
 	struct store *s = open_ok();
 	struct item_meta m[6];
-	struct store_change ch[6];
+	struct change *ch[6];
 	uint64_t ino[6];
 	char long_name[STORE_NAME_MAX + 1];
 	static const char xval[] = "v\0with\0nuls";
@@ -450,13 +426,13 @@ static void test_meta_fields(void)
 	m[5] = meta_of(ITEM_DIR, NULL, 0);
 	m[5].explicit_dir = false;
 
-	ch[0] = put_of(ino[0], 1, "s0", &m[0], "x", 1);
-	ch[1] = put_of(ino[1], 1, "s1", &m[1], "x", 1);
-	ch[2] = put_of(ino[2], 1, "s2", &m[2], "x", 1);
-	ch[3] = put_of(ino[3], UINT64_MAX - 1, "x", &m[3], "x", 1);
-	ch[4] = put_of(ino[4], 1, "dir", &m[4], NULL, 0);
-	ch[5] = put_of(ino[5], ino[4], long_name, &m[5], NULL, 0);
-	CHECK_EQ(store_apply(s, ch, 6), 0);
+	ch[0] = data_change_of(ino[0], 1, "s0", &m[0], "x", 1);
+	ch[1] = data_change_of(ino[1], 1, "s1", &m[1], "x", 1);
+	ch[2] = data_change_of(ino[2], 1, "s2", &m[2], "x", 1);
+	ch[3] = data_change_of(ino[3], UINT64_MAX - 1, "x", &m[3], "x", 1);
+	ch[4] = data_change_of(ino[4], 1, "dir", &m[4], NULL, 0);
+	ch[5] = data_change_of(ino[5], ino[4], long_name, &m[5], NULL, 0);
+	CHECK_EQ(apply_all(s, ch, 6), 0);
 
 	check_entry(s, ino[0], 1, "s0", &m[0], "x", 1);
 	check_entry(s, ino[1], 1, "s1", &m[1], "x", 1);
@@ -466,14 +442,14 @@ static void test_meta_fields(void)
 	check_entry(s, ino[5], ino[4], long_name, &m[5], NULL, 0);
 
 	/* The root: ino 1, parent 0, empty name. */
-	ch[0] = put_of(STORE_ROOT_INO, 0, "", &m[4], NULL, 0);
-	CHECK_EQ(store_apply(s, ch, 1), 0);
+	ch[0] = data_change_of(STORE_ROOT_INO, 0, "", &m[4], NULL, 0);
+	CHECK_EQ(apply_all(s, ch, 1), 0);
 	check_entry(s, STORE_ROOT_INO, 0, "", &m[4], NULL, 0);
 	for (int i = 0; i < 6; i++)
-		ch[i] = del_of(ino[i]);
-	CHECK_EQ(store_apply(s, ch, 6), 0);
-	ch[0] = del_of(STORE_ROOT_INO);
-	CHECK_EQ(store_apply(s, ch, 1), 0);
+		ch[i] = delete_of(ino[i]);
+	CHECK_EQ(apply_all(s, ch, 6), 0);
+	ch[0] = delete_of(STORE_ROOT_INO);
+	CHECK_EQ(apply_all(s, ch, 1), 0);
 	item_meta_release(&m[3]);
 	store_free(s);
 }
@@ -483,29 +459,29 @@ static void test_delete(void)
 	struct store *s = open_ok();
 	struct item_meta m = meta_of(ITEM_BINARY, "abc", 3);
 	uint64_t a = new_ino(), b = new_ino();
-	struct store_change ch[3];
+	struct change *ch[3];
 	redisContext *raw = raw_main();
 
-	ch[0] = put_of(a, 1, "a", &m, "abc", 3);
-	ch[1] = put_of(b, 1, "b", &m, "abc", 3);
-	CHECK_EQ(store_apply(s, ch, 2), 0);
+	ch[0] = data_change_of(a, 1, "a", &m, "abc", 3);
+	ch[1] = data_change_of(b, 1, "b", &m, "abc", 3);
+	CHECK_EQ(apply_all(s, ch, 2), 0);
 	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(a)), 1);
 
-	ch[0] = del_of(a);
-	ch[1] = del_of(new_ino()); /* never written: fine */
-	CHECK_EQ(store_apply(s, ch, 2), 0);
+	ch[0] = delete_of(a);
+	ch[1] = delete_of(new_ino()); /* never written: fine */
+	CHECK_EQ(apply_all(s, ch, 2), 0);
 	check_absent(s, a);
 	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(a)), 0);
 	check_entry(s, b, 1, "b", &m, "abc", 3);
 
 	/* In one batch, a delete and a write of other entries. */
-	ch[0] = del_of(b);
-	ch[1] = put_of(a, 1, "a", &m, "abc", 3);
-	CHECK_EQ(store_apply(s, ch, 2), 0);
+	ch[0] = delete_of(b);
+	ch[1] = data_change_of(a, 1, "a", &m, "abc", 3);
+	CHECK_EQ(apply_all(s, ch, 2), 0);
 	check_absent(s, b);
 	check_entry(s, a, 1, "a", &m, "abc", 3);
-	ch[0] = del_of(a);
-	CHECK_EQ(store_apply(s, ch, 1), 0);
+	ch[0] = delete_of(a);
+	CHECK_EQ(apply_all(s, ch, 1), 0);
 	redisFree(raw);
 	store_free(s);
 }
@@ -517,24 +493,24 @@ static void test_meta_only(void)
 	struct item_meta m = meta_of(ITEM_BINARY, data, sizeof(data));
 	struct item_meta m2, m3;
 	uint64_t ino = new_ino(), absent = new_ino(), dir = new_ino();
-	struct store_change ch;
+	struct change *ch;
 	redisContext *raw = raw_main();
 
 	/* An existing entry: "m" changes, "d" stays. */
-	ch = put_of(ino, 1, "f", &m, data, sizeof(data));
-	CHECK_EQ(store_apply(s, &ch, 1), 0);
+	ch = data_change_of(ino, 1, "f", &m, data, sizeof(data));
+	CHECK_EQ(apply_all(s, &ch, 1), 0);
 	m2 = m;
 	m2.mode = S_IFREG | 0600;
 	m2.ctime_ns += 5;
 	m2.state = "tagged";
-	ch = meta_only_of(ino, 9, "g", &m2);
-	CHECK_EQ(store_apply(s, &ch, 1), 0);
+	ch = change_of(ino, 9, "g", &m2);
+	CHECK_EQ(apply_all(s, &ch, 1), 0);
 	check_entry(s, ino, 9, "g", &m2, data, sizeof(data));
 	CHECK_EQ(raw_int(raw, "HLEN %s", key_of(ino)), 2);
 
 	/* An absent entry: nothing is written, no half entry. */
-	ch = meta_only_of(absent, 1, "h", &m);
-	CHECK_EQ(store_apply(s, &ch, 1), 0);
+	ch = change_of(absent, 1, "h", &m);
+	CHECK_EQ(apply_all(s, &ch, 1), 0);
 	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(absent)), 0);
 	check_absent(s, absent);
 
@@ -544,17 +520,17 @@ static void test_meta_only(void)
 	m3.version = 2;
 	m3.size = 3;
 	item_hash("new", 3, m3.hash);
-	ch = meta_only_of(ino, 9, "g", &m3);
-	CHECK_EQ(store_apply(s, &ch, 1), 0);
+	ch = change_of(ino, 9, "g", &m3);
+	CHECK_EQ(apply_all(s, &ch, 1), 0);
 	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(ino)), 0);
 	check_absent(s, ino);
 
 	/* A directory sent without content (as the engine does): not
 	 * cached, and no command sent for it. */
 	m3 = meta_of(ITEM_DIR, NULL, 0);
-	ch = meta_only_of(dir, 1, "d", &m3);
+	ch = change_of(dir, 1, "d", &m3);
 	raw_ok(raw, "CONFIG RESETSTAT");
-	CHECK_EQ(store_apply(s, &ch, 1), 0);
+	CHECK_EQ(apply_all(s, &ch, 1), 0);
 	{
 		redisReply *rep = redisCommand(raw, "INFO commandstats");
 
@@ -575,11 +551,10 @@ static void test_tree(void)
 	struct store *s = open_ok();
 	uint64_t d1 = new_ino(), d2 = new_ino();
 	struct store_dirhash dirs[2] = {{.ino = d1}, {.ino = d2}};
-	struct item_meta m = meta_of(ITEM_DIR, NULL, 0);
 	redisContext *raw = raw_main();
 	uint8_t got[ITEM_HASH_LEN];
 	char tkey[128], hex[65];
-	struct store_change ch;
+	struct change *ch;
 
 	item_hash("one", 3, dirs[0].merkle);
 	item_hash("two", 3, dirs[1].merkle);
@@ -604,9 +579,8 @@ static void test_tree(void)
 	}
 
 	/* a deleted directory loses its mirrored hash */
-	ch = meta_only_of(d1, 1, "d", &m);
-	ch.deleted = true;
-	CHECK_EQ(store_apply(s, &ch, 1), 0);
+	ch = delete_of(d1);
+	CHECK_EQ(apply_all(s, &ch, 1), 0);
 	CHECK_EQ(raw_int(raw, "EXISTS %s", tkey), 0);
 	CHECK_EQ(s->ops->get_tree(s, d1, got), -ENOENT);
 
@@ -655,7 +629,7 @@ static void test_each_cached(void)
 	struct store *s = NULL;
 	struct item_meta m = meta_of(ITEM_BINARY, "x", 1);
 	struct store_dirhash d = {.ino = 77};
-	struct store_change ch = put_of(55, 1, "f", &m, "x", 1);
+	struct change *ch = data_change_of(55, 1, "f", &m, "x", 1);
 	redisContext *raw = raw_main();
 	struct seen_keys k = {0};
 
@@ -663,7 +637,7 @@ static void test_each_cached(void)
 	CHECK_EQ(l2_redis_open(url, gprefix, &test_log, &s), 0);
 	CHECK_EQ(s->ops->each_cached(s, collect_key, &k), 0);
 	CHECK_EQ(k.n, 0);
-	CHECK_EQ(store_apply(s, &ch, 1), 0);
+	CHECK_EQ(apply_all(s, &ch, 1), 0);
 	CHECK_EQ(s->ops->put_tree(s, &d, 1), 0);
 	/* keys the unescaped pattern would match, and other key kinds */
 	snprintf(key, sizeof(key), "%sgXlob?:e:56", prefix);
@@ -718,7 +692,7 @@ static void test_batch(void)
 {
 	enum { N = 2000, LEN = 256, ROUNDS = 5 };
 	struct store *s = open_ok();
-	struct store_change *ch = calloc(N, sizeof(*ch));
+	struct change **ch = calloc(N, sizeof(*ch));
 	struct item_meta *m = calloc(N, sizeof(*m));
 	char(*names)[32] = calloc(N, 32);
 	unsigned char *data = random_bytes((size_t)N * LEN);
@@ -731,8 +705,8 @@ static void test_batch(void)
 	for (int i = 0; i < N; i++) {
 		snprintf(names[i], 32, "item-%d", i);
 		m[i] = meta_of(ITEM_BINARY, data + (size_t)i * LEN, LEN);
-		ch[i] = put_of(first + (uint64_t)i, 1, names[i], &m[i],
-			       data + (size_t)i * LEN, LEN);
+		ch[i] = data_change_of(first + (uint64_t)i, 1, names[i], &m[i],
+				       data + (size_t)i * LEN, LEN);
 	}
 	for (int r = 0; r < ROUNDS; r++) {
 		t0 = now_s();
@@ -763,15 +737,18 @@ static void test_batch(void)
 
 	/* A mixed batch: deletes, metadata-only changes and writes. */
 	for (int i = 0; i < N; i++) {
+		if (i % 3 == 2)
+			continue; /* the write again */
+		change_free(ch[i]);
 		if (i % 3 == 0) {
-			ch[i] = del_of(first + (uint64_t)i);
-		} else if (i % 3 == 1) {
+			ch[i] = delete_of(first + (uint64_t)i);
+		} else {
 			m[i].mode = S_IFREG | 0640;
-			ch[i] = meta_only_of(first + (uint64_t)i, 2, names[i],
-					     &m[i]);
+			ch[i] = change_of(first + (uint64_t)i, 2, names[i],
+					  &m[i]);
 		}
 	}
-	CHECK_EQ(store_apply(s, ch, N), 0);
+	CHECK_EQ(apply_all(s, ch, N), 0);
 	for (int i = 0; i < N; i += 7) {
 		if (i % 3 == 0)
 			check_absent(s, first + (uint64_t)i);
@@ -781,8 +758,8 @@ static void test_batch(void)
 				    LEN);
 	}
 	for (int i = 0; i < N; i++)
-		ch[i] = del_of(first + (uint64_t)i);
-	CHECK_EQ(store_apply(s, ch, N), 0);
+		ch[i] = delete_of(first + (uint64_t)i);
+	CHECK_EQ(apply_all(s, ch, N), 0);
 	free(data);
 	free(names);
 	free(m);
@@ -799,7 +776,7 @@ static void test_big_batch(void)
 	unsigned char *data = random_bytes(N * len);
 	unsigned char *huge = random_bytes(huge_len);
 	struct item_meta m[N + 1];
-	struct store_change ch[N + 1];
+	struct change *ch[N + 1];
 	uint64_t first = new_ino();
 	double t0, t;
 
@@ -807,13 +784,13 @@ static void test_big_batch(void)
 		(void)new_ino();
 	for (int i = 0; i < N; i++) {
 		m[i] = meta_of(ITEM_BINARY, data + i * len, len);
-		ch[i] = put_of(first + (uint64_t)i, 1, "big", &m[i],
-			       data + i * len, len);
+		ch[i] = data_change_of(first + (uint64_t)i, 1, "big", &m[i],
+				       data + i * len, len);
 	}
 	m[N] = meta_of(ITEM_BINARY, huge, huge_len);
-	ch[N] = put_of(first + N, 1, "huge", &m[N], huge, huge_len);
+	ch[N] = data_change_of(first + N, 1, "huge", &m[N], huge, huge_len);
 	t0 = now_s();
-	CHECK_EQ(store_apply(s, ch, N + 1), 0);
+	CHECK_EQ(apply_all(s, ch, N + 1), 0);
 	t = now_s() - t0;
 	printf("  apply: %d x 1 MiB + 16 MiB in one call: %.0f ms, "
 	       "%.0f MiB/s\n",
@@ -823,8 +800,8 @@ static void test_big_batch(void)
 			    data + i * len, len);
 	check_entry(s, first + N, 1, "huge", &m[N], huge, huge_len);
 	for (int i = 0; i <= N; i++)
-		ch[i] = del_of(first + (uint64_t)i);
-	CHECK_EQ(store_apply(s, ch, N + 1), 0);
+		ch[i] = delete_of(first + (uint64_t)i);
+	CHECK_EQ(apply_all(s, ch, N + 1), 0);
 	free(data);
 	free(huge);
 	store_free(s);
@@ -849,23 +826,25 @@ static void test_invalid_changes(void)
 	struct store *s = open_ok();
 	struct item_meta m = meta_of(ITEM_BINARY, "x", 1);
 	uint64_t ino = new_ino();
-	struct store_change ch[2];
+	struct change *ch[2], *bad[5];
 	redisContext *raw = raw_main();
 
-	ch[0] = put_of(ino, 1, "ok", &m, "x", 1);
-	ch[1] = put_of(0, 1, "zero", &m, "x", 1);
-	CHECK_EQ(store_apply(s, ch, 2), -EINVAL);
-	ch[1] = put_of(new_ino(), 1, "a/b", &m, "x", 1);
-	CHECK_EQ(store_apply(s, ch, 2), -EINVAL);
-	ch[1] = put_of(new_ino(), 1, "", &m, "x", 1);
-	CHECK_EQ(store_apply(s, ch, 2), -EINVAL);
-	ch[1] = put_of(new_ino(), 1, "x", NULL, "x", 1);
-	CHECK_EQ(store_apply(s, ch, 2), -EINVAL);
-	ch[1] = put_of(new_ino(), 1, "x", &m, NULL, 1);
-	CHECK_EQ(store_apply(s, ch, 2), -EINVAL);
+	bad[0] = data_change_of(0, 1, "zero", &m, "x", 1);
+	bad[1] = data_change_of(new_ino(), 1, "a/b", &m, "x", 1);
+	bad[2] = data_change_of(new_ino(), 1, "", &m, "x", 1);
+	bad[3] = data_change_of(new_ino(), 1, "noname", &m, "x", 1);
+	free(bad[3]->name);
+	bad[3]->name = NULL;
+	bad[4] = data_change_of(new_ino(), 1, "x", &m, "x", 1);
+	bad[4]->meta.kind = (enum item_kind)7;
+	for (int i = 0; i < 5; i++) {
+		ch[0] = data_change_of(ino, 1, "ok", &m, "x", 1);
+		ch[1] = bad[i];
+		CHECK_EQ(apply_all(s, ch, 2), -EINVAL);
+	}
 	/* nothing of a refused batch was sent */
 	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(ino)), 0);
-	CHECK_EQ(store_apply(s, ch, 0), 0);
+	CHECK_EQ(apply_all(s, ch, 0), 0);
 	redisFree(raw);
 	store_free(s);
 }
@@ -878,26 +857,27 @@ static void test_error_in_batch(void)
 	struct item_meta m = meta_of(ITEM_BINARY, "abc", 3);
 	uint64_t a = new_ino(), bad = new_ino(), bad2 = new_ino(),
 		 b = new_ino();
-	struct store_change ch[4];
+	struct change *ch[4];
 	redisContext *raw = raw_main();
 
 	raw_ok(raw, "SET %s not-a-hash", key_of(bad));
 	raw_ok(raw, "SET %s not-a-hash", key_of(bad2));
-	ch[0] = put_of(a, 1, "a", &m, "abc", 3);
-	ch[1] = put_of(bad, 1, "bad", &m, "abc", 3);
-	ch[2] = meta_only_of(bad2, 1, "bad2", &m); /* the script fails */
-	ch[3] = put_of(b, 1, "b", &m, "abc", 3);
+	ch[0] = data_change_of(a, 1, "a", &m, "abc", 3);
+	ch[1] = data_change_of(bad, 1, "bad", &m, "abc", 3);
+	ch[2] = change_of(bad2, 1, "bad2", &m); /* the script fails */
+	ch[3] = data_change_of(b, 1, "b", &m, "abc", 3);
 	log_reset();
 	for (int i = 0; i < 3; i++) /* always on the same, reused context */
 		CHECK_EQ(store_apply(s, ch, 4), -EIO);
+	changes_free(ch, 4);
 	CHECK(log_has("WRONGTYPE"));
 	CHECK(log_has("2 of 4 changes"));
 	check_entry(s, a, 1, "a", &m, "abc", 3);
 	check_entry(s, b, 1, "b", &m, "abc", 3);
 	CHECK_EQ(raw_int(raw, "DEL %s %s", key_of(bad), key_of(bad2)), 2);
-	ch[0] = del_of(a);
-	ch[1] = del_of(b);
-	CHECK_EQ(store_apply(s, ch, 2), 0);
+	ch[0] = delete_of(a);
+	ch[1] = delete_of(b);
+	CHECK_EQ(apply_all(s, ch, 2), 0);
 	redisFree(raw);
 	store_free(s);
 }
@@ -908,14 +888,14 @@ static void test_foreign_entries(void)
 	struct store *s = open_ok();
 	struct item_meta m = meta_of(ITEM_BINARY, "abcd", 4);
 	uint64_t ino = new_ino();
-	struct store_change ch = put_of(ino, 1, "f", &m, "abcd", 4);
+	struct change *ch = data_change_of(ino, 1, "f", &m, "abcd", 4);
 	redisContext *raw = raw_main();
 	struct store_row row;
 	void *data;
 	size_t len;
 
 	/* Content whose length is not the metadata's size. */
-	CHECK_EQ(store_apply(s, &ch, 1), 0);
+	CHECK_EQ(apply_all(s, &ch, 1), 0);
 	CHECK_EQ(raw_int(raw, "HSET %s d abc", key_of(ino)), 0);
 	log_reset();
 	CHECK_EQ(s->ops->fetch(s, ino, &row, &data, &len), -EIO);
@@ -926,11 +906,11 @@ static void test_foreign_entries(void)
 	CHECK_EQ(raw_int(raw, "HDEL %s d", key_of(ino)), 1);
 	CHECK_EQ(s->ops->fetch(s, ino, &row, &data, &len), -ENOENT);
 	CHECK_EQ(s->ops->read(s, ino, &data, &len), -ENOENT);
-	ch = meta_only_of(ino, 1, "f", &m);
-	CHECK_EQ(store_apply(s, &ch, 1), 0);
+	ch = change_of(ino, 1, "f", &m);
+	CHECK_EQ(apply_all(s, &ch, 1), 0);
 	CHECK_EQ(raw_int(raw, "EXISTS %s", key_of(ino)), 0);
-	ch = put_of(ino, 1, "f", &m, "abcd", 4);
-	CHECK_EQ(store_apply(s, &ch, 1), 0);
+	ch = data_change_of(ino, 1, "f", &m, "abcd", 4);
+	CHECK_EQ(apply_all(s, &ch, 1), 0);
 	CHECK_EQ(raw_int(raw, "HDEL %s d", key_of(ino)), 1);
 
 	/* A truncated blob, and trailing bytes. */
@@ -1182,11 +1162,11 @@ static void test_reconnect(void)
 	struct item_meta m = meta_of(ITEM_BINARY, "abc", 3);
 	struct item_meta mb = meta_of(ITEM_BINARY, big, big_len);
 	uint64_t ino = new_ino(), ino_big = new_ino();
-	struct store_change ch = put_of(ino, 1, "a", &m, "abc", 3);
+	struct change *ch = data_change_of(ino, 1, "a", &m, "abc", 3);
 	redisContext *raw = raw_main();
 	long long killed;
 
-	CHECK_EQ(store_apply(s, &ch, 1), 0);
+	CHECK_EQ(apply_all(s, &ch, 1), 0);
 	/* several contexts in the pool */
 	run_getters(s, ino, 8, 200);
 
@@ -1202,9 +1182,11 @@ static void test_reconnect(void)
 		if (round == 0) {
 			check_entry(s, ino, 1, "a", &m, "abc", 3);
 		} else if (round == 1) {
-			ch = put_of(ino_big, 1, "big", &mb, big, big_len);
+			ch = data_change_of(ino_big, 1, "big", &mb, big,
+					    big_len);
 			for (int i = 0; i < 4; i++)
 				CHECK_EQ(store_apply(s, &ch, 1), 0);
+			change_free(ch);
 			check_entry(s, ino_big, 1, "big", &mb, big, big_len);
 		} else {
 			run_getters(s, ino, 8, 50);
@@ -1212,10 +1194,10 @@ static void test_reconnect(void)
 		CHECK(log_has("cannot")); /* the lost context was noticed */
 	}
 	check_context[0] = '\0';
-	ch = del_of(ino);
-	CHECK_EQ(store_apply(s, &ch, 1), 0);
-	ch = del_of(ino_big);
-	CHECK_EQ(store_apply(s, &ch, 1), 0);
+	ch = delete_of(ino);
+	CHECK_EQ(apply_all(s, &ch, 1), 0);
+	ch = delete_of(ino_big);
+	CHECK_EQ(apply_all(s, &ch, 1), 0);
 	free(big);
 	redisFree(raw);
 	store_free(s);
@@ -1239,22 +1221,22 @@ static void *worker_main(void *arg)
 					      "content of %llu",
 					      (unsigned long long)ino);
 		struct item_meta m = meta_of(ITEM_BINARY, content, len);
-		struct store_change ch;
+		struct change *ch;
 		struct store_row row;
 		void *data;
 		size_t got;
 
 		snprintf(name, sizeof(name), "w%llu", (unsigned long long)ino);
-		ch = put_of(ino, 1, name, &m, content, len);
-		CHECK_EQ(store_apply(w->s, &ch, 1), 0);
+		ch = data_change_of(ino, 1, name, &m, content, len);
+		CHECK_EQ(apply_all(w->s, &ch, 1), 0);
 		CHECK_EQ(w->s->ops->fetch(w->s, ino, &row, &data, &got), 0);
 		CHECK_EQ(got, len);
 		CHECK(memcmp(data, content, len) == 0);
 		CHECK_STREQ(row.name, name);
 		free(data);
 		store_row_release(&row);
-		ch = del_of(ino);
-		CHECK_EQ(store_apply(w->s, &ch, 1), 0);
+		ch = delete_of(ino);
+		CHECK_EQ(apply_all(w->s, &ch, 1), 0);
 	}
 	return NULL;
 }
@@ -1289,9 +1271,9 @@ static void test_key_layout(void)
 	struct store *s = open_ok();
 	struct item_meta m = meta_of(ITEM_BINARY, "k", 1);
 	uint64_t ino = new_ino();
-	struct store_change ch = put_of(ino, 1, "k", &m, "k", 1);
+	struct change *ch = data_change_of(ino, 1, "k", &m, "k", 1);
 
-	CHECK_EQ(store_apply(s, &ch, 1), 0); /* at least one key */
+	CHECK_EQ(apply_all(s, &ch, 1), 0); /* at least one key */
 	do {
 		redisReply *rep =
 			redisCommand(raw, "SCAN %s COUNT 1000", cursor);
@@ -1339,8 +1321,8 @@ static void test_key_layout(void)
 	else
 		printf("  key layout: the database was not empty at start: "
 		       "others not checked\n");
-	ch = del_of(ino);
-	CHECK_EQ(store_apply(s, &ch, 1), 0);
+	ch = delete_of(ino);
+	CHECK_EQ(apply_all(s, &ch, 1), 0);
 	redisFree(raw);
 	store_free(s);
 }
@@ -1435,7 +1417,7 @@ static void test_private_server(void)
 	char u[512], h[256], got_pw[128];
 	struct item_meta m = meta_of(ITEM_BINARY, "abc", 3);
 	uint64_t ino = new_ino();
-	struct store_change ch = put_of(ino, 1, "a", &m, "abc", 3);
+	struct change *ch = data_change_of(ino, 1, "a", &m, "abc", 3);
 	struct store *s = NULL, *s2 = NULL;
 	struct store_row row;
 	redisContext *raw;
@@ -1446,6 +1428,7 @@ static void test_private_server(void)
 		printf("  SKIP passwords, eviction warning, OOM, READONLY: "
 		       "no scripts/redis-test-server.sh (set "
 		       "TIERFS_REDIS_SCRIPT)\n");
+		change_free(ch);
 		return;
 	}
 	split_url(u, h, sizeof(h), &p, got_pw, sizeof(got_pw));
@@ -1547,13 +1530,16 @@ static void test_private_server(void)
 	CHECK(!log_ever_has("Sekr1t"));
 
 	/* A server with CONFIG disabled: the eviction check is skipped. */
-	if (!srv_start("--rename-command CONFIG ''", u, sizeof(u)))
+	if (!srv_start("--rename-command CONFIG ''", u, sizeof(u))) {
+		change_free(ch);
 		return;
+	}
 	log_reset();
 	CHECK_EQ(l2_redis_open(u, prefix, &test_log, &s), 0);
 	CHECK(log_has("cannot read 'maxmemory-policy'"));
 	CHECK_EQ(store_apply(s, &ch, 1), 0);
 	check_entry(s, ino, 1, "a", &m, "abc", 3);
+	change_free(ch);
 	store_free(s);
 	srv_stop();
 }
