@@ -76,7 +76,7 @@ static void l2_fill(struct eng *e, struct node *n, struct item *it)
 		return;
 	r = tier_enter(e, &c, OP_L2_APPLY, n, true);
 	if (r == 0)
-		r = store_apply(e->l2, &ch, 1);
+		r = e->l2->ops->apply(e->l2, &ch, 1);
 	tier_leave(e, &c, r);
 	change_free(ch);
 }

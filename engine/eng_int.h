@@ -91,6 +91,7 @@
 
 #include "batch.h"
 #include "breaker.h"
+#include "cache.h"
 #include "cuckoo.h"
 #include "engine.h"
 #include "id.h"
@@ -194,7 +195,7 @@ struct eng_dir {
 struct eng {
 	struct eng_config cfg;
 	struct store *l3;
-	struct store *l2; /* NULL without Redis */
+	struct cache *l2; /* NULL without Redis */
 	struct breaker l2_breaker;
 	struct breaker l3_breaker; /* for reads; the flusher backs off */
 	struct l1 *l1;

@@ -36,8 +36,8 @@ static void l2_apply(struct eng *e, struct change **recs, size_t n,
 	int r = tier_enter(e, &c, OP_L2_APPLY, NULL, false);
 
 	if (r == 0)
-		r = store_apply(e->l2, recs, n);
-	if (tier_leave(e, &c, r) < 0 || !ntree || !e->l2->ops->put_tree)
+		r = e->l2->ops->apply(e->l2, recs, n);
+	if (tier_leave(e, &c, r) < 0 || !ntree)
 		return;
 	r = tier_enter(e, &c, OP_L2_PUT_TREE, NULL, false);
 	if (r == 0)
