@@ -12,7 +12,7 @@
 
 #include "batch.h"
 
-static size_t rec_bytes(const struct batch_rec *r)
+static size_t rec_bytes(const struct change *r)
 {
 	size_t n = 64; /* the row itself */
 
@@ -35,16 +35,6 @@ void batch_init(struct batch *b, size_t max_count, size_t max_bytes,
 	b->oldest_ns = 0;
 }
 
-void batch_rec_free(struct batch_rec *r)
-{
-	if (!r)
-		return;
-	free(r->name);
-	item_meta_release(&r->meta);
-	item_unref(r->item);
-	free(r);
-}
-
 void batch_release(struct batch *b)
 {
 	size_t pos = 0;
@@ -54,13 +44,13 @@ void batch_release(struct batch *b)
 	if (!b)
 		return;
 	while (u64map_next(&b->recs, &pos, &key, &val))
-		batch_rec_free(val);
+		change_free(val);
 	u64map_release(&b->recs);
 	b->bytes = 0;
 }
 
 /* Lets @newer take over @older's content when it has none of its own. */
-static void inherit(struct batch_rec *newer, struct batch_rec *older)
+static void inherit(struct change *newer, struct change *older)
 {
 	if (!newer->deleted && !newer->item && older->item) {
 		newer->item = older->item;
@@ -68,9 +58,9 @@ static void inherit(struct batch_rec *newer, struct batch_rec *older)
 	}
 }
 
-int batch_add(struct batch *b, struct batch_rec *r, uint64_t now_ns)
+int batch_add(struct batch *b, struct change *r, uint64_t now_ns)
 {
-	struct batch_rec *old = u64map_get(&b->recs, r->ino);
+	struct change *old = u64map_get(&b->recs, r->ino);
 	int ret;
 
 	if (old) {
@@ -84,17 +74,17 @@ int batch_add(struct batch *b, struct batch_rec *r, uint64_t now_ns)
 			inherit(old, r);
 			b->bytes += rec_bytes(old);
 		}
-		batch_rec_free(r);
+		change_free(r);
 		return ret;
 	}
 	if (!old && b->recs.len == 1)
 		b->oldest_ns = now_ns;
 	b->bytes += rec_bytes(r);
-	batch_rec_free(old);
+	change_free(old);
 	return 0;
 }
 
-const struct batch_rec *batch_find(const struct batch *b, uint64_t ino)
+const struct change *batch_find(const struct batch *b, uint64_t ino)
 {
 	return u64map_get(&b->recs, ino);
 }
@@ -124,9 +114,9 @@ bool batch_due(const struct batch *b, uint64_t now_ns)
 	       now_ns >= batch_deadline(b);
 }
 
-ssize_t batch_take(struct batch *b, struct batch_rec ***out)
+ssize_t batch_take(struct batch *b, struct change ***out)
 {
-	struct batch_rec **arr;
+	struct change **arr;
 	size_t pos = 0, n = 0;
 	uint64_t key;
 	void *val;
@@ -146,24 +136,24 @@ ssize_t batch_take(struct batch *b, struct batch_rec ***out)
 	return (ssize_t)n;
 }
 
-size_t batch_requeue(struct batch *b, struct batch_rec **recs, size_t n,
+size_t batch_requeue(struct batch *b, struct change **recs, size_t n,
 		     uint64_t now_ns)
 {
 	size_t dropped = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		struct batch_rec *r = recs[i];
-		struct batch_rec *newer = u64map_get(&b->recs, r->ino);
+		struct change *r = recs[i];
+		struct change *newer = u64map_get(&b->recs, r->ino);
 
 		if (newer) {
 			b->bytes -= rec_bytes(newer);
 			inherit(newer, r);
 			b->bytes += rec_bytes(newer);
-			batch_rec_free(r);
+			change_free(r);
 			continue;
 		}
 		if (u64map_put(&b->recs, r->ino, r) < 0) {
-			batch_rec_free(r); /* out of memory: cannot keep it */
+			change_free(r); /* out of memory: cannot keep it */
 			dropped++;
 			continue;
 		}

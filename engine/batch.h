@@ -1,19 +1,18 @@
 /*
  * batch.h - the batch queue: pending changes waiting to be persisted.
  *
- * Holds at most one record per entry (keyed by inode number): the entry's
- * final state, or its deletion. A newer record replaces an older one, so
- * a delete beats any pending write of the same entry, and a burst of writes
- * to one file persists once. A record that keeps the stored content (item
- * NULL) and replaces one that carried new content inherits that content:
- * "write, then chmod" persists both.
+ * Holds at most one record per entry (keyed by inode number): a struct
+ * change (change.h), the entry's final state or its deletion. A newer
+ * record replaces an older one, so a delete beats any pending write of the
+ * same entry, and a burst of writes to one file persists once. A record
+ * that keeps the stored content (item NULL) and replaces one that carried
+ * new content inherits that content: "write, then chmod" persists both.
  *
  * The queue says when it is due: when it holds max_count records, or
  * max_bytes bytes (content, names and xattrs, plus 64 per record), or its
- * oldest record is
- * max_age_ns old. batch_take() hands every record over at once: a batch is
- * applied whole, because records of one batch may depend on each other
- * (a rename that frees a name another record takes).
+ * oldest record is max_age_ns old. batch_take() hands every record over at
+ * once: a batch is applied whole, because records of one batch may depend
+ * on each other (a rename that frees a name another record takes).
  *
  * Thread-safety: none; the engine calls it under its lock.
  */
@@ -24,21 +23,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "item.h"
+#include "change.h"
 #include "u64map.h"
 
-struct batch_rec {
-	uint64_t ino;
-	uint64_t seq; /* the engine's change counter at creation */
-	bool deleted;
-	uint64_t parent;       /* the rest is unused when deleted */
-	char *name;	       /* owned */
-	struct item_meta meta; /* owned */
-	struct item *item;     /* owned reference: new content, or NULL */
-};
-
 struct batch {
-	struct u64map recs; /* ino -> struct batch_rec * */
+	struct u64map recs; /* ino -> struct change * */
 	size_t max_count, max_bytes;
 	uint64_t max_age_ns;
 	size_t bytes;	    /* sum of rec_bytes() over recs */
@@ -50,15 +39,12 @@ void batch_init(struct batch *b, size_t max_count, size_t max_bytes,
 /* Frees every record. Accepts NULL. */
 void batch_release(struct batch *b);
 
-/* Frees a record and everything it owns. Accepts NULL. */
-void batch_rec_free(struct batch_rec *r);
-
 /* Queues @r (stolen), replacing any record of the same ino. @now_ns is the
  * monotonic time. Returns 0 or -ENOMEM (then @r is freed). */
-int batch_add(struct batch *b, struct batch_rec *r, uint64_t now_ns);
+int batch_add(struct batch *b, struct change *r, uint64_t now_ns);
 
 /* The queued record of @ino, or NULL. */
-const struct batch_rec *batch_find(const struct batch *b, uint64_t ino);
+const struct change *batch_find(const struct batch *b, uint64_t ino);
 
 size_t batch_count(const struct batch *b);
 size_t batch_bytes(const struct batch *b);
@@ -70,16 +56,17 @@ bool batch_due(const struct batch *b, uint64_t now_ns);
 uint64_t batch_deadline(const struct batch *b);
 
 /* Moves every record into a new array (*out, caller frees it with free()
- * after freeing the records) and returns the count; 0 when empty. Returns
- * -ENOMEM and leaves the queue as it was when the array cannot be made. */
-ssize_t batch_take(struct batch *b, struct batch_rec ***out);
+ * after freeing the records with change_free()) and returns the count; 0
+ * when empty. Returns -ENOMEM and leaves the queue as it was when the array
+ * cannot be made. */
+ssize_t batch_take(struct batch *b, struct change ***out);
 
 /* Gives back records of a batch that could not be persisted (stolen): each
  * is re-queued unless a newer record of its ino arrived meanwhile, in which
  * case it is freed (its content passes to the newer record if that one has
  * none and is not a delete). Returns how many records were dropped because
  * memory ran out (the caller keeps them in its log then). */
-size_t batch_requeue(struct batch *b, struct batch_rec **recs, size_t n,
+size_t batch_requeue(struct batch *b, struct change **recs, size_t n,
 		     uint64_t now_ns);
 
 #endif

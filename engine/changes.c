@@ -27,19 +27,19 @@ void txn_init(struct txn *t)
 void txn_release(struct txn *t)
 {
 	for (size_t i = 0; i < t->n; i++)
-		batch_rec_free(t->recs[i]);
+		change_free(t->recs[i]);
 	free(t->recs);
 	txn_init(t);
 }
 
-static int txn_add(struct txn *t, struct batch_rec *rec)
+static int txn_add(struct txn *t, struct change *rec)
 {
 	if (t->n == t->cap) {
 		size_t cap = t->cap ? 2 * t->cap : 4;
-		struct batch_rec **recs = realloc(t->recs, cap * sizeof(*recs));
+		struct change **recs = realloc(t->recs, cap * sizeof(*recs));
 
 		if (!recs) {
-			batch_rec_free(rec);
+			change_free(rec);
 			return -ENOMEM;
 		}
 		t->recs = recs;
@@ -52,30 +52,16 @@ static int txn_add(struct txn *t, struct batch_rec *rec)
 int txn_put(struct txn *t, uint64_t ino, uint64_t parent, const char *name,
 	    const struct item_meta *meta, struct item *content)
 {
-	struct batch_rec *rec = calloc(1, sizeof(*rec));
+	struct change *rec = change_new_put(ino, parent, name, meta, content);
 
-	if (!rec)
-		return -ENOMEM;
-	rec->ino = ino;
-	rec->parent = parent;
-	rec->name = strdup(name);
-	if (!rec->name || item_meta_copy(&rec->meta, meta) < 0) {
-		batch_rec_free(rec);
-		return -ENOMEM;
-	}
-	rec->item = item_ref(content);
-	return txn_add(t, rec);
+	return rec ? txn_add(t, rec) : -ENOMEM;
 }
 
 int txn_del(struct txn *t, uint64_t ino)
 {
-	struct batch_rec *rec = calloc(1, sizeof(*rec));
+	struct change *rec = change_new_del(ino);
 
-	if (!rec)
-		return -ENOMEM;
-	rec->ino = ino;
-	rec->deleted = true;
-	return txn_add(t, rec);
+	return rec ? txn_add(t, rec) : -ENOMEM;
 }
 
 int txn_log(struct eng *e, struct txn *t)
@@ -110,7 +96,7 @@ int txn_log(struct eng *e, struct txn *t)
 
 void txn_queue(struct eng *e, struct txn *t, size_t i, struct node *n)
 {
-	struct batch_rec *rec = t->recs[i];
+	struct change *rec = t->recs[i];
 	bool was_empty = batch_count(&e->batch) == 0;
 	uint64_t seq = rec->seq, ino = rec->ino;
 

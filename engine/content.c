@@ -67,29 +67,18 @@ static struct item *l2_content(struct eng *e, struct node *n)
  * Drops and retakes e->lock. */
 static void l2_fill(struct eng *e, struct node *n, struct item *it)
 {
-	struct store_change ch = {0};
-	struct item_meta meta;
+	struct change *ch;
 	struct tier_call c;
-	char *name = strdup(n->name);
 	int r;
 
-	if (!name || item_meta_copy(&meta, &n->meta) < 0) {
-		free(name);
+	ch = change_new_put(n->ino, n->parent, n->name, &n->meta, it);
+	if (!ch)
 		return;
-	}
-	ch.ino = n->ino;
-	ch.parent = n->parent;
-	ch.name = name;
-	ch.meta = &meta;
-	ch.has_data = true;
-	ch.data = item_data(it);
-	ch.len = item_size(it);
 	r = tier_enter(e, &c, OP_L2_APPLY, n, true);
 	if (r == 0)
-		r = store_apply(e->l2, &ch, 1);
+		r = e->l2->ops->apply(e->l2, &ch, 1);
 	tier_leave(e, &c, r);
-	item_meta_release(&meta);
-	free(name);
+	change_free(ch);
 }
 
 /* Returns @it, the current content of @n, after keeping a reference in

@@ -56,10 +56,10 @@
  * all handles; eng_flush()/eng_fsync() publish it as a new item.
  *
  * Changes. An engine call that changes entries builds a record of each
- * entry's new state (struct batch_rec) in a struct txn, appends all of them
- * to the write-ahead log in one write (txn_log), and only then changes its
- * nodes and queues the records (txn_queue). So a call that fails has
- * changed nothing: not the nodes, not the log, not (later) L3.
+ * entry's new state (struct change, change.h) in a struct txn, appends all
+ * of them to the write-ahead log in one write (txn_log), and only then
+ * changes its nodes and queues the records (txn_queue). So a call that
+ * fails has changed nothing: not the nodes, not the log, not (later) L3.
  *
  * Persistence. The group-commit thread fdatasyncs the log every
  * WAL_SYNC_MS. The flusher takes the whole queue when it is due and starts
@@ -91,6 +91,7 @@
 
 #include "batch.h"
 #include "breaker.h"
+#include "cache.h"
 #include "cuckoo.h"
 #include "engine.h"
 #include "id.h"
@@ -197,7 +198,7 @@ struct eng_dir {
 struct eng {
 	struct eng_config cfg;
 	struct store *l3;
-	struct store *l2; /* NULL without Redis */
+	struct cache *l2; /* NULL without Redis */
 	struct breaker l2_breaker;
 	struct breaker l3_breaker; /* for reads; the flusher backs off */
 	struct l1 *l1;
@@ -384,7 +385,7 @@ void filter_start(struct eng *e, uint64_t entries);
 
 /* The records of one engine call, logged all or nothing. */
 struct txn {
-	struct batch_rec **recs;
+	struct change **recs;
 	size_t n, cap;
 };
 void txn_init(struct txn *t);

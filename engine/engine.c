@@ -248,7 +248,7 @@ int eng_close(struct eng *e)
 	l1_free(e->l1);
 	cuckoo_free(e->filter);
 	store_free(e->l3);
-	store_free(e->l2);
+	cache_free(e->l2);
 	breaker_release(&e->l2_breaker);
 	breaker_release(&e->l3_breaker);
 	wal_close(e->wal);

@@ -6,7 +6,7 @@
  */
 #include "eng_int.h"
 
-static void commit_done(struct eng *e, struct batch_rec **recs, size_t n)
+static void commit_done(struct eng *e, struct change **recs, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		struct node *nd = node_get(e, recs[i]->ino);
@@ -27,42 +27,17 @@ static void commit_done(struct eng *e, struct batch_rec **recs, size_t n)
 	}
 }
 
-static int apply_batch(struct store *st, struct batch_rec **recs, size_t n,
-		       struct store_dirhash **tree, size_t *ntree)
-{
-	struct store_change *ch = calloc(n ? n : 1, sizeof(*ch));
-	int r;
-
-	if (!ch)
-		return -ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		ch[i].ino = recs[i]->ino;
-		ch[i].deleted = recs[i]->deleted;
-		ch[i].parent = recs[i]->parent;
-		ch[i].name = recs[i]->name;
-		ch[i].meta = &recs[i]->meta;
-		if (recs[i]->item) {
-			ch[i].has_data = true;
-			ch[i].data = item_data(recs[i]->item);
-			ch[i].len = item_size(recs[i]->item);
-		}
-	}
-	r = st->ops->apply(st, ch, n, tree, ntree);
-	free(ch);
-	return r;
-}
-
 /* Writes a committed batch and the Merkle hashes L3 computed into L2,
  * best effort (L3 is the truth; a stale L2 is found by version). */
-static void l2_apply(struct eng *e, struct batch_rec **recs, size_t n,
+static void l2_apply(struct eng *e, struct change **recs, size_t n,
 		     struct store_dirhash *tree, size_t ntree)
 {
 	struct tier_call c;
 	int r = tier_enter(e, &c, OP_L2_APPLY, NULL, false);
 
 	if (r == 0)
-		r = apply_batch(e->l2, recs, n, NULL, NULL);
-	if (tier_leave(e, &c, r) < 0 || !ntree || !e->l2->ops->put_tree)
+		r = e->l2->ops->apply(e->l2, recs, n);
+	if (tier_leave(e, &c, r) < 0 || !ntree)
 		return;
 	r = tier_enter(e, &c, OP_L2_PUT_TREE, NULL, false);
 	if (r == 0)
@@ -80,7 +55,7 @@ void *flusher_main(void *arg)
 
 	pthread_mutex_lock(&e->lock);
 	for (;;) {
-		struct batch_rec **recs;
+		struct change **recs;
 		uint64_t snapshot, now = mono_ns();
 		struct tier_call c;
 		bool sealed;
@@ -145,7 +120,8 @@ void *flusher_main(void *arg)
 		ntree = 0;
 		r = tier_enter(e, &c, OP_L3_APPLY, NULL, false);
 		if (r == 0)
-			r = apply_batch(e->l3, recs, (size_t)n, &tree, &ntree);
+			r = e->l3->ops->apply(e->l3, recs, (size_t)n, &tree,
+					      &ntree);
 		r = tier_leave(e, &c, r);
 		if (r == 0) /* L3 first: it is the truth */
 			l2_apply(e, recs, (size_t)n, tree, ntree);
@@ -156,7 +132,7 @@ void *flusher_main(void *arg)
 		if (r == 0) {
 			commit_done(e, recs, (size_t)n);
 			for (ssize_t i = 0; i < n; i++)
-				batch_rec_free(recs[i]);
+				change_free(recs[i]);
 			free(recs);
 			e->committed_seq = snapshot;
 			e->gen++;
@@ -293,7 +269,7 @@ void *syncer_main(void *arg)
 	return NULL;
 }
 
-static int replay_one(void *arg, struct batch_rec *rec)
+static int replay_one(void *arg, struct change *rec)
 {
 	return batch_add(arg, rec, 0);
 }
@@ -302,7 +278,7 @@ static int replay_one(void *arg, struct batch_rec *rec)
 int replay_wal(struct eng *e)
 {
 	struct batch pending;
-	struct batch_rec **recs = NULL;
+	struct change **recs = NULL;
 	ssize_t n;
 	int64_t seg;
 	int r;
@@ -325,10 +301,10 @@ int replay_wal(struct eng *e)
 
 		r = tier_enter(e, &c, OP_L3_APPLY, NULL, false);
 		if (r == 0)
-			r = apply_batch(e->l3, recs, (size_t)n, NULL, NULL);
+			r = store_apply(e->l3, recs, (size_t)n);
 		r = tier_leave(e, &c, r);
 		for (ssize_t i = 0; i < n; i++)
-			batch_rec_free(recs[i]);
+			change_free(recs[i]);
 		free(recs);
 		if (r < 0) {
 			eng_logf(

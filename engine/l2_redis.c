@@ -1,17 +1,16 @@
 /*
  * l2_redis.c - L2: a Redis cache of entry metadata and content (hiredis).
  *
- * A cache tier in the sense of store.h: get, fetch, read, apply and the
- * cache-only ops (put_tree, get_tree, each_cached, drop_cached) work;
- * lookup, list, has_children, alloc_ino and stats answer -ENOTSUP. Redis may
- * lose an entry or hold a stale one at any time (eviction, a restart, a
- * write that failed, another mount's older write landing last): callers
- * compare versions with L3, which is the truth. Written for hiredis 0.14
- * (blocking API, no TLS) and Redis 4.0 or newer (HSET with several fields).
+ * The cache of cache.h: get, fetch, apply, put_tree, get_tree, each_cached
+ * and drop_cached. Redis may lose an entry or hold a stale one at any time
+ * (eviction, a restart, a write that failed, another mount's older write
+ * landing last): callers compare versions with L3, which is the truth. Written
+ * for hiredis 0.14 (blocking API, no TLS) and Redis 4.0 or newer (HSET with
+ * several fields).
  *
  * The cache is in several files (l2_redis_int.h declares what they share):
  *
- *     l2_redis.c       the store ops, and opening
+ *     l2_redis.c       the cache ops, and opening
  *     l2_redis_keys.c  the key layout and the metadata blob
  *     l2_redis_conn.c  the URL, connections, their pool, failures as errno
  *                      values
@@ -71,11 +70,11 @@ static const char l2r_meta_script[] =
 _Static_assert(L2R_OFF_KIND == 1 + 8 + ITEM_HASH_LEN,
 	       "l2r_meta_script compares bytes 1..41 (Lua counts from 1)");
 
-/* ---- store ops ---- */
+/* ---- cache ops ---- */
 
-static void l2r_free(struct store *s)
+static void l2r_free(struct cache *c)
 {
-	struct l2r *r = l2r_of(s);
+	struct l2r *r = l2r_of(c);
 
 	if (!r)
 		return;
@@ -113,9 +112,9 @@ static int l2r_hget(struct l2r *r, uint64_t ino, const char *field,
 	return 0;
 }
 
-static int l2r_get(struct store *s, uint64_t ino, struct store_row *out)
+static int l2r_get(struct cache *c, uint64_t ino, struct store_row *out)
 {
-	struct l2r *r = l2r_of(s);
+	struct l2r *r = l2r_of(c);
 	redisReply *reply;
 	int err = l2r_hget(r, ino, "m", "read an entry", &reply);
 
@@ -126,10 +125,10 @@ static int l2r_get(struct store *s, uint64_t ino, struct store_row *out)
 	return err;
 }
 
-static int l2r_fetch(struct store *s, uint64_t ino, struct store_row *row,
+static int l2r_fetch(struct cache *c, uint64_t ino, struct store_row *row,
 		     void **data, size_t *len)
 {
-	struct l2r *r = l2r_of(s);
+	struct l2r *r = l2r_of(c);
 	char key[L2R_PREFIX_MAX + 32];
 	const char *argv[4] = {"HMGET", key, "m", "d"};
 	size_t lens[4] = {5, 0, 1, 1};
@@ -178,26 +177,13 @@ out_free:
 	return err;
 }
 
-static int l2r_read(struct store *s, uint64_t ino, void **data, size_t *len)
-{
-	redisReply *reply;
-	int err = l2r_hget(l2r_of(s), ino, "d", "read content", &reply);
-
-	if (err)
-		return err;
-	err = store_data_dup(reply->str, reply->len, data, len);
-	freeReplyObject(reply);
-	return err;
-}
-
 /* What a change may not hold here, beyond the store.h contract (see
  * store_check_changes()): the blob's lengths are 32 bits. */
-static const char *l2r_limits(const struct store_change *ch)
+static const char *l2r_limits(const struct change *ch)
 {
-	if (ch->meta->state &&
-	    strnlen(ch->meta->state, UINT32_MAX) >= UINT32_MAX)
+	if (ch->meta.state && strnlen(ch->meta.state, UINT32_MAX) >= UINT32_MAX)
 		return "state tag too long";
-	if (ch->meta->xattrs && ch->meta->xattrs_len > UINT32_MAX)
+	if (ch->meta.xattrs && ch->meta.xattrs_len > UINT32_MAX)
 		return "xattrs too long";
 	return NULL;
 }
@@ -225,7 +211,7 @@ static int l2r_buf_reserve(struct l2r_buf *b, size_t n)
 /* Appends the command of change @ch to @c's output buffer; *bytes gets the
  * length of its arguments. */
 static int l2r_append(const struct l2r *r, struct l2r_conn *c,
-		      const struct store_change *ch, struct l2r_buf *blob,
+		      const struct change *ch, struct l2r_buf *blob,
 		      size_t *bytes)
 {
 	char key[L2R_PREFIX_MAX + 32], tkey[L2R_PREFIX_MAX + 32];
@@ -244,12 +230,14 @@ static int l2r_append(const struct l2r *r, struct l2r_conn *c,
 		lens[2] = l2r_tree_key(r, ch->ino, tkey);
 		argc = 3;
 	} else {
-		size_t blob_len = l2r_blob_len(ch->name, ch->meta);
+		size_t blob_len = l2r_blob_len(ch->name, &ch->meta);
 
 		if (l2r_buf_reserve(blob, blob_len))
 			return -ENOMEM;
-		l2r_blob_encode(ch->parent, ch->name, ch->meta, blob->p);
-		if (ch->has_data) {
+		l2r_blob_encode(ch->parent, ch->name, &ch->meta, blob->p);
+		if (ch->item) {
+			size_t len = item_size(ch->item);
+
 			argv[0] = "HSET";
 			lens[0] = 4;
 			argv[1] = key;
@@ -261,8 +249,8 @@ static int l2r_append(const struct l2r *r, struct l2r_conn *c,
 			argv[4] = "d";
 			lens[4] = 1;
 			/* never a NULL pointer, even for no bytes */
-			argv[5] = ch->len ? (const char *)ch->data : "";
-			lens[5] = ch->len;
+			argv[5] = len ? (const char *)item_data(ch->item) : "";
+			lens[5] = len;
 			argc = 6;
 		} else {
 			argv[0] = "EVAL";
@@ -294,7 +282,7 @@ static int l2r_append(const struct l2r *r, struct l2r_conn *c,
 static int l2r_pipeline(const struct l2r *r, struct l2r_conn *c,
 			const void *items, size_t n)
 {
-	const struct store_change *changes = items;
+	struct change *const *changes = items;
 	struct l2r_buf blob = {NULL, 0};
 	size_t next = 0, queued = 0, nread = 0, bytes = 0, nfailed = 0;
 	int first = 0, err = 0;
@@ -302,13 +290,13 @@ static int l2r_pipeline(const struct l2r *r, struct l2r_conn *c,
 	while (next < n || nread < queued) {
 		/* Queue changes until a chunk's worth of content. */
 		while (next < n && bytes < L2R_CHUNK_BYTES) {
-			const struct store_change *ch = &changes[next++];
+			const struct change *ch = changes[next++];
 			size_t b;
 
 			/* a directory's metadata: nothing of it is cached
 			 * (the script would only delete an absent key) */
-			if (!ch->deleted && !ch->has_data &&
-			    ch->meta->kind == ITEM_DIR)
+			if (!ch->deleted && !ch->item &&
+			    ch->meta.kind == ITEM_DIR)
 				continue;
 			err = l2r_append(r, c, ch, &blob, &b);
 			if (err) {
@@ -348,13 +336,10 @@ out:
 	return err;
 }
 
-static int l2r_apply(struct store *s, const struct store_change *changes,
-		     size_t n, struct store_dirhash **tree, size_t *ntree)
+static int l2r_apply(struct cache *c, struct change *const *changes, size_t n)
 {
-	struct l2r *r = l2r_of(s);
+	struct l2r *r = l2r_of(c);
 	int err;
-
-	store_tree_none(tree, ntree);
 
 	err = store_check_changes(&r->sb, changes, n, l2r_limits);
 	if (err || n == 0)
@@ -397,20 +382,20 @@ static int l2r_tree_pipeline(const struct l2r *r, struct l2r_conn *c,
 	return first;
 }
 
-static int l2r_put_tree(struct store *s, const struct store_dirhash *dirs,
+static int l2r_put_tree(struct cache *c, const struct store_dirhash *dirs,
 			size_t n)
 {
 	if (n == 0)
 		return 0;
-	return l2r_pipelined(l2r_of(s), l2r_tree_pipeline, dirs, n);
+	return l2r_pipelined(l2r_of(c), l2r_tree_pipeline, dirs, n);
 }
 
 /* Reads the mirrored hash of directory @ino: -ENOENT when there is none,
  * -EBADMSG (logged) when the value is not 64 hex digits. */
-static int l2r_get_tree(struct store *s, uint64_t ino,
+static int l2r_get_tree(struct cache *c, uint64_t ino,
 			uint8_t out[ITEM_HASH_LEN])
 {
-	struct l2r *r = l2r_of(s);
+	struct l2r *r = l2r_of(c);
 	char key[L2R_PREFIX_MAX + 32];
 	const char *argv[2] = {"GET", key};
 	size_t lens[2] = {3, 0};
@@ -447,11 +432,11 @@ static int l2r_get_tree(struct store *s, uint64_t ino,
 	return err;
 }
 
-static int l2r_each_cached(struct store *s,
+static int l2r_each_cached(struct cache *c,
 			   int (*fn)(void *arg, uint64_t ino, bool tree),
 			   void *arg)
 {
-	struct l2r *r = l2r_of(s);
+	struct l2r *r = l2r_of(c);
 	char pattern[2 * L2R_PREFIX_MAX + 8], cursor[32] = "0";
 	const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT",
 			       "1000"};
@@ -493,9 +478,9 @@ static int l2r_each_cached(struct store *s,
 	return err;
 }
 
-static int l2r_drop_cached(struct store *s, uint64_t ino, bool tree)
+static int l2r_drop_cached(struct cache *c, uint64_t ino, bool tree)
 {
-	struct l2r *r = l2r_of(s);
+	struct l2r *r = l2r_of(c);
 	char key[L2R_PREFIX_MAX + 32];
 	const char *argv[2] = {"DEL", key};
 	size_t lens[2] = {3, 0};
@@ -510,45 +495,12 @@ static int l2r_drop_cached(struct store *s, uint64_t ino, bool tree)
 	return err;
 }
 
-static int l2r_lookup(struct store *s, uint64_t parent, const char *name,
-		      struct store_row *out)
-{
-	return -ENOTSUP;
-}
-
-static int l2r_list(struct store *s, uint64_t parent, const char *after,
-		    struct store_row *rows, size_t limit)
-{
-	return -ENOTSUP;
-}
-
-static int l2r_has_children(struct store *s, uint64_t parent)
-{
-	return -ENOTSUP;
-}
-
-static int l2r_alloc_ino(struct store *s, uint64_t count, uint64_t *first)
-{
-	return -ENOTSUP;
-}
-
-static int l2r_stats(struct store *s, uint64_t *entries, uint64_t *bytes)
-{
-	return -ENOTSUP;
-}
-
-static const struct store_ops l2r_ops = {
+static const struct cache_ops l2r_ops = {
 	.name = "redis",
 	.free = l2r_free,
 	.get = l2r_get,
-	.lookup = l2r_lookup,
-	.list = l2r_list,
-	.read = l2r_read,
-	.has_children = l2r_has_children,
-	.alloc_ino = l2r_alloc_ino,
-	.apply = l2r_apply,
-	.stats = l2r_stats,
 	.fetch = l2r_fetch,
+	.apply = l2r_apply,
 	.put_tree = l2r_put_tree,
 	.get_tree = l2r_get_tree,
 	.each_cached = l2r_each_cached,
@@ -556,7 +508,7 @@ static const struct store_ops l2r_ops = {
 };
 
 int l2_redis_open(const char *url, const char *prefix,
-		  const struct eng_log *log, struct store **out)
+		  const struct eng_log *log, struct cache **out)
 {
 	struct l2r_conn *c = NULL;
 	struct l2r_nopipe np;

@@ -1,18 +1,17 @@
 /*
  * l2_redis.h - L2: a Redis cache of item metadata and content (hiredis).
  *
- * Implements struct store_ops as a cache tier (see store.h): get, read,
- * fetch and apply, and the cache-only ops put_tree, get_tree, each_cached
- * and drop_cached; lookup, list, has_children, alloc_ino and stats answer
- * -ENOTSUP, and there is no scan. The key layout, the connection pool and
- * the failure rules are described at the top of l2_redis.c.
+ * Implements the cache of cache.h: every op of struct cache_ops. The key
+ * layout, the connection pool and the failure rules are described at the
+ * top of l2_redis.c.
  *
- * Thread-safety: the returned store may be used from any number of threads.
+ * Thread-safety: the returned cache may be used from any number of
+ * threads.
  */
 #ifndef TIERFS_L2_REDIS_H
 #define TIERFS_L2_REDIS_H
 
-#include "store.h"
+#include "cache.h"
 
 /*
  * Parses @url (redis://[:password@]host:port[/db]) and connects to it. Keys
@@ -24,6 +23,6 @@
  * the command timeout.
  */
 int l2_redis_open(const char *url, const char *prefix,
-		  const struct eng_log *log, struct store **out);
+		  const struct eng_log *log, struct cache **out);
 
 #endif

@@ -47,7 +47,7 @@
  * so a lost connection is an error, never a dead process.
  *
  * Logs name the server as 'host:port/db' only. The password is kept (for
- * reconnecting) in memory that is wiped when the store is freed, and never
+ * reconnecting) in memory that is wiped when the cache is freed, and never
  * appears in a log line; a URL that does not parse is not quoted either.
  */
 #include <errno.h>

@@ -1,6 +1,6 @@
 /*
  * l2_redis_int.h - what the pieces of the Redis L2 cache share (the list of
- * them is at the top of l2_redis.c): its limits, the store and connection
+ * them is at the top of l2_redis.c): its limits, the cache and connection
  * structs, and the functions one piece calls in another. Private to
  * l2_redis*.c: the engine sees only l2_redis.h.
  */
@@ -41,7 +41,7 @@ struct l2r_conn {
 };
 
 struct l2r {
-	struct store base;	     /* first: the engine sees only this */
+	struct cache base;	     /* first: the engine sees only this */
 	struct store_backend sb;     /* for store_row.h: "redis", target */
 	char host[L2R_HOST_MAX + 1]; /* without IPv6 brackets */
 	int port;
@@ -55,9 +55,9 @@ struct l2r {
 	struct pool *pool; /* of struct l2r_conn; NULL until made */
 };
 
-static inline struct l2r *l2r_of(struct store *s)
+static inline struct l2r *l2r_of(struct cache *c)
 {
-	return (struct l2r *)s;
+	return (struct l2r *)c;
 }
 
 /* A mask of reply types, for l2r_command() and its kin. */

@@ -67,15 +67,16 @@
 
 /* What a change may not hold here, beyond the store.h contract (see
  * store_check_changes()). */
-static const char *lpg_limits(const struct store_change *ch)
+static const char *lpg_limits(const struct change *ch)
 {
-	return ch->has_data && ch->len > INT32_MAX ? "content too large" : NULL;
+	return ch->item && item_size(ch->item) > INT32_MAX ? "content too large"
+							   : NULL;
 }
 
 /* -EEXIST when two changes of @changes write the same ino (SQLite's primary
  * key refuses the second), 0 when none do. */
 static int lpg_check_duplicates(const struct lpg *q,
-				const struct store_change *changes, size_t n)
+				struct change *const *changes, size_t n)
 {
 	uint64_t *inos = malloc(n * sizeof(*inos));
 	size_t m = 0;
@@ -84,8 +85,8 @@ static int lpg_check_duplicates(const struct lpg *q,
 	if (!inos)
 		return -ENOMEM;
 	for (size_t i = 0; i < n; i++)
-		if (!changes[i].deleted)
-			inos[m++] = changes[i].ino;
+		if (!changes[i]->deleted)
+			inos[m++] = changes[i]->ino;
 	qsort(inos, m, sizeof(*inos), lpg_cmp_u64);
 	for (size_t i = 1; i < m; i++) {
 		if (inos[i] == inos[i - 1]) {
@@ -105,9 +106,8 @@ static int lpg_check_duplicates(const struct lpg *q,
  * @changes, of the deleted ones only when @deleted_only. S_DEL_ENTRIES adds
  * the parents of the deleted rows to @parents. */
 static int lpg_delete_rows(const struct lpg *q, struct lpg_conn *c,
-			   enum lpg_stmt which,
-			   const struct store_change *changes, size_t n,
-			   bool deleted_only, struct lpg_arr *a,
+			   enum lpg_stmt which, struct change *const *changes,
+			   size_t n, bool deleted_only, struct lpg_arr *a,
 			   struct lpg_inos *parents)
 {
 	size_t i = 0;
@@ -120,8 +120,8 @@ static int lpg_delete_rows(const struct lpg *q, struct lpg_conn *c,
 
 		lpg_arr_start(a, LPG_INT8OID);
 		for (; i < n && a->n < LPG_CHUNK_ROWS; i++)
-			if (!deleted_only || changes[i].deleted)
-				lpg_arr_i64(a, (int64_t)changes[i].ino);
+			if (!deleted_only || changes[i]->deleted)
+				lpg_arr_i64(a, (int64_t)changes[i]->ino);
 		if (a->n == 0)
 			break;
 		err = lpg_arr_finish(a, &values[0], &lengths[0]);
@@ -145,10 +145,10 @@ static int lpg_delete_rows(const struct lpg *q, struct lpg_conn *c,
 	return 0;
 }
 
-static void lpg_entry_append(struct lpg_arr *a, const struct store_change *ch)
+static void lpg_entry_append(struct lpg_arr *a, const struct change *ch)
 {
 	struct store_cols r =
-		store_cols_of(ch->ino, ch->parent, ch->name, ch->meta);
+		store_cols_of(ch->ino, ch->parent, ch->name, &ch->meta);
 
 	lpg_arr_i64(&a[E_INO], (int64_t)r.ino);
 	lpg_arr_i64(&a[E_PARENT], (int64_t)r.parent);
@@ -198,7 +198,7 @@ static int lpg_insert_chunk(const struct lpg *q, struct lpg_conn *c,
 
 /* Writes the new rows of every change that is not a delete. */
 static int lpg_insert_entries(const struct lpg *q, struct lpg_conn *c,
-			      const struct store_change *changes, size_t n,
+			      struct change *const *changes, size_t n,
 			      struct lpg_arr *a)
 {
 	size_t i = 0, bytes;
@@ -211,11 +211,11 @@ static int lpg_insert_entries(const struct lpg *q, struct lpg_conn *c,
 		for (; i < n && a[E_INO].n < LPG_CHUNK_ROWS &&
 		       bytes < LPG_CHUNK_BYTES;
 		     i++) {
-			if (changes[i].deleted)
+			if (changes[i]->deleted)
 				continue;
-			lpg_entry_append(a, &changes[i]);
-			bytes += 64 + strlen(changes[i].name) +
-				 changes[i].meta->xattrs_len;
+			lpg_entry_append(a, changes[i]);
+			bytes += 64 + strlen(changes[i]->name) +
+				 changes[i]->meta.xattrs_len;
 		}
 		if (a[E_INO].n == 0)
 			break;
@@ -229,7 +229,7 @@ static int lpg_insert_entries(const struct lpg *q, struct lpg_conn *c,
 /* Writes the content of every change that has data: small ones in arrays
  * through S_PUT_CONTENTS, big ones one by one through S_PUT_CONTENT. */
 static int lpg_put_contents(const struct lpg *q, struct lpg_conn *c,
-			    const struct store_change *changes, size_t n,
+			    struct change *const *changes, size_t n,
 			    struct lpg_arr *a)
 {
 	const char *values[2];
@@ -243,22 +243,25 @@ static int lpg_put_contents(const struct lpg *q, struct lpg_conn *c,
 		for (; i < n && a[0].n < LPG_CHUNK_ROWS &&
 		       a[1].len < LPG_CHUNK_BYTES;
 		     i++) {
-			const struct store_change *ch = &changes[i];
+			const struct change *ch = changes[i];
+			size_t len;
 			char b_ino[8];
 
-			if (ch->deleted || !ch->has_data)
+			if (ch->deleted || !ch->item)
 				continue;
-			if (ch->len <= LPG_BIG_CONTENT) {
+			len = item_size(ch->item);
+			if (len <= LPG_BIG_CONTENT) {
 				lpg_arr_i64(&a[0], (int64_t)ch->ino);
-				lpg_arr_bytes(&a[1], ch->len ? ch->data : "",
-					      ch->len);
+				lpg_arr_bytes(&a[1],
+					      len ? item_data(ch->item) : "",
+					      len);
 				continue;
 			}
 			lpg_put64(b_ino, (int64_t)ch->ino);
 			values[0] = b_ino;
 			lengths[0] = 8;
-			values[1] = ch->data;
-			lengths[1] = (int)ch->len;
+			values[1] = item_data(ch->item);
+			lengths[1] = (int)len;
 			err = lpg_exec(q, c, S_PUT_CONTENT, values, lengths,
 				       NULL, "write content");
 			if (err)
@@ -284,7 +287,7 @@ static int lpg_put_contents(const struct lpg *q, struct lpg_conn *c,
  * rolls back on failure. On success @tree (when given) holds the hashes of
  * the directories recomputed; on failure it is left empty. */
 static int lpg_apply_once(const struct lpg *q, struct lpg_conn *c,
-			  const struct store_change *changes, size_t n,
+			  struct change *const *changes, size_t n,
 			  struct lpg_arr *a, bool exclusive,
 			  struct lpg_tree *tree)
 {
@@ -343,7 +346,7 @@ out_rollback:
 
 /* A batch, for lpg_apply_run(). */
 struct lpg_batch {
-	const struct store_change *changes;
+	struct change *const *changes;
 	size_t n;
 	struct lpg_arr *a;
 	struct lpg_tree *tree;
@@ -360,7 +363,7 @@ static int lpg_apply_run(void *be, struct pool_conn *c, void *arg,
 			      st->conflicts >= LPG_OPTIMISTIC_TRIES, b->tree);
 }
 
-int lpg_apply(struct store *s, const struct store_change *changes, size_t n,
+int lpg_apply(struct store *s, struct change *const *changes, size_t n,
 	      struct store_dirhash **tree, size_t *ntree)
 {
 	struct lpg *q = lpg_of(s);

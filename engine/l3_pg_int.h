@@ -269,7 +269,7 @@ int lpg_merkle_levels(const struct lpg *q, struct lpg_conn *c,
 		      struct lpg_tree *tree, uint64_t *count);
 /* apply()'s Merkle step, inside its transaction (see l3_pg_merkle.c). */
 int lpg_merkle_apply(const struct lpg *q, struct lpg_conn *c,
-		     const struct store_change *changes, size_t n,
+		     struct change *const *changes, size_t n,
 		     struct lpg_inos *touched, struct lpg_arr *a,
 		     struct lpg_tree *tree);
 
@@ -281,7 +281,7 @@ int lpg_setup(struct lpg *q, struct lpg_conn *c);
 
 /* ---- l3_pg_apply.c ---- */
 
-int lpg_apply(struct store *s, const struct store_change *changes, size_t n,
+int lpg_apply(struct store *s, struct change *const *changes, size_t n,
 	      struct store_dirhash **tree, size_t *ntree);
 
 #endif

@@ -179,7 +179,7 @@ int lpg_merkle_levels(const struct lpg *q, struct lpg_conn *c,
  * last. -EIO when the parents form a cycle.
  */
 int lpg_merkle_apply(const struct lpg *q, struct lpg_conn *c,
-		     const struct store_change *changes, size_t n,
+		     struct change *const *changes, size_t n,
 		     struct lpg_inos *touched, struct lpg_arr *a,
 		     struct lpg_tree *tree)
 {
@@ -191,11 +191,11 @@ int lpg_merkle_apply(const struct lpg *q, struct lpg_conn *c,
 	int rows, err;
 
 	for (size_t i = 0; i < n; i++) {
-		if (changes[i].deleted)
+		if (changes[i]->deleted)
 			continue;
-		lpg_inos_add(touched, changes[i].parent);
-		if (changes[i].meta->kind == ITEM_DIR)
-			lpg_inos_add(touched, changes[i].ino);
+		lpg_inos_add(touched, changes[i]->parent);
+		if (changes[i]->meta.kind == ITEM_DIR)
+			lpg_inos_add(touched, changes[i]->ino);
 	}
 	err = lpg_inos_finish(touched);
 	if (err || touched->n == 0)

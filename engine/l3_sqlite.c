@@ -19,8 +19,8 @@
  *
  * apply() and lookup() also refuse what the store.h contract rules out:
  * a name that is empty (except for the root, ino 1), longer than
- * STORE_NAME_MAX or holding a '/', an ino of 0 or above INT64_MAX, or a
- * NULL meta: apply() returns -EINVAL and logs; lookup() answers -ENOENT.
+ * STORE_NAME_MAX or holding a '/', or an ino of 0 or above INT64_MAX:
+ * apply() returns -EINVAL and logs; lookup() answers -ENOENT.
  */
 #include <errno.h>
 #include <limits.h>
@@ -439,12 +439,12 @@ static int lsq_delete_entry(struct lsq *q, uint64_t ino, uint64_t *seeds,
 	return 0;
 }
 
-static int lsq_apply(struct store *s, const struct store_change *changes,
-		     size_t n, struct store_dirhash **tree, size_t *ntree)
+static int lsq_apply(struct store *s, struct change *const *changes, size_t n,
+		     struct store_dirhash **tree, size_t *ntree)
 {
 	struct lsq *q = lsq_of(s);
 	struct store_dirhash *report = NULL;
-	size_t nreport = 0, nseeds = 0;
+	size_t nreport = 0, nseeds = 0, len;
 	uint64_t *seeds;
 	struct lsq_conn *w;
 	sqlite3_stmt *st;
@@ -471,7 +471,7 @@ static int lsq_apply(struct store *s, const struct store_change *changes,
 	/* Pass 1: remove every changed row, so that final states never
 	 * collide with the states they replace (renames, swaps). */
 	for (i = 0; i < n; i++) {
-		const struct store_change *ch = &changes[i];
+		const struct change *ch = changes[i];
 
 		err = lsq_delete_entry(q, ch->ino, seeds, &nseeds);
 		if (!err && ch->deleted)
@@ -483,13 +483,13 @@ static int lsq_apply(struct store *s, const struct store_change *changes,
 
 	/* Pass 2: write the new rows and content. */
 	for (i = 0; i < n; i++) {
-		const struct store_change *ch = &changes[i];
+		const struct change *ch = changes[i];
 
 		if (ch->deleted)
 			continue;
 		st = w->stmt[W_INS_ENTRY];
 		rc = lsq_bind_entry(st, ch->ino, ch->parent, ch->name,
-				    ch->meta);
+				    &ch->meta);
 		if (rc != SQLITE_OK) {
 			lsq_done(st);
 			err = lsq_errno(q, w->db, rc, "bind an entry");
@@ -499,15 +499,17 @@ static int lsq_apply(struct store *s, const struct store_change *changes,
 		if (err)
 			goto out_rollback;
 		seeds[nseeds++] = ch->parent;
-		if (ch->meta->kind == ITEM_DIR)
+		if (ch->meta.kind == ITEM_DIR)
 			seeds[nseeds++] = ch->ino; /* its merkle was reset */
-		if (!ch->has_data)
+		if (!ch->item)
 			continue;
+		len = item_size(ch->item);
 		st = w->stmt[W_PUT_CONTENT];
 		rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)ch->ino);
 		if (rc == SQLITE_OK)
-			rc = sqlite3_bind_blob64(st, 2, ch->len ? ch->data : "",
-						 ch->len, SQLITE_STATIC);
+			rc = sqlite3_bind_blob64(st, 2,
+						 len ? item_data(ch->item) : "",
+						 len, SQLITE_STATIC);
 		if (rc != SQLITE_OK) {
 			lsq_done(st);
 			err = lsq_errno(q, w->db, rc, "bind content");

@@ -9,28 +9,18 @@
 #include "store.h"
 #include "store_row.h"
 
-const char *store_change_problem(const struct store_change *ch,
-				 uint64_t max_ino)
+const char *store_change_problem(const struct change *ch, uint64_t max_ino)
 {
-	const char *why;
-
 	if (ch->ino == 0 || ch->ino > max_ino)
 		return "bad inode number";
 	if (ch->deleted)
 		return NULL;
 	if (!ch->name)
 		return "no name";
-	if (!ch->meta)
-		return "no metadata";
 	/* a name longer than STORE_NAME_MAX is cut one byte after it */
-	why = store_entry_problem(ch->ino, ch->parent, ch->name,
-				  strnlen(ch->name, STORE_NAME_MAX + 1),
-				  (int)ch->meta->kind, max_ino);
-	if (why)
-		return why;
-	if (ch->has_data && ch->len && !ch->data)
-		return "no data";
-	return NULL;
+	return store_entry_problem(ch->ino, ch->parent, ch->name,
+				   strnlen(ch->name, STORE_NAME_MAX + 1),
+				   (int)ch->meta.kind, max_ino);
 }
 
 size_t store_stem_len(const char *name, size_t len, enum item_kind kind)

@@ -1,5 +1,8 @@
 /*
- * store.h - the interface every persistent tier implements (L3 now, L2 next).
+ * store.h - the interface of L3, the persistent tier that holds the truth:
+ * SQLite (l3_sqlite.h) and PostgreSQL (l3_pg.h). The cache tier, L2, has
+ * an interface of its own (cache.h); store_open() at the end of this file
+ * opens both.
  *
  * A store keeps a tree of entries. Each entry is one row:
  *
@@ -24,16 +27,19 @@
  * and paged by keyset: "children of P with name > AFTER, first LIMIT".
  *
  * Writes arrive only as batches through apply(): a list of final states of
- * entries, applied all or nothing in one transaction. A change either deletes
- * an entry (and its content) or sets the entry's row to the given
- * parent/name/meta, creating it when absent; content is replaced only when
- * has_data is set. Because a batch carries final states, the order of the
- * changes within it does not matter: a store first removes every changed
- * row, then writes the new rows, so renames that swap names never collide.
+ * entries (struct change, change.h), applied all or nothing in one
+ * transaction. A change either deletes an entry (and its content) or sets
+ * the entry's row to the given parent/name/meta, creating it when absent;
+ * content is replaced only when the change carries an item (its bytes
+ * become the content). Because a batch carries final states, the order of
+ * the changes within it does not matter: a store first removes every
+ * changed row, then writes the new rows, so renames that swap names never
+ * collide.
  *
- * Backends embed struct store first and fill in ops; the engine never sees a
- * backend type. All functions return 0 (or a count) on success and a negative
- * errno on failure:
+ * Backends embed struct store first and fill in ops (each is implemented
+ * unless marked optional); the engine never sees a backend type. All
+ * functions return 0 (or a count) on success and a negative errno on
+ * failure:
  *   -ENOENT  no such entry            -EEXIST  a unique index refused a change
  *   -EIO     the backend failed (its own message went to the log)
  *   -ENOSPC  the backend's disk is full -ENOMEM out of memory
@@ -49,6 +55,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "change.h"
 #include "item.h"
 #include "log.h"
 
@@ -62,7 +69,7 @@ struct store_row {
 	struct item_meta meta; /* owned: release with store_row_release */
 	/* The entry's Merkle hash (merkle.h) as the store holds it: for a
 	 * directory its subtree hash, for a file its content hash; all zero
-	 * when the store does not know it (a cache tier's rows). */
+	 * when not known (and in the rows a cache returns, cache.h). */
 	uint8_t merkle[ITEM_HASH_LEN];
 };
 
@@ -71,17 +78,6 @@ struct store_key {
 	uint64_t ino;
 	uint64_t parent;
 	char name[STORE_NAME_MAX + 1]; /* NUL-terminated */
-};
-
-struct store_change {
-	uint64_t ino;
-	bool deleted;	 /* true: remove the entry and its content */
-	uint64_t parent; /* the rest is ignored when deleted */
-	const char *name;
-	const struct item_meta *meta;
-	bool has_data; /* replace the content with data/len */
-	const void *data;
-	size_t len;
 };
 
 /* A directory's Merkle hash: what apply() reports and put_tree() mirrors. */
@@ -93,7 +89,7 @@ struct store_dirhash {
 struct store;
 
 struct store_ops {
-	const char *name; /* "sqlite", "postgres", "redis" */
+	const char *name; /* "sqlite", "postgres" */
 
 	/* Closes connections and frees the store. Accepts a half-built one. */
 	void (*free)(struct store *s);
@@ -123,18 +119,18 @@ struct store_ops {
 	 * the lowest; every mount sharing the store gets disjoint ranges. */
 	int (*alloc_ino)(struct store *s, uint64_t count, uint64_t *first);
 
-	/* Applies @n changes in one transaction (see the top of this file).
-	 * On failure nothing is applied. In the same transaction, an L3 store
-	 * recomputes the Merkle hash (merkle.h) of every directory the batch
-	 * touched and of each of their ancestors, bottom-up: a directory whose
-	 * children changed (a child added, removed, renamed in or out, or
-	 * given new content), a directory whose own row changed, and every
-	 * directory above them up to the root. When @tree is not NULL, it
-	 * sets *tree to a malloc()ed array of those directories' new hashes
-	 * (the root last) and *ntree to its length (caller frees *tree; NULL
-	 * and 0 when none). A cache tier sets NULL and 0. */
-	int (*apply)(struct store *s, const struct store_change *changes,
-		     size_t n, struct store_dirhash **tree, size_t *ntree);
+	/* Applies the @n changes @changes[0..n) (borrowed) in one
+	 * transaction (see the top of this file). On failure nothing is
+	 * applied. In the same transaction, the store recomputes the Merkle
+	 * hash (merkle.h) of every directory the batch touched and of each of
+	 * their ancestors, bottom-up: a directory whose children changed (a
+	 * child added, removed, renamed in or out, or given new content), a
+	 * directory whose own row changed, and every directory above them up
+	 * to the root. When @tree is not NULL, it sets *tree to a malloc()ed
+	 * array of those directories' new hashes (the root last) and *ntree
+	 * to its length (caller frees *tree; NULL and 0 when none). */
+	int (*apply)(struct store *s, struct change *const *changes, size_t n,
+		     struct store_dirhash **tree, size_t *ntree);
 
 	/* Counts files and directories (*entries) and content bytes (*bytes).
 	 */
@@ -152,37 +148,7 @@ struct store_ops {
 	 * that the content is of the version it expects. -ENOENT. */
 	int (*fetch)(struct store *s, uint64_t ino, struct store_row *row,
 		     void **data, size_t *len);
-
-	/* Cache tiers only (NULL in L3 stores): the mirror of L3's Merkle
-	 * tree. put_tree() records the hashes of @n directories; get_tree()
-	 * reads one directory's hash into @out (-ENOENT when the mirror has
-	 * none). A deleted directory's mirror entry goes with its apply(). */
-	int (*put_tree)(struct store *s, const struct store_dirhash *dirs,
-			size_t n);
-	int (*get_tree)(struct store *s, uint64_t ino,
-			uint8_t out[ITEM_HASH_LEN]);
-
-	/* Cache tiers only (NULL in L3 stores), for finding what the cache
-	 * holds of entries L3 no longer has. each_cached() calls @fn for
-	 * every inode the cache holds an entry of (@tree false) or a mirrored
-	 * hash of (@tree true), in no particular order, possibly more than
-	 * once; it stops and returns @fn's value when that is not 0.
-	 * drop_cached() removes just that one (absent is no error). */
-	int (*each_cached)(struct store *s,
-			   int (*fn)(void *arg, uint64_t ino, bool tree),
-			   void *arg);
-	int (*drop_cached)(struct store *s, uint64_t ino, bool tree);
 };
-
-/*
- * A cache tier (L2) implements the same vtable with a narrower meaning: get,
- * fetch and apply work (apply writes the batch's final states into the
- * cache, best effort, not as a transaction); lookup, list, has_children,
- * alloc_ino, stats and scan return -ENOTSUP (scan may be NULL); it also
- * has the cache-only ops (put_tree, get_tree, each_cached, drop_cached),
- * which L3 stores leave NULL. A cache may lose or hold stale entries at any
- * time: callers compare versions (and content hashes) with L3's metadata.
- */
 
 struct store {
 	const struct store_ops *ops;
@@ -199,10 +165,10 @@ static inline void store_row_release(struct store_row *row)
 /* Why change @ch breaks the contract at the top of this file ("bad inode
  * number", "name too long", ...), or NULL when it keeps it; inode numbers
  * (its own and its parent's) above @max_ino are refused too (INT64_MAX
- * for SQL stores). Every store's apply() refuses such a change with
- * -EINVAL (and logs the reason); a backend adds its own limits after. */
-const char *store_change_problem(const struct store_change *ch,
-				 uint64_t max_ino);
+ * for SQL stores). Every store's apply(), and the cache's (cache.h),
+ * refuses such a change with -EINVAL (and logs the reason); a backend adds
+ * its own limits after. */
+const char *store_change_problem(const struct change *ch, uint64_t max_ino);
 
 /* The length of the stem of a file named @name (@len bytes) of @kind, the
  * key of the (parent, stem) index: without ".json" for ITEM_JSON, the
@@ -219,8 +185,8 @@ static inline void store_tree_none(struct store_dirhash **tree, size_t *ntree)
 }
 
 /* apply() without the Merkle report. */
-static inline int store_apply(struct store *s,
-			      const struct store_change *changes, size_t n)
+static inline int store_apply(struct store *s, struct change *const *changes,
+			      size_t n)
 {
 	return s->ops->apply(s, changes, n, NULL, NULL);
 }
@@ -245,14 +211,16 @@ struct store_config {
 	bool redis_optional; /* an unreachable Redis: warn, go on without */
 };
 
+struct cache;
+
 /*
  * Opens L3 (*l3: PostgreSQL when @c->postgres, else SQLite) and, when
- * @c->redis is set, L2 (*l2; NULL without Redis, or when it is optional and
- * unreachable). Returns 0, -EINVAL (neither store named), or the errors of
- * l3_pg_open(), l3_sqlite_open() and l2_redis_open() (then nothing is left
- * open); reasons go to @log. Blocks.
+ * @c->redis is set, the L2 cache (*l2, cache.h; NULL without Redis, or when
+ * it is optional and unreachable). Returns 0, -EINVAL (neither store named), or
+ * the errors of l3_pg_open(), l3_sqlite_open() and l2_redis_open() (then
+ * nothing is left open); reasons go to @log. Blocks.
  */
 int store_open(const struct store_config *c, const struct eng_log *log,
-	       struct store **l3, struct store **l2);
+	       struct store **l3, struct cache **l2);
 
 #endif

@@ -1,22 +1,24 @@
 /*
  * store_open.c - opening the stores a configuration names: L3 (PostgreSQL
  * when a conninfo is given, else the SQLite file) and, when a Redis URL is
- * given, L2. The mount, `tierfs verify` and the library all open their
- * stores here, so they agree on what a set of options means.
+ * given, the L2 cache. The mount, `tierfs verify` and the library all open
+ * their stores here, so they agree on what a set of options means.
  */
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "l2_redis.h"
 #include "l3_pg.h"
 #include "l3_sqlite.h"
 #include "store.h"
 
 int store_open(const struct store_config *c, const struct eng_log *log,
-	       struct store **l3, struct store **l2)
+	       struct store **l3, struct cache **l2)
 {
-	struct store *s3 = NULL, *s2 = NULL;
+	struct store *s3 = NULL;
+	struct cache *s2 = NULL;
 	int r;
 
 	if (!c->postgres && !c->sqlite_path)

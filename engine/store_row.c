@@ -123,11 +123,11 @@ int store_row_decode(const struct store_backend *b, const struct store_cols *c,
 }
 
 int store_check_changes(const struct store_backend *b,
-			const struct store_change *changes, size_t n,
-			const char *(*limits)(const struct store_change *ch))
+			struct change *const *changes, size_t n,
+			const char *(*limits)(const struct change *ch))
 {
 	for (size_t i = 0; i < n; i++) {
-		const struct store_change *ch = &changes[i];
+		const struct change *ch = changes[i];
 		const char *why = store_change_problem(ch, b->max_ino);
 
 		if (!why && !ch->deleted && limits)

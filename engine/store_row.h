@@ -96,8 +96,8 @@ int store_row_decode(const struct store_backend *b, const struct store_cols *c,
  * otherwise 0.
  */
 int store_check_changes(const struct store_backend *b,
-			const struct store_change *changes, size_t n,
-			const char *(*limits)(const struct store_change *ch));
+			struct change *const *changes, size_t n,
+			const char *(*limits)(const struct change *ch));
 
 /* Copies @len bytes at @p into a new buffer in *data (NULL when @len is 0;
  * the caller frees it) and sets *out_len. 0 or -ENOMEM. */

@@ -27,7 +27,8 @@ struct vdir {
 };
 
 struct vrun {
-	struct store *l3, *l2;
+	struct store *l3;
+	struct cache *l2;
 	const struct verify_opts *o;
 	struct verify_progress p;
 	struct vdir *queue;
@@ -278,8 +279,9 @@ static int compare_file(struct vrun *v, const struct store_row *want,
  * content is no longer @row's (changed meanwhile), or an error. */
 static int repair_file(struct vrun *v, const struct store_row *row)
 {
-	struct store_change ch = {0};
 	uint8_t hash[ITEM_HASH_LEN];
+	struct change *ch;
+	struct item *it;
 	void *data = NULL;
 	size_t len = 0;
 	int r;
@@ -292,15 +294,16 @@ static int repair_file(struct vrun *v, const struct store_row *row)
 		free(data);
 		return -EAGAIN;
 	}
-	ch.ino = row->ino;
-	ch.parent = row->parent;
-	ch.name = row->name;
-	ch.meta = &row->meta;
-	ch.has_data = true;
-	ch.data = data;
-	ch.len = len;
-	r = store_apply(v->l2, &ch, 1);
-	free(data);
+	/* the hash is the one just checked; @data is stolen */
+	it = item_new_hashed("", data, len, &row->meta);
+	ch = it ? change_new_put(row->ino, row->parent, row->name, &row->meta,
+				 it)
+		: NULL;
+	item_unref(it);
+	if (!ch)
+		return -ENOMEM;
+	r = v->l2->ops->apply(v->l2, &ch, 1);
+	change_free(ch);
 	return r;
 }
 
@@ -450,8 +453,6 @@ static int orphans(struct vrun *v)
 	void *val;
 	int r;
 
-	if (!v->l2->ops->each_cached || !v->l2->ops->drop_cached)
-		return 0;
 	r = v->l2->ops->each_cached(v->l2, note_orphan, v);
 	for (size_t pos = 0; r >= 0 && u64map_next(&v->orphans, &pos, &ino,
 						   &val);) {
@@ -465,15 +466,13 @@ static int orphans(struct vrun *v)
 	return r;
 }
 
-int verify_run(struct store *l3, struct store *l2, const struct verify_opts *o,
+int verify_run(struct store *l3, struct cache *l2, const struct verify_opts *o,
 	       struct verify_progress *out)
 {
 	struct vrun v = {.l3 = l3, .l2 = l2, .o = o};
 	uint64_t entries, bytes;
 	int r;
 
-	if (!l2->ops->get_tree || !l2->ops->put_tree || !l2->ops->fetch)
-		return -ENOTSUP;
 	if (l3->ops->stats(l3, &entries, &bytes) == 0)
 		v.p.total = entries + 1; /* and the root */
 	u64map_init(&v.seen);

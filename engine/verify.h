@@ -1,10 +1,10 @@
 /*
  * verify.h - compares the Redis mirror (L2) with L3 and repairs it.
  *
- * L3 is the truth. L2 holds, for each file, its metadata and content
- * ("e:" keys) and, for each directory, the Merkle hash L3 last committed
- * for it ("t:" keys, see l2_redis.c and merkle.h). verify_run() walks L3's
- * tree from the root down, breadth first, and compares:
+ * L3 is the truth. L2, a cache (cache.h), holds, for each file, its
+ * metadata and content ("e:" keys) and, for each directory, the Merkle hash
+ * L3 last committed for it ("t:" keys, see l2_redis.c and merkle.h).
+ * verify_run() walks L3's tree from the root down, breadth first, and compares:
  *
  *   each directory: the mirrored hash with L3's            TREE_*
  *   each file: L2's entry with L3's row and content        ITEM_*
@@ -38,6 +38,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cache.h"
 #include "store.h"
 
 enum verify_what {
@@ -78,7 +79,7 @@ struct verify_opts {
 /* Runs the comparison; *out (may be NULL) gets the final counts. Returns 0
  * when the walk completed (findings or not), or the negative errno of a
  * tier that failed; a failed repair is a failure. */
-int verify_run(struct store *l3, struct store *l2, const struct verify_opts *o,
+int verify_run(struct store *l3, struct cache *l2, const struct verify_opts *o,
 	       struct verify_progress *out);
 
 /* "missing tree hash", "tree hash differs", ... for messages. */

@@ -259,8 +259,8 @@ static bool name_valid(bool deleted, uint64_t parent, const char *name,
  * the header's CRC covers both. Returns 0, -EINVAL (not encodable) or
  * -ENOMEM.
  */
-static int rec_encode(const struct batch_rec *rec, uint8_t **out,
-		      size_t *out_len, const void **data, size_t *data_len)
+static int rec_encode(const struct change *rec, uint8_t **out, size_t *out_len,
+		      const void **data, size_t *data_len)
 {
 	const struct item_meta *m = &rec->meta;
 	size_t name_len = rec->name ? strlen(rec->name) : 0;
@@ -350,10 +350,10 @@ static char *dup_str(const uint8_t *p, size_t len)
  * Decodes the @len bytes at @body into a new record (*out). Returns 0,
  * -EBADMSG (the body does not parse exactly) or -ENOMEM.
  */
-static int rec_decode(const uint8_t *body, size_t len, struct batch_rec **out)
+static int rec_decode(const uint8_t *body, size_t len, struct change **out)
 {
 	struct rd c = {.p = body, .left = len};
-	struct batch_rec *rec;
+	struct change *rec;
 	const uint8_t *name, *hash, *state = NULL, *xattrs, *id = NULL;
 	const uint8_t *data = NULL;
 	uint32_t kind, xattrs_len, id_len = 0;
@@ -446,7 +446,7 @@ static int rec_decode(const uint8_t *body, size_t len, struct batch_rec **out)
 	return 0;
 
 out_nomem:
-	batch_rec_free(rec);
+	change_free(rec);
 	return -ENOMEM;
 }
 
@@ -774,7 +774,7 @@ static ssize_t read_full(int fd, void *buf, size_t len)
  * or what @fn failed with.
  */
 static int seg_replay(struct wal *w, int64_t num,
-		      int (*fn)(void *arg, struct batch_rec *rec), void *arg,
+		      int (*fn)(void *arg, struct change *rec), void *arg,
 		      int *count)
 {
 	char name[WAL_SEG_NAME_LEN + 1];
@@ -795,7 +795,7 @@ static int seg_replay(struct wal *w, int64_t num,
 	}
 	size = (uint64_t)st.st_size;
 	while (off < size) {
-		struct batch_rec *rec;
+		struct change *rec;
 		uint32_t body_len;
 		ssize_t n;
 
@@ -875,7 +875,7 @@ out_close:
 	return r;
 }
 
-int wal_replay(struct wal *w, int (*fn)(void *arg, struct batch_rec *rec),
+int wal_replay(struct wal *w, int (*fn)(void *arg, struct change *rec),
 	       void *arg)
 {
 	int count = 0;
@@ -934,7 +934,7 @@ struct enc {
 	size_t data_len;
 };
 
-int wal_append_all(struct wal *w, struct batch_rec *const *recs, size_t n)
+int wal_append_all(struct wal *w, struct change *const *recs, size_t n)
 {
 	struct wal_seg *cur = seg_cur(w);
 	char name[WAL_SEG_NAME_LEN + 1];
@@ -997,9 +997,9 @@ out_free:
 	return r;
 }
 
-int wal_append(struct wal *w, const struct batch_rec *rec)
+int wal_append(struct wal *w, const struct change *rec)
 {
-	struct batch_rec *one = (struct batch_rec *)rec;
+	struct change *one = (struct change *)rec;
 
 	return wal_append_all(w, &one, 1);
 }

@@ -1,14 +1,14 @@
 /*
- * wal.h - the local write-ahead log: batch records made durable before L3.
+ * wal.h - the local write-ahead log: changes made durable before L3.
  *
- * Every change the engine queues (a struct batch_rec: an entry's final state
- * or its deletion, with new content if any) is appended here first, so a
- * daemon crash loses nothing that close() returned. The log lives in one
- * directory as numbered segment files ("wal-%016llx.log"); appends go to the
- * newest. The engine rotates to a new segment each time the flusher takes a
- * batch: every record in older segments is then in that batch (or replaced
- * by a newer record), so once the batch is committed in L3 the older
- * segments are deleted (wal_drop_before()).
+ * Every change the engine queues (a struct change, change.h: an entry's
+ * final state or its deletion, with new content if any) is appended here
+ * first, so a daemon crash loses nothing that close() returned. The log
+ * lives in one directory as numbered segment files ("wal-%016llx.log");
+ * appends go to the newest. The engine rotates to a new segment each time
+ * the flusher takes a batch: every record in older segments is then in that
+ * batch (or replaced by a newer record), so once the batch is committed in
+ * L3 the older segments are deleted (wal_drop_before()).
  *
  * Record format (little endian), one after another in a segment:
  *
@@ -52,7 +52,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "batch.h"
+#include "change.h"
 #include "log.h"
 
 struct wal;
@@ -72,11 +72,11 @@ void wal_close(struct wal *w);
 /*
  * Reads every record of the segments that existed at wal_open(), oldest
  * first, and calls @fn with each (the record is stolen by @fn, which frees
- * it with batch_rec_free()). Returns the number of records, or a negative
+ * it with change_free()). Returns the number of records, or a negative
  * errno when a segment cannot be read at all (-EIO), memory runs out
  * (-ENOMEM) or @fn fails (its value).
  */
-int wal_replay(struct wal *w, int (*fn)(void *arg, struct batch_rec *rec),
+int wal_replay(struct wal *w, int (*fn)(void *arg, struct change *rec),
 	       void *arg);
 
 /*
@@ -84,13 +84,13 @@ int wal_replay(struct wal *w, int (*fn)(void *arg, struct batch_rec *rec),
  * or the disk is full), -EINVAL (a record replay would refuse), -ENOMEM,
  * -EIO.
  */
-int wal_append(struct wal *w, const struct batch_rec *rec);
+int wal_append(struct wal *w, const struct change *rec);
 
 /*
  * Appends @n records (not stolen) all or nothing: after an error none of
  * them is in the log (a partial write is cut away). Errors as wal_append().
  */
-int wal_append_all(struct wal *w, struct batch_rec *const *recs, size_t n);
+int wal_append_all(struct wal *w, struct change *const *recs, size_t n);
 
 /* fdatasyncs the current segment (and the directory when a segment came or
  * went since it was last synced). Returns 0 or -EIO. */

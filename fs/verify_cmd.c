@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cache.h"
 #include "store.h"
 #include "options.h"
 #include "verify.h"
@@ -89,7 +90,8 @@ int tfs_verify_cmd(int argc, char **argv)
 	struct vcmd c = {0};
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
 	struct eng_log log = {vcmd_log, NULL};
-	struct store *l3 = NULL, *l2 = NULL;
+	struct store *l3 = NULL;
+	struct cache *l2 = NULL;
 	struct store_config stores = {0};
 	struct verify_progress p = {0};
 	struct tfs_options o;
@@ -171,7 +173,7 @@ int tfs_verify_cmd(int argc, char **argv)
 	}
 	ret = p.findings ? 1 : 0;
 out:
-	store_free(l2);
+	cache_free(l2);
 	store_free(l3);
 	if (parsed)
 		tfs_options_release(&o);

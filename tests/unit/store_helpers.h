@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "change_helpers.h"
 #include "check.h"
 #include "store.h"
 
@@ -50,28 +51,20 @@ static inline struct item_meta meta_of(enum item_kind kind, uint64_t size)
 	return m;
 }
 
-static inline struct store_change change_of(uint64_t ino, uint64_t parent,
-					    const char *name,
-					    const struct item_meta *m)
+/* Applies the @n changes @c[0..n) and frees them (each set to NULL);
+ * returns what apply() did. */
+static inline int apply_changes(struct store *s, struct change **c, size_t n)
 {
-	struct store_change c;
+	int err = store_apply(s, c, n);
 
-	memset(&c, 0, sizeof(c));
-	c.ino = ino;
-	c.parent = parent;
-	c.name = name;
-	c.meta = m;
-	return c;
+	changes_free(c, n);
+	return err;
 }
 
-static inline struct store_change delete_of(uint64_t ino)
+/* apply_changes() of one change. */
+static inline int apply_one(struct store *s, struct change *c)
 {
-	struct store_change c;
-
-	memset(&c, 0, sizeof(c));
-	c.ino = ino;
-	c.deleted = true;
-	return c;
+	return apply_changes(s, &c, 1);
 }
 
 /* Creates (or overwrites) directory @name in @parent. */
@@ -79,9 +72,8 @@ static inline uint64_t put_dir(struct store *s, uint64_t ino, uint64_t parent,
 			       const char *name)
 {
 	struct item_meta m = meta_of(ITEM_DIR, 0);
-	struct store_change c = change_of(ino, parent, name, &m);
 
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(apply_one(s, change_of(ino, parent, name, &m)), 0);
 	return ino;
 }
 
@@ -91,32 +83,24 @@ static inline uint64_t put_file(struct store *s, uint64_t ino, uint64_t parent,
 				const void *data, size_t len)
 {
 	struct item_meta m = meta_of(kind, len);
-	struct store_change c = change_of(ino, parent, name, &m);
 
-	c.has_data = true;
-	c.data = data;
-	c.len = len;
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(apply_one(s, data_change_of(ino, parent, name, &m, data, len)),
+		 0);
 	return ino;
 }
 
-/* A change that writes file @name with content @data, filling *@m (which
- * must outlive the change) with meta_of() and the content's hash, as the
- * engine does: a store takes a file's Merkle hash from meta.hash. */
-static inline struct store_change
-hashed_change_of(uint64_t ino, uint64_t parent, const char *name,
-		 struct item_meta *m, enum item_kind kind, const void *data,
-		 size_t len)
+/* A change that writes file @name with content @data, filling *@m with
+ * meta_of() and the content's hash, as the engine does: a store takes a
+ * file's Merkle hash from meta.hash. */
+static inline struct change *hashed_change_of(uint64_t ino, uint64_t parent,
+					      const char *name,
+					      struct item_meta *m,
+					      enum item_kind kind,
+					      const void *data, size_t len)
 {
-	struct store_change c;
-
 	*m = meta_of(kind, len);
 	item_hash(len ? data : "", len, m->hash);
-	c = change_of(ino, parent, name, m);
-	c.has_data = true;
-	c.data = data;
-	c.len = len;
-	return c;
+	return data_change_of(ino, parent, name, m, data, len);
 }
 
 /* Returns the ino of @name in @parent, or a negative errno. */
@@ -311,29 +295,38 @@ static inline void case_listing(struct store *s)
 	CHECK_EQ(s->ops->has_children(s, 123456), 0);
 }
 
+/* Applies a good change of @fine with @bad after it: the batch is
+ * refused whole. */
+static inline void check_refused(struct store *s, uint64_t fine,
+				 struct change *bad)
+{
+	struct item_meta m = meta_of(ITEM_BINARY, 0);
+	struct change *c[2] = {change_of(fine, STORE_ROOT_INO, "fine", &m),
+			       bad};
+
+	CHECK_EQ(apply_changes(s, c, 2), -EINVAL);
+}
+
 static inline void case_names_refused(struct store *s)
 {
 	struct item_meta m = meta_of(ITEM_BINARY, 0);
 	char toolong[STORE_NAME_MAX + 2];
-	struct store_change c[2];
-	uint64_t ino = new_ino(s);
+	struct change *c[1], *noname;
+	uint64_t fine = new_ino(s), ino = new_ino(s);
 
 	memset(toolong, 'x', sizeof(toolong) - 1);
 	toolong[sizeof(toolong) - 1] = '\0';
 
-	c[0] = change_of(new_ino(s), STORE_ROOT_INO, "fine", &m);
-	c[1] = change_of(ino, STORE_ROOT_INO, "a/b", &m);
-	CHECK_EQ(store_apply(s, c, 2), -EINVAL);
-	c[1] = change_of(ino, STORE_ROOT_INO, toolong, &m);
-	CHECK_EQ(store_apply(s, c, 2), -EINVAL);
-	c[1] = change_of(ino, STORE_ROOT_INO, "", &m);
-	CHECK_EQ(store_apply(s, c, 2), -EINVAL);
-	c[1] = change_of(0, STORE_ROOT_INO, "zero", &m);
-	CHECK_EQ(store_apply(s, c, 2), -EINVAL);
-	c[1] = change_of(ino, STORE_ROOT_INO, "nometa", NULL);
-	CHECK_EQ(store_apply(s, c, 2), -EINVAL);
-	c[1] = change_of(1ULL << 63, STORE_ROOT_INO, "huge", &m);
-	CHECK_EQ(store_apply(s, c, 2), -EINVAL);
+	check_refused(s, fine, change_of(ino, STORE_ROOT_INO, "a/b", &m));
+	check_refused(s, fine, change_of(ino, STORE_ROOT_INO, toolong, &m));
+	check_refused(s, fine, change_of(ino, STORE_ROOT_INO, "", &m));
+	check_refused(s, fine, change_of(0, STORE_ROOT_INO, "zero", &m));
+	noname = change_of(ino, STORE_ROOT_INO, "noname", &m);
+	free(noname->name);
+	noname->name = NULL;
+	check_refused(s, fine, noname);
+	check_refused(s, fine,
+		      change_of(1ULL << 63, STORE_ROOT_INO, "huge", &m));
 	CHECK(lookup_ino(s, STORE_ROOT_INO, "fine") == -ENOENT);
 	CHECK(lookup_ino(s, STORE_ROOT_INO, toolong) == -ENOENT);
 
@@ -346,7 +339,7 @@ static inline void case_names_refused(struct store *s)
 	m = meta_of(ITEM_DIR, 0);
 	m.mode = S_IFDIR | 0700;
 	c[0] = change_of(STORE_ROOT_INO, 0, "", &m);
-	CHECK_EQ(store_apply(s, c, 1), 0);
+	CHECK_EQ(apply_changes(s, c, 1), 0);
 	CHECK_EQ(lookup_ino(s, 0, ""), STORE_ROOT_INO);
 	{
 		struct store_row r;
@@ -363,7 +356,7 @@ static inline void case_rename_and_swap(struct store *s)
 	struct item_meta mf = meta_of(ITEM_BINARY, 3);
 	struct item_meta mj = meta_of(ITEM_JSON, 2);
 	struct item_meta md = meta_of(ITEM_DIR, 0);
-	struct store_change c[3];
+	struct change *c[3];
 	uint64_t d1, d2, f, p, q, r, child;
 
 	d1 = put_dir(s, new_ino(s), STORE_ROOT_INO, "d1");
@@ -374,14 +367,14 @@ static inline void case_rename_and_swap(struct store *s)
 
 	/* rename a file into another directory: same ino, content kept */
 	c[0] = change_of(f, d2, "new", &mf);
-	CHECK_EQ(store_apply(s, c, 1), 0);
+	CHECK_EQ(apply_changes(s, c, 1), 0);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "old"), -ENOENT);
 	CHECK_EQ(lookup_ino(s, d2, "new"), f);
 	check_content(s, f, "abc", 3);
 
 	/* rename a directory: its subtree moves with it */
 	c[0] = change_of(d1, d2, "moved", &md);
-	CHECK_EQ(store_apply(s, c, 1), 0);
+	CHECK_EQ(apply_changes(s, c, 1), 0);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "d1"), -ENOENT);
 	CHECK_EQ(lookup_ino(s, d2, "moved"), d1);
 	CHECK_EQ(lookup_ino(s, d1, "child"), child);
@@ -391,7 +384,7 @@ static inline void case_rename_and_swap(struct store *s)
 	q = put_file(s, new_ino(s), STORE_ROOT_INO, "q", ITEM_BINARY, "Q", 1);
 	c[0] = change_of(p, STORE_ROOT_INO, "q", &mf);
 	c[1] = change_of(q, STORE_ROOT_INO, "p", &mf);
-	CHECK_EQ(store_apply(s, c, 2), 0);
+	CHECK_EQ(apply_changes(s, c, 2), 0);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "q"), p);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "p"), q);
 	check_content(s, p, "P", 1);
@@ -403,7 +396,7 @@ static inline void case_rename_and_swap(struct store *s)
 	c[0] = change_of(p, d2, "2.json", &mj);
 	c[1] = change_of(q, d2, "3.json", &mj);
 	c[2] = change_of(r, d2, "1.json", &mj);
-	CHECK_EQ(store_apply(s, c, 3), 0);
+	CHECK_EQ(apply_changes(s, c, 3), 0);
 	CHECK_EQ(lookup_ino(s, d2, "1.json"), r);
 	CHECK_EQ(lookup_ino(s, d2, "2.json"), p);
 	CHECK_EQ(lookup_ino(s, d2, "3.json"), q);
@@ -411,7 +404,7 @@ static inline void case_rename_and_swap(struct store *s)
 	/* rename over an existing name: the batch deletes the target */
 	c[0] = delete_of(r);
 	c[1] = change_of(p, d2, "1.json", &mj);
-	CHECK_EQ(store_apply(s, c, 2), 0);
+	CHECK_EQ(apply_changes(s, c, 2), 0);
 	CHECK_EQ(lookup_ino(s, d2, "1.json"), p);
 	CHECK_EQ(lookup_ino(s, d2, "2.json"), -ENOENT);
 	CHECK_EQ(s->ops->get(s, r, &(struct store_row){0}), -ENOENT);
@@ -422,7 +415,7 @@ static inline void case_all_or_nothing(struct store *s)
 	struct item_meta m1 = meta_of(ITEM_BINARY, 7);
 	struct item_meta m2 = meta_of(ITEM_BINARY, 5);
 	struct item_meta mn = meta_of(ITEM_BINARY, 5);
-	struct store_change c[4];
+	struct change *c[4];
 	struct store_row row;
 	uint64_t k1, k2, fresh, fresh2, entries, bytes;
 
@@ -436,16 +429,10 @@ static inline void case_all_or_nothing(struct store *s)
 	/* a create, an update with content, and a rename onto a name that
 	 * the batch keeps: the last one fails, so none of them happens */
 	m1.version = 9;
-	c[0] = change_of(fresh, STORE_ROOT_INO, "fresh", &mn);
-	c[0].has_data = true;
-	c[0].data = "fresh";
-	c[0].len = 5;
-	c[1] = change_of(k1, STORE_ROOT_INO, "keep1", &m1);
-	c[1].has_data = true;
-	c[1].data = "changed";
-	c[1].len = 7;
+	c[0] = data_change_of(fresh, STORE_ROOT_INO, "fresh", &mn, "fresh", 5);
+	c[1] = data_change_of(k1, STORE_ROOT_INO, "keep1", &m1, "changed", 7);
 	c[2] = change_of(k2, STORE_ROOT_INO, "keep1", &m2);
-	CHECK_EQ(store_apply(s, c, 3), -EEXIST);
+	CHECK_EQ(apply_changes(s, c, 3), -EEXIST);
 
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "fresh"), -ENOENT);
 	CHECK_EQ(s->ops->get(s, fresh, &row), -ENOENT);
@@ -462,20 +449,20 @@ static inline void case_all_or_nothing(struct store *s)
 	/* two new entries of one name */
 	c[0] = change_of(fresh, STORE_ROOT_INO, "twin", &mn);
 	c[1] = change_of(fresh2, STORE_ROOT_INO, "twin", &mn);
-	CHECK_EQ(store_apply(s, c, 2), -EEXIST);
+	CHECK_EQ(apply_changes(s, c, 2), -EEXIST);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "twin"), -ENOENT);
 
 	/* a delete and a create that collides: the delete is undone too */
 	c[0] = delete_of(k2);
 	c[1] = change_of(fresh, STORE_ROOT_INO, "keep1", &mn);
-	CHECK_EQ(store_apply(s, c, 2), -EEXIST);
+	CHECK_EQ(apply_changes(s, c, 2), -EEXIST);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "keep2"), k2);
 	check_content(s, k2, "two", 3);
 
 	/* the same ino twice in one batch is refused */
 	c[0] = change_of(fresh, STORE_ROOT_INO, "x1", &mn);
 	c[1] = change_of(fresh, STORE_ROOT_INO, "x2", &mn);
-	CHECK_EQ(store_apply(s, c, 2), -EEXIST);
+	CHECK_EQ(apply_changes(s, c, 2), -EEXIST);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "x1"), -ENOENT);
 
 	CHECK_EQ(s->ops->stats(s, &entries, &bytes), 0);
@@ -483,11 +470,8 @@ static inline void case_all_or_nothing(struct store *s)
 	CHECK_EQ(bytes, 6);
 
 	/* the store is usable after a failed batch */
-	c[0] = change_of(fresh, STORE_ROOT_INO, "fresh", &mn);
-	c[0].has_data = true;
-	c[0].data = "fresh";
-	c[0].len = 5;
-	CHECK_EQ(store_apply(s, c, 1), 0);
+	c[0] = data_change_of(fresh, STORE_ROOT_INO, "fresh", &mn, "fresh", 5);
+	CHECK_EQ(apply_changes(s, c, 1), 0);
 	check_content(s, fresh, "fresh", 5);
 }
 
@@ -496,14 +480,14 @@ static inline void case_stems(struct store *s)
 	struct item_meta mb = meta_of(ITEM_BINARY, 0);
 	struct item_meta mj = meta_of(ITEM_JSON, 0);
 	struct item_meta md = meta_of(ITEM_DIR, 0);
-	struct store_change c[2];
+	struct change *c[2];
 	uint64_t bin_x, d_other, jx, dz, jz, jy, by;
 
 	bin_x = put_file(s, new_ino(s), STORE_ROOT_INO, "x", ITEM_BINARY, "b",
 			 1);
 	/* binary "x" and JSON "x.json" would both be the item "x" */
 	c[0] = change_of(new_ino(s), STORE_ROOT_INO, "x.json", &mj);
-	CHECK_EQ(store_apply(s, c, 1), -EEXIST);
+	CHECK_EQ(apply_changes(s, c, 1), -EEXIST);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "x.json"), -ENOENT);
 
 	/* the same in one batch, in either order */
@@ -511,10 +495,10 @@ static inline void case_stems(struct store *s)
 	by = new_ino(s);
 	c[0] = change_of(jy, STORE_ROOT_INO, "y.json", &mj);
 	c[1] = change_of(by, STORE_ROOT_INO, "y", &mb);
-	CHECK_EQ(store_apply(s, c, 2), -EEXIST);
+	CHECK_EQ(apply_changes(s, c, 2), -EEXIST);
 	c[0] = change_of(by, STORE_ROOT_INO, "y", &mb);
 	c[1] = change_of(jy, STORE_ROOT_INO, "y.json", &mj);
-	CHECK_EQ(store_apply(s, c, 2), -EEXIST);
+	CHECK_EQ(apply_changes(s, c, 2), -EEXIST);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "y"), -ENOENT);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "y.json"), -ENOENT);
 
@@ -522,36 +506,36 @@ static inline void case_stems(struct store *s)
 	d_other = put_dir(s, new_ino(s), STORE_ROOT_INO, "other");
 	jx = new_ino(s);
 	c[0] = change_of(jx, d_other, "x.json", &mj);
-	CHECK_EQ(store_apply(s, c, 1), 0);
+	CHECK_EQ(apply_changes(s, c, 1), 0);
 
 	/* JSON "z.json" beside directory "z", created in either order */
 	dz = put_dir(s, new_ino(s), STORE_ROOT_INO, "z");
 	jz = new_ino(s);
 	c[0] = change_of(jz, STORE_ROOT_INO, "z.json", &mj);
-	CHECK_EQ(store_apply(s, c, 1), 0);
+	CHECK_EQ(apply_changes(s, c, 1), 0);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "z"), dz);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "z.json"), jz);
 	c[0] = change_of(new_ino(s), d_other, "x", &md);
-	CHECK_EQ(store_apply(s, c, 1), 0);
+	CHECK_EQ(apply_changes(s, c, 1), 0);
 
 	/* but not directory "z.json" beside JSON "z.json" (one name) */
 	c[0] = change_of(new_ino(s), STORE_ROOT_INO, "z.json", &md);
-	CHECK_EQ(store_apply(s, c, 1), -EEXIST);
+	CHECK_EQ(apply_changes(s, c, 1), -EEXIST);
 	/* nor binary "x" beside directory "x" */
 	c[0] = change_of(new_ino(s), d_other, "x", &mb);
-	CHECK_EQ(store_apply(s, c, 1), -EEXIST);
+	CHECK_EQ(apply_changes(s, c, 1), -EEXIST);
 
 	/* replacing binary "x" by JSON "x.json" in one batch is fine */
 	jx = new_ino(s);
 	c[0] = delete_of(bin_x);
 	c[1] = change_of(jx, STORE_ROOT_INO, "x.json", &mj);
-	CHECK_EQ(store_apply(s, c, 2), 0);
+	CHECK_EQ(apply_changes(s, c, 2), 0);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "x"), -ENOENT);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "x.json"), jx);
 
 	/* and renaming the JSON item to a binary name with its stem too */
 	c[0] = change_of(jx, STORE_ROOT_INO, "x", &mb);
-	CHECK_EQ(store_apply(s, c, 1), 0);
+	CHECK_EQ(apply_changes(s, c, 1), 0);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "x"), jx);
 }
 
@@ -563,7 +547,7 @@ static inline void case_delete(struct store *s, content_rows_fn content_rows,
 			       void *arg)
 {
 	struct item_meta m = meta_of(ITEM_BINARY, 4);
-	struct store_change c[2];
+	struct change *c[2];
 	struct store_row row;
 	uint64_t d, f, g, entries, bytes;
 	void *data;
@@ -575,7 +559,7 @@ static inline void case_delete(struct store *s, content_rows_fn content_rows,
 	CHECK_EQ(content_rows(arg, f), 1);
 
 	c[0] = delete_of(f);
-	CHECK_EQ(store_apply(s, c, 1), 0);
+	CHECK_EQ(apply_changes(s, c, 1), 0);
 	CHECK_EQ(s->ops->get(s, f, &row), -ENOENT);
 	CHECK_EQ(lookup_ino(s, d, "f"), -ENOENT);
 	CHECK_EQ(s->ops->read(s, f, &data, &len), -ENOENT);
@@ -584,23 +568,23 @@ static inline void case_delete(struct store *s, content_rows_fn content_rows,
 
 	/* a row written again without data does not bring content back */
 	c[0] = change_of(f, d, "f", &m);
-	CHECK_EQ(store_apply(s, c, 1), 0);
+	CHECK_EQ(apply_changes(s, c, 1), 0);
 	check_content(s, f, NULL, 0);
 
 	/* deleting what is not there is not an error */
 	c[0] = delete_of(987654);
-	CHECK_EQ(store_apply(s, c, 1), 0);
+	CHECK_EQ(apply_changes(s, c, 1), 0);
 
 	c[0] = delete_of(f);
 	c[1] = delete_of(g);
-	CHECK_EQ(store_apply(s, c, 2), 0);
+	CHECK_EQ(apply_changes(s, c, 2), 0);
 	CHECK_EQ(content_rows(arg, g), 0);
 	CHECK_EQ(s->ops->has_children(s, d), 0);
 	CHECK_EQ(s->ops->stats(s, &entries, &bytes), 0);
 	CHECK_EQ(entries, 1);
 	CHECK_EQ(bytes, 0);
 	c[0] = delete_of(d);
-	CHECK_EQ(store_apply(s, c, 1), 0);
+	CHECK_EQ(apply_changes(s, c, 1), 0);
 	CHECK_EQ(s->ops->has_children(s, STORE_ROOT_INO), 0);
 }
 
@@ -649,7 +633,7 @@ static inline void case_scan(struct store *s)
 static inline void case_stats(struct store *s)
 {
 	struct item_meta m = meta_of(ITEM_BINARY, 1000);
-	struct store_change c;
+	struct change *c;
 	uint64_t d1, d2, f3, entries = 0, bytes = 0;
 
 	d1 = put_dir(s, new_ino(s), STORE_ROOT_INO, "d1");
@@ -659,14 +643,14 @@ static inline void case_stats(struct store *s)
 	/* sizes come from the rows, not from content */
 	f3 = new_ino(s);
 	c = change_of(f3, d2, "k", &m);
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(apply_changes(s, &c, 1), 0);
 
 	CHECK_EQ(s->ops->stats(s, &entries, &bytes), 0);
 	CHECK_EQ(entries, 5);
 	CHECK_EQ(bytes, 1010);
 
 	c = delete_of(f3);
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(apply_changes(s, &c, 1), 0);
 	CHECK_EQ(s->ops->stats(s, &entries, &bytes), 0);
 	CHECK_EQ(entries, 4);
 	CHECK_EQ(bytes, 10);
@@ -761,7 +745,7 @@ static inline void case_golden_merkle(struct store *s)
 {
 	static const char bin_x[] = {0x00, 0x01, 0x02, (char)0xfe, (char)0xff};
 	struct item_meta md = meta_of(ITEM_DIR, 0), mf[9], mx;
-	struct store_change c[14];
+	struct change *c[14];
 	struct store_dirhash *tree = NULL;
 	size_t ntree = 0, n = 0;
 	struct store_row r;
@@ -807,6 +791,7 @@ static inline void case_golden_merkle(struct store *s)
 				  "{\"y\":[1,2]}", 11);
 	CHECK_EQ(n, sizeof(c) / sizeof(c[0]));
 	CHECK_EQ(s->ops->apply(s, c, n, &tree, &ntree), 0);
+	changes_free(c, n);
 
 	/* the report: all six directories, each before its parent (bottom
 	 * up), the root last */
@@ -844,8 +829,9 @@ static inline void case_golden_merkle(struct store *s)
 	c[n++] = change_of(deep, a, "Deep", &md);
 	c[n++] = delete_of(b);
 	c[n++] = hashed_change_of(x, a, "x", &mx, ITEM_BINARY, "changed", 7);
-	mx.version = 2;
+	c[n - 1]->meta.version = 2;
 	CHECK_EQ(s->ops->apply(s, c, n, &tree, &ntree), 0);
+	changes_free(c, n);
 
 	/* touched: the moved directory, its old and new parents (a also for
 	 * x), and the root (b's parent), the root last */

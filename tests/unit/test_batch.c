@@ -43,37 +43,30 @@ static struct item *make_item(size_t size, char fill)
 
 /* A record that sets @ino to @name with @content (a new reference is
  * taken; NULL: metadata only) and mode @mode. */
-static struct batch_rec *rec_set(uint64_t ino, uint64_t seq, const char *name,
-				 struct item *content, uint32_t mode)
+static struct change *rec_set(uint64_t ino, uint64_t seq, const char *name,
+			      struct item *content, uint32_t mode)
 {
-	struct batch_rec *r = calloc(1, sizeof(*r));
+	struct item_meta m = {.kind = ITEM_BINARY, .mode = S_IFREG | mode};
+	struct change *r;
 
+	m.size = content ? item_size(content) : 0;
+	r = change_new_put(ino, 1, name, &m, content);
 	CHECK(r != NULL);
-	r->ino = ino;
 	r->seq = seq;
-	r->parent = 1;
-	r->name = strdup(name);
-	CHECK(r->name != NULL);
-	r->meta.kind = ITEM_BINARY;
-	r->meta.mode = S_IFREG | mode;
-	r->meta.size = content ? item_size(content) : 0;
-	r->item = item_ref(content);
 	return r;
 }
 
-static struct batch_rec *rec_del(uint64_t ino, uint64_t seq)
+static struct change *rec_del(uint64_t ino, uint64_t seq)
 {
-	struct batch_rec *r = calloc(1, sizeof(*r));
+	struct change *r = change_new_del(ino);
 
 	CHECK(r != NULL);
-	r->ino = ino;
 	r->seq = seq;
-	r->deleted = true;
 	return r;
 }
 
 /* The bytes a queue holding just @r counts (measured, not assumed). */
-static size_t bytes_of(struct batch_rec *r)
+static size_t bytes_of(struct change *r)
 {
 	struct batch b;
 	size_t n;
@@ -85,10 +78,10 @@ static size_t bytes_of(struct batch_rec *r)
 	return n;
 }
 
-static void free_taken(struct batch_rec **recs, ssize_t n)
+static void free_taken(struct change **recs, ssize_t n)
 {
 	for (ssize_t i = 0; i < n; i++)
-		batch_rec_free(recs[i]);
+		change_free(recs[i]);
 	free(recs);
 }
 
@@ -107,7 +100,7 @@ static void check_empty(struct batch *b)
 static void test_empty(void)
 {
 	struct batch b;
-	struct batch_rec **recs = (struct batch_rec **)&b; /* not touched */
+	struct change **recs = (struct change **)&b; /* not touched */
 
 	batch_init(&b, 1, 1, 0); /* every threshold at its lowest */
 	check_empty(&b);
@@ -118,7 +111,7 @@ static void test_empty(void)
 	check_empty(&b);
 	batch_release(&b);
 	batch_release(NULL);
-	batch_rec_free(NULL);
+	change_free(NULL);
 }
 
 static void test_count_threshold(void)
@@ -178,7 +171,7 @@ static void test_bytes_threshold(void)
 
 	/* a name and xattrs count too */
 	{
-		struct batch_rec *r = rec_set(3, 1, "file", it, 0644);
+		struct change *r = rec_set(3, 1, "file", it, 0644);
 		char longname[200];
 		size_t with;
 
@@ -200,7 +193,7 @@ static void test_bytes_threshold(void)
 static void test_age_threshold(void)
 {
 	struct batch b;
-	struct batch_rec **recs;
+	struct change **recs;
 	ssize_t n;
 
 	batch_init(&b, BIG, BIG, 1000);
@@ -242,10 +235,10 @@ static void test_age_threshold(void)
 static void test_coalesce_writes(void)
 {
 	struct item *a = make_item(100, 'a'), *bb = make_item(300, 'b');
-	const struct batch_rec *r;
+	const struct change *r;
 	struct batch b;
 	size_t want = bytes_of(rec_set(7, 2, "f", bb, 0644));
-	struct batch_rec **recs;
+	struct change **recs;
 	ssize_t n;
 
 	batch_init(&b, BIG, BIG, NEVER);
@@ -277,9 +270,9 @@ static void test_coalesce_writes(void)
 static void test_delete_beats_write(void)
 {
 	struct item *a = make_item(500, 'a');
-	const struct batch_rec *r;
+	const struct change *r;
 	struct batch b;
-	struct batch_rec **recs;
+	struct change **recs;
 	size_t want = bytes_of(rec_del(7, 2));
 	ssize_t n;
 
@@ -310,9 +303,9 @@ static void test_delete_beats_write(void)
 static void test_meta_inherits_content(void)
 {
 	struct item *a = make_item(200, 'a'), *c = make_item(50, 'c');
-	const struct batch_rec *r;
+	const struct change *r;
 	struct batch b;
-	struct batch_rec **recs;
+	struct change **recs;
 	ssize_t n;
 
 	batch_init(&b, BIG, BIG, NEVER);
@@ -364,13 +357,13 @@ static void test_take_all(void)
 	enum { N = 500 };
 	struct item *it = make_item(10, 'i');
 	struct batch b;
-	struct batch_rec **recs;
+	struct change **recs;
 	bool seen[N + 1] = {false};
 	ssize_t n;
 
 	batch_init(&b, BIG, BIG, NEVER);
 	for (uint64_t ino = 1; ino <= N; ino++) {
-		struct batch_rec *r =
+		struct change *r =
 			ino % 3 == 0 ? rec_del(ino, ino)
 				     : rec_set(ino, ino, "n",
 					       ino % 3 == 1 ? it : NULL, 0644);
@@ -410,9 +403,9 @@ static void test_requeue(void)
 {
 	struct item *a = make_item(100, 'a'), *bi = make_item(200, 'b');
 	struct item *c = make_item(300, 'c'), *d = make_item(400, 'd');
-	const struct batch_rec *r;
+	const struct change *r;
 	struct batch b;
-	struct batch_rec **recs, **again;
+	struct change **recs, **again;
 	size_t bytes_before, bytes_alone;
 	ssize_t n, m;
 

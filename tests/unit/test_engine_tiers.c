@@ -125,7 +125,7 @@ static int w_alloc_ino(struct store *s, uint64_t count, uint64_t *first)
 	return W(s)->inner->ops->alloc_ino(W(s)->inner, count, first);
 }
 
-static int w_apply(struct store *s, const struct store_change *ch, size_t n,
+static int w_apply(struct store *s, struct change *const *ch, size_t n,
 		   struct store_dirhash **tree, size_t *ntree)
 {
 	int fail = W(s)->fail_apply;

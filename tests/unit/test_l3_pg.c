@@ -305,8 +305,8 @@ static void test_content(void)
 {
 	static const char nuls[] = {'a', 0, 'b', 0, 0, 'c', 0};
 	struct store *s = open_fresh();
-	struct item_meta m, mm[3];
-	struct store_change c, cc[3];
+	struct item_meta m, mm;
+	struct change *cc[3];
 	size_t big_len = 1 << 20, huge_len = 16 << 20, mid_len = 300 << 10;
 	unsigned char *big = random_bytes(big_len);
 	unsigned char *huge = random_bytes(huge_len);
@@ -325,8 +325,9 @@ static void test_content(void)
 	dir = put_dir(s, new_ino(s), STORE_ROOT_INO, "dir");
 	m = meta_of(ITEM_BINARY, 0);
 	f_nodata = new_ino(s);
-	c = change_of(f_nodata, STORE_ROOT_INO, "nodata", &m);
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(
+		apply_one(s, change_of(f_nodata, STORE_ROOT_INO, "nodata", &m)),
+		0);
 
 	check_content(s, f_nul, nuls, sizeof(nuls));
 	check_content(s, f_big, big, big_len);
@@ -338,21 +339,18 @@ static void test_content(void)
 	/* a metadata-only change keeps the content */
 	m = meta_of(ITEM_BINARY, sizeof(nuls));
 	m.version = 2;
-	c = change_of(f_nul, STORE_ROOT_INO, "nuls", &m);
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(apply_one(s, change_of(f_nul, STORE_ROOT_INO, "nuls", &m)), 0);
 	check_content(s, f_nul, nuls, sizeof(nuls));
 
-	/* has_data replaces it, also with empty content */
+	/* an item replaces it, also with empty content */
 	m = meta_of(ITEM_BINARY, 3);
-	c = change_of(f_big, STORE_ROOT_INO, "big", &m);
-	c.has_data = true;
-	c.data = "xyz";
-	c.len = 3;
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(apply_one(s, data_change_of(f_big, STORE_ROOT_INO, "big", &m,
+					     "xyz", 3)),
+		 0);
 	check_content(s, f_big, "xyz", 3);
-	c.data = NULL;
-	c.len = 0;
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(apply_one(s, data_change_of(f_big, STORE_ROOT_INO, "big", &m,
+					     NULL, 0)),
+		 0);
 	check_content(s, f_big, NULL, 0);
 	CHECK_EQ(admin_int("SELECT count(*) FROM contents"
 			   " WHERE length(data) = 0"),
@@ -401,13 +399,13 @@ static void test_content(void)
 		static const char *const mix_names[] = {"m0", "m1", "m2"};
 
 		mix[i] = new_ino(s);
-		mm[i] = meta_of(ITEM_BINARY, i == 1 ? mid_len : 2);
-		cc[i] = change_of(mix[i], STORE_ROOT_INO, mix_names[i], &mm[i]);
-		cc[i].has_data = true;
-		cc[i].data = i == 1 ? (const void *)mid : (const void *)"\0m";
-		cc[i].len = i == 1 ? mid_len : 2;
+		mm = meta_of(ITEM_BINARY, i == 1 ? mid_len : 2);
+		cc[i] = data_change_of(
+			mix[i], STORE_ROOT_INO, mix_names[i], &mm,
+			i == 1 ? (const void *)mid : (const void *)"\0m",
+			i == 1 ? mid_len : 2);
 	}
-	CHECK_EQ(store_apply(s, cc, 3), 0);
+	CHECK_EQ(apply_changes(s, cc, 3), 0);
 	check_content(s, mix[0], "\0m", 2);
 	check_content(s, mix[1], mid, mid_len);
 	check_content(s, mix[2], "\0m", 2);
@@ -482,9 +480,8 @@ static void test_meta_roundtrip(void)
 	struct store *s = open_fresh();
 	struct item_meta m = meta_of(ITEM_JSON, 1234567890123ULL);
 	struct item_meta back;
-	struct store_change c;
 	struct store_row row, rows[4];
-	uint64_t f;
+	uint64_t f, d;
 	int n;
 
 	for (int i = 0; i < ITEM_HASH_LEN; i++)
@@ -501,8 +498,7 @@ static void test_meta_roundtrip(void)
 	m.xattrs_len = sizeof(xattrs) - 1; /* not the final NUL */
 
 	f = new_ino(s);
-	c = change_of(f, STORE_ROOT_INO, "m.json", &m);
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(apply_one(s, change_of(f, STORE_ROOT_INO, "m.json", &m)), 0);
 
 	CHECK_EQ(s->ops->get(s, f, &row), 0);
 	CHECK(meta_equal(&row.meta, &m));
@@ -533,7 +529,7 @@ static void test_meta_roundtrip(void)
 	m.xattrs_len = 0;
 	memset(m.hash, 0, sizeof(m.hash));
 	m.explicit_dir = true;
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(apply_one(s, change_of(f, STORE_ROOT_INO, "m.json", &m)), 0);
 	CHECK_EQ(s->ops->get(s, f, &row), 0);
 	CHECK(row.meta.state == NULL);
 	CHECK(row.meta.xattrs == NULL && row.meta.xattrs_len == 0);
@@ -547,9 +543,9 @@ static void test_meta_roundtrip(void)
 	m = meta_of(ITEM_DIR, 0);
 	m.state = "s";
 	m.explicit_dir = false;
-	c = change_of(new_ino(s), STORE_ROOT_INO, "dir", &m);
-	CHECK_EQ(store_apply(s, &c, 1), 0);
-	CHECK_EQ(s->ops->get(s, c.ino, &row), 0);
+	d = new_ino(s);
+	CHECK_EQ(apply_one(s, change_of(d, STORE_ROOT_INO, "dir", &m)), 0);
+	CHECK_EQ(s->ops->get(s, d, &row), 0);
 	CHECK(meta_equal(&row.meta, &m));
 	CHECK_EQ(item_meta_copy(&back, &row.meta), 0);
 	store_row_release(&row);
@@ -810,7 +806,7 @@ static void run_readers(struct store *s, uint64_t d, uint64_t t)
 	struct reader_arg args[8];
 	pthread_t th[8];
 	struct item_meta m = meta_of(ITEM_BINARY, 3);
-	struct store_change c;
+	struct change *c;
 
 	for (int i = 0; i < 8; i++) {
 		args[i] = (struct reader_arg){.s = s, .dir = d};
@@ -818,15 +814,11 @@ static void run_readers(struct store *s, uint64_t d, uint64_t t)
 			 0);
 	}
 	for (int i = 0; i < 100; i++) {
-		if (i % 2 == 0) {
-			c = change_of(t, d, "toggle", &m);
-			c.has_data = true;
-			c.data = "abc";
-			c.len = 3;
-		} else {
+		if (i % 2 == 0)
+			c = data_change_of(t, d, "toggle", &m, "abc", 3);
+		else
 			c = delete_of(t);
-		}
-		CHECK_EQ(store_apply(s, &c, 1), 0);
+		CHECK_EQ(apply_one(s, c), 0);
 	}
 	for (int i = 0; i < 8; i++) {
 		CHECK_EQ(pthread_join(th[i], NULL), 0);
@@ -954,10 +946,10 @@ struct writer_arg {
 static void *writer_main(void *p)
 {
 	struct writer_arg *a = p;
-	struct item_meta m[NRACE];
-	struct store_change c[NRACE];
-	char data[NRACE][32];
-	char names[NRACE][16];
+	struct item_meta m;
+	struct change *c[NRACE];
+	char data[32];
+	char names[16];
 
 	for (int round = 0; round < 30; round++) {
 		int err;
@@ -967,17 +959,15 @@ static void *writer_main(void *p)
 			int k = a->id == 1 && round % 2 ? i ^ 1 : i;
 			int len;
 
-			len = snprintf(data[i], sizeof(data[i]), "v%d",
+			len = snprintf(data, sizeof(data), "v%d",
 				       a->id * 1000 + round);
-			m[i] = meta_of(ITEM_BINARY, (uint64_t)len);
-			m[i].version = (uint64_t)(a->id * 1000 + round);
-			snprintf(names[i], sizeof(names[i]), "f%02d", k);
-			c[i] = change_of(a->inos[i], a->dir, names[i], &m[i]);
-			c[i].has_data = true;
-			c[i].data = data[i];
-			c[i].len = (size_t)len;
+			m = meta_of(ITEM_BINARY, (uint64_t)len);
+			m.version = (uint64_t)(a->id * 1000 + round);
+			snprintf(names, sizeof(names), "f%02d", k);
+			c[i] = data_change_of(a->inos[i], a->dir, names, &m,
+					      data, (size_t)len);
 		}
-		err = store_apply(a->s, c, NRACE);
+		err = apply_changes(a->s, c, NRACE);
 		if (err == -EAGAIN)
 			a->eagain++;
 		else if (err)
@@ -1041,9 +1031,8 @@ static void test_reconnect(void)
 {
 	struct store *s = open_fresh();
 	struct item_meta m = meta_of(ITEM_BINARY, 1);
-	struct store_change c;
 	struct store_row row;
-	uint64_t d, t, ino = 0;
+	uint64_t d, t, f, ino = 0;
 	double deadline;
 
 	d = put_dir(s, new_ino(s), STORE_ROOT_INO, "d");
@@ -1065,14 +1054,11 @@ static void test_reconnect(void)
 	CHECK_EQ(s->ops->get(s, STORE_ROOT_INO, &row), 0);
 	store_row_release(&row);
 	CHECK(nlogs > 0); /* the lost connection was noticed */
-	c = change_of(new_ino(s), d, "after", &m);
-	c.has_data = true;
-	c.data = "x";
-	c.len = 1;
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	f = new_ino(s);
+	CHECK_EQ(apply_one(s, data_change_of(f, d, "after", &m, "x", 1)), 0);
 	CHECK_EQ(s->ops->alloc_ino(s, 3, &ino), 0);
-	CHECK_EQ(lookup_ino(s, d, "after"), c.ino);
-	check_content(s, c.ino, "x", 1);
+	CHECK_EQ(lookup_ino(s, d, "after"), f);
+	check_content(s, f, "x", 1);
 	run_readers(s, d, t);
 	store_free(s);
 }
@@ -1084,7 +1070,7 @@ static void test_reconnect(void)
 static void test_big_batch(void)
 {
 	static struct item_meta m[NBATCH];
-	static struct store_change c[NBATCH];
+	static struct change *c[NBATCH];
 	static char names[NBATCH][16];
 	static char data[NBATCH][100];
 	struct store *s = open_fresh();
@@ -1092,6 +1078,7 @@ static void test_big_batch(void)
 	char after[STORE_NAME_MAX + 1] = "";
 	uint64_t first = 0, d, entries, bytes;
 	double t0, t1, t2;
+	char *name;
 	int n, seen = 0;
 
 	d = put_dir(s, new_ino(s), STORE_ROOT_INO, "many");
@@ -1106,18 +1093,18 @@ static void test_big_batch(void)
 			strcat(names[i], ".json");
 		m[i].hash[0] = (uint8_t)i;
 		m[i].state = i % 3 ? NULL : "tag";
-		c[i] = change_of(first + (uint64_t)i, d, names[i], &m[i]);
-		c[i].has_data = true;
-		c[i].data = data[i];
-		c[i].len = sizeof(data[i]);
+		c[i] = data_change_of(first + (uint64_t)i, d, names[i], &m[i],
+				      data[i], sizeof(data[i]));
 	}
 
-	/* the last row collides: none of the 2000 is written */
-	c[NBATCH - 1].name = names[0];
+	/* the last row collides: none of the 2000 is written (its name
+	 * borrowed for that one apply) */
+	name = c[NBATCH - 1]->name;
+	c[NBATCH - 1]->name = names[0];
 	CHECK_EQ(store_apply(s, c, NBATCH), -EEXIST);
 	CHECK_EQ(s->ops->has_children(s, d), 0);
 	CHECK_EQ(admin_int("SELECT count(*) FROM contents"), 0);
-	c[NBATCH - 1].name = names[NBATCH - 1];
+	c[NBATCH - 1]->name = name;
 
 	t0 = now_s();
 	CHECK_EQ(store_apply(s, c, NBATCH), 0);
@@ -1125,9 +1112,11 @@ static void test_big_batch(void)
 	/* a metadata-only rewrite of every row (a rename, chmod, touch) */
 	for (int i = 0; i < NBATCH; i++) {
 		m[i].version = 2;
-		c[i].has_data = false;
+		c[i]->meta.version = 2;
+		item_unref(c[i]->item);
+		c[i]->item = NULL;
 	}
-	CHECK_EQ(store_apply(s, c, NBATCH), 0);
+	CHECK_EQ(apply_changes(s, c, NBATCH), 0);
 	t2 = now_s();
 	printf("apply: %d rows with 100-byte content in one batch: %.1f ms, "
 	       "%.0f rows/s\n",
@@ -1160,7 +1149,7 @@ static void test_big_batch(void)
 	/* and all of them deleted in one batch */
 	for (int i = 0; i < NBATCH; i++)
 		c[i] = delete_of(first + (uint64_t)i);
-	CHECK_EQ(store_apply(s, c, NBATCH), 0);
+	CHECK_EQ(apply_changes(s, c, NBATCH), 0);
 	CHECK_EQ(s->ops->has_children(s, d), 0);
 	CHECK_EQ(admin_int("SELECT count(*) FROM contents"), 0);
 	store_free(s);
@@ -1186,23 +1175,6 @@ static void hex_to(const char *hex, uint8_t out[MERKLE_LEN])
 		CHECK(sscanf(hex + 2 * i, "%2x", &b) == 1);
 		out[i] = (uint8_t)b;
 	}
-}
-
-/* A change that writes file @name with content @data and its hash. */
-static struct store_change file_change(uint64_t ino, uint64_t parent,
-				       const char *name, struct item_meta *m,
-				       enum item_kind kind, const void *data,
-				       size_t len)
-{
-	struct store_change c;
-
-	*m = meta_of(kind, len);
-	sha256_of(data, len, m->hash);
-	c = change_of(ino, parent, name, m);
-	c.has_data = true;
-	c.data = data;
-	c.len = len;
-	return c;
 }
 
 /* The index of @ino in apply()'s report; fails when it is not there. */
@@ -1299,7 +1271,7 @@ static void test_merkle_golden(void)
 					  "49b134148174af56a3d04cf300bcdef7";
 	struct store *s = open_fresh();
 	struct item_meta m[9];
-	struct store_change c[9];
+	struct change *c[9];
 	struct store_dirhash *tree = NULL;
 	size_t ntree = 0;
 	uint8_t want_a[MERKLE_LEN], want_root[MERKLE_LEN], empty[MERKLE_LEN];
@@ -1320,19 +1292,21 @@ static void test_merkle_golden(void)
 	m[1] = meta_of(ITEM_DIR, 0);
 	m[2] = meta_of(ITEM_DIR, 0);
 	/* files before the directories that hold them: order is free */
-	c[0] = file_change(first + 3, a, "b", &m[3], ITEM_BINARY, "\0\1", 2);
+	c[0] = hashed_change_of(first + 3, a, "b", &m[3], ITEM_BINARY, "\0\1",
+				2);
 	c[1] = change_of(cdir, a, "c", &m[1]);
 	c[2] = change_of(a, STORE_ROOT_INO, "a", &m[0]);
-	c[3] = file_change(first + 4, STORE_ROOT_INO, "a.json", &m[4],
-			   ITEM_JSON, "{}", 2);
-	c[4] = file_change(first + 5, STORE_ROOT_INO, "ab", &m[5], ITEM_BINARY,
-			   "hello", 5);
+	c[3] = hashed_change_of(first + 4, STORE_ROOT_INO, "a.json", &m[4],
+				ITEM_JSON, "{}", 2);
+	c[4] = hashed_change_of(first + 5, STORE_ROOT_INO, "ab", &m[5],
+				ITEM_BINARY, "hello", 5);
 	c[5] = change_of(x, STORE_ROOT_INO, "x", &m[2]);
-	c[6] = file_change(first + 6, STORE_ROOT_INO, "x.json", &m[6],
-			   ITEM_JSON, "[1]", 3);
-	c[7] = file_change(first + 7, STORE_ROOT_INO, "\xc3\xa9", &m[7],
-			   ITEM_BINARY, "", 0);
+	c[6] = hashed_change_of(first + 6, STORE_ROOT_INO, "x.json", &m[6],
+				ITEM_JSON, "[1]", 3);
+	c[7] = hashed_change_of(first + 7, STORE_ROOT_INO, "\xc3\xa9", &m[7],
+				ITEM_BINARY, "", 0);
 	CHECK_EQ(s->ops->apply(s, c, 8, &tree, &ntree), 0);
+	changes_free(c, 8);
 
 	/* the report: the four directories, deepest before their parents,
 	 * the root last with the golden hash */
@@ -1378,6 +1352,7 @@ static void test_merkle_golden(void)
 	m[8] = meta_of(ITEM_BINARY, 0);
 	c[0] = change_of(first + 8, STORE_ROOT_INO, "nohash", &m[8]);
 	CHECK_EQ(s->ops->apply(s, c, 1, &tree, &ntree), 0);
+	changes_free(c, 1);
 	CHECK_EQ(ntree, 1);
 	CHECK_EQ(tree[0].ino, STORE_ROOT_INO);
 	check_merkle_tree(s, got);
@@ -1386,6 +1361,7 @@ static void test_merkle_golden(void)
 	free(tree);
 	c[0] = delete_of(first + 8);
 	CHECK_EQ(s->ops->apply(s, c, 1, &tree, &ntree), 0);
+	changes_free(c, 1);
 	CHECK_EQ(ntree, 1);
 	CHECK(memcmp(tree[0].merkle, want_root, MERKLE_LEN) == 0);
 	free(tree);
@@ -1396,6 +1372,7 @@ static void test_merkle_golden(void)
 	ntree = 7;
 	c[0] = delete_of(first + 8);
 	CHECK_EQ(s->ops->apply(s, c, 1, &tree, &ntree), 0);
+	changes_free(c, 1);
 	CHECK(tree == NULL && ntree == 0);
 	store_free(s);
 }
@@ -1416,7 +1393,7 @@ static void test_merkle_failed_batch(void)
 {
 	struct store *s = open_fresh();
 	struct item_meta m[3];
-	struct store_change c[3];
+	struct change *c[3];
 	struct store_dirhash *tree;
 	size_t ntree;
 	uint64_t d, sub;
@@ -1425,14 +1402,17 @@ static void test_merkle_failed_batch(void)
 
 	d = put_dir(s, new_ino(s), STORE_ROOT_INO, "d");
 	sub = put_dir(s, new_ino(s), d, "sub");
-	c[0] = file_change(new_ino(s), sub, "f", &m[0], ITEM_BINARY, "f", 1);
-	CHECK_EQ(store_apply(s, c, 1), 0);
+	c[0] = hashed_change_of(new_ino(s), sub, "f", &m[0], ITEM_BINARY, "f",
+				1);
+	CHECK_EQ(apply_changes(s, c, 1), 0);
 	check_merkle_tree(s, root);
 	before = merkle_snapshot();
 
 	/* a new file deep down, and a name that is taken */
-	c[0] = file_change(new_ino(s), sub, "g", &m[0], ITEM_BINARY, "g", 1);
-	c[1] = file_change(new_ino(s), d, "sub", &m[1], ITEM_BINARY, "x", 1);
+	c[0] = hashed_change_of(new_ino(s), sub, "g", &m[0], ITEM_BINARY, "g",
+				1);
+	c[1] = hashed_change_of(new_ino(s), d, "sub", &m[1], ITEM_BINARY, "x",
+				1);
 	tree = (struct store_dirhash *)1;
 	ntree = 7;
 	CHECK_EQ(s->ops->apply(s, c, 2, &tree, &ntree), -EEXIST);
@@ -1442,6 +1422,7 @@ static void test_merkle_failed_batch(void)
 	free(after);
 
 	/* one ino written twice */
+	change_free(c[1]);
 	c[1] = c[0];
 	tree = (struct store_dirhash *)1;
 	ntree = 7;
@@ -1458,8 +1439,8 @@ static void test_merkle_failed_batch(void)
 	admin_exec("CREATE CONSTRAINT TRIGGER tierfs_test_refuse"
 		   " AFTER INSERT ON entries DEFERRABLE INITIALLY DEFERRED"
 		   " FOR EACH ROW EXECUTE FUNCTION tierfs_test_refuse()");
-	c[1] = file_change(new_ino(s), d, "refused", &m[1], ITEM_BINARY, "r",
-			   1);
+	c[1] = hashed_change_of(new_ino(s), d, "refused", &m[1], ITEM_BINARY,
+				"r", 1);
 	m[2] = meta_of(ITEM_DIR, 0);
 	c[2] = change_of(new_ino(s), STORE_ROOT_INO, "newdir", &m[2]);
 	tree = (struct store_dirhash *)1;
@@ -1473,12 +1454,15 @@ static void test_merkle_failed_batch(void)
 	check_merkle_tree(s, root);
 
 	/* the same batch without the refused row goes through */
+	change_free(c[1]);
 	c[1] = c[2];
 	CHECK_EQ(s->ops->apply(s, c, 2, &tree, &ntree), 0);
 	CHECK_EQ(ntree, 4); /* sub, d, newdir, root */
 	CHECK_EQ(tree[3].ino, STORE_ROOT_INO);
 	CHECK(tree_pos(tree, ntree, sub) < tree_pos(tree, ntree, d));
 	free(tree);
+	change_free(c[0]);
+	change_free(c[2]); /* c[1] too */
 	after = merkle_snapshot();
 	CHECK(strcmp(after, before) != 0);
 	free(after);
@@ -1501,8 +1485,8 @@ static void test_merkle_failed_batch(void)
 			 "UPDATE entries SET parent = %llu WHERE ino = %llu",
 			 (unsigned long long)q, (unsigned long long)p);
 		admin_exec(sql);
-		c[0] = file_change(new_ino(s), q, "f", &m[0], ITEM_BINARY, "f",
-				   1);
+		c[0] = hashed_change_of(new_ino(s), q, "f", &m[0], ITEM_BINARY,
+					"f", 1);
 		tree = (struct store_dirhash *)1;
 		ntree = 7;
 		log_reset();
@@ -1512,6 +1496,7 @@ static void test_merkle_failed_batch(void)
 		CHECK(tree == NULL && ntree == 0);
 		CHECK(log_has("cycle"));
 		CHECK_EQ(lookup_ino(s, q, "f"), -ENOENT);
+		changes_free(c, 1);
 	}
 	after = merkle_snapshot();
 	CHECK_STREQ(after, before);
@@ -1539,19 +1524,20 @@ static void *mwriter_main(void *p)
 
 	pthread_barrier_wait(&barrier);
 	for (int round = 0; round < NMERKLE_ROUNDS; round++) {
-		struct item_meta m[2];
-		struct store_change c[2];
+		struct item_meta m;
+		struct change *c[2];
 		char name[32], data[32];
 		size_t n = 0;
 		int len;
 
 		len = snprintf(data, sizeof(data), "w%d r%d", a->id, round);
 		snprintf(name, sizeof(name), "w%d-%02d", a->id, round);
-		c[n++] = file_change(a->first + (uint64_t)round, a->dir, name,
-				     &m[0], ITEM_BINARY, data, (size_t)len);
+		c[n++] = hashed_change_of(a->first + (uint64_t)round, a->dir,
+					  name, &m, ITEM_BINARY, data,
+					  (size_t)len);
 		if (round % 3 == 2) /* and drop one written before */
 			c[n++] = delete_of(a->first + (uint64_t)round - 2);
-		if (store_apply(a->s, c, n) != 0)
+		if (apply_changes(a->s, c, n) != 0)
 			a->errors++;
 	}
 	return NULL;
@@ -2015,8 +2001,7 @@ static enum prop_op prop_random_op(void)
 }
 
 struct prop_batch {
-	struct store_change c[PROP_MAX_CHANGES];
-	struct item_meta m[PROP_MAX_CHANGES];
+	struct change *c[PROP_MAX_CHANGES];
 	char data[PROP_MAX_CHANGES][64];
 	size_t n;
 	bool busy[PROP_MAX_NODES]; /* changed in this batch */
@@ -2033,6 +2018,7 @@ static void prop_op(struct prop_batch *b)
 	size_t live = 0, i = 0, len = 0;
 	enum prop_op op;
 	bool deleted = false, has_data = false;
+	struct item_meta m;
 	uint64_t old_parent = 0;
 	bool existed = true;
 
@@ -2134,17 +2120,17 @@ static void prop_op(struct prop_batch *b)
 		b->hit[pn_index(pn[i].parent)] = true;
 	if (pn[i].kind == ITEM_DIR)
 		b->hit[i] = true;
-	b->m[b->n] = meta_of(pn[i].kind, pn[i].size);
-	memcpy(b->m[b->n].hash, pn[i].hash, MERKLE_LEN);
-	b->m[b->n].version = pn[i].version;
-	b->m[b->n].mode = pn[i].mode;
-	b->c[b->n] = change_of(pn_ino(i), i ? pn[i].parent : 0,
-			       i ? pn[i].name : "", &b->m[b->n]);
-	if (has_data) {
-		b->c[b->n].has_data = true;
-		b->c[b->n].data = b->data[b->n];
-		b->c[b->n].len = len;
-	}
+	m = meta_of(pn[i].kind, pn[i].size);
+	memcpy(m.hash, pn[i].hash, MERKLE_LEN);
+	m.version = pn[i].version;
+	m.mode = pn[i].mode;
+	if (has_data)
+		b->c[b->n] = data_change_of(pn_ino(i), i ? pn[i].parent : 0,
+					    i ? pn[i].name : "", &m,
+					    b->data[b->n], len);
+	else
+		b->c[b->n] = change_of(pn_ino(i), i ? pn[i].parent : 0,
+				       i ? pn[i].name : "", &m);
 	b->n++;
 }
 
@@ -2306,6 +2292,7 @@ static void test_merkle_property(void)
 		tree = (struct store_dirhash *)1;
 		ntree = 7;
 		CHECK_EQ(s->ops->apply(s, b.c, b.n, &tree, &ntree), 0);
+		changes_free(b.c, b.n);
 		prop_check(s, &b, tree, ntree);
 		free(tree);
 		for (int k = 0; k < OP_N; k++)

@@ -195,7 +195,6 @@ static void test_content(void)
 	static const char nuls[] = {'a', 0, 'b', 0, 0, 'c', 0};
 	struct store *s = open_ok("content.db");
 	struct item_meta m;
-	struct store_change c;
 	size_t big_len = 1 << 20;
 	unsigned char *big = malloc(big_len);
 	uint64_t f_nul, f_big, f_empty, f_nodata, dir;
@@ -217,8 +216,9 @@ static void test_content(void)
 	dir = put_dir(s, new_ino(s), STORE_ROOT_INO, "dir");
 	m = meta_of(ITEM_BINARY, 0);
 	f_nodata = new_ino(s);
-	c = change_of(f_nodata, STORE_ROOT_INO, "nodata", &m);
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(
+		apply_one(s, change_of(f_nodata, STORE_ROOT_INO, "nodata", &m)),
+		0);
 
 	check_content(s, f_nul, nuls, sizeof(nuls));
 	check_content(s, f_big, big, big_len);
@@ -230,21 +230,18 @@ static void test_content(void)
 	/* a metadata-only change keeps the content */
 	m = meta_of(ITEM_BINARY, sizeof(nuls));
 	m.version = 2;
-	c = change_of(f_nul, STORE_ROOT_INO, "nuls", &m);
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(apply_one(s, change_of(f_nul, STORE_ROOT_INO, "nuls", &m)), 0);
 	check_content(s, f_nul, nuls, sizeof(nuls));
 
-	/* has_data replaces it, also with empty content */
+	/* an item replaces it, also with empty content */
 	m = meta_of(ITEM_BINARY, 3);
-	c = change_of(f_big, STORE_ROOT_INO, "big", &m);
-	c.has_data = true;
-	c.data = "xyz";
-	c.len = 3;
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(apply_one(s, data_change_of(f_big, STORE_ROOT_INO, "big", &m,
+					     "xyz", 3)),
+		 0);
 	check_content(s, f_big, "xyz", 3);
-	c.data = NULL;
-	c.len = 0;
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(apply_one(s, data_change_of(f_big, STORE_ROOT_INO, "big", &m,
+					     NULL, 0)),
+		 0);
 	check_content(s, f_big, NULL, 0);
 	put_file(s, f_big, STORE_ROOT_INO, "big", ITEM_BINARY, big, big_len);
 	check_content(s, f_big, big, big_len);
@@ -326,9 +323,8 @@ static void test_meta_roundtrip(void)
 	struct store *s = open_ok("meta.db");
 	struct item_meta m = meta_of(ITEM_JSON, 1234567890123ULL);
 	struct item_meta back;
-	struct store_change c;
 	struct store_row row, rows[4];
-	uint64_t f;
+	uint64_t f, d;
 	int n;
 
 	for (int i = 0; i < ITEM_HASH_LEN; i++)
@@ -345,8 +341,7 @@ static void test_meta_roundtrip(void)
 	m.xattrs_len = sizeof(xattrs) - 1; /* not the final NUL */
 
 	f = new_ino(s);
-	c = change_of(f, STORE_ROOT_INO, "m.json", &m);
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(apply_one(s, change_of(f, STORE_ROOT_INO, "m.json", &m)), 0);
 
 	CHECK_EQ(s->ops->get(s, f, &row), 0);
 	CHECK(meta_equal(&row.meta, &m));
@@ -371,7 +366,7 @@ static void test_meta_roundtrip(void)
 	m.xattrs_len = 0;
 	memset(m.hash, 0, sizeof(m.hash));
 	m.explicit_dir = true;
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(apply_one(s, change_of(f, STORE_ROOT_INO, "m.json", &m)), 0);
 	CHECK_EQ(s->ops->get(s, f, &row), 0);
 	CHECK(row.meta.state == NULL);
 	CHECK(row.meta.xattrs == NULL && row.meta.xattrs_len == 0);
@@ -382,9 +377,9 @@ static void test_meta_roundtrip(void)
 	m = meta_of(ITEM_DIR, 0);
 	m.state = "s";
 	m.explicit_dir = false;
-	c = change_of(new_ino(s), STORE_ROOT_INO, "dir", &m);
-	CHECK_EQ(store_apply(s, &c, 1), 0);
-	CHECK_EQ(s->ops->get(s, c.ino, &row), 0);
+	d = new_ino(s);
+	CHECK_EQ(apply_one(s, change_of(d, STORE_ROOT_INO, "dir", &m)), 0);
+	CHECK_EQ(s->ops->get(s, d, &row), 0);
 	CHECK(meta_equal(&row.meta, &m));
 	CHECK_EQ(item_meta_copy(&back, &row.meta), 0);
 	store_row_release(&row);
@@ -621,14 +616,11 @@ static uint64_t put_hashed(struct store *s, uint64_t ino, uint64_t parent,
 			   const char *name, enum item_kind kind,
 			   const void *data, size_t len)
 {
-	struct item_meta m = meta_of(kind, len);
-	struct store_change c = change_of(ino, parent, name, &m);
+	struct item_meta m;
 
-	item_hash(len ? data : "", len, m.hash);
-	c.has_data = true;
-	c.data = data;
-	c.len = len;
-	CHECK_EQ(store_apply(s, &c, 1), 0);
+	CHECK_EQ(apply_one(s, hashed_change_of(ino, parent, name, &m, kind,
+					       data, len)),
+		 0);
 	return ino;
 }
 
@@ -1276,8 +1268,8 @@ static void test_merkle_property(void)
 	struct model *md = calloc(1, sizeof(*md));
 	struct tree_seen *before = calloc(1, sizeof(*before));
 	struct tree_seen *after = calloc(1, sizeof(*after));
-	struct store_change ch[MODEL_MAX];
-	struct item_meta metas[MODEL_MAX];
+	struct change *ch[MODEL_MAX];
+	struct item_meta m;
 	uint64_t want[MODEL_DIRS_MAX];
 	uint64_t saved_rng = rng_state;
 
@@ -1296,6 +1288,7 @@ static void test_merkle_property(void)
 		struct store_dirhash *tree = (void *)1;
 		size_t ntree = 12345, nch = 0, nwant;
 		struct tree_seen *tmp;
+		const char *name;
 
 		snprintf(check_context, sizeof(check_context),
 			 "the merkle property test, seed %llu, batch %d",
@@ -1312,28 +1305,26 @@ static void test_merkle_property(void)
 				ch[nch++] = delete_of(x->ino);
 				continue;
 			}
-			metas[nch] = meta_of(x->kind, x->len);
-			metas[nch].mode = x->mode;
-			metas[nch].version = x->version;
+			m = meta_of(x->kind, x->len);
+			m.mode = x->mode;
+			m.version = x->version;
 			if (x->kind != ITEM_DIR)
 				item_hash(x->len ? x->data : (void *)"", x->len,
-					  metas[nch].hash);
-			ch[nch] = change_of(x->ino, x->parent,
-					    x->ino == STORE_ROOT_INO ? ""
-								     : x->name,
-					    &metas[nch]);
-			if (x->has_data) {
-				ch[nch].has_data = true;
-				ch[nch].data = x->data;
-				ch[nch].len = x->len;
-			}
-			nch++;
+					  m.hash);
+			name = x->ino == STORE_ROOT_INO ? "" : x->name;
+			ch[nch++] = x->has_data
+					    ? data_change_of(x->ino, x->parent,
+							     name, &m, x->data,
+							     x->len)
+					    : change_of(x->ino, x->parent, name,
+							&m);
 		}
 		if (nch == 0)
 			continue; /* the dice changed nothing */
 		nwant = model_expected(md, want, MODEL_DIRS_MAX);
 
 		CHECK_EQ(s->ops->apply(s, ch, nch, &tree, &ntree), 0);
+		changes_free(ch, nch);
 		tree_check(s, after);
 		CHECK_EQ(after->ndirs, model_count(md, true));
 		CHECK_EQ(after->nentries + 1, model_count(md, false));
@@ -1401,7 +1392,7 @@ static void test_merkle_failed_batch(void)
 	struct item_meta mf = meta_of(ITEM_BINARY, 3);
 	struct item_meta mf2 = meta_of(ITEM_BINARY, 3);
 	struct item_meta md = meta_of(ITEM_DIR, 0);
-	struct store_change c[4];
+	struct change *c[4];
 	struct store_dirhash *tree;
 	uint64_t d1, d2, d3, f1, f2, fresh;
 	size_t ntree;
@@ -1420,14 +1411,8 @@ static void test_merkle_failed_batch(void)
 	 * change, none does */
 	item_hash("new", 3, mf.hash);
 	item_hash("two", 3, mf2.hash);
-	c[0] = change_of(fresh, d2, "fresh", &mf);
-	c[0].has_data = true;
-	c[0].data = "new";
-	c[0].len = 3;
-	c[1] = change_of(f1, d1, "f1", &mf);
-	c[1].has_data = true;
-	c[1].data = "new";
-	c[1].len = 3;
+	c[0] = data_change_of(fresh, d2, "fresh", &mf, "new", 3);
+	c[1] = data_change_of(f1, d1, "f1", &mf, "new", 3);
 	c[2] = change_of(f2, d2, "f2", &mf2);
 	c[3] = change_of(new_ino(s), STORE_ROOT_INO, "d1", &mf);
 	tree = (void *)1;
@@ -1439,6 +1424,7 @@ static void test_merkle_failed_batch(void)
 	tree_same(before, after);
 
 	/* a refused change (-EINVAL) reports none either */
+	change_free(c[3]);
 	c[3] = change_of(new_ino(s), STORE_ROOT_INO, "a/b", &mf);
 	tree = (void *)1;
 	ntree = 99;
@@ -1447,6 +1433,7 @@ static void test_merkle_failed_batch(void)
 	CHECK_EQ(ntree, 0);
 
 	/* moving d1 into its own child d2 would make a cycle */
+	change_free(c[0]);
 	c[0] = change_of(d1, d2, "d1", &md);
 	tree = (void *)1;
 	ntree = 99;
@@ -1462,6 +1449,7 @@ static void test_merkle_failed_batch(void)
 	/* the content change and the move with a new directory go through
 	 * and report d2 (deepest), d1 and d3 (in inode order), the root */
 	d3 = new_ino(s);
+	change_free(c[3]);
 	c[3] = change_of(d3, STORE_ROOT_INO, "d3", &md);
 	CHECK_EQ(s->ops->apply(s, c + 1, 3, &tree, &ntree), 0);
 	CHECK(tree != NULL);
@@ -1474,6 +1462,7 @@ static void test_merkle_failed_batch(void)
 	tree_check(s, after);
 
 	/* deleting what is not there touches no directory: no report */
+	change_free(c[0]);
 	c[0] = delete_of(987654);
 	tree = (void *)1;
 	ntree = 99;
@@ -1482,6 +1471,7 @@ static void test_merkle_failed_batch(void)
 	CHECK_EQ(ntree, 0);
 	tree_check(s, before);
 	tree_same(before, after);
+	changes_free(c, 4);
 	store_free(s);
 	free(before);
 	free(after);
@@ -1493,7 +1483,7 @@ static void test_merkle_depth(void)
 {
 	const size_t deep = 1000, too_deep = 5000;
 	struct store *s = open_ok("merkle-depth.db");
-	struct store_change *c = calloc(too_deep, sizeof(*c));
+	struct change **c = calloc(too_deep, sizeof(*c));
 	struct item_meta md = meta_of(ITEM_DIR, 0);
 	struct store_dirhash *tree;
 	uint8_t root0[MERKLE_LEN], h[MERKLE_LEN];
@@ -1531,6 +1521,7 @@ static void test_merkle_depth(void)
 		merkle_end(m, h);
 	}
 	free(tree);
+	changes_free(c, too_deep);
 	free(c);
 	store_free(s);
 }
@@ -1715,13 +1706,13 @@ static void test_merkle_migration(void)
 	CHECK(!hash_zero(h));
 	{
 		struct item_meta m = meta_of(ITEM_BINARY, 0);
-		struct store_change c[2];
+		struct change *c[2];
 		struct store_dirhash *tree;
 		size_t ntree;
 
 		c[0] = change_of(new_ino(s), 21, "g", &m);
 		log_reset();
-		CHECK_EQ(store_apply(s, c, 1), -EIO);
+		CHECK_EQ(apply_changes(s, c, 1), -EIO);
 		CHECK(log_has("cycle"));
 		CHECK_EQ(lookup_ino(s, 21, "g"), -ENOENT);
 
@@ -1730,6 +1721,7 @@ static void test_merkle_migration(void)
 		c[0] = change_of(new_ino(s), STORE_ROOT_INO, "g", &m);
 		c[1] = change_of(new_ino(s), 31, "g", &m);
 		CHECK_EQ(s->ops->apply(s, c, 2, &tree, &ntree), 0);
+		changes_free(c, 2);
 		CHECK_EQ(ntree, 2);
 		CHECK_EQ(tree[0].ino, 31);
 		CHECK_EQ(tree[1].ino, STORE_ROOT_INO);
@@ -1793,7 +1785,7 @@ static void test_threads(void)
 	struct reader_arg args[8];
 	pthread_t th[8];
 	struct item_meta m = meta_of(ITEM_BINARY, 3);
-	struct store_change c;
+	struct change *c;
 	uint64_t d, t;
 
 	d = put_dir(s, new_ino(s), STORE_ROOT_INO, "d");
@@ -1810,15 +1802,11 @@ static void test_threads(void)
 			 0);
 	}
 	for (int i = 0; i < 200; i++) {
-		if (i % 2 == 0) {
-			c = change_of(t, d, "toggle", &m);
-			c.has_data = true;
-			c.data = "abc";
-			c.len = 3;
-		} else {
+		if (i % 2 == 0)
+			c = data_change_of(t, d, "toggle", &m, "abc", 3);
+		else
 			c = delete_of(t);
-		}
-		CHECK_EQ(store_apply(s, &c, 1), 0);
+		CHECK_EQ(apply_one(s, c), 0);
 	}
 	for (int i = 0; i < 8; i++) {
 		CHECK_EQ(pthread_join(th[i], NULL), 0);

@@ -126,33 +126,34 @@ static void test_entry_problem(void)
 static void test_change_problem(void)
 {
 	struct item_meta m = {.kind = ITEM_BINARY};
-	struct store_change ch = {
-		.ino = 5, .parent = 1, .name = "a", .meta = &m};
-	char name[STORE_NAME_MAX + 2];
+	struct change *ch = change_new_put(5, 1, "a", &m, NULL);
+	char name[STORE_NAME_MAX + 2], *keep;
 
-	CHECK(!store_change_problem(&ch, INT64_MAX));
-	ch.name = NULL;
-	CHECK_STREQ(store_change_problem(&ch, INT64_MAX), "no name");
-	ch.deleted = true; /* a delete needs an ino only */
-	CHECK(!store_change_problem(&ch, INT64_MAX));
-	ch.deleted = false;
+	CHECK(ch != NULL);
+	CHECK(!store_change_problem(ch, INT64_MAX));
+	keep = ch->name;
+	ch->name = NULL;
+	CHECK_STREQ(store_change_problem(ch, INT64_MAX), "no name");
+	ch->deleted = true; /* a delete needs an ino only */
+	CHECK(!store_change_problem(ch, INT64_MAX));
+	ch->deleted = false;
 	memset(name, 'x', sizeof(name) - 1);
 	name[sizeof(name) - 1] = '\0';
-	ch.name = name;
-	CHECK_STREQ(store_change_problem(&ch, INT64_MAX), "name too long");
-	ch.name = "a";
-	ch.meta = NULL;
-	CHECK_STREQ(store_change_problem(&ch, INT64_MAX), "no metadata");
-	ch.meta = &m;
-	ch.has_data = true;
-	ch.len = 3;
-	CHECK_STREQ(store_change_problem(&ch, INT64_MAX), "no data");
-	ch.len = 0;
-	CHECK(!store_change_problem(&ch, INT64_MAX));
+	ch->name = name;
+	CHECK_STREQ(store_change_problem(ch, INT64_MAX), "name too long");
+	ch->name = keep;
+	ch->meta.kind = (enum item_kind)7;
+	CHECK_STREQ(store_change_problem(ch, INT64_MAX), "bad kind");
+	ch->meta.kind = ITEM_DIR;
+	CHECK(!store_change_problem(ch, INT64_MAX));
+	ch->ino = 0;
+	CHECK_STREQ(store_change_problem(ch, INT64_MAX), "bad inode number");
+	change_free(ch);
+	change_free(NULL);
 }
 
 /* What a backend below allows: no file named "big". */
-static const char *no_big(const struct store_change *ch)
+static const char *no_big(const struct change *ch)
 {
 	return strcmp(ch->name, "big") == 0 ? "too big here" : NULL;
 }
@@ -160,12 +161,14 @@ static const char *no_big(const struct store_change *ch)
 static void test_check_changes(void)
 {
 	struct item_meta m = {.kind = ITEM_BINARY};
-	struct store_change ch[3] = {
-		{.ino = 5, .parent = 1, .name = "a", .meta = &m},
-		{.ino = 6, .deleted = true, .name = "big"},
-		{.ino = 7, .parent = 1, .name = "big", .meta = &m},
+	struct change *ch[3] = {
+		change_new_put(5, 1, "a", &m, NULL),
+		change_new_del(6),
+		change_new_put(7, 1, "big", &m, NULL),
 	};
 
+	for (int i = 0; i < 3; i++)
+		CHECK(ch[i] != NULL);
 	CHECK_EQ(store_check_changes(&l3, ch, 0, no_big), 0);
 	CHECK_EQ(store_check_changes(&l3, ch, 2, no_big), 0);
 	nlogs = 0;
@@ -174,11 +177,13 @@ static void test_check_changes(void)
 	CHECK_STREQ(last_log,
 		    "sql 't.db': cannot apply change to inode 7: too big here");
 	CHECK_EQ(store_check_changes(&l3, ch, 3, NULL), 0);
-	ch[0].ino = (uint64_t)INT64_MAX + 1;
+	ch[0]->ino = (uint64_t)INT64_MAX + 1;
 	CHECK_EQ(store_check_changes(&l3, ch, 1, NULL), -EINVAL);
 	CHECK_STREQ(last_log, "sql 't.db': cannot apply change to inode "
 			      "9223372036854775808: bad inode number");
 	CHECK_EQ(store_check_changes(&cache, ch, 1, NULL), 0);
+	for (int i = 0; i < 3; i++)
+		change_free(ch[i]);
 }
 
 /* Decodes @c with @b, which must find it corrupt because of @why. */

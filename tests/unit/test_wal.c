@@ -212,9 +212,9 @@ static void write_file(const char *path, const void *buf, size_t len)
 
 /* ---- records ---- */
 
-static struct batch_rec *rec_new(uint64_t ino, uint64_t seq)
+static struct change *rec_new(uint64_t ino, uint64_t seq)
 {
-	struct batch_rec *r = calloc(1, sizeof(*r));
+	struct change *r = calloc(1, sizeof(*r));
 
 	CHECK(r != NULL);
 	r->ino = ino;
@@ -223,7 +223,7 @@ static struct batch_rec *rec_new(uint64_t ino, uint64_t seq)
 }
 
 /* Gives @r content @data (copied) with item ID @id; sets size and hash. */
-static void rec_content(struct batch_rec *r, const char *id, const void *data,
+static void rec_content(struct change *r, const char *id, const void *data,
 			size_t len)
 {
 	r->item = item_new(id, data, len, &r->meta);
@@ -232,7 +232,7 @@ static void rec_content(struct batch_rec *r, const char *id, const void *data,
 	memcpy(r->meta.hash, item_meta(r->item)->hash, ITEM_HASH_LEN);
 }
 
-static void rec_xattr(struct batch_rec *r, const char *name, const void *value,
+static void rec_xattr(struct change *r, const char *name, const void *value,
 		      size_t len)
 {
 	CHECK_EQ(item_xattr_set(&r->meta, name, value, len, 0), 0);
@@ -240,9 +240,9 @@ static void rec_xattr(struct batch_rec *r, const char *name, const void *value,
 
 /* A random record: ~1/6 deletions, the rest with random names, metadata,
  * state, xattrs and (half of them) up to @max_content content bytes. */
-static struct batch_rec *rec_random(uint64_t seq, size_t max_content)
+static struct change *rec_random(uint64_t seq, size_t max_content)
 {
-	struct batch_rec *r = rec_new(1 + rnd() % 1000, seq);
+	struct change *r = rec_new(1 + rnd() % 1000, seq);
 	struct item_meta *m = &r->meta;
 
 	if (rnd() % 6 == 0) {
@@ -289,7 +289,7 @@ static bool str_eq(const char *a, const char *b)
 }
 
 /* Checks that @got is a faithful copy of @want, field by field. */
-static void rec_check(const struct batch_rec *got, const struct batch_rec *want)
+static void rec_check(const struct change *got, const struct change *want)
 {
 	const struct item_meta *g = &got->meta, *w = &want->meta;
 
@@ -328,12 +328,12 @@ static void rec_check(const struct batch_rec *got, const struct batch_rec *want)
 
 /* What a replay delivered. */
 struct got {
-	struct batch_rec **recs;
+	struct change **recs;
 	size_t n, cap;
 	int fail_at; /* fail with -EPERM at this record (1-based), or 0 */
 };
 
-static int collect(void *arg, struct batch_rec *rec)
+static int collect(void *arg, struct change *rec)
 {
 	struct got *g = arg;
 
@@ -349,14 +349,14 @@ static int collect(void *arg, struct batch_rec *rec)
 static void got_release(struct got *g)
 {
 	for (size_t i = 0; i < g->n; i++)
-		batch_rec_free(g->recs[i]);
+		change_free(g->recs[i]);
 	free(g->recs);
 	memset(g, 0, sizeof(*g));
 }
 
 /* Opens @dir, replays it and checks it yields exactly @want[0..@n), then
  * closes. Returns the warnings logged. */
-static int replay_check(const char *dir, struct batch_rec **want, size_t n)
+static int replay_check(const char *dir, struct change **want, size_t n)
 {
 	struct got g = {0};
 	struct wal *w;
@@ -375,10 +375,10 @@ static int replay_check(const char *dir, struct batch_rec **want, size_t n)
 	return sink.warnings;
 }
 
-static void recs_free(struct batch_rec **recs, size_t n)
+static void recs_free(struct change **recs, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		batch_rec_free(recs[i]);
+		change_free(recs[i]);
 }
 
 /* ---- tests ---- */
@@ -386,7 +386,7 @@ static void recs_free(struct batch_rec **recs, size_t n)
 /* Every field survives append, close, open, replay. */
 static void test_round_trip(void)
 {
-	struct batch_rec *recs[12];
+	struct change *recs[12];
 	size_t n = 0, big = 1 << 20;
 	char dir[512], path[1024], *buf;
 	struct wal *w;
@@ -500,7 +500,7 @@ static void test_round_trip(void)
  * written. */
 static void test_refused(void)
 {
-	struct batch_rec *r;
+	struct change *r;
 	char dir[512];
 	struct wal *w;
 	uint8_t blob[8];
@@ -556,14 +556,14 @@ static void test_refused(void)
 		got_release(&g);
 		wal_close(w);
 	}
-	batch_rec_free(r);
+	change_free(r);
 }
 
 /* Rotation makes new segments; wal_drop_before() deletes exactly the older
  * ones; replay goes oldest first across segments. */
 static void test_rotation(void)
 {
-	struct batch_rec *recs[30];
+	struct change *recs[30];
 	char dir[512], path[1024], other[1024];
 	int64_t s2, s3, s;
 	struct wal *w;
@@ -646,11 +646,11 @@ static void test_rotation(void)
  * nothing; space comes back when old segments are dropped. */
 static void test_bound(void)
 {
-	struct batch_rec *recs[8];
+	struct change *recs[8];
 	char dir[512], path[1024];
 	uint64_t one, max;
 	struct wal *w;
-	struct batch_rec *big;
+	struct change *big;
 	char *data;
 
 	new_dir(dir, sizeof(dir));
@@ -707,14 +707,14 @@ static void test_bound(void)
 	CHECK_EQ(replay_check(dir, recs + 3, 3), 0);
 
 	recs_free(recs, 8);
-	batch_rec_free(big);
+	change_free(big);
 }
 
 /* A write that fails half way (the file size limit cuts it) is truncated
  * away: the next record follows the last whole one. */
 static void test_failed_write(void)
 {
-	struct batch_rec *recs[3];
+	struct change *recs[3];
 	char dir[512], path[1024], *data;
 	struct rlimit old, lim;
 	struct wal *w;
@@ -754,7 +754,7 @@ static void test_failed_write(void)
 	CHECK_EQ(wal_append(w, recs[2]), 0);
 	wal_close(w);
 	{
-		struct batch_rec *want[2] = {recs[0], recs[2]};
+		struct change *want[2] = {recs[0], recs[2]};
 
 		CHECK_EQ(replay_check(dir, want, 2), 0);
 	}
@@ -765,7 +765,7 @@ static void test_failed_write(void)
 
 /* Writes @n records into a fresh log; returns its directory's segment 1
  * bytes and each record's end offset in @ends. */
-static uint8_t *write_segment(struct batch_rec **recs, size_t n, uint64_t *ends,
+static uint8_t *write_segment(struct change **recs, size_t n, uint64_t *ends,
 			      size_t *len)
 {
 	char dir[512], path[1024];
@@ -788,7 +788,7 @@ static uint8_t *write_segment(struct batch_rec **recs, size_t n, uint64_t *ends,
 /* Puts @len bytes at @buf in @dir (emptied first) as segment 1, replays and
  * checks it yields exactly @want[0..@k); returns the warnings logged. */
 static int replay_bytes(const char *dir, const void *buf, size_t len,
-			struct batch_rec **want, size_t k)
+			struct change **want, size_t k)
 {
 	char path[1024];
 
@@ -802,7 +802,7 @@ static int replay_bytes(const char *dir, const void *buf, size_t len,
  * holds whole, with a warning exactly when it ends inside a record. */
 static void test_cut_everywhere(void)
 {
-	struct batch_rec *recs[CUT_RECS];
+	struct change *recs[CUT_RECS];
 	uint64_t ends[CUT_RECS];
 	char dir[512];
 	uint8_t *seg;
@@ -838,7 +838,7 @@ static void test_cut_everywhere(void)
  * before it, though whole valid records follow. */
 static void test_flip(void)
 {
-	struct batch_rec *recs[CUT_RECS];
+	struct change *recs[CUT_RECS];
 	uint64_t ends[CUT_RECS];
 	char dir[512];
 	uint8_t *seg;
@@ -865,7 +865,7 @@ static void test_flip(void)
 /* A body with a good checksum must still parse exactly. */
 static void test_malformed_body(void)
 {
-	struct batch_rec *recs[3];
+	struct change *recs[3];
 	uint64_t ends[3];
 	char dir[512];
 	uint8_t *seg, *bad, *body;
@@ -965,7 +965,7 @@ static void test_other_files(void)
 		"wal-0000000000000009.lo",
 	};
 	size_t nothers = sizeof(others) / sizeof(*others);
-	struct batch_rec *recs[5];
+	struct change *recs[5];
 	char dir[512], path[1024];
 	struct wal *w;
 	struct got g = {0};
