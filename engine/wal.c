@@ -25,8 +25,9 @@
  *    sum of the sizes. Segments numbered below first_new existed at open.
  *  - appends never follow garbage: a failed write is truncated away before
  *    the error returns. While that truncate keeps failing (torn), appends
- *    fail with -EIO; a rotation leaves the garbage at the end of the old
- *    segment, where replay stops anyway.
+ *    and rotations fail with -EIO: no record ever follows garbage, so
+ *    replay can stop at the first bad record and still lose nothing that
+ *    was appended whole.
  *  - the directory is fsynced after the first segment is created; after a
  *    rotation or a deletion, by the next wal_sync() or wal_seal()
  *    (dir_dirty), so that neither runs under the engine's lock.
@@ -770,8 +771,9 @@ static ssize_t read_full(int fd, void *buf, size_t len)
 
 /*
  * Replays segment @num: hands each valid record to @fn and counts it in
- * *count, up to the end or the first invalid record. Returns 0, -EIO, -ENOMEM
- * or what @fn failed with.
+ * *count, up to the end or the first invalid record. Returns 0 (read to
+ * its end), 1 (stopped at an invalid record), -EIO, -ENOMEM or what @fn
+ * failed with.
  */
 static int seg_replay(struct wal *w, int64_t num,
 		      int (*fn)(void *arg, struct change *rec), void *arg,
@@ -857,11 +859,13 @@ static int seg_replay(struct wal *w, int64_t num,
 			goto out_close;
 		r = 0;
 	}
-	if (why)
+	if (why) {
 		eng_logf(&w->log, LOG_WARNING,
 			 "ignoring the rest of wal segment '%s/%s' from offset "
 			 "%" PRIu64 ": %s",
 			 w->dir, name, off, why);
+		r = 1;
+	}
 	goto out_close;
 
 out_read_err:
@@ -880,12 +884,25 @@ int wal_replay(struct wal *w, int (*fn)(void *arg, struct change *rec),
 {
 	int count = 0;
 
-	/* By index: @fn may append, which can move segs[]. */
+	/* By index: @fn may append, which can move segs[]. What replay yields
+	 * is a prefix of what was appended: after an invalid record, later
+	 * segments are not read either (appends never follow garbage, and a
+	 * rotation waits until garbage is cut away). */
 	for (size_t i = 0; i < w->nsegs && w->segs[i].num < w->first_new; i++) {
 		int r = seg_replay(w, w->segs[i].num, fn, arg, &count);
 
 		if (r < 0)
 			return r;
+		if (r > 0) {
+			if (i + 1 < w->nsegs &&
+			    w->segs[i + 1].num < w->first_new)
+				eng_logf(&w->log, LOG_WARNING,
+					 "ignoring the wal segments after it "
+					 "in '%s': what they hold came after "
+					 "the damage",
+					 w->dir);
+			break;
+		}
 	}
 	return count;
 }
@@ -1062,10 +1079,10 @@ int64_t wal_rotate(struct wal *w)
 	/* a segment left by an earlier rotation nobody sealed: now */
 	if (w->unsealed_fd >= 0 && wal_seal(w) < 0)
 		return -EIO;
-	/* Best effort: garbage left at the end of a segment appends no longer
-	 * follow is harmless, replay stops there. */
-	if (w->torn)
-		seg_untear(w);
+	/* Garbage left at the end of a segment would end replay there, before
+	 * the records of the next one: no rotation until it is cut away. */
+	if (w->torn && seg_untear(w) < 0)
+		return -EIO;
 	fd = seg_create(w, num + 1, false);
 	if (fd < 0)
 		return fd;

@@ -25,10 +25,10 @@
  *       u8 has_data, [u32 id_len, id, u64 data_len, data]
  *
  * Torn tails: a crash can leave a partial or corrupt record at the end of a
- * segment. Replay stops reading a segment at the first record whose header
- * or checksum is bad and ignores the rest of that segment (and logs it);
- * replay never fails because of the content of a segment. What replay
- * yields is therefore always a prefix of what was appended.
+ * segment. Replay stops at the first record whose header or checksum is
+ * bad and ignores the rest of the log from there, later segments included
+ * (and logs it); replay never fails because of the content of a segment.
+ * What replay yields is therefore always a prefix of what was appended.
  *
  * Durability: wal_append() writes (write(2)) before it returns, so the record
  * survives a crash of the process; wal_sync() makes everything appended so

@@ -1049,6 +1049,54 @@ static void test_open_errors(void)
 	CHECK(chmod(dir, 0700) == 0);
 }
 
+/* Damage in one segment ends replay there: the segments after it are not
+ * read either, so what replay yields is a prefix of what was appended. */
+static void test_prefix_across_segments(void)
+{
+	struct change *recs[20];
+	char dir[512], path[1024];
+	struct got g = {0};
+	uint64_t first;
+	struct wal *w;
+	FILE *f;
+	int c;
+
+	for (size_t i = 0; i < 20; i++)
+		recs[i] = rec_random(5000 + i, 200);
+	new_dir(dir, sizeof(dir));
+	CHECK_EQ(wal_open(dir, BIG, &test_log, &w), 0);
+	for (size_t i = 0; i < 5; i++)
+		CHECK_EQ(wal_append(w, recs[i]), 0);
+	first = wal_bytes(w);
+	for (size_t i = 5; i < 10; i++)
+		CHECK_EQ(wal_append(w, recs[i]), 0);
+	CHECK_EQ(wal_rotate(w), 2);
+	for (size_t i = 10; i < 20; i++)
+		CHECK_EQ(wal_append(w, recs[i]), 0);
+	CHECK_EQ(wal_seal(w), 0);
+	wal_close(w);
+
+	/* one byte of record 5 (segment 1) goes bad */
+	seg_path(path, sizeof(path), dir, 1);
+	f = fopen(path, "r+b");
+	CHECK(f != NULL);
+	CHECK_EQ(fseek(f, (long)first + 20, SEEK_SET), 0);
+	c = fgetc(f);
+	CHECK(c != EOF);
+	CHECK_EQ(fseek(f, (long)first + 20, SEEK_SET), 0);
+	CHECK(fputc(c ^ 0x5a, f) != EOF);
+	CHECK_EQ(fclose(f), 0);
+
+	sink_reset();
+	CHECK_EQ(wal_open(dir, BIG, &test_log, &w), 0);
+	CHECK_EQ(wal_replay(w, collect, &g), 5);
+	for (size_t i = 0; i < 5; i++)
+		rec_check(g.recs[i], recs[i]);
+	got_release(&g);
+	wal_close(w);
+	recs_free(recs, 20);
+}
+
 int main(void)
 {
 	const char *base = getenv("TMPDIR");
@@ -1081,6 +1129,8 @@ int main(void)
 	printf("ok malformed bodies\n");
 	test_garbage();
 	printf("ok garbage\n");
+	test_prefix_across_segments();
+	printf("ok damage ends replay across segments\n");
 	test_other_files();
 	printf("ok other files ignored\n");
 	test_open_errors();
