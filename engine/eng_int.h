@@ -116,6 +116,15 @@
 #define L2_BREAKER_COOLDOWN_NS (2 * 1000000000ull)
 
 #define TFS_XATTR "user.tierfs."
+#define QUARANTINE_RECENT 8 /* set-aside changes status lists */
+
+/* A change L3 refused for good, as status shows it. */
+struct quarantined {
+	uint64_t ino;
+	bool deleted;
+	char name[64]; /* cut */
+	int error;
+};
 
 /* Every kind of call the engine makes to a tier (tiers.c names them). */
 enum tier_op {
@@ -237,6 +246,9 @@ struct eng {
 	struct handle_link handles; /* open files and dirs (list head) */
 	/* statfs: L3's counts at open plus this engine's changes since */
 	int64_t fs_entries, fs_bytes;
+	char *wal_dir; /* the log directory (quarantine.log is there) */
+	uint64_t quarantined; /* changes set aside since open */
+	struct quarantined quarantine[QUARANTINE_RECENT]; /* the last ones */
 
 	/* The negative-lookup filter over (parent, name) of every entry. It
 	 * always gets this engine's inserts; deletes only once trusted (a
@@ -474,6 +486,22 @@ void wc_free(struct wc *w);
  * without a writer handle publishes at once, modified at @mtime. */
 int setattr_size(struct eng *e, struct node *n, struct eng_file *f,
 		 uint64_t size, struct item_meta *meta, int64_t mtime);
+
+/* --- quarantine.c --- */
+
+/* true for apply() errors about a change the batch carries (store.h). */
+bool refused_for_good(int r);
+/* After L3 refused @recs for good: commits what it takes in parts and
+ * moves the changes it refuses to the end of @recs (*nq of them). Without
+ * the lock. 0, or a negative errno (L3 failed otherwise: retry them all).
+ * *tree and *ntree: the parts' Merkle reports (caller frees *tree). */
+int apply_isolating(struct eng *e, struct change **recs, size_t n, size_t *nq,
+		    struct store_dirhash **tree, size_t *ntree);
+/* Logs and counts @n set-aside changes (refused with @why); without
+ * @filed (quarantine.log could not be written) the log keeps its
+ * segments. Lock held (or no other thread yet). */
+void quarantine_note(struct eng *e, struct change **recs, size_t n, int why,
+		     bool filed);
 
 /* --- flusher.c --- */
 

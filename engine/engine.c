@@ -150,7 +150,8 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 		snprintf(wal_dir, sizeof(wal_dir), "%s.tierfs-wal",
 			 cfg->sqlite_path);
 	e->l1 = l1_new(cfg->l1_max_bytes);
-	if (!e->l1) {
+	e->wal_dir = strdup(wal_dir);
+	if (!e->l1 || !e->wal_dir) {
 		r = -ENOMEM;
 		goto out_close;
 	}
@@ -252,6 +253,7 @@ int eng_close(struct eng *e)
 	breaker_release(&e->l2_breaker);
 	breaker_release(&e->l3_breaker);
 	wal_close(e->wal);
+	free(e->wal_dir);
 	if (e->lock_fd >= 0)
 		close(e->lock_fd); /* releases the lock */
 	pthread_cond_destroy(&e->flush_cond);

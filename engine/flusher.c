@@ -58,10 +58,11 @@ void *flusher_main(void *arg)
 		struct change **recs;
 		uint64_t snapshot, now = mono_ns();
 		struct tier_call c;
-		bool sealed;
+		bool sealed, filed = false;
+		size_t nq;
 		int64_t seg;
 		ssize_t n;
-		int r;
+		int r, why;
 
 		if (!e->stopping && !e->l3_failing)
 			ino_refill(e);
@@ -123,13 +124,25 @@ void *flusher_main(void *arg)
 			r = e->l3->ops->apply(e->l3, recs, (size_t)n, &tree,
 					      &ntree);
 		r = tier_leave(e, &c, r);
-		if (r == 0) /* L3 first: it is the truth */
-			l2_apply(e, recs, (size_t)n, tree, ntree);
+		nq = 0;
+		why = r;
+		if (refused_for_good(r)) { /* set aside what L3 will not take */
+			free(tree);
+			r = apply_isolating(e, recs, (size_t)n, &nq, &tree,
+					    &ntree);
+			filed = r == 0 && nq &&
+				wal_quarantine(e->wal, recs + n - nq, nq) == 0;
+		}
+		if (r == 0 && (size_t)n > nq) /* L3 first: it is the truth */
+			l2_apply(e, recs, (size_t)n - nq, tree, ntree);
 		free(tree);
 		pthread_mutex_lock(&e->lock);
 		if (!sealed && e->wal_lost_seq < snapshot)
 			e->wal_lost_seq = snapshot;
 		if (r == 0) {
+			if (nq)
+				quarantine_note(e, recs + n - nq, nq, why,
+						filed);
 			commit_done(e, recs, (size_t)n);
 			for (ssize_t i = 0; i < n; i++)
 				change_free(recs[i]);
@@ -274,14 +287,19 @@ static int replay_one(void *arg, struct change *rec)
 	return batch_add(arg, rec, 0);
 }
 
-/* Applies what a crashed engine left in the log to L3, then drops it. */
+/* Applies what a crashed engine left in the log to L3, then drops it. A
+ * change L3 refuses for good is set aside, so the store always mounts. */
 int replay_wal(struct eng *e)
 {
-	struct batch pending;
+	struct store_dirhash *tree = NULL;
 	struct change **recs = NULL;
+	struct batch pending;
+	struct tier_call c;
+	size_t nq = 0, ntree = 0;
+	bool filed = false;
 	ssize_t n;
 	int64_t seg;
-	int r;
+	int r, why;
 
 	batch_init(&pending, SIZE_MAX, SIZE_MAX, UINT64_MAX);
 	r = wal_replay(e->wal, replay_one, &pending);
@@ -297,12 +315,21 @@ int replay_wal(struct eng *e)
 			 "replaying %zd changes from the write-ahead log into "
 			 "%s",
 			 n, e->l3->ops->name);
-		struct tier_call c;
-
 		r = tier_enter(e, &c, OP_L3_APPLY, NULL, false);
 		if (r == 0)
 			r = store_apply(e->l3, recs, (size_t)n);
 		r = tier_leave(e, &c, r);
+		why = r;
+		if (refused_for_good(r)) {
+			r = apply_isolating(e, recs, (size_t)n, &nq, &tree,
+					    &ntree);
+			free(tree);
+			filed = r == 0 && nq &&
+				wal_quarantine(e->wal, recs + n - nq, nq) == 0;
+			if (r == 0 && nq)
+				quarantine_note(e, recs + n - nq, nq, why,
+						filed);
+		}
 		for (ssize_t i = 0; i < n; i++)
 			change_free(recs[i]);
 		free(recs);
@@ -316,7 +343,7 @@ int replay_wal(struct eng *e)
 	}
 	seg = wal_rotate(e->wal);
 	r = seg < 0 ? (int)seg : wal_seal(e->wal);
-	if (r == 0)
+	if (r == 0 && !e->wal_keep)
 		r = wal_drop_before(e->wal, seg);
 out:
 	batch_release(&pending);

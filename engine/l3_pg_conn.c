@@ -150,8 +150,14 @@ int lpg_errno(const struct lpg *q, PGconn *pg, const PGresult *res,
 		err = -EROFS;
 	} else if (strcmp(code, "42501") == 0) {
 		err = -EACCES;
-	} else if (strcmp(code, "22021") == 0 || strcmp(code, "22P05") == 0) {
-		err = -EINVAL; /* a state tag the database encoding refuses */
+	} else if (strncmp(code, "22", 2) == 0) {
+		/* a data exception: a value this change carries (an encoding
+		 * the database refuses, a number out of range) */
+		err = -EINVAL;
+	} else if (strncmp(code, "23", 2) == 0) {
+		/* another integrity constraint (check, not null, foreign
+		 * key): this change breaks it */
+		err = -EINVAL;
 	}
 	if (lost && c)
 		c->broken = true;

@@ -68,6 +68,11 @@ int lsq_errno(const struct lsq *q, sqlite3 *db, int rc, const char *what)
 		/* l3_sqlite_open(): "not a tierfs database" */
 		err = -EINVAL;
 		break;
+	case SQLITE_TOOBIG:
+	case SQLITE_MISMATCH:
+	case SQLITE_RANGE:
+		err = -EINVAL; /* a value this change carries is refused */
+		break;
 	case SQLITE_IOERR:
 		err = rc == SQLITE_IOERR_NOMEM ? -ENOMEM : -EIO;
 		break;

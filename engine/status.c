@@ -20,6 +20,30 @@ static uint64_t ld(atomic_uint_least64_t *v)
 	return atomic_load_explicit(v, memory_order_relaxed);
 }
 
+/* The changes L3 refused for good: how many, where they went, the last
+ * ones. Lock held. */
+static json_t *quarantine_json(struct eng *e)
+{
+	uint64_t n = e->quarantined, first;
+	json_t *recent = json_array();
+	char file[4096 + 32];
+
+	first = n > QUARANTINE_RECENT ? n - QUARANTINE_RECENT : 0;
+	for (uint64_t i = first; recent && i < n; i++) {
+		const struct quarantined *q =
+			&e->quarantine[i % QUARANTINE_RECENT];
+
+		json_array_append_new(
+			recent, json_pack("{s:I, s:s, s:s}", "ino",
+					  (json_int_t)q->ino, "name",
+					  q->deleted ? "" : q->name, "error",
+					  strerror(-q->error)));
+	}
+	snprintf(file, sizeof(file), "%s/quarantine.log", e->wal_dir);
+	return json_pack("{s:I, s:s, s:o*}", "changes", (json_int_t)n, "file",
+			 file, "recent", recent);
+}
+
 int eng_status_json(struct eng *e, char **out, size_t *len)
 {
 	struct l1_stats l1s;
@@ -58,6 +82,10 @@ int eng_status_json(struct eng *e, char **out, size_t *len)
 		"hits", (json_int_t)l1s.hits, "misses", (json_int_t)l1s.misses,
 		"filter", "trusted", e->filter_trusted, "names",
 		(json_int_t)(e->filter ? cuckoo_count(e->filter) : 0));
+	if (j && json_object_set_new(j, "quarantine", quarantine_json(e)) < 0) {
+		json_decref(j);
+		j = NULL;
+	}
 	pthread_mutex_unlock(&e->lock);
 	if (!j)
 		return -ENOMEM;
@@ -132,6 +160,10 @@ int eng_metrics_text(struct eng *e, char **out, size_t *len)
 	metric(f, "wal_bytes", "gauge", "bytes in the write-ahead log");
 	fprintf(f, "tierfs_wal_bytes %llu\n",
 		(unsigned long long)wal_bytes(e->wal));
+	metric(f, "quarantined_total", "counter",
+	       "changes L3 refused for good, set aside");
+	fprintf(f, "tierfs_quarantined_total %llu\n",
+		(unsigned long long)e->quarantined);
 	metric(f, "flush_failures_total", "counter", "failed batch writes");
 	fprintf(f, "tierfs_flush_failures_total %llu\n",
 		(unsigned long long)e->fail_count);

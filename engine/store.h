@@ -41,9 +41,15 @@
  * functions return 0 (or a count) on success and a negative errno on
  * failure:
  *   -ENOENT  no such entry            -EEXIST  a unique index refused a change
+ *   -EINVAL  a change breaks the contract, or a value or constraint of the
+ *            database refuses it (an encoding, a check): that change will
+ *            never be taken, whatever else the batch holds
  *   -EIO     the backend failed (its own message went to the log)
  *   -ENOSPC  the backend's disk is full -ENOMEM out of memory
+ *   -EACCES, -EROFS  the database refuses every write (permission, read-only)
  *   -EAGAIN  busy or unreachable for now; the caller may retry
+ * apply()'s -EEXIST and -EINVAL are about the batch's changes (the engine
+ * sets aside the change that causes them); the others are about the store.
  *
  * Thread-safety: every op may be called from any thread concurrently; a
  * backend serialises access to its connections itself. All ops block.

@@ -64,6 +64,7 @@
 #define WAL_XATTR_VALUE_MAX 65536
 #define WAL_XATTR_HDR 6	    /* u16 name_len + u32 value_len */
 #define WAL_SEG_NAME_LEN 24 /* "wal-" + 16 hex digits + ".log" */
+#define WAL_QUARANTINE "quarantine.log" /* see wal_quarantine() */
 
 /* Body bytes that do not depend on the record's strings and blobs. */
 #define WAL_BODY_FIXED                                                         \
@@ -1128,4 +1129,39 @@ int wal_drop_before(struct wal *w, int64_t segment)
 uint64_t wal_bytes(const struct wal *w)
 {
 	return w->bytes;
+}
+
+int wal_quarantine(struct wal *w, struct change *const *recs, size_t n)
+{
+	struct iovec iov[2];
+	int fd, r = 0;
+
+	fd = openat(w->dirfd, WAL_QUARANTINE,
+		    O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		r = open_errno(errno);
+		goto out_log;
+	}
+	for (size_t i = 0; i < n && r == 0; i++) {
+		uint8_t *head;
+
+		r = rec_encode(recs[i], &head, &iov[0].iov_len,
+			       (const void **)&iov[1].iov_base,
+			       &iov[1].iov_len);
+		if (r < 0)
+			break; /* a record replay would refuse: keep going */
+		iov[0].iov_base = head;
+		r = write_all(fd, iov, 2);
+		free(head);
+	}
+	if (r == 0 && fdatasync(fd) < 0)
+		r = -EIO;
+	close(fd);
+	if (r == 0)
+		r = sync_dir(w);
+out_log:
+	if (r < 0)
+		eng_logf(&w->log, LOG_ERR, "cannot write '%s/%s': %s", w->dir,
+			 WAL_QUARANTINE, strerror(-r));
+	return r;
 }

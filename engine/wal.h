@@ -113,6 +113,15 @@ int wal_seal(struct wal *w);
  * 0 or -EIO. */
 int wal_drop_before(struct wal *w, int64_t segment);
 
+/*
+ * Sets @n records (not stolen) aside for good: appends them, in the record
+ * format above, to "quarantine.log" in the log directory (never replayed,
+ * never deleted by tierfs; for people to inspect) and syncs it. Returns 0,
+ * or -EIO, -EACCES, -ENOSPC (then the caller keeps its log segments).
+ * Without the caller's lock is fine: it touches nothing appends use.
+ */
+int wal_quarantine(struct wal *w, struct change *const *recs, size_t n);
+
 /* Bytes held by all segments. */
 uint64_t wal_bytes(const struct wal *w);
 

@@ -92,6 +92,13 @@ int tfs_status_cmd(int argc, char **argv)
 		       hits + misses
 			       ? 100.0 * (double)hits / (double)(hits + misses)
 			       : 100.0);
+		if (num(j, "quarantine", "changes") > 0)
+			printf("  quarantine: %lld changes L3 refused, set "
+			       "aside in %s\n",
+			       (long long)num(j, "quarantine", "changes"),
+			       json_string_value(json_object_get(
+				       json_object_get(j, "quarantine"),
+				       "file")));
 		printf("  negative-lookup filter: %s, %lld names\n",
 		       json_is_true(json_object_get(
 			       json_object_get(j, "filter"), "trusted"))

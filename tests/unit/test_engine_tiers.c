@@ -34,6 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "check.h"
 #include "engine.h"
 #include "store.h"
@@ -131,6 +133,11 @@ static int w_apply(struct store *s, struct change *const *ch, size_t n,
 	int fail = W(s)->fail_apply;
 
 	W(s)->calls[C_APPLY]++;
+	/* poison: as a database constraint would, refuse every batch that
+	 * puts an entry named "poison..." */
+	for (size_t i = 0; !fail && i < n; i++)
+		if (!ch[i]->deleted && strncmp(ch[i]->name, "poison", 6) == 0)
+			fail = EINVAL;
 	if (fail) {
 		store_tree_none(tree, ntree);
 		return -fail;
@@ -406,6 +413,119 @@ static void test_failed_changes_leave_nothing(void)
 	CHECK_EQ(eng_close(e), 0);
 }
 
+/* ---- no poison: a change L3 refuses for good is set aside ---- */
+
+static bool exists(struct eng *e, const char *name, struct eng_attr *a)
+{
+	return eng_lookup(e, ROOT, name, a) == 0;
+}
+
+static unsigned long long quarantined(struct eng *e)
+{
+	json_t *j, *q;
+	char *text;
+	size_t len;
+	long long v;
+
+	CHECK_EQ(eng_status_json(e, &text, &len), 0);
+	j = json_loadb(text, len, 0, NULL);
+	free(text);
+	CHECK(j != NULL);
+	q = json_object_get(json_object_get(j, "quarantine"), "changes");
+	CHECK(json_is_integer(q));
+	v = json_integer_value(q);
+	json_decref(j);
+	return (unsigned long long)v;
+}
+
+static void put_ok(struct eng *e, const char *name, const char *data)
+{
+	struct eng_file *f;
+	struct eng_attr a;
+
+	CHECK_EQ(eng_create(e, ROOT, name, 0644, O_WRONLY, &ctx, &a, &f), 0);
+	CHECK_EQ(eng_write(e, f, data, strlen(data), 0), (long long)strlen(data));
+	CHECK_EQ(eng_flush(e, f), 0);
+	eng_release(e, f);
+}
+
+static void test_poison_is_set_aside(void)
+{
+	struct eng_config cfg = cfg_for("poison", 0);
+	char path[600];
+	struct eng_attr a;
+	struct item *it;
+	struct stat st;
+	struct eng *e;
+
+	CHECK_EQ(eng_open(&cfg, &e), 0);
+	put_ok(e, "x.json", "1");
+	CHECK_EQ(eng_sync(e), 0);
+	/* one batch: a poisoned create among a move that frees a name and a
+	 * create that takes it (they only go together), and plain creates */
+	put_ok(e, "a.json", "2");
+	CHECK_EQ(eng_rename(e, ROOT, "x.json", ROOT, "z.json", 0), 0);
+	put_ok(e, "x.json", "3");
+	put_ok(e, "poison.json", "4");
+	put_ok(e, "b.json", "5");
+	CHECK_EQ(eng_sync(e), 0); /* nothing waits: the poison is aside */
+	CHECK_EQ(quarantined(e), 1);
+	snprintf(path, sizeof(path), "%s.tierfs-wal/quarantine.log",
+		 cfg.sqlite_path);
+	CHECK_EQ(stat(path, &st), 0);
+	CHECK(st.st_size > 0);
+	/* more changes go through */
+	put_ok(e, "c.json", "6");
+	CHECK_EQ(eng_sync(e), 0);
+	CHECK_EQ(eng_close(e), 0);
+
+	cfg = cfg_for("poison", 0);
+	CHECK_EQ(eng_open(&cfg, &e), 0);
+	for (const char *const *n = (const char *const[]){"a.json", "z.json",
+							  "x.json", "b.json",
+							  "c.json", NULL};
+	     *n; n++) {
+		snprintf(check_context, sizeof(check_context), "%s", *n);
+		CHECK(exists(e, *n, &a));
+	}
+	check_context[0] = '\0';
+	CHECK(!exists(e, "poison.json", &a));
+	CHECK_EQ(eng_get(e, "z", ITEM_JSON, &it), 0);
+	CHECK(item_size(it) == 1 && *(const char *)item_data(it) == '1');
+	item_unref(it);
+	CHECK_EQ(eng_get(e, "x", ITEM_JSON, &it), 0);
+	CHECK(item_size(it) == 1 && *(const char *)item_data(it) == '3');
+	item_unref(it);
+	CHECK_EQ(quarantined(e), 0); /* counted since open */
+	CHECK_EQ(eng_close(e), 0);
+}
+
+/* Replay at open sets a poisoned change aside too: the store mounts. */
+static void test_poison_in_the_log_still_mounts(void)
+{
+	struct eng_config cfg = cfg_for("poison-log", EAGAIN);
+	struct eng_attr a;
+	struct eng *e;
+
+	CHECK_EQ(eng_open(&cfg, &e), 0);
+	put_ok(e, "p.json", "1");
+	put_ok(e, "poison.json", "2");
+	put_ok(e, "q.json", "3");
+	CHECK(eng_close(e) < 0); /* L3 away: all of it stays in the log */
+
+	cfg = cfg_for("poison-log", 0);
+	CHECK_EQ(eng_open(&cfg, &e), 0);
+	CHECK_EQ(quarantined(e), 1);
+	CHECK(exists(e, "p.json", &a));
+	CHECK(exists(e, "q.json", &a));
+	CHECK(!exists(e, "poison.json", &a));
+	CHECK_EQ(eng_close(e), 0);
+	/* and the log no longer holds it */
+	CHECK_EQ(eng_open(&cfg, &e), 0);
+	CHECK_EQ(quarantined(e), 0);
+	CHECK_EQ(eng_close(e), 0);
+}
+
 int main(void)
 {
 	if (!mkdtemp(tmpdir)) {
@@ -417,6 +537,8 @@ int main(void)
 
 	test_metrics_count_every_call();
 	test_failed_changes_leave_nothing();
+	test_poison_is_set_aside();
+	test_poison_in_the_log_still_mounts();
 	printf("test_engine_tiers: ok\n");
 	return 0;
 }
