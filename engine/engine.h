@@ -246,8 +246,16 @@ void eng_releasedir(struct eng *e, struct eng_dir *d);
  * returns the value length; with @size 0 it only measures; -ERANGE when
  * @size is too small. eng_listxattr() works the same way on the
  * NUL-separated name list (the computed names are listed only on the root,
- * user.tierfs.state wherever one is set).
+ * user.tierfs.state wherever one is set). eng_setxattr(): -EINVAL for a
+ * state tag that is not UTF-8 or holds NUL, -E2BIG past ENG_STATE_MAX or a
+ * value past 64 KiB, -ENOSPC when the entry's xattrs would pass
+ * ENG_XATTRS_MAX, -EPERM for a user.tierfs.* name that is not computed.
  */
+/* Limits on what one entry holds: its state tag (UTF-8 text without NUL)
+ * and all its user xattrs together (names, values and 6 bytes each). */
+#define ENG_STATE_MAX 4096
+#define ENG_XATTRS_MAX (128u << 10)
+
 ssize_t eng_getxattr(struct eng *e, uint64_t ino, const char *name, void *buf,
 		     size_t size);
 int eng_setxattr(struct eng *e, uint64_t ino, const char *name,

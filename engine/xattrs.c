@@ -184,7 +184,54 @@ ssize_t eng_getxattr(struct eng *e, uint64_t ino, const char *name, void *buf,
 	return r;
 }
 
-/* Sets or removes (@value NULL) the state tag in @m. */
+/* true when @len bytes at @p are well-formed UTF-8 (RFC 3629: no
+ * overlong forms, no surrogates, nothing above U+10FFFF). */
+static bool utf8_valid(const unsigned char *p, size_t len)
+{
+	size_t i = 0;
+
+	while (i < len) {
+		unsigned char c = p[i];
+		size_t n;
+		uint32_t cp;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf) {
+			n = 1;
+			cp = c & 0x1f;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			n = 2;
+			cp = c & 0x0f;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			n = 3;
+			cp = c & 0x07;
+		} else {
+			return false;
+		}
+		if (len - i - 1 < n)
+			return false;
+		for (size_t k = 1; k <= n; k++) {
+			if ((p[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (p[i + k] & 0x3f);
+		}
+		if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+		    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		i += n + 1;
+	}
+	return true;
+}
+
+/*
+ * Sets or removes (@value NULL) the state tag in @m. A tag is text that
+ * every store holds as it is: UTF-8 without NUL (-EINVAL otherwise;
+ * PostgreSQL refuses other bytes in text), at most ENG_STATE_MAX bytes
+ * (-E2BIG).
+ */
 static int state_set(struct item_meta *m, const void *value, size_t size,
 		     int flags)
 {
@@ -197,8 +244,10 @@ static int state_set(struct item_meta *m, const void *value, size_t size,
 		m->state = NULL;
 		return 0;
 	}
-	if (memchr(value, '\0', size))
+	if (memchr(value, '\0', size) || !utf8_valid(value, size))
 		return -EINVAL;
+	if (size > ENG_STATE_MAX)
+		return -E2BIG;
 	if ((flags & XATTR_CREATE) && m->state)
 		return -EEXIST;
 	if ((flags & XATTR_REPLACE) && !m->state)
@@ -247,6 +296,8 @@ static int xattr_change(struct eng *e, uint64_t ino, const char *name,
 		r = item_xattr_remove(&m, name);
 	if (r == -ERANGE && value)
 		r = size > 65536 ? -E2BIG : -ERANGE;
+	if (r == 0 && m.xattrs_len > ENG_XATTRS_MAX)
+		r = -ENOSPC; /* no room left for this entry's xattrs */
 	if (r == 0) {
 		m.ctime_ns = now_ns();
 		r = meta_change(e, n, &m);

@@ -198,3 +198,30 @@ def test_tierfs_names_cannot_be_invented(tierfs):
     with pytest.raises(OSError) as info:
         os.getxattr(path, "user.tierfs.colour")
     assert info.value.errno == errno.ENODATA
+
+
+def test_state_and_xattr_limits_at_the_door(tierfs):
+    """What every store can hold is checked at setxattr, with a clear errno,
+    so no change reaches L3 only to be refused there: a state tag is UTF-8
+    text without NUL of at most 4096 bytes; an entry's xattrs take at most
+    128 KiB together."""
+    path = tierfs.path("s.json")
+    with open(path, "wb") as f:
+        f.write(b"{}")
+    for bad in (b"\xff", b"a\x00b", b"\xc0\xaf", b"\xed\xa0\x80"):
+        with pytest.raises(OSError) as info:
+            os.setxattr(path, "user.tierfs.state", bad)
+        assert info.value.errno == errno.EINVAL, bad
+    with pytest.raises(OSError) as info:
+        os.setxattr(path, "user.tierfs.state", b"s" * 4097)
+    assert info.value.errno == errno.E2BIG
+    os.setxattr(path, "user.tierfs.state", "\u00e9t\u00e9 \U0001f600".encode())
+    os.setxattr(path, "user.tierfs.state", b"s" * 4096)
+    os.setxattr(path, "user.a", b"x" * 65536)
+    with pytest.raises(OSError) as info:
+        os.setxattr(path, "user.b", b"y" * 65536)
+    assert info.value.errno == errno.ENOSPC
+    assert os.listxattr(path) == ["user.tierfs.state", "user.a"]
+    tierfs.remount()
+    assert os.getxattr(path, "user.tierfs.state") == b"s" * 4096
+    assert os.getxattr(path, "user.a") == b"x" * 65536
