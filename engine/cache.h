@@ -97,6 +97,8 @@ struct cache_ops {
 struct cache {
 	const struct cache_ops *ops;
 	struct eng_log log;
+	/* entries read that broke the contract (ignored: read from L3) */
+	atomic_uint_least64_t corrupt;
 };
 
 /* Destructor that accepts NULL. */

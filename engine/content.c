@@ -148,6 +148,17 @@ int node_content(struct eng *e, struct node *n, struct item **out)
 			free(data);
 			continue; /* published or deleted meanwhile */
 		}
+		if (len != n->meta.size ||
+		    memcmp(hash, n->meta.hash, ITEM_HASH_LEN) != 0) {
+			e->corrupt_rows++;
+			eng_logf(&e->cfg.log, LOG_ERR,
+				 "%s holds content for inode %llu that is not "
+				 "what its entry says (%zu bytes, %s hash)",
+				 e->l3->ops->name, (unsigned long long)n->ino,
+				 len, len == n->meta.size ? "another" : "a");
+			free(data);
+			return -EIO;
+		}
 		content_id(e, n, id);
 		m = n->meta; /* shallow: copied by item_new_hashed */
 		memcpy(m.hash, hash, ITEM_HASH_LEN);

@@ -248,6 +248,7 @@ struct eng {
 	int64_t fs_entries, fs_bytes;
 	char *wal_dir; /* the log directory (quarantine.log is there) */
 	uint64_t quarantined; /* changes set aside since open */
+	uint64_t corrupt_rows; /* L3 rows the engine refused to show */
 	struct quarantined quarantine[QUARANTINE_RECENT]; /* the last ones */
 
 	/* The negative-lookup filter over (parent, name) of every entry. It
@@ -370,6 +371,9 @@ ssize_t node_id(struct eng *e, const struct node *n, char *buf, size_t cap);
 /* Finds @name in @dir and returns it held. May drop the lock. */
 int resolve(struct eng *e, struct node *dir, const char *name,
 	    struct node **out);
+/* true (logged, counted) for an L3 row of a file larger than
+ * max_item_bytes: not shown, as a corrupt row. */
+bool row_too_big(struct eng *e, const struct store_row *row);
 /* The live directory node @ino (held by the caller). -ENOENT, -ENOTDIR. */
 int get_dir(struct eng *e, uint64_t ino, struct node **out);
 int resolve_at(struct eng *e, uint64_t parent, const char *name,

@@ -526,7 +526,8 @@ int l2_redis_open(const char *url, const char *prefix,
 				       .name = "redis",
 				       .target = r->target,
 				       .max_ino = UINT64_MAX,
-				       .cache = true};
+				       .cache = true,
+				       .corrupt = &r->base.corrupt};
 	if (!prefix)
 		prefix = "";
 	if (strlen(prefix) > L2R_PREFIX_MAX) {

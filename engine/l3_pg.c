@@ -186,6 +186,19 @@ static int lpg_lookup(struct store *s, uint64_t parent, const char *name,
 			   "look up an entry");
 }
 
+/* A copy of the name of row @row of @res (its raw bytes), or NULL. */
+static char *lpg_last_name(PGresult *res, int row, size_t *len)
+{
+	const void *name;
+	char *copy;
+
+	lpg_value(res, row, STORE_COL_NAME, &name, len);
+	copy = malloc(*len ? *len : 1);
+	if (copy && *len)
+		memcpy(copy, name, *len);
+	return copy;
+}
+
 static int lpg_list(struct store *s, uint64_t parent, const char *after,
 		    struct store_row *rows, size_t limit)
 {
@@ -194,37 +207,63 @@ static int lpg_list(struct store *s, uint64_t parent, const char *after,
 	const char *values[3] = {b_parent, NULL, b_limit};
 	int lengths[3] = {8, 0, 8};
 	PGresult *res;
-	size_t after_len;
-	int n = 0, err;
+	char *cursor = NULL;
+	size_t after_len, n = 0;
+	int got, err;
 
 	if (!store_list_page(parent, &after, &after_len, &limit))
 		return 0;
 	lpg_put64(b_parent, (int64_t)parent);
+	lpg_put64(b_limit, (int64_t)limit);
 	values[1] = after;
 	lengths[1] = (int)after_len;
-	lpg_put64(b_limit, (int64_t)limit);
-	err = lpg_query(q, S_LIST, values, lengths, &res, "list a directory");
-	if (err)
-		return err;
-	if ((size_t)PQntuples(res) > limit) {
-		err = store_corrupt(&q->sb, 0, "too many rows in a listing");
-		goto out_clear;
-	}
-	for (n = 0; n < PQntuples(res); n++) {
-		err = lpg_row_decode(q, res, n, &rows[n]);
+	/* a corrupt row is skipped (logged and counted): the page is then
+	 * filled from after the last row read, corrupt or not */
+	for (;;) {
+		err = lpg_query(q, S_LIST, values, lengths, &res,
+				"list a directory");
 		if (err)
 			goto out_release;
+		got = PQntuples(res);
+		if ((size_t)got > limit) {
+			err = store_corrupt(&q->sb, 0,
+					    "too many rows in a listing");
+			goto out_clear;
+		}
+		for (int i = 0; i < got && n < limit; i++) {
+			err = lpg_row_decode(q, res, i, &rows[n]);
+			if (err == 0)
+				n++;
+			else if (err != -EUCLEAN)
+				goto out_clear;
+		}
+		if (n == limit || (size_t)got < limit || got == 0)
+			break;
+		free(cursor); /* the raw name of the last row read */
+		cursor = lpg_last_name(res, got - 1, &after_len);
+		PQclear(res);
+		if (!cursor) {
+			err = -ENOMEM;
+			goto out_release;
+		}
+		values[1] = cursor;
+		lengths[1] = (int)after_len;
 	}
-	err = n;
+	err = (int)n;
 	goto out_clear;
 
+out_clear:
+	PQclear(res);
+	if (err >= 0)
+		goto out;
 out_release:
 	while (n)
 		store_row_release(&rows[--n]);
-out_clear:
-	PQclear(res);
+out:
+	free(cursor);
 	return err;
 }
+
 
 /* Reads the content of @ino (S_READ) or, when @row is given, its row and
  * its content in one statement (S_FETCH); see read and fetch in store.h. */
@@ -439,7 +478,8 @@ int l3_pg_open(const char *conninfo, const struct eng_log *log,
 	q->sb = (struct store_backend){.log = &q->base.log,
 				       .name = "postgres",
 				       .target = q->target,
-				       .max_ino = STORE_SQL_MAX_INO};
+				       .max_ino = STORE_SQL_MAX_INO,
+				       .corrupt = &q->base.corrupt};
 	if (!conninfo) {
 		eng_logf(&q->base.log, LOG_ERR,
 			 "postgres: cannot open: no connection string");

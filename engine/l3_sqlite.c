@@ -232,14 +232,18 @@ static int lsq_list(struct store *s, uint64_t parent, const char *after,
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_blob(st, 2, after, (int)after_len,
 				       SQLITE_STATIC);
+	/* no LIMIT (-1): rows are stepped lazily, and a corrupt row, skipped,
+	 * leaves room for the next one */
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 3, (sqlite3_int64)limit);
+		rc = sqlite3_bind_int64(st, 3, -1);
 	if (rc != SQLITE_OK) {
 		err = lsq_errno(q, c->db, rc, "list a directory");
 		goto out_put;
 	}
 	while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		err = lsq_row_decode(q, st, &rows[n]);
+		if (err == -EUCLEAN)
+			continue; /* logged and counted: the rest still lists */
 		if (err)
 			goto out_release;
 		n++;
@@ -639,7 +643,8 @@ int l3_sqlite_open(const char *path, const struct eng_log *log,
 	q->sb = (struct store_backend){.log = &q->base.log,
 				       .name = "sqlite",
 				       .target = q->path,
-				       .max_ino = STORE_SQL_MAX_INO};
+				       .max_ino = STORE_SQL_MAX_INO,
+				       .corrupt = &q->base.corrupt};
 	if (!sqlite3_threadsafe()) {
 		eng_logf(&q->base.log, LOG_ERR,
 			 "sqlite '%s': cannot open: libsqlite3 is built "

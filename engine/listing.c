@@ -122,7 +122,7 @@ static bool row_overridden(struct eng *e, const struct store_row *row)
 {
 	struct node *m = node_get(e, row->ino);
 
-	return m && (m->dirty || m->deleted);
+	return (m && (m->dirty || m->deleted)) || row_too_big(e, row);
 }
 
 int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,

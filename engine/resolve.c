@@ -80,6 +80,10 @@ int resolve(struct eng *e, struct node *dir, const char *name,
 			store_row_release(&row);
 			return -ENOENT;
 		}
+		if (row_too_big(e, &row)) {
+			store_row_release(&row);
+			return -EUCLEAN; /* as a corrupt row: not shown */
+		}
 		n = node_add(e, dir, row.ino, row.name, &row.meta);
 		store_row_release(&row);
 		if (!n)
@@ -92,6 +96,20 @@ int resolve(struct eng *e, struct node *dir, const char *name,
 
 /* The directory node of inode @ino, which the caller holds a reference on
  * (lookup, open). -ENOENT when unknown or deleted, -ENOTDIR. */
+bool row_too_big(struct eng *e, const struct store_row *row)
+{
+	if (row->meta.kind == ITEM_DIR ||
+	    row->meta.size <= e->cfg.max_item_bytes)
+		return false;
+	e->corrupt_rows++;
+	eng_logf(&e->cfg.log, LOG_ERR,
+		 "%s holds entry %llu ('%s') of %llu bytes, more than "
+		 "max_item_bytes: not shown",
+		 e->l3->ops->name, (unsigned long long)row->ino, row->name,
+		 (unsigned long long)row->meta.size);
+	return true;
+}
+
 int get_dir(struct eng *e, uint64_t ino, struct node **out)
 {
 	struct node *n = node_get(e, ino);

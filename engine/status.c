@@ -160,6 +160,14 @@ int eng_metrics_text(struct eng *e, char **out, size_t *len)
 	metric(f, "wal_bytes", "gauge", "bytes in the write-ahead log");
 	fprintf(f, "tierfs_wal_bytes %llu\n",
 		(unsigned long long)wal_bytes(e->wal));
+	metric(f, "corrupt_total", "counter",
+	       "entries read that broke the contract, not shown");
+	fprintf(f, "tierfs_corrupt_total{tier=\"l3\"} %llu\n",
+		(unsigned long long)(e->corrupt_rows +
+				     atomic_load(&e->l3->corrupt)));
+	if (e->l2)
+		fprintf(f, "tierfs_corrupt_total{tier=\"l2\"} %llu\n",
+			(unsigned long long)atomic_load(&e->l2->corrupt));
 	metric(f, "quarantined_total", "counter",
 	       "changes L3 refused for good, set aside");
 	fprintf(f, "tierfs_quarantined_total %llu\n",

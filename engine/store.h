@@ -45,6 +45,8 @@
  *            database refuses it (an encoding, a check): that change will
  *            never be taken, whatever else the batch holds
  *   -EIO     the backend failed (its own message went to the log)
+ *   -EUCLEAN an entry read back breaks the contract (corrupt; logged and
+ *            counted in store.corrupt); list() skips such rows
  *   -ENOSPC  the backend's disk is full -ENOMEM out of memory
  *   -EACCES, -EROFS  the database refuses every write (permission, read-only)
  *   -EAGAIN  busy or unreachable for now; the caller may retry
@@ -57,6 +59,7 @@
 #ifndef TIERFS_STORE_H
 #define TIERFS_STORE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -159,6 +162,8 @@ struct store_ops {
 struct store {
 	const struct store_ops *ops;
 	struct eng_log log;
+	/* rows read back that broke the contract (skipped in listings) */
+	atomic_uint_least64_t corrupt;
 };
 
 /* Frees the owned parts of @row. Accepts NULL. */

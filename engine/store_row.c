@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "store_row.h"
 
@@ -22,6 +23,12 @@ const char *store_entry_problem(uint64_t ino, uint64_t parent, const void *name,
 		return "name holds '/'";
 	if (len && memchr(name, '\0', len))
 		return "name holds a NUL";
+	for (size_t i = 0; i < len; i++)
+		if (((const unsigned char *)name)[i] < 0x20 ||
+		    ((const unsigned char *)name)[i] == 0x7f)
+			return "name holds a control byte";
+	if ((len == 1 || len == 2) && !memcmp(name, "..", len))
+		return "name is . or ..";
 	if (parent > max_ino)
 		return "bad parent";
 	if (kind != ITEM_DIR && kind != ITEM_JSON && kind != ITEM_BINARY)
@@ -31,9 +38,11 @@ const char *store_entry_problem(uint64_t ino, uint64_t parent, const void *name,
 
 int store_corrupt(const struct store_backend *b, uint64_t ino, const char *why)
 {
+	if (b->corrupt)
+		atomic_fetch_add_explicit(b->corrupt, 1, memory_order_relaxed);
 	eng_logf(b->log, LOG_ERR, "%s '%s': corrupt entry %llu: %s", b->name,
 		 b->target, (unsigned long long)ino, why);
-	return -EIO;
+	return -EUCLEAN;
 }
 
 int store_data_dup(const void *p, size_t len, void **data, size_t *out_len)
@@ -63,6 +72,9 @@ static const char *store_cols_problem(const struct store_backend *b,
 		return "bad merkle hash";
 	if (c->state && c->state_len && memchr(c->state, '\0', c->state_len))
 		return "bad state tag";
+	if ((c->kind == ITEM_DIR) != S_ISDIR(c->mode) ||
+	    (c->kind != ITEM_DIR && !S_ISREG(c->mode)))
+		return "kind and mode disagree";
 	return NULL;
 }
 

@@ -30,6 +30,7 @@ struct store_backend {
 	const char *target; /* its server or file, for logs (no password) */
 	uint64_t max_ino;   /* the largest inode number it can keep */
 	bool cache;	    /* a cache tier (L2), not L3: see store_cols */
+	atomic_uint_least64_t *corrupt; /* counts store_corrupt() calls */
 };
 
 /*
@@ -75,8 +76,8 @@ struct store_cols {
 const char *store_entry_problem(uint64_t ino, uint64_t parent, const void *name,
 				size_t len, int kind, uint64_t max_ino);
 
-/* Logs that entry @ino (0 when not known) of @b does not decode, and why;
- * returns -EIO. */
+/* Logs that entry @ino (0 when not known) of @b does not decode, and why,
+ * counts it, and returns -EUCLEAN (the errno of a corrupt structure). */
 int store_corrupt(const struct store_backend *b, uint64_t ino, const char *why);
 
 /*

@@ -251,7 +251,7 @@ static int compare_file(struct vrun *v, const struct store_row *want,
 		snprintf(why, cap, "redis has no entry for it");
 		return 0;
 	}
-	if (r == -EIO) { /* l2_redis: the entry does not decode */
+	if (r == -EUCLEAN) { /* l2_redis: the entry does not decode */
 		*what = VERIFY_ITEM_CORRUPT;
 		snprintf(why, cap, "redis's entry does not decode");
 		return 0;

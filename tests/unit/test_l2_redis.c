@@ -873,7 +873,7 @@ static void test_foreign_entries(void)
 	CHECK_EQ(apply_all(s, &ch, 1), 0);
 	CHECK_EQ(raw_int(raw, "HSET %s d abc", key_of(ino)), 0);
 	log_reset();
-	CHECK_EQ(s->ops->fetch(s, ino, &row, &data, &len), -EIO);
+	CHECK_EQ(s->ops->fetch(s, ino, &row, &data, &len), -EUCLEAN);
 	CHECK(log_has("corrupt entry"));
 
 	/* A hash with "m" only: fetch sees no entry, and a metadata-only
@@ -891,7 +891,7 @@ static void test_foreign_entries(void)
 	CHECK_EQ(raw_int(raw, "HSET %s m %b", key_of(ino), "\x01garbage",
 			 (size_t)8),
 		 0);
-	CHECK_EQ(s->ops->get(s, ino, &row), -EIO);
+	CHECK_EQ(s->ops->get(s, ino, &row), -EUCLEAN);
 
 	/* Another format: absent. */
 	CHECK_EQ(raw_int(raw, "HSET %s m %b d abcd", key_of(ino),

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "check.h"
 #include "store_conn.h"
@@ -196,7 +197,7 @@ static void check_corrupt(const struct store_backend *b,
 	snprintf(want, sizeof(want), "%s '%s': corrupt entry %llu: %s", b->name,
 		 b->target, (unsigned long long)c->ino, why);
 	last_log[0] = '\0';
-	CHECK_EQ(store_row_decode(b, c, &row), -EIO);
+	CHECK_EQ(store_row_decode(b, c, &row), -EUCLEAN);
 	CHECK_STREQ(last_log, want);
 }
 
@@ -242,6 +243,7 @@ static void test_row_decode(void)
 	 * merkle column means nothing. */
 	c = file_cols();
 	c.kind = ITEM_DIR;
+	c.mode = S_IFDIR | 0755;
 	c.hash = NULL;
 	c.merkle = hash_b;
 	c.merkle_len = ITEM_HASH_LEN;
@@ -266,6 +268,7 @@ static void test_row_decode(void)
 	c.name = "";
 	c.name_len = 0;
 	c.kind = ITEM_DIR;
+	c.mode = S_IFDIR | 0755;
 	CHECK_EQ(store_row_decode(&l3, &c, &row), 0);
 	CHECK_STREQ(row.name, "");
 	store_row_release(&row);
@@ -299,6 +302,7 @@ static void test_row_decode(void)
 	check_corrupt(&cache, &c, "bad hash");
 	c = file_cols();
 	c.kind = ITEM_DIR;
+	c.mode = S_IFDIR | 0755;
 	c.merkle = hash_b;
 	c.merkle_len = 0;
 	check_corrupt(&l3, &c, "bad merkle hash");
@@ -307,7 +311,7 @@ static void test_row_decode(void)
 	c.state_len = 3;
 	check_corrupt(&l3, &c, "bad state tag");
 	check_corrupt(&cache, &c, "bad state tag");
-	CHECK_EQ(store_corrupt(&l3, 0, "why"), -EIO);
+	CHECK_EQ(store_corrupt(&l3, 0, "why"), -EUCLEAN);
 	CHECK_STREQ(last_log, "sql 't.db': corrupt entry 0: why");
 }
 
