@@ -476,6 +476,11 @@ int node_create(struct eng *e, struct node *dir, char *const *dirs,
 		size_t ndirs, const char *name, enum item_kind kind,
 		uint32_t mode, uint32_t uid, uint32_t gid, bool explicit_dir,
 		uint64_t ino, struct draft *d, struct node **out);
+/* Creates entry @name of @kind in directory @parent for the caller @ctx
+ * (a new inode number, the checks, node_create()); returns it held. */
+int create_entry(struct eng *e, uint64_t parent, const char *name,
+		 enum item_kind kind, uint32_t mode, const struct eng_ctx *ctx,
+		 struct node **out);
 /* Deletes @n (held) and the implicit directories it leaves empty. */
 int node_delete(struct eng *e, struct node *n);
 /* The part of a deletion that cannot fail: @n leaves the namespace (its

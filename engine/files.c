@@ -208,20 +208,12 @@ int eng_create(struct eng *e, uint64_t parent, const char *name, uint32_t mode,
 	       int flags, const struct eng_ctx *ctx, struct eng_attr *out,
 	       struct eng_file **fp)
 {
-	struct node *dir, *n;
-	enum item_kind kind = id_name_kind(name);
 	struct eng_file *f;
-	uint64_t ino;
+	struct node *n;
 	int r;
 
 	pthread_mutex_lock(&e->lock);
-	r = ino_grant(e, 1, &ino);
-	if (r == 0)
-		r = check_new_entry(e, parent, name, kind, &dir);
-	if (r == 0)
-		r = node_create(e, dir, NULL, 0, name, kind,
-				mode & ~ctx->umask, ctx->uid, ctx->gid, true,
-				ino, NULL, &n);
+	r = create_entry(e, parent, name, id_name_kind(name), mode, ctx, &n);
 	if (r < 0)
 		goto out_unlock;
 	f = file_new(e, n, flags & ~O_TRUNC, &r);

@@ -172,8 +172,10 @@ int eng_put(struct eng *e, const char *id, enum item_kind kind,
 	return r;
 }
 
-int eng_get(struct eng *e, const char *id, enum item_kind kind,
-	    struct item **out)
+/* Finds the file of ID @id and reads it (*out: a new reference) or, with
+ * @out NULL, deletes it. */
+static int file_op(struct eng *e, const char *id, enum item_kind kind,
+		   struct item **out)
 {
 	struct id_path *p;
 	struct node *n;
@@ -189,7 +191,7 @@ int eng_get(struct eng *e, const char *id, enum item_kind kind,
 		pthread_mutex_lock(&e->lock);
 		r = walk_file(e, p, &n);
 		if (r == 0) {
-			r = node_content(e, n, out);
+			r = out ? node_content(e, n, out) : node_delete(e, n);
 			node_put(e, n);
 		}
 		pthread_mutex_unlock(&e->lock);
@@ -198,27 +200,13 @@ int eng_get(struct eng *e, const char *id, enum item_kind kind,
 	return r;
 }
 
+int eng_get(struct eng *e, const char *id, enum item_kind kind,
+	    struct item **out)
+{
+	return file_op(e, id, kind, out);
+}
+
 int eng_delete(struct eng *e, const char *id, enum item_kind kind)
 {
-	struct id_path *p;
-	struct node *n;
-	int r;
-
-	if (kind == ITEM_DIR)
-		return -EINVAL;
-	p = malloc(sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	r = id_path_split(id, kind, p);
-	if (r == 0) {
-		pthread_mutex_lock(&e->lock);
-		r = walk_file(e, p, &n);
-		if (r == 0) {
-			r = node_delete(e, n);
-			node_put(e, n);
-		}
-		pthread_mutex_unlock(&e->lock);
-	}
-	free(p);
-	return r;
+	return file_op(e, id, kind, NULL);
 }

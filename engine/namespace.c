@@ -417,21 +417,31 @@ out_unlock:
 	return r;
 }
 
+int create_entry(struct eng *e, uint64_t parent, const char *name,
+		 enum item_kind kind, uint32_t mode, const struct eng_ctx *ctx,
+		 struct node **out)
+{
+	struct node *dir;
+	uint64_t ino;
+	int r = ino_grant(e, 1, &ino);
+
+	if (r == 0)
+		r = check_new_entry(e, parent, name, kind, &dir);
+	if (r == 0)
+		r = node_create(e, dir, NULL, 0, name, kind,
+				mode & ~ctx->umask, ctx->uid, ctx->gid, true,
+				ino, NULL, out);
+	return r;
+}
+
 int eng_mkdir(struct eng *e, uint64_t parent, const char *name, uint32_t mode,
 	      const struct eng_ctx *ctx, struct eng_attr *out)
 {
-	struct node *dir, *n;
-	uint64_t ino;
+	struct node *n;
 	int r;
 
 	pthread_mutex_lock(&e->lock);
-	r = ino_grant(e, 1, &ino);
-	if (r == 0)
-		r = check_new_entry(e, parent, name, ITEM_DIR, &dir);
-	if (r == 0)
-		r = node_create(e, dir, NULL, 0, name, ITEM_DIR,
-				mode & ~ctx->umask, ctx->uid, ctx->gid, true,
-				ino, NULL, &n);
+	r = create_entry(e, parent, name, ITEM_DIR, mode, ctx, &n);
 	if (r == 0) {
 		n->nlookup++;
 		node_attr(e, n, out);
@@ -441,7 +451,9 @@ int eng_mkdir(struct eng *e, uint64_t parent, const char *name, uint32_t mode,
 	return r;
 }
 
-int eng_rmdir(struct eng *e, uint64_t parent, const char *name)
+/* rmdir (@dir) or unlink of @parent/@name. */
+static int remove_entry(struct eng *e, uint64_t parent, const char *name,
+			bool dir)
 {
 	struct node *n;
 	int r;
@@ -450,36 +462,26 @@ int eng_rmdir(struct eng *e, uint64_t parent, const char *name)
 	r = resolve_at(e, parent, name, &n);
 	if (r < 0)
 		goto out_unlock;
-	if (!node_is_dir(n)) {
-		r = -ENOTDIR;
-		goto out_put;
-	}
-	r = dir_empty(e, n, NULL);
-	if (r == 0)
+	if (node_is_dir(n) != dir)
+		r = dir ? -ENOTDIR : -EISDIR;
+	else if (dir && (r = dir_empty(e, n, NULL)) == 0)
 		r = -ENOTEMPTY;
-	if (r > 0)
+	if (r >= 0)
 		r = node_delete(e, n);
-out_put:
 	node_put(e, n);
 out_unlock:
 	pthread_mutex_unlock(&e->lock);
 	return r;
 }
 
+int eng_rmdir(struct eng *e, uint64_t parent, const char *name)
+{
+	return remove_entry(e, parent, name, true);
+}
+
 int eng_unlink(struct eng *e, uint64_t parent, const char *name)
 {
-	struct node *n;
-	int r;
-
-	pthread_mutex_lock(&e->lock);
-	r = resolve_at(e, parent, name, &n);
-	if (r < 0)
-		goto out_unlock;
-	r = node_is_dir(n) ? -EISDIR : node_delete(e, n);
-	node_put(e, n);
-out_unlock:
-	pthread_mutex_unlock(&e->lock);
-	return r;
+	return remove_entry(e, parent, name, false);
 }
 
 /* true when @dir is @n or lies below it. */
