@@ -86,7 +86,11 @@ EXIT_TIMEOUT = 120.0  # seconds to wait for the daemon to exit after unmount
 TOOL_TIMEOUT = 300.0  # seconds any single tool may run
 TEST_TIMEOUT = float(os.environ.get("TIERFS_TEST_TIMEOUT", "600"))
 
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+# What a sanitizer prints: ASan's and LSan's errors, UBSan's runtime errors
+# and every ThreadSanitizer report ("WARNING: ThreadSanitizer: data race",
+# "... lock-order-inversion", "FATAL: ThreadSanitizer: unexpected memory
+# mapping", ...).
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer", "ThreadSanitizer:")
 
 # Store settings inherited from the caller's environment would send the
 # daemon elsewhere: the tests always say which store they want.
