@@ -165,6 +165,27 @@ def wait_for(predicate, timeout, interval=0.02):
         time.sleep(interval)
 
 
+def read_settled(path, expected, timeout=10.0):
+    """Reads @path until it holds @expected or @timeout seconds pass, and
+    returns what it read last: the check that a close() tierfs refused
+    (EINVAL, EFBIG) left the previous content. The refused bytes stay in
+    the file's working copy, which readers on the mount see, until the
+    daemon handles the file's RELEASE (docs/decisions.md, "Failed
+    validation keeps the working copy until the last close"), and the
+    kernel sends RELEASE in the background once close() has returned: a
+    read right after close() may come first, above all from a slow
+    (sanitizer) build on a busy machine."""
+    def read():
+        with open(path, "rb") as f:
+            return f.read()
+    value = read()
+    deadline = time.monotonic() + timeout
+    while value != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+        value = read()
+    return value
+
+
 def run(argv, cwd=None, check=True, input=None, env=None, timeout=TOOL_TIMEOUT):
     """Runs a tool and returns the CompletedProcess (text mode, output
     captured). With @check, a non-zero exit fails the test with the tool's
