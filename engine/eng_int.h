@@ -309,14 +309,14 @@ void handle_unlink(struct handle_link *h);
  *
  * tier_enter() asks the tier's breaker (an open L3 breaker refuses with
  * -EIO at once, an open L2 breaker with -EAGAIN; the flusher's applies are
- * not refused: it backs off by itself), holds @hold (may be NULL), notes
- * gen and, when @locked (the caller holds e->lock), drops e->lock.
+ * not refused: it backs off by itself), holds @hold (may be NULL) and,
+ * when @locked (the caller holds e->lock), notes gen and drops e->lock.
  * tier_leave() is called whether or not tier_enter() refused: it counts
  * the call, feeds its outcome to the breaker, retakes e->lock (when
  * @locked), releases the hold and returns the errno for the caller: an L3
  * that is unreachable (-EAGAIN) is -EIO for a reader. tier_stale() tells
  * whether a batch committed meanwhile, so that what the call read may
- * already be older than the node table.
+ * already be older than the node table (only for a call made @locked).
  */
 struct tier_call {
 	enum tier_op op;

@@ -61,7 +61,9 @@ int tier_enter(struct eng *e, struct tier_call *c, enum tier_op op,
 	c->op = op;
 	c->hold = hold;
 	c->locked = locked;
-	c->gen = e->gen;
+	/* gen is read under e->lock only: a caller without the lock (the
+	 * filter's builder) would race with the flusher's commits */
+	c->gen = locked ? e->gen : 0;
 	c->refused = false;
 	if (op_is_l2(op))
 		c->refused = !l2_usable(e);

@@ -86,7 +86,11 @@ EXIT_TIMEOUT = 120.0  # seconds to wait for the daemon to exit after unmount
 TOOL_TIMEOUT = 300.0  # seconds any single tool may run
 TEST_TIMEOUT = float(os.environ.get("TIERFS_TEST_TIMEOUT", "600"))
 
-SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer")
+# What a sanitizer prints: ASan's and LSan's errors, UBSan's runtime errors
+# and every ThreadSanitizer report ("WARNING: ThreadSanitizer: data race",
+# "... lock-order-inversion", "FATAL: ThreadSanitizer: unexpected memory
+# mapping", ...).
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitizer", "ThreadSanitizer:")
 
 # Store settings inherited from the caller's environment would send the
 # daemon elsewhere: the tests always say which store they want.
@@ -159,6 +163,27 @@ def wait_for(predicate, timeout, interval=0.02):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+def read_settled(path, expected, timeout=10.0):
+    """Reads @path until it holds @expected or @timeout seconds pass, and
+    returns what it read last: the check that a close() tierfs refused
+    (EINVAL, EFBIG) left the previous content. The refused bytes stay in
+    the file's working copy, which readers on the mount see, until the
+    daemon handles the file's RELEASE (docs/decisions.md, "Failed
+    validation keeps the working copy until the last close"), and the
+    kernel sends RELEASE in the background once close() has returned: a
+    read right after close() may come first, above all from a slow
+    (sanitizer) build on a busy machine."""
+    def read():
+        with open(path, "rb") as f:
+            return f.read()
+    value = read()
+    deadline = time.monotonic() + timeout
+    while value != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+        value = read()
+    return value
 
 
 def run(argv, cwd=None, check=True, input=None, env=None, timeout=TOOL_TIMEOUT):

@@ -14,6 +14,8 @@ import shutil
 
 import pytest
 
+from conftest import read_settled
+
 if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
     pytest.skip("FUSE is unavailable here (/dev/fuse or fusermount3 missing)",
                 allow_module_level=True)
@@ -53,18 +55,18 @@ def test_invalid_json_fails_einval_and_old_content_stays(tierfs, tmp_path):
     fd = os.open(target, os.O_WRONLY | os.O_TRUNC)
     os.write(fd, b'{"a": ')
     raises_errno(errno.EINVAL, os.close, fd)
-    assert read_file(target) == old
+    assert read_settled(target, old) == old
     assert os.stat(target).st_size == len(old)
 
     bad = tmp_path / "bad.txt"
     write_file(bad, b"not json at all\n")
     cp = tierfs.run(["cp", str(bad), "x.json"], check=False)
     assert cp.returncode == 1 and "Invalid argument" in cp.stderr, cp.stderr
-    assert read_file(target) == old
+    assert read_settled(target, old) == old
 
     cp = tierfs.run(["truncate", "-s", "3", "x.json"], check=False)
     assert cp.returncode == 1 and "Invalid argument" in cp.stderr, cp.stderr
-    assert read_file(target) == old
+    assert read_settled(target, old) == old
 
     # sed -i writes a temporary (binary) file, then renames it onto
     # x.json: the rename is refused (EINVAL), and sed exits 4
@@ -131,6 +133,7 @@ def test_oversize_write_fails_efbig(tierfs_factory):
         closed = close_errno(fd)
     assert closed == errno.EFBIG, errno.errorcode.get(closed, closed)
     # Nothing is stored: the file that open(O_CREAT) made stays empty.
+    assert read_settled(path, b"") == b""
     assert os.stat(path).st_size == 0
 
     # An existing file keeps its previous content.
@@ -142,11 +145,11 @@ def test_oversize_write_fails_efbig(tierfs_factory):
     finally:
         closed = close_errno(fd)
     assert closed == errno.EFBIG, errno.errorcode.get(closed, closed)
-    assert read_file(old) == b"previous"
+    assert read_settled(old, b"previous") == b"previous"
 
     cp = m.run(["truncate", "-s", "2M", "old.bin"], check=False)
     assert cp.returncode == 1 and "File too large" in cp.stderr, cp.stderr
-    assert read_file(old) == b"previous"
+    assert read_settled(old, b"previous") == b"previous"
 
     # Exactly the limit is accepted.
     write_file(m.path("exact.bin"), data[:MIB])
@@ -165,6 +168,7 @@ def test_oversize_cp_fails(tierfs_factory, tmp_path):
     cp = m.run(["cp", str(src), "big.json"], check=False)
     assert cp.returncode == 1 and "File too large" in cp.stderr, cp.stderr
     # cp created big.json (empty, valid JSON) and leaves it after the error
+    assert read_settled(m.path("big.json"), b"") == b""
     assert os.stat(m.path("big.json")).st_size == 0
 
 
