@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs missing packages, builds, runs the unit tests (plain and under
-# AddressSanitizer + UBSan in build-asan/), then the pytest integration
-# tests against build-asan/fs/tierfs (or $TIERFS_BIN). pytest runs last, so its
-# summary line ends the output. Exit status: pytest's, or 1 when pytest
-# passed but a unit test or the sanitizer build failed.
+# AddressSanitizer + UBSan in build-asan/), runs each libFuzzer target of
+# tests/fuzz/ briefly (scripts/fuzz.sh, clang, build-fuzz/), then the pytest
+# integration tests against build-asan/fs/tierfs (or $TIERFS_BIN). pytest runs
+# last, so its summary line ends the output. Exit status: pytest's, or 1 when
+# pytest passed but a unit test, the sanitizer build or a fuzz target failed.
 #
 # usage: scripts/test.sh [PYTEST_ARGS...]
+#   TIERFS_FUZZ_SECONDS=N   seconds per fuzz target (default 3; 0 skips them)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit
 
@@ -51,6 +53,15 @@ if BUILD_DIR=build-asan scripts/build.sh -Db_sanitize=address,undefined -Db_lund
 	meson test -C build-asan --print-errorlogs || unit_failed=1
 else
 	echo "test.sh: the sanitizer build failed" >&2
+	unit_failed=1
+fi
+
+# The fuzz targets, a few seconds each (about 15 s in all on 2 CPUs, 20 s
+# with the build): a crash, a leak or a broken invariant fails the run, and
+# fuzz.sh prints the reproducer.
+fuzz_seconds=${TIERFS_FUZZ_SECONDS:-3}
+if [[ $fuzz_seconds != 0 ]] && ! scripts/fuzz.sh "$fuzz_seconds"; then
+	echo "test.sh: a fuzz target failed or did not build (see above)" >&2
 	unit_failed=1
 fi
 
