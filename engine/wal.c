@@ -452,6 +452,11 @@ out_nomem:
 	return -ENOMEM;
 }
 
+int wal_record_decode(const void *body, size_t len, struct change **out)
+{
+	return rec_decode(body, len, out);
+}
+
 /* --- files --- */
 
 static void seg_name(char buf[WAL_SEG_NAME_LEN + 1], int64_t num)

@@ -125,4 +125,15 @@ int wal_quarantine(struct wal *w, struct change *const *recs, size_t n);
 /* Bytes held by all segments. */
 uint64_t wal_bytes(const struct wal *w);
 
+/*
+ * Decodes one record body: the body_len bytes that follow a record's
+ * 12-byte header (the header and its checksum are not looked at). What
+ * wal_replay() runs on each record whose header and checksum are good,
+ * public for the tests and the fuzzer (tests/fuzz/fuzz_wal.c). On success
+ * *out is a new change (free it with change_free()) that wal_append()
+ * writes back as exactly these bytes. Returns 0, -EBADMSG (the body does
+ * not parse exactly) or -ENOMEM.
+ */
+int wal_record_decode(const void *body, size_t len, struct change **out);
+
 #endif

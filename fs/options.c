@@ -4,6 +4,7 @@
  * what the README says; values are checked strictly (a number with trailing
  * garbage is an error).
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -309,45 +310,91 @@ static int opt_proc(void *data, const char *arg, int key,
 	return r < 0 ? -1 : 0;
 }
 
-void tfs_mask_secrets(char *s)
+/*
+ * Masks in @s the URI passwords that @orig (the same string, unmasked)
+ * holds: "scheme://user:PASSWORD@host". The authority ends at '/', '?',
+ * '#' or whitespace (RFC 3986; ',' may be in a password); the password
+ * ends at its last '@', as l2r_parse_url() reads it. Every "://" is looked
+ * at, also one inside the authority of an earlier one.
+ */
+static void mask_uri_passwords(char *s, const char *orig)
 {
-	char *p, *end;
+	for (const char *p = strstr(orig, "://"); p; p = strstr(p, "://")) {
+		const char *auth = p + 3, *end = auth, *at = NULL, *colon;
 
-	/* scheme://user:PASSWORD@host */
-	for (p = strstr(s, "://"); p; p = strstr(p, "://")) {
-		char *auth = p + 3, *at, *colon;
-
-		end = auth + strcspn(auth, "/?#, ");
-		at = memchr(auth, '@', (size_t)(end - auth));
+		for (; *end && !strchr("/?#", *end) &&
+		       !isspace((unsigned char)*end);
+		     end++)
+			if (*end == '@')
+				at = end;
 		colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
 		if (colon)
-			memset(colon + 1, '*', (size_t)(at - colon - 1));
-		p = end;
+			memset(s + (colon + 1 - orig), '*',
+			       (size_t)(at - colon - 1));
+		p = auth;
 	}
-	/* key=value conninfo (password=X, password = 'X y', with \' inside
-	 * quotes) and URI parameters (?password=X&...) */
-	for (p = strstr(s, "password"); p; p = strstr(p, "password")) {
-		char *v = p + strlen("password");
+}
 
-		v += strspn(v, " \t");
-		if (*v != '=') {
-			p = v;
+/*
+ * Masks in @s the values of the "password" keys that @orig holds (also
+ * of keys ending in it, as sslpassword): in a URI query ("?password=X&"
+ * or "&password=X#") up to '&', '#' or whitespace; otherwise as libpq
+ * reads a key=value string: whitespace around '=', then a quoted value
+ * ('x y', \' and \\ inside) or a value up to whitespace in which a
+ * backslash escapes the next byte. Every "password" followed by '=' is
+ * taken as a key, also one inside another value: where the real key is
+ * depends on how the whole string parses, so each is masked on its own.
+ */
+static void mask_key_passwords(char *s, const char *orig)
+{
+	const char *p, *v, *end;
+
+	for (p = strstr(orig, "password"); p;
+	     p = strstr(p + strlen("password"), "password")) {
+		bool query = p > orig && (p[-1] == '?' || p[-1] == '&');
+
+		v = p + strlen("password");
+		while (isspace((unsigned char)*v))
+			v++;
+		if (*v != '=')
 			continue;
-		}
 		v++;
-		v += strspn(v, " \t");
-		if (*v == '\'') {
-			for (end = v + 1; *end && *end != '\''; end++)
-				if (*end == '\\' && end[1])
-					end++;
-			if (*end)
-				end++;
+		if (query) {
+			for (end = v; *end && !strchr("&#", *end) &&
+				      !isspace((unsigned char)*end);
+			     end++)
+				;
 		} else {
-			end = v + strcspn(v, " \t,&");
+			while (isspace((unsigned char)*v))
+				v++;
+			end = v;
+			if (*end == '\'') {
+				for (end++; *end && *end != '\''; end++)
+					if (*end == '\\' && end[1])
+						end++;
+				if (*end)
+					end++;
+			} else {
+				for (; *end && !isspace((unsigned char)*end);
+				     end++)
+					if (*end == '\\' && end[1])
+						end++;
+			}
 		}
-		memset(v, '*', (size_t)(end - v));
-		p = end;
+		memset(s + (v - orig), '*', (size_t)(end - v));
 	}
+}
+
+void tfs_mask_secrets(char *s)
+{
+	/* Both passes read the string as it was given, so that neither is
+	 * misled by the other's '*'s (a masked quote or backslash, a
+	 * masked "password" key). */
+	char *orig = strdup(s);
+
+	mask_uri_passwords(s, orig ? orig : s);
+	mask_key_passwords(s, orig ? orig : s);
+	free(orig);
 }
 
 /* Makes $XDG_<kind>_HOME/tierfs (or ~/.local/<fallback>/tierfs) and writes

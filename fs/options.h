@@ -48,8 +48,10 @@ int tfs_options_parse(struct fuse_args *args, struct tfs_options *o);
 void tfs_options_release(struct tfs_options *o);
 
 /* Overwrites in place, with '*', every password in @s: the one in a URI
- * ("scheme://user:PASSWORD@host") and in a libpq key=value string
- * ("password=PASSWORD"). Used on argv so that ps never shows one. */
+ * ("scheme://user:PASSWORD@host"), in a URI query ("?password=PASSWORD")
+ * and in a libpq key=value string ("password=PASSWORD", read as libpq
+ * reads it). Used on argv so that ps never shows one, and before a
+ * conninfo is hashed or printed. */
 void tfs_mask_secrets(char *s);
 void tfs_usage(const char *prog);
 

@@ -8,7 +8,7 @@
 set -euo pipefail
 
 PACKAGES=(
-	build-essential pkg-config meson ninja-build
+	build-essential pkg-config meson ninja-build clang
 	libfuse3-dev fuse3
 	libhiredis-dev libpq-dev libjansson-dev libsqlite3-dev libssl-dev
 	zlib1g-dev libxxhash-dev

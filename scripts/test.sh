@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs missing packages, builds, runs the unit tests (plain, under
 # AddressSanitizer + UBSan in build-asan/ and under ThreadSanitizer in
-# build-tsan/), then the pytest integration tests against
-# build-tsan/fs/tierfs and last against build-asan/fs/tierfs (or only once,
-# against $TIERFS_BIN when the caller sets it). The ASan pytest run is the
-# last command, so its summary line ends the output. Exit status: that
-# pytest's, or 1 when it passed but a unit test, a sanitizer build or the
-# ThreadSanitizer integration run failed (said above it).
+# build-tsan/), runs each libFuzzer target of tests/fuzz/ briefly
+# (scripts/fuzz.sh, clang, build-fuzz/), then the pytest integration tests
+# against build-tsan/fs/tierfs and last against build-asan/fs/tierfs (or
+# only once, against $TIERFS_BIN when the caller sets it). The ASan pytest
+# run is the last command, so its summary line ends the output. Exit
+# status: that pytest's, or 1 when it passed but a unit test, a sanitizer
+# build, a fuzz target or the ThreadSanitizer integration run failed (said
+# above it).
 #
 # ThreadSanitizer (gcc 12) cannot run with the address-space randomisation
 # of kernels set to vm.mmap_rnd_bits > 28 (Ubuntu's 6.x defaults): every
@@ -15,9 +17,11 @@
 # for that process tree), or fail when even that is not allowed.
 #
 # Times on a 2-CPU VM: ASan build ~4 min, ASan unit tests ~2 min, TSan build
-# ~4 min, TSan unit tests ~1.5 min, each integration run ~4-5 min.
+# ~4 min, TSan unit tests ~1.5 min, fuzz targets ~20 s, each integration
+# run ~4-5 min.
 #
 # usage: scripts/test.sh [PYTEST_ARGS...]   (passed to both pytest runs)
+#   TIERFS_FUZZ_SECONDS=N   seconds per fuzz target (default 3; 0 skips them)
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit
 
@@ -87,6 +91,15 @@ if BUILD_DIR=build-tsan scripts/build.sh -Db_sanitize=thread -Db_lundef=false; t
 	fi
 else
 	echo "test.sh: the ThreadSanitizer build failed" >&2
+	unit_failed=1
+fi
+
+# The fuzz targets, a few seconds each (about 15 s in all on 2 CPUs, 20 s
+# with the build): a crash, a leak or a broken invariant fails the run, and
+# fuzz.sh prints the reproducer.
+fuzz_seconds=${TIERFS_FUZZ_SECONDS:-3}
+if [[ $fuzz_seconds != 0 ]] && ! scripts/fuzz.sh "$fuzz_seconds"; then
+	echo "test.sh: a fuzz target failed or did not build (see above)" >&2
 	unit_failed=1
 fi
 
