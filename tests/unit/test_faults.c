@@ -6,18 +6,21 @@
  * refused may be there.
  *
  * The workload (workload() below) makes directories, creates and rewrites
- * files (flush, fsync, flush then fsync, O_TRUNC and appends), puts and gets
- * items by ID (implicit directories), renames (across directories, binary to
- * JSON, a directory over an empty one, RENAME_NOREPLACE; one over a
- * directory whose children are only in L3, refused with ENOTEMPTY),
- * unlinks (one that takes implicit directories along), rmdirs (one
- * refused with ENOTEMPTY, its children only in L3), chmods, sets mtimes,
- * truncates, sets user
- * xattrs and the state tag, syncs, lists directories, reads files and
- * xattrs, reads the root's Merkle hash, and in the middle closes the engine
- * and opens it again (the "remount": the log is replayed with the fault
- * still armed). Every call's result is compared with a model of the tree
- * (path -> kind, content, mode, version, xattrs, mtime; absent paths):
+ * files (flush, fsync, flush then fsync, O_TRUNC, appends, a truncation
+ * through a writer handle), puts, gets and deletes items by ID (implicit
+ * directories made and taken along), renames (across directories, binary
+ * to JSON, over an existing file, a directory with its children, a
+ * directory over an empty one, RENAME_NOREPLACE; refused: into its own
+ * subtree, over a directory whose children are only in L3), unlinks (one
+ * of an open file, read on through its handle), rmdirs (one refused with
+ * ENOTEMPTY, its children only in L3), chmods, sets mtimes, truncates,
+ * sets user xattrs and the state tag, syncs, lists directories (plain and
+ * plus), reads files and xattrs, reads the root's Merkle hash, and in the
+ * middle closes the engine and opens it again (the "remount": the log is
+ * replayed with the fault still armed; a failed open is tried once more,
+ * then the rest of the workload is skipped). Every call's result is
+ * compared with a model of the tree (path -> kind, content, mode, version,
+ * xattrs, mtime; absent paths):
  *   - before any fault fired, every result is exactly the model's;
  *   - afterwards a call may also fail with the injected errno or EIO (a
  *     refusal: the model does not change), but a success must be the
@@ -27,7 +30,9 @@
  *     fails, the version getattr shows tells whether the publish happened
  *     (then the change is acknowledged: readers saw it) or not;
  *   - eng_release() reports dropped changes exactly when the last publish
- *     of the working copy was refused.
+ *     of the working copy was refused;
+ *   - after every step, statfs counts the model's entries and bytes (a
+ *     refused change counted nothing).
  * Then the fault is lifted, eng_close() must persist everything (0), and
  * an engine opened without any fault (which replays the log) must show the
  * model exactly: every directory's listing, every entry's kind, mode, size,
@@ -53,7 +58,7 @@
  *
  * Each case runs in a forked child (under alarm() to catch a hang), so a
  * crash, an ASan report or a leak (LeakSanitizer checks at the child's
- * exit) is charged to its case; two run at a time, in /dev/shm when there
+ * exit) is charged to its case; four run at a time, in /dev/shm when there
  * is one ($TMPDIR when set). A case that fails for a known reason may be
  * listed in known_failures (none is). FAULTS_CASE=op:err:mode:k[:eager]
  * (e.g. apply:EACCES:sticky:3) runs one case in-process, for a debugger;
@@ -96,7 +101,7 @@
 #define UMASK 022
 #define DEADLINE_S 30
 #define CASE_ALARM_S 120 /* a case that takes longer hangs */
-#define JOBS 2
+#define JOBS 4
 
 /* UBSan reports fail the case instead of scrolling by. */
 const char *__ubsan_default_options(void);
@@ -359,6 +364,13 @@ static void fail(struct run *R, const char *fmt, ...)
 	exit(1);
 }
 
+#define CHECK_RUN(R, cond)                                                     \
+	do {                                                                   \
+		if (!(cond))                                                   \
+			fail(R, "%s:%d: check failed: %s", __FILE__, __LINE__, \
+			     #cond);                                           \
+	} while (0)
+
 static const char *err_name(long r)
 {
 	static char buf[8][48];
@@ -395,6 +407,9 @@ static bool expect(struct run *R, long r, long want)
 		fail(R, "returned %s: want %s, or the fault's %s or -EIO",
 		     err_name(r), err_name(want), err_name(-err));
 	R->refused++;
+	if (getenv("FAULTS_CASE"))
+		printf("  step %d (%s): %s (the model: %s)\n", R->step, R->what,
+		       err_name(r), err_name(want));
 	return false;
 }
 
@@ -477,8 +492,27 @@ static void settle(struct run *R)
 	}
 }
 
+/* statfs counts what the model holds: a refused change did not count. */
+static void check_statfs(struct run *R, struct eng *e)
+{
+	struct eng_stats sf;
+	uint64_t bytes = 0;
+
+	for (int i = 0; i < R->m.n; i++)
+		bytes += R->m.e[i].len;
+	CHECK_RUN(R, eng_statfs(e, &sf) == 0);
+	if (sf.entries != (uint64_t)R->m.n || sf.bytes != bytes)
+		fail(R, "statfs counts %llu entries, %llu bytes; the tree has "
+			"%d, %llu",
+		     (unsigned long long)sf.entries,
+		     (unsigned long long)sf.bytes, R->m.n,
+		     (unsigned long long)bytes);
+}
+
 static void step_start(struct run *R, const char *what)
 {
+	if (R->e)
+		check_statfs(R, R->e); /* after the step before */
 	if (R->eager && R->e)
 		settle(R);
 	R->step++;
@@ -539,13 +573,6 @@ static bool begin(struct run *R, const char *what, const char *path,
 		return false;
 	return expect(R, walk(R, path, w, a), m_walk(&R->m, path));
 }
-
-#define CHECK_RUN(R, cond)                                                     \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			fail(R, "%s:%d: check failed: %s", __FILE__, __LINE__, \
-			     #cond);                                           \
-	} while (0)
 
 /* Compares attributes @a of entry @x with the model. */
 static void check_attr(struct run *R, const struct eng_attr *a,
@@ -993,6 +1020,84 @@ static void st_sync(struct run *R)
 		expect(R, eng_sync(R->e), 0);
 }
 
+static void st_delete(struct run *R, const char *id, enum item_kind kind)
+{
+	char path[PATH_LEN];
+	int r;
+
+	step_start(R, "delete");
+	if (!R->e)
+		return;
+	CHECK(id_to_path(id, kind, path, sizeof(path)) > 0);
+	r = eng_delete(R->e, id, kind);
+	if (expect(R, r, m_find(&R->m, path) ? 0 : -ENOENT))
+		m_delete(&R->m, path);
+}
+
+/* Opens file @path for reading, unlinks it, reads the old content through
+ * the handle (unlinking an open file keeps its content for the handle). */
+static void st_unlink_open(struct run *R, const char *path)
+{
+	char buf[DATA_LEN + 16];
+	struct ment old, *x;
+	struct eng_attr a;
+	struct eng_file *f;
+	struct walk w;
+	ssize_t n;
+	bool keep;
+	int r;
+
+	if (!begin(R, "unlink an open file", path, &w, &a))
+		return;
+	x = m_find(&R->m, path);
+	old = *x;
+	check_attr(R, &a, x);
+	if (expect(R, eng_file_open(R->e, a.ino, O_RDONLY, &f, &keep), 0)) {
+		r = eng_unlink(R->e, w.n > 1 ? w.ino[w.n - 2] : ROOT,
+			       base_of(path));
+		if (expect(R, r, 0))
+			m_delete(&R->m, path);
+		n = eng_read(R->e, f, buf, sizeof(buf), 0);
+		if (expect(R, n, (long)old.len))
+			check_data(R, &old, buf, (size_t)n);
+		CHECK_RUN(R, !eng_release(R->e, f));
+	}
+	unwalk(R, &w);
+}
+
+/* Opens file @path for writing and changes its size through the handle:
+ * the last release publishes the truncation. */
+static void st_ftruncate(struct run *R, const char *path, uint64_t size)
+{
+	struct eng_setattr sa = {.set_size = true, .size = size};
+	struct eng_attr a, b;
+	struct eng_file *f;
+	struct ment *x;
+	struct walk w;
+	bool keep;
+
+	if (!begin(R, "ftruncate", path, &w, &a))
+		return;
+	x = m_find(&R->m, path);
+	if (expect(R, eng_file_open(R->e, a.ino, O_WRONLY, &f, &keep), 0)) {
+		bool acked = expect(
+			R, eng_setattr(R->e, a.ino, f, &sa, &ctx, &b), 0);
+
+		CHECK_RUN(R, !eng_release(R->e, f));
+		if (acked) {
+			char buf[DATA_LEN] = {0};
+
+			memcpy(buf, x->data, x->len < size ? x->len : size);
+			m_set_data(x, buf, size);
+			x->version++;
+			x->mtime_known = false;
+		}
+		CHECK_RUN(R, eng_getattr(R->e, a.ino, &b) == 0);
+		check_attr(R, &b, x);
+	}
+	unwalk(R, &w);
+}
+
 /* ---- listings ---- */
 
 #define MAX_LIST 32
@@ -1069,6 +1174,28 @@ static void st_readdir(struct run *R, const char *path)
 	unwalk(R, &w);
 }
 
+/* readdir with lookups taken (readdirplus), forgotten afterwards. */
+static void st_readdir_plus(struct run *R, const char *path)
+{
+	struct listing *l;
+	struct eng_dir *d;
+	struct walk w;
+
+	if (!begin(R, "readdirplus", path, &w, NULL))
+		return;
+	l = calloc(1, sizeof(*l));
+	CHECK(l);
+	CHECK_RUN(R, eng_opendir(R->e, walk_ino(&w), &d) == 0);
+	/* an error may come after some entries took their lookups */
+	if (expect(R, eng_readdir(R->e, d, 0, true, list_fn, l), 0))
+		check_listing(R, path, l);
+	for (int i = 0; i < l->n; i++)
+		eng_forget(R->e, l->attrs[i].ino, 1);
+	eng_releasedir(R->e, d);
+	free(l);
+	unwalk(R, &w);
+}
+
 /* Closes the engine (the fault still armed) and opens it again. */
 static void st_remount(struct run *R)
 {
@@ -1132,6 +1259,19 @@ static void workload(struct run *R)
 	st_get(R, "p.q.r", ITEM_JSON); /* gone */
 	st_readdir(R, "");
 	st_readdir(R, "d");
+	st_put(R, "x.y.z", ITEM_BINARY, "Z");
+	st_sync(R);
+	st_readdir_plus(R, "d");
+	st_unlink_open(R, "d/k.json");
+	st_ftruncate(R, "d/sub/f2.txt", 2);
+	st_create(R, "d/new.txt", "new");
+	st_sync(R);
+	st_rename(R, "d/new.txt", "d/late.txt", 0); /* replaces it */
+	st_rename(R, "d", "d/sub/x", 0);	    /* EINVAL */
+	st_rename(R, "d/sub", "top", 0);	    /* with its children */
+	st_delete(R, "x.y.z", ITEM_BINARY);	    /* takes x.y and x along */
+	st_readdir(R, "");
+	st_readdir(R, "top");
 }
 
 /* ---- the check after a clean reopen ---- */
@@ -1215,7 +1355,6 @@ static void verify(struct run *R)
 {
 	struct wrap_state *clean = calloc(1, sizeof(*clean));
 	struct eng_config cfg = R->cfg;
-	struct eng_stats sf;
 	struct eng *e;
 	int r;
 
@@ -1224,6 +1363,7 @@ static void verify(struct run *R)
 	R->what = "verify: eng_close";
 	wrap_lift(&R->st);
 	if (R->e) {
+		check_statfs(R, R->e);
 		r = eng_close(R->e);
 		R->e = NULL;
 		if (r != 0)
@@ -1239,10 +1379,7 @@ static void verify(struct run *R)
 	R->what = "verify: the tree";
 	verify_entry(R, e, ROOT, NULL);
 	verify_dir(R, e, "", ROOT);
-	CHECK_RUN(R, eng_statfs(e, &sf) == 0);
-	if (sf.entries != (uint64_t)R->m.n)
-		fail(R, "statfs counts %llu entries, the tree has %d",
-		     (unsigned long long)sf.entries, R->m.n);
+	check_statfs(R, e);
 	R->what = "verify: eng_close";
 	r = eng_close(e);
 	if (r != 0)
