@@ -217,11 +217,14 @@ static void chain_put(struct eng *e, struct chain *c)
 
 /*
  * Collects into @c the implicit directories above @n that deleting @n
- * leaves empty. May drop the lock. -ENOMEM (then @c holds what it found).
+ * leaves empty. May drop the lock. -ENOMEM, or the error of a listing
+ * (-EIO: then whether a parent is left empty is unknown, and the delete
+ * fails rather than leave it behind); then @c holds what it found.
  */
 static int empty_parents(struct eng *e, struct node *n, struct chain *c)
 {
 	struct node *last = n, *p;
+	int r;
 
 	while ((p = node_get(e, last->parent)) && p->ino != STORE_ROOT_INO &&
 	       !p->meta.explicit_dir && !p->deleted) {
@@ -235,8 +238,11 @@ static int empty_parents(struct eng *e, struct node *n, struct chain *c)
 			c->cap = cap;
 		}
 		p->holds++;
-		if (dir_empty(e, p, last) != 1) {
+		r = dir_empty(e, p, last);
+		if (r != 1) {
 			node_put(e, p);
+			if (r < 0)
+				return r;
 			break;
 		}
 		c->n[c->len++] = p;

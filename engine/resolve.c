@@ -207,8 +207,9 @@ restart:
 		for (int i = 0; i < nrows; i++) {
 			struct node *m = node_get(e, rows[i].ino);
 
-			if (r && m != ignore &&
-			    (!m || (!m->deleted && m->parent == dir->ino)))
+			/* a row without a node is a child (@ignore has one) */
+			if (r && (!m || (m != ignore && !m->deleted &&
+					 m->parent == dir->ino)))
 				r = 0; /* a child that is still there */
 		}
 		if (nrows)

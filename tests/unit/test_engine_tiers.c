@@ -1,6 +1,6 @@
 /*
  * test_engine_tiers.c - the engine's road to L3, seen from a store wrapper
- * (eng_config.wrap_l3) around a real SQLite store:
+ * (eng_config.wrap_l3, store_wrap.h) around a real SQLite store:
  *
  *  - every call the engine makes to L3 is counted in its metrics: after a
  *    workload that uses every kind of call, each tierfs_tier_calls_total
@@ -39,6 +39,7 @@
 #include "check.h"
 #include "engine.h"
 #include "store.h"
+#include "store_wrap.h"
 
 #define ROOT 1
 #define DEADLINE_S 30
@@ -64,128 +65,21 @@ static void log_fn(void *arg, int level, const char *msg)
 		fprintf(stderr, "log[%d]: %s\n", level, msg);
 }
 
-/* ---- the wrapper: counts calls per kind, fails apply on demand ---- */
+/* ---- the wrapper (store_wrap.h) ---- */
 
-enum { C_GET, C_LOOKUP, C_LIST, C_READ, C_ALLOC_INO, C_APPLY, C_STATS,
-       C_SCAN, C_COUNT };
-static const char *const c_names[C_COUNT] = {
-	"get", "lookup", "list", "read", "alloc_ino", "apply", "stats", "scan",
-};
-
-struct wrap {
-	struct store s; /* first */
-	struct store *inner;
-	atomic_ullong calls[C_COUNT];
-	atomic_int fail_apply; /* errno to fail apply() with, or 0 */
-};
-
-static struct wrap *W(struct store *s)
+/* Poison: as a database constraint would, refuse every batch that puts an
+ * entry named "poison...". */
+static int poison_refuses(struct change *const *ch, size_t n)
 {
-	return (struct wrap *)s;
-}
-
-static void w_free(struct store *s)
-{
-	store_free(W(s)->inner);
-	free(s);
-}
-
-static int w_get(struct store *s, uint64_t ino, struct store_row *out)
-{
-	W(s)->calls[C_GET]++;
-	return W(s)->inner->ops->get(W(s)->inner, ino, out);
-}
-
-static int w_lookup(struct store *s, uint64_t parent, const char *name,
-		    struct store_row *out)
-{
-	W(s)->calls[C_LOOKUP]++;
-	return W(s)->inner->ops->lookup(W(s)->inner, parent, name, out);
-}
-
-static int w_list(struct store *s, uint64_t parent, const char *after,
-		  struct store_row *rows, size_t limit)
-{
-	W(s)->calls[C_LIST]++;
-	return W(s)->inner->ops->list(W(s)->inner, parent, after, rows, limit);
-}
-
-static int w_read(struct store *s, uint64_t ino, void **data, size_t *len)
-{
-	W(s)->calls[C_READ]++;
-	return W(s)->inner->ops->read(W(s)->inner, ino, data, len);
-}
-
-static int w_has_children(struct store *s, uint64_t parent)
-{
-	return W(s)->inner->ops->has_children(W(s)->inner, parent);
-}
-
-static int w_alloc_ino(struct store *s, uint64_t count, uint64_t *first)
-{
-	W(s)->calls[C_ALLOC_INO]++;
-	return W(s)->inner->ops->alloc_ino(W(s)->inner, count, first);
-}
-
-static int w_apply(struct store *s, struct change *const *ch, size_t n,
-		   struct store_dirhash **tree, size_t *ntree)
-{
-	int fail = W(s)->fail_apply;
-
-	W(s)->calls[C_APPLY]++;
-	/* poison: as a database constraint would, refuse every batch that
-	 * puts an entry named "poison..." */
-	for (size_t i = 0; !fail && i < n; i++)
+	for (size_t i = 0; i < n; i++)
 		if (!ch[i]->deleted && strncmp(ch[i]->name, "poison", 6) == 0)
-			fail = EINVAL;
-	if (fail) {
-		store_tree_none(tree, ntree);
-		return -fail;
-	}
-	return W(s)->inner->ops->apply(W(s)->inner, ch, n, tree, ntree);
+			return EINVAL;
+	return 0;
 }
 
-static int w_stats(struct store *s, uint64_t *entries, uint64_t *bytes)
-{
-	W(s)->calls[C_STATS]++;
-	return W(s)->inner->ops->stats(W(s)->inner, entries, bytes);
-}
-
-static int w_scan(struct store *s, uint64_t after, struct store_key *keys,
-		  size_t limit)
-{
-	W(s)->calls[C_SCAN]++;
-	return W(s)->inner->ops->scan(W(s)->inner, after, keys, limit);
-}
-
-static const struct store_ops w_ops = {
-	.name = "wrapped",
-	.free = w_free,
-	.get = w_get,
-	.lookup = w_lookup,
-	.list = w_list,
-	.read = w_read,
-	.has_children = w_has_children,
-	.alloc_ino = w_alloc_ino,
-	.apply = w_apply,
-	.stats = w_stats,
-	.scan = w_scan,
-};
-
-static struct wrap *last_wrap;
-
-static struct store *wrap_l3(struct store *l3, void *arg)
-{
-	struct wrap *w = calloc(1, sizeof(*w));
-
-	if (!w)
-		return NULL;
-	w->s.ops = &w_ops;
-	w->inner = l3;
-	w->fail_apply = (int)(intptr_t)arg;
-	last_wrap = w;
-	return &w->s;
-}
+/* The wrapper's counters and plan for the engine cfg_for() configures:
+ * zeroed by each cfg_for(). */
+static struct wrap_state wst;
 
 /* ---- helpers ---- */
 
@@ -196,6 +90,12 @@ static struct eng_config cfg_for(const char *name, int fail_apply)
 	static char path[512];
 	struct eng_config cfg;
 
+	memset(&wst, 0, sizeof(wst));
+	wst.refuse_apply = poison_refuses;
+	if (fail_apply) /* every batch */
+		wst.fault = (struct wrap_fault){
+			.op = W_APPLY, .err = fail_apply, .k = 1, .sticky = true};
+
 	snprintf(path, sizeof(path), "%s/%s.db", tmpdir, name);
 	eng_config_init(&cfg);
 	cfg.sqlite_path = path;
@@ -204,8 +104,8 @@ static struct eng_config cfg_for(const char *name, int fail_apply)
 	cfg.batch_flush_bytes = (size_t)1 << 30;
 	cfg.l1_max_bytes = 1; /* reads of committed files go to L3 */
 	cfg.log.fn = log_fn;
-	cfg.wrap_l3 = wrap_l3;
-	cfg.wrap_arg = (void *)(intptr_t)fail_apply;
+	cfg.wrap_l3 = store_wrap_l3;
+	cfg.wrap_arg = &wst;
 	return cfg;
 }
 
@@ -302,11 +202,11 @@ static void test_metrics_count_every_call(void)
 	CHECK(eng_getxattr(e, ROOT, "user.tierfs.merkle", val, sizeof(val)) ==
 	      64);
 
-	for (int op = 0; op < C_COUNT; op++) {
+	for (int op = 0; op < W_COUNT; op++) {
 		snprintf(check_context, sizeof(check_context), "l3 op %s",
-			 c_names[op]);
-		CHECK(last_wrap->calls[op] > 0); /* the workload used it */
-		CHECK_EQ(metric_calls(e, c_names[op]), last_wrap->calls[op]);
+			 wrap_op_names[op]);
+		CHECK(wst.calls[op] > 0); /* the workload used it */
+		CHECK_EQ(metric_calls(e, wrap_op_names[op]), wst.calls[op]);
 	}
 	check_context[0] = '\0';
 	CHECK_EQ(eng_close(e), 0);
