@@ -112,6 +112,7 @@ void txn_queue(struct eng *e, struct txn *t, size_t i, struct node *n)
 	}
 	if (n) {
 		n->dirty_seq = seq;
+		n->refused = false;
 		if (!n->dirty) {
 			n->dirty = true;
 			n->dprev = NULL;

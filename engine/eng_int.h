@@ -176,6 +176,7 @@ struct node {
 	bool deleted;
 	bool dirty;
 	bool content_dirty; /* item not yet persisted: pinned in L1 */
+	bool refused;	    /* L3 refused its last change for good */
 	uint64_t dirty_seq;
 	struct item *item; /* held while open or content_dirty, else NULL */
 	struct wc *wc;

@@ -211,7 +211,9 @@ ssize_t eng_write(struct eng *e, struct eng_file *f, const void *buf,
 int eng_flush(struct eng *e, struct eng_file *f);
 /* Publishes, then waits until the file is committed in L3; while L3 is
  * unreachable, until the log holding it is synced to disk instead. When L3
- * refuses the change (permission, read-only, full), returns that error. */
+ * refuses the change (permission, read-only, full), returns that error;
+ * when it refused the file's last change for good and it was set aside
+ * (quarantine), -EIO. */
 int eng_fsync(struct eng *e, struct eng_file *f);
 /* Closes a handle; the last one publishes a truncation no write followed
  * (see eng_flush()) and drops the working copy. Returns true when that

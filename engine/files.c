@@ -411,6 +411,8 @@ int eng_fsync(struct eng *e, struct eng_file *f)
 	r = flush_locked(e, f, false);
 	if (r == 0 && f->n->dirty)
 		r = wait_committed(e, f->n->dirty_seq);
+	if (r == 0 && f->n->refused)
+		r = -EIO; /* set aside: not durable anywhere but quarantine */
 	pthread_mutex_unlock(&e->lock);
 	return r;
 }

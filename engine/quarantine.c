@@ -176,6 +176,7 @@ void quarantine_note(struct eng *e, struct change **recs, size_t n, int why,
 {
 	for (size_t i = 0; i < n; i++) {
 		struct change *ch = recs[i];
+		struct node *nd;
 		struct quarantined *q =
 			&e->quarantine[e->quarantined % QUARANTINE_RECENT];
 
@@ -191,6 +192,9 @@ void quarantine_note(struct eng *e, struct change **recs, size_t n, int why,
 			 ch->deleted ? "" : ch->name);
 		q->error = why;
 		e->quarantined++;
+		nd = node_get(e, ch->ino);
+		if (nd && nd->dirty && nd->dirty_seq == ch->seq)
+			nd->refused = true; /* fsync says so */
 	}
 	if (!filed) /* the log keeps them: the next open tries again */
 		e->wal_keep = true;

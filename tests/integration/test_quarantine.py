@@ -3,6 +3,7 @@ database administrator added) is set aside in quarantine.log beside the
 write-ahead log, reported by `tierfs status` and the metrics, and every
 other change still commits. Real mounts, real PostgreSQL and SQLite."""
 
+import errno
 import json
 import os
 import shutil
@@ -60,7 +61,15 @@ def test_a_refused_change_is_set_aside_and_the_rest_commits(tierfs, store):
     write_file(m.path("before.json"), b"[0]")
     forbid_poison(m, store)
     write_file(m.path("a.json"), b"[1]")
-    write_file(m.path("poison.json"), b"[2]")  # fsync returns: it is aside
+    # its fsync says it is not durable: L3 refused it, it is set aside
+    fd = os.open(m.path("poison.json"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"[2]")
+        with pytest.raises(OSError) as info:
+            os.fsync(fd)
+        assert info.value.errno == errno.EIO
+    finally:
+        os.close(fd)
     write_file(m.path("b.json"), b"[3]")
     st = status(m)
     assert st["quarantine"]["changes"] == 1, st

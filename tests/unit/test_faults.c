@@ -1423,8 +1423,9 @@ struct known {
 #define QUARANTINE_WHY                                                         \
 	"an apply L3 refuses with EEXIST is taken as a refusal for good: "    \
 	"bisected, and each change it keeps refusing is set aside in "        \
-	"quarantine.log (engine/quarantine.c), so acknowledged changes are " \
-	"lost, deletes undone, and eng_fsync()/eng_sync() return 0 for them"
+	"quarantine.log (engine/quarantine.c): acknowledged changes are "     \
+	"set aside there (eng_fsync() of such a file says EIO, eng_sync() "   \
+	"0), and deletes are undone"
 static const struct known known_failures[] = {
 	{W_APPLY, EEXIST, M_STICKY, 0, false, false, QUARANTINE_WHY},
 	{W_APPLY, EEXIST, M_STICKY, 0, true, true, QUARANTINE_WHY},
