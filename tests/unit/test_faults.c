@@ -49,7 +49,8 @@
  * apply and alloc_ino a third mode, "lost", lets call k reach the store and
  * then reports EAGAIN or EIO (the reply lost after the store acted). No k is
  * sampled: the whole matrix runs (FAULTS_SAMPLE=1 samples first, middle and
- * last k only). Apply runs the matrix a second time "eager": the flusher
+ * last k only; that is the default under ThreadSanitizer, where the matrix
+ * takes minutes: FAULTS_FULL=1 runs it whole there). Apply runs the matrix a second time "eager": the flusher
  * persists every change on its own at once (batch_flush_count 1) and each
  * step first waits until it has, or L3 failed it; a failed batch is then
  * retried in the background, with back-off, while later steps run (so
@@ -103,6 +104,19 @@
 #define DEADLINE_S 30
 #define CASE_ALARM_S 120 /* a case that takes longer hangs */
 #define JOBS 4
+
+/* Under ThreadSanitizer (slow, and there for races, not for the matrix) k
+ * is sampled unless FAULTS_FULL is set. */
+#if defined(__SANITIZE_THREAD__)
+#define SAMPLE_BY_DEFAULT true
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SAMPLE_BY_DEFAULT true
+#endif
+#endif
+#ifndef SAMPLE_BY_DEFAULT
+#define SAMPLE_BY_DEFAULT false
+#endif
 /* The exit status of a case whose results differ from the model (a crash,
  * a sanitizer report, a harness check exit otherwise). */
 #define EXIT_MODEL 3
@@ -365,6 +379,12 @@ static void fail(struct run *R, const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+	/* the engine's threads end, and what it holds is freed, so that a
+	 * sanitizer reports only what is wrong */
+	if (R->e) {
+		eng_close(R->e);
+		R->e = NULL;
+	}
 	exit(EXIT_MODEL);
 }
 
@@ -1379,12 +1399,14 @@ static void verify(struct run *R)
 	r = eng_open(&cfg, &e);
 	if (r != 0)
 		fail(R, "eng_open: %s", err_name(r));
+	R->e = e; /* fail() closes it */
 	wait_builder(R, e, clean, 0);
 	R->what = "verify: the tree";
 	verify_entry(R, e, ROOT, NULL);
 	verify_dir(R, e, "", ROOT);
 	check_statfs(R, e);
 	R->what = "verify: eng_close";
+	R->e = NULL;
 	r = eng_close(e);
 	if (r != 0)
 		fail(R, "eng_close: %s", err_name(r));
@@ -1616,7 +1638,9 @@ int main(void)
 	uint64_t counts[W_COUNT], again[W_COUNT], eager_counts[W_COUNT];
 	int ncases = 0, failed = 0, xfail = 0, xpass = 0, running = 0;
 	int per_op[W_COUNT + 1] = {0}, fails_op[W_COUNT + 1] = {0};
-	bool sample = getenv("FAULTS_SAMPLE") != NULL;
+	bool sample = getenv("FAULTS_SAMPLE")  ? true
+		      : getenv("FAULTS_FULL") ? false
+					      : SAMPLE_BY_DEFAULT;
 	const char *one = getenv("FAULTS_CASE");
 	const char *only_op = getenv("FAULTS_OP");
 	struct fcase clean = {.op = -1}, eager_clean = {.op = -1};
