@@ -4,7 +4,7 @@
  * arbitrary bytes: the input is the blob a server returned for field "m".
  *
  * Invariants besides "never crash or leak":
- *  - it returns 0, -ENOENT (another format: byte 0 is not 1) or -EIO;
+ *  - it returns 0, -ENOENT (another format: byte 0 is not 1) or -EUCLEAN (corrupt);
  *  - a blob that decodes re-encodes (l2r_blob_encode()) to exactly the
  *    same bytes: the format has one spelling of each entry;
  *  - the row it gives keeps the contract of store.h (the checks of
@@ -86,7 +86,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		struct store_row row;
 		int e = l2r_blob_decode(&r, ino, data, size, &row);
 
-		FUZZ_CHECK(e == 0 || e == -ENOENT || e == -EIO);
+		FUZZ_CHECK(e == 0 || e == -ENOENT || e == -EUCLEAN);
 		if (e == -ENOENT)
 			FUZZ_CHECK(size > 0 && data[0] != L2R_FORMAT);
 		if (e == 0) {
