@@ -122,7 +122,7 @@ size_t l2r_blob_len(const char *name, const struct item_meta *m);
 void l2r_blob_encode(uint64_t parent, const char *name,
 		     const struct item_meta *m, uint8_t *buf);
 /* Decodes the blob of entry @ino into @out: 0, -ENOENT (another format),
- * -EIO (corrupt, logged) or -ENOMEM. */
+ * -EUCLEAN (corrupt, logged and counted) or -ENOMEM. */
 int l2r_blob_decode(const struct l2r *r, uint64_t ino, const void *blob,
 		    size_t len, struct store_row *out);
 /* Writes into @buf (room for 2 * L2R_PREFIX_MAX + 8) the SCAN pattern of

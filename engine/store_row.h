@@ -7,7 +7,7 @@
  * A row read back is checked against the same contract as a change written
  * (store.h): a bad inode number, name, parent or kind, a hash or Merkle hash
  * that is not ITEM_HASH_LEN bytes, or a state tag holding a NUL make the
- * entry corrupt: -EIO, logged as "NAME 'TARGET': corrupt entry INO: WHY".
+ * entry corrupt: -EUCLEAN, logged as "NAME 'TARGET': corrupt entry INO: WHY".
  * So a backend decodes only its own format (column types, blob layout) and
  * leaves the meaning of the fields to store_row_decode().
  *
@@ -82,7 +82,7 @@ int store_corrupt(const struct store_backend *b, uint64_t ino, const char *why);
 
 /*
  * Checks the row @c that backend @b read back and makes it a store_row in
- * *out (the caller releases it). Returns 0, -EIO when it is corrupt
+ * *out (the caller releases it). Returns 0, -EUCLEAN when it is corrupt
  * (logged, see the top of this file) or -ENOMEM; *out is written only on
  * success.
  */
