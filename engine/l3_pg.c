@@ -133,6 +133,8 @@ static void lpg_free(struct store *s)
 		return;
 	/* Every connection is idle by now: the caller has stopped using s. */
 	pool_free(q->pool);
+	if (q->conninfo) /* it may hold a password */
+		explicit_bzero(q->conninfo, strlen(q->conninfo));
 	free(q->conninfo);
 	free(q);
 }

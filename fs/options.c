@@ -574,13 +574,23 @@ out:
 	return r;
 }
 
+/* Frees *@s after overwriting it: it may hold a password. */
+static void free_secret(char **s)
+{
+	if (*s)
+		explicit_bzero(*s, strlen(*s));
+	free(*s);
+	*s = NULL;
+}
+
 void tfs_options_release(struct tfs_options *o)
 {
 	free(o->sqlite_path);
-	free(o->postgres);
-	free(o->redis);
+	free_secret(&o->postgres);
+	free_secret(&o->redis);
 	free(o->redis_prefix);
 	free(o->wal_path);
 	o->sqlite_path = NULL;
+	o->redis_prefix = NULL;
 	o->wal_path = NULL;
 }
