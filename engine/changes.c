@@ -192,8 +192,7 @@ int publish(struct eng *e, struct node *n, struct draft *d, int64_t mtime,
 	m.ctime_ns = now_ns();
 	m.size = d->len;
 	memcpy(m.hash, d->hash, ITEM_HASH_LEN);
-	if (node_id(e, n, id, sizeof(id)) < 0)
-		id[0] = '\0';
+	node_item_id(e, n, id);
 	it = item_new_hashed(id, d->data, d->len, &m);
 	d->data = NULL; /* stolen, freed on failure */
 	txn_init(&t);

@@ -10,13 +10,6 @@
  */
 #include "eng_int.h"
 
-/* The ID of @n for an item built from its content ("" when unknown). */
-static void content_id(struct eng *e, struct node *n, char id[ID_MAX + 1])
-{
-	if (node_id(e, n, id, ID_MAX + 1) < 0)
-		id[0] = '\0';
-}
-
 /*
  * Reads the content of clean file @n from L2: returns it as a new item when
  * Redis holds the version @n has, with the right hash; else NULL. Drops and
@@ -47,7 +40,7 @@ static struct item *l2_content(struct eng *e, struct node *n)
 	if (row.meta.version == version && n->meta.version == version &&
 	    !n->deleted) {
 		if (memcmp(hash, n->meta.hash, ITEM_HASH_LEN) == 0) {
-			content_id(e, n, id);
+			node_item_id(e, n, id);
 			m = n->meta; /* shallow: copied by item_new_hashed */
 			it = item_new_hashed(id, data, len, &m);
 			data = NULL;
@@ -159,7 +152,7 @@ int node_content(struct eng *e, struct node *n, struct item **out)
 			free(data);
 			return -EIO;
 		}
-		content_id(e, n, id);
+		node_item_id(e, n, id);
 		m = n->meta; /* shallow: copied by item_new_hashed */
 		memcpy(m.hash, hash, ITEM_HASH_LEN);
 		it = item_new_hashed(id, data, len, &m);

@@ -250,6 +250,7 @@ struct eng {
 	char *wal_dir; /* the log directory (quarantine.log is there) */
 	uint64_t quarantined; /* changes set aside since open */
 	uint64_t corrupt_rows; /* L3 rows the engine refused to show */
+	struct u64map too_big; /* ino -> 1: files over max_item_bytes met */
 	struct quarantined quarantine[QUARANTINE_RECENT]; /* the last ones */
 
 	/* The negative-lookup filter over (parent, name) of every entry. It
@@ -366,14 +367,16 @@ void node_unname(struct eng *e, struct node *n);
 void node_attr(const struct eng *e, const struct node *n, struct eng_attr *a);
 ssize_t node_path(struct eng *e, const struct node *n, char *buf, size_t cap);
 ssize_t node_id(struct eng *e, const struct node *n, char *buf, size_t cap);
+/* The ID an item built from @n's content carries ("" when unknown). */
+void node_item_id(struct eng *e, const struct node *n, char id[ID_MAX + 1]);
 
 /* --- resolve.c --- */
 
 /* Finds @name in @dir and returns it held. May drop the lock. */
 int resolve(struct eng *e, struct node *dir, const char *name,
 	    struct node **out);
-/* true (logged, counted) for an L3 row of a file larger than
- * max_item_bytes: not shown, as a corrupt row. */
+/* true for an L3 row of a file larger than max_item_bytes: not shown, as a
+ * corrupt row (logged and counted once per entry). */
 bool row_too_big(struct eng *e, const struct store_row *row);
 /* The live directory node @ino (held by the caller). -ENOENT, -ENOTDIR. */
 int get_dir(struct eng *e, uint64_t ino, struct node **out);

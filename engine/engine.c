@@ -141,6 +141,7 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	breaker_init(&e->l3_breaker, L3_BREAKER_FAILS, L3_BREAKER_COOLDOWN_NS);
 	u64map_init(&e->nodes);
 	u64map_init(&e->names);
+	u64map_init(&e->too_big);
 	batch_init(&e->batch, cfg->batch_flush_count, cfg->batch_flush_bytes,
 		   (uint64_t)cfg->batch_flush_ms * 1000000);
 
@@ -245,6 +246,7 @@ int eng_close(struct eng *e)
 		node_destroy(val);
 	u64map_release(&e->nodes);
 	u64map_release(&e->names);
+	u64map_release(&e->too_big);
 	batch_release(&e->batch);
 	l1_free(e->l1);
 	cuckoo_free(e->filter);

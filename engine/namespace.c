@@ -125,8 +125,7 @@ int node_create(struct eng *e, struct node *dir, char *const *dirs,
 			goto out_unadd;
 	}
 	if (d) {
-		if (node_id(e, nodes[ndirs], id, sizeof(id)) < 0)
-			id[0] = '\0';
+		node_item_id(e, nodes[ndirs], id);
 		it = item_new_hashed(id, d->data, d->len, &nodes[ndirs]->meta);
 		d->data = NULL;
 		if (!it)

@@ -240,6 +240,12 @@ ssize_t node_path(struct eng *e, const struct node *n, char *buf,
 }
 
 /* Writes the ID of @n ("" for the root). */
+void node_item_id(struct eng *e, const struct node *n, char id[ID_MAX + 1])
+{
+	if (node_id(e, n, id, ID_MAX + 1) < 0)
+		id[0] = '\0';
+}
+
 ssize_t node_id(struct eng *e, const struct node *n, char *buf,
 		       size_t cap)
 {

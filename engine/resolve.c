@@ -101,6 +101,10 @@ bool row_too_big(struct eng *e, const struct store_row *row)
 	if (row->meta.kind == ITEM_DIR ||
 	    row->meta.size <= e->cfg.max_item_bytes)
 		return false;
+	/* every listing meets it again: say so once per entry */
+	if (u64map_get(&e->too_big, row->ino) ||
+	    u64map_put(&e->too_big, row->ino, (void *)1) < 0)
+		return true;
 	e->corrupt_rows++;
 	eng_logf(&e->cfg.log, LOG_ERR,
 		 "%s holds entry %llu ('%s') of %llu bytes, more than "
