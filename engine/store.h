@@ -53,6 +53,39 @@
  * apply()'s -EEXIST and -EINVAL are about the batch's changes (the engine
  * sets aside the change that causes them); the others are about the store.
  *
+ * Sharing. Many writers (mounts on many hosts, programs) may apply batches
+ * to one store at once; each opened struct store is one writer, named by
+ * its origin (a random nonzero number chosen by store_open()). apply()
+ * therefore decides, at commit, what no writer could know in advance:
+ *
+ *   Versions. A change that carries content gets the version
+ *   max(its own, the stored row's + 1); one that does not keeps
+ *   max(its own, the stored row's). A new row keeps its own (at least 1).
+ *   So an entry's version only grows, and two writers that both started
+ *   from version 3 end at 4 and 5, never both at 4. list(), get() and the
+ *   feed return the stored version.
+ *
+ *   Namespace races. A change whose (parent, name) or (parent, stem) is
+ *   held by another entry that the batch does not change:
+ *     - replaces that entry when it is a file or an empty directory (it
+ *       is deleted, with its content: two creates of one name end as one
+ *       entry, the later); the new row's version is then at least the
+ *       replaced one's + 1;
+ *     - is dropped when that entry is a directory that has children (the
+ *       change is not applied; the rest of the batch is).
+ *   A deletion of a directory that has children the batch does not move
+ *   or delete (they were added by another writer) is dropped. Every
+ *   dropped or replaced change is logged (WARN, to the store's log) and
+ *   counted in store.races; none makes the batch fail.
+ *
+ *   The change feed. In the batch's own transaction, every change the
+ *   batch applies (replacements and drops included: a replaced entry is a
+ *   deletion) is recorded as a feed record with a sequence number: strictly
+ *   increasing, and in commit order (a record with a higher sequence is
+ *   never visible before one with a lower sequence). Records older than
+ *   store_config.feed_keep_seconds, or beyond the newest
+ *   feed_keep_records, are trimmed (by apply(), in passing).
+ *
  * Thread-safety: every op may be called from any thread concurrently; a
  * backend serialises access to its connections itself. All ops block.
  */
@@ -93,6 +126,18 @@ struct store_key {
 struct store_dirhash {
 	uint64_t ino;
 	uint8_t merkle[ITEM_HASH_LEN];
+};
+
+/* One record of the change feed, as feed_read() returns it. */
+struct store_feed {
+	uint64_t seq;	 /* its sequence number */
+	uint64_t origin; /* the writer whose batch recorded it */
+	uint64_t ino;	 /* the entry it is about */
+	bool gone;	 /* the entry no longer exists (row is unset) */
+	/* The entry's row as it is now, when it still exists (owned: release
+	 * with store_row_release(); may already be newer than the change: a
+	 * reader that applies records in order ends at the current state). */
+	struct store_row row;
 };
 
 struct store;
@@ -157,13 +202,46 @@ struct store_ops {
 	 * that the content is of the version it expects. -ENOENT. */
 	int (*fetch)(struct store *s, uint64_t ino, struct store_row *row,
 		     void **data, size_t *len);
+
+	/* The change feed (see "Sharing" above). */
+
+	/* Fills @recs (room for @limit) with the feed records whose sequence
+	 * is above @after, in sequence order, and returns how many (0: none
+	 * yet); the caller releases each record's row. -ESTALE when records
+	 * above @after have been trimmed already: the caller cannot tell what
+	 * changed and must forget everything it caches, then go on from
+	 * feed_head(). */
+	int (*feed_read)(struct store *s, uint64_t after,
+			 struct store_feed *recs, size_t limit);
+
+	/* Sets *seq to the highest sequence number committed (0: none). */
+	int (*feed_head)(struct store *s, uint64_t *seq);
+
+	/* Waits until the feed may hold records above @after, or @timeout_ms
+	 * have passed: returns 1 (look), 0 (timed out) or a negative errno
+	 * (-EAGAIN: the store is unreachable; wait and call again). It may
+	 * return 1 spuriously; nothing may depend on it waking: a caller
+	 * reads the feed at least once per timeout. PostgreSQL listens for a
+	 * notification that apply() sends; SQLite polls the file's
+	 * data_version. Called by one thread at a time. */
+	int (*feed_wait)(struct store *s, uint64_t after, int timeout_ms);
 };
 
 struct store {
 	const struct store_ops *ops;
 	struct eng_log log;
+	/* This writer's name in the feed: random and nonzero, chosen by the
+	 * backend's open (store_origin_new()). */
+	uint64_t origin;
+	/* How long and how many feed records apply() keeps (never 0): the
+	 * defaults from the backend's open, store_config's from store_open().
+	 */
+	uint32_t feed_keep_seconds;
+	uint64_t feed_keep_records;
 	/* rows read back that broke the contract (skipped in listings) */
 	atomic_uint_least64_t corrupt;
+	/* changes apply() dropped or replaced in a namespace race */
+	atomic_uint_least64_t races;
 };
 
 /* Frees the owned parts of @row. Accepts NULL. */
@@ -209,6 +287,9 @@ static inline void store_free(struct store *s)
 		s->ops->free(s);
 }
 
+/* A fresh origin for a writer: random, nonzero, below 2^63. */
+uint64_t store_origin_new(void);
+
 /* The key prefix in Redis when store_config.redis_prefix is NULL. */
 #define STORE_REDIS_PREFIX "tierfs:"
 
@@ -220,7 +301,14 @@ struct store_config {
 	const char *redis;	 /* redis://..., or NULL for no L2 */
 	const char *redis_prefix; /* NULL: STORE_REDIS_PREFIX */
 	bool redis_optional; /* an unreachable Redis: warn, go on without */
+	/* Feed records are kept for at least this long (0: the default, one
+	 * hour) and at most this many (0: the default, 1,000,000). */
+	uint32_t feed_keep_seconds;
+	uint64_t feed_keep_records;
 };
+
+#define STORE_FEED_KEEP_SECONDS 3600
+#define STORE_FEED_KEEP_RECORDS 1000000
 
 struct cache;
 

@@ -6,6 +6,8 @@
  */
 #include <errno.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -13,6 +15,21 @@
 #include "l3_pg.h"
 #include "l3_sqlite.h"
 #include "store.h"
+
+uint64_t store_origin_new(void)
+{
+	uint64_t o = 0;
+
+	if (getrandom(&o, sizeof(o), 0) != (ssize_t)sizeof(o)) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		o = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+		o ^= (uint64_t)getpid() << 40;
+	}
+	o &= INT64_MAX; /* fits SQL's signed 64-bit integers */
+	return o ? o : 1;
+}
 
 int store_open(const struct store_config *c, const struct eng_log *log,
 	       struct store **l3, struct cache **l2)
@@ -35,6 +52,10 @@ int store_open(const struct store_config *c, const struct eng_log *log,
 		r = l3_sqlite_open(c->sqlite_path, log, &s3);
 	if (r < 0)
 		return r;
+	if (c->feed_keep_seconds)
+		s3->feed_keep_seconds = c->feed_keep_seconds;
+	if (c->feed_keep_records)
+		s3->feed_keep_records = c->feed_keep_records;
 	if (c->redis) {
 		r = l2_redis_open(c->redis,
 				  c->redis_prefix ? c->redis_prefix
