@@ -19,6 +19,7 @@
  *   xattrs.c    extended attributes
  *   items.c     items by ID (put, get, delete)
  *   flusher.c   persistence: the flusher, group commit, replay
+ *   feed.c      the store's change feed: other writers' changes
  *   status.c    statfs, status JSON, metrics
  *
  * Nodes. The engine keeps a node for every entry that somebody holds: the
@@ -136,6 +137,7 @@ enum tier_op {
 	OP_L3_APPLY,
 	OP_L3_STATS,
 	OP_L3_SCAN,
+	OP_L3_FEED, /* feed_read() and feed_head(); not feed_wait() */
 	OP_L2_GET,
 	OP_L2_FETCH,
 	OP_L2_APPLY,
@@ -266,6 +268,16 @@ struct eng {
 	uint64_t l3_lookups, filter_negatives;
 	uint64_t filter_false_positives; /* "maybe", then L3 said absent */
 	uint64_t batches, batch_recs, last_batch;
+	uint64_t filter_epoch; /* a builder that saw another one rescans */
+	bool builder_running;
+
+	/* The change feed (feed.c): the last record applied, and counts. */
+	uint64_t feed_seq;
+	pthread_t feed_thread;
+	bool feed_started;
+	uint64_t feed_applied; /* other writers' records applied */
+	uint64_t feed_kept;    /* ... to a node with a change of its own */
+	uint64_t feed_resets;  /* gaps: everything cached was re-read */
 };
 
 /* --- time --- */
@@ -400,6 +412,16 @@ void filter_del(struct eng *e, uint64_t parent, const char *name);
 bool filter_absent(struct eng *e, uint64_t dir, const char *name);
 /* Sizes the filter for @entries and starts its builder. */
 void filter_start(struct eng *e, uint64_t entries);
+/* Distrusts the filter until a new scan of L3 completes (names may have
+ * been missed). Lock held. */
+void filter_restart(struct eng *e);
+
+/* --- feed.c --- */
+
+/* Notes the feed's head and starts following it (nothing to follow: 0). */
+int feed_start(struct eng *e);
+/* Joins the feed thread (e->stopping set). */
+void feed_stop(struct eng *e);
 
 /* --- changes.c --- */
 

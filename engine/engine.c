@@ -192,6 +192,11 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	pthread_mutex_unlock(&e->lock);
 	if (r < 0)
 		goto out_close;
+	/* the feed's head before the filter's scan: what commits after it
+	 * reaches the filter through the feed */
+	r = feed_start(e);
+	if (r < 0)
+		goto out_close;
 	filter_start(e, entries);
 	r = -pthread_create(&e->flusher, NULL, flusher_main, e);
 	if (r < 0)
@@ -222,6 +227,7 @@ int eng_close(struct eng *e)
 	e->stopping = true;
 	pthread_cond_signal(&e->flush_cond);
 	pthread_mutex_unlock(&e->lock);
+	feed_stop(e);
 	if (e->flusher_started) {
 		pthread_join(e->flusher, NULL);
 		if (e->committed_seq < e->change_seq)

@@ -66,6 +66,21 @@ struct store;
 struct eng_file;
 struct eng_dir;
 
+/* What the kernel should forget (eng_config.inval). */
+enum eng_inval_kind {
+	ENG_INVAL_ENTRY,  /* the name @name in directory @parent */
+	ENG_INVAL_INODE,  /* inode @ino's attributes; with @data its content */
+	ENG_INVAL_DELETE, /* entry @ino, named @name in @parent, is gone */
+};
+
+struct eng_inval {
+	enum eng_inval_kind kind;
+	uint64_t parent;
+	uint64_t ino;
+	bool data;
+	char name[256];
+};
+
 struct eng_config {
 	/* L3: a PostgreSQL conninfo (URI or key=value; libpq's PG* variables
 	 * and ~/.pgpass apply), or else the path of a SQLite database (its
@@ -95,6 +110,13 @@ struct eng_config {
 	int32_t force_file_mode, force_dir_mode; /* permission bits */
 
 	struct eng_log log;
+
+	/* Called (optional) when another writer sharing the store changed
+	 * an entry this engine may have shown, so that the kernel forgets
+	 * what it caches (struct eng_inval). Called from the engine's own
+	 * feed thread, with no engine lock held; it may block briefly. */
+	void (*inval)(void *arg, const struct eng_inval *iv);
+	void *inval_arg;
 
 	/* For tests and tools: when set, called once with the opened L3
 	 * store; the engine uses (and frees) the store it returns, which

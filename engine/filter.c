@@ -45,11 +45,15 @@ static void *builder_main(void *arg)
 {
 	struct eng *e = arg;
 	struct store_key *keys = calloc(SCAN_PAGE, sizeof(*keys));
-	uint64_t after = 0, total = 0, t0 = mono_ns();
+	uint64_t after = 0, total = 0, t0 = mono_ns(), epoch;
 	int n = 0;
 
+	pthread_mutex_lock(&e->lock);
+	epoch = e->filter_epoch;
+	pthread_mutex_unlock(&e->lock);
 	if (!keys)
-		return NULL;
+		goto out;
+scan:
 	for (;;) {
 		struct tier_call c;
 
@@ -83,6 +87,13 @@ static void *builder_main(void *arg)
 		goto out;
 	}
 	pthread_mutex_lock(&e->lock);
+	if (epoch != e->filter_epoch) {
+		/* names may have been missed meanwhile: scan again */
+		epoch = e->filter_epoch;
+		pthread_mutex_unlock(&e->lock);
+		after = 0;
+		goto scan;
+	}
 	e->filter_trusted = true;
 	pthread_mutex_unlock(&e->lock);
 	if (mono_ns() - t0 > 1000000000ull || total >= 100 * SCAN_PAGE)
@@ -92,6 +103,9 @@ static void *builder_main(void *arg)
 			 (double)(mono_ns() - t0) / 1e9);
 out:
 	free(keys);
+	pthread_mutex_lock(&e->lock);
+	e->builder_running = false;
+	pthread_mutex_unlock(&e->lock);
 	return NULL;
 }
 
@@ -108,8 +122,30 @@ void filter_start(struct eng *e, uint64_t entries)
 	e->filter = cuckoo_new(cap);
 	if (!e->filter)
 		return;
+	e->builder_running = true;
 	if (pthread_create(&e->builder, NULL, builder_main, e) == 0)
 		e->builder_started = true;
+	else
+		e->builder_running = false;
+}
+
+void filter_restart(struct eng *e)
+{
+	if (!e->filter)
+		return;
+	e->filter_trusted = false;
+	e->filter_epoch++;
+	if (e->builder_running || e->stopping)
+		return; /* it sees the new epoch before it trusts the filter */
+	if (e->builder_started) {
+		pthread_join(e->builder, NULL); /* it has returned */
+		e->builder_started = false;
+	}
+	e->builder_running = true;
+	if (pthread_create(&e->builder, NULL, builder_main, e) == 0)
+		e->builder_started = true;
+	else
+		e->builder_running = false;
 }
 
 void eng_get_counters(struct eng *e, struct eng_counters *out)

@@ -59,7 +59,7 @@ int eng_status_json(struct eng *e, char **out, size_t *len)
 	j = json_pack(
 		"{s:s, s:{s:s, s:b, s:s?}, s:o, s:{s:I, s:I, s:I}, "
 		"s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I}, "
-		"s:{s:b, s:I}}",
+		"s:{s:b, s:I}, s:{s:I, s:I, s:I}}",
 		"state", l3_down || l2_down ? "degraded" : "ok", "l3",
 		"backend", e->l3->ops->name, "up", !l3_down, "last_error",
 		e->l3_failing ? strerror(-e->last_error) : NULL, "l2",
@@ -81,7 +81,10 @@ int eng_status_json(struct eng *e, char **out, size_t *len)
 		(json_int_t)l1s.pinned_bytes, "items", (json_int_t)l1s.count,
 		"hits", (json_int_t)l1s.hits, "misses", (json_int_t)l1s.misses,
 		"filter", "trusted", e->filter_trusted, "names",
-		(json_int_t)(e->filter ? cuckoo_count(e->filter) : 0));
+		(json_int_t)(e->filter ? cuckoo_count(e->filter) : 0), "feed",
+		"seq", (json_int_t)e->feed_seq, "applied",
+		(json_int_t)e->feed_applied, "races",
+		(json_int_t)atomic_load(&e->l3->races));
 	if (j && json_object_set_new(j, "quarantine", quarantine_json(e)) < 0) {
 		json_decref(j);
 		j = NULL;
@@ -172,6 +175,24 @@ int eng_metrics_text(struct eng *e, char **out, size_t *len)
 	       "changes L3 refused for good, set aside");
 	fprintf(f, "tierfs_quarantined_total %llu\n",
 		(unsigned long long)e->quarantined);
+	metric(f, "races_total", "counter",
+	       "changes L3 dropped or replaced in a race with another writer");
+	fprintf(f, "tierfs_races_total %llu\n",
+		(unsigned long long)atomic_load(&e->l3->races));
+	metric(f, "feed_seq", "gauge", "the last change-feed record applied");
+	fprintf(f, "tierfs_feed_seq %llu\n", (unsigned long long)e->feed_seq);
+	metric(f, "feed_applied_total", "counter",
+	       "other writers' changes applied from the feed");
+	fprintf(f, "tierfs_feed_applied_total %llu\n",
+		(unsigned long long)e->feed_applied);
+	metric(f, "feed_kept_total", "counter",
+	       "of those, met by a change of this mount not yet committed");
+	fprintf(f, "tierfs_feed_kept_total %llu\n",
+		(unsigned long long)e->feed_kept);
+	metric(f, "feed_resets_total", "counter",
+	       "gaps in the feed: everything cached was re-read");
+	fprintf(f, "tierfs_feed_resets_total %llu\n",
+		(unsigned long long)e->feed_resets);
 	metric(f, "flush_failures_total", "counter", "failed batch writes");
 	fprintf(f, "tierfs_flush_failures_total %llu\n",
 		(unsigned long long)e->fail_count);

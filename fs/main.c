@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "hash_cmd.h"
+#include "inval.h"
 #include "ops.h"
 #include "options.h"
 #include "status_cmd.h"
@@ -168,6 +169,10 @@ int main(int argc, char *argv[])
 	tfs_handles_init(&t.handles);
 	t.attr_timeout = o.attr_timeout;
 
+	pthread_mutex_init(&t.inval_lock, NULL);
+	o.eng.inval = tfs_inval;
+	o.eng.inval_arg = &t;
+
 	if (!cmd.foreground && daemon_fork(&notify_fd) < 0)
 		goto out_free_opts;
 	if (open_engine(&o, &t.eng) < 0)
@@ -184,6 +189,7 @@ int main(int argc, char *argv[])
 		goto out_destroy;
 	if (fuse_session_mount(t.se, cmd.mountpoint) != 0)
 		goto out_remove_handlers;
+	tfs_inval_live(&t, true);
 	if (!cmd.foreground) {
 		openlog("tierfs", LOG_PID, LOG_DAEMON);
 		log_to_syslog = 1;
@@ -212,6 +218,7 @@ int main(int argc, char *argv[])
 	ret = r == 0 || r == SIGTERM || r == SIGINT || r == SIGHUP ? 0 : 1;
 
 out_unmount:
+	tfs_inval_live(&t, false);
 	fuse_session_unmount(t.se);
 out_remove_handlers:
 	fuse_remove_signal_handlers(t.se);

@@ -7,6 +7,8 @@
 
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
+#include <pthread.h>
+#include <stdbool.h>
 
 #include "engine.h"
 #include "handles.h"
@@ -17,6 +19,9 @@ struct tfs {
 	struct tfs_handles handles; /* fi->fh of open files and dirs */
 	double entry_timeout; /* seconds */
 	double attr_timeout;
+	/* kernel notifications (inval.c): allowed while live */
+	pthread_mutex_t inval_lock;
+	bool live;
 };
 
 extern const struct fuse_lowlevel_ops tfs_ops;

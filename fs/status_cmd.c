@@ -105,6 +105,11 @@ int tfs_status_cmd(int argc, char **argv)
 			       ? "trusted"
 			       : "building",
 		       (long long)num(j, "filter", "names"));
+		printf("  change feed: at record %lld; %lld changes of other "
+		       "writers applied; %lld races resolved by L3\n",
+		       (long long)num(j, "feed", "seq"),
+		       (long long)num(j, "feed", "applied"),
+		       (long long)num(j, "feed", "races"));
 	}
 	rc = state && strcmp(state, "ok") == 0 ? 0 : 1;
 	json_decref(j); /* @state points into it */

@@ -365,16 +365,28 @@ class TierfsMount:
     detaches the dead mount; sigterm() stops it with SIGTERM. Each start()
     logs stderr to its own file; stderr_text() returns all of them.
     drop_store() drops the PostgreSQL store (and Redis keys), best effort.
+
+    @share (another TierfsMount) makes this mount a second user of that
+    mount's store: the same SQLite file, or the same PostgreSQL store and
+    Redis prefix, with a write-ahead log of its own (-o wal_path). Only the
+    mount that made a store drops it.
     """
 
     def __init__(self, base, name="m", options=(), args=None, env=None, sqlite=None,
-                 store=None):
+                 store=None, share=None):
         self.base = Path(base)
         self.mnt = self.base / f"{name}.mnt"
         self.store = store or StoreConfig("sqlite")
         self.pg = None
+        self.owns_store = share is None
         self.redis_prefix = None
-        if self.store.uses_postgres:
+        if share is not None:
+            self.db = share.db
+            self.pg = share.pg
+            self.redis_prefix = share.redis_prefix
+            self.wal = self.base / f"{name}.wal"
+            options = [f"wal_path={self.wal}", *options] if self.pg is None else options
+        elif self.store.uses_postgres:
             assert sqlite is None, "sqlite= in a PostgreSQL configuration: mark the test sqlite_only"
             self.db = None
             self.wal = self.base / f"{name}.wal"
@@ -528,6 +540,8 @@ class TierfsMount:
         """Drops this mount's PostgreSQL store and Redis keys, best effort.
         The daemon must not be running."""
         pg, self.pg = self.pg, None
+        if not self.owns_store:
+            return
         if pg is not None:
             pg.server.drop(pg)
         if self.redis_prefix and self.store.redis_url:

@@ -18,7 +18,8 @@
  * failing call never reaches the store (a refusal, a dropped connection);
  * with @after it does, and then reports the error (a reply lost after the
  * store acted). has_children() is passed through uncounted (the engine
- * does not use it); fetch() is not offered.
+ * does not use it); fetch() is not offered; the feed's ops are passed
+ * through uncounted and unfailed (offered only when the store has them).
  *
  * refuse_apply, when set, may refuse a batch the plan let through, as a
  * database constraint would (after the fault plan, before the store).
@@ -255,7 +256,48 @@ static int store_wrap_scan(struct store *s, uint64_t after,
 	return r;
 }
 
+static int store_wrap_feed_read(struct store *s, uint64_t after,
+				struct store_feed *recs, size_t limit)
+{
+	struct store_wrap *w = store_wrap_of(s);
+
+	return w->inner->ops->feed_read(w->inner, after, recs, limit);
+}
+
+static int store_wrap_feed_head(struct store *s, uint64_t *seq)
+{
+	struct store_wrap *w = store_wrap_of(s);
+
+	return w->inner->ops->feed_head(w->inner, seq);
+}
+
+static int store_wrap_feed_wait(struct store *s, uint64_t after,
+				int timeout_ms)
+{
+	struct store_wrap *w = store_wrap_of(s);
+
+	return w->inner->ops->feed_wait(w->inner, after, timeout_ms);
+}
+
 static const struct store_ops store_wrap_ops = {
+	.name = "wrapped",
+	.free = store_wrap_free,
+	.get = store_wrap_get,
+	.lookup = store_wrap_lookup,
+	.list = store_wrap_list,
+	.read = store_wrap_read,
+	.has_children = store_wrap_has_children,
+	.alloc_ino = store_wrap_alloc_ino,
+	.apply = store_wrap_apply,
+	.stats = store_wrap_stats,
+	.scan = store_wrap_scan,
+	.feed_read = store_wrap_feed_read,
+	.feed_head = store_wrap_feed_head,
+	.feed_wait = store_wrap_feed_wait,
+};
+
+/* The same without the feed, for a store that has none. */
+static const struct store_ops store_wrap_ops_nofeed = {
 	.name = "wrapped",
 	.free = store_wrap_free,
 	.get = store_wrap_get,
@@ -279,8 +321,12 @@ static struct store *store_wrap_l3(struct store *l3, void *arg)
 
 	if (!w)
 		return NULL;
-	w->s.ops = &store_wrap_ops;
+	w->s.ops = l3->ops->feed_read ? &store_wrap_ops
+				      : &store_wrap_ops_nofeed;
 	w->s.log = l3->log;
+	w->s.origin = l3->origin;
+	w->s.feed_keep_seconds = l3->feed_keep_seconds;
+	w->s.feed_keep_records = l3->feed_keep_records;
 	w->inner = l3;
 	w->st = arg;
 	return &w->s;

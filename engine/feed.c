@@ -1,0 +1,522 @@
+/*
+ * feed.c - following the store's change feed: what other writers (mounts
+ * elsewhere, programs) committed reaches this engine's node table, L1, the
+ * negative-lookup filter and, through eng_config.inval, the kernel.
+ *
+ * One thread reads the feed in sequence order from the last record it
+ * applied: it waits in feed_wait() (a notification or a poll only wakes
+ * it; it reads at least every FEED_WAIT_MS anyway), reads a page without
+ * the lock, applies it under the lock, then tells the kernel what to drop
+ * with the lock released. Each record names an entry and carries its row
+ * as it is now (or "gone"):
+ *
+ *   - a name that exists goes into the filter, so it is never denied;
+ *   - a node this engine keeps for the entry takes the row: its metadata,
+ *     its place (a move; the new parent's chain is read from L3 first
+ *     when the table lacks it) or its deletion. A node with a change not
+ *     yet committed here keeps its own state: that change commits later
+ *     and wins, as the last committed change does;
+ *   - L1's copy of the content is dropped unless it is the only copy;
+ *   - the kernel forgets the entry's old and new names and the inode's
+ *     attributes, and its cached pages when the content changed.
+ *
+ * Records of this engine's own batches change nothing but the version the
+ * store assigned at commit (store.h: it may be above the one this engine
+ * proposed) - unless the store resolved a race against them (a dropped
+ * rmdir, a create that replaced another entry): then the record differs
+ * from the node and is applied like another writer's.
+ *
+ * Every applied page bumps gen, so a reader that read L3 before the change
+ * committed and adds its node after the page was applied reads again
+ * (tier_stale()); a reader whose node was added before is corrected by the
+ * record itself.
+ *
+ * When the feed has been trimmed past this engine's position (-ESTALE: it
+ * was cut off longer than the store keeps records), it cannot know what
+ * changed: it re-reads the row of every node it keeps, drops L1's
+ * unpinned content, asks the kernel to forget every inode it knows, and
+ * rebuilds the filter.
+ */
+#include "eng_int.h"
+
+#define FEED_PAGE 256
+#define FEED_WAIT_MS 100
+#define FEED_CHAIN_MAX 2048 /* ancestors read for one move, at most */
+#define FEED_INVAL_MAX (3 * FEED_PAGE)
+
+struct inval_list {
+	struct eng_inval *v;
+	size_t n, cap;
+};
+
+static void inval_push(struct inval_list *l, enum eng_inval_kind kind,
+		       uint64_t parent, uint64_t ino, const char *name,
+		       bool data)
+{
+	struct eng_inval *iv;
+
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		struct eng_inval *v = realloc(l->v, cap * sizeof(*v));
+
+		if (!v)
+			return; /* the kernel's timeouts still bound it */
+		l->v = v;
+		l->cap = cap;
+	}
+	iv = &l->v[l->n++];
+	memset(iv, 0, sizeof(*iv));
+	iv->kind = kind;
+	iv->parent = parent;
+	iv->ino = ino;
+	iv->data = data;
+	if (name)
+		snprintf(iv->name, sizeof(iv->name), "%s", name);
+}
+
+/* Tells the kernel, without the lock. */
+static void inval_send(struct eng *e, struct inval_list *l)
+{
+	if (e->cfg.inval)
+		for (size_t i = 0; i < l->n; i++)
+			e->cfg.inval(e->cfg.inval_arg, &l->v[i]);
+	l->n = 0;
+}
+
+/* A node whose state is this engine's own until its change commits. */
+static bool node_pending(const struct node *n)
+{
+	return n->dirty || n->content_dirty || (n->wc && n->wc->dirty);
+}
+
+/* The rows of directory @ino and its ancestors up to the root (the root
+ * excluded), nearest first, read from L3 without the lock. */
+static int read_chain(struct eng *e, uint64_t ino, struct store_row **out,
+		      size_t *nout)
+{
+	struct store_row *rows = NULL;
+	size_t n = 0, cap = 0;
+	int r = 0;
+
+	while (ino != STORE_ROOT_INO) {
+		struct tier_call c;
+
+		if (n == FEED_CHAIN_MAX) {
+			r = -ELOOP;
+			break;
+		}
+		if (n == cap) {
+			struct store_row *v;
+
+			cap = cap ? cap * 2 : 8;
+			v = realloc(rows, cap * sizeof(*rows));
+			if (!v) {
+				r = -ENOMEM;
+				break;
+			}
+			rows = v;
+		}
+		r = tier_enter(e, &c, OP_L3_GET, NULL, false);
+		if (r == 0)
+			r = e->l3->ops->get(e->l3, ino, &rows[n]);
+		r = tier_leave(e, &c, r);
+		if (r < 0)
+			break;
+		if (rows[n].meta.kind != ITEM_DIR) {
+			store_row_release(&rows[n]);
+			r = -ENOTDIR;
+			break;
+		}
+		ino = rows[n++].parent;
+	}
+	if (r < 0) {
+		while (n)
+			store_row_release(&rows[--n]);
+		free(rows);
+		return r;
+	}
+	*out = rows;
+	*nout = n;
+	return 0;
+}
+
+/* Makes sure directory @ino is in the table, adding the missing part of
+ * its chain from @chain (nearest first). Returns the node or NULL. */
+static struct node *chain_attach(struct eng *e, uint64_t ino,
+				 struct store_row *chain, size_t n)
+{
+	struct node *dir = node_get(e, ino);
+	size_t top;
+
+	if (dir)
+		return dir->deleted || !node_is_dir(dir) ? NULL : dir;
+	/* the nearest ancestor the table has */
+	for (top = 0; top < n; top++)
+		if (node_get(e, chain[top].parent))
+			break;
+	if (top == n)
+		return NULL;
+	for (size_t i = top + 1; i-- > 0;) {
+		struct node *p = node_get(e, chain[i].parent), *d;
+
+		if (!p || p->deleted || !node_is_dir(p))
+			return NULL;
+		d = node_get(e, chain[i].ino);
+		if (d) { /* one of ours, somewhere else: not ours to move */
+			if (d->parent != p->ino || d->deleted)
+				return NULL;
+			continue;
+		}
+		if (name_find(e, p->ino, chain[i].name))
+			return NULL; /* the table holds another there */
+		d = node_add(e, p, chain[i].ino, chain[i].name,
+			     &chain[i].meta);
+		if (!d)
+			return NULL;
+	}
+	return node_get(e, ino);
+}
+
+/* Moves clean node @n to (@dir, @name), out of the way of a clean node
+ * that holds the name here (its own record moves or deletes it). */
+static bool node_place(struct eng *e, struct node *n, struct node *dir,
+		       const char *name)
+{
+	struct node *other = name_find(e, dir->ino, name);
+
+	if (other == n && !n->deleted)
+		return true;
+	if (other) {
+		if (node_pending(other))
+			return false; /* ours wins once it commits */
+		node_unname(e, other);
+	}
+	for (struct node *a = dir; a; a = node_get(e, a->parent))
+		if (a == n)
+			return false; /* it would hold itself */
+	if (node_rename(e, n, dir, name) < 0)
+		return false;
+	n->deleted = false;
+	return true;
+}
+
+/* Applies one record of another writer to node @n (clean). */
+static void apply_to_node(struct eng *e, struct node *n,
+			  struct store_feed *f, struct node *dir,
+			  struct inval_list *inv)
+{
+	bool content = false;
+
+	if (f->gone) {
+		if (!n->deleted) {
+			inval_push(inv, ENG_INVAL_DELETE, n->parent, n->ino,
+				   n->name, false);
+			filter_del(e, n->parent, n->name);
+			node_unname(e, n);
+		}
+		l1_remove(e->l1, n->ino);
+		return;
+	}
+	if (!dir)
+		dir = node_get(e, f->row.parent);
+	if (n->deleted || n->parent != f->row.parent ||
+	    strcmp(n->name, f->row.name) != 0) {
+		if (!n->deleted)
+			inval_push(inv, ENG_INVAL_ENTRY, n->parent, 0, n->name,
+				   false);
+		if (dir && node_place(e, n, dir, f->row.name)) {
+			inval_push(inv, ENG_INVAL_ENTRY, dir->ino, 0,
+				   f->row.name, false);
+		} else if (!n->deleted) {
+			/* it went where this engine cannot follow: forget
+			 * its name here; a lookup there finds it again */
+			node_unname(e, n);
+		}
+	}
+	if (n->meta.kind != ITEM_DIR &&
+	    (memcmp(n->meta.hash, f->row.meta.hash, ITEM_HASH_LEN) != 0 ||
+	     n->meta.size != f->row.meta.size ||
+	     n->meta.kind != f->row.meta.kind))
+		content = true;
+	item_meta_release(&n->meta);
+	n->meta = f->row.meta; /* stolen */
+	memset(&f->row.meta, 0, sizeof(f->row.meta));
+	if (content) {
+		l1_remove(e->l1, n->ino);
+		if (n->item) {
+			item_unref(n->item);
+			n->item = NULL;
+		}
+		if (n->wc)
+			n->wc->loaded = false; /* reload before the next write */
+	}
+	inval_push(inv, ENG_INVAL_INODE, 0, n->ino, NULL, content);
+}
+
+/* true when clean node @n already is what record @f says. */
+static bool node_matches(const struct node *n, const struct store_feed *f)
+{
+	if (f->gone)
+		return n->deleted;
+	return !n->deleted && n->parent == f->row.parent &&
+	       strcmp(n->name, f->row.name) == 0 &&
+	       n->meta.kind == f->row.meta.kind &&
+	       memcmp(n->meta.hash, f->row.meta.hash, ITEM_HASH_LEN) == 0;
+}
+
+/* Applies record @f under the lock; true when it changed what the engine
+ * shows. */
+static bool apply_record(struct eng *e, struct store_feed *f,
+			 struct inval_list *inv)
+{
+	struct node *n = node_get(e, f->ino);
+	bool own = f->origin == e->l3->origin;
+
+	if (!f->gone)
+		filter_add(e, f->row.parent, f->row.name);
+	if (n && node_pending(n)) {
+		e->feed_kept += !own;
+		return false; /* its own change commits later and wins */
+	}
+	if (own && (!n || node_matches(n, f))) {
+		/* ours as we made it: only the version the store chose is
+		 * news (a node-less entry is read from L3 when looked up) */
+		if (n && !f->gone && f->row.meta.version > n->meta.version)
+			n->meta.version = f->row.meta.version;
+		return false;
+	}
+	/* another writer's, or ours as the store changed it (a race) */
+	e->feed_applied += !own;
+	if (!n) {
+		struct node *dir;
+
+		l1_remove(e->l1, f->ino);
+		if (f->gone)
+			return true;
+		/* the kernel may remember the name as absent */
+		dir = node_get(e, f->row.parent);
+		if (dir && !dir->deleted)
+			inval_push(inv, ENG_INVAL_ENTRY, dir->ino, 0,
+				   f->row.name, false);
+		return true;
+	}
+	apply_to_node(e, n, f, NULL, inv);
+	return true;
+}
+
+/*
+ * The moves in @recs[0..n) whose destination directory the table lacks
+ * for a node it keeps: their chains are read from L3 (without the lock)
+ * and attached before the records are applied. Lock held on entry and
+ * exit; it is dropped meanwhile.
+ */
+static void attach_destinations(struct eng *e, struct store_feed *recs,
+				size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct store_feed *f = &recs[i];
+		struct node *m = node_get(e, f->ino);
+		struct store_row *chain;
+		uint64_t parent;
+		size_t len;
+		int r;
+
+		if (f->gone || !m || node_pending(m) ||
+		    node_get(e, f->row.parent))
+			continue;
+		parent = f->row.parent;
+		m->holds++;
+		pthread_mutex_unlock(&e->lock);
+		r = read_chain(e, parent, &chain, &len);
+		pthread_mutex_lock(&e->lock);
+		if (r == 0) {
+			chain_attach(e, parent, chain, len);
+			for (size_t k = 0; k < len; k++)
+				store_row_release(&chain[k]);
+			free(chain);
+		}
+		node_put(e, m);
+	}
+}
+
+/* Forgets what the engine caches after a gap in the feed. Lock held. */
+static void feed_reset(struct eng *e, struct inval_list *inv)
+{
+	size_t pos = 0;
+	uint64_t key;
+	void *val;
+
+	e->feed_resets++;
+	eng_logf(&e->cfg.log, LOG_WARNING,
+		 "the change feed of %s was trimmed past this mount's "
+		 "position: re-reading every entry it caches",
+		 e->l3->ops->name);
+	while (u64map_next(&e->nodes, &pos, &key, &val)) {
+		struct node *n = val;
+
+		if (!node_pending(n)) {
+			l1_remove(e->l1, n->ino);
+			if (n->wc)
+				n->wc->loaded = false;
+		}
+		inval_push(inv, ENG_INVAL_INODE, 0, n->ino, NULL, true);
+	}
+	filter_restart(e);
+}
+
+/* Re-reads the row of every clean node (after feed_reset()). */
+static void refresh_nodes(struct eng *e, struct inval_list *inv)
+{
+	uint64_t *inos = NULL;
+	size_t n = 0, pos = 0;
+	uint64_t key;
+	void *val;
+
+	inos = malloc((e->nodes.len + 1) * sizeof(*inos));
+	if (!inos)
+		return;
+	while (u64map_next(&e->nodes, &pos, &key, &val))
+		if (key != STORE_ROOT_INO)
+			inos[n++] = key;
+	for (size_t i = 0; i < n; i++) {
+		struct store_feed f = {.ino = inos[i]};
+		struct node *m = node_get(e, inos[i]);
+		struct tier_call c;
+		int r;
+
+		if (!m || node_pending(m))
+			continue;
+		r = tier_enter(e, &c, OP_L3_GET, m, true);
+		if (r == 0)
+			r = e->l3->ops->get(e->l3, inos[i], &f.row);
+		r = tier_leave(e, &c, r);
+		if (r < 0 && r != -ENOENT)
+			continue;
+		f.gone = r == -ENOENT;
+		m = node_get(e, inos[i]);
+		if (m && !node_pending(m))
+			apply_to_node(e, m, &f, NULL, inv);
+		if (!f.gone)
+			store_row_release(&f.row);
+	}
+	free(inos);
+}
+
+static void *feed_main(void *arg)
+{
+	struct eng *e = arg;
+	struct store_feed *recs = calloc(FEED_PAGE, sizeof(*recs));
+	struct inval_list inv = {0};
+	bool stop = false;
+	int failing = 0;
+
+	if (!recs)
+		return NULL;
+	while (!stop) {
+		uint64_t after;
+		int r;
+
+		pthread_mutex_lock(&e->lock);
+		after = e->feed_seq;
+		stop = e->stopping;
+		pthread_mutex_unlock(&e->lock);
+		if (stop)
+			break;
+		r = e->l3->ops->feed_wait(e->l3, after, FEED_WAIT_MS);
+		if (r == 0)
+			r = 1; /* read anyway: nothing depends on a wake-up */
+		if (r > 0) {
+			struct tier_call c;
+
+			r = tier_enter(e, &c, OP_L3_FEED, NULL, false);
+			if (r == 0)
+				r = e->l3->ops->feed_read(e->l3, after, recs,
+							  FEED_PAGE);
+			r = tier_leave(e, &c, r);
+		}
+		if (r < 0 && r != -ESTALE) {
+			if (!failing++)
+				eng_logf(&e->cfg.log, LOG_WARNING,
+					 "cannot read the change feed of %s: "
+					 "%s (retrying)",
+					 e->l3->ops->name, strerror(-r));
+			struct timespec ts = {0, FEED_WAIT_MS * 1000000L};
+
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		if (failing) {
+			eng_logf(&e->cfg.log, LOG_INFO,
+				 "reading the change feed of %s again",
+				 e->l3->ops->name);
+			failing = 0;
+		}
+		pthread_mutex_lock(&e->lock);
+		if (r == -ESTALE) {
+			uint64_t head = 0;
+
+			struct tier_call c;
+
+			r = tier_enter(e, &c, OP_L3_FEED, NULL, true);
+			if (r == 0)
+				r = e->l3->ops->feed_head(e->l3, &head);
+			r = tier_leave(e, &c, r);
+			if (r == 0) {
+				feed_reset(e, &inv);
+				e->feed_seq = head;
+				e->gen++;
+				refresh_nodes(e, &inv);
+			}
+		} else if (r > 0) {
+			size_t n = (size_t)r;
+			bool changed = false;
+
+			attach_destinations(e, recs, n);
+			for (size_t i = 0; i < n; i++)
+				changed |= apply_record(e, &recs[i], &inv);
+			if (recs[n - 1].seq > e->feed_seq)
+				e->feed_seq = recs[n - 1].seq;
+			if (changed)
+				e->gen++;
+			for (size_t i = 0; i < n; i++)
+				if (!recs[i].gone)
+					store_row_release(&recs[i].row);
+		}
+		stop = e->stopping;
+		pthread_mutex_unlock(&e->lock);
+		inval_send(e, &inv);
+	}
+	free(inv.v);
+	free(recs);
+	return NULL;
+}
+
+int feed_start(struct eng *e)
+{
+	const struct store_ops *o = e->l3->ops;
+	uint64_t head = 0;
+	int r;
+
+	if (!o->feed_read || !o->feed_head || !o->feed_wait)
+		return 0; /* a store nobody else writes */
+	r = o->feed_head(e->l3, &head);
+	if (r < 0) {
+		eng_logf(&e->cfg.log, LOG_ERR,
+			 "cannot read the change feed of %s: %s", o->name,
+			 strerror(-r));
+		return r;
+	}
+	e->feed_seq = head;
+	r = -pthread_create(&e->feed_thread, NULL, feed_main, e);
+	if (r == 0)
+		e->feed_started = true;
+	return r;
+}
+
+void feed_stop(struct eng *e)
+{
+	if (e->feed_started) {
+		pthread_join(e->feed_thread, NULL);
+		e->feed_started = false;
+	}
+}
