@@ -79,11 +79,11 @@
  * write): ALTER TABLE adds the column, CREATE INDEX makes the index, a
  * recursive CTE numbers every directory by its depth (from the root, or
  * from an orphan directory whose parent is missing), and each is hashed
- * deepest first; then schema_version becomes 2 and one INFO line is
- * logged. Either all of that commits or none of it. Directories in a
- * cycle are left NULL with a warning. A version-1 build refuses the
- * migrated file; one that already had it open would go on writing without
- * hashes, so stop old mounts before the first open by this build.
+ * deepest first; then schema_version becomes the current one and one INFO line
+ * is logged. Either all of that commits or none of it. Directories in a cycle
+ * are left NULL with a warning. A version-1 build refuses the migrated file;
+ * one that already had it open would go on writing without hashes, so stop old
+ * mounts before the first open by this build.
  *
  * Version 4 adds the feed table and 'feed_trimmed' (lsq_to_v4_sql), in the
  * same opening transaction, after the steps before it; an older build
@@ -328,7 +328,7 @@ out_free:
 }
 
 /* Under the write lock, checks the schema (or creates it with the root
- * directory in an empty file, or migrates it from version 1) and prepares
+ * directory in an empty file, or migrates an older version) and prepares
  * the writer's statements, in one transaction; then switches the file to
  * WAL, last, so that a foreign file is never changed. */
 int lsq_setup(struct lsq *q)
