@@ -5,6 +5,9 @@
  * share):
  *
  *     l3_sqlite.c         the store ops, and opening
+ *     l3_sqlite_apply.c   apply(): versions and namespace races decided
+ *                         at commit, the feed's records and trimming
+ *     l3_sqlite_feed.c    reading and waiting for the change feed
  *     l3_sqlite_merkle.c  the Merkle hashes of directories, and what they
  *                         cost
  *     l3_sqlite_schema.c  the schema: creation, checks and migrations
@@ -104,8 +107,7 @@ static int lsq_value(sqlite3_stmt *st, int col, const void **p, size_t *len)
  * meaning of the values is store_row_decode()'s to check. A directory's
  * merkle is NULL only in a row that no maintenance reached (a cycle left
  * alone by the migration): reported as zero, "not known". */
-static int lsq_row_decode(const struct lsq *q, sqlite3_stmt *st,
-			  struct store_row *out)
+int lsq_row_decode(const struct lsq *q, sqlite3_stmt *st, struct store_row *out)
 {
 	struct store_cols c = {
 		.ino = (uint64_t)sqlite3_column_int64(st, STORE_COL_INO),
@@ -148,6 +150,7 @@ static void lsq_free(struct store *s)
 	if (!q)
 		return;
 	pool_free(q->readers); /* every reader is idle by now */
+	lsq_conn_close(q->waiter);
 	lsq_conn_close(q->writer);
 	if (q->write_lock_ready)
 		pthread_mutex_destroy(&q->write_lock);
@@ -401,7 +404,7 @@ static int lsq_scan(struct store *s, uint64_t after, struct store_key *keys,
 }
 
 /* Ends the writer's transaction after a failure; keeps the first error. */
-static void lsq_rollback(struct lsq *q)
+void lsq_rollback(struct lsq *q)
 {
 	if (!sqlite3_get_autocommit(q->writer->db))
 		lsq_run(q, q->writer->db, q->writer->stmt[W_ROLLBACK],
@@ -409,8 +412,8 @@ static void lsq_rollback(struct lsq *q)
 }
 
 /* Runs writer statement @which with ?1 bound to @ino. */
-static int lsq_run_ino(struct lsq *q, enum lsq_wstmt which, uint64_t ino,
-		       const char *what)
+int lsq_run_ino(struct lsq *q, enum lsq_wstmt which, uint64_t ino,
+		const char *what)
 {
 	sqlite3_stmt *st = q->writer->stmt[which];
 	int rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
@@ -420,133 +423,6 @@ static int lsq_run_ino(struct lsq *q, enum lsq_wstmt which, uint64_t ino,
 		return lsq_errno(q, q->writer->db, rc, what);
 	}
 	return lsq_run(q, q->writer->db, st, what);
-}
-
-/* Deletes row @ino and adds its old parent, if it was there, to @seeds. */
-static int lsq_delete_entry(struct lsq *q, uint64_t ino, uint64_t *seeds,
-			    size_t *nseeds)
-{
-	sqlite3_stmt *st = q->writer->stmt[W_DEL_ENTRY];
-	int rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
-
-	if (rc == SQLITE_OK)
-		rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW) {
-		seeds[(*nseeds)++] = (uint64_t)sqlite3_column_int64(st, 0);
-		/* RETURNING has done its work in the first step: this
-		 * only ends the statement */
-		rc = sqlite3_step(st);
-	}
-	lsq_done(st);
-	if (rc != SQLITE_DONE)
-		return lsq_errno(q, q->writer->db, rc, "delete an entry");
-	return 0;
-}
-
-static int lsq_apply(struct store *s, struct change *const *changes, size_t n,
-		     struct store_dirhash **tree, size_t *ntree)
-{
-	struct lsq *q = lsq_of(s);
-	struct store_dirhash *report = NULL;
-	size_t nreport = 0, nseeds = 0, len;
-	uint64_t *seeds;
-	struct lsq_conn *w;
-	sqlite3_stmt *st;
-	int rc, err = 0;
-	size_t i;
-
-	store_tree_none(tree, ntree);
-
-	err = store_check_changes(&q->sb, changes, n, NULL);
-	if (err || n == 0)
-		return err;
-	/* the directories whose Merkle hash the batch touches: each change's
-	 * old parent, new parent and, for a directory, itself */
-	seeds = reallocarray(NULL, n, 3 * sizeof(*seeds));
-	if (!seeds)
-		return -ENOMEM;
-
-	pthread_mutex_lock(&q->write_lock);
-	w = q->writer;
-	err = lsq_run(q, w->db, w->stmt[W_BEGIN], "begin a batch");
-	if (err)
-		goto out_unlock;
-
-	/* Pass 1: remove every changed row, so that final states never
-	 * collide with the states they replace (renames, swaps). */
-	for (i = 0; i < n; i++) {
-		const struct change *ch = changes[i];
-
-		err = lsq_delete_entry(q, ch->ino, seeds, &nseeds);
-		if (!err && ch->deleted)
-			err = lsq_run_ino(q, W_DEL_CONTENT, ch->ino,
-					  "delete content");
-		if (err)
-			goto out_rollback;
-	}
-
-	/* Pass 2: write the new rows and content. */
-	for (i = 0; i < n; i++) {
-		const struct change *ch = changes[i];
-
-		if (ch->deleted)
-			continue;
-		st = w->stmt[W_INS_ENTRY];
-		rc = lsq_bind_entry(st, ch->ino, ch->parent, ch->name,
-				    &ch->meta);
-		if (rc != SQLITE_OK) {
-			lsq_done(st);
-			err = lsq_errno(q, w->db, rc, "bind an entry");
-			goto out_rollback;
-		}
-		err = lsq_run(q, w->db, st, "write an entry");
-		if (err)
-			goto out_rollback;
-		seeds[nseeds++] = ch->parent;
-		if (ch->meta.kind == ITEM_DIR)
-			seeds[nseeds++] = ch->ino; /* its merkle was reset */
-		if (!ch->item)
-			continue;
-		len = item_size(ch->item);
-		st = w->stmt[W_PUT_CONTENT];
-		rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)ch->ino);
-		if (rc == SQLITE_OK)
-			rc = sqlite3_bind_blob64(st, 2,
-						 len ? item_data(ch->item) : "",
-						 len, SQLITE_STATIC);
-		if (rc != SQLITE_OK) {
-			lsq_done(st);
-			err = lsq_errno(q, w->db, rc, "bind content");
-			goto out_rollback;
-		}
-		err = lsq_run(q, w->db, st, "write content");
-		if (err)
-			goto out_rollback;
-	}
-
-	/* Pass 3: the Merkle hashes, in the same transaction. */
-	err = lsq_merkle_update(q, seeds, nseeds, tree ? &report : NULL,
-				&nreport);
-	if (err)
-		goto out_rollback;
-
-	err = lsq_run(q, w->db, w->stmt[W_COMMIT], "commit a batch");
-	if (err)
-		goto out_rollback;
-	if (tree) {
-		*tree = report;
-		*ntree = nreport;
-		report = NULL;
-	}
-	goto out_unlock;
-
-out_rollback:
-	lsq_rollback(q);
-out_unlock:
-	pthread_mutex_unlock(&q->write_lock);
-	free(report);
-	free(seeds);
-	return err;
 }
 
 static int lsq_alloc_ino(struct store *s, uint64_t count, uint64_t *first)
@@ -621,6 +497,9 @@ static const struct store_ops lsq_ops = {
 	.apply = lsq_apply,
 	.stats = lsq_stats,
 	.scan = lsq_scan,
+	.feed_read = lsq_feed_read,
+	.feed_head = lsq_feed_head,
+	.feed_wait = lsq_feed_wait,
 };
 
 int l3_sqlite_open(const char *path, const struct eng_log *log,

@@ -20,7 +20,7 @@
 #include "store_conn.h"
 #include "store_sql.h"
 
-#define LSQ_SCHEMA_VERSION 2
+#define LSQ_SCHEMA_VERSION 4
 #define LSQ_READERS 4
 #define LSQ_BUSY_TIMEOUT_MS 5000
 #define LSQ_POOL_WAIT_S 30 /* how long a reader waits for a free connection */
@@ -28,6 +28,8 @@
  * the engine builds (node_path() stops at ID_MAX levels), so a parent chain
  * longer than this is a cycle or a corrupt row. */
 #define LSQ_MAX_DEPTH 4096
+/* How often feed_wait() looks at the file's data_version. */
+#define LSQ_WAIT_POLL_MS 10
 
 /* Statements of a reader connection. */
 enum lsq_rstmt {
@@ -38,6 +40,12 @@ enum lsq_rstmt {
 	R_HAS_CHILDREN,
 	R_STATS,
 	R_SCAN,
+	R_BEGIN,
+	R_COMMIT,
+	R_FEED_TRIMMED,
+	R_FEED_READ,
+	R_FEED_HEAD,
+	R_DATA_VERSION,
 	R_NSTMT,
 };
 
@@ -55,6 +63,14 @@ enum lsq_wstmt {
 	W_GET_PARENT,
 	W_CHILDREN,
 	W_SET_MERKLE,
+	W_GET_STORED,
+	W_CONFLICTS,
+	W_CHILD_INOS,
+	W_FEED_ADD,
+	W_FEED_OLDEST,
+	W_FEED_FIRST_AFTER,
+	W_FEED_TRIM,
+	W_FEED_SET_TRIMMED,
 	W_NSTMT,
 };
 
@@ -87,6 +103,13 @@ struct lsq {
 	struct lsq_conn *writer; /* protected by write_lock */
 
 	struct pool *readers; /* of struct lsq_conn; NULL until made */
+
+	/* feed_wait()'s own connection, made at its first call: its
+	 * data_version moves with every commit of any other connection,
+	 * this store's writer included. Used by one thread at a time (the
+	 * contract of feed_wait()), so it has no lock. */
+	struct lsq_conn *waiter;
+	sqlite3_int64 waiter_version; /* its data_version when last read */
 };
 
 static inline struct lsq *lsq_of(struct store *s)
@@ -126,10 +149,33 @@ void lsq_reader_put(struct lsq *q, struct lsq_conn *c);
 
 /* ---- l3_sqlite.c ---- */
 
+/* Ends the writer's transaction after a failure; keeps the first error. */
+void lsq_rollback(struct lsq *q);
+/* Runs writer statement @which with ?1 bound to @ino. */
+int lsq_run_ino(struct lsq *q, enum lsq_wstmt which, uint64_t ino,
+		const char *what);
+/* Fills @out from the current row of @st, whose first columns are
+ * STORE_SQL_ROW_COLS; -EUCLEAN (logged, counted) when it is corrupt. */
+int lsq_row_decode(const struct lsq *q, sqlite3_stmt *st,
+		   struct store_row *out);
 /* Binds the entry row of @ino to W_INS_ENTRY; @name and @m must outlive the
  * step. Returns an SQLite result code. */
 int lsq_bind_entry(sqlite3_stmt *st, uint64_t ino, uint64_t parent,
 		   const char *name, const struct item_meta *m);
+
+/* ---- l3_sqlite_apply.c ---- */
+
+/* The store op apply() (see l3_sqlite_apply.c). */
+int lsq_apply(struct store *s, struct change *const *changes, size_t n,
+	      struct store_dirhash **tree, size_t *ntree);
+
+/* ---- l3_sqlite_feed.c ---- */
+
+/* The store ops of the change feed (see l3_sqlite_feed.c). */
+int lsq_feed_read(struct store *s, uint64_t after, struct store_feed *recs,
+		  size_t limit);
+int lsq_feed_head(struct store *s, uint64_t *seq);
+int lsq_feed_wait(struct store *s, uint64_t after, int timeout_ms);
 
 /* ---- l3_sqlite_merkle.c ---- */
 

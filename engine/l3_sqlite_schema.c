@@ -3,15 +3,16 @@
  * root directory in an empty file, checking that an existing file is ours
  * and of a version this build reads, and migrating older versions.
  *
- * Schema (schema version 2):
+ * Schema (schema version 4):
  *
  *     CREATE TABLE meta (
  *             key   TEXT PRIMARY KEY,
  *             value                      -- no affinity: stored as given
  *     ) WITHOUT ROWID;
  *         'format'         = 'tierfs'   marks the file as ours
- *         'schema_version' = 2          refused when newer than this build
+ *         'schema_version' = 4          refused when newer than this build
  *         'next_ino'       = 2..        lowest inode number never handed out
+ *         'feed_trimmed'   = 0..        highest feed sequence ever trimmed
  *
  *     CREATE TABLE entries (
  *             ino          INTEGER PRIMARY KEY,  -- the rowid
@@ -43,6 +44,13 @@
  *             data BLOB NOT NULL
  *     );
  *
+ *     CREATE TABLE feed (
+ *             seq     INTEGER PRIMARY KEY AUTOINCREMENT,
+ *             origin  INTEGER NOT NULL,  -- store.origin of the writer
+ *             ino     INTEGER NOT NULL,  -- the entry changed
+ *             time_ns INTEGER NOT NULL   -- CLOCK_REALTIME at apply()
+ *     );
+ *
  * Names and stems are always bound as BLOBs, so the default BINARY collation
  * compares them with memcmp() (shorter first on a tie): that is the listing
  * order, and the (parent, name) index serves lookups and keyset-paged
@@ -52,17 +60,35 @@
  * in its own table so that lookups and listings never read it. A file
  * without a content row has empty content.
  *
+ * The change feed (store.h, "Sharing"). apply() adds one feed row per
+ * change of its batch (a change a race dropped included) and one per entry
+ * a race replaced, in its own transaction. SQLite runs one write
+ * transaction at a time on a file, so the order of commits is the order of
+ * seq, and AUTOINCREMENT never hands out a seq again, not even one trimmed
+ * or rolled back: a reader that has seen seq N has seen every record below
+ * it. A record holds no state: feed_read() joins it with entries, so it
+ * reads the entry as it is now (gone when there is no row). apply() trims
+ * a prefix of the table, never a middle part (l3_sqlite_apply.c) and
+ * raises 'feed_trimmed' to the last seq it removed, so a reader asking for
+ * records above a seq below the mark learns (-ESTALE) that some are lost;
+ * the mark also keeps the head from going back when the table is empty.
+ *
  * Schema versions. Version 1 had neither the merkle column nor
  * entries_children. Opening a version-1 file migrates it in the writer's
  * opening transaction (BEGIN IMMEDIATE, under which nothing else can
  * write): ALTER TABLE adds the column, CREATE INDEX makes the index, a
  * recursive CTE numbers every directory by its depth (from the root, or
  * from an orphan directory whose parent is missing), and each is hashed
- * deepest first; then schema_version becomes 2 and one INFO line is
- * logged. Either all of that commits or none of it. Directories in a
- * cycle are left NULL with a warning. A version-1 build refuses the
- * migrated file; one that already had it open would go on writing without
- * hashes, so stop old mounts before the first open by this build.
+ * deepest first; then schema_version becomes the current one and one INFO line
+ * is logged. Either all of that commits or none of it. Directories in a cycle
+ * are left NULL with a warning. A version-1 build refuses the migrated file;
+ * one that already had it open would go on writing without hashes, so stop old
+ * mounts before the first open by this build.
+ *
+ * Version 4 adds the feed table and 'feed_trimmed' (lsq_to_v4_sql), in the
+ * same opening transaction, after the steps before it; an older build
+ * refuses the file, one already running would apply batches that leave no
+ * records, so stop old mounts first here too.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -103,6 +129,12 @@ static const char lsq_schema_sql[] =
 	"CREATE TABLE contents ("
 	" ino INTEGER PRIMARY KEY,"
 	" data BLOB NOT NULL"
+	");"
+	"CREATE TABLE feed ("
+	" seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" origin INTEGER NOT NULL,"
+	" ino INTEGER NOT NULL,"
+	" time_ns INTEGER NOT NULL"
 	");";
 
 /* Creates the tables and the meta rows in an empty database. Runs inside
@@ -117,7 +149,8 @@ static int lsq_create(struct lsq *q)
 		return err;
 	snprintf(sql, sizeof(sql),
 		 "INSERT INTO meta (key, value) VALUES ('format', '%s'),"
-		 " ('schema_version', %d), ('next_ino', %d)",
+		 " ('schema_version', %d), ('next_ino', %d),"
+		 " ('feed_trimmed', 0)",
 		 STORE_SQL_FORMAT, LSQ_SCHEMA_VERSION, STORE_SQL_FIRST_INO);
 	return lsq_exec(q, q->writer->db, sql, "write the schema version");
 }
@@ -188,6 +221,19 @@ static const char lsq_v1_to_v2_sql[] =
 	"ALTER TABLE entries ADD COLUMN merkle BLOB;"
 	"CREATE INDEX entries_children ON entries"
 	" (parent, name, kind, hash, merkle);";
+
+/* The step to schema version 4, from any version before it: the change
+ * feed. Self-contained (it names only what it makes), and run before the
+ * writer's statements, which name the table, are prepared. */
+static const char lsq_to_v4_sql[] =
+	"CREATE TABLE feed ("
+	" seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+	" origin INTEGER NOT NULL,"
+	" ino INTEGER NOT NULL,"
+	" time_ns INTEGER NOT NULL"
+	");"
+	"INSERT INTO meta (key, value) VALUES ('feed_trimmed', 0);"
+	"UPDATE meta SET value = 4 WHERE key = 'schema_version';";
 
 /*
  * The rest of the migration from schema version 1, once the column is there
@@ -282,7 +328,7 @@ out_free:
 }
 
 /* Under the write lock, checks the schema (or creates it with the root
- * directory in an empty file, or migrates it from version 1) and prepares
+ * directory in an empty file, or migrates an older version) and prepares
  * the writer's statements, in one transaction; then switches the file to
  * WAL, last, so that a foreign file is never changed. */
 int lsq_setup(struct lsq *q)
@@ -306,6 +352,9 @@ int lsq_setup(struct lsq *q)
 	if (!err && version == 1)
 		err = lsq_exec(q, db, lsq_v1_to_v2_sql,
 			       "migrate the schema to version 2");
+	if (!err && version < 4)
+		err = lsq_exec(q, db, lsq_to_v4_sql,
+			       "migrate the schema to version 4");
 	if (!err)
 		err = lsq_conn_prepare(q, q->writer, LSQ_WRITER);
 	if (!err && nobjects == 0)
@@ -317,10 +366,17 @@ int lsq_setup(struct lsq *q)
 	if (err)
 		goto out_rollback;
 	if (version == 1)
+		eng_logf(
+			&q->base.log, LOG_INFO,
+			"sqlite '%s': migrated schema version 1 to %d: "
+			"merkle hashes computed, directories: %zu; change feed "
+			"added",
+			q->path, LSQ_SCHEMA_VERSION, ndirs);
+	else if (version < LSQ_SCHEMA_VERSION)
 		eng_logf(&q->base.log, LOG_INFO,
-			 "sqlite '%s': migrated schema version 1 to %d: "
-			 "merkle hashes computed, directories: %zu",
-			 q->path, LSQ_SCHEMA_VERSION, ndirs);
+			 "sqlite '%s': migrated schema version %lld to %d: "
+			 "change feed added",
+			 q->path, (long long)version, LSQ_SCHEMA_VERSION);
 
 	type = lsq_query1(q, db, "PRAGMA journal_mode = WAL", &unused, mode,
 			  sizeof(mode), "switch to WAL");

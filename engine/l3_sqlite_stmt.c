@@ -24,6 +24,21 @@ const char *const lsq_reader_sql[R_NSTMT] = {
 		     " FROM entries WHERE ino <> ?1"),
 	[R_SCAN] = ("SELECT ino, parent, name FROM entries"
 		    " WHERE ino > ?1 AND ino <> ?2 ORDER BY ino LIMIT ?3"),
+	/* feed_read() reads the trimmed mark and the records in one
+	 * snapshot */
+	[R_BEGIN] = "BEGIN",
+	[R_COMMIT] = "COMMIT",
+	[R_FEED_TRIMMED] = "SELECT value FROM meta WHERE key = 'feed_trimmed'",
+	/* the entry's columns first, as lsq_row_decode() reads them; all
+	 * NULL when the entry is gone */
+	[R_FEED_READ] = ("SELECT " STORE_SQL_ROW_COLS_E ", f.seq, f.origin,"
+			 " f.ino FROM feed AS f"
+			 " LEFT JOIN entries AS e ON e.ino = f.ino"
+			 " WHERE f.seq > ?1 ORDER BY f.seq LIMIT ?2"),
+	[R_FEED_HEAD] = ("SELECT max(coalesce((SELECT max(seq) FROM feed), 0),"
+			 " coalesce((SELECT value FROM meta"
+			 " WHERE key = 'feed_trimmed'), 0))"),
+	[R_DATA_VERSION] = "PRAGMA data_version",
 };
 
 const char *const lsq_writer_sql[W_NSTMT] = {
@@ -45,4 +60,21 @@ const char *const lsq_writer_sql[W_NSTMT] = {
 	[W_CHILDREN] = ("SELECT name, kind, hash, merkle, ino FROM entries"
 			" WHERE parent = ?1 ORDER BY name"),
 	[W_SET_MERKLE] = "UPDATE entries SET merkle = ?2 WHERE ino = ?1",
+	[W_GET_STORED] = ("SELECT version, kind, hash FROM entries"
+			  " WHERE ino = ?1"),
+	/* the rows holding the name ?2 or, for a file, the stem ?3 (NULL
+	 * for a directory) in directory ?1: one probe of each unique index */
+	[W_CONFLICTS] = ("SELECT ino, kind, version, parent FROM entries"
+			 " WHERE parent = ?1 AND name = ?2"
+			 " UNION SELECT ino, kind, version, parent FROM entries"
+			 " WHERE parent = ?1 AND stem = ?3"),
+	[W_CHILD_INOS] = "SELECT ino FROM entries WHERE parent = ?1",
+	[W_FEED_ADD] = ("INSERT INTO feed (origin, ino, time_ns)"
+			" VALUES (?1, ?2, ?3)"),
+	[W_FEED_OLDEST] = "SELECT seq, time_ns FROM feed ORDER BY seq LIMIT 1",
+	[W_FEED_FIRST_AFTER] = ("SELECT seq FROM feed WHERE time_ns >= ?1"
+				" ORDER BY seq LIMIT 1"),
+	[W_FEED_TRIM] = "DELETE FROM feed WHERE seq <= ?1",
+	[W_FEED_SET_TRIMMED] = ("UPDATE meta SET value = max(value, ?1)"
+				" WHERE key = 'feed_trimmed'"),
 };

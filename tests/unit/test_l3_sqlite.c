@@ -27,6 +27,10 @@
 
 #include "check.h"
 #include "store_helpers.h"
+#include "store_feed_cases.h"
+
+/* The schema version this build writes (LSQ_SCHEMA_VERSION). */
+#define LSQ_TEST_SCHEMA 4
 
 static char tmpdir[] = "/tmp/test_l3_sqlite.XXXXXX";
 static bool tmpdir_made;
@@ -1369,6 +1373,8 @@ static void test_merkle_property(void)
 	raw_exec(db_path("property.db"),
 		 "DROP INDEX entries_children;"
 		 "ALTER TABLE entries DROP COLUMN merkle;"
+		 "DROP TABLE feed;"
+		 "DELETE FROM meta WHERE key = 'feed_trimmed';"
 		 "UPDATE meta SET value = 1 WHERE key = 'schema_version'");
 	log_reset();
 	s = open_ok("property.db");
@@ -1407,14 +1413,15 @@ static void test_merkle_failed_batch(void)
 	tree_check(s, before);
 
 	/* a create deep down, new content, a move across directories, and
-	 * a create that clashes with "f2": every hash on the way would
-	 * change, none does */
+	 * a create that clashes with the first one (a clash with an entry
+	 * the batch does not change would be a race, resolved): every hash
+	 * on the way would change, none does */
 	item_hash("new", 3, mf.hash);
 	item_hash("two", 3, mf2.hash);
 	c[0] = data_change_of(fresh, d2, "fresh", &mf, "new", 3);
 	c[1] = data_change_of(f1, d1, "f1", &mf, "new", 3);
 	c[2] = change_of(f2, d2, "f2", &mf2);
-	c[3] = change_of(new_ino(s), STORE_ROOT_INO, "d1", &mf);
+	c[3] = change_of(new_ino(s), d2, "fresh", &mf);
 	tree = (void *)1;
 	ntree = 99;
 	CHECK_EQ(s->ops->apply(s, c, 4, &tree, &ntree), -EEXIST);
@@ -1655,7 +1662,7 @@ static void test_merkle_migration(void)
 	CHECK(strstr(migrated_line, "directories: 5") != NULL);
 	CHECK_EQ(raw_int(path, "SELECT value FROM meta"
 			       " WHERE key = 'schema_version'"),
-		 2);
+		 LSQ_TEST_SCHEMA);
 	CHECK_EQ(raw_int(path, "SELECT count(*) FROM entries WHERE"
 			       " kind = 0 AND length(merkle) = 32"),
 		 5);
@@ -1672,7 +1679,7 @@ static void test_merkle_migration(void)
 	tree_same(t, u);
 	CHECK_EQ(raw_int(path, "SELECT value FROM meta"
 			       " WHERE key = 'schema_version'"),
-		 2);
+		 LSQ_TEST_SCHEMA);
 
 	/* and the migrated store keeps its hashes up to date */
 	put_hashed(s, new_ino(s), 4, "new", ITEM_BINARY, "n", 1);
@@ -1732,6 +1739,287 @@ static void test_merkle_migration(void)
 	store_free(s);
 	free(t);
 	free(u);
+}
+
+/* ---- sharing: two writers on one file ---- */
+
+/* Runs a case of store_feed_cases.h on two stores opened on one new file
+ * @name: two writers, as two mounts. */
+static void run_pair(const char *name,
+		     void (*fn)(struct store *a, struct store *b))
+{
+	struct store *a = open_ok(name);
+	struct store *b = open_ok(name);
+
+	fn(a, b);
+	store_free(b);
+	store_free(a);
+}
+
+static void test_feed_cases(void)
+{
+	run_pair("feed-versions.db", case_feed_versions);
+	run_pair("feed-same-name.db", case_feed_same_name);
+	run_pair("feed-rmdir.db", case_feed_rmdir_race);
+	run_pair("feed-empty-dir.db", case_feed_replace_empty_dir);
+	run_pair("feed-children.db", case_feed_dir_with_children);
+	run_pair("feed-order.db", case_feed_order);
+	run_pair("feed-head.db", case_feed_head);
+	run_pair("feed-stale.db", case_feed_stale);
+	run_pair("feed-wait.db", case_feed_wait);
+	run_pair("feed-merkle.db", case_feed_merkle_races);
+}
+
+/* A version-2 file (as the build before the feed made it) migrates to
+ * version 4 at open: the feed table and its mark are added, nothing else
+ * changes, and the next open migrates nothing. */
+static void test_feed_migration(void)
+{
+	const char *path = db_path("v2.db");
+	struct store *s = open_ok("v2.db");
+	struct store_feed recs[4];
+	uint64_t d, f;
+
+	d = put_dir(s, new_ino(s), STORE_ROOT_INO, "d");
+	f = put_file(s, new_ino(s), d, "f", ITEM_BINARY, "f", 1);
+	store_free(s);
+	/* what a version-2 file lacks */
+	raw_exec(path,
+		 "DROP TABLE feed;"
+		 "DELETE FROM meta WHERE key = 'feed_trimmed';"
+		 "DELETE FROM sqlite_sequence;"
+		 "UPDATE meta SET value = 2 WHERE key = 'schema_version'");
+	CHECK_EQ(raw_int(path, "SELECT count(*) FROM sqlite_master"
+			       " WHERE name = 'feed'"),
+		 0);
+
+	log_reset();
+	s = open_ok("v2.db");
+	CHECK_EQ(nmigrated, 1);
+	CHECK(strstr(migrated_line, "version 2 to 4") != NULL);
+	CHECK_EQ(raw_int(path, "SELECT value FROM meta"
+			       " WHERE key = 'schema_version'"),
+		 LSQ_TEST_SCHEMA);
+	CHECK_EQ(raw_int(path, "SELECT value FROM meta"
+			       " WHERE key = 'feed_trimmed'"),
+		 0);
+	CHECK_EQ(feed_head_of(s), 0);
+	CHECK_EQ(lookup_ino(s, d, "f"), f);
+	check_content(s, f, "f", 1);
+	put_file(s, f, d, "f", ITEM_BINARY, "g", 1);
+	CHECK_EQ(s->ops->feed_read(s, 0, recs, 4), 1);
+	CHECK_EQ(recs[0].ino, f);
+	CHECK_EQ(recs[0].row.meta.version, 2);
+	feed_release(recs, 1);
+	store_free(s);
+
+	log_reset();
+	s = open_ok("v2.db");
+	CHECK_EQ(nmigrated, 0);
+	CHECK_EQ(feed_head_of(s), 1);
+	store_free(s);
+}
+
+/* A change with content applied again (a commit whose answer was lost)
+ * keeps the version; the same version with other content is new. */
+static void test_feed_replay(void)
+{
+	struct store *a = open_ok("replay.db");
+	struct store *b = open_ok("replay.db");
+	struct item_meta m;
+	uint64_t f = new_ino(a);
+
+	CHECK_EQ(apply_one(a, hashed_change_of(f, STORE_ROOT_INO, "f", &m,
+					       ITEM_BINARY, "one", 3)),
+		 0);
+	CHECK_EQ(apply_one(a, hashed_change_of(f, STORE_ROOT_INO, "f", &m,
+					       ITEM_BINARY, "one", 3)),
+		 0);
+	CHECK_EQ(feed_version(a, f), 1);
+	CHECK_EQ(apply_one(b, hashed_change_of(f, STORE_ROOT_INO, "f", &m,
+					       ITEM_BINARY, "two", 3)),
+		 0);
+	CHECK_EQ(feed_version(a, f), 2);
+	check_content(a, f, "two", 3);
+	store_free(b);
+	store_free(a);
+}
+
+/* Trimming by age: records older than feed_keep_seconds go, a prefix at a
+ * time, and the mark keeps the head when the table is left empty. */
+static void test_feed_trim_age(void)
+{
+	const char *path = db_path("trim-age.db");
+	struct store *s = open_ok("trim-age.db");
+	struct store_feed recs[8];
+	uint64_t f, head;
+
+	f = put_file(s, new_ino(s), STORE_ROOT_INO, "f", ITEM_BINARY, "0", 1);
+	for (int i = 0; i < 4; i++)
+		put_file(s, f, STORE_ROOT_INO, "f", ITEM_BINARY, "1", 1);
+	head = feed_head_of(s);
+	CHECK_EQ(head, 5);
+	/* records 1..3 are two hours old */
+	raw_exec(path, "UPDATE feed SET time_ns = time_ns - 7200000000000"
+		       " WHERE seq <= 3");
+	put_file(s, f, STORE_ROOT_INO, "f", ITEM_BINARY, "2", 1);
+	CHECK_EQ(raw_int(path, "SELECT min(seq) FROM feed"), 4);
+	CHECK_EQ(raw_int(path, "SELECT value FROM meta"
+			       " WHERE key = 'feed_trimmed'"),
+		 3);
+	CHECK_EQ(s->ops->feed_read(s, 2, recs, 8), -ESTALE);
+	CHECK_EQ(s->ops->feed_read(s, 3, recs, 8), 3);
+	feed_release(recs, 3);
+
+	/* an empty table: the head stays where it was */
+	raw_exec(path, "DELETE FROM feed;"
+		       "UPDATE meta SET value = 6 WHERE key = 'feed_trimmed'");
+	CHECK_EQ(feed_head_of(s), 6);
+	CHECK_EQ(s->ops->feed_read(s, 6, recs, 8), 0);
+	CHECK_EQ(s->ops->feed_read(s, 5, recs, 8), -ESTALE);
+	put_file(s, f, STORE_ROOT_INO, "f", ITEM_BINARY, "3", 1);
+	CHECK_EQ(feed_head_of(s), 7);
+	store_free(s);
+}
+
+/* feed_wait() polls data_version: a commit by a connection of another
+ * kind (another process, say) that adds records wakes it; one that leaves
+ * the feed alone (an inode allocation) does not end the wait. */
+static void test_feed_data_version(void)
+{
+	const char *path = db_path("dv.db");
+	struct store *a = open_ok("dv.db");
+	struct store *b = open_ok("dv.db");
+	struct feed_waiter w;
+	pthread_t th;
+	uint64_t h, ino;
+	double t0;
+
+	put_dir(a, new_ino(a), STORE_ROOT_INO, "d");
+	h = feed_head_of(a);
+	CHECK_EQ(a->ops->feed_wait(a, h, 10), 0); /* makes its connection */
+
+	w = (struct feed_waiter){.s = a, .after = h, .timeout_ms = 300};
+	t0 = feed_now_s();
+	CHECK_EQ(pthread_create(&th, NULL, feed_wait_main, &w), 0);
+	for (int i = 0; i < 5; i++)
+		CHECK_EQ(b->ops->alloc_ino(b, 1, &ino), 0);
+	CHECK_EQ(pthread_join(th, NULL), 0);
+	CHECK_EQ(w.ret, 0);
+	CHECK(feed_now_s() - t0 >= 0.29);
+
+	w = (struct feed_waiter){.s = a, .after = h, .timeout_ms = 20000};
+	t0 = feed_now_s();
+	CHECK_EQ(pthread_create(&th, NULL, feed_wait_main, &w), 0);
+	raw_exec(path, "INSERT INTO feed (origin, ino, time_ns)"
+		       " VALUES (42, 12345, 0)");
+	CHECK_EQ(pthread_join(th, NULL), 0);
+	CHECK_EQ(w.ret, 1);
+	CHECK(feed_now_s() - t0 < 15);
+	CHECK_EQ(feed_head_of(b), h + 1);
+	store_free(b);
+	store_free(a);
+}
+
+/* Two writers on one file, each applying from its own thread: every batch
+ * commits (each waits for the other's write lock), the inode ranges are
+ * disjoint, and the feed holds every record once, each writer's in its
+ * order. */
+struct applier {
+	struct store *s;
+	const char *dir;
+	uint64_t first[100]; /* the ranges alloc_ino() gave */
+	int errors;
+};
+
+enum { APPLIER_BATCHES = 100, APPLIER_FILES = 4 };
+
+static void *applier_main(void *p)
+{
+	struct applier *ap = p;
+	struct item_meta m = meta_of(ITEM_BINARY, 1);
+	struct item_meta md = meta_of(ITEM_DIR, 0);
+	struct change *c[APPLIER_FILES];
+	uint64_t dir = 0;
+
+	if (ap->s->ops->alloc_ino(ap->s, 1, &dir) ||
+	    apply_one(ap->s, change_of(dir, STORE_ROOT_INO, ap->dir, &md)))
+		ap->errors++;
+	for (int b = 0; b < APPLIER_BATCHES; b++) {
+		uint64_t first = 0;
+
+		if (ap->s->ops->alloc_ino(ap->s, APPLIER_FILES, &first)) {
+			ap->errors++;
+			continue;
+		}
+		ap->first[b] = first;
+		for (int i = 0; i < APPLIER_FILES; i++) {
+			char name[32];
+
+			snprintf(name, sizeof(name), "f%d-%d", b, i);
+			c[i] = data_change_of(first + (uint64_t)i, dir, name,
+					      &m, "x", 1);
+		}
+		if (apply_changes(ap->s, c, APPLIER_FILES))
+			ap->errors++;
+	}
+	return NULL;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void test_feed_two_appliers(void)
+{
+	enum { N = 2 * (APPLIER_BATCHES * APPLIER_FILES + 1) };
+	struct applier ap[2] = {{.dir = "one"}, {.dir = "two"}};
+	struct store_feed *recs = calloc(N + 1, sizeof(*recs));
+	uint64_t firsts[2 * APPLIER_BATCHES], last_ino[2] = {0, 0}, entries,
+					      bytes;
+	pthread_t th[2];
+	size_t n;
+
+	CHECK(recs != NULL);
+	ap[0].s = open_ok("appliers.db");
+	ap[1].s = open_ok("appliers.db");
+	for (int i = 0; i < 2; i++)
+		CHECK_EQ(pthread_create(&th[i], NULL, applier_main, &ap[i]), 0);
+	for (int i = 0; i < 2; i++) {
+		CHECK_EQ(pthread_join(th[i], NULL), 0);
+		CHECK_EQ(ap[i].errors, 0);
+	}
+	/* disjoint ranges of APPLIER_FILES */
+	for (int i = 0; i < 2; i++)
+		memcpy(firsts + i * APPLIER_BATCHES, ap[i].first,
+		       sizeof(ap[i].first));
+	qsort(firsts, 2 * APPLIER_BATCHES, sizeof(firsts[0]), cmp_u64);
+	for (int i = 1; i < 2 * APPLIER_BATCHES; i++)
+		CHECK(firsts[i] >= firsts[i - 1] + APPLIER_FILES);
+
+	CHECK_EQ(ap[0].s->ops->stats(ap[0].s, &entries, &bytes), 0);
+	CHECK_EQ(entries, N);
+	n = feed_all(ap[1].s, 0, recs, N + 1, 64);
+	CHECK_EQ(n, N);
+	for (size_t i = 0; i < n; i++) {
+		int w = recs[i].origin == ap[0].s->origin ? 0 : 1;
+
+		CHECK(w == 0 || recs[i].origin == ap[1].s->origin);
+		CHECK(!recs[i].gone);
+		/* each writer's files come in the order it made them */
+		if (recs[i].row.meta.kind != ITEM_DIR) {
+			CHECK(recs[i].ino > last_ino[w]);
+			last_ino[w] = recs[i].ino;
+		}
+	}
+	feed_release(recs, n);
+	free(recs);
+	feed_check_tree(ap[0].s, ap[1].s);
+	store_free(ap[1].s);
+	store_free(ap[0].s);
 }
 
 /* ---- concurrency: more threads than reader connections ---- */
@@ -1849,6 +2137,12 @@ int main(void)
 	test_merkle_depth();
 	test_merkle_migration();
 	test_merkle_property();
+	test_feed_cases();
+	test_feed_migration();
+	test_feed_replay();
+	test_feed_trim_age();
+	test_feed_data_version();
+	test_feed_two_appliers();
 	printf("ok\n");
 	return 0;
 }
