@@ -124,8 +124,12 @@ int lpg_errno(const struct lpg *q, PGconn *pg, const PGresult *res,
 			PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
 
 		if (key && (strcmp(key, "entries_pkey") == 0 ||
-			    strcmp(key, "contents_pkey") == 0)) {
-			/* duplicates are refused before SQL: a race */
+			    strcmp(key, "contents_pkey") == 0 ||
+			    strcmp(key, "entries_parent_name") == 0 ||
+			    strcmp(key, "entries_parent_stem") == 0)) {
+			/* duplicates are refused before SQL, and names held
+			 * by others are replaced (l3_pg_race.c): a writer
+			 * that committed after this snapshot, a race */
 			err = -EAGAIN;
 			if (c)
 				c->conflict = true;

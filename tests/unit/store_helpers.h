@@ -452,10 +452,13 @@ static inline void case_all_or_nothing(struct store *s)
 	CHECK_EQ(apply_changes(s, c, 2), -EEXIST);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "twin"), -ENOENT);
 
-	/* a delete and a create that collides: the delete is undone too */
+	/* a delete and a create that collides with a row the batch keeps
+	 * (a name held by an entry the batch does not change is a race, and
+	 * is replaced): the delete is undone too */
 	c[0] = delete_of(k2);
 	c[1] = change_of(fresh, STORE_ROOT_INO, "keep1", &mn);
-	CHECK_EQ(apply_changes(s, c, 2), -EEXIST);
+	c[2] = change_of(k1, STORE_ROOT_INO, "keep1", &m2);
+	CHECK_EQ(apply_changes(s, c, 3), -EEXIST);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "keep2"), k2);
 	check_content(s, k2, "two", 3);
 
@@ -481,14 +484,17 @@ static inline void case_stems(struct store *s)
 	struct item_meta mj = meta_of(ITEM_JSON, 0);
 	struct item_meta md = meta_of(ITEM_DIR, 0);
 	struct change *c[2];
-	uint64_t bin_x, d_other, jx, dz, jz, jy, by;
+	uint64_t bin_x, d_other, jx, dz, jz, jy, by, dx;
 
 	bin_x = put_file(s, new_ino(s), STORE_ROOT_INO, "x", ITEM_BINARY, "b",
 			 1);
-	/* binary "x" and JSON "x.json" would both be the item "x" */
+	/* binary "x" and JSON "x.json" would both be the item "x" (an entry
+	 * the batch does not change would be replaced: a race) */
 	c[0] = change_of(new_ino(s), STORE_ROOT_INO, "x.json", &mj);
-	CHECK_EQ(apply_changes(s, c, 1), -EEXIST);
+	c[1] = change_of(bin_x, STORE_ROOT_INO, "x", &mb);
+	CHECK_EQ(apply_changes(s, c, 2), -EEXIST);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "x.json"), -ENOENT);
+	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "x"), bin_x);
 
 	/* the same in one batch, in either order */
 	jy = new_ino(s);
@@ -515,15 +521,20 @@ static inline void case_stems(struct store *s)
 	CHECK_EQ(apply_changes(s, c, 1), 0);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "z"), dz);
 	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "z.json"), jz);
-	c[0] = change_of(new_ino(s), d_other, "x", &md);
+	dx = new_ino(s);
+	c[0] = change_of(dx, d_other, "x", &md);
 	CHECK_EQ(apply_changes(s, c, 1), 0);
 
 	/* but not directory "z.json" beside JSON "z.json" (one name) */
 	c[0] = change_of(new_ino(s), STORE_ROOT_INO, "z.json", &md);
-	CHECK_EQ(apply_changes(s, c, 1), -EEXIST);
+	c[1] = change_of(jz, STORE_ROOT_INO, "z.json", &mj);
+	CHECK_EQ(apply_changes(s, c, 2), -EEXIST);
+	CHECK_EQ(lookup_ino(s, STORE_ROOT_INO, "z.json"), jz);
 	/* nor binary "x" beside directory "x" */
 	c[0] = change_of(new_ino(s), d_other, "x", &mb);
-	CHECK_EQ(apply_changes(s, c, 1), -EEXIST);
+	c[1] = change_of(dx, d_other, "x", &md);
+	CHECK_EQ(apply_changes(s, c, 2), -EEXIST);
+	CHECK_EQ(lookup_ino(s, d_other, "x"), dx);
 
 	/* replacing binary "x" by JSON "x.json" in one batch is fine */
 	jx = new_ino(s);
