@@ -177,6 +177,19 @@ int lpg_errno(const struct lpg *q, PGconn *pg, const PGresult *res,
 
 /* ---- connections ---- */
 
+/* libpq's notice processor: what the server says outside a result (a
+ * NOTICE, or the FATAL of a connection it ends while the connection is
+ * idle, as feed_wait()'s reads) goes to the store's log at debug level,
+ * never to stderr; a failure it causes is logged where it is met. */
+static void lpg_notice(void *arg, const char *msg)
+{
+	const struct lpg *q = arg;
+	char line[512];
+
+	eng_logf(&q->base.log, LOG_DEBUG, "postgres '%s': the server says: %s",
+		 q->target, lpg_one_line(msg, line, sizeof(line)));
+}
+
 void lpg_conn_close(struct lpg_conn *c)
 {
 	if (!c)
@@ -271,6 +284,7 @@ int lpg_conn_open(const struct lpg *q, bool prepare, struct lpg_conn **out)
 		err = lpg_errno(q, c->pg, NULL, NULL, "connect");
 		goto out_close;
 	}
+	PQsetNoticeProcessor(c->pg, lpg_notice, (void *)q);
 	/* No conversion of text: the server's encoding on both sides. */
 	err = lpg_simple(q, c,
 			 "SELECT set_config('client_encoding',"

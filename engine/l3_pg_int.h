@@ -309,9 +309,15 @@ int lpg_apply(struct store *s, struct change *const *changes, size_t n,
 /* What apply() makes of a batch's namespace races (l3_pg_race.c), decided
  * anew in each run of its transaction. */
 struct lpg_plan {
-	bool *dropped;	  /* by change: not applied */
-	uint64_t *floor;  /* by change: its lowest version (0: none) */
-	uint64_t *holder; /* by change: an entry it replaces (0: none) */
+	bool *dropped;	 /* by change: not applied */
+	uint64_t *floor; /* by change: its lowest version (0: none) */
+	/* which change replaces which entry: one pair per (change, entry) */
+	struct lpg_pair {
+		uint64_t holder;
+		size_t change;
+	} * pairs;
+	size_t npairs, cap;
+	bool oom;
 	struct lpg_inos replaced; /* the entries replaced, sorted */
 	size_t ndropped;
 };
@@ -331,9 +337,10 @@ int lpg_plan_races(const struct lpg *q, struct lpg_conn *c,
 		   struct change *const *changes, size_t n, struct lpg_arr *a,
 		   struct lpg_plan *p);
 /* Logs (WARN) and counts in store.races what @p decided, once the batch
- * is committed. */
+ * is committed: each change dropped, each entry replaced (once, however
+ * many changes replace it). Sorts @p's pairs. */
 void lpg_plan_report(struct lpg *q, struct change *const *changes, size_t n,
-		     const struct lpg_plan *p);
+		     struct lpg_plan *p);
 
 /* ---- l3_pg_feed.c ---- */
 

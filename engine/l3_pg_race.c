@@ -32,9 +32,11 @@
  * it a conflict, and the batch runs again on a fresh snapshot, where this
  * module sees the other writer's row (l3_pg_apply.c).
  *
- * What a run decides is logged (WARN) and counted in store.races only once
- * its transaction commits (lpg_plan_report()): a run that is rolled back
- * and run again decides anew.
+ * What a run decides is logged (WARN) and counted in store.races, one for
+ * each change dropped and one for each entry replaced (a directory "a"
+ * and a JSON "a.json" both replace another writer's file "a": one race),
+ * only once its transaction commits (lpg_plan_report()): a run that is
+ * rolled back and run again decides anew.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -114,8 +116,7 @@ int lpg_plan_init(struct lpg_plan *p, size_t n)
 	memset(p, 0, sizeof(*p));
 	p->dropped = calloc(n ? n : 1, sizeof(*p->dropped));
 	p->floor = calloc(n ? n : 1, sizeof(*p->floor));
-	p->holder = calloc(n ? n : 1, sizeof(*p->holder));
-	if (p->dropped && p->floor && p->holder)
+	if (p->dropped && p->floor)
 		return 0;
 	lpg_plan_release(p);
 	return -ENOMEM;
@@ -125,7 +126,7 @@ void lpg_plan_release(struct lpg_plan *p)
 {
 	free(p->dropped);
 	free(p->floor);
-	free(p->holder);
+	free(p->pairs);
 	lpg_inos_release(&p->replaced);
 	memset(p, 0, sizeof(*p));
 }
@@ -215,10 +216,23 @@ static int lpg_holder(const struct lpg *q, const PGresult *res, int r, size_t k,
 		}
 		return 0;
 	}
-	p->holder[k] = ino;
 	if (version + 1 > p->floor[k])
 		p->floor[k] = version + 1;
 	lpg_inos_add(&p->replaced, ino);
+	if (p->npairs == p->cap && !p->oom) {
+		size_t cap = p->cap ? p->cap * 2 : 16;
+		struct lpg_pair *v = realloc(p->pairs, cap * sizeof(*v));
+
+		if (v) {
+			p->pairs = v;
+			p->cap = cap;
+		} else {
+			p->oom = true;
+		}
+	}
+	if (p->oom)
+		return -ENOMEM;
+	p->pairs[p->npairs++] = (struct lpg_pair){ino, k};
 	return 0;
 }
 
@@ -300,7 +314,7 @@ int lpg_plan_races(const struct lpg *q, struct lpg_conn *c,
 	while (more && !err) {
 		more = false;
 		memset(p->floor, 0, n * sizeof(*p->floor));
-		memset(p->holder, 0, n * sizeof(*p->holder));
+		p->npairs = 0;
 		p->replaced.n = 0;
 		err = lpg_busy_dirs(q, c, changes, n, a, p, &more);
 		if (!err)
@@ -311,18 +325,29 @@ int lpg_plan_races(const struct lpg *q, struct lpg_conn *c,
 	return err;
 }
 
+static int lpg_cmp_pair(const void *a, const void *b)
+{
+	const struct lpg_pair *x = a, *y = b;
+
+	if (x->holder != y->holder)
+		return x->holder < y->holder ? -1 : 1;
+	return x->change < y->change ? -1 : x->change > y->change;
+}
+
 void lpg_plan_report(struct lpg *q, struct change *const *changes, size_t n,
-		     const struct lpg_plan *p)
+		     struct lpg_plan *p)
 {
 	for (size_t i = 0; i < n; i++) {
 		const struct change *ch = changes[i];
 
-		if (p->dropped[i] && ch->deleted) {
+		if (!p->dropped[i])
+			continue;
+		if (ch->deleted)
 			eng_logf(&q->base.log, LOG_WARNING,
 				 "postgres '%s': a race: directory %llu is not "
 				 "deleted: another writer put entries in it",
 				 q->target, (unsigned long long)ch->ino);
-		} else if (p->dropped[i]) {
+		else
 			eng_logf(&q->base.log, LOG_WARNING,
 				 "postgres '%s': a race: the change of entry "
 				 "%llu is dropped: its name in directory %llu "
@@ -330,17 +355,24 @@ void lpg_plan_report(struct lpg *q, struct change *const *changes, size_t n,
 				 "empty",
 				 q->target, (unsigned long long)ch->ino,
 				 (unsigned long long)ch->parent);
-		} else if (p->holder[i]) {
-			eng_logf(&q->base.log, LOG_WARNING,
-				 "postgres '%s': a race: entry %llu replaces "
-				 "entry %llu of another writer, of the same "
-				 "name in directory %llu",
-				 q->target, (unsigned long long)ch->ino,
-				 (unsigned long long)p->holder[i],
-				 (unsigned long long)ch->parent);
-		} else {
+		atomic_fetch_add(&q->base.races, 1);
+	}
+	/* one line per entry replaced, however many changes replace it (by
+	 * name and by stem) */
+	if (p->npairs > 1)
+		qsort(p->pairs, p->npairs, sizeof(*p->pairs), lpg_cmp_pair);
+	for (size_t i = 0; i < p->npairs; i++) {
+		const struct change *ch = changes[p->pairs[i].change];
+
+		if (i && p->pairs[i].holder == p->pairs[i - 1].holder)
 			continue;
-		}
+		eng_logf(&q->base.log, LOG_WARNING,
+			 "postgres '%s': a race: entry %llu replaces entry "
+			 "%llu of another writer, of the same name or item in "
+			 "directory %llu",
+			 q->target, (unsigned long long)ch->ino,
+			 (unsigned long long)p->pairs[i].holder,
+			 (unsigned long long)ch->parent);
 		atomic_fetch_add(&q->base.races, 1);
 	}
 }
