@@ -70,20 +70,21 @@ static inline void feed_release(struct store_feed *recs, size_t n)
 			store_row_release(&recs[i].row);
 }
 
-/* Reads every record of @s above @after into @recs (room for @cap), in
- * pages of @page, checking that sequence numbers increase, that a row
- * that is there is the record's entry, and that the read ends at the
- * head. Returns how many. */
+/* Reads every record of @s above @after into @recs (room for @cap, more
+ * than there are), in pages of @page, checking that sequence numbers
+ * increase, that a row that is there is the record's entry, and that the
+ * read ends at the head. Returns how many. */
 static inline size_t feed_all(struct store *s, uint64_t after,
 			      struct store_feed *recs, size_t cap, size_t page)
 {
-	size_t n = 0;
+	size_t n = 0, want;
 	int got;
 
 	for (;;) {
-		CHECK(n + page <= cap);
-		got = s->ops->feed_read(s, after, &recs[n], page);
-		CHECK(got >= 0 && (size_t)got <= page);
+		want = cap - n < page ? cap - n : page;
+		CHECK(want > 0);
+		got = s->ops->feed_read(s, after, &recs[n], want);
+		CHECK(got >= 0 && (size_t)got <= want);
 		if (got == 0)
 			break;
 		for (int i = 0; i < got; i++) {
@@ -102,9 +103,9 @@ static inline size_t feed_all(struct store *s, uint64_t after,
 }
 
 /* The first record of @recs[0..n) about @ino from @origin, or NULL. */
-static inline const struct store_feed *
-feed_find(const struct store_feed *recs, size_t n, uint64_t ino,
-	  uint64_t origin)
+static inline const struct store_feed *feed_find(const struct store_feed *recs,
+						 size_t n, uint64_t ino,
+						 uint64_t origin)
 {
 	for (size_t i = 0; i < n; i++)
 		if (recs[i].ino == ino && recs[i].origin == origin)
@@ -174,12 +175,12 @@ static inline void case_feed_versions(struct store *a, struct store *b)
 
 	/* both read version 1 and publish version 2 */
 	m.version = 2;
-	CHECK_EQ(apply_one(a, data_change_of(f, STORE_ROOT_INO, "v", &m, "A",
-					     1)),
+	CHECK_EQ(apply_one(a,
+			   data_change_of(f, STORE_ROOT_INO, "v", &m, "A", 1)),
 		 0);
 	CHECK_EQ(feed_version(a, f), 2);
-	CHECK_EQ(apply_one(b, data_change_of(f, STORE_ROOT_INO, "v", &m, "B",
-					     1)),
+	CHECK_EQ(apply_one(b,
+			   data_change_of(f, STORE_ROOT_INO, "v", &m, "B", 1)),
 		 0);
 	CHECK_EQ(feed_version(a, f), 3);
 	CHECK_EQ(feed_version(b, f), 3);
@@ -198,13 +199,13 @@ static inline void case_feed_versions(struct store *a, struct store *b)
 	CHECK_EQ(feed_version(a, f), 9);
 	/* content: its own when higher, else the stored one + 1 */
 	m.version = 20;
-	CHECK_EQ(apply_one(a, data_change_of(f, STORE_ROOT_INO, "v2", &m, "C",
-					     1)),
+	CHECK_EQ(apply_one(a,
+			   data_change_of(f, STORE_ROOT_INO, "v2", &m, "C", 1)),
 		 0);
 	CHECK_EQ(feed_version(b, f), 20);
 	m.version = 1;
-	CHECK_EQ(apply_one(b, data_change_of(f, STORE_ROOT_INO, "v2", &m, "D",
-					     1)),
+	CHECK_EQ(apply_one(b,
+			   data_change_of(f, STORE_ROOT_INO, "v2", &m, "D", 1)),
 		 0);
 	CHECK_EQ(feed_version(a, f), 21);
 
@@ -215,8 +216,8 @@ static inline void case_feed_versions(struct store *a, struct store *b)
 	CHECK_EQ(feed_version(a, g), 1);
 	h = new_ino(a);
 	m.version = 7;
-	CHECK_EQ(apply_one(a, data_change_of(h, STORE_ROOT_INO, "h", &m, "h",
-					     1)),
+	CHECK_EQ(apply_one(a,
+			   data_change_of(h, STORE_ROOT_INO, "h", &m, "h", 1)),
 		 0);
 	CHECK_EQ(feed_version(b, h), 7);
 
@@ -227,10 +228,9 @@ static inline void case_feed_versions(struct store *a, struct store *b)
 
 		CHECK_EQ(n, 3);
 		for (int i = 0; i < n; i++) {
-			CHECK_EQ(rows[i].meta.version,
-				 rows[i].ino == f   ? 21
-				 : rows[i].ino == g ? 1
-						    : 7);
+			CHECK_EQ(rows[i].meta.version, rows[i].ino == f	  ? 21
+						       : rows[i].ino == g ? 1
+									  : 7);
 			store_row_release(&rows[i]);
 		}
 	}
@@ -256,16 +256,16 @@ static inline void case_feed_same_name(struct store *a, struct store *b)
 	x = put_file(a, new_ino(a), STORE_ROOT_INO, "twin", ITEM_BINARY, "A",
 		     1);
 	m.version = 4;
-	CHECK_EQ(apply_one(a, data_change_of(x, STORE_ROOT_INO, "twin", &m,
-					     "A", 1)),
+	CHECK_EQ(apply_one(a, data_change_of(x, STORE_ROOT_INO, "twin", &m, "A",
+					     1)),
 		 0);
 	CHECK_EQ(feed_version(a, x), 4);
 
 	/* b has not seen x: it creates "twin" too */
 	y = new_ino(b);
 	m.version = 1;
-	CHECK_EQ(apply_one(b, data_change_of(y, STORE_ROOT_INO, "twin", &m,
-					     "B", 1)),
+	CHECK_EQ(apply_one(b, data_change_of(y, STORE_ROOT_INO, "twin", &m, "B",
+					     1)),
 		 0);
 	CHECK_EQ(feed_races(b), 1);
 	CHECK_EQ(feed_races(a), 0);
@@ -372,8 +372,7 @@ static inline void case_feed_rmdir_race(struct store *a, struct store *b)
 
 /* An empty directory is replaced by another writer's file or directory of
  * the same name. */
-static inline void case_feed_replace_empty_dir(struct store *a,
-					       struct store *b)
+static inline void case_feed_replace_empty_dir(struct store *a, struct store *b)
 {
 	struct item_meta md = meta_of(ITEM_DIR, 0);
 	uint64_t e, f, e2, d2;
@@ -406,8 +405,7 @@ static inline void case_feed_replace_empty_dir(struct store *a,
 
 /* A directory with children is never replaced: the change that would is
  * dropped, the rest of its batch applied. */
-static inline void case_feed_dir_with_children(struct store *a,
-					       struct store *b)
+static inline void case_feed_dir_with_children(struct store *a, struct store *b)
 {
 	struct item_meta m = meta_of(ITEM_BINARY, 1);
 	struct item_meta md = meta_of(ITEM_DIR, 0);
@@ -593,8 +591,8 @@ static inline void case_feed_stale(struct store *a, struct store *b)
 		char byte = (char)('0' + i % 10);
 
 		m.version = (uint64_t)i + 2;
-		CHECK_EQ(apply_one(s, data_change_of(f, STORE_ROOT_INO, "f",
-						     &m, &byte, 1)),
+		CHECK_EQ(apply_one(s, data_change_of(f, STORE_ROOT_INO, "f", &m,
+						     &byte, 1)),
 			 0);
 		heads[i] = feed_head_of(s);
 		CHECK(i == 0 || heads[i] > heads[i - 1]);
@@ -606,8 +604,8 @@ static inline void case_feed_stale(struct store *a, struct store *b)
 	CHECK_EQ(got, KEEP);
 	for (int i = 0; i < KEEP; i++) {
 		CHECK_EQ(recs[i].seq, heads[NBATCH - KEEP + i]);
-		CHECK_EQ(recs[i].origin, (NBATCH - KEEP + i) % 2 ? b->origin
-								 : a->origin);
+		CHECK_EQ(recs[i].origin,
+			 (NBATCH - KEEP + i) % 2 ? b->origin : a->origin);
 		CHECK(!recs[i].gone);
 		CHECK_EQ(recs[i].row.meta.version, NBATCH + 1);
 	}
