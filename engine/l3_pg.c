@@ -10,7 +10,11 @@
  *     l3_pg.c         the store ops that read, alloc_ino, and opening
  *     l3_pg_apply.c   apply(): the batch transaction, and how concurrent
  *                     batches are kept apart
+ *     l3_pg_race.c    apply()'s namespace races: names another writer
+ *                     holds
  *     l3_pg_merkle.c  the Merkle hashes of directories
+ *     l3_pg_feed.c    the change feed: its records, feed_read, feed_head
+ *                     and feed_wait
  *     l3_pg_schema.c  the schema: creation, checks and migrations
  *     l3_pg_stmt.c    the prepared statements
  *     l3_pg_conn.c    connections, their pool, errors as errno values
@@ -70,8 +74,8 @@ static void lpg_value(const PGresult *res, int row, int col, const void **p,
 /* Fills @out from row @row of @res (columns STORE_SQL_ROW_COLS first, binary):
  * reads the values of their binary types, then store_row_decode() checks
  * what they mean. */
-static int lpg_row_decode(const struct lpg *q, const PGresult *res, int row,
-			  struct store_row *out)
+int lpg_row_decode(const struct lpg *q, const PGresult *res, int row,
+		   struct store_row *out)
 {
 	/* the columns of a fixed width, all NOT NULL */
 	static const struct {
@@ -133,6 +137,7 @@ static void lpg_free(struct store *s)
 		return;
 	/* Every connection is idle by now: the caller has stopped using s. */
 	pool_free(q->pool);
+	lpg_feed_close(q);
 	if (q->conninfo) /* it may hold a password */
 		explicit_bzero(q->conninfo, strlen(q->conninfo));
 	free(q->conninfo);
@@ -462,6 +467,9 @@ static const struct store_ops lpg_ops = {
 	.stats = lpg_stats,
 	.scan = lpg_scan,
 	.fetch = lpg_fetch,
+	.feed_read = lpg_feed_read,
+	.feed_head = lpg_feed_head,
+	.feed_wait = lpg_feed_wait,
 };
 
 int l3_pg_open(const char *conninfo, const struct eng_log *log,

@@ -5,21 +5,32 @@
  * apply() runs one transaction:
  *     BEGIN ISOLATION LEVEL REPEATABLE READ;
  *     SELECT pg_advisory_xact_lock_shared(LPG_LOCK_CLASS, LPG_LOCK_WRITE)
- *     DELETE FROM entries  WHERE ino = ANY($1)   every changed ino
- *             RETURNING parent                   (distinct: old parents)
- *     DELETE FROM contents WHERE ino = ANY($1)   every deleted ino
+ *     S_BUSY_DIRS, S_HOLDERS    the namespace races (l3_pg_race.c): which
+ *                               changes are dropped, which entries replaced
+ *     DELETE FROM entries  WHERE ino = ANY($1)   every changed ino and
+ *             RETURNING ino, parent, version     every replaced one
+ *     DELETE FROM contents WHERE ino = ANY($1)   deleted and replaced inos
  *     INSERT INTO entries SELECT * FROM unnest($1, ..., $16)   new rows
  *     INSERT INTO contents SELECT * FROM unnest($1, $2)
  *             ON CONFLICT (ino) DO UPDATE SET data = EXCLUDED.data
  *     WITH RECURSIVE up ... SELECT ino, level   (S_TOUCHED)
  *     UPDATE entries AS d SET merkle = ... WHERE d.ino = ANY($1)
  *             RETURNING ino, merkle          (S_MERKLE, once per level)
- *     COMMIT
+ *     UPDATE feed_head ...; INSERT INTO feed ...   (S_FEED_ADD, and
+ *             S_FEED_TRIM when due: l3_pg_feed.c)
+ *     NOTIFY tierfs_feed; COMMIT
  * each with up to LPG_CHUNK_ROWS rows (and about LPG_CHUNK_BYTES bytes) per
  * statement; content larger than LPG_BIG_CONTENT goes in a statement of its
- * own, passed without a copy. Two changes that write one ino are refused
- * with -EEXIST before anything is sent, as SQLite's primary key would. A
- * failed statement rolls the transaction back.
+ * own, passed without a copy. Two changes that write one ino, or one name,
+ * are refused with -EEXIST before anything is sent, as SQLite's primary
+ * key and unique indexes would. A failed statement rolls the transaction
+ * back.
+ *
+ * Versions are assigned here, at commit (see "Sharing" in store.h): the
+ * DELETE returns the stored version of each changed row, and the row
+ * written gets max(its own, stored + 1) when the change carries content,
+ * max(its own, stored) when not, its own (at least 1) when new, and in
+ * every case at least the version + 1 of an entry it replaces.
  *
  * Concurrent batches (other threads, other mounts) must behave as if run
  * one after the other, as under SQLite's single writer. Under READ
@@ -52,7 +63,24 @@
  * step, 773 ms with it (547 ms when every batch takes the exclusive lock at
  * once). Writers that lock shared directories in different orders can also
  * deadlock; the server then cancels one after deadlock_timeout (1 s by
- * default) with 40P01, and it runs again the same way. A batch that writes a
+ * default) with 40P01, and it runs again the same way.
+ *
+ * Namespace races under this. Names are checked on the snapshot
+ * (l3_pg_race.c); what a snapshot cannot show is a row another writer
+ * commits after it was taken. Two writers that create one name at once:
+ * the second INSERT waits on the first's uncommitted index entry, and once
+ * the first commits fails with 23505 on entries_parent_name (or _stem):
+ * lpg_errno() calls that a conflict too (a batch never collides with
+ * itself, and a name the snapshot shows held is replaced or dropped before
+ * the INSERT), so the batch runs again on a snapshot that holds the
+ * other's row, and replaces it. A writer that puts a child into a
+ * directory another deletes or replaces updates that directory's row (its
+ * Merkle hash), so one of the two fails with 40001 and runs again, and
+ * then sees the child. The run under the exclusive write lock, in READ
+ * COMMITTED, has no concurrent tierfs writer: every statement sees all
+ * that is committed. The feed adds one more row that every batch updates
+ * (feed_head): it changes nothing in this, as batches already commit one
+ * at a time at the root's row (l3_pg_feed.c). A batch that writes a
  * row into a directory its snapshot cannot see (created by a batch that
  * commits meanwhile) would skip that directory; the engine never sends one
  * before the batch that creates the directory has committed.
@@ -102,13 +130,58 @@ static int lpg_check_duplicates(const struct lpg *q,
 	return err;
 }
 
-/* Deletes the rows (from S_DEL_ENTRIES or S_DEL_CONTENTS) of the inos of
- * @changes, of the deleted ones only when @deleted_only. S_DEL_ENTRIES adds
- * the parents of the deleted rows to @parents. */
+/* An entry's row as S_DEL_ENTRIES deleted it: its version. */
+struct lpg_old {
+	uint64_t ino;
+	uint64_t version;
+};
+
+/* The rows S_DEL_ENTRIES deleted, sorted by ino once all are in. */
+struct lpg_olds {
+	struct lpg_old *v;
+	size_t n, cap;
+};
+
+static int lpg_cmp_old(const void *a, const void *b)
+{
+	const struct lpg_old *x = a, *y = b;
+
+	return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+static int lpg_olds_add(struct lpg_olds *o, uint64_t ino, uint64_t version)
+{
+	if (o->n == o->cap) {
+		size_t cap = o->cap ? o->cap * 2 : 64;
+		struct lpg_old *v = realloc(o->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		o->v = v;
+		o->cap = cap;
+	}
+	o->v[o->n++] = (struct lpg_old){ino, version};
+	return 0;
+}
+
+/* The stored version of @ino before the batch, or NULL when it had no
+ * row. */
+static const struct lpg_old *lpg_olds_find(const struct lpg_olds *o,
+					   uint64_t ino)
+{
+	struct lpg_old key = {ino, 0};
+
+	return o->n ? bsearch(&key, o->v, o->n, sizeof(*o->v), lpg_cmp_old)
+		    : NULL;
+}
+
+/* Deletes the rows (S_DEL_ENTRIES or S_DEL_CONTENTS) of the @n inos
+ * @inos. S_DEL_ENTRIES adds the parents of the deleted rows to @parents
+ * and their versions to @olds. */
 static int lpg_delete_rows(const struct lpg *q, struct lpg_conn *c,
-			   enum lpg_stmt which, struct change *const *changes,
-			   size_t n, bool deleted_only, struct lpg_arr *a,
-			   struct lpg_inos *parents)
+			   enum lpg_stmt which, const uint64_t *inos, size_t n,
+			   struct lpg_arr *a, struct lpg_inos *parents,
+			   struct lpg_olds *olds)
 {
 	size_t i = 0;
 	int err;
@@ -120,10 +193,7 @@ static int lpg_delete_rows(const struct lpg *q, struct lpg_conn *c,
 
 		lpg_arr_start(a, LPG_INT8OID);
 		for (; i < n && a->n < LPG_CHUNK_ROWS; i++)
-			if (!deleted_only || changes[i]->deleted)
-				lpg_arr_i64(a, (int64_t)changes[i]->ino);
-		if (a->n == 0)
-			break;
+			lpg_arr_i64(a, (int64_t)inos[i]);
 		err = lpg_arr_finish(a, &values[0], &lengths[0]);
 		if (err)
 			return err;
@@ -133,22 +203,56 @@ static int lpg_delete_rows(const struct lpg *q, struct lpg_conn *c,
 						      : "delete content");
 		if (err)
 			return err;
-		for (int r = 0; parents && r < PQntuples(res); r++) {
-			const char *p;
+		for (int r = 0; parents && r < PQntuples(res) && !err; r++) {
+			const char *pi, *pp, *pv;
 
-			if (lpg_field(res, r, 0, 8, &p))
-				lpg_inos_add(parents, (uint64_t)lpg_get64(p));
+			if (!lpg_field(res, r, 0, 8, &pi) ||
+			    !lpg_field(res, r, 1, 8, &pp) ||
+			    !lpg_field(res, r, 2, 8, &pv)) {
+				err = store_corrupt(&q->sb, 0,
+						    "bad deleted row");
+				break;
+			}
+			lpg_inos_add(parents, (uint64_t)lpg_get64(pp));
+			err = lpg_olds_add(olds, (uint64_t)lpg_get64(pi),
+					   (uint64_t)lpg_get64(pv));
 		}
 		PQclear(res);
-		res = NULL;
+		if (err)
+			return err;
 	}
+	if (olds && olds->n > 1)
+		qsort(olds->v, olds->n, sizeof(*olds->v), lpg_cmp_old);
 	return 0;
 }
 
-static void lpg_entry_append(struct lpg_arr *a, const struct change *ch)
+/*
+ * The version a change's row gets (see "Sharing" in store.h): with
+ * content, above the stored one; without, at least the stored one; a new
+ * row keeps its own, at least 1; and at least @floor, which is above the
+ * version of an entry it replaces.
+ */
+static uint64_t lpg_version(const struct change *ch, const struct lpg_old *old,
+			    uint64_t floor)
+{
+	uint64_t v = ch->meta.version ? ch->meta.version : 1;
+
+	if (old && ch->item && old->version + 1 > v)
+		v = old->version + 1;
+	else if (old && old->version > v)
+		v = old->version;
+	if (floor > v)
+		v = floor;
+	return v > INT64_MAX ? INT64_MAX : v;
+}
+
+static void lpg_entry_append(struct lpg_arr *a, const struct change *ch,
+			     uint64_t version)
 {
 	struct store_cols r =
 		store_cols_of(ch->ino, ch->parent, ch->name, &ch->meta);
+
+	r.version = version;
 
 	lpg_arr_i64(&a[E_INO], (int64_t)r.ino);
 	lpg_arr_i64(&a[E_PARENT], (int64_t)r.parent);
@@ -196,10 +300,12 @@ static int lpg_insert_chunk(const struct lpg *q, struct lpg_conn *c,
 			"write entries");
 }
 
-/* Writes the new rows of every change that is not a delete. */
+/* Writes the new rows of every change that is not a delete, with the
+ * versions lpg_version() gives from @olds and @floor (by change). */
 static int lpg_insert_entries(const struct lpg *q, struct lpg_conn *c,
 			      struct change *const *changes, size_t n,
-			      struct lpg_arr *a)
+			      const struct lpg_olds *olds,
+			      const uint64_t *floor, struct lpg_arr *a)
 {
 	size_t i = 0, bytes;
 	int err;
@@ -213,7 +319,12 @@ static int lpg_insert_entries(const struct lpg *q, struct lpg_conn *c,
 		     i++) {
 			if (changes[i]->deleted)
 				continue;
-			lpg_entry_append(a, changes[i]);
+			lpg_entry_append(
+				a, changes[i],
+				lpg_version(
+					changes[i],
+					lpg_olds_find(olds, changes[i]->ino),
+					floor[i]));
 			bytes += 64 + strlen(changes[i]->name) +
 				 changes[i]->meta.xattrs_len;
 		}
@@ -282,20 +393,75 @@ static int lpg_put_contents(const struct lpg *q, struct lpg_conn *c,
 	return 0;
 }
 
+/* A batch, for lpg_apply_run(), with what a run makes of it: the plan
+ * (dropped changes, replaced entries), the changes it applies (@kept, with
+ * their version floors) and what goes in the feed. */
+struct lpg_batch {
+	struct change *const *changes;
+	size_t n;
+	struct lpg_arr *a; /* E_N arrays */
+	struct lpg_tree *tree;
+	struct lpg_plan plan;
+	struct change **kept;
+	uint64_t *kfloor;
+	size_t nkept;
+	uint64_t *inos; /* rows to delete, then the feed's inos */
+	bool trimmed;	/* the last run trimmed the feed */
+};
+
+/* Fills b->kept from the plan; b->inos with the inos whose rows go
+ * (@content_only: only those whose content goes too: deletions and
+ * replaced entries); returns how many. */
+static size_t lpg_doomed(struct lpg_batch *b, bool content_only)
+{
+	size_t m = 0;
+
+	b->nkept = 0;
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->plan.dropped[i])
+			continue;
+		b->kept[b->nkept] = b->changes[i];
+		b->kfloor[b->nkept++] = b->plan.floor[i];
+		if (!content_only || b->changes[i]->deleted)
+			b->inos[m++] = b->changes[i]->ino;
+	}
+	for (size_t i = 0; i < b->plan.replaced.n; i++)
+		b->inos[m++] = b->plan.replaced.v[i];
+	return m;
+}
+
+/* Fills b->inos with what the feed records, in order: the replaced
+ * entries (deleted), then every change of the batch, dropped ones too (a
+ * reader then fetches the entry as it stands); returns how many. */
+static size_t lpg_feed_inos(struct lpg_batch *b)
+{
+	size_t m = 0;
+
+	for (size_t i = 0; i < b->plan.replaced.n; i++)
+		b->inos[m++] = b->plan.replaced.v[i];
+	for (size_t i = 0; i < b->n; i++)
+		b->inos[m++] = b->changes[i]->ino;
+	return m;
+}
+
 /* Runs one batch as one transaction on @c, optimistic or under the
- * @exclusive write lock (see the top of this file), with its Merkle step;
- * rolls back on failure. On success @tree (when given) holds the hashes of
- * the directories recomputed; on failure it is left empty. */
+ * @exclusive write lock (see the top of this file): its namespace races,
+ * rows, Merkle step and feed records; rolls back on failure. On success
+ * b->tree (when given) holds the hashes of the directories recomputed; on
+ * failure it is left empty. */
 static int lpg_apply_once(const struct lpg *q, struct lpg_conn *c,
-			  struct change *const *changes, size_t n,
-			  struct lpg_arr *a, bool exclusive,
-			  struct lpg_tree *tree)
+			  struct lpg_batch *b, bool exclusive)
 {
 	struct lpg_inos touched = {0};
+	struct lpg_olds olds = {0};
+	struct lpg_tree *tree = b->tree;
+	struct lpg_arr *a = b->a;
 	PGresult *res = NULL;
 	char sql[128];
+	size_t m;
 	int err;
 
+	b->trimmed = false;
 	snprintf(sql, sizeof(sql),
 		 exclusive ? "BEGIN; SELECT pg_advisory_xact_lock(%d, %d)"
 			   : "BEGIN ISOLATION LEVEL REPEATABLE READ;"
@@ -304,24 +470,40 @@ static int lpg_apply_once(const struct lpg *q, struct lpg_conn *c,
 	err = lpg_simple(q, c, sql, NULL, "begin a batch");
 	if (err)
 		goto out_rollback;
-	/* Pass 1: remove every changed row, so that final states never
-	 * collide with the states they replace (renames, swaps). */
-	err = lpg_delete_rows(q, c, S_DEL_ENTRIES, changes, n, false, a,
-			      &touched);
-	if (!err)
-		err = lpg_delete_rows(q, c, S_DEL_CONTENTS, changes, n, true, a,
+	/* Pass 0: the namespace races, decided on what is committed. */
+	err = lpg_plan_races(q, c, b->changes, b->n, a, &b->plan);
+	/* Pass 1: remove every changed row and every replaced one, so that
+	 * final states never collide with the states they replace (renames,
+	 * swaps). */
+	if (!err) {
+		m = lpg_doomed(b, false);
+		err = lpg_delete_rows(q, c, S_DEL_ENTRIES, b->inos, m, a,
+				      &touched, &olds);
+	}
+	if (!err) {
+		m = lpg_doomed(b, true);
+		err = lpg_delete_rows(q, c, S_DEL_CONTENTS, b->inos, m, a, NULL,
 				      NULL);
+	}
 	/* Pass 2: write the new rows and content. */
 	if (!err)
-		err = lpg_insert_entries(q, c, changes, n, a);
+		err = lpg_insert_entries(q, c, b->kept, b->nkept, &olds,
+					 b->kfloor, a);
 	if (!err)
-		err = lpg_put_contents(q, c, changes, n, a);
+		err = lpg_put_contents(q, c, b->kept, b->nkept, a);
 	/* Pass 3: the Merkle hashes of the directories touched, bottom-up. */
 	if (!err)
-		err = lpg_merkle_apply(q, c, changes, n, &touched, a, tree);
+		err = lpg_merkle_apply(q, c, b->kept, b->nkept, &touched, a,
+				       tree);
 	lpg_inos_release(&touched);
+	free(olds.v);
+	/* Pass 4: the feed, last: its row lock is held until COMMIT. */
 	if (!err)
-		err = lpg_simple(q, c, "COMMIT", &res, "commit a batch");
+		err = lpg_feed_add(q, c, b->inos, lpg_feed_inos(b), a,
+				   &b->trimmed);
+	if (!err)
+		err = lpg_simple(q, c, "NOTIFY " LPG_FEED_CHANNEL "; COMMIT",
+				 &res, "commit a batch");
 	if (!err) {
 		/* COMMIT of a failed transaction answers ROLLBACK */
 		if (strcmp(PQcmdStatus(res), "COMMIT") != 0) {
@@ -344,23 +526,13 @@ out_rollback:
 	return err;
 }
 
-/* A batch, for lpg_apply_run(). */
-struct lpg_batch {
-	struct change *const *changes;
-	size_t n;
-	struct lpg_arr *a;
-	struct lpg_tree *tree;
-};
-
 /* One run of a batch (store_run()): optimistic until it met
  * LPG_OPTIMISTIC_TRIES conflicts, then under the exclusive write lock. */
 static int lpg_apply_run(void *be, struct pool_conn *c, void *arg,
 			 const struct store_run_state *st)
 {
-	const struct lpg_batch *b = arg;
-
-	return lpg_apply_once(be, (struct lpg_conn *)c, b->changes, b->n, b->a,
-			      st->conflicts >= LPG_OPTIMISTIC_TRIES, b->tree);
+	return lpg_apply_once(be, (struct lpg_conn *)c, arg,
+			      st->conflicts >= LPG_OPTIMISTIC_TRIES);
 }
 
 int lpg_apply(struct store *s, struct change *const *changes, size_t n,
@@ -369,7 +541,8 @@ int lpg_apply(struct store *s, struct change *const *changes, size_t n,
 	struct lpg *q = lpg_of(s);
 	struct lpg_arr a[E_N];
 	struct lpg_tree t = {0};
-	struct lpg_batch b = {changes, n, a, tree ? &t : NULL};
+	struct lpg_batch b = {
+		.changes = changes, .n = n, .a = a, .tree = tree ? &t : NULL};
 	int err;
 
 	store_tree_none(tree, ntree);
@@ -378,13 +551,36 @@ int lpg_apply(struct store *s, struct change *const *changes, size_t n,
 	if (err || n == 0)
 		return err;
 	err = lpg_check_duplicates(q, changes, n);
+	if (!err)
+		err = lpg_check_names(q, changes, n);
 	if (err)
 		return err;
 
 	memset(a, 0, sizeof(a));
-	err = store_run(q, &lpg_run_ops, LPG_APPLY_TRIES, lpg_apply_run, &b);
+	err = lpg_plan_init(&b.plan, n);
+	if (err)
+		return err;
+	b.kept = malloc(n * sizeof(*b.kept));
+	b.kfloor = malloc(n * sizeof(*b.kfloor));
+	/* rows to delete, and feed records: at most 3n (each change, and
+	 * two entries it replaces: one by name, one by stem) */
+	b.inos = malloc(3 * n * sizeof(*b.inos));
+	if (b.kept && b.kfloor && b.inos)
+		err = store_run(q, &lpg_run_ops, LPG_APPLY_TRIES, lpg_apply_run,
+				&b);
+	else
+		err = -ENOMEM;
+	if (!err) {
+		lpg_plan_report(q, changes, n, &b.plan);
+		if (b.trimmed)
+			lpg_feed_trimmed(q);
+	}
 	for (int k = 0; k < E_N; k++)
 		lpg_arr_release(&a[k]);
+	lpg_plan_release(&b.plan);
+	free(b.kept);
+	free(b.kfloor);
+	free(b.inos);
 	if (!err && tree && t.n) {
 		*tree = t.v;
 		*ntree = t.n;

@@ -124,8 +124,12 @@ int lpg_errno(const struct lpg *q, PGconn *pg, const PGresult *res,
 			PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME);
 
 		if (key && (strcmp(key, "entries_pkey") == 0 ||
-			    strcmp(key, "contents_pkey") == 0)) {
-			/* duplicates are refused before SQL: a race */
+			    strcmp(key, "contents_pkey") == 0 ||
+			    strcmp(key, "entries_parent_name") == 0 ||
+			    strcmp(key, "entries_parent_stem") == 0)) {
+			/* duplicates are refused before SQL, and names held
+			 * by others are replaced (l3_pg_race.c): a writer
+			 * that committed after this snapshot, a race */
 			err = -EAGAIN;
 			if (c)
 				c->conflict = true;
@@ -172,6 +176,19 @@ int lpg_errno(const struct lpg *q, PGconn *pg, const PGresult *res,
 }
 
 /* ---- connections ---- */
+
+/* libpq's notice processor: what the server says outside a result (a
+ * NOTICE, or the FATAL of a connection it ends while the connection is
+ * idle, as feed_wait()'s reads) goes to the store's log at debug level,
+ * never to stderr; a failure it causes is logged where it is met. */
+static void lpg_notice(void *arg, const char *msg)
+{
+	const struct lpg *q = arg;
+	char line[512];
+
+	eng_logf(&q->base.log, LOG_DEBUG, "postgres '%s': the server says: %s",
+		 q->target, lpg_one_line(msg, line, sizeof(line)));
+}
 
 void lpg_conn_close(struct lpg_conn *c)
 {
@@ -267,6 +284,7 @@ int lpg_conn_open(const struct lpg *q, bool prepare, struct lpg_conn **out)
 		err = lpg_errno(q, c->pg, NULL, NULL, "connect");
 		goto out_close;
 	}
+	PQsetNoticeProcessor(c->pg, lpg_notice, (void *)q);
 	/* No conversion of text: the server's encoding on both sides. */
 	err = lpg_simple(q, c,
 			 "SELECT set_config('client_encoding',"

@@ -21,7 +21,7 @@
 #include "store_conn.h"
 #include "store_sql.h"
 
-#define LPG_SCHEMA_VERSION 2
+#define LPG_SCHEMA_VERSION 4
 #define LPG_POOL_MAX 4
 #define LPG_POOL_WAIT_S 30 /* how long a thread waits for a connection */
 #define LPG_CONNECT_TIMEOUT "5"
@@ -37,6 +37,8 @@
 /* How far up S_TOUCHED walks from a directory: only a cycle of parents (a
  * corrupt tree) gets this far; it would otherwise walk forever. */
 #define LPG_MAX_DEPTH 65536
+/* The channel apply() notifies and feed_wait() listens on. */
+#define LPG_FEED_CHANNEL "tierfs_feed"
 
 /* Type OIDs of the binary parameters (pg_type.h is a server header). */
 #define LPG_BOOLOID 16
@@ -94,6 +96,12 @@ enum lpg_stmt {
 	S_PUT_CONTENT,
 	S_TOUCHED,
 	S_MERKLE,
+	S_HOLDERS,
+	S_BUSY_DIRS,
+	S_FEED_ADD,
+	S_FEED_TRIM,
+	S_FEED_READ,
+	S_FEED_HEAD,
 	S_N,
 };
 
@@ -126,6 +134,13 @@ struct lpg {
 	atomic_bool down_logged;
 
 	struct pool *pool; /* of struct lpg_conn; NULL until made */
+
+	/* feed_wait()'s own connection, which LISTENs (NULL while down);
+	 * used only by the one thread that calls feed_wait() */
+	struct lpg_conn *listen;
+	/* When a batch of this store last trimmed the feed (CLOCK_MONOTONIC,
+	 * ms; 0: never): see l3_pg_feed.c. */
+	atomic_int_least64_t trimmed_ms;
 };
 
 static inline struct lpg *lpg_of(struct store *s)
@@ -238,6 +253,11 @@ int lpg_parse(struct lpg *q, const char *conninfo);
 /* Points *p at column @col of row @row when it is not NULL and is @len
  * bytes long (any length when @len < 0); false otherwise. */
 bool lpg_field(const PGresult *res, int row, int col, int len, const char **p);
+/* Fills @out from row @row of @res, whose first columns are those of
+ * STORE_SQL_ROW_COLS (binary); -EUCLEAN (logged, counted) when it breaks
+ * the contract. */
+int lpg_row_decode(const struct lpg *q, const PGresult *res, int row,
+		   struct store_row *out);
 
 /* ---- l3_pg_merkle.c ---- */
 
@@ -283,5 +303,59 @@ int lpg_setup(struct lpg *q, struct lpg_conn *c);
 
 int lpg_apply(struct store *s, struct change *const *changes, size_t n,
 	      struct store_dirhash **tree, size_t *ntree);
+
+/* ---- l3_pg_race.c ---- */
+
+/* What apply() makes of a batch's namespace races (l3_pg_race.c), decided
+ * anew in each run of its transaction. */
+struct lpg_plan {
+	bool *dropped;	 /* by change: not applied */
+	uint64_t *floor; /* by change: its lowest version (0: none) */
+	/* which change replaces which entry: one pair per (change, entry) */
+	struct lpg_pair {
+		uint64_t holder;
+		size_t change;
+	} * pairs;
+	size_t npairs, cap;
+	bool oom;
+	struct lpg_inos replaced; /* the entries replaced, sorted */
+	size_t ndropped;
+};
+
+/* -EEXIST (logged at debug level) when two changes of @changes that are not
+ * deletions write one (parent, name) or, both files, one (parent, stem):
+ * within one batch that is a mistake, not a race. */
+int lpg_check_names(const struct lpg *q, struct change *const *changes,
+		    size_t n);
+/* Sizes @p for @n changes; -ENOMEM. */
+int lpg_plan_init(struct lpg_plan *p, size_t n);
+void lpg_plan_release(struct lpg_plan *p);
+/* Inside apply()'s transaction, before any row is written: decides which
+ * changes of @changes are dropped and which entries they replace (see
+ * l3_pg_race.c), into @p. */
+int lpg_plan_races(const struct lpg *q, struct lpg_conn *c,
+		   struct change *const *changes, size_t n, struct lpg_arr *a,
+		   struct lpg_plan *p);
+/* Logs (WARN) and counts in store.races what @p decided, once the batch
+ * is committed: each change dropped, each entry replaced (once, however
+ * many changes replace it). Sorts @p's pairs. */
+void lpg_plan_report(struct lpg *q, struct change *const *changes, size_t n,
+		     struct lpg_plan *p);
+
+/* ---- l3_pg_feed.c ---- */
+
+/* Inside apply()'s transaction, after the rows are written: records @inos
+ * (@n, in order) in the feed under q->base.origin, and trims the feed when
+ * it is due; *trimmed is set when it did. */
+int lpg_feed_add(const struct lpg *q, struct lpg_conn *c, const uint64_t *inos,
+		 size_t n, struct lpg_arr *a, bool *trimmed);
+/* Notes that a committed batch trimmed the feed. */
+void lpg_feed_trimmed(struct lpg *q);
+int lpg_feed_read(struct store *s, uint64_t after, struct store_feed *recs,
+		  size_t limit);
+int lpg_feed_head(struct store *s, uint64_t *seq);
+int lpg_feed_wait(struct store *s, uint64_t after, int timeout_ms);
+/* Closes feed_wait()'s connection. Accepts a store without one. */
+void lpg_feed_close(struct lpg *q);
 
 #endif

@@ -3,7 +3,7 @@
  * root directory, checking that existing ones are ours and of a version
  * this build reads, and migrating older versions.
  *
- * Schema (schema version 2), in the first schema of the search_path:
+ * Schema (schema version 4), in the first schema of the search_path:
  *
  *     CREATE TABLE tierfs_meta (
  *             key        text PRIMARY KEY,
@@ -11,7 +11,7 @@
  *             text_value text               -- textual settings
  *     );
  *         'format'         text_value 'tierfs'   marks the tables as ours
- *         'schema_version' value 2               refused when newer
+ *         'schema_version' value 4               refused when newer
  *         'next_ino'       value 2..             lowest ino never handed out
  *
  *     CREATE TABLE entries (
@@ -42,6 +42,18 @@
  *             data bytea NOT NULL
  *     );
  *
+ *     CREATE TABLE feed_head (              -- one row, id 1
+ *             id      smallint PRIMARY KEY CHECK (id = 1),
+ *             seq     bigint NOT NULL,      -- highest sequence handed out
+ *             trimmed bigint NOT NULL       -- highest sequence trimmed
+ *     );
+ *     CREATE TABLE feed (                   -- the change feed
+ *             seq    bigint PRIMARY KEY,    -- trimmed < seq <= head's seq
+ *             origin bigint NOT NULL,       -- store.origin of the writer
+ *             ino    bigint NOT NULL,       -- the entry changed
+ *             at     timestamptz NOT NULL   -- when recorded (trimming)
+ *     );
+ *
  * Names and stems are bytea: PostgreSQL compares bytea with memcmp() and
  * puts the shorter first on a tie, with no collation involved, so the
  * (parent, name) index gives the listing order and serves lookups and
@@ -51,7 +63,8 @@
  * lives in its own table so lookups and listings never read it, and a file
  * without a content row has empty content. The root row (ino 1, parent 0,
  * name '', a directory with mode 0755 owned by the process that created the
- * schema, explicit) is written with the schema.
+ * schema, explicit) is written with the schema. The feed tables and their
+ * use are described in l3_pg_feed.c; feed_head starts at (1, 0, 0).
  *
  * Creation and migrations. l3_pg_open() runs one transaction that first
  * takes a transaction-level advisory lock (LPG_LOCK_CLASS, LPG_LOCK_SCHEMA),
@@ -63,11 +76,17 @@
  * and an older one is upgraded one version at a time, under the same lock
  * and in the same transaction (all or nothing), each step setting
  * schema_version. Mounts that open together wait on the lock, and then see
- * the new version. The one step so far, 1 to 2 (lpg_migrate_2), adds the
- * merkle column and computes it for every directory under the root, deepest
- * first, one UPDATE per depth, and logs how many at INFO level. A mount of
- * an older build that is already running when another migrates keeps
- * writing without updating merkle: upgrade all mounts together.
+ * the new version. The steps:
+ *   - to 2 (lpg_migrate_2): adds the merkle column and computes it for
+ *     every directory under the root, deepest first, one UPDATE per depth,
+ *     and logs how many at INFO level;
+ *   - to 4 (lpg_migrate_4): creates the feed tables, empty, with the head
+ *     at 0, and logs it at INFO level. It reads and writes nothing else,
+ *     so it runs after any earlier step.
+ * A mount of an older build that is already running when another migrates
+ * keeps writing the old way (without updating merkle; without recording
+ * its batches in the feed, so the other mounts never hear of them):
+ * upgrade all mounts together.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -109,6 +128,22 @@ static const char lpg_schema_sql[] =
 	" data bytea NOT NULL"
 	");";
 
+/* The feed's tables (schema version 4): created with the others, or by
+ * the migration to version 4. */
+static const char lpg_feed_sql[] =
+	"CREATE TABLE feed_head ("
+	" id smallint PRIMARY KEY CHECK (id = 1),"
+	" seq bigint NOT NULL,"
+	" trimmed bigint NOT NULL"
+	");"
+	"INSERT INTO feed_head (id, seq, trimmed) VALUES (1, 0, 0);"
+	"CREATE TABLE feed ("
+	" seq bigint PRIMARY KEY,"
+	" origin bigint NOT NULL,"
+	" ino bigint NOT NULL,"
+	" at timestamptz NOT NULL"
+	");";
+
 /* Creates the tables, the meta rows and the root directory, owned by the
  * calling process. Runs inside the opening transaction. */
 static int lpg_create(struct lpg *q, struct lpg_conn *c)
@@ -118,6 +153,8 @@ static int lpg_create(struct lpg *q, struct lpg_conn *c)
 	int err;
 
 	err = lpg_simple(q, c, lpg_schema_sql, NULL, "create the schema");
+	if (!err)
+		err = lpg_simple(q, c, lpg_feed_sql, NULL, "create the feed");
 	if (err)
 		return err;
 	store_root_meta(&root);
@@ -187,6 +224,29 @@ static int lpg_migrate_2(struct lpg *q, struct lpg_conn *c)
 	return err;
 }
 
+/*
+ * Schema version @from (2 or 3) to 4: creates the feed tables
+ * (lpg_feed_sql), then sets schema_version. Runs inside the opening
+ * transaction, under the schema lock, after the earlier steps.
+ */
+static int lpg_migrate_4(struct lpg *q, struct lpg_conn *c, long long from)
+{
+	int err;
+
+	err = lpg_simple(q, c, lpg_feed_sql, NULL, "create the feed");
+	if (!err)
+		err = lpg_simple(q, c,
+				 "UPDATE tierfs_meta SET value = 4"
+				 " WHERE key = 'schema_version'",
+				 NULL, "set the schema version");
+	if (!err)
+		eng_logf(&q->base.log, LOG_INFO,
+			 "postgres '%s': migrated the schema from version "
+			 "%lld to 4: the change feed",
+			 q->target, from);
+	return err;
+}
+
 /* Checks that existing tables are ours, of a version this build reads, and
  * migrates an older version. */
 static int lpg_check(struct lpg *q, struct lpg_conn *c)
@@ -218,8 +278,12 @@ static int lpg_check(struct lpg *q, struct lpg_conn *c)
 				 LPG_SCHEMA_VERSION);
 	PQclear(res);
 	/* One step per version, each from the one before. */
-	if (!err && version < 2)
+	if (!err && version < 2) {
 		err = lpg_migrate_2(q, c);
+		version = 2;
+	}
+	if (!err && version < 4)
+		err = lpg_migrate_4(q, c, version);
 	return err;
 }
 

@@ -5,13 +5,13 @@
  * Every connection prepares the statements of lpg_stmts once (PQprepare)
  * and runs them with PQexecPrepared: get, lookup, list, read, fetch,
  * has_children, stats, scan, alloc_ino (and the counter it reads when it
- * fails) and those of apply(). All parameters and results use the binary
- * format: integers in network byte order, bytea as raw bytes (so content
- * round-trips byte for byte, NULs included, with no escaping), booleans as
- * one byte, text as its bytes, arrays in array_recv's format (lpg_arr).
- * Transaction control and the schema work at open use PQexec, in the text
- * format; the migration runs the statement it shares with apply() by its
- * text (PQexecParams), as the connection setting up the schema has not
+ * fails), those of apply() and those of the change feed. All parameters and
+ * results use the binary format: integers in network byte order, bytea as raw
+ * bytes (so content round-trips byte for byte, NULs included, with no
+ * escaping), booleans as one byte, text as its bytes, arrays in array_recv's
+ * format (lpg_arr). Transaction control and the schema work at open use PQexec,
+ * in the text format; the migration runs the statement it shares with apply()
+ * by its text (PQexecParams), as the connection setting up the schema has not
  * prepared any yet.
  *
  * Row queries return the columns of STORE_SQL_ROW_COLS (store_sql.h),
@@ -99,9 +99,11 @@ const struct lpg_stmt_def lpg_stmts[S_N] = {
 		    " WHERE ino > $1 AND ino <> 1 ORDER BY ino LIMIT $2",
 		    2,
 		    {LPG_INT8OID, LPG_INT8OID}},
+	/* the rows deleted: their parents (the directories to rehash) and
+	 * versions (what a rewritten row's version starts from) */
 	[S_DEL_ENTRIES] = {"lpg_del_entries",
-			   "WITH d AS (DELETE FROM entries WHERE ino = ANY($1)"
-			   " RETURNING parent) SELECT DISTINCT parent FROM d",
+			   "DELETE FROM entries WHERE ino = ANY($1)"
+			   " RETURNING ino, parent, version",
 			   1,
 			   {LPG_INT8ARRAYOID}},
 	[S_DEL_CONTENTS] = {"lpg_del_contents",
@@ -170,4 +172,83 @@ const struct lpg_stmt_def lpg_stmts[S_N] = {
 		      " RETURNING d.ino, d.merkle",
 		      1,
 		      {LPG_INT8ARRAYOID}},
+	/* The entries that hold the (parent, name) or (parent, stem) of
+	 * the changes $1..$3 (by position i, from 1) and are not among the
+	 * batch's inos $4: ino, kind, version, and whether it is a directory
+	 * with a child that is not among $4. */
+	[S_HOLDERS] = {"lpg_holders",
+		       "SELECT u.i, e.ino, e.kind, e.version,"
+		       " e.kind = 0 AND EXISTS (SELECT 1 FROM entries AS k"
+		       " WHERE k.parent = e.ino AND k.ino <> ALL($4))"
+		       " FROM unnest($1, $2, $3) WITH ORDINALITY"
+		       " AS u (parent, name, stem, i)"
+		       " CROSS JOIN LATERAL ("
+		       " SELECT * FROM entries AS x"
+		       " WHERE x.parent = u.parent AND x.name = u.name"
+		       " UNION ALL SELECT * FROM entries AS x"
+		       " WHERE x.parent = u.parent AND x.stem = u.stem) AS e"
+		       " WHERE e.ino <> ALL($4)",
+		       4,
+		       {LPG_INT8ARRAYOID, LPG_BYTEAARRAYOID, LPG_BYTEAARRAYOID,
+			LPG_INT8ARRAYOID}},
+	/* The entries of $1 that have a child not among $2. */
+	[S_BUSY_DIRS] = {"lpg_busy_dirs",
+			 "SELECT d FROM unnest($1) AS d WHERE EXISTS ("
+			 "SELECT 1 FROM entries AS k"
+			 " WHERE k.parent = d AND k.ino <> ALL($2))",
+			 2,
+			 {LPG_INT8ARRAYOID, LPG_INT8ARRAYOID}},
+	/* Records the inos $1, in order, under origin $2: takes the next
+	 * sequence numbers from feed_head, whose row lock it keeps until
+	 * the transaction ends (see l3_pg_feed.c). Returns the new head and
+	 * the highest sequence number trimmed. */
+	[S_FEED_ADD] = {"lpg_feed_add",
+			"WITH h AS (UPDATE feed_head"
+			" SET seq = seq + cardinality($1) WHERE id = 1"
+			" RETURNING seq, trimmed),"
+			" r AS (INSERT INTO feed (seq, origin, ino, at)"
+			" SELECT h.seq - cardinality($1) + u.i, $2, u.ino,"
+			" clock_timestamp() FROM h,"
+			" unnest($1) WITH ORDINALITY AS u (ino, i))"
+			" SELECT seq, trimmed FROM h",
+			2,
+			{LPG_INT8ARRAYOID, LPG_INT8OID}},
+	/* Trims the records older than $1 seconds and those beyond the
+	 * newest $2, always a prefix of the feed (the oldest sequence
+	 * numbers), and raises feed_head.trimmed to the last one cut. The
+	 * oldest record still young enough is found from the low end of
+	 * the primary key: it reads about as many rows as it deletes. */
+	[S_FEED_TRIM] = {"lpg_feed_trim",
+			 "WITH h AS (SELECT seq FROM feed_head WHERE id = 1),"
+			 " c AS (SELECT greatest(coalesce((SELECT f.seq - 1"
+			 " FROM feed AS f WHERE f.at >= clock_timestamp()"
+			 " - $1 * interval '1 second'"
+			 " ORDER BY f.seq LIMIT 1), h.seq), h.seq - $2) AS cut"
+			 " FROM h),"
+			 " d AS (DELETE FROM feed"
+			 " WHERE seq <= (SELECT cut FROM c))"
+			 " UPDATE feed_head"
+			 " SET trimmed = greatest(trimmed, (SELECT cut FROM c))"
+			 " WHERE id = 1 RETURNING trimmed",
+			 2,
+			 {LPG_INT8OID, LPG_INT8OID}},
+	/* The records above $1, at most $2, each with its entry's row as
+	 * it is now (NULL columns when gone), in sequence order; then the
+	 * highest sequence number trimmed. In one statement, so one
+	 * snapshot: what is trimmed and what is read agree. A row with no
+	 * record (LEFT JOIN) answers when there is none. */
+	[S_FEED_READ] = {"lpg_feed_read",
+			 "SELECT " STORE_SQL_ROW_COLS_E ","
+			 " h.trimmed, f.seq, f.origin, f.ino"
+			 " FROM feed_head AS h LEFT JOIN LATERAL ("
+			 " SELECT * FROM feed WHERE seq > $1"
+			 " ORDER BY seq LIMIT $2) AS f ON true"
+			 " LEFT JOIN entries AS e ON e.ino = f.ino"
+			 " WHERE h.id = 1 ORDER BY f.seq",
+			 2,
+			 {LPG_INT8OID, LPG_INT8OID}},
+	[S_FEED_HEAD] = {"lpg_feed_head",
+			 "SELECT seq FROM feed_head WHERE id = 1",
+			 0,
+			 {0}},
 };

@@ -9,7 +9,12 @@
  * same rows, lost connections, and a 2000-row batch (its throughput is
  * printed, never asserted), and the Merkle hashes apply() keeps: a seeded
  * random property test against merkle.c, a golden hash from Python, failed
- * batches, and the migration of a version-1 schema.
+ * batches, and the migration of a version-1 schema. Then the sharing
+ * contract of store.h: the cases of store_feed_cases.h on two stores of one
+ * database, and what only a server shows: sequence numbers in commit order
+ * under concurrent writers (a reader never sees a gap filled later), two
+ * threads that create one name at once, feed_wait() woken by NOTIFY and
+ * surviving its connection's loss, and the migration from version 2.
  *
  * Every test starts from a clean schema: the tables are dropped through a
  * plain libpq connection first. The password of the URI must never reach
@@ -29,6 +34,7 @@
 
 #include "check.h"
 #include "store_helpers.h"
+#include "store_feed_cases.h"
 #include "l3_pg.h"
 #include "merkle.h"
 
@@ -136,7 +142,8 @@ static char *admin_text(const char *sql)
 
 static void reset_schema(void)
 {
-	admin_exec("DROP TABLE IF EXISTS entries, contents, tierfs_meta");
+	admin_exec("DROP TABLE IF EXISTS entries, contents, tierfs_meta, feed,"
+		   " feed_head");
 }
 
 /* ---- helpers ---- */
@@ -242,7 +249,11 @@ static void test_open_creates_root(void)
 		 17);
 	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
 			   " WHERE key = 'schema_version'"),
-		 2);
+		 4);
+	/* the feed: empty, its head at 0 */
+	CHECK_EQ(admin_int("SELECT count(*) FROM feed"), 0);
+	CHECK_EQ(admin_int("SELECT seq + trimmed FROM feed_head WHERE id = 1"),
+		 0);
 }
 
 /* A counter with no room left: -ENOSPC, and nothing handed out; a counter
@@ -1007,16 +1018,26 @@ static void test_racing_writers(void)
 		CHECK_EQ(args[i].eagain, 0);
 	}
 
-	/* every ino once, every name once, each row with its own content */
+	/* every ino once, every name once, each row with content that one
+	 * writer wrote ("vN"), and a version at least the N it brought (a
+	 * batch with content gets above the stored one, store.h) */
 	n = s->ops->list(s, d, "", rows, NRACE + 1);
 	CHECK_EQ(n, NRACE);
 	for (int i = 0; i < n; i++) {
-		char want[32];
-		int len = snprintf(want, sizeof(want), "v%llu",
-				   (unsigned long long)rows[i].meta.version);
+		char *data = NULL;
+		size_t len = 0;
+		unsigned long long v = 0;
+		char tail;
 
-		CHECK(rows[i].meta.version >= 1000);
-		check_content(s, rows[i].ino, want, (size_t)len);
+		CHECK_EQ(s->ops->read(s, rows[i].ino, (void **)&data, &len), 0);
+		CHECK(len > 1 && len < 16 && data[0] == 'v');
+		data = realloc(data, len + 1);
+		CHECK(data);
+		data[len] = '\0';
+		CHECK_EQ(sscanf(data + 1, "%llu%c", &v, &tail), 1);
+		CHECK(v >= 1000);
+		CHECK(rows[i].meta.version >= v);
+		free(data);
 		if (i)
 			CHECK(strcmp(rows[i - 1].name, rows[i].name) < 0);
 		store_row_release(&rows[i]);
@@ -1387,8 +1408,8 @@ static void test_golden_merkle(void)
 }
 
 /* A batch that fails leaves every hash as it was and reports none: refused
- * before SQL (one ino twice), by a unique index while writing rows, and at
- * COMMIT, after the Merkle step ran (a deferred trigger refuses it). */
+ * before SQL (one name twice, one ino twice), and at COMMIT, after the
+ * Merkle step ran (a deferred trigger refuses it). */
 static void test_merkle_failed_batch(void)
 {
 	struct store *s = open_fresh();
@@ -1408,10 +1429,10 @@ static void test_merkle_failed_batch(void)
 	check_merkle_tree(s, root);
 	before = merkle_snapshot();
 
-	/* a new file deep down, and a name that is taken */
+	/* a new file deep down, and another of the same name */
 	c[0] = hashed_change_of(new_ino(s), sub, "g", &m[0], ITEM_BINARY, "g",
 				1);
-	c[1] = hashed_change_of(new_ino(s), d, "sub", &m[1], ITEM_BINARY, "x",
+	c[1] = hashed_change_of(new_ino(s), sub, "g", &m[1], ITEM_BINARY, "x",
 				1);
 	tree = (struct store_dirhash *)1;
 	ntree = 7;
@@ -1674,7 +1695,7 @@ static void test_migration(void)
 	CHECK_EQ(count_hits, 1);
 	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
 			   " WHERE key = 'schema_version'"),
-		 2);
+		 4);
 	CHECK_EQ(admin_int("SELECT count(*) FROM entries"
 			   " WHERE (kind = 0) = (merkle IS NULL)"),
 		 0); /* every directory has one, no file has */
@@ -1714,6 +1735,7 @@ static void test_migration(void)
 
 	/* mounts that open a version-1 schema together: one migrates */
 	make_v1_schema();
+	count_word = "migrated the schema from version 1 to 2";
 	count_hits = 0;
 	CHECK_EQ(pthread_barrier_init(&barrier, NULL, NSTORES), 0);
 	for (int i = 0; i < NSTORES; i++)
@@ -1749,6 +1771,344 @@ static void test_migration(void)
 	count_word = NULL;
 	reset_schema();
 	admin_exec("DROP FUNCTION IF EXISTS tierfs_test_refuse() CASCADE");
+}
+
+/* ---- sharing: the feed, races, versions ---- */
+
+/* Runs a case of store_feed_cases.h on two stores of one fresh database. */
+static void feed_case(void (*fn)(struct store *, struct store *))
+{
+	struct store *a = open_fresh();
+	struct store *b = open_ok();
+
+	fn(a, b);
+	store_free(b);
+	store_free(a);
+}
+
+static void test_feed_cases(void)
+{
+	feed_case(case_feed_versions);
+	feed_case(case_feed_same_name);
+	feed_case(case_feed_rmdir_race);
+	feed_case(case_feed_replace_empty_dir);
+	feed_case(case_feed_dir_with_children);
+	feed_case(case_feed_order);
+	feed_case(case_feed_head);
+	feed_case(case_feed_stale);
+	feed_case(case_feed_wait);
+	feed_case(case_feed_merkle_races);
+}
+
+#define NORDER_WRITERS 3
+#define NORDER_BATCHES 60
+
+struct order_writer {
+	struct store *s;
+	uint64_t dir;
+	int id, errors;
+};
+
+static atomic_bool order_done;
+
+static void *order_writer_main(void *p)
+{
+	struct order_writer *w = p;
+
+	for (int i = 0; i < NORDER_BATCHES; i++) {
+		struct item_meta m = meta_of(ITEM_BINARY, 1);
+		struct change *c[3];
+		char name[32];
+		size_t n = 1 + (size_t)i % 3;
+
+		for (size_t k = 0; k < n; k++) {
+			snprintf(name, sizeof(name), "w%d-%d-%zu", w->id, i, k);
+			c[k] = data_change_of(new_ino(w->s), w->dir, name, &m,
+					      "x", 1);
+		}
+		if (apply_changes(w->s, c, n) != 0)
+			w->errors++;
+	}
+	return NULL;
+}
+
+/*
+ * Writers on three stores apply batches at once, in one directory (so they
+ * conflict) while a reader on a fourth polls the feed: every record it
+ * reads comes right after the one before (sequence numbers have no gaps
+ * here: they are taken under a row lock and given back on rollback), so a
+ * number it skipped would be one committed later below its position. At
+ * the end, the feed read from 0 is the same list.
+ */
+static void test_feed_commit_order(void)
+{
+	struct store *w[NORDER_WRITERS], *r;
+	struct order_writer args[NORDER_WRITERS];
+	pthread_t th[NORDER_WRITERS];
+	static struct store_feed recs[64];
+	static uint64_t seen[NORDER_WRITERS * NORDER_BATCHES * 3 + 1];
+	size_t nseen = 0, total = 0;
+	uint64_t after, after0, d;
+	int got;
+
+	r = open_fresh();
+	d = put_dir(r, new_ino(r), STORE_ROOT_INO, "order");
+	after = after0 = feed_head_of(r);
+	for (int i = 0; i < NORDER_WRITERS; i++) {
+		w[i] = open_ok();
+		args[i] = (struct order_writer){.s = w[i], .dir = d, .id = i};
+	}
+	for (int i = 0; i < NORDER_BATCHES; i++)
+		total += 1 + (size_t)i % 3;
+	total *= NORDER_WRITERS;
+	atomic_store(&order_done, false);
+	for (int i = 0; i < NORDER_WRITERS; i++)
+		CHECK_EQ(pthread_create(&th[i], NULL, order_writer_main,
+					&args[i]),
+			 0);
+	while (nseen < total) {
+		got = r->ops->feed_read(r, after, recs, 64);
+		CHECK(got >= 0);
+		for (int i = 0; i < got; i++) {
+			CHECK_EQ(recs[i].seq, after + 1);
+			after = recs[i].seq;
+			seen[nseen++] = after;
+		}
+		feed_release(recs, (size_t)got);
+		if (got == 0)
+			CHECK(r->ops->feed_wait(r, after, 1000) >= 0);
+	}
+	for (int i = 0; i < NORDER_WRITERS; i++) {
+		CHECK_EQ(pthread_join(th[i], NULL), 0);
+		CHECK_EQ(args[i].errors, 0);
+	}
+	CHECK_EQ(nseen, total);
+	CHECK_EQ(feed_head_of(r), after);
+	/* read again from the start, it is the same list */
+	after = after0;
+	for (size_t i = 0; i < nseen;) {
+		got = w[0]->ops->feed_read(w[0], after, recs, 64);
+		CHECK(got > 0);
+		for (int k = 0; k < got; k++, i++)
+			CHECK_EQ(recs[k].seq, seen[i]);
+		after = recs[got - 1].seq;
+		feed_release(recs, (size_t)got);
+	}
+	CHECK_EQ(admin_int("SELECT count(*) FROM feed"), (long long)total + 1);
+	CHECK_EQ(admin_int("SELECT count(DISTINCT origin) FROM feed"),
+		 NORDER_WRITERS + 1);
+	for (int i = 0; i < NORDER_WRITERS; i++)
+		store_free(w[i]);
+	store_free(r);
+}
+
+#define NSAME_ROUNDS 25
+
+struct same_writer {
+	struct store *s;
+	uint64_t ino[NSAME_ROUNDS];
+	int errors;
+};
+
+static void *same_writer_main(void *p)
+{
+	struct same_writer *w = p;
+
+	for (int i = 0; i < NSAME_ROUNDS; i++) {
+		struct item_meta m = meta_of(ITEM_BINARY, 1);
+		char name[16];
+
+		snprintf(name, sizeof(name), "same%02d", i);
+		pthread_barrier_wait(&barrier);
+		if (apply_one(w->s, data_change_of(w->ino[i], STORE_ROOT_INO,
+						   name, &m, "s", 1)) != 0)
+			w->errors++;
+	}
+	return NULL;
+}
+
+/* Two threads, on two stores, create one name at once, round after round:
+ * both batches succeed, one entry is left, and each round is one race. */
+static void test_feed_same_name_threads(void)
+{
+	struct store *a = open_fresh(), *b = open_ok();
+	struct same_writer w[2] = {{.s = a}, {.s = b}};
+	pthread_t th[2];
+
+	for (int i = 0; i < NSAME_ROUNDS; i++) {
+		w[0].ino[i] = new_ino(a);
+		w[1].ino[i] = new_ino(b);
+	}
+	CHECK_EQ(pthread_barrier_init(&barrier, NULL, 2), 0);
+	for (int i = 0; i < 2; i++)
+		CHECK_EQ(pthread_create(&th[i], NULL, same_writer_main, &w[i]),
+			 0);
+	for (int i = 0; i < 2; i++) {
+		CHECK_EQ(pthread_join(th[i], NULL), 0);
+		CHECK_EQ(w[i].errors, 0);
+	}
+	CHECK_EQ(pthread_barrier_destroy(&barrier), 0);
+	for (int i = 0; i < NSAME_ROUNDS; i++) {
+		char name[16];
+		long long ino;
+		struct store_row r;
+
+		snprintf(name, sizeof(name), "same%02d", i);
+		ino = lookup_ino(a, STORE_ROOT_INO, name);
+		CHECK(ino == (long long)w[0].ino[i] ||
+		      ino == (long long)w[1].ino[i]);
+		/* the other is gone, content and all */
+		CHECK_EQ(a->ops->get(a,
+				     ino == (long long)w[0].ino[i]
+					     ? w[1].ino[i]
+					     : w[0].ino[i],
+				     &r),
+			 -ENOENT);
+		CHECK_EQ(feed_version(a, (uint64_t)ino), 2);
+	}
+	CHECK_EQ(atomic_load(&a->races) + atomic_load(&b->races), NSAME_ROUNDS);
+	CHECK_EQ(admin_int("SELECT count(*) FROM entries"), NSAME_ROUNDS + 1);
+	CHECK_EQ(admin_int("SELECT count(*) FROM contents"), NSAME_ROUNDS);
+	feed_check_tree(a, b);
+	store_free(b);
+	store_free(a);
+}
+
+/* Waits until feed_wait()'s connection has read the head since @mark (an
+ * admin clock_timestamp()) and is idle: it is listening, and about to
+ * poll, so that what is applied next can only wake it by NOTIFY. */
+static void wait_listener_idle(const char *mark)
+{
+	char sql[512];
+	double deadline = now_s() + 10;
+
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM pg_stat_activity"
+		 " WHERE application_name = 'tierfs' AND state = 'idle'"
+		 " AND query = 'SELECT seq FROM feed_head WHERE id = 1'"
+		 " AND state_change > '%s'::timestamptz",
+		 mark);
+	while (admin_int(sql) < 1)
+		CHECK(now_s() < deadline);
+}
+
+/* Applies a batch through @b while @a waits in another thread; returns
+ * how long after the apply the wait returned, in seconds. */
+static double wake_after_apply(struct store *a, struct store *b,
+			       const char *name)
+{
+	struct feed_waiter w = {.s = a, .timeout_ms = 20000};
+	pthread_t th;
+	char *mark;
+	double t;
+
+	w.after = (uint64_t)admin_int("SELECT seq FROM feed_head");
+	mark = admin_text("SELECT clock_timestamp()::text");
+	CHECK_EQ(pthread_create(&th, NULL, feed_wait_main, &w), 0);
+	wait_listener_idle(mark);
+	free(mark);
+	put_dir(b, new_ino(b), STORE_ROOT_INO, name);
+	t = now_s();
+	CHECK_EQ(pthread_join(th, NULL), 0);
+	CHECK_EQ(w.ret, 1);
+	return now_s() - t;
+}
+
+/* NOTIFY wakes feed_wait() soon after another store's batch commits; its
+ * connection lost (as in a restart), feed_wait() says -EAGAIN, then
+ * connects and listens again. */
+static void test_feed_wait_listen(void)
+{
+	struct store *a = open_fresh(), *b = open_ok();
+	uint64_t h;
+	double dt, deadline;
+
+	put_dir(a, new_ino(a), STORE_ROOT_INO, "w");
+	h = feed_head_of(a);
+	CHECK_EQ(a->ops->feed_wait(a, h, 10), 0);
+	dt = wake_after_apply(a, b, "w1");
+	CHECK(dt < 2);
+	printf("feed_wait: woken %.1f ms after another store's apply\n",
+	       dt * 1e3);
+
+	/* the server drops every connection of both stores */
+	admin_exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+		   " WHERE application_name = 'tierfs'");
+	deadline = now_s() + 10;
+	while (admin_int("SELECT count(*) FROM pg_stat_activity"
+			 " WHERE application_name = 'tierfs'") > 0)
+		CHECK(now_s() < deadline);
+	h = feed_head_of(a);
+	CHECK_EQ(a->ops->feed_wait(a, h, 5000), -EAGAIN);
+	/* the next call connects again, and LISTENs again */
+	dt = wake_after_apply(a, b, "w2");
+	CHECK(dt < 2);
+	/* while the server cannot be reached, records are not lost: the
+	 * head read at reconnection shows them */
+	admin_exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+		   " WHERE application_name = 'tierfs'");
+	h = feed_head_of(a);
+	put_dir(b, new_ino(b), STORE_ROOT_INO, "w3");
+	{
+		int r = a->ops->feed_wait(a, h, 5000);
+
+		if (r == -EAGAIN)
+			r = a->ops->feed_wait(a, h, 5000);
+		CHECK_EQ(r, 1);
+	}
+	store_free(b);
+	store_free(a);
+}
+
+/* A version-2 schema (as 188c1f6 left it) is migrated to version 4: the
+ * feed tables, empty; a migration that fails leaves version 2. */
+static void test_feed_migration(void)
+{
+	struct store *s;
+	uint64_t f;
+
+	/* version 2: what the migration of version 1 made, without the
+	 * feed */
+	make_v1_schema();
+	count_word = NULL;
+	s = open_ok();
+	store_free(s);
+	admin_exec("DROP TABLE feed, feed_head;"
+		   "UPDATE tierfs_meta SET value = 2"
+		   " WHERE key = 'schema_version'");
+
+	/* a migration that fails (a table named feed is in the way) */
+	admin_exec("CREATE TABLE feed (x int)");
+	open_fails(uri, -EIO, "feed");
+	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
+			   " WHERE key = 'schema_version'"),
+		 2);
+	CHECK_EQ(admin_int("SELECT count(*) FROM information_schema.tables"
+			   " WHERE table_name = 'feed_head'"),
+		 0);
+	admin_exec("DROP TABLE feed");
+
+	count_word = "migrated the schema from version 2 to 4";
+	count_hits = 0;
+	s = open_ok();
+	CHECK_EQ(count_hits, 1);
+	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
+			   " WHERE key = 'schema_version'"),
+		 4);
+	CHECK_EQ(feed_head_of(s), 0);
+	CHECK_EQ(lookup_ino(s, 9, "\xff"), 10); /* the rows are kept */
+	f = put_file(s, new_ino(s), 9, "new", ITEM_BINARY, "n", 1);
+	CHECK_EQ(feed_head_of(s), 1);
+	store_free(s);
+	/* reopening is a no-op */
+	count_word = "migrated";
+	count_hits = 0;
+	s = open_ok();
+	CHECK_EQ(count_hits, 0);
+	CHECK_EQ(lookup_ino(s, 9, "new"), (long long)f);
+	CHECK_EQ(feed_head_of(s), 1);
+	store_free(s);
+	count_word = NULL;
 }
 
 /* ---- the property test ---- */
@@ -2370,6 +2730,11 @@ int main(void)
 	test_merkle_concurrent();
 	test_migration();
 	test_merkle_property();
+	test_feed_cases();
+	test_feed_commit_order();
+	test_feed_same_name_threads();
+	test_feed_wait_listen();
+	test_feed_migration();
 	CHECK_EQ(secret_leaks, 0);
 
 	reset_schema();
