@@ -379,8 +379,10 @@ int eng_setattr(struct eng *e, uint64_t ino, struct eng_file *f,
 		const struct eng_setattr *sa, const struct eng_ctx *ctx,
 		struct eng_attr *out)
 {
+	/* a size change is a metadata change too: it sets ctime now, also
+	 * when it goes to a working copy that is published later */
 	bool changed = sa->set_mode || sa->set_uid || sa->set_gid ||
-		       sa->set_mtime;
+		       sa->set_mtime || sa->set_size;
 	struct item_meta m;
 	struct node *n;
 	int r = 0;

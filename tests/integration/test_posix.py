@@ -72,3 +72,36 @@ def test_root_times_follow_its_entries(mnt):
     t0 = time.time_ns()
     open(mnt.path("x.bin"), "wb").close()
     assert_touched(mnt.mnt, t0 - 10**6)
+
+
+@pytest.mark.parametrize("options", [[], ["attr_timeout=0", "entry_timeout=0"]],
+                         ids=["cached", "uncached"])
+def test_truncate_updates_ctime(tierfs_factory, options):
+    """ftruncate through an open descriptor changes ctime at once, in the
+    attributes setattr answers (the kernel caches them) and in getattr,
+    though the new size is published only at close; so do truncate by
+    path and O_TRUNC. pjdfstest ftruncate/00.t checks the first."""
+    m = tierfs_factory(options=options)
+    path = m.path("f")
+    with open(path, "wb") as f:
+        f.write(b"0123456789")
+    os.utime(path, ns=(PAST, PAST))
+    before = os.stat(path)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.ftruncate(fd, 123)
+        st = os.fstat(fd)
+        assert st.st_size == 123
+        assert st.st_ctime_ns > before.st_ctime_ns
+        assert st.st_mtime_ns > PAST
+        assert os.stat(path).st_ctime_ns == st.st_ctime_ns
+    finally:
+        os.close(fd)
+    assert os.stat(path).st_ctime_ns >= st.st_ctime_ns
+    # by path, without a writer
+    os.utime(path, ns=(PAST, PAST))
+    before = os.stat(path)
+    os.truncate(path, 5)
+    st = os.stat(path)
+    assert (st.st_size, st.st_mtime_ns > PAST) == (5, True)
+    assert st.st_ctime_ns > before.st_ctime_ns
