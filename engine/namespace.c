@@ -26,7 +26,7 @@ static struct item_meta new_meta(enum item_kind kind, uint32_t mode,
 	m.mode = (kind == ITEM_DIR ? S_IFDIR : S_IFREG) | (mode & 07777);
 	m.uid = uid;
 	m.gid = gid;
-	m.mtime_ns = m.ctime_ns = now_ns();
+	m.mtime_ns = m.atime_ns = m.ctime_ns = now_ns();
 	m.version = 1;
 	m.explicit_dir = explicit_dir;
 	return m;
