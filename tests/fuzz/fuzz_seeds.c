@@ -234,9 +234,9 @@ static void blob_seed(const char *name, uint64_t parent, const char *ename,
 	l2r_blob_encode(parent, ename, m, b);
 	write_seed("fuzz_redis_meta", name, b, len);
 	if (!strcmp(name, "file-state-xattrs")) {
-		b[0] = 2; /* a newer format */
-		write_seed("fuzz_redis_meta", "format-2", b, len);
-		b[0] = 1;
+		b[0] = L2R_FORMAT + 1; /* a newer format */
+		write_seed("fuzz_redis_meta", "format-newer", b, len);
+		b[0] = L2R_FORMAT;
 		write_seed("fuzz_redis_meta", "short", b, len - 3);
 	}
 	free(b);
