@@ -380,7 +380,7 @@ int eng_setattr(struct eng *e, uint64_t ino, struct eng_file *f,
 		struct eng_attr *out)
 {
 	bool changed = sa->set_mode || sa->set_uid || sa->set_gid ||
-		       sa->set_mtime;
+		       sa->set_mtime || sa->set_atime;
 	struct item_meta m;
 	struct node *n;
 	int r = 0;
@@ -404,6 +404,8 @@ int eng_setattr(struct eng *e, uint64_t ino, struct eng_file *f,
 		m.gid = sa->gid;
 	if (sa->set_mtime)
 		m.mtime_ns = sa->mtime_ns;
+	if (sa->set_atime)
+		m.atime_ns = sa->atime_ns;
 	m.ctime_ns = sa->set_ctime ? sa->ctime_ns : now_ns();
 	if (sa->set_size)
 		r = setattr_size(e, n, f, sa->size, changed ? &m : NULL,
