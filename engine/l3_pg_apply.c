@@ -166,6 +166,7 @@ static void lpg_entry_append(struct lpg_arr *a, const struct change *ch)
 	lpg_arr_bool(&a[E_EXPLICIT], r.explicit_dir);
 	lpg_arr_opt(&a[E_STATE], r.state, r.state_len);
 	lpg_arr_opt(&a[E_XATTRS], r.xattrs, r.xattrs_len);
+	lpg_arr_i64(&a[E_ATIME], r.atime_ns);
 }
 
 static const Oid lpg_entry_elem[E_N] = {
@@ -177,6 +178,7 @@ static const Oid lpg_entry_elem[E_N] = {
 	[E_MODE] = LPG_INT4OID,	 [E_UID] = LPG_INT8OID,
 	[E_GID] = LPG_INT8OID,	 [E_EXPLICIT] = LPG_BOOLOID,
 	[E_STATE] = LPG_TEXTOID, [E_XATTRS] = LPG_BYTEAOID,
+	[E_ATIME] = LPG_INT8OID,
 };
 
 /* Runs S_INS_ENTRIES on the arrays @a once they are finished. */

@@ -21,7 +21,7 @@
 #include "store_conn.h"
 #include "store_sql.h"
 
-#define LPG_SCHEMA_VERSION 2
+#define LPG_SCHEMA_VERSION 3
 #define LPG_POOL_MAX 4
 #define LPG_POOL_WAIT_S 30 /* how long a thread waits for a connection */
 #define LPG_CONNECT_TIMEOUT "5"
@@ -71,6 +71,7 @@ enum lpg_ecol {
 	E_EXPLICIT,
 	E_STATE,
 	E_XATTRS,
+	E_ATIME,
 	E_N,
 };
 

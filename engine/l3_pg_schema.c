@@ -3,7 +3,7 @@
  * root directory, checking that existing ones are ours and of a version
  * this build reads, and migrating older versions.
  *
- * Schema (schema version 2), in the first schema of the search_path:
+ * Schema (schema version 3), in the first schema of the search_path:
  *
  *     CREATE TABLE tierfs_meta (
  *             key        text PRIMARY KEY,
@@ -11,7 +11,7 @@
  *             text_value text               -- textual settings
  *     );
  *         'format'         text_value 'tierfs'   marks the tables as ours
- *         'schema_version' value 2               refused when newer
+ *         'schema_version' value 3               refused when newer
  *         'next_ino'       value 2..             lowest ino never handed out
  *
  *     CREATE TABLE entries (
@@ -32,7 +32,8 @@
  *             state        text,                -- NULL when none or empty
  *             xattrs       bytea,               -- NULL when empty
  *             merkle       bytea,               -- 32 bytes, directories
- *             CONSTRAINT entries_parent_name UNIQUE (parent, name)
+ *             CONSTRAINT entries_parent_name UNIQUE (parent, name),
+ *             atime_ns     bigint NOT NULL
  *     );
  *     CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem)
  *             WHERE stem IS NOT NULL;
@@ -63,11 +64,17 @@
  * and an older one is upgraded one version at a time, under the same lock
  * and in the same transaction (all or nothing), each step setting
  * schema_version. Mounts that open together wait on the lock, and then see
- * the new version. The one step so far, 1 to 2 (lpg_migrate_2), adds the
- * merkle column and computes it for every directory under the root, deepest
- * first, one UPDATE per depth, and logs how many at INFO level. A mount of
- * an older build that is already running when another migrates keeps
- * writing without updating merkle: upgrade all mounts together.
+ * the new version. The steps (lpg_steps[]), each logging one INFO line:
+ *   - 1 to 2 (lpg_migrate_2) adds the merkle column and computes it for
+ *     every directory under the root, deepest first, one UPDATE per depth;
+ *   - 2 to 3 (lpg_migrate_3) adds the atime_ns column, set to each row's
+ *     mtime_ns (what version 2 showed as atime), then makes it NOT NULL.
+ * A step adds its columns where a new schema has them too (atime_ns last),
+ * so a migrated schema is the same as a new one. Times are nanoseconds
+ * since the epoch, negative before it. A mount of an older build that is
+ * already running when another migrates keeps writing without the new
+ * columns' upkeep (no merkle hashes; an INSERT without atime_ns fails):
+ * upgrade all mounts together.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -100,7 +107,8 @@ static const char lpg_schema_sql[] =
 	" state text,"
 	" xattrs bytea,"
 	" merkle bytea,"
-	" CONSTRAINT entries_parent_name UNIQUE (parent, name)"
+	" CONSTRAINT entries_parent_name UNIQUE (parent, name),"
+	" atime_ns bigint NOT NULL"
 	");"
 	"CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem)"
 	" WHERE stem IS NOT NULL;"
@@ -127,13 +135,14 @@ static int lpg_create(struct lpg *q, struct lpg_conn *c)
 		 " ('next_ino', %d, NULL);"
 		 "INSERT INTO entries (ino, parent, name, stem, kind, size,"
 		 " hash, version, mtime_ns, ctime_ns, mode, uid, gid,"
-		 " explicit_dir, state, xattrs, merkle) VALUES (%d, 0,"
-		 " ''::bytea, NULL, %d, 0, NULL, %llu, %lld, %lld, %u, %u,"
-		 " %u, true, NULL, NULL, sha256(''::bytea))",
+		 " explicit_dir, state, xattrs, merkle, atime_ns) VALUES"
+		 " (%d, 0, ''::bytea, NULL, %d, 0, NULL, %llu, %lld, %lld,"
+		 " %u, %u, %u, true, NULL, NULL, sha256(''::bytea), %lld)",
 		 STORE_SQL_FORMAT, LPG_SCHEMA_VERSION, STORE_SQL_FIRST_INO,
 		 STORE_ROOT_INO, (int)root.kind,
 		 (unsigned long long)root.version, (long long)root.mtime_ns,
-		 (long long)root.ctime_ns, root.mode, root.uid, root.gid);
+		 (long long)root.ctime_ns, root.mode, root.uid, root.gid,
+		 (long long)root.atime_ns);
 	return lpg_simple(q, c, sql, NULL, "create the root directory");
 }
 
@@ -187,6 +196,54 @@ static int lpg_migrate_2(struct lpg *q, struct lpg_conn *c)
 	return err;
 }
 
+/*
+ * Schema version 2 to 3: adds entries.atime_ns, set to each row's mtime_ns,
+ * then NOT NULL (as a new schema has it), and sets schema_version. Runs
+ * inside the opening transaction, under the schema lock.
+ */
+static int lpg_migrate_3(struct lpg *q, struct lpg_conn *c)
+{
+	PGresult *res = NULL;
+	const char *rows;
+	int err;
+
+	err = lpg_simple(q, c, "ALTER TABLE entries ADD COLUMN atime_ns bigint",
+			 NULL, "add the atime_ns column");
+	if (!err)
+		err = lpg_simple(q, c, "UPDATE entries SET atime_ns = mtime_ns",
+				 &res, "set atime_ns");
+	if (err)
+		return err;
+	rows = PQcmdTuples(res);
+	err = lpg_simple(q, c,
+			 "ALTER TABLE entries ALTER COLUMN atime_ns SET NOT NULL;"
+			 "UPDATE tierfs_meta SET value = 3"
+			 " WHERE key = 'schema_version'",
+			 NULL, "set the schema version");
+	if (!err)
+		eng_logf(&q->base.log, LOG_INFO,
+			 "postgres '%s': migrated the schema from version 2 "
+			 "to 3: atime set to mtime in %s entries",
+			 q->target, rows[0] ? rows : "0");
+	PQclear(res);
+	return err;
+}
+
+/*
+ * The migration chain: lpg_steps[i] turns schema version i + 1 into
+ * i + 2, and sets schema_version. To add version N: the step here, the
+ * new tables or columns in lpg_schema_sql (a new schema is the same as a
+ * migrated one), LPG_SCHEMA_VERSION = N.
+ */
+static int (*const lpg_steps[])(struct lpg *q, struct lpg_conn *c) = {
+	lpg_migrate_2,
+	lpg_migrate_3,
+};
+
+_Static_assert(sizeof(lpg_steps) / sizeof(lpg_steps[0]) ==
+		       LPG_SCHEMA_VERSION - 1,
+	       "one migration step per schema version after 1");
+
 /* Checks that existing tables are ours, of a version this build reads, and
  * migrates an older version. */
 static int lpg_check(struct lpg *q, struct lpg_conn *c)
@@ -218,8 +275,8 @@ static int lpg_check(struct lpg *q, struct lpg_conn *c)
 				 LPG_SCHEMA_VERSION);
 	PQclear(res);
 	/* One step per version, each from the one before. */
-	if (!err && version < 2)
-		err = lpg_migrate_2(q, c);
+	for (long long v = version; !err && v < LPG_SCHEMA_VERSION; v++)
+		err = lpg_steps[v - 1](q, c);
 	return err;
 }
 

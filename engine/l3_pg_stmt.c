@@ -112,9 +112,9 @@ const struct lpg_stmt_def lpg_stmts[S_N] = {
 		{"lpg_ins_entries",
 		 "INSERT INTO entries (ino, parent, name, stem, kind,"
 		 " size, hash, version, mtime_ns, ctime_ns, mode, uid,"
-		 " gid, explicit_dir, state, xattrs)"
+		 " gid, explicit_dir, state, xattrs, atime_ns)"
 		 " SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7,"
-		 " $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+		 " $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
 		 E_N,
 		 {
 			 [E_INO] = LPG_INT8ARRAYOID,
@@ -133,6 +133,7 @@ const struct lpg_stmt_def lpg_stmts[S_N] = {
 			 [E_EXPLICIT] = LPG_BOOLARRAYOID,
 			 [E_STATE] = LPG_TEXTARRAYOID,
 			 [E_XATTRS] = LPG_BYTEAARRAYOID,
+			 [E_ATIME] = LPG_INT8ARRAYOID,
 		 }},
 	[S_PUT_CONTENTS] =
 		{"lpg_put_contents",

@@ -20,7 +20,7 @@
 #include "store_conn.h"
 #include "store_sql.h"
 
-#define LSQ_SCHEMA_VERSION 2
+#define LSQ_SCHEMA_VERSION 3
 #define LSQ_READERS 4
 #define LSQ_BUSY_TIMEOUT_MS 5000
 #define LSQ_POOL_WAIT_S 30 /* how long a reader waits for a free connection */
