@@ -183,6 +183,9 @@ struct node {
 	struct item *item; /* held while open or content_dirty, else NULL */
 	struct wc *wc;
 	uint64_t cache_version;	    /* content version at the last open */
+	uint64_t stamp;	/* e->stamp when its state last came from L3 or
+			   was committed: newer than a feed read begun
+			   before it (feed.c) */
 	struct node *hnext;	    /* name index chain */
 	struct node *dprev, *dnext; /* dirty list */
 };
@@ -272,6 +275,7 @@ struct eng {
 	bool builder_running;
 
 	/* The change feed (feed.c): the last record applied, and counts. */
+	uint64_t stamp; /* counts node states established (node.stamp) */
 	uint64_t feed_seq;
 	pthread_t feed_thread;
 	bool feed_started;

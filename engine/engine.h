@@ -135,17 +135,19 @@ struct eng_attr {
 	uint32_t mode; /* S_IFREG/S_IFDIR | permission bits */
 	uint32_t nlink;
 	uint32_t uid, gid;
-	int64_t mtime_ns, ctime_ns;
+	int64_t mtime_ns, atime_ns, ctime_ns;
 	uint64_t version;
 };
 
 /* What eng_setattr() changes: the fields whose flag is set. */
 struct eng_setattr {
-	bool set_mode, set_uid, set_gid, set_size, set_mtime, set_ctime;
+	bool set_mode, set_uid, set_gid, set_size, set_mtime, set_atime,
+		set_ctime;
 	uint32_t mode;
 	uint32_t uid, gid;
 	uint64_t size;
 	int64_t mtime_ns; /* the caller resolves UTIME_NOW */
+	int64_t atime_ns; /* likewise; nothing else changes atime */
 	int64_t ctime_ns;
 };
 

@@ -29,7 +29,10 @@
  * Every applied page bumps gen, so a reader that read L3 before the change
  * committed and adds its node after the page was applied reads again
  * (tier_stale()); a reader whose node was added before is corrected by the
- * record itself.
+ * record itself. The other way round, a record is older than a node whose
+ * state was read from L3, or committed by this engine, after the page was
+ * read (node.stamp is above the stamp noted before the read): such a
+ * record is passed over, and a later one carries what changed since.
  *
  * When the feed has been trimmed past this engine's position (-ESTALE: it
  * was cut off longer than the store keeps records), it cannot know what
@@ -251,6 +254,7 @@ static void apply_to_node(struct eng *e, struct node *n,
 			n->wc->loaded = false; /* reload before the next write */
 	}
 	inval_push(inv, ENG_INVAL_INODE, 0, n->ino, NULL, content);
+	n->stamp = ++e->stamp;
 }
 
 /* true when clean node @n already is what record @f says. */
@@ -267,7 +271,7 @@ static bool node_matches(const struct node *n, const struct store_feed *f)
 /* Applies record @f under the lock; true when it changed what the engine
  * shows. */
 static bool apply_record(struct eng *e, struct store_feed *f,
-			 struct inval_list *inv)
+			 uint64_t stamp, struct inval_list *inv)
 {
 	struct node *n = node_get(e, f->ino);
 	bool own = f->origin == e->l3->origin;
@@ -278,6 +282,8 @@ static bool apply_record(struct eng *e, struct store_feed *f,
 		e->feed_kept += !own;
 		return false; /* its own change commits later and wins */
 	}
+	if (n && n->stamp > stamp)
+		return false; /* read from L3, or committed, after @f was */
 	if (own && (!n || node_matches(n, f))) {
 		/* ours as we made it: only the version the store chose is
 		 * news (a node-less entry is read from L3 when looked up) */
@@ -381,6 +387,7 @@ static void refresh_nodes(struct eng *e, struct inval_list *inv)
 	for (size_t i = 0; i < n; i++) {
 		struct store_feed f = {.ino = inos[i]};
 		struct node *m = node_get(e, inos[i]);
+		uint64_t stamp = e->stamp;
 		struct tier_call c;
 		int r;
 
@@ -394,7 +401,7 @@ static void refresh_nodes(struct eng *e, struct inval_list *inv)
 			continue;
 		f.gone = r == -ENOENT;
 		m = node_get(e, inos[i]);
-		if (m && !node_pending(m))
+		if (m && !node_pending(m) && m->stamp <= stamp)
 			apply_to_node(e, m, &f, NULL, inv);
 		if (!f.gone)
 			store_row_release(&f.row);
@@ -413,11 +420,12 @@ static void *feed_main(void *arg)
 	if (!recs)
 		return NULL;
 	while (!stop) {
-		uint64_t after;
+		uint64_t after, stamp;
 		int r;
 
 		pthread_mutex_lock(&e->lock);
 		after = e->feed_seq;
+		stamp = e->stamp;
 		stop = e->stopping;
 		pthread_mutex_unlock(&e->lock);
 		if (stop)
@@ -473,7 +481,8 @@ static void *feed_main(void *arg)
 
 			attach_destinations(e, recs, n);
 			for (size_t i = 0; i < n; i++)
-				changed |= apply_record(e, &recs[i], &inv);
+				changed |= apply_record(e, &recs[i], stamp,
+							&inv);
 			if (recs[n - 1].seq > e->feed_seq)
 				e->feed_seq = recs[n - 1].seq;
 			if (changed)

@@ -14,6 +14,7 @@ static void commit_done(struct eng *e, struct change **recs, size_t n)
 		if (!nd || !nd->dirty || nd->dirty_seq != recs[i]->seq)
 			continue; /* a newer change is queued */
 		nd->dirty = false;
+		nd->stamp = ++e->stamp;
 		dirty_unlink(e, nd);
 		if (nd->content_dirty) {
 			l1_unpin(e->l1, nd->ino, nd->item);

@@ -45,7 +45,8 @@ struct item_meta {
 	uint64_t size;		     /* content length in bytes; 0 for dirs */
 	uint8_t hash[ITEM_HASH_LEN]; /* SHA-256 of the content; zero for dirs */
 	uint64_t version;	     /* 1 for the first published version */
-	int64_t mtime_ns;	     /* ns since the epoch */
+	int64_t mtime_ns;	     /* ns since the epoch; negative before */
+	int64_t atime_ns;	     /* only utimensat sets it (noatime) */
 	int64_t ctime_ns;
 	uint32_t mode; /* S_IFREG/S_IFDIR plus permission bits */
 	uint32_t uid;

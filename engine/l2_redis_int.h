@@ -28,9 +28,9 @@
 #define L2R_CHUNK_BYTES (8u << 20) /* queued before reading replies */
 #define L2R_ERRMSG_MAX 200	   /* bytes of a server message we log */
 
-#define L2R_FORMAT 1
+#define L2R_FORMAT 2
 #define L2R_OFF_KIND 41 /* bytes before it: format, size, hash */
-#define L2R_HDR_LEN 89	/* fixed part, up to and including the name length */
+#define L2R_HDR_LEN 97	/* fixed part, up to and including the name length */
 #define L2R_FLAG_EXPLICIT 0x01
 #define L2R_FLAG_STATE 0x02
 

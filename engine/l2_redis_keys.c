@@ -20,10 +20,10 @@
  * reads "d", fetch() reads both with one HMGET and treats a hash that lacks
  * either as absent. No key has a TTL.
  *
- * Metadata blob, format 1 (integers little endian):
+ * Metadata blob, format 2 (integers little endian):
  *
  *     off  size  field
- *       0     1  format         1
+ *       0     1  format         2
  *       1     8  size           content length
  *       9    32  hash           SHA-256 of the content (zero for dirs)
  *      41     1  kind           enum item_kind
@@ -31,20 +31,24 @@
  *      43     8  version
  *      51     8  parent
  *      59     8  mtime_ns       signed
- *      67     8  ctime_ns       signed
- *      75     4  mode
- *      79     4  uid
- *      83     4  gid
- *      87     2  name length, then the name (0..255 bytes, no NUL or '/')
+ *      67     8  atime_ns       signed
+ *      75     8  ctime_ns       signed
+ *      83     4  mode
+ *      87     4  uid
+ *      91     4  gid
+ *      95     2  name length, then the name (0..255 bytes, no NUL or '/')
  *       .     4  state length, then the state tag (no NUL); with flag bit 1
  *                clear the length is 0 and the tag is NULL, so a NULL tag
  *                and "" stay apart
  *       .     4  xattrs length, then the user xattr blob (item.h), opaque
  *
  * and nothing after it. Bytes 0..40 (format, size, hash) name the content
- * that the metadata describes. A blob of another format (a newer tierfs
- * sharing the server) reads as absent; a blob that does not decode, or a
- * fetched "d" whose length is not the blob's size, is corrupt: -EIO, logged.
+ * that the metadata describes. A blob of another format reads as absent:
+ * one of a newer tierfs sharing the server, or of format 1, which builds
+ * before atime was kept wrote (format 2 without atime_ns). Such an entry
+ * is a miss, filled again from L3 on its next read; `tierfs verify
+ * --repair` rewrites them all. A blob that does not decode, or a fetched
+ * "d" whose length is not the blob's size, is corrupt: -EUCLEAN, logged.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -116,6 +120,7 @@ void l2r_blob_encode(uint64_t parent, const char *name,
 	p = l2r_put_le(p, m->version, 8);
 	p = l2r_put_le(p, parent, 8);
 	p = l2r_put_le(p, (uint64_t)m->mtime_ns, 8);
+	p = l2r_put_le(p, (uint64_t)m->atime_ns, 8);
 	p = l2r_put_le(p, (uint64_t)m->ctime_ns, 8);
 	p = l2r_put_le(p, m->mode, 4);
 	p = l2r_put_le(p, m->uid, 4);
@@ -145,7 +150,7 @@ static const uint8_t *l2r_take(const uint8_t **p, size_t *left, size_t n)
 }
 
 /* Decodes the blob of entry @ino into @out: 0, -ENOENT (another format),
- * -EIO (corrupt, logged) or -ENOMEM. */
+ * -EUCLEAN (corrupt, logged) or -ENOMEM. */
 int l2r_blob_decode(const struct l2r *r, uint64_t ino, const void *blob,
 		    size_t len, struct store_row *out)
 {
@@ -178,12 +183,13 @@ int l2r_blob_decode(const struct l2r *r, uint64_t ino, const void *blob,
 	c.version = l2r_get_le(f + 43, 8);
 	c.parent = l2r_get_le(f + 51, 8);
 	c.mtime_ns = (int64_t)l2r_get_le(f + 59, 8);
-	c.ctime_ns = (int64_t)l2r_get_le(f + 67, 8);
-	c.mode = (uint32_t)l2r_get_le(f + 75, 4);
-	c.uid = (uint32_t)l2r_get_le(f + 79, 4);
-	c.gid = (uint32_t)l2r_get_le(f + 83, 4);
+	c.atime_ns = (int64_t)l2r_get_le(f + 67, 8);
+	c.ctime_ns = (int64_t)l2r_get_le(f + 75, 8);
+	c.mode = (uint32_t)l2r_get_le(f + 83, 4);
+	c.uid = (uint32_t)l2r_get_le(f + 87, 4);
+	c.gid = (uint32_t)l2r_get_le(f + 91, 4);
 
-	c.name_len = (size_t)l2r_get_le(f + 87, 2);
+	c.name_len = (size_t)l2r_get_le(f + 95, 2);
 	c.name = l2r_take(&p, &left, c.name_len);
 	if (!c.name)
 		return store_corrupt(&r->sb, ino, "bad name");

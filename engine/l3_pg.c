@@ -88,6 +88,7 @@ int lpg_row_decode(const struct lpg *q, const PGresult *res, int row,
 		{STORE_COL_SIZE, 8, "bad size"},
 		{STORE_COL_VERSION, 8, "bad version"},
 		{STORE_COL_MTIME, 8, "bad mtime"},
+		{STORE_COL_ATIME, 8, "bad atime"},
 		{STORE_COL_CTIME, 8, "bad ctime"},
 		{STORE_COL_MODE, 4, "bad mode"},
 		{STORE_COL_UID, 8, "bad uid"},
@@ -112,6 +113,7 @@ int lpg_row_decode(const struct lpg *q, const PGresult *res, int row,
 	c.size = (uint64_t)lpg_get64(v[STORE_COL_SIZE]);
 	c.version = (uint64_t)lpg_get64(v[STORE_COL_VERSION]);
 	c.mtime_ns = lpg_get64(v[STORE_COL_MTIME]);
+	c.atime_ns = lpg_get64(v[STORE_COL_ATIME]);
 	c.ctime_ns = lpg_get64(v[STORE_COL_CTIME]);
 	c.mode = (uint32_t)lpg_get32(v[STORE_COL_MODE]);
 	c.uid = (uint32_t)lpg_get64(v[STORE_COL_UID]);

@@ -130,10 +130,12 @@ static int lpg_check_duplicates(const struct lpg *q,
 	return err;
 }
 
-/* An entry's row as S_DEL_ENTRIES deleted it: its version. */
+/* An entry's row as S_DEL_ENTRIES deleted it: its version and content
+ * hash (zero when none). */
 struct lpg_old {
 	uint64_t ino;
 	uint64_t version;
+	uint8_t hash[ITEM_HASH_LEN];
 };
 
 /* The rows S_DEL_ENTRIES deleted, sorted by ino once all are in. */
@@ -149,7 +151,8 @@ static int lpg_cmp_old(const void *a, const void *b)
 	return x->ino < y->ino ? -1 : x->ino > y->ino;
 }
 
-static int lpg_olds_add(struct lpg_olds *o, uint64_t ino, uint64_t version)
+static int lpg_olds_add(struct lpg_olds *o, uint64_t ino, uint64_t version,
+			const char *hash)
 {
 	if (o->n == o->cap) {
 		size_t cap = o->cap ? o->cap * 2 : 64;
@@ -160,7 +163,10 @@ static int lpg_olds_add(struct lpg_olds *o, uint64_t ino, uint64_t version)
 		o->v = v;
 		o->cap = cap;
 	}
-	o->v[o->n++] = (struct lpg_old){ino, version};
+	o->v[o->n] = (struct lpg_old){.ino = ino, .version = version};
+	if (hash)
+		memcpy(o->v[o->n].hash, hash, ITEM_HASH_LEN);
+	o->n++;
 	return 0;
 }
 
@@ -169,7 +175,7 @@ static int lpg_olds_add(struct lpg_olds *o, uint64_t ino, uint64_t version)
 static const struct lpg_old *lpg_olds_find(const struct lpg_olds *o,
 					   uint64_t ino)
 {
-	struct lpg_old key = {ino, 0};
+	struct lpg_old key = {.ino = ino};
 
 	return o->n ? bsearch(&key, o->v, o->n, sizeof(*o->v), lpg_cmp_old)
 		    : NULL;
@@ -204,18 +210,20 @@ static int lpg_delete_rows(const struct lpg *q, struct lpg_conn *c,
 		if (err)
 			return err;
 		for (int r = 0; parents && r < PQntuples(res) && !err; r++) {
-			const char *pi, *pp, *pv;
+			const char *pi, *pp, *pv, *ph = NULL;
 
 			if (!lpg_field(res, r, 0, 8, &pi) ||
 			    !lpg_field(res, r, 1, 8, &pp) ||
-			    !lpg_field(res, r, 2, 8, &pv)) {
+			    !lpg_field(res, r, 2, 8, &pv) ||
+			    (!lpg_field(res, r, 3, ITEM_HASH_LEN, &ph) &&
+			     !PQgetisnull(res, r, 3))) {
 				err = store_corrupt(&q->sb, 0,
 						    "bad deleted row");
 				break;
 			}
 			lpg_inos_add(parents, (uint64_t)lpg_get64(pp));
 			err = lpg_olds_add(olds, (uint64_t)lpg_get64(pi),
-					   (uint64_t)lpg_get64(pv));
+					   (uint64_t)lpg_get64(pv), ph);
 		}
 		PQclear(res);
 		if (err)
@@ -230,14 +238,21 @@ static int lpg_delete_rows(const struct lpg *q, struct lpg_conn *c,
  * The version a change's row gets (see "Sharing" in store.h): with
  * content, above the stored one; without, at least the stored one; a new
  * row keeps its own, at least 1; and at least @floor, which is above the
- * version of an entry it replaces.
+ * version of an entry it replaces. Content that is what the row already
+ * holds (its version the stored one, its hash the stored hash, not zero)
+ * is not new: a batch applied again after a commit whose answer was lost
+ * leaves the versions as they are, so applying a change twice stays
+ * harmless.
  */
 static uint64_t lpg_version(const struct change *ch, const struct lpg_old *old,
 			    uint64_t floor)
 {
 	uint64_t v = ch->meta.version ? ch->meta.version : 1;
+	bool replay = old && ch->item && old->version == v &&
+		      !item_hash_is_zero(old->hash) &&
+		      memcmp(old->hash, ch->meta.hash, ITEM_HASH_LEN) == 0;
 
-	if (old && ch->item && old->version + 1 > v)
+	if (old && ch->item && !replay && old->version + 1 > v)
 		v = old->version + 1;
 	else if (old && old->version > v)
 		v = old->version;
@@ -270,6 +285,7 @@ static void lpg_entry_append(struct lpg_arr *a, const struct change *ch,
 	lpg_arr_bool(&a[E_EXPLICIT], r.explicit_dir);
 	lpg_arr_opt(&a[E_STATE], r.state, r.state_len);
 	lpg_arr_opt(&a[E_XATTRS], r.xattrs, r.xattrs_len);
+	lpg_arr_i64(&a[E_ATIME], r.atime_ns);
 }
 
 static const Oid lpg_entry_elem[E_N] = {
@@ -281,6 +297,7 @@ static const Oid lpg_entry_elem[E_N] = {
 	[E_MODE] = LPG_INT4OID,	 [E_UID] = LPG_INT8OID,
 	[E_GID] = LPG_INT8OID,	 [E_EXPLICIT] = LPG_BOOLOID,
 	[E_STATE] = LPG_TEXTOID, [E_XATTRS] = LPG_BYTEAOID,
+	[E_ATIME] = LPG_INT8OID,
 };
 
 /* Runs S_INS_ENTRIES on the arrays @a once they are finished. */
@@ -472,6 +489,9 @@ static int lpg_apply_once(const struct lpg *q, struct lpg_conn *c,
 		goto out_rollback;
 	/* Pass 0: the namespace races, decided on what is committed. */
 	err = lpg_plan_races(q, c, b->changes, b->n, a, &b->plan);
+	if (!err && q->base.strict &&
+	    (b->plan.ndropped || b->plan.replaced.n))
+		err = -EEXIST; /* store.h: no races resolved */
 	/* Pass 1: remove every changed row and every replaced one, so that
 	 * final states never collide with the states they replace (renames,
 	 * swaps). */

@@ -35,8 +35,10 @@
 #include "l3_pg_int.h"
 
 /* Every parameter and every result column in the binary format. */
-static const int lpg_binary[LPG_MAX_PARAMS] = {1, 1, 1, 1, 1, 1, 1, 1,
+static const int lpg_binary[LPG_MAX_PARAMS] = {1, 1, 1, 1, 1, 1, 1, 1, 1,
 					       1, 1, 1, 1, 1, 1, 1, 1};
+/* A parameter left out above would be 0, text: list one 1 for each. */
+_Static_assert(LPG_MAX_PARAMS == 17, "lpg_binary has a 1 per parameter");
 
 /* ---- errors ---- */
 

@@ -73,6 +73,7 @@ enum lpg_ecol {
 	E_EXPLICIT,
 	E_STATE,
 	E_XATTRS,
+	E_ATIME,
 	E_N,
 };
 

@@ -32,7 +32,8 @@
  *             state        text,                -- NULL when none or empty
  *             xattrs       bytea,               -- NULL when empty
  *             merkle       bytea,               -- 32 bytes, directories
- *             CONSTRAINT entries_parent_name UNIQUE (parent, name)
+ *             CONSTRAINT entries_parent_name UNIQUE (parent, name),
+ *             atime_ns     bigint NOT NULL
  *     );
  *     CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem)
  *             WHERE stem IS NOT NULL;
@@ -76,16 +77,19 @@
  * and an older one is upgraded one version at a time, under the same lock
  * and in the same transaction (all or nothing), each step setting
  * schema_version. Mounts that open together wait on the lock, and then see
- * the new version. The steps:
- *   - to 2 (lpg_migrate_2): adds the merkle column and computes it for
- *     every directory under the root, deepest first, one UPDATE per depth,
- *     and logs how many at INFO level;
- *   - to 4 (lpg_migrate_4): creates the feed tables, empty, with the head
- *     at 0, and logs it at INFO level. It reads and writes nothing else,
- *     so it runs after any earlier step.
- * A mount of an older build that is already running when another migrates
- * keeps writing the old way (without updating merkle; without recording
- * its batches in the feed, so the other mounts never hear of them):
+ * the new version. The steps (lpg_steps[]), each logging one INFO line:
+ *   - 1 to 2 (lpg_migrate_2) adds the merkle column and computes it for
+ *     every directory under the root, deepest first, one UPDATE per depth;
+ *   - 2 to 3 (lpg_migrate_3) adds the atime_ns column, set to each row's
+ *     mtime_ns (what version 2 showed as atime), then makes it NOT NULL;
+ *   - 3 to 4 (lpg_migrate_4) creates the feed tables, empty, with the head
+ *     at 0 (a mount of an older build never records its batches there, so
+ *     the other mounts never hear of them).
+ * A step adds its columns where a new schema has them too (atime_ns last),
+ * so a migrated schema is the same as a new one. Times are nanoseconds
+ * since the epoch, negative before it. A mount of an older build that is
+ * already running when another migrates keeps writing without the new
+ * columns' upkeep (no merkle hashes; an INSERT without atime_ns fails):
  * upgrade all mounts together.
  */
 #include <errno.h>
@@ -94,6 +98,21 @@
 #include <string.h>
 
 #include "l3_pg_int.h"
+
+/* The change feed's tables, as made by a new schema and by the step to 4. */
+static const char lpg_feed_sql[] =
+	"CREATE TABLE feed_head ("
+	" id smallint PRIMARY KEY CHECK (id = 1),"
+	" seq bigint NOT NULL,"
+	" trimmed bigint NOT NULL"
+	");"
+	"INSERT INTO feed_head (id, seq, trimmed) VALUES (1, 0, 0);"
+	"CREATE TABLE feed ("
+	" seq bigint PRIMARY KEY,"
+	" origin bigint NOT NULL,"
+	" ino bigint NOT NULL,"
+	" at timestamptz NOT NULL"
+	");";
 
 static const char lpg_schema_sql[] =
 	"CREATE TABLE tierfs_meta ("
@@ -119,29 +138,14 @@ static const char lpg_schema_sql[] =
 	" state text,"
 	" xattrs bytea,"
 	" merkle bytea,"
-	" CONSTRAINT entries_parent_name UNIQUE (parent, name)"
+	" CONSTRAINT entries_parent_name UNIQUE (parent, name),"
+	" atime_ns bigint NOT NULL"
 	");"
 	"CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem)"
 	" WHERE stem IS NOT NULL;"
 	"CREATE TABLE contents ("
 	" ino bigint PRIMARY KEY,"
 	" data bytea NOT NULL"
-	");";
-
-/* The feed's tables (schema version 4): created with the others, or by
- * the migration to version 4. */
-static const char lpg_feed_sql[] =
-	"CREATE TABLE feed_head ("
-	" id smallint PRIMARY KEY CHECK (id = 1),"
-	" seq bigint NOT NULL,"
-	" trimmed bigint NOT NULL"
-	");"
-	"INSERT INTO feed_head (id, seq, trimmed) VALUES (1, 0, 0);"
-	"CREATE TABLE feed ("
-	" seq bigint PRIMARY KEY,"
-	" origin bigint NOT NULL,"
-	" ino bigint NOT NULL,"
-	" at timestamptz NOT NULL"
 	");";
 
 /* Creates the tables, the meta rows and the root directory, owned by the
@@ -164,13 +168,14 @@ static int lpg_create(struct lpg *q, struct lpg_conn *c)
 		 " ('next_ino', %d, NULL);"
 		 "INSERT INTO entries (ino, parent, name, stem, kind, size,"
 		 " hash, version, mtime_ns, ctime_ns, mode, uid, gid,"
-		 " explicit_dir, state, xattrs, merkle) VALUES (%d, 0,"
-		 " ''::bytea, NULL, %d, 0, NULL, %llu, %lld, %lld, %u, %u,"
-		 " %u, true, NULL, NULL, sha256(''::bytea))",
+		 " explicit_dir, state, xattrs, merkle, atime_ns) VALUES"
+		 " (%d, 0, ''::bytea, NULL, %d, 0, NULL, %llu, %lld, %lld,"
+		 " %u, %u, %u, true, NULL, NULL, sha256(''::bytea), %lld)",
 		 STORE_SQL_FORMAT, LPG_SCHEMA_VERSION, STORE_SQL_FIRST_INO,
 		 STORE_ROOT_INO, (int)root.kind,
 		 (unsigned long long)root.version, (long long)root.mtime_ns,
-		 (long long)root.ctime_ns, root.mode, root.uid, root.gid);
+		 (long long)root.ctime_ns, root.mode, root.uid, root.gid,
+		 (long long)root.atime_ns);
 	return lpg_simple(q, c, sql, NULL, "create the root directory");
 }
 
@@ -225,11 +230,44 @@ static int lpg_migrate_2(struct lpg *q, struct lpg_conn *c)
 }
 
 /*
- * Schema version @from (2 or 3) to 4: creates the feed tables
- * (lpg_feed_sql), then sets schema_version. Runs inside the opening
- * transaction, under the schema lock, after the earlier steps.
+ * Schema version 2 to 3: adds entries.atime_ns, set to each row's mtime_ns,
+ * then NOT NULL (as a new schema has it), and sets schema_version. Runs
+ * inside the opening transaction, under the schema lock.
  */
-static int lpg_migrate_4(struct lpg *q, struct lpg_conn *c, long long from)
+static int lpg_migrate_3(struct lpg *q, struct lpg_conn *c)
+{
+	PGresult *res = NULL;
+	const char *rows;
+	int err;
+
+	err = lpg_simple(q, c, "ALTER TABLE entries ADD COLUMN atime_ns bigint",
+			 NULL, "add the atime_ns column");
+	if (!err)
+		err = lpg_simple(q, c, "UPDATE entries SET atime_ns = mtime_ns",
+				 &res, "set atime_ns");
+	if (err)
+		return err;
+	rows = PQcmdTuples(res);
+	err = lpg_simple(q, c,
+			 "ALTER TABLE entries ALTER COLUMN atime_ns SET NOT NULL;"
+			 "UPDATE tierfs_meta SET value = 3"
+			 " WHERE key = 'schema_version'",
+			 NULL, "set the schema version");
+	if (!err)
+		eng_logf(&q->base.log, LOG_INFO,
+			 "postgres '%s': migrated the schema from version 2 "
+			 "to 3: atime set to mtime in %s entries",
+			 q->target, rows[0] ? rows : "0");
+	PQclear(res);
+	return err;
+}
+
+/*
+ * Schema version 3 to 4: creates the feed tables (lpg_feed_sql) and sets
+ * schema_version. Runs inside the opening transaction, under the schema
+ * lock.
+ */
+static int lpg_migrate_4(struct lpg *q, struct lpg_conn *c)
 {
 	int err;
 
@@ -241,11 +279,27 @@ static int lpg_migrate_4(struct lpg *q, struct lpg_conn *c, long long from)
 				 NULL, "set the schema version");
 	if (!err)
 		eng_logf(&q->base.log, LOG_INFO,
-			 "postgres '%s': migrated the schema from version "
-			 "%lld to 4: the change feed",
-			 q->target, from);
+			 "postgres '%s': migrated the schema from version 3 "
+			 "to 4: the change feed",
+			 q->target);
 	return err;
 }
+
+/*
+ * The migration chain: lpg_steps[i] turns schema version i + 1 into
+ * i + 2, and sets schema_version. To add version N: the step here, the
+ * new tables or columns in lpg_schema_sql (a new schema is the same as a
+ * migrated one), LPG_SCHEMA_VERSION = N.
+ */
+static int (*const lpg_steps[])(struct lpg *q, struct lpg_conn *c) = {
+	lpg_migrate_2,
+	lpg_migrate_3,
+	lpg_migrate_4,
+};
+
+_Static_assert(sizeof(lpg_steps) / sizeof(lpg_steps[0]) ==
+		       LPG_SCHEMA_VERSION - 1,
+	       "one migration step per schema version after 1");
 
 /* Checks that existing tables are ours, of a version this build reads, and
  * migrates an older version. */
@@ -278,12 +332,8 @@ static int lpg_check(struct lpg *q, struct lpg_conn *c)
 				 LPG_SCHEMA_VERSION);
 	PQclear(res);
 	/* One step per version, each from the one before. */
-	if (!err && version < 2) {
-		err = lpg_migrate_2(q, c);
-		version = 2;
-	}
-	if (!err && version < 4)
-		err = lpg_migrate_4(q, c, version);
+	for (long long v = version; !err && v < LPG_SCHEMA_VERSION; v++)
+		err = lpg_steps[v - 1](q, c);
 	return err;
 }
 

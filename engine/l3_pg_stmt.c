@@ -103,7 +103,7 @@ const struct lpg_stmt_def lpg_stmts[S_N] = {
 	 * versions (what a rewritten row's version starts from) */
 	[S_DEL_ENTRIES] = {"lpg_del_entries",
 			   "DELETE FROM entries WHERE ino = ANY($1)"
-			   " RETURNING ino, parent, version",
+			   " RETURNING ino, parent, version, hash",
 			   1,
 			   {LPG_INT8ARRAYOID}},
 	[S_DEL_CONTENTS] = {"lpg_del_contents",
@@ -114,9 +114,9 @@ const struct lpg_stmt_def lpg_stmts[S_N] = {
 		{"lpg_ins_entries",
 		 "INSERT INTO entries (ino, parent, name, stem, kind,"
 		 " size, hash, version, mtime_ns, ctime_ns, mode, uid,"
-		 " gid, explicit_dir, state, xattrs)"
+		 " gid, explicit_dir, state, xattrs, atime_ns)"
 		 " SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7,"
-		 " $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+		 " $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
 		 E_N,
 		 {
 			 [E_INO] = LPG_INT8ARRAYOID,
@@ -135,6 +135,7 @@ const struct lpg_stmt_def lpg_stmts[S_N] = {
 			 [E_EXPLICIT] = LPG_BOOLARRAYOID,
 			 [E_STATE] = LPG_TEXTARRAYOID,
 			 [E_XATTRS] = LPG_BYTEAARRAYOID,
+			 [E_ATIME] = LPG_INT8ARRAYOID,
 		 }},
 	[S_PUT_CONTENTS] =
 		{"lpg_put_contents",

@@ -81,6 +81,8 @@ int lsq_bind_entry(sqlite3_stmt *st, uint64_t ino, uint64_t parent,
 	if (rc == SQLITE_OK && r.xattrs)
 		rc = sqlite3_bind_blob64(st, 16, r.xattrs, r.xattrs_len,
 					 SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 17, r.atime_ns);
 	/* Unbound parameters (stem, hash, state, xattrs) are NULL. */
 	return rc;
 }
@@ -117,6 +119,7 @@ int lsq_row_decode(const struct lsq *q, sqlite3_stmt *st, struct store_row *out)
 		.version =
 			(uint64_t)sqlite3_column_int64(st, STORE_COL_VERSION),
 		.mtime_ns = sqlite3_column_int64(st, STORE_COL_MTIME),
+		.atime_ns = sqlite3_column_int64(st, STORE_COL_ATIME),
 		.ctime_ns = sqlite3_column_int64(st, STORE_COL_CTIME),
 		.mode = (uint32_t)sqlite3_column_int64(st, STORE_COL_MODE),
 		.uid = (uint32_t)sqlite3_column_int64(st, STORE_COL_UID),

@@ -326,6 +326,15 @@ static int lsq_plan_round(struct lsq *q, struct lsq_plan *p, bool *dropped)
 	return 0;
 }
 
+/* true when the plan drops a change. */
+static bool lsq_plan_drops(const struct lsq_plan *p)
+{
+	for (size_t i = 0; i < p->n; i++)
+		if (p->steps[i].dropped)
+			return true;
+	return false;
+}
+
 /* Pass 0 (see the top of this file). */
 static int lsq_plan_make(struct lsq *q, struct lsq_plan *p)
 {
@@ -594,6 +603,8 @@ int lsq_apply(struct store *s, struct change *const *changes, size_t n,
 		goto out_unlock;
 
 	err = lsq_plan_make(q, &plan);
+	if (!err && q->base.strict && (plan.nvictims || lsq_plan_drops(&plan)))
+		err = -EEXIST; /* store.h: no races resolved */
 	if (err)
 		goto out_rollback;
 	/* the directories whose Merkle hash the batch touches: each change's

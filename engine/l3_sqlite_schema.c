@@ -31,7 +31,8 @@
  *             explicit_dir INTEGER NOT NULL,
  *             state        TEXT,                 -- NULL when none or empty
  *             xattrs       BLOB,                 -- NULL when empty
- *             merkle       BLOB                  -- directories: 32 bytes
+ *             merkle       BLOB,                 -- directories: 32 bytes
+ *             atime_ns     INTEGER NOT NULL DEFAULT 0
  *     );
  *     CREATE UNIQUE INDEX entries_parent_name ON entries (parent, name);
  *     CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem)
@@ -58,7 +59,11 @@
  * for ITEM_JSON and the whole name for ITEM_BINARY; the partial index on
  * (parent, stem) refuses a second file with the same item ID. Content lives
  * in its own table so that lookups and listings never read it. A file
- * without a content row has empty content.
+ * without a content row has empty content. Times are nanoseconds since the
+ * epoch, negative before it. atime_ns comes last and has a DEFAULT only
+ * because ALTER TABLE cannot add a NOT NULL column without one: every
+ * insert names it, and a new file is made with the same columns as a
+ * migrated one.
  *
  * The change feed (store.h, "Sharing"). apply() adds one feed row per
  * change of its batch (a change a race dropped included) and one per entry
@@ -73,22 +78,30 @@
  * records above a seq below the mark learns (-ESTALE) that some are lost;
  * the mark also keeps the head from going back when the table is empty.
  *
- * Schema versions. Version 1 had neither the merkle column nor
- * entries_children. Opening a version-1 file migrates it in the writer's
+ * Schema versions. Opening an older file migrates it in the writer's
  * opening transaction (BEGIN IMMEDIATE, under which nothing else can
- * write): ALTER TABLE adds the column, CREATE INDEX makes the index, a
- * recursive CTE numbers every directory by its depth (from the root, or
- * from an orphan directory whose parent is missing), and each is hashed
- * deepest first; then schema_version becomes the current one and one INFO line
- * is logged. Either all of that commits or none of it. Directories in a cycle
- * are left NULL with a warning. A version-1 build refuses the migrated file;
- * one that already had it open would go on writing without hashes, so stop old
- * mounts before the first open by this build.
- *
- * Version 4 adds the feed table and 'feed_trimmed' (lsq_to_v4_sql), in the
- * same opening transaction, after the steps before it; an older build
- * refuses the file, one already running would apply batches that leave no
- * records, so stop old mounts first here too.
+ * write), one step per version (lsq_steps[]), oldest first; then
+ * schema_version becomes LSQ_SCHEMA_VERSION and each step logs one INFO
+ * line. Either all of that commits or none of it. A step has two parts:
+ * its schema change runs before the writer's statements are prepared
+ * (they name every column of the current version), its row work, if
+ * any, after. The steps:
+ *   - to 2: version 1 had neither the merkle column nor entries_children.
+ *     ALTER TABLE adds the column, CREATE INDEX makes the index; then a
+ *     recursive CTE numbers every directory by its depth (from the root,
+ *     or from an orphan directory whose parent is missing), and each is
+ *     hashed deepest first. Directories in a cycle are left NULL with a
+ *     warning.
+ *   - to 3: version 2 kept no atime. ALTER TABLE adds atime_ns, and every
+ *     row's atime_ns is set to its mtime_ns (what version 2 showed as
+ *     atime).
+ *   - to 4: the feed table and 'feed_trimmed'; an older build refuses the
+ *     file, and one already running would apply batches that leave no
+ *     feed records.
+ * A build of an older version refuses the migrated file; one that already
+ * had it open would go on writing without the new columns' upkeep (no
+ * hashes, or atime_ns 0), so stop old mounts before the first open by this
+ * build.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -96,6 +109,14 @@
 #include <string.h>
 
 #include "l3_sqlite_int.h"
+
+#define LSQ_FEED_SQL                                                           \
+	"CREATE TABLE feed ("                                                  \
+	" seq INTEGER PRIMARY KEY AUTOINCREMENT,"                              \
+	" origin INTEGER NOT NULL,"                                            \
+	" ino INTEGER NOT NULL,"                                               \
+	" time_ns INTEGER NOT NULL"                                            \
+	");"
 
 static const char lsq_schema_sql[] =
 	"CREATE TABLE meta ("
@@ -119,7 +140,8 @@ static const char lsq_schema_sql[] =
 	" explicit_dir INTEGER NOT NULL,"
 	" state TEXT,"
 	" xattrs BLOB,"
-	" merkle BLOB"
+	" merkle BLOB,"
+	" atime_ns INTEGER NOT NULL DEFAULT 0"
 	");"
 	"CREATE UNIQUE INDEX entries_parent_name ON entries (parent, name);"
 	"CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem)"
@@ -130,12 +152,7 @@ static const char lsq_schema_sql[] =
 	" ino INTEGER PRIMARY KEY,"
 	" data BLOB NOT NULL"
 	");"
-	"CREATE TABLE feed ("
-	" seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-	" origin INTEGER NOT NULL,"
-	" ino INTEGER NOT NULL,"
-	" time_ns INTEGER NOT NULL"
-	");";
+	LSQ_FEED_SQL;
 
 /* Creates the tables and the meta rows in an empty database. Runs inside
  * the writer's opening transaction. */
@@ -215,39 +232,31 @@ static int lsq_check(struct lsq *q, sqlite3_int64 *version)
 	return err;
 }
 
-/* The schema change from version 1: the column and the index, before the
- * writer's statements (which name them) are prepared. */
-static const char lsq_v1_to_v2_sql[] =
-	"ALTER TABLE entries ADD COLUMN merkle BLOB;"
-	"CREATE INDEX entries_children ON entries"
-	" (parent, name, kind, hash, merkle);";
-
-/* The step to schema version 4, from any version before it: the change
- * feed. Self-contained (it names only what it makes), and run before the
- * writer's statements, which name the table, are prepared. */
-static const char lsq_to_v4_sql[] =
-	"CREATE TABLE feed ("
-	" seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-	" origin INTEGER NOT NULL,"
-	" ino INTEGER NOT NULL,"
-	" time_ns INTEGER NOT NULL"
-	");"
-	"INSERT INTO meta (key, value) VALUES ('feed_trimmed', 0);"
-	"UPDATE meta SET value = 4 WHERE key = 'schema_version';";
+/* Step to version 2, its schema part: the column and the index. */
+static int lsq_to_v2_schema(struct lsq *q, char *note, size_t len)
+{
+	(void)note;
+	(void)len;
+	return lsq_exec(q, q->writer->db,
+			"ALTER TABLE entries ADD COLUMN merkle BLOB;"
+			"CREATE INDEX entries_children ON entries"
+			" (parent, name, kind, hash, merkle);",
+			"migrate the schema to version 2");
+}
 
 /*
- * The rest of the migration from schema version 1, once the column is there
- * and the writer's statements are prepared: computes the Merkle hash of
- * every directory, bottom-up, and records version 2; sets *ndirs to how
- * many. A recursive CTE numbers the directories by depth below the top of
- * their chain, as apply() finds it (the root, or a directory whose parent is
- * missing or not a directory); they are read into memory before any is
- * written, and written deepest first, so that each directory's children are
- * done when it is. Directories that no chain reaches (a cycle) or that lie
- * deeper than LSQ_MAX_DEPTH are left NULL, with a warning: the old file was
- * already broken there, and an apply() that reaches them fails with -EIO.
+ * Step to version 2, its row part, once the column is there and the
+ * writer's statements are prepared: computes the Merkle hash of every
+ * directory, bottom-up, and notes how many. A recursive CTE numbers the
+ * directories by depth below the top of their chain, as apply() finds it
+ * (the root, or a directory whose parent is missing or not a directory);
+ * they are read into memory before any is written, and written deepest
+ * first, so that each directory's children are done when it is.
+ * Directories that no chain reaches (a cycle) or that lie deeper than
+ * LSQ_MAX_DEPTH are left NULL, with a warning: the old file was already
+ * broken there, and an apply() that reaches them fails with -EIO.
  */
-static int lsq_migrate_v1(struct lsq *q, size_t *ndirs)
+static int lsq_to_v2_rows(struct lsq *q, char *note, size_t len)
 {
 	static const char dirs_sql[] =
 		"WITH RECURSIVE tree (ino, depth) AS ("
@@ -315,16 +324,78 @@ static int lsq_migrate_v1(struct lsq *q, size_t *ndirs)
 			 "sqlite '%s': %lld directories are in a cycle or more "
 			 "than %d levels deep: they have no merkle hash",
 			 q->path, (long long)unhashed, LSQ_MAX_DEPTH);
-	snprintf(sql, sizeof(sql),
-		 "UPDATE meta SET value = %d WHERE key = 'schema_version'",
-		 LSQ_SCHEMA_VERSION);
-	err = lsq_exec(q, db, sql, "write the schema version");
-	if (!err)
-		*ndirs = n;
+	snprintf(note, len, "merkle hashes computed, directories: %zu", n);
 out_free:
 	sqlite3_finalize(st);
 	free(inos);
 	return err;
+}
+
+/* Step to version 3: the atime_ns column, set to each row's mtime_ns. */
+static int lsq_to_v3(struct lsq *q, char *note, size_t len)
+{
+	sqlite3 *db = q->writer->db;
+	int err;
+
+	err = lsq_exec(q, db,
+		       "ALTER TABLE entries ADD COLUMN"
+		       " atime_ns INTEGER NOT NULL DEFAULT 0;"
+		       "UPDATE entries SET atime_ns = mtime_ns;",
+		       "migrate the schema to version 3");
+	if (!err)
+		snprintf(note, len, "atime set to mtime, entries: %lld",
+			 (long long)sqlite3_changes64(db));
+	return err;
+}
+
+/* Step to version 4: the change feed. */
+static int lsq_to_v4(struct lsq *q, char *note, size_t len)
+{
+	int err = lsq_exec(q, q->writer->db,
+			   LSQ_FEED_SQL "INSERT INTO meta (key, value)"
+					" VALUES ('feed_trimmed', 0);",
+			   "migrate the schema to version 4");
+
+	if (!err)
+		snprintf(note, len, "change feed added");
+	return err;
+}
+
+/*
+ * The migration chain: lsq_steps[i] turns version i + 1 into i + 2. A
+ * step's @schema changes tables and indexes and runs before the writer's
+ * statements are prepared; its @rows (NULL: none) runs after, with them.
+ * Each writes what it did into @note, for its INFO line. To add version
+ * N: the step here, the new tables or columns in lsq_schema_sql (so that
+ * a new file is the same as a migrated one), LSQ_SCHEMA_VERSION = N.
+ */
+static const struct lsq_step {
+	int (*schema)(struct lsq *q, char *note, size_t len);
+	int (*rows)(struct lsq *q, char *note, size_t len);
+} lsq_steps[] = {
+	{lsq_to_v2_schema, lsq_to_v2_rows},
+	{lsq_to_v3, NULL},
+	{lsq_to_v4, NULL},
+};
+
+#define LSQ_NSTEPS (sizeof(lsq_steps) / sizeof(lsq_steps[0]))
+_Static_assert(LSQ_NSTEPS == LSQ_SCHEMA_VERSION - 1,
+	       "one migration step per schema version after 1");
+#define LSQ_NOTE_LEN 96
+
+/* Runs the part @rows (else @schema) of every step from @version up. */
+static int lsq_migrate(struct lsq *q, sqlite3_int64 version, bool rows,
+		       char notes[][LSQ_NOTE_LEN])
+{
+	for (size_t i = (size_t)version - 1; i < LSQ_NSTEPS; i++) {
+		int (*fn)(struct lsq *, char *, size_t) =
+			rows ? lsq_steps[i].rows : lsq_steps[i].schema;
+		int err = fn ? fn(q, notes[i], LSQ_NOTE_LEN) : 0;
+
+		if (err)
+			return err;
+	}
+	return 0;
 }
 
 /* Under the write lock, checks the schema (or creates it with the root
@@ -335,8 +406,8 @@ int lsq_setup(struct lsq *q)
 {
 	sqlite3 *db = q->writer->db;
 	sqlite3_int64 nobjects = 0, unused, version = LSQ_SCHEMA_VERSION;
-	size_t ndirs = 0;
-	char mode[16] = "";
+	char notes[LSQ_NSTEPS][LSQ_NOTE_LEN] = {{0}};
+	char mode[16] = "", sql[96];
 	int err, type;
 
 	err = lsq_exec(q, db, "BEGIN IMMEDIATE", "begin opening");
@@ -349,34 +420,30 @@ int lsq_setup(struct lsq *q)
 		goto out_rollback;
 	}
 	err = nobjects == 0 ? lsq_create(q) : lsq_check(q, &version);
-	if (!err && version == 1)
-		err = lsq_exec(q, db, lsq_v1_to_v2_sql,
-			       "migrate the schema to version 2");
-	if (!err && version < 4)
-		err = lsq_exec(q, db, lsq_to_v4_sql,
-			       "migrate the schema to version 4");
+	if (!err)
+		err = lsq_migrate(q, version, false, notes);
 	if (!err)
 		err = lsq_conn_prepare(q, q->writer, LSQ_WRITER);
 	if (!err && nobjects == 0)
 		err = lsq_create_root(q);
-	if (!err && version == 1)
-		err = lsq_migrate_v1(q, &ndirs);
+	if (!err)
+		err = lsq_migrate(q, version, true, notes);
+	if (!err && version < LSQ_SCHEMA_VERSION) {
+		snprintf(sql, sizeof(sql),
+			 "UPDATE meta SET value = %d"
+			 " WHERE key = 'schema_version'",
+			 LSQ_SCHEMA_VERSION);
+		err = lsq_exec(q, db, sql, "write the schema version");
+	}
 	if (!err)
 		err = lsq_exec(q, db, "COMMIT", "commit the schema");
 	if (err)
 		goto out_rollback;
-	if (version == 1)
-		eng_logf(
-			&q->base.log, LOG_INFO,
-			"sqlite '%s': migrated schema version 1 to %d: "
-			"merkle hashes computed, directories: %zu; change feed "
-			"added",
-			q->path, LSQ_SCHEMA_VERSION, ndirs);
-	else if (version < LSQ_SCHEMA_VERSION)
+	for (sqlite3_int64 v = version; v < LSQ_SCHEMA_VERSION; v++)
 		eng_logf(&q->base.log, LOG_INFO,
-			 "sqlite '%s': migrated schema version %lld to %d: "
-			 "change feed added",
-			 q->path, (long long)version, LSQ_SCHEMA_VERSION);
+			 "sqlite '%s': migrated schema version %lld to %lld: %s",
+			 q->path, (long long)v, (long long)v + 1,
+			 notes[v - 1]);
 
 	type = lsq_query1(q, db, "PRAGMA journal_mode = WAL", &unused, mode,
 			  sizeof(mode), "switch to WAL");

@@ -49,9 +49,9 @@ const char *const lsq_writer_sql[W_NSTMT] = {
 	[W_DEL_CONTENT] = "DELETE FROM contents WHERE ino = ?1",
 	[W_INS_ENTRY] = ("INSERT INTO entries (ino, parent, name, stem, kind,"
 			 " size, hash, version, mtime_ns, ctime_ns, mode, uid,"
-			 " gid, explicit_dir, state, xattrs) VALUES (?1, ?2,"
-			 " ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,"
-			 " ?15, ?16)"),
+			 " gid, explicit_dir, state, xattrs, atime_ns) VALUES"
+			 " (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,"
+			 " ?13, ?14, ?15, ?16, ?17)"),
 	[W_PUT_CONTENT] = ("INSERT OR REPLACE INTO contents (ino, data)"
 			   " VALUES (?1, ?2)"),
 	[W_GET_NEXT_INO] = "SELECT value FROM meta WHERE key = 'next_ino'",

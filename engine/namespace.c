@@ -26,7 +26,7 @@ static struct item_meta new_meta(enum item_kind kind, uint32_t mode,
 	m.mode = (kind == ITEM_DIR ? S_IFDIR : S_IFREG) | (mode & 07777);
 	m.uid = uid;
 	m.gid = gid;
-	m.mtime_ns = m.ctime_ns = now_ns();
+	m.mtime_ns = m.atime_ns = m.ctime_ns = now_ns();
 	m.version = 1;
 	m.explicit_dir = explicit_dir;
 	return m;
@@ -379,8 +379,10 @@ int eng_setattr(struct eng *e, uint64_t ino, struct eng_file *f,
 		const struct eng_setattr *sa, const struct eng_ctx *ctx,
 		struct eng_attr *out)
 {
+	/* a size change is a metadata change too: it sets ctime now, also
+	 * when it goes to a working copy that is published later */
 	bool changed = sa->set_mode || sa->set_uid || sa->set_gid ||
-		       sa->set_mtime;
+		       sa->set_mtime || sa->set_atime || sa->set_size;
 	struct item_meta m;
 	struct node *n;
 	int r = 0;
@@ -404,6 +406,8 @@ int eng_setattr(struct eng *e, uint64_t ino, struct eng_file *f,
 		m.gid = sa->gid;
 	if (sa->set_mtime)
 		m.mtime_ns = sa->mtime_ns;
+	if (sa->set_atime)
+		m.atime_ns = sa->atime_ns;
 	m.ctime_ns = sa->set_ctime ? sa->ctime_ns : now_ns();
 	if (sa->set_size)
 		r = setattr_size(e, n, f, sa->size, changed ? &m : NULL,

@@ -133,6 +133,7 @@ struct node *node_add(struct eng *e, struct node *dir, uint64_t ino,
 	}
 	n->meta = *meta; /* stolen */
 	memset(meta, 0, sizeof(*meta));
+	n->stamp = ++e->stamp;
 	if (dir)
 		dir->children++;
 	return n;
@@ -193,6 +194,7 @@ void node_attr(const struct eng *e, const struct node *n,
 	a->kind = n->meta.kind;
 	a->size = n->meta.size;
 	a->mtime_ns = n->meta.mtime_ns;
+	a->atime_ns = n->meta.atime_ns;
 	a->ctime_ns = n->meta.ctime_ns;
 	if (n->wc && n->wc->loaded) {
 		a->size = n->wc->len;

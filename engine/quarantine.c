@@ -12,6 +12,11 @@
  * same batch is missing (two renames that swap names, a name freed by a
  * move in the other half), so the suspects are then tried together, then
  * each left out in turn, and only the ones L3 still refuses are set aside.
+ * The parts are applied strictly (store.h): a store shared with other
+ * writers would otherwise resolve a part's missing partner as a race (a
+ * create replacing the entry that the missing move would have freed the
+ * name of). A race with another writer met while bisecting is therefore
+ * refused like a poison, and its change set aside too.
  * Applying a change twice is harmless (a change is a final state), so
  * parts that committed before a later part failed for another reason
  * (L3 went away) are simply applied again with the whole batch.
@@ -142,9 +147,11 @@ int apply_isolating(struct eng *e, struct change **recs, size_t n, size_t *nq,
 	*nq = 0;
 	if (!sus || !bad)
 		goto out;
+	e->l3->strict = true; /* a part without its partner fails */
 	r = bisect(e, recs, n, sus, &nsus, &tb);
 	if (r == 0 && nsus)
 		r = judge(e, sus, nsus, bad, &tb);
+	e->l3->strict = false;
 	if (r < 0)
 		goto out;
 	/* the refused ones to the end, in order */

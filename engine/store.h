@@ -242,6 +242,14 @@ struct store {
 	atomic_uint_least64_t corrupt;
 	/* changes apply() dropped or replaced in a namespace race */
 	atomic_uint_least64_t races;
+	/* While set, apply() resolves no race: a batch that would drop a
+	 * change or replace an entry it does not change is refused with
+	 * -EEXIST instead, as it was before stores were shared. The engine
+	 * sets it while it bisects a refused batch (quarantine.c): a part
+	 * that lacks its partner (the move that frees a name, the move that
+	 * empties a directory) must fail there, not replace or drop. Only
+	 * the thread that applies reads or writes it. */
+	bool strict;
 };
 
 /* Frees the owned parts of @row. Accepts NULL. */

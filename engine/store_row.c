@@ -104,6 +104,7 @@ int store_row_decode(const struct store_backend *b, const struct store_cols *c,
 		memcpy(r.meta.hash, c->hash, ITEM_HASH_LEN);
 	r.meta.version = c->version;
 	r.meta.mtime_ns = c->mtime_ns;
+	r.meta.atime_ns = c->atime_ns;
 	r.meta.ctime_ns = c->ctime_ns;
 	r.meta.mode = c->mode;
 	r.meta.uid = c->uid;

@@ -56,6 +56,7 @@ struct store_cols {
 	size_t hash_len;
 	uint64_t version;
 	int64_t mtime_ns;
+	int64_t atime_ns;
 	int64_t ctime_ns;
 	uint32_t mode;
 	uint32_t uid;

@@ -24,6 +24,7 @@ struct store_cols store_cols_of(uint64_t ino, uint64_t parent, const char *name,
 		.size = m->size,
 		.version = m->version,
 		.mtime_ns = m->mtime_ns,
+		.atime_ns = m->atime_ns,
 		.ctime_ns = m->ctime_ns,
 		.mode = m->mode,
 		.uid = m->uid,
@@ -59,6 +60,7 @@ void store_root_meta(struct item_meta *m)
 	m->kind = ITEM_DIR;
 	m->version = 1;
 	m->mtime_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	m->atime_ns = m->mtime_ns;
 	m->ctime_ns = m->mtime_ns;
 	m->mode = S_IFDIR | 0755;
 	m->uid = (uint32_t)geteuid();

@@ -33,12 +33,12 @@
  * enum store_sql_col, which their decoders read; _E names them in a join
  * of entries AS e. */
 #define STORE_SQL_ROW_COLS                                                     \
-	"ino, parent, name, kind, size, hash, version, mtime_ns, ctime_ns,"    \
-	" mode, uid, gid, explicit_dir, state, xattrs, merkle"
+	"ino, parent, name, kind, size, hash, version, mtime_ns, atime_ns,"    \
+	" ctime_ns, mode, uid, gid, explicit_dir, state, xattrs, merkle"
 #define STORE_SQL_ROW_COLS_E                                                   \
 	"e.ino, e.parent, e.name, e.kind, e.size, e.hash, e.version,"          \
-	" e.mtime_ns, e.ctime_ns, e.mode, e.uid, e.gid, e.explicit_dir,"       \
-	" e.state, e.xattrs, e.merkle"
+	" e.mtime_ns, e.atime_ns, e.ctime_ns, e.mode, e.uid, e.gid,"           \
+	" e.explicit_dir, e.state, e.xattrs, e.merkle"
 
 enum store_sql_col {
 	STORE_COL_INO,
@@ -49,6 +49,7 @@ enum store_sql_col {
 	STORE_COL_HASH,
 	STORE_COL_VERSION,
 	STORE_COL_MTIME,
+	STORE_COL_ATIME,
 	STORE_COL_CTIME,
 	STORE_COL_MODE,
 	STORE_COL_UID,

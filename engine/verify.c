@@ -221,7 +221,7 @@ static bool same_meta(const struct store_row *got,
 	}
 	if (g->kind != w->kind || g->mode != w->mode || g->uid != w->uid ||
 	    g->gid != w->gid || g->mtime_ns != w->mtime_ns ||
-	    g->ctime_ns != w->ctime_ns ||
+	    g->atime_ns != w->atime_ns || g->ctime_ns != w->ctime_ns ||
 	    /* L3 keeps an empty tag as none; Redis keeps it apart */
 	    strcmp(g->state ? g->state : "", w->state ? w->state : "") ||
 	    !same_bytes(g->xattrs, g->xattrs_len, w->xattrs, w->xattrs_len)) {

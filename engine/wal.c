@@ -8,7 +8,7 @@
  * creates a new one numbered one past the highest; wal_rotate() creates the
  * next. Only the newest segment, the current one, is appended to.
  *
- * A record is a 12-byte header (u32 magic "TFW1", u32 body_len, u32 CRC-32
+ * A record is a 12-byte header (u32 magic "TFW2", u32 body_len, u32 CRC-32
  * of the body, zlib's crc32()) and the body whose layout wal.h gives, all
  * integers little endian, records back to back without padding. A record
  * is written with one writev() when it can be (the content bytes go out
@@ -17,7 +17,9 @@
  * What replay accepts is exactly what append writes: wal_append() refuses
  * (-EINVAL) a record that replay would reject (a name longer than 255
  * bytes, a state of 0xffff bytes or more, a malformed xattr blob, ...), so
- * a record that was appended whole is always replayed.
+ * a record that was appended whole is always replayed. Replay also accepts
+ * the layout of older builds ("TFW1", without atime_ns: wal.h), which
+ * append never writes.
  *
  * Invariants:
  *  - segs[] lists the segments of the directory in number order with their
@@ -56,7 +58,6 @@
 
 #include "wal.h"
 
-#define WAL_MAGIC 0x54465731u /* "TFW1" */
 #define WAL_HDR_LEN 12
 #define WAL_NAME_MAX 255       /* bytes in an entry name (STORE_NAME_MAX) */
 #define WAL_STATE_NULL 0xffff  /* state_len of a NULL state */
@@ -66,10 +67,12 @@
 #define WAL_SEG_NAME_LEN 24 /* "wal-" + 16 hex digits + ".log" */
 #define WAL_QUARANTINE "quarantine.log" /* see wal_quarantine() */
 
-/* Body bytes that do not depend on the record's strings and blobs. */
+/* Body bytes that do not depend on the record's strings and blobs... */
 #define WAL_BODY_FIXED                                                         \
-	(8 + 8 + 1 + 8 + 2 + 4 + 8 + ITEM_HASH_LEN + 8 + 8 + 8 + 4 + 4 + 4 +   \
-	 1 + 2 + 4 + 1)
+	(8 + 8 + 1 + 8 + 2 + 4 + 8 + ITEM_HASH_LEN + 8 + 8 + 8 + 8 + 4 + 4 +   \
+	 4 + 1 + 2 + 4 + 1)
+/* ... and in the layout without atime_ns (WAL_MAGIC_V1). */
+#define WAL_BODY_FIXED_V1 (WAL_BODY_FIXED - 8)
 /* ... and what has_data adds besides the id and content bytes. */
 #define WAL_BODY_DATA_FIXED (4 + 8)
 
@@ -303,6 +306,7 @@ static int rec_encode(const struct change *rec, uint8_t **out, size_t *out_len,
 	wr_bytes(&c, m->hash, ITEM_HASH_LEN);
 	wr_u64(&c, m->version);
 	wr_u64(&c, (uint64_t)m->mtime_ns);
+	wr_u64(&c, (uint64_t)m->atime_ns);
 	wr_u64(&c, (uint64_t)m->ctime_ns);
 	wr_u32(&c, m->mode);
 	wr_u32(&c, m->uid);
@@ -349,10 +353,12 @@ static char *dup_str(const uint8_t *p, size_t len)
 }
 
 /*
- * Decodes the @len bytes at @body into a new record (*out). Returns 0,
- * -EBADMSG (the body does not parse exactly) or -ENOMEM.
+ * Decodes the @len bytes at @body, of the layout @magic names, into a new
+ * record (*out). Returns 0, -EBADMSG (an unknown magic, or the body does
+ * not parse exactly) or -ENOMEM.
  */
-static int rec_decode(const uint8_t *body, size_t len, struct change **out)
+static int rec_decode(uint32_t magic, const uint8_t *body, size_t len,
+		      struct change **out)
 {
 	struct rd c = {.p = body, .left = len};
 	struct change *rec;
@@ -365,6 +371,8 @@ static int rec_decode(const uint8_t *body, size_t len, struct change **out)
 	struct item_meta *m;
 	char *id_str;
 
+	if (magic != WAL_MAGIC && magic != WAL_MAGIC_V1)
+		return -EBADMSG;
 	rec = calloc(1, sizeof(*rec));
 	if (!rec)
 		return -ENOMEM;
@@ -380,6 +388,8 @@ static int rec_decode(const uint8_t *body, size_t len, struct change **out)
 	hash = rd_take(&c, ITEM_HASH_LEN);
 	m->version = rd_u64(&c);
 	m->mtime_ns = (int64_t)rd_u64(&c);
+	/* the old layout kept no atime: its builds showed mtime */
+	m->atime_ns = magic == WAL_MAGIC_V1 ? m->mtime_ns : (int64_t)rd_u64(&c);
 	m->ctime_ns = (int64_t)rd_u64(&c);
 	m->mode = rd_u32(&c);
 	m->uid = rd_u32(&c);
@@ -452,9 +462,10 @@ out_nomem:
 	return -ENOMEM;
 }
 
-int wal_record_decode(const void *body, size_t len, struct change **out)
+int wal_record_decode(uint32_t magic, const void *body, size_t len,
+		      struct change **out)
 {
-	return rec_decode(body, len, out);
+	return rec_decode(magic, body, len, out);
 }
 
 /* --- files --- */
@@ -804,7 +815,7 @@ static int seg_replay(struct wal *w, int64_t num,
 	size = (uint64_t)st.st_size;
 	while (off < size) {
 		struct change *rec;
-		uint32_t body_len;
+		uint32_t magic, body_len;
 		ssize_t n;
 
 		n = read_full(fd, hdr, sizeof(hdr));
@@ -816,12 +827,14 @@ static int seg_replay(struct wal *w, int64_t num,
 			why = "truncated header";
 			break;
 		}
+		magic = get32(hdr);
 		body_len = get32(hdr + 4);
-		if (get32(hdr) != WAL_MAGIC) {
+		if (magic != WAL_MAGIC && magic != WAL_MAGIC_V1) {
 			why = "bad magic";
 			break;
 		}
-		if (body_len < WAL_BODY_FIXED) {
+		if (body_len < (magic == WAL_MAGIC ? WAL_BODY_FIXED
+						   : WAL_BODY_FIXED_V1)) {
 			why = "bad length";
 			break;
 		}
@@ -848,7 +861,7 @@ static int seg_replay(struct wal *w, int64_t num,
 			why = "bad checksum";
 			break;
 		}
-		r = rec_decode(body, body_len, &rec);
+		r = rec_decode(magic, body, body_len, &rec);
 		if (r == -EBADMSG) {
 			r = 0;
 			why = "malformed body";

@@ -12,17 +12,23 @@
  *
  * Record format (little endian), one after another in a segment:
  *
- *     u32 magic 0x54465731 ("TFW1")
+ *     u32 magic 0x54465732 ("TFW2", WAL_MAGIC)
  *     u32 body_len          bytes of body that follow the header
  *     u32 crc32             CRC-32 of the body (zlib's crc32())
  *     body:
  *       u64 seq, u64 ino, u8 deleted,
  *       u64 parent, u16 name_len, name,
  *       u32 kind, u64 size, 32 bytes hash, u64 version,
- *       i64 mtime_ns, i64 ctime_ns, u32 mode, u32 uid, u32 gid,
- *       u8 explicit_dir, u16 state_len (0xffff = NULL), state,
+ *       i64 mtime_ns, i64 atime_ns, i64 ctime_ns, u32 mode, u32 uid,
+ *       u32 gid, u8 explicit_dir, u16 state_len (0xffff = NULL), state,
  *       u32 xattrs_len, xattrs,
  *       u8 has_data, [u32 id_len, id, u64 data_len, data]
+ *
+ * Old records. The magic names the body's layout. Builds before atime was
+ * kept wrote magic 0x54465731 ("TFW1", WAL_MAGIC_V1) and a body without
+ * atime_ns; replay still reads them, with atime_ns = mtime_ns (what those
+ * builds showed), so a log left by such a build replays after an upgrade.
+ * Appends always write the current layout, and a segment may hold both.
  *
  * Torn tails: a crash can leave a partial or corrupt record at the end of a
  * segment. Replay stops at the first record whose header or checksum is
@@ -54,6 +60,9 @@
 
 #include "change.h"
 #include "log.h"
+
+#define WAL_MAGIC 0x54465732u	 /* "TFW2": the current record layout */
+#define WAL_MAGIC_V1 0x54465731u /* "TFW1": the layout without atime_ns */
 
 struct wal;
 
@@ -126,14 +135,18 @@ int wal_quarantine(struct wal *w, struct change *const *recs, size_t n);
 uint64_t wal_bytes(const struct wal *w);
 
 /*
- * Decodes one record body: the body_len bytes that follow a record's
- * 12-byte header (the header and its checksum are not looked at). What
- * wal_replay() runs on each record whose header and checksum are good,
- * public for the tests and the fuzzer (tests/fuzz/fuzz_wal.c). On success
- * *out is a new change (free it with change_free()) that wal_append()
- * writes back as exactly these bytes. Returns 0, -EBADMSG (the body does
- * not parse exactly) or -ENOMEM.
+ * Decodes one record body of the layout @magic names (WAL_MAGIC or
+ * WAL_MAGIC_V1): the body_len bytes that follow a record's 12-byte header
+ * (the header's length and checksum are not looked at). What wal_replay()
+ * runs on each record whose header and checksum are good, public for the
+ * tests and the fuzzer (tests/fuzz/fuzz_wal.c). On success *out is a new
+ * change (free it with change_free()) that wal_append() writes back as
+ * exactly these bytes when @magic is WAL_MAGIC (a WAL_MAGIC_V1 body comes
+ * back in the current layout, its mtime_ns repeated as atime_ns). Returns
+ * 0, -EBADMSG (an unknown magic, or the body does not parse exactly) or
+ * -ENOMEM.
  */
-int wal_record_decode(const void *body, size_t len, struct change **out);
+int wal_record_decode(uint32_t magic, const void *body, size_t len,
+		      struct change **out);
 
 #endif

@@ -39,6 +39,20 @@ static struct eng_dir *dir_of(fuse_req_t req, struct fuse_file_info *fi)
 	return tfs_handle_get(&req_tfs(req)->handles, fi->fh, true);
 }
 
+/* @ns nanoseconds since the epoch as a timespec: tv_nsec in 0..999999999,
+ * so a time before 1970 has a negative tv_sec rounded down. */
+static struct timespec ns_ts(int64_t ns)
+{
+	struct timespec ts = {.tv_sec = (time_t)(ns / 1000000000),
+			      .tv_nsec = (long)(ns % 1000000000)};
+
+	if (ts.tv_nsec < 0) {
+		ts.tv_sec--;
+		ts.tv_nsec += 1000000000;
+	}
+	return ts;
+}
+
 static void attr_to_stat(const struct eng_attr *a, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
@@ -50,11 +64,9 @@ static void attr_to_stat(const struct eng_attr *a, struct stat *st)
 	st->st_size = (off_t)a->size;
 	st->st_blksize = 4096;
 	st->st_blocks = (blkcnt_t)((a->size + 511) / 512);
-	st->st_mtim.tv_sec = a->mtime_ns / 1000000000;
-	st->st_mtim.tv_nsec = a->mtime_ns % 1000000000;
-	st->st_ctim.tv_sec = a->ctime_ns / 1000000000;
-	st->st_ctim.tv_nsec = a->ctime_ns % 1000000000;
-	st->st_atim = st->st_mtim; /* noatime: atime shows mtime */
+	st->st_mtim = ns_ts(a->mtime_ns);
+	st->st_atim = ns_ts(a->atime_ns);
+	st->st_ctim = ns_ts(a->ctime_ns);
 }
 
 static void fill_entry(struct tfs *t, const struct eng_attr *a,
@@ -164,9 +176,18 @@ static void tfs_getattr(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_attr(req, &st, t->attr_timeout);
 }
 
+/* @ts in nanoseconds since the epoch. The engine keeps times as int64_t
+ * nanoseconds (years 1677 to 2262): a time beyond is clamped to the nearest
+ * it can keep, as the kernel clamps times to what a filesystem keeps. */
 static int64_t ts_ns(const struct timespec *ts)
 {
-	return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+	int64_t ns;
+
+	if (__builtin_mul_overflow((int64_t)ts->tv_sec, (int64_t)1000000000,
+				   &ns) ||
+	    __builtin_add_overflow(ns, (int64_t)ts->tv_nsec, &ns))
+		return ts->tv_sec < 0 ? INT64_MIN : INT64_MAX;
+	return ns;
 }
 
 static void tfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
@@ -198,9 +219,12 @@ static void tfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	sa.mtime_ns = (to_set & FUSE_SET_ATTR_MTIME_NOW)
 			      ? ts_ns(&now)
 			      : ts_ns(&attr->st_mtim);
+	sa.set_atime = to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW);
+	sa.atime_ns = (to_set & FUSE_SET_ATTR_ATIME_NOW)
+			      ? ts_ns(&now)
+			      : ts_ns(&attr->st_atim);
 	sa.set_ctime = to_set & FUSE_SET_ATTR_CTIME;
 	sa.ctime_ns = ts_ns(&attr->st_ctim);
-	/* atime alone (touch -a) is accepted and ignored: noatime */
 	/* a size change through an open file applies to its working copy */
 	r = eng_setattr(t->eng, ino, fi ? file_of(req, fi) : NULL, &sa, &ctx,
 			&a);

@@ -69,8 +69,9 @@ static const struct fuse_opt tfs_opts[] = {
 /*
  * Options an /etc/fstab line may carry that mean nothing to tierfs, accepted
  * and dropped: mount(8) and mount.fuse3 remove most of them before tierfs
- * runs, but not the atime ones (tierfs always mounts noatime and keeps no
- * atime), and other callers remove none. Also every "x-*" and "comment=*".
+ * runs, but not the atime ones (tierfs always mounts noatime: only
+ * utimensat sets atime), and other callers remove none. Also every "x-*"
+ * and "comment=*".
  */
 static const char *const fstab_only_opts[] = {
 	"defaults",    "auto",		"noauto",   "nofail",

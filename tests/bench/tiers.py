@@ -24,9 +24,9 @@ REDIS_SCRIPT = REPO / "scripts" / "redis-test-server.sh"
 PGBIN = Path(os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin"))
 TOOL_TIMEOUT = 120.0
 
-# The tables of tierfs's PostgreSQL store (engine/l3_pg.c, schema version 1),
-# with the same constraints and indexes: the raw upsert writes rows shaped
-# exactly like the ones tierfs writes.
+# The tables of tierfs's PostgreSQL store (engine/l3_pg_schema.c, without
+# the merkle column), with the same constraints and indexes: the raw upsert
+# writes rows shaped like the ones tierfs writes.
 RAW_SCHEMA = """
 CREATE TABLE entries (
     ino bigint PRIMARY KEY,
@@ -45,6 +45,7 @@ CREATE TABLE entries (
     explicit_dir boolean NOT NULL,
     state text,
     xattrs bytea,
+    atime_ns bigint NOT NULL,
     CONSTRAINT entries_parent_name UNIQUE (parent, name)
 );
 CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem) WHERE stem IS NOT NULL;
@@ -55,7 +56,7 @@ CREATE TABLE contents (
 """
 
 ENTRY_COLS = ("ino", "parent", "name", "stem", "kind", "size", "hash", "version", "mtime_ns",
-              "ctime_ns", "mode", "uid", "gid", "explicit_dir", "state", "xattrs")
+              "ctime_ns", "mode", "uid", "gid", "explicit_dir", "state", "xattrs", "atime_ns")
 
 
 class ServerError(Exception):
@@ -266,7 +267,7 @@ def write_upsert_sql(path, rows, per_txn=1000):
                 stem = name[:-5] if name.endswith(b".json") else name
                 vals.append(f"({ino},{parent},{_hex(name)},{_hex(stem)},1,{len(data)},"
                             f"{_hex(hashlib.sha256(data).digest())},1,{now},{now},{mode},"
-                            f"{uid},{gid},false,NULL,NULL)")
+                            f"{uid},{gid},false,NULL,NULL,{now})")
             f.write(",\n".join(vals))
             f.write(f"\nON CONFLICT (ino) DO UPDATE SET {upd_e};\n")
             f.write("INSERT INTO contents (ino, data) VALUES\n")

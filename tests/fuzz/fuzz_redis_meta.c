@@ -4,7 +4,8 @@
  * arbitrary bytes: the input is the blob a server returned for field "m".
  *
  * Invariants besides "never crash or leak":
- *  - it returns 0, -ENOENT (another format: byte 0 is not 1) or -EUCLEAN (corrupt);
+ *  - it returns 0, -ENOENT (another format: byte 0 is not L2R_FORMAT, as
+ *    in the format 1 of older builds) or -EUCLEAN (corrupt);
  *  - a blob that decodes re-encodes (l2r_blob_encode()) to exactly the
  *    same bytes: the format has one spelling of each entry;
  *  - the row it gives keeps the contract of store.h (the checks of

@@ -8,9 +8,10 @@
  *   bit 0    fix the CRC of every framed record before writing, so that
  *            mutated bodies reach the decoder through replay too
  *   bits 1-7 start a new segment after framed record 0..6
- * A framed record is a 12-byte header with the magic whose body fits in
- * what is left; the walk over the input stops at the first that is not,
- * and the bytes from there (the tail) go to the last segment.
+ * A framed record is a 12-byte header with a magic (the current layout's,
+ * WAL_MAGIC, or the old one's, WAL_MAGIC_V1) whose body fits in what is
+ * left; the walk over the input stops at the first that is not, and the
+ * bytes from there (the tail) go to the last segment.
  *
  * Invariants (wal.h: "what replay yields is always a prefix of what was
  * appended", and wal.c: "what replay accepts is exactly what append
@@ -19,9 +20,11 @@
  *    checksum is wrong or whose body does not decode, across segments;
  *  - each record replay yields, appended again with wal_append() (to the
  *    segment wal_open() made), gives back its bytes: the new segment is
- *    byte for byte that prefix of the input.
+ *    byte for byte that prefix of the input, except that an old-layout
+ *    record comes back in the current layout: magic WAL_MAGIC, its
+ *    mtime_ns repeated as atime_ns right after it, length and CRC to match.
  * Every framed body, and the whole input, also goes through
- * wal_record_decode() alone.
+ * wal_record_decode() alone (the input with both magics).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -35,8 +38,8 @@
 #include "fuzz.h"
 #include "wal.h"
 
-#define MAGIC 0x54465731u /* wal.h */
 #define HDR 12
+#define MTIME_END 87 /* wal.h: body bytes up to mtime_ns, plus the name's */
 #define MAX_SPLITS 7
 
 static char dir[256];
@@ -51,6 +54,38 @@ static void put32(uint8_t *p, uint32_t v)
 {
 	for (int i = 0; i < 4; i++)
 		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static bool is_magic(uint32_t m)
+{
+	return m == WAL_MAGIC || m == WAL_MAGIC_V1;
+}
+
+/* Appends to @out (at *len) the record whose framed bytes are @rec (@len
+ * body bytes after the header) as wal_append() writes it: as it is in the
+ * current layout; an old-layout one (which decoded, so is long enough)
+ * with atime_ns = mtime_ns added after mtime_ns. */
+static void expect_append(uint8_t *out, size_t *len, const uint8_t *rec,
+			  uint32_t body_len)
+{
+	const uint8_t *body = rec + HDR;
+	uint8_t *o = out + *len, *nb = o + HDR;
+	size_t at;
+
+	if (get32(rec) == WAL_MAGIC) {
+		memcpy(o, rec, HDR + body_len);
+		*len += HDR + body_len;
+		return;
+	}
+	at = MTIME_END + ((size_t)body[25] | (size_t)body[26] << 8);
+	FUZZ_CHECK(at <= body_len);
+	memcpy(nb, body, at);
+	memcpy(nb + at, body + at - 8, 8);
+	memcpy(nb + at + 8, body + at, body_len - at);
+	put32(o, WAL_MAGIC);
+	put32(o + 4, body_len + 8);
+	put32(o + 8, (uint32_t)crc32_z(crc32(0L, Z_NULL, 0), nb, body_len + 8));
+	*len += HDR + body_len + 8;
 }
 
 /* Removes every file of the scratch directory. */
@@ -129,12 +164,12 @@ static int on_record(void *arg, struct change *rec)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	size_t ends[MAX_SPLITS + 1], off = 0, n, good_end = 0, got;
+	size_t ends[MAX_SPLITS + 1], off = 0, n, got, want_len = 0;
 	int nframed = 0, expected = 0, nsegs = 0, r;
 	bool broken = false;
 	struct replay rp = {0};
 	struct change *rec;
-	uint8_t flags, *buf, *back;
+	uint8_t flags, *buf, *back, *want;
 
 	if (size < 1)
 		return 0;
@@ -144,12 +179,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(buf);
 	memcpy(buf, data + 1, n);
 
+	/* what appending the replayed records gives back: each record at
+	 * most 8 bytes longer, and a record has at least HDR bytes */
+	want = malloc(n + 8 * (n / HDR) + 1);
+	FUZZ_CHECK(want);
+
 	/* the decoder alone, on the whole input */
-	if (wal_record_decode(buf, n, &rec) == 0)
+	if (wal_record_decode(WAL_MAGIC, buf, n, &rec) == 0)
+		change_free(rec);
+	if (wal_record_decode(WAL_MAGIC_V1, buf, n, &rec) == 0)
 		change_free(rec);
 
 	/* walk the framed records */
-	while (n - off >= HDR && get32(buf + off) == MAGIC &&
+	while (n - off >= HDR && is_magic(get32(buf + off)) &&
 	       get32(buf + off + 4) <= n - off - HDR) {
 		uint8_t *body = buf + off + HDR;
 		uint32_t len = get32(buf + off + 4);
@@ -159,18 +201,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 		if (flags & 1)
 			put32(buf + off + 8, crc);
-		r = wal_record_decode(body, len, &rec);
+		r = wal_record_decode(get32(buf + off), body, len, &rec);
 		FUZZ_CHECK(r == 0 || r == -EBADMSG);
 		if (r == 0)
 			change_free(rec);
 		ok = r == 0 && get32(buf + off + 8) == crc;
-		off += HDR + len;
 		if (!broken && ok) {
 			expected++;
-			good_end = off;
+			expect_append(want, &want_len, buf + off, len);
 		} else {
 			broken = true;
 		}
+		off += HDR + len;
 		if (nframed < MAX_SPLITS && (flags & (2u << nframed)))
 			ends[nsegs++] = off;
 		nframed++;
@@ -190,14 +232,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(r == expected);
 	wal_close(rp.w);
 
-	/* what was appended again is the replayed prefix, byte for byte */
-	back = malloc(good_end + 1);
+	/* what was appended again is the replayed prefix, byte for byte
+	 * (old-layout records in the current layout) */
+	back = malloc(want_len + 1);
 	FUZZ_CHECK(back);
-	got = read_seg(nsegs + 1, back, good_end + 1);
-	FUZZ_CHECK(got == good_end && memcmp(back, buf, good_end) == 0);
+	got = read_seg(nsegs + 1, back, want_len + 1);
+	FUZZ_CHECK(got == want_len && memcmp(back, want, want_len) == 0);
 	free(back);
 
 	empty_dir();
+	free(want);
 	free(buf);
 	return 0;
 }

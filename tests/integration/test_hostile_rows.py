@@ -34,9 +34,10 @@ def insert_sql(parent, base, blob):
         rows.append(f"({base + off}, {parent}, {blob(name)}, "
                     f"{'NULL' if kind == 0 else blob(name)}, {kind}, {size}, "
                     f"{'NULL' if kind == 0 else blob(ZERO)}, 1, 0, 0, {mode}, 0, 0, "
-                    f"{'true' if kind == 0 else 'false'}, NULL, NULL, NULL)")
+                    f"{'true' if kind == 0 else 'false'}, NULL, NULL, NULL, 0)")
     return ("INSERT INTO entries (ino, parent, name, stem, kind, size, hash, version, "
-            "mtime_ns, ctime_ns, mode, uid, gid, explicit_dir, state, xattrs, merkle) "
+            "mtime_ns, ctime_ns, mode, uid, gid, explicit_dir, state, xattrs, merkle, "
+            "atime_ns) "
             "VALUES " + ", ".join(rows))
 
 

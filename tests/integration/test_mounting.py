@@ -626,7 +626,7 @@ FSTAB_OPTIONS = [
     "defaults",
     # what a boot-time line carries: mount(8) and mount.fuse3 drop these
     "rw,nofail,_netdev,noauto,x-systemd.automount,x-systemd.idle-timeout=60,batch_flush_ms=50",
-    # relatime reaches tierfs: accepted and ignored (tierfs keeps no atime)
+    # relatime reaches tierfs: accepted and ignored (tierfs mounts noatime)
     "defaults,relatime,users,batch_flush_ms=50",
 ]
 

@@ -395,7 +395,7 @@ def test_redis_holds_the_bytes_written(tierfs_factory, redis_factory):
         got = wait_for(lambda: r.entry(ino) == data, 10)
         assert got, f"{name}: redis has {r.entry(ino)!r} at {PREFIX}e:{ino} d, not the bytes written"
         meta = r.entry(ino, "m")
-        assert meta[0] == 1, f"{name}: metadata format {meta[0]}"
+        assert meta[0] == 2, f"{name}: metadata format {meta[0]}"
         assert int.from_bytes(meta[1:9], "little") == len(data), f"{name}: size in 'm'"
         assert meta[9:41] == hashlib.sha256(data).digest(), f"{name}: hash in 'm'"
         assert sorted(r.call("HKEYS", f"{PREFIX}e:{ino}")) == [b"d", b"m"], name

@@ -1,12 +1,21 @@
 """POSIX behaviour tools look at, through a real mount: a directory's
 mtime and ctime follow the entries made, removed and renamed in it, and
-persist."""
+persist; atime is what utimensat set (the mount is noatime), kept by every
+other change and by every tier: the write-ahead log (kill -9), L3
+(remount), Redis; a log the previous build left (records without atime)
+still replays."""
 
 import os
 import shutil
+import sqlite3
+import struct
+import subprocess
 import time
+import zlib
 
 import pytest
+
+from conftest import TIERFS_BIN, run, wait_for
 
 if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
     pytest.skip("FUSE is unavailable here (/dev/fuse or fusermount3 missing)",
@@ -72,3 +81,245 @@ def test_root_times_follow_its_entries(mnt):
     t0 = time.time_ns()
     open(mnt.path("x.bin"), "wb").close()
     assert_touched(mnt.mnt, t0 - 10**6)
+
+
+@pytest.mark.parametrize("options", [[], ["attr_timeout=0", "entry_timeout=0"]],
+                         ids=["cached", "uncached"])
+def test_truncate_updates_ctime(tierfs_factory, options):
+    """ftruncate through an open descriptor changes ctime at once, in the
+    attributes setattr answers (the kernel caches them) and in getattr,
+    though the new size is published only at close; so do truncate by
+    path and O_TRUNC. pjdfstest ftruncate/00.t checks the first."""
+    m = tierfs_factory(options=options)
+    path = m.path("f")
+    with open(path, "wb") as f:
+        f.write(b"0123456789")
+    os.utime(path, ns=(PAST, PAST))
+    before = os.stat(path)
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.ftruncate(fd, 123)
+        st = os.fstat(fd)
+        assert st.st_size == 123
+        assert st.st_ctime_ns > before.st_ctime_ns
+        assert st.st_mtime_ns > PAST
+        assert os.stat(path).st_ctime_ns == st.st_ctime_ns
+    finally:
+        os.close(fd)
+    assert os.stat(path).st_ctime_ns >= st.st_ctime_ns
+    # by path, without a writer
+    os.utime(path, ns=(PAST, PAST))
+    before = os.stat(path)
+    os.truncate(path, 5)
+    st = os.stat(path)
+    assert (st.st_size, st.st_mtime_ns > PAST) == (5, True)
+    assert st.st_ctime_ns > before.st_ctime_ns
+
+
+# --- atime -------------------------------------------------------------
+
+A_PAST = -86_400_500_000_000            # touch -a -d @-86400.5: 1969, half a second
+M_2200 = 7_258_118_400_123_456_789      # 2200-01-01 00:00:00.123456789 UTC
+BEYOND_U32 = (2**32 + 7) * 10**9 + 1    # 2106, past u32 seconds, 1 ns
+NO_BACKGROUND_FLUSH = ["batch_flush_ms=60000", "batch_flush_count=1000000",
+                       "batch_flush_bytes=268435456"]
+
+
+def times(path):
+    st = os.stat(path)
+    return st.st_atime_ns, st.st_mtime_ns
+
+
+def l3_times(m, ino):
+    """(atime_ns, mtime_ns) of @ino in L3 itself."""
+    sql = f"SELECT atime_ns, mtime_ns FROM entries WHERE ino = {ino}"
+    if m.pg is not None:
+        a, mt = m.psql(sql).split("|")
+        return int(a), int(mt)
+    with sqlite3.connect(f"file:{m.db}?mode=ro", uri=True) as db:
+        return tuple(db.execute(sql).fetchone())
+
+
+def test_atime_is_set_by_utimensat_only(mnt):
+    m = mnt
+    f, d = m.path("f.bin"), m.path("d")
+    # new entries: atime = mtime = the creation time
+    t0 = time.time_ns()
+    os.mkdir(d)
+    os.close(os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    for x in (f, d):
+        st = os.stat(x)
+        assert st.st_atime_ns == st.st_mtime_ns == st.st_ctime_ns >= t0 - 10**6, x
+
+    # touch -a / -m: the other time is left alone (UTIME_OMIT)
+    m.run(["touch", "-a", "-d", "@-86400.5", "f.bin"])
+    mtime = os.stat(f).st_mtime_ns
+    assert times(f) == (A_PAST, mtime)
+    m.run(["touch", "-m", "-d", "2200-01-01 00:00:00.123456789 UTC", "f.bin"])
+    assert times(f) == (A_PAST, M_2200)
+    assert m.run(["stat", "-c", "%X %Y", "f.bin"]).stdout.split() == ["-86401", "7258118400"]
+    # both, to the nanosecond, past u32 seconds and before 1970
+    os.utime(f, ns=(BEYOND_U32, -1))
+    assert times(f) == (BEYOND_U32, -1)
+    # UTIME_NOW for atime only
+    t0 = time.time_ns()
+    m.run(["touch", "-a", "f.bin"])
+    atime, mtime = times(f)
+    assert mtime == -1 and t0 - 10**6 <= atime <= time.time_ns() + 10**6
+    ctime = os.stat(f).st_ctime_ns
+    assert ctime >= t0 - 10**6   # utimensat is a change
+
+    # nothing else moves it: reads (noatime), writes, chmod, xattrs, rename
+    os.utime(f, ns=(A_PAST, M_2200))
+    os.utime(d, ns=(BEYOND_U32, M_2200))
+    with open(f, "ab") as fh:
+        fh.write(b"more")
+    assert os.stat(f).st_mtime_ns != M_2200
+    m.run(["cat", "f.bin"])
+    m.run(["ls", "-lR", "."])
+    os.chmod(f, 0o600)
+    m.run(["setfattr", "-n", "user.x", "-v", "1", "f.bin"])
+    os.rename(f, m.path("d", "g.bin"))
+    g = m.path("d", "g.bin")
+    assert os.stat(g).st_atime_ns == A_PAST
+    assert os.stat(d).st_atime_ns == BEYOND_U32   # its mtime moved, its atime not
+    assert os.stat(d).st_mtime_ns != M_2200
+
+    want = {x: times(x) for x in (g, d)}
+    ino = {x: os.stat(x).st_ino for x in (g, d)}
+    m.remount()
+    assert {x: times(x) for x in (g, d)} == want
+    for x in (g, d):
+        assert l3_times(m, ino[x]) == want[x], x
+
+
+def test_atime_survives_kill9(tierfs_factory):
+    """Only the write-ahead log holds the change when the daemon dies."""
+    m = tierfs_factory(options=NO_BACKGROUND_FLUSH + ["attr_timeout=0", "entry_timeout=0"])
+    os.mkdir(m.path("d"))
+    with open(m.path("d", "f.json"), "w") as fh:
+        fh.write("{}")
+    os.utime(m.path("d", "f.json"), ns=(A_PAST, M_2200))
+    m.run(["touch", "-a", "-d", "@4294967303.000000001", "d"])
+    want = {x: times(m.path(*x)) for x in (("d",), ("d", "f.json"))}
+    assert want[("d", "f.json")] == (A_PAST, M_2200)
+    assert want[("d",)][0] == BEYOND_U32
+    m.kill9()
+    m.start()
+    assert {x: times(m.path(*x)) for x in want} == want
+    m.remount()   # and once L3 has them
+    assert {x: times(m.path(*x)) for x in want} == want
+
+
+WAL_MAGIC_V1, WAL_MAGIC = 0x54465731, 0x54465732   # engine/wal.h
+
+
+def downgrade_log(wal_dir):
+    """Rewrites every record of the log in @wal_dir in the layout of the
+    build before atime_ns (engine/wal.h): magic "TFW1", no atime_ns after
+    mtime_ns. Returns how many records it rewrote."""
+    count = 0
+    for name in sorted(os.listdir(wal_dir)):
+        if not (name.startswith("wal-") and name.endswith(".log")):
+            continue
+        path = os.path.join(wal_dir, name)
+        with open(path, "rb") as fh:
+            data = fh.read()
+        out, off = bytearray(), 0
+        while off < len(data):
+            magic, blen, _crc = struct.unpack_from("<III", data, off)
+            assert magic == WAL_MAGIC, f"{name}: a record at {off} is not the current layout"
+            body = data[off + 12:off + 12 + blen]
+            name_len = struct.unpack_from("<H", body, 25)[0]
+            at = 87 + name_len                   # just after mtime_ns
+            old = body[:at] + body[at + 8:]
+            out += struct.pack("<III", WAL_MAGIC_V1, len(old), zlib.crc32(old)) + old
+            off += 12 + blen
+            count += 1
+        with open(path, "wb") as fh:
+            fh.write(out)
+    return count
+
+
+def test_log_of_the_previous_build_replays(tierfs_factory):
+    """A store whose log the previous build left (killed before the log
+    drained) mounts, with every change; atime is mtime, as that build
+    showed it."""
+    m = tierfs_factory(options=NO_BACKGROUND_FLUSH)
+    os.mkdir(m.path("d"))
+    with open(m.path("d", "a.json"), "w") as fh:
+        fh.write('{"a": 1}')
+    with open(m.path("b.bin"), "wb") as fh:
+        fh.write(b"\0b" * 1000)
+    os.utime(m.path("b.bin"), ns=(A_PAST, M_2200))
+    m.kill9()
+    assert downgrade_log(m.wal) >= 4
+    m.start()
+    with open(m.path("d", "a.json")) as fh:
+        assert fh.read() == '{"a": 1}'
+    with open(m.path("b.bin"), "rb") as fh:
+        assert fh.read() == b"\0b" * 1000
+    assert times(m.path("b.bin")) == (M_2200, M_2200)
+    st = os.stat(m.path("d", "a.json"))
+    assert st.st_atime_ns == st.st_mtime_ns
+    # and the mount goes on in the current layout
+    os.utime(m.path("b.bin"), ns=(A_PAST, M_2200))
+    m.remount()
+    assert times(m.path("b.bin")) == (A_PAST, M_2200)
+
+
+def redis_blob(m, ino):
+    """The metadata blob of @ino in Redis, byte for byte (b"" when absent)."""
+    cp = subprocess.run(["redis-cli", "-u", m.store.redis_url, "--raw", "HGET",
+                         f"{m.redis_prefix}e:{ino}", "m"],
+                        capture_output=True, check=True, timeout=60)
+    return cp.stdout[:-1]   # --raw adds a newline
+
+
+def redis_set_blob(m, ino, blob):
+    subprocess.run(["redis-cli", "-u", m.store.redis_url, "-x", "HSET",
+                    f"{m.redis_prefix}e:{ino}", "m"],
+                   input=blob, capture_output=True, check=True, timeout=60)
+
+
+def verify(m, *flags):
+    return run([str(TIERFS_BIN), "verify", *flags, f"--postgres={m.pg.uri}",
+                f"--redis={m.store.redis_url}", "-o", f"redis_prefix={m.redis_prefix}"],
+               check=False)
+
+
+@pytest.mark.stores("redis+postgres")
+def test_atime_in_redis(tierfs):
+    """Redis's blob (format 2, engine/l2_redis_keys.c) carries atime, and
+    tierfs verify compares it; a blob of the previous format 1 is a miss,
+    filled again from L3."""
+    m = tierfs
+    for name in ("x.bin", "y.bin"):
+        with open(m.path(name), "wb") as fh:
+            fh.write(name.encode())
+        os.utime(m.path(name), ns=(A_PAST, M_2200))
+    ino = {n: os.stat(m.path(n)).st_ino for n in ("x.bin", "y.bin")}
+    # reading the root's Merkle hash commits every pending change
+    assert len(m.getfattr(m.mnt, "user.tierfs.merkle")) == 64
+    for n in ino:
+        blob = redis_blob(m, ino[n])
+        assert blob[0] == 2
+        assert struct.unpack_from("<qq", blob, 59) == (M_2200, A_PAST)
+    cp = verify(m)
+    assert cp.returncode == 0 and "0 findings" in cp.stdout, cp.stdout + cp.stderr
+
+    # a blob as the previous build wrote it: format 1, no atime_ns
+    for n in ino:
+        blob = redis_blob(m, ino[n])
+        redis_set_blob(m, ino[n], bytes([1]) + blob[1:67] + blob[75:])
+    cp = verify(m)
+    assert cp.returncode == 1 and "2 findings" in cp.stdout, cp.stdout + cp.stderr
+    m.remount()   # an empty L1: reads go to Redis
+    with open(m.path("x.bin"), "rb") as fh:
+        assert fh.read() == b"x.bin"
+    assert times(m.path("x.bin")) == (A_PAST, M_2200)
+    assert wait_for(lambda: redis_blob(m, ino["x.bin"])[:1] == b"\x02", 10)
+    cp = verify(m, "--repair")
+    assert cp.returncode == 1 and "1 findings, 1 repaired" in cp.stdout, cp.stdout + cp.stderr
+    assert struct.unpack_from("<q", redis_blob(m, ino["y.bin"]), 67) == (A_PAST,)
+    assert verify(m).returncode == 0

@@ -108,9 +108,9 @@ def test_reports_exactly_the_drift_and_repairs_it(tree):
 
     t.redis("DEL", t.ekey("a/one.json"))                        # missing
     t.redis("HSET", t.ekey("a/b/three.json"), "d", "[4]")       # same size, wrong bytes
-    # metadata of this format (first byte 1) that does not decode; a blob
-    # of another format would read as absent (a newer tierfs's entry)
-    t.redis("EVAL", "return redis.call('HSET', KEYS[1], 'm', string.char(1) .. 'garbage')",
+    # metadata of this format (first byte 2) that does not decode; a blob
+    # of another format would read as absent (an older or newer tierfs's)
+    t.redis("EVAL", "return redis.call('HSET', KEYS[1], 'm', string.char(2) .. 'garbage')",
             "1", t.ekey("c/five.json"))
     t.redis("DEL", t.tkey("a/b"))                               # mirror missing
     t.redis("SET", t.tkey(""), "0" * 64)                        # mirror wrong

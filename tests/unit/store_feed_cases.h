@@ -770,4 +770,25 @@ static inline void case_feed_merkle_races(struct store *a, struct store *b)
 	}
 }
 
+/* A change with content applied again (a commit whose answer was lost)
+ * keeps the version; the same version with other content is new. */
+static inline void case_feed_replay(struct store *a, struct store *b)
+{
+	struct item_meta m;
+	uint64_t f = new_ino(a);
+
+	CHECK_EQ(apply_one(a, hashed_change_of(f, STORE_ROOT_INO, "f", &m,
+					       ITEM_BINARY, "one", 3)),
+		 0);
+	CHECK_EQ(apply_one(a, hashed_change_of(f, STORE_ROOT_INO, "f", &m,
+					       ITEM_BINARY, "one", 3)),
+		 0);
+	CHECK_EQ(feed_version(a, f), 1);
+	CHECK_EQ(apply_one(b, hashed_change_of(f, STORE_ROOT_INO, "f", &m,
+					       ITEM_BINARY, "two", 3)),
+		 0);
+	CHECK_EQ(feed_version(a, f), 2);
+	check_content(a, f, "two", 3);
+}
+
 #endif

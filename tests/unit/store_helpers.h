@@ -43,6 +43,7 @@ static inline struct item_meta meta_of(enum item_kind kind, uint64_t size)
 	m.size = size;
 	m.version = 1;
 	m.mtime_ns = 1700000000123456789LL;
+	m.atime_ns = 1600000000555555555LL;
 	m.ctime_ns = 1700000000987654321LL;
 	m.mode = kind == ITEM_DIR ? S_IFDIR | 0755 : S_IFREG | 0644;
 	m.uid = 1000;
@@ -148,6 +149,7 @@ static inline bool meta_equal(const struct item_meta *a,
 	return a->kind == b->kind && a->size == b->size &&
 	       memcmp(a->hash, b->hash, ITEM_HASH_LEN) == 0 &&
 	       a->version == b->version && a->mtime_ns == b->mtime_ns &&
+	       a->atime_ns == b->atime_ns &&
 	       a->ctime_ns == b->ctime_ns && a->mode == b->mode &&
 	       a->uid == b->uid && a->gid == b->gid &&
 	       a->explicit_dir == b->explicit_dir &&

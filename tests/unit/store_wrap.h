@@ -213,6 +213,7 @@ static int store_wrap_apply(struct store *s, struct change *const *changes,
 		store_tree_none(tree, ntree);
 		return -r;
 	}
+	w->inner->strict = s->strict;
 	r = w->inner->ops->apply(w->inner, changes, n, tree, ntree);
 	if (f) {
 		if (r == 0 && tree)

@@ -1440,6 +1440,63 @@ static void test_inodes_stable(void)
 	close_ok(e);
 }
 
+/* atime: a new entry's is its creation time, as its mtime; only setattr
+ * sets it (to the nanosecond, before 1970 too); a write, chmod, xattr or
+ * rename keeps it, and so does a reopen (L3). */
+static void test_atime(void)
+{
+	struct eng_config cfg = lazy_cfg("atime");
+	struct eng *e = open_ok(&cfg);
+	struct eng_setattr sa = {0};
+	struct eng_attr at, was;
+	uint64_t d, f;
+
+	CHECK_EQ(eng_mkdir(e, ROOT, "d", 0755, &ctx, &at), 0);
+	d = at.ino;
+	CHECK_EQ(at.atime_ns, at.mtime_ns);
+	CHECK_EQ(at.ctime_ns, at.mtime_ns);
+	f = put_file_ok(e, d, "f.bin", "x");
+	CHECK_EQ(eng_getattr(e, d, &was), 0);
+	CHECK_EQ(was.atime_ns, at.atime_ns); /* a new child moves mtime only */
+	CHECK(was.mtime_ns >= at.mtime_ns);
+
+	/* touch -a -d @-86400.5: atime alone, ctime moves */
+	CHECK_EQ(eng_getattr(e, f, &was), 0);
+	sa.set_atime = true;
+	sa.atime_ns = -86400500000000LL;
+	CHECK_EQ(eng_setattr(e, f, NULL, &sa, &ctx, &at), 0);
+	CHECK_EQ(at.atime_ns, -86400500000000LL);
+	CHECK_EQ(at.mtime_ns, was.mtime_ns);
+	CHECK(at.ctime_ns >= was.ctime_ns);
+	/* both, as utimensat sets them: 2200-01-01, and 1 ns */
+	sa.set_mtime = true;
+	sa.mtime_ns = 7258118400123456789LL;
+	sa.atime_ns = 1;
+	CHECK_EQ(eng_setattr(e, f, NULL, &sa, &ctx, &at), 0);
+	CHECK_EQ(at.atime_ns, 1);
+	CHECK_EQ(at.mtime_ns, 7258118400123456789LL);
+
+	/* what keeps it */
+	CHECK_EQ(rewrite(e, f, "yy", 2), 0);
+	sa = (struct eng_setattr){.set_mode = true, .mode = 0600};
+	CHECK_EQ(eng_setattr(e, f, NULL, &sa, &ctx, &at), 0);
+	CHECK_EQ(eng_setxattr(e, f, "user.x", "v", 1, 0), 0);
+	CHECK_EQ(eng_rename(e, d, "f.bin", ROOT, "g.bin", 0), 0);
+	CHECK_EQ(eng_getattr(e, f, &at), 0);
+	CHECK_EQ(at.atime_ns, 1);
+	CHECK(at.mtime_ns != 7258118400123456789LL); /* the write moved it */
+
+	e = reopen(e, &cfg);
+	CHECK_EQ(lookup_ok(e, ROOT, "g.bin"), f);
+	CHECK_EQ(eng_getattr(e, f, &at), 0);
+	CHECK_EQ(at.atime_ns, 1);
+	CHECK_EQ(at.mode & 07777, 0600);
+	CHECK_EQ(lookup_ok(e, ROOT, "d"), d);
+	CHECK_EQ(eng_getattr(e, d, &at), 0);
+	CHECK(at.atime_ns > 0 && at.atime_ns <= at.mtime_ns);
+	close_ok(e);
+}
+
 static void test_put_implicit_dirs(void)
 {
 	struct eng_config cfg = lazy_cfg("implicit");
@@ -1606,6 +1663,7 @@ int main(void)
 	test_rename_swap();
 	test_fsync_status();
 	test_inodes_stable();
+	test_atime();
 	test_put_implicit_dirs();
 	test_dirs();
 	test_readdir_dirty_run(); /* last: a failure here ends the process */

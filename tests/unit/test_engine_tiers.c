@@ -274,6 +274,11 @@ static void test_failed_changes_leave_nothing(void)
 	sa.set_mtime = true;
 	sa.mtime_ns = 86400LL * 1000000000;
 	CHECK_EQ(eng_setattr(e, before.ino, NULL, &sa, &ctx, &a), -ENOSPC);
+	sa.set_mtime = false;
+	sa.set_atime = true; /* touch -a */
+	sa.atime_ns = 86400LL * 1000000000;
+	CHECK_EQ(eng_setattr(e, before.ino, NULL, &sa, &ctx, &a), -ENOSPC);
+	sa.set_atime = false;
 	CHECK_EQ(eng_setxattr(e, before.ino, "user.x", "value", 5, 0),
 		 -ENOSPC);
 	CHECK_EQ(eng_setxattr(e, before.ino, "user.tierfs.state", "s", 1, 0),
@@ -281,6 +286,7 @@ static void test_failed_changes_leave_nothing(void)
 	CHECK_EQ(eng_getattr(e, before.ino, &after), 0);
 	CHECK_EQ(after.mode, before.mode);
 	CHECK_EQ(after.mtime_ns, before.mtime_ns);
+	CHECK_EQ(after.atime_ns, before.atime_ns);
 	CHECK_EQ(after.ctime_ns, before.ctime_ns);
 	CHECK_EQ(eng_getxattr(e, before.ino, "user.x", val, sizeof(val)),
 		 -ENODATA);

@@ -38,6 +38,7 @@
 #include "change_helpers.h"
 #include "check.h"
 #include "l2_redis.h"
+#include "l2_redis_int.h" /* the blob, for entries of another format */
 
 /* ---- the log sink: keeps every line, prints when TEST_VERBOSE ---- */
 
@@ -234,6 +235,7 @@ static struct item_meta meta_of(enum item_kind kind, const void *data,
 		item_hash(len ? data : "", len, m.hash);
 	m.version = 1;
 	m.mtime_ns = 1700000000123456789LL;
+	m.atime_ns = 1600000000555555555LL;
 	m.ctime_ns = 1700000000987654321LL;
 	m.mode = kind == ITEM_DIR ? S_IFDIR | 0755 : S_IFREG | 0644;
 	m.uid = 1000;
@@ -260,6 +262,7 @@ static void check_meta_eq(const struct item_meta *got,
 	CHECK(memcmp(got->hash, want->hash, ITEM_HASH_LEN) == 0);
 	CHECK(got->version == want->version);
 	CHECK_EQ(got->mtime_ns, want->mtime_ns);
+	CHECK_EQ(got->atime_ns, want->atime_ns);
 	CHECK_EQ(got->ctime_ns, want->ctime_ns);
 	CHECK_EQ(got->mode, want->mode);
 	CHECK_EQ(got->uid, want->uid);
@@ -404,6 +407,7 @@ static void test_meta_fields(void)
 	CHECK_EQ(item_xattr_set(&m[3], "user.one", "1", 1, 0), 0);
 	CHECK_EQ(item_xattr_set(&m[3], "user.two", xval, sizeof(xval), 0), 0);
 	m[3].mtime_ns = -1234567890123LL;
+	m[3].atime_ns = INT64_MAX;
 	m[3].ctime_ns = INT64_MIN;
 	m[3].version = UINT64_MAX;
 	m[3].uid = UINT32_MAX;
@@ -888,17 +892,41 @@ static void test_foreign_entries(void)
 	CHECK_EQ(raw_int(raw, "HDEL %s d", key_of(ino)), 1);
 
 	/* A truncated blob, and trailing bytes. */
-	CHECK_EQ(raw_int(raw, "HSET %s m %b", key_of(ino), "\x01garbage",
+	CHECK_EQ(raw_int(raw, "HSET %s m %b", key_of(ino), "\x02garbage",
 			 (size_t)8),
 		 0);
 	CHECK_EQ(s->ops->get(s, ino, &row), -EUCLEAN);
 
-	/* Another format: absent. */
+	/* Another format: absent. A newer one... */
 	CHECK_EQ(raw_int(raw, "HSET %s m %b d abcd", key_of(ino),
-			 "\x02whatever", (size_t)9),
+			 "\x03whatever", (size_t)9),
 		 1);
 	CHECK_EQ(s->ops->get(s, ino, &row), -ENOENT);
 	CHECK_EQ(s->ops->fetch(s, ino, &row, &data, &len), -ENOENT);
+	/* ... or format 1, which builds before atime was kept wrote: the
+	 * blob of a good entry, without atime_ns (bytes 67..74) */
+	{
+		size_t blen = l2r_blob_len("f", &m);
+		uint8_t *b = malloc(blen);
+
+		CHECK(b != NULL);
+		l2r_blob_encode(1, "f", &m, b);
+		CHECK_EQ(b[0], 2);
+		b[0] = 1;
+		memmove(b + 67, b + 75, blen - 75);
+		CHECK_EQ(raw_int(raw, "HSET %s m %b d abcd", key_of(ino), b,
+				 blen - 8),
+			 0);
+		CHECK_EQ(s->ops->get(s, ino, &row), -ENOENT);
+		CHECK_EQ(s->ops->fetch(s, ino, &row, &data, &len), -ENOENT);
+		/* the same blob in format 2 is the entry */
+		l2r_blob_encode(1, "f", &m, b);
+		CHECK_EQ(raw_int(raw, "HSET %s m %b", key_of(ino), b, blen), 0);
+		CHECK_EQ(s->ops->get(s, ino, &row), 0);
+		check_meta_eq(&row.meta, &m);
+		store_row_release(&row);
+		free(b);
+	}
 
 	/* A key of another type. */
 	raw_ok(raw, "SET %s x", key_of(ino));

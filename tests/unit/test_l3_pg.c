@@ -193,6 +193,7 @@ static void test_open_creates_root(void)
 	CHECK_EQ(r.meta.gid, getegid());
 	CHECK(r.meta.explicit_dir);
 	CHECK(r.meta.mtime_ns > 1600000000LL * 1000000000);
+	CHECK_EQ(r.meta.atime_ns, r.meta.mtime_ns);
 	CHECK(r.meta.ctime_ns > 1600000000LL * 1000000000);
 	CHECK(r.meta.state == NULL);
 	CHECK(r.meta.xattrs == NULL && r.meta.xattrs_len == 0);
@@ -244,9 +245,9 @@ static void test_open_creates_root(void)
 			 "     AND data_type = 'boolean')"
 			 " OR (column_name = 'state' AND data_type = 'text')"
 			 " OR (column_name IN ('ino', 'parent', 'size',"
-			 "     'version', 'mtime_ns', 'ctime_ns', 'uid', 'gid')"
-			 "     AND data_type = 'bigint'))"),
-		 17);
+			 "     'version', 'mtime_ns', 'atime_ns', 'ctime_ns', 'uid',"
+			 "     'gid') AND data_type = 'bigint'))"),
+		 18);
 	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
 			   " WHERE key = 'schema_version'"),
 		 4);
@@ -499,6 +500,7 @@ static void test_meta_roundtrip(void)
 		m.hash[i] = (uint8_t)(0xa0 + i);
 	m.version = 1ULL << 40;
 	m.mtime_ns = -1234567890123LL; /* before the epoch */
+	m.atime_ns = INT64_MIN;
 	m.ctime_ns = INT64_MAX;
 	m.mode = S_IFREG | 04751;
 	m.uid = 4000000000U;
@@ -1697,6 +1699,9 @@ static void test_migration(void)
 			   " WHERE key = 'schema_version'"),
 		 4);
 	CHECK_EQ(admin_int("SELECT count(*) FROM entries"
+			   " WHERE atime_ns IS DISTINCT FROM mtime_ns"),
+		 0);
+	CHECK_EQ(admin_int("SELECT count(*) FROM entries"
 			   " WHERE (kind = 0) = (merkle IS NULL)"),
 		 0); /* every directory has one, no file has */
 	check_merkle_tree(s, root);
@@ -1798,6 +1803,7 @@ static void test_feed_cases(void)
 	feed_case(case_feed_stale);
 	feed_case(case_feed_wait);
 	feed_case(case_feed_merkle_races);
+	feed_case(case_feed_replay);
 }
 
 #define NORDER_WRITERS 3
@@ -2074,6 +2080,7 @@ static void test_feed_migration(void)
 	s = open_ok();
 	store_free(s);
 	admin_exec("DROP TABLE feed, feed_head;"
+		   "ALTER TABLE entries DROP COLUMN atime_ns;"
 		   "UPDATE tierfs_meta SET value = 2"
 		   " WHERE key = 'schema_version'");
 
@@ -2088,7 +2095,7 @@ static void test_feed_migration(void)
 		 0);
 	admin_exec("DROP TABLE feed");
 
-	count_word = "migrated the schema from version 2 to 4";
+	count_word = "migrated the schema from version 3 to 4";
 	count_hits = 0;
 	s = open_ok();
 	CHECK_EQ(count_hits, 1);
@@ -2109,6 +2116,107 @@ static void test_feed_migration(void)
 	CHECK_EQ(feed_head_of(s), 1);
 	store_free(s);
 	count_word = NULL;
+}
+
+/* The columns of entries: name, type, nullable, default, in table order. */
+static char *entries_columns(void)
+{
+	PGresult *res;
+	char *out;
+
+	res = PQexec(admin,
+		     "SELECT string_agg(column_name || ' ' || data_type || ' '"
+		     " || is_nullable || ' ' || coalesce(column_default, '-'),"
+		     " ', ' ORDER BY ordinal_position)"
+		     " FROM information_schema.columns"
+		     " WHERE table_name = 'entries'"
+		     " AND table_schema = current_schema()");
+	CHECK_EQ(PQresultStatus(res), PGRES_TUPLES_OK);
+	CHECK_EQ(PQntuples(res), 1);
+	out = strdup(PQgetvalue(res, 0, 0));
+	CHECK(out);
+	PQclear(res);
+	return out;
+}
+
+/* A version-2 schema (version 1's with the merkle column, as the step to 2
+ * left it) migrates to 3: atime_ns is each row's mtime_ns, and the table
+ * is the same as a new one's. */
+static void test_migration_3(void)
+{
+	struct store *s;
+	struct store_row r;
+	struct item_meta m = meta_of(ITEM_BINARY, 0);
+	char *fresh, *migrated;
+	uint64_t f;
+
+	reset_schema();
+	s = open_fresh();
+	store_free(s);
+	fresh = entries_columns();
+	CHECK(strstr(fresh, "merkle bytea YES -, atime_ns bigint NO -") !=
+	      NULL);
+
+	make_v1_schema();
+	admin_exec("ALTER TABLE entries ADD COLUMN merkle bytea;"
+		   "UPDATE entries SET merkle = sha256(''::bytea)"
+		   " WHERE kind = 0;"
+		   "UPDATE entries SET mtime_ns = -86400500000000 WHERE ino = 4;"
+		   "UPDATE entries SET mtime_ns = 7258118400123456789"
+		   " WHERE ino = 10;"
+		   "UPDATE tierfs_meta SET value = 2"
+		   " WHERE key = 'schema_version'");
+	count_word = "migrated";
+	count_hits = 0;
+	s = open_ok();
+	CHECK_EQ(count_hits, 2); /* to 3, then to 4 */
+	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
+			   " WHERE key = 'schema_version'"),
+		 4);
+	migrated = entries_columns();
+	CHECK_STREQ(migrated, fresh);
+	CHECK_EQ(s->ops->get(s, 4, &r), 0);
+	CHECK_EQ(r.meta.atime_ns, -86400500000000LL);
+	store_row_release(&r);
+	CHECK_EQ(s->ops->get(s, 10, &r), 0);
+	CHECK_EQ(r.meta.atime_ns, 7258118400123456789LL);
+	store_row_release(&r);
+	m.atime_ns = -1;
+	f = new_ino(s);
+	CHECK_EQ(apply_one(s, change_of(f, STORE_ROOT_INO, "f", &m)), 0);
+	CHECK_EQ(s->ops->get(s, f, &r), 0);
+	CHECK(meta_equal(&r.meta, &m));
+	store_row_release(&r);
+	store_free(s);
+	count_hits = 0;
+	s = open_ok(); /* reopening migrates nothing */
+	CHECK_EQ(count_hits, 0);
+	store_free(s);
+
+	/* a step to 3 that fails leaves version 2 as it was */
+	make_v1_schema();
+	admin_exec("ALTER TABLE entries ADD COLUMN merkle bytea;"
+		   "UPDATE tierfs_meta SET value = 2"
+		   " WHERE key = 'schema_version'");
+	admin_exec("CREATE OR REPLACE FUNCTION tierfs_test_refuse()"
+		   " RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+		   " RAISE EXCEPTION 'refused by the test'; END $$");
+	admin_exec("CREATE TRIGGER tierfs_test_refuse BEFORE UPDATE ON entries"
+		   " FOR EACH ROW EXECUTE FUNCTION tierfs_test_refuse()");
+	open_fails(uri, -EIO, "refused by the test");
+	CHECK_EQ(count_hits, 0);
+	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
+			   " WHERE key = 'schema_version'"),
+		 2);
+	CHECK_EQ(admin_int("SELECT count(*) FROM information_schema.columns"
+			   " WHERE table_name = 'entries'"
+			   " AND column_name = 'atime_ns'"),
+		 0);
+	count_word = NULL;
+	reset_schema();
+	admin_exec("DROP FUNCTION IF EXISTS tierfs_test_refuse() CASCADE");
+	free(fresh);
+	free(migrated);
 }
 
 /* ---- the property test ---- */
@@ -2729,6 +2837,7 @@ int main(void)
 	test_merkle_failed_batch();
 	test_merkle_concurrent();
 	test_migration();
+	test_migration_3();
 	test_merkle_property();
 	test_feed_cases();
 	test_feed_commit_order();

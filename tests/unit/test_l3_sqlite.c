@@ -53,8 +53,8 @@ static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 static char last_log[1024];
 static int nlogs;
 static int nwarnings;		 /* LOG_WARNING lines */
-static int nmigrated;		 /* LOG_INFO lines about a migration */
-static char migrated_line[1024]; /* the last of them */
+static int nmigrated;		  /* LOG_INFO lines about a migration */
+static char migrated_lines[2048]; /* all of them, one a line */
 
 static void log_fn(void *arg, int level, const char *msg)
 {
@@ -64,7 +64,10 @@ static void log_fn(void *arg, int level, const char *msg)
 	if (level == LOG_WARNING)
 		nwarnings++;
 	if (level == LOG_INFO && strstr(msg, "migrated")) {
-		snprintf(migrated_line, sizeof(migrated_line), "%s", msg);
+		size_t used = strlen(migrated_lines);
+
+		snprintf(migrated_lines + used, sizeof(migrated_lines) - used,
+			 "%s\n", msg);
 		nmigrated++;
 	}
 	if (getenv("TEST_VERBOSE"))
@@ -81,7 +84,7 @@ static void log_reset(void)
 	nlogs = 0;
 	nwarnings = 0;
 	nmigrated = 0;
-	migrated_line[0] = '\0';
+	migrated_lines[0] = '\0';
 	pthread_mutex_unlock(&log_lock);
 }
 
@@ -135,6 +138,7 @@ static void test_open_creates_root(void)
 	CHECK_EQ(r.meta.gid, getegid());
 	CHECK(r.meta.explicit_dir);
 	CHECK(r.meta.mtime_ns > 1600000000LL * 1000000000);
+	CHECK_EQ(r.meta.atime_ns, r.meta.mtime_ns);
 	CHECK(r.meta.ctime_ns > 1600000000LL * 1000000000);
 	CHECK(r.meta.state == NULL);
 	CHECK(r.meta.xattrs == NULL && r.meta.xattrs_len == 0);
@@ -335,6 +339,7 @@ static void test_meta_roundtrip(void)
 		m.hash[i] = (uint8_t)(0xa0 + i);
 	m.version = 1ULL << 40;
 	m.mtime_ns = -1234567890123LL; /* before the epoch */
+	m.atime_ns = INT64_MIN;
 	m.ctime_ns = INT64_MAX;
 	m.mode = S_IFREG | 04751;
 	m.uid = 4000000000U;
@@ -1375,10 +1380,11 @@ static void test_merkle_property(void)
 		 "ALTER TABLE entries DROP COLUMN merkle;"
 		 "DROP TABLE feed;"
 		 "DELETE FROM meta WHERE key = 'feed_trimmed';"
+		 "ALTER TABLE entries DROP COLUMN atime_ns;"
 		 "UPDATE meta SET value = 1 WHERE key = 'schema_version'");
 	log_reset();
 	s = open_ok("property.db");
-	CHECK_EQ(nmigrated, 1);
+	CHECK_EQ(nmigrated, 3);
 	tree_check(s, after);
 	tree_same(before, after);
 	store_free(s);
@@ -1658,11 +1664,19 @@ static void test_merkle_migration(void)
 
 	log_reset();
 	s = open_ok("v1.db");
-	CHECK_EQ(nmigrated, 1);
-	CHECK(strstr(migrated_line, "directories: 5") != NULL);
+	CHECK_EQ(nmigrated, 3); /* to 2, to 3, then to 4 */
+	CHECK(strstr(migrated_lines, "version 1 to 2: merkle hashes computed, "
+				     "directories: 5\n") != NULL);
+	CHECK(strstr(migrated_lines, "version 2 to 3: atime set to mtime, "
+				     "entries: 11\n") != NULL);
+	CHECK(strstr(migrated_lines, "version 3 to 4: change feed added\n") !=
+	      NULL);
 	CHECK_EQ(raw_int(path, "SELECT value FROM meta"
 			       " WHERE key = 'schema_version'"),
 		 LSQ_TEST_SCHEMA);
+	CHECK_EQ(raw_int(path, "SELECT count(*) FROM entries"
+			       " WHERE atime_ns IS NOT mtime_ns"),
+		 0);
 	CHECK_EQ(raw_int(path, "SELECT count(*) FROM entries WHERE"
 			       " kind = 0 AND length(merkle) = 32"),
 		 5);
@@ -1704,8 +1718,8 @@ static void test_merkle_migration(void)
 	sqlite3_close(db);
 	log_reset();
 	s = open_ok("v1-cycle.db");
-	CHECK_EQ(nmigrated, 1);
-	CHECK(strstr(migrated_line, "directories: 3") != NULL);
+	CHECK_EQ(nmigrated, 3);
+	CHECK(strstr(migrated_lines, "directories: 3\n") != NULL);
 	CHECK_EQ(nwarnings, 1);
 	stored_merkle(s, 20, h);
 	CHECK(hash_zero(h));
@@ -1768,6 +1782,7 @@ static void test_feed_cases(void)
 	run_pair("feed-stale.db", case_feed_stale);
 	run_pair("feed-wait.db", case_feed_wait);
 	run_pair("feed-merkle.db", case_feed_merkle_races);
+	run_pair("feed-replay.db", case_feed_replay);
 }
 
 /* A version-2 file (as the build before the feed made it) migrates to
@@ -1788,6 +1803,7 @@ static void test_feed_migration(void)
 		 "DROP TABLE feed;"
 		 "DELETE FROM meta WHERE key = 'feed_trimmed';"
 		 "DELETE FROM sqlite_sequence;"
+		 "ALTER TABLE entries DROP COLUMN atime_ns;"
 		 "UPDATE meta SET value = 2 WHERE key = 'schema_version'");
 	CHECK_EQ(raw_int(path, "SELECT count(*) FROM sqlite_master"
 			       " WHERE name = 'feed'"),
@@ -1795,8 +1811,8 @@ static void test_feed_migration(void)
 
 	log_reset();
 	s = open_ok("v2.db");
-	CHECK_EQ(nmigrated, 1);
-	CHECK(strstr(migrated_line, "version 2 to 4") != NULL);
+	CHECK_EQ(nmigrated, 2);
+	CHECK(strstr(migrated_lines, "version 3 to 4") != NULL);
 	CHECK_EQ(raw_int(path, "SELECT value FROM meta"
 			       " WHERE key = 'schema_version'"),
 		 LSQ_TEST_SCHEMA);
@@ -1818,31 +1834,6 @@ static void test_feed_migration(void)
 	CHECK_EQ(nmigrated, 0);
 	CHECK_EQ(feed_head_of(s), 1);
 	store_free(s);
-}
-
-/* A change with content applied again (a commit whose answer was lost)
- * keeps the version; the same version with other content is new. */
-static void test_feed_replay(void)
-{
-	struct store *a = open_ok("replay.db");
-	struct store *b = open_ok("replay.db");
-	struct item_meta m;
-	uint64_t f = new_ino(a);
-
-	CHECK_EQ(apply_one(a, hashed_change_of(f, STORE_ROOT_INO, "f", &m,
-					       ITEM_BINARY, "one", 3)),
-		 0);
-	CHECK_EQ(apply_one(a, hashed_change_of(f, STORE_ROOT_INO, "f", &m,
-					       ITEM_BINARY, "one", 3)),
-		 0);
-	CHECK_EQ(feed_version(a, f), 1);
-	CHECK_EQ(apply_one(b, hashed_change_of(f, STORE_ROOT_INO, "f", &m,
-					       ITEM_BINARY, "two", 3)),
-		 0);
-	CHECK_EQ(feed_version(a, f), 2);
-	check_content(a, f, "two", 3);
-	store_free(b);
-	store_free(a);
 }
 
 /* Trimming by age: records older than feed_keep_seconds go, a prefix at a
@@ -2022,6 +2013,108 @@ static void test_feed_two_appliers(void)
 	store_free(ap[0].s);
 }
 
+/* Reads one text value with SQL on a connection of its own, into @buf. */
+static void raw_text(const char *path, const char *sql, char *buf, size_t len)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+
+	buf[0] = '\0';
+	CHECK_EQ(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL),
+		 SQLITE_OK);
+	CHECK_EQ(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+	if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+		snprintf(buf, len, "%s", sqlite3_column_text(st, 0));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+}
+
+/* The columns of entries as SQLite keeps them: name, type, not null,
+ * default, in table order. */
+#define ENTRIES_COLS_SQL                                                       \
+	"SELECT group_concat(name || ' ' || type || ' ' || \"notnull\" || ' '" \
+	" || coalesce(dflt_value, '-'), ', ') FROM pragma_table_info('entries')"
+
+/* A version-2 file (version 1's schema with what the step to 2 added, as a
+ * version-2 build made it) migrates to 3: atime_ns is each row's mtime_ns,
+ * and the table is the same as in a new file. */
+static void test_atime_migration(void)
+{
+	const char *path = db_path("v2-atime.db");
+	char fresh[1024], migrated[1024];
+	struct item_meta m = meta_of(ITEM_BINARY, 0);
+	struct store_row r;
+	struct store *s;
+	sqlite3 *db = NULL;
+	uint64_t f;
+
+	s = open_ok("v3-new.db");
+	store_free(s);
+	raw_text(db_path("v3-new.db"), ENTRIES_COLS_SQL, fresh, sizeof(fresh));
+	CHECK(strstr(fresh, "merkle BLOB 0 -, atime_ns INTEGER 1 0") != NULL);
+
+	CHECK_EQ(sqlite3_open(path, &db), SQLITE_OK);
+	CHECK_EQ(sqlite3_exec(db, v1_schema_sql, NULL, NULL, NULL), SQLITE_OK);
+	CHECK_EQ(sqlite3_exec(db,
+			      "ALTER TABLE entries ADD COLUMN merkle BLOB;"
+			      "CREATE INDEX entries_children ON entries"
+			      " (parent, name, kind, hash, merkle);"
+			      "UPDATE meta SET value = 2"
+			      " WHERE key = 'schema_version'",
+			      NULL, NULL, NULL),
+		 SQLITE_OK);
+	v1_put(db, 1, 0, "", ITEM_DIR, NULL, 0);
+	v1_put(db, 2, 1, "old", ITEM_BINARY, "o", 1);
+	v1_put(db, 3, 1, "new", ITEM_BINARY, "n", 1);
+	v1_put(db, 4, 1, "d", ITEM_DIR, NULL, 0);
+	CHECK_EQ(sqlite3_exec(db,
+			      "UPDATE entries SET mtime_ns = -86400500000000"
+			      " WHERE ino = 2;"
+			      "UPDATE entries SET mtime_ns = 7258118400123456789"
+			      " WHERE ino = 3;"
+			      "UPDATE entries SET merkle = zeroblob(32)"
+			      " WHERE kind = 0",
+			      NULL, NULL, NULL),
+		 SQLITE_OK);
+	sqlite3_close(db);
+
+	log_reset();
+	s = open_ok("v2-atime.db");
+	CHECK_EQ(nmigrated, 2);
+	CHECK(strstr(migrated_lines, "migrated schema version 2 to 3: atime "
+				     "set to mtime, entries: 4\n") != NULL);
+	CHECK_EQ(raw_int(path, "SELECT value FROM meta"
+			       " WHERE key = 'schema_version'"),
+		 LSQ_TEST_SCHEMA);
+	raw_text(path, ENTRIES_COLS_SQL, migrated, sizeof(migrated));
+	CHECK_STREQ(migrated, fresh);
+	CHECK_EQ(s->ops->get(s, 2, &r), 0);
+	CHECK_EQ(r.meta.mtime_ns, -86400500000000LL);
+	CHECK_EQ(r.meta.atime_ns, -86400500000000LL);
+	store_row_release(&r);
+	CHECK_EQ(s->ops->get(s, 3, &r), 0);
+	CHECK_EQ(r.meta.atime_ns, 7258118400123456789LL);
+	store_row_release(&r);
+
+	/* new rows keep their own atime */
+	m.atime_ns = -1;
+	f = new_ino(s);
+	CHECK_EQ(apply_one(s, change_of(f, 4, "f", &m)), 0);
+	CHECK_EQ(s->ops->get(s, f, &r), 0);
+	CHECK(meta_equal(&r.meta, &m));
+	store_row_release(&r);
+	store_free(s);
+
+	/* reopening migrates nothing */
+	log_reset();
+	s = open_ok("v2-atime.db");
+	CHECK_EQ(nmigrated, 0);
+	CHECK_EQ(s->ops->get(s, f, &r), 0);
+	CHECK_EQ(r.meta.atime_ns, -1);
+	store_row_release(&r);
+	store_free(s);
+}
+
 /* ---- concurrency: more threads than reader connections ---- */
 
 struct reader_arg {
@@ -2136,10 +2229,10 @@ int main(void)
 	test_merkle_failed_batch();
 	test_merkle_depth();
 	test_merkle_migration();
+	test_atime_migration();
 	test_merkle_property();
 	test_feed_cases();
 	test_feed_migration();
-	test_feed_replay();
 	test_feed_trim_age();
 	test_feed_data_version();
 	test_feed_two_appliers();

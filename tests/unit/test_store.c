@@ -65,6 +65,7 @@ static struct store_cols file_cols(void)
 		.hash_len = ITEM_HASH_LEN,
 		.version = 7,
 		.mtime_ns = -1,
+		.atime_ns = -3,
 		.ctime_ns = 2,
 		.mode = 0100644,
 		.uid = 10,
@@ -84,6 +85,7 @@ static void check_row_is(const struct store_row *row,
 	CHECK_EQ(row->meta.size, c->size);
 	CHECK_EQ(row->meta.version, c->version);
 	CHECK_EQ(row->meta.mtime_ns, c->mtime_ns);
+	CHECK_EQ(row->meta.atime_ns, c->atime_ns);
 	CHECK_EQ(row->meta.ctime_ns, c->ctime_ns);
 	CHECK_EQ(row->meta.mode, c->mode);
 	CHECK_EQ(row->meta.uid, c->uid);
@@ -335,6 +337,7 @@ static void test_cols_of(void)
 			      .size = 3,
 			      .version = 4,
 			      .mtime_ns = -5,
+			      .atime_ns = -55,
 			      .ctime_ns = 6,
 			      .mode = 0100600,
 			      .uid = 7,

@@ -8,7 +8,8 @@
  * every byte offset and checks that replay yields exactly the records the
  * prefix holds whole; a byte flipped anywhere in a record ends replay just
  * before it; garbage yields nothing; other files in the directory are left
- * alone.
+ * alone. Records in the layout of older builds (no atime_ns) still replay,
+ * with atime_ns = mtime_ns, and append again in the current layout.
  *
  * Every log lives in a private mkdtemp() directory (under $TMPDIR, default
  * /tmp), removed at exit. Exit status: 0 passed, 1 failed, 77 skipped. Set
@@ -256,6 +257,7 @@ static struct change *rec_random(uint64_t seq, size_t max_content)
 	rnd_fill(m->hash, ITEM_HASH_LEN);
 	m->version = rnd();
 	m->mtime_ns = (int64_t)rnd();
+	m->atime_ns = (int64_t)rnd();
 	m->ctime_ns = (int64_t)rnd();
 	m->mode = (uint32_t)rnd();
 	m->uid = (uint32_t)rnd();
@@ -303,6 +305,7 @@ static void rec_check(const struct change *got, const struct change *want)
 	CHECK(memcmp(g->hash, w->hash, ITEM_HASH_LEN) == 0);
 	CHECK_EQ(g->version, w->version);
 	CHECK_EQ(g->mtime_ns, w->mtime_ns);
+	CHECK_EQ(g->atime_ns, w->atime_ns);
 	CHECK_EQ(g->ctime_ns, w->ctime_ns);
 	CHECK_EQ(g->mode, w->mode);
 	CHECK_EQ(g->uid, w->uid);
@@ -940,8 +943,9 @@ static void test_garbage(void)
 	for (int round = 0; round < 20; round++) {
 		rnd_fill(buf, len);
 		CHECK_EQ(replay_bytes(dir, buf, len, NULL, 0), 1);
-		/* magic "TFW1" and a length that fits */
-		buf[0] = 0x31, buf[1] = 0x57, buf[2] = 0x46, buf[3] = 0x54;
+		/* magic "TFW2" (or "TFW1") and a length that fits */
+		buf[0] = round % 2 ? 0x31 : 0x32;
+		buf[1] = 0x57, buf[2] = 0x46, buf[3] = 0x54;
 		buf[4] = 0x00, buf[5] = 0x01, buf[6] = 0x00, buf[7] = 0x00;
 		CHECK_EQ(replay_bytes(dir, buf, len, NULL, 0), 1);
 		CHECK_EQ(replay_bytes(dir, buf, (size_t)(round + 1), NULL, 0),
@@ -950,6 +954,142 @@ static void test_garbage(void)
 	/* an empty segment is fine and says nothing */
 	CHECK_EQ(replay_bytes(dir, buf, 0, NULL, 0), 0);
 	free(buf);
+}
+
+/* A segment the build before atime_ns wrote: one record (magic "TFW1")
+ * putting 1.json, ino 12 in directory 2, content {"a":1} as item user.1. */
+static const uint8_t v1_segment[] = {
+	  0x31, 0x57, 0x46, 0x54, 0x92, 0x00, 0x00, 0x00, 0x0e, 0x13, 0xa4, 0xb7,
+	  0x07, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x0c, 0x00, 0x00, 0x00,
+	  0x00, 0x00, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	  0x00, 0x06, 0x00, 0x31, 0x2e, 0x6a, 0x73, 0x6f, 0x6e, 0x01, 0x00, 0x00,
+	  0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	  0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	  0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	  0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+	  0x00, 0x15, 0xcd, 0x85, 0x3d, 0xfe, 0x9c, 0x97, 0x17, 0xb1, 0x68, 0x08,
+	  0x71, 0xfe, 0x9c, 0x97, 0x17, 0xa4, 0x81, 0x00, 0x00, 0xe8, 0x03, 0x00,
+	  0x00, 0xe8, 0x03, 0x00, 0x00, 0x00, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00,
+	  0x01, 0x06, 0x00, 0x00, 0x00, 0x75, 0x73, 0x65, 0x72, 0x2e, 0x31, 0x07,
+	  0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x7b, 0x22, 0x61, 0x22, 0x3a,
+	  0x31, 0x7d
+};
+
+/* The record @rec as the build before atime_ns wrote it: the current
+ * layout's bytes (from wal_append()) without atime_ns, magic "TFW1". Sets
+ * *len to its length. */
+static uint8_t *v1_record(const struct change *rec, size_t *len)
+{
+	uint64_t end;
+	uint8_t *cur = write_segment((struct change **)&rec, 1, &end, len);
+	uint8_t *old, *body;
+	size_t name_len = (size_t)cur[HDR + 25] | (size_t)cur[HDR + 26] << 8;
+	size_t at = HDR + 79 + name_len + 8; /* after mtime_ns */
+	uLong crc;
+
+	old = malloc(*len - 8);
+	CHECK(old != NULL);
+	memcpy(old, cur, at);
+	memcpy(old + at, cur + at + 8, *len - at - 8);
+	*len -= 8;
+	body = old + HDR;
+	crc = crc32(0L, body, (uInt)(*len - HDR));
+	for (int i = 0; i < 4; i++) {
+		old[i] = (uint8_t)(WAL_MAGIC_V1 >> (8 * i));
+		old[4 + i] = (uint8_t)((*len - HDR) >> (8 * i));
+		old[8 + i] = (uint8_t)(crc >> (8 * i));
+	}
+	free(cur);
+	return old;
+}
+
+/* Logs of the build before atime_ns replay: atime_ns is mtime_ns, every
+ * other field as written; appended again, a record takes the current
+ * layout. */
+static void test_old_layout(void)
+{
+	struct change *recs[24], *want[24], *rec;
+	struct got g = {0};
+	struct wal *w;
+	uint8_t *seg = NULL, *one;
+	size_t len = 0, n, reclen;
+	char dir[512], path[1024];
+
+	/* the real thing, from the old build */
+	new_dir(dir, sizeof(dir));
+	seg_path(path, sizeof(path), dir, 1);
+	write_file(path, v1_segment, sizeof(v1_segment));
+	sink_reset();
+	CHECK_EQ(wal_open(dir, BIG, &test_log, &w), 0);
+	CHECK_EQ(wal_replay(w, collect, &g), 1);
+	CHECK_EQ(sink.warnings, 0);
+	rec = g.recs[0];
+	CHECK_EQ(rec->seq, 7);
+	CHECK_EQ(rec->ino, 12);
+	CHECK_EQ(rec->parent, 2);
+	CHECK_STREQ(rec->name, "1.json");
+	CHECK_EQ(rec->meta.kind, ITEM_JSON);
+	CHECK_EQ(rec->meta.version, 3);
+	CHECK_EQ(rec->meta.mtime_ns, 1700000000123456789LL);
+	CHECK_EQ(rec->meta.atime_ns, 1700000000123456789LL);
+	CHECK_EQ(rec->meta.ctime_ns, 1700000000987654321LL);
+	CHECK_EQ(rec->meta.mode, 0100644);
+	CHECK_EQ(rec->meta.uid, 1000);
+	CHECK(rec->item != NULL);
+	CHECK_STREQ(item_id(rec->item), "user.1");
+	CHECK_EQ(item_size(rec->item), 7);
+	CHECK(memcmp(item_data(rec->item), "{\"a\":1}", 7) == 0);
+	/* appended again: the current layout, 8 bytes longer */
+	CHECK_EQ(wal_append(w, rec), 0);
+	CHECK_EQ(wal_bytes(w), 2 * sizeof(v1_segment) + 8);
+	got_release(&g);
+	wal_close(w);
+	seg_path(path, sizeof(path), dir, 2);
+	one = read_file(path, &reclen);
+	CHECK_EQ(reclen, sizeof(v1_segment) + 8);
+	CHECK_EQ(one[0], 0x32); /* "TFW2" */
+	free(one);
+	one = malloc(sizeof(v1_segment));
+	CHECK(one != NULL);
+	memcpy(one, v1_segment, sizeof(v1_segment));
+	CHECK_EQ(wal_record_decode(WAL_MAGIC_V1, one + HDR,
+				   sizeof(v1_segment) - HDR, &rec),
+		 0);
+	change_free(rec);
+	/* the same body read as the current layout is 8 bytes short */
+	CHECK_EQ(wal_record_decode(WAL_MAGIC, one + HDR,
+				   sizeof(v1_segment) - HDR, &rec),
+		 -EBADMSG);
+	CHECK_EQ(wal_record_decode(0x54465733u, one + HDR,
+				   sizeof(v1_segment) - HDR, &rec),
+		 -EBADMSG);
+	free(one);
+
+	/* random records, old and current layouts mixed in one segment (an
+	 * upgrade that crashed again before the log drained) */
+	n = sizeof(recs) / sizeof(recs[0]);
+	for (size_t i = 0; i < n; i++) {
+		recs[i] = rec_random(i + 1, 300);
+		want[i] = recs[i];
+		if (i % 3 == 2) {
+			one = write_segment(&recs[i], 1, (uint64_t[1]){0},
+					    &reclen);
+		} else {
+			/* what replay of the old layout yields */
+			one = v1_record(recs[i], &reclen);
+			want[i]->meta.atime_ns = want[i]->meta.mtime_ns;
+		}
+		seg = realloc(seg, len + reclen);
+		CHECK(seg != NULL);
+		memcpy(seg + len, one, reclen);
+		len += reclen;
+		free(one);
+	}
+	CHECK_EQ(replay_bytes(dir, seg, len, want, n), 0);
+	/* cut inside the last record: the others still replay */
+	CHECK_EQ(replay_bytes(dir, seg, len - 1, want, n - 1), 1);
+	free(seg);
+	recs_free(recs, n);
 }
 
 /* Files that are not segments are ignored and left alone. */
@@ -1128,6 +1268,7 @@ int main(void)
 	test_malformed_body();
 	printf("ok malformed bodies\n");
 	test_garbage();
+	test_old_layout();
 	printf("ok garbage\n");
 	test_prefix_across_segments();
 	printf("ok damage ends replay across segments\n");
