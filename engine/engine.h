@@ -101,9 +101,10 @@ struct eng_config {
 	 * opening does not scan L3, and every absent name is asked of L3),
 	 * L3 is not counted (eng_statfs() then reports this engine's own
 	 * changes only), inode numbers are reserved from L3 as each create
-	 * needs them rather than by the block, and eng_sync() and eng_fsync() return 0 only once L3 has
-	 * committed: a synced log does not stand in for L3, since such a
-	 * program's log is private and nobody replays it. */
+	 * needs them rather than by the block, and eng_sync() and eng_fsync()
+	 * return 0 only once L3 has committed: a synced log does not stand in
+	 * for L3, since such a program's log is private and nobody replays
+	 * it. */
 	bool oneshot;
 	/* A SQLite file that does not exist is -ENOENT instead of created. */
 	bool must_exist;
@@ -150,8 +151,9 @@ struct eng_ctx {
  * Redis is logged and the engine runs without L2), replays the log into L3
  * (every change a crashed engine acknowledged), reserves a block of inode
  * numbers, starts the flusher, the group-commit thread and the builder of
- * the negative-lookup filter (see oneshot for what it skips). Returns 0 and *out, or -EINVAL (bad config),
- * -EBUSY, or the stores' and the log's errors. Blocks. */
+ * the negative-lookup filter (see oneshot for what it skips). Returns 0 and
+ * *out, or -EINVAL (bad config), -EBUSY, or the stores' and the log's
+ * errors. Blocks. */
 int eng_open(const struct eng_config *cfg, struct eng **out);
 
 /* Persists every pending change, waits for it, stops the flusher, frees the
