@@ -29,6 +29,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -404,7 +405,7 @@ static int do_get(struct icmd *c, struct eng *e)
 		    ? 0
 		    : 1;
 	item_unref(it);
-	if (r)
+	if (r && errno != EPIPE)
 		fprintf(stderr, "tierfs get: cannot write to stdout: %s\n",
 			strerror(errno));
 	return r;
@@ -430,7 +431,7 @@ static int print_id(void *arg, const char *id, const struct eng_attr *a)
 	(void)arg;
 	(void)a;
 	if (fputs(id, stdout) == EOF || putchar('\n') == EOF)
-		return -EIO;
+		return errno ? -errno : -EIO;
 	return 0;
 }
 
@@ -444,6 +445,8 @@ static int do_ls(struct icmd *c, struct eng *e)
 		r = 0;
 	if (r == 0 && fflush(stdout) != 0)
 		r = -errno;
+	if (r == -EPIPE)
+		return 1; /* the reader went away (| head): say nothing */
 	if (r == -EINVAL || r == -ENAMETOOLONG) {
 		fprintf(stderr, "tierfs ls: bad prefix '%s': %s\n", prefix,
 			"an ID naming a directory (user, user.sub; no "
@@ -538,6 +541,10 @@ int tfs_items_cmd(int argc, char **argv)
 		if (strcmp(argv[1], icmd_names[i]) == 0)
 			c.verb = (enum icmd_verb)i;
 	c.name = icmd_names[c.verb];
+	/* a reader that goes away (tierfs ls | head) must not kill the
+	 * call before it closes the engine and removes its log: writes
+	 * fail with EPIPE instead */
+	signal(SIGPIPE, SIG_IGN);
 	if (fuse_opt_add_arg(&args, "tierfs") < 0)
 		goto out;
 	r = icmd_parse(&c, argc, argv, &args);

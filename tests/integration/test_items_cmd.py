@@ -19,7 +19,7 @@ import subprocess
 
 import pytest
 
-from conftest import TIERFS_BIN, TOOL_ENV, run
+from conftest import SANITIZER_MARKERS, TIERFS_BIN, TOOL_ENV, run
 
 if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
     pytest.skip("FUSE is unavailable here (/dev/fuse or fusermount3 missing)",
@@ -54,6 +54,8 @@ class Cli:
         if expect is not None and cp.returncode != expect:
             pytest.fail(f"{argv!r} exited {cp.returncode}, want {expect}\n"
                         f"stdout: {cp.stdout[:2000]!r}\nstderr: {cp.stderr.decode(errors='replace')}")
+        err = cp.stderr.decode(errors="replace")
+        assert not any(mark in err for mark in SANITIZER_MARKERS), err
         left = sorted(p.name for p in self.tmp.iterdir())
         assert left == [], f"{verb} left its log behind: {left}"
         return cp
@@ -222,6 +224,17 @@ def test_ls_prefix_and_paging(tierfs_factory, tmp_path):
     for bad in ("user.", ".user", "user..sub", "a%zz"):
         cp = cli("ls", bad, expect=2)
         assert b"bad prefix" in cp.stderr
+    # a reader that went away (| head): the call ends quietly, and still
+    # removes its log
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        cp = subprocess.run([str(TIERFS_BIN), "ls", *store_args(m)], stdout=w,
+                            stderr=subprocess.PIPE, env=cli.env, timeout=120)
+    finally:
+        os.close(w)
+    assert cp.returncode == 1 and cp.stderr == b""
+    assert list(cli.tmp.iterdir()) == []
     # every listed ID reads back as an item of some kind
     for i in under_user:
         kind = [] if i != "user.2" else ["--binary"]
