@@ -401,7 +401,9 @@ static int do_get(struct icmd *c, struct eng *e)
 		return 1;
 	}
 	len = item_size(it);
-	r = fwrite(item_data(it), 1, len, stdout) == len && fflush(stdout) == 0
+	/* an empty item may have no data pointer */
+	r = (!len || fwrite(item_data(it), 1, len, stdout) == len) &&
+			    fflush(stdout) == 0
 		    ? 0
 		    : 1;
 	item_unref(it);
