@@ -258,6 +258,9 @@ int ino_grant(struct eng *e, uint64_t count, uint64_t *first)
 	uint64_t blk;
 	int r;
 
+	/* a one-shot engine makes a create or two: a block would be wasted */
+	if (e->cfg.oneshot)
+		return ino_alloc(e, count, first);
 	for (;;) {
 		if (e->ino_end - e->ino_next >= count) {
 			*first = e->ino_next;
@@ -290,7 +293,8 @@ void ino_refill(struct eng *e)
 {
 	uint64_t first;
 
-	if (e->ino_spare || e->ino_end - e->ino_next > INO_BLOCK / 2)
+	if (e->cfg.oneshot || e->ino_spare ||
+	    e->ino_end - e->ino_next > INO_BLOCK / 2)
 		return;
 	if (ino_alloc(e, INO_BLOCK, &first) == 0 && !e->ino_spare)
 		e->ino_spare = first;

@@ -480,8 +480,8 @@ int publish(struct eng *e, struct node *n, struct draft *d, int64_t mtime,
  * still the caller's. */
 int meta_change(struct eng *e, struct node *n, struct item_meta *meta);
 /* Sets aside @count inode numbers for one call (*first, consecutive). May
- * drop the lock to reserve a block from L3, so call it before the checks
- * that the lock protects. */
+ * drop the lock to reserve a block from L3 (with oneshot, just @count), so
+ * call it before the checks that the lock protects. */
 int ino_grant(struct eng *e, uint64_t count, uint64_t *first);
 /* Reserves the next block in the background once half of the current one
  * is used (the flusher calls it; drops the lock). */

@@ -113,6 +113,7 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 		.redis = cfg->redis,
 		.redis_prefix = cfg->redis_prefix,
 		.redis_optional = true,
+		.must_exist = cfg->must_exist,
 	};
 	uint64_t entries, first;
 	char wal_dir[4096];
@@ -181,23 +182,28 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	r = load_root(e);
 	if (r < 0)
 		goto out_close;
-	r = count_store(e, &entries);
-	if (r < 0)
-		goto out_close;
-	/* the first block of inode numbers, while nothing waits for it */
-	pthread_mutex_lock(&e->lock);
-	r = ino_grant(e, 1, &first);
-	if (r == 0)
-		e->ino_next = first; /* not used yet */
-	pthread_mutex_unlock(&e->lock);
-	if (r < 0)
-		goto out_close;
-	/* the feed's head before the filter's scan: what commits after it
-	 * reaches the filter through the feed */
-	r = feed_start(e);
-	if (r < 0)
-		goto out_close;
-	filter_start(e, entries);
+	/* A one-shot program skips the whole-store work (counting L3 and
+	 * scanning it into the filter cost it more than its own calls) and
+	 * follows no feed: it makes a call or two and closes. */
+	if (!cfg->oneshot) {
+		r = count_store(e, &entries);
+		if (r < 0)
+			goto out_close;
+		/* the first block of inode numbers, while nothing waits */
+		pthread_mutex_lock(&e->lock);
+		r = ino_grant(e, 1, &first);
+		if (r == 0)
+			e->ino_next = first; /* not used yet */
+		pthread_mutex_unlock(&e->lock);
+		if (r < 0)
+			goto out_close;
+		/* the feed's head before the filter's scan: what commits
+		 * after it reaches the filter through the feed */
+		r = feed_start(e);
+		if (r < 0)
+			goto out_close;
+		filter_start(e, entries);
+	}
 	r = -pthread_create(&e->flusher, NULL, flusher_main, e);
 	if (r < 0)
 		goto out_close;

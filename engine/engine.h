@@ -117,6 +117,18 @@ struct eng_config {
 	 * feed thread, with no engine lock held; it may block briefly. */
 	void (*inval)(void *arg, const struct eng_inval *iv);
 	void *inval_arg;
+	/* For one-shot programs (tierfs put, get, rm, ls, stat) that make a
+	 * call or two and close: no negative-lookup filter is built (so
+	 * opening does not scan L3, and every absent name is asked of L3),
+	 * L3 is not counted (eng_statfs() then reports this engine's own
+	 * changes only), inode numbers are reserved from L3 as each create
+	 * needs them rather than by the block, and eng_sync() and eng_fsync()
+	 * return 0 only once L3 has committed: a synced log does not stand in
+	 * for L3, since such a program's log is private and nobody replays
+	 * it. */
+	bool oneshot;
+	/* A SQLite file that does not exist is -ENOENT instead of created. */
+	bool must_exist;
 
 	/* For tests and tools: when set, called once with the opened L3
 	 * store; the engine uses (and frees) the store it returns, which
@@ -162,8 +174,9 @@ struct eng_ctx {
  * Redis is logged and the engine runs without L2), replays the log into L3
  * (every change a crashed engine acknowledged), reserves a block of inode
  * numbers, starts the flusher, the group-commit thread and the builder of
- * the negative-lookup filter. Returns 0 and *out, or -EINVAL (bad config),
- * -EBUSY, or the stores' and the log's errors. Blocks. */
+ * the negative-lookup filter (see oneshot for what it skips). Returns 0 and
+ * *out, or -EINVAL (bad config), -EBUSY, or the stores' and the log's
+ * errors. Blocks. */
 int eng_open(const struct eng_config *cfg, struct eng **out);
 
 /* Persists every pending change, waits for it, stops the flusher, frees the
@@ -304,6 +317,7 @@ struct eng_counters {
 	uint64_t filter_negatives; /* lookups the filter answered "absent" */
 	bool filter_trusted;	   /* the negative-lookup filter is complete */
 	uint64_t filter_names;	   /* names in the filter */
+	uint64_t quarantined;	   /* changes L3 refused for good, set aside */
 };
 void eng_get_counters(struct eng *e, struct eng_counters *out);
 
@@ -319,7 +333,10 @@ void eng_get_counters(struct eng *e, struct eng_counters *out);
 int eng_status_json(struct eng *e, char **out, size_t *len);
 int eng_metrics_text(struct eng *e, char **out, size_t *len);
 
-/* Persists everything pending and waits (syncfs). */
+/* Persists everything pending and waits (syncfs); while L3 is unreachable,
+ * until the log is synced instead (not with oneshot: then the error of the
+ * failed flush). A change L3 refused for good does not fail it: see
+ * eng_counters.quarantined. */
 int eng_sync(struct eng *e);
 
 /*
@@ -333,5 +350,35 @@ int eng_put(struct eng *e, const char *id, enum item_kind kind,
 int eng_get(struct eng *e, const char *id, enum item_kind kind,
 	    struct item **out);
 int eng_delete(struct eng *e, const char *id, enum item_kind kind);
+
+/* Finds the item @id of @kind and returns its attributes, taking one
+ * lookup reference on it as eng_lookup() does (drop it with
+ * eng_forget(e, out->ino, 1)), so that eng_getattr() and eng_getxattr()
+ * (user.tierfs.hash, .status, .tiers) can be asked about it. -ENOENT,
+ * -EISDIR (a directory has the item's path), -ENOTDIR (a file is in the
+ * way), -EINVAL and -ENAMETOOLONG (a bad ID), -EIO, -ENOMEM. */
+int eng_lookup_id(struct eng *e, const char *id, enum item_kind kind,
+		  struct eng_attr *out);
+
+/*
+ * Calls @fn with the ID and attributes of every item under @prefix: ""
+ * lists every item; otherwise @prefix is an ID naming a directory, and the
+ * items at any depth below it are listed ("user" gives user.1 and
+ * user.sub.2, not the item user itself nor username.3). The walk is depth
+ * first, each directory's entries in name order (bytes), and a directory's
+ * items come where its name sorts: one state of the store always gives one
+ * order. It reads L3 a listing page at a time through directory handles,
+ * so memory grows with the depth of the tree, not with its size, and
+ * pending changes are merged in as readdir does; an item created, moved or
+ * removed during the walk may or may not be listed. Items whose ID would
+ * pass ID_MAX (below a directory renamed deep) have no ID and are skipped.
+ * @fn runs without the engine's lock (it may call the engine); a non-zero
+ * return stops the walk and is returned. -ENOENT when @prefix names no
+ * directory, -ENOTDIR when a file is in its way, -EINVAL and
+ * -ENAMETOOLONG for a bad prefix, -EIO, -ENOMEM.
+ */
+typedef int (*eng_id_fn)(void *arg, const char *id,
+			 const struct eng_attr *attr);
+int eng_list_ids(struct eng *e, const char *prefix, eng_id_fn fn, void *arg);
 
 #endif

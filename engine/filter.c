@@ -155,5 +155,6 @@ void eng_get_counters(struct eng *e, struct eng_counters *out)
 	out->filter_negatives = e->filter_negatives;
 	out->filter_trusted = e->filter_trusted;
 	out->filter_names = e->filter ? cuckoo_count(e->filter) : 0;
+	out->quarantined = e->quarantined;
 	pthread_mutex_unlock(&e->lock);
 }

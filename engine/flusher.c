@@ -222,6 +222,7 @@ void *flusher_main(void *arg)
  * L3 and waits; when a flush fails meanwhile (L3 unreachable), syncs the
  * write-ahead log instead, which makes the changes durable on this host.
  * Returns 0, or the error of the failed flush when the log cannot cover it.
+ * A one-shot engine's log covers nothing: nobody replays it.
  */
 int wait_committed(struct eng *e, uint64_t seq)
 {
@@ -229,15 +230,18 @@ int wait_committed(struct eng *e, uint64_t seq)
 	int sync;
 
 	while (e->committed_seq < seq) {
-		/* during a known outage, do not wait for the next retry */
-		if (e->l3_failing || e->fail_count != fails) {
+		/* during a known outage, do not wait for the next retry
+		 * (one-shot: do, since the log does not count) */
+		if ((e->l3_failing && !e->cfg.oneshot) ||
+		    e->fail_count != fails) {
 			int r = e->last_error ? e->last_error : -EIO;
 
 			/* L3 unreachable or failing for now: the synced log
 			 * makes the change durable here. L3 refusing it
 			 * (permission, read-only, full, a constraint) needs
 			 * someone to act: say so to the caller. */
-			if (!l3_error_retryable(r) || seq <= e->wal_lost_seq)
+			if (!l3_error_retryable(r) || seq <= e->wal_lost_seq ||
+			    e->cfg.oneshot)
 				return r;
 			pthread_mutex_unlock(&e->lock);
 			sync = wal_sync(e->wal);

@@ -1,6 +1,8 @@
 /*
- * items.c - items by ID, the library view: put, get and delete walk the
- * directories of an ID from the root.
+ * items.c - items by ID, the library view: put, get, delete and lookup walk
+ * the directories of an ID from the root; listing walks the tree below a
+ * prefix depth-first through directory handles, so that it pages through
+ * L3 and merges pending changes exactly as readdir does.
  */
 #include "eng_int.h"
 
@@ -209,4 +211,205 @@ int eng_get(struct eng *e, const char *id, enum item_kind kind,
 int eng_delete(struct eng *e, const char *id, enum item_kind kind)
 {
 	return file_op(e, id, kind, NULL);
+}
+
+int eng_lookup_id(struct eng *e, const char *id, enum item_kind kind,
+		  struct eng_attr *out)
+{
+	struct id_path *p;
+	struct node *n;
+	int r;
+
+	if (kind == ITEM_DIR)
+		return -EINVAL;
+	p = malloc(sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	r = id_path_split(id, kind, p);
+	if (r == 0) {
+		pthread_mutex_lock(&e->lock);
+		r = walk_file(e, p, &n);
+		if (r == 0) {
+			n->nlookup++;
+			node_attr(e, n, out);
+			node_put(e, n);
+		}
+		pthread_mutex_unlock(&e->lock);
+	}
+	free(p);
+	return r;
+}
+
+/*
+ * Listing. One directory handle per level of the walk, and one page of
+ * entries shared by all levels: a page ends after its first directory, so
+ * the walk hands out the page's files, then descends into that directory
+ * (which reuses the page) and, back, reads on from the handle's cursor.
+ * Memory is a page plus a handle per level; each readdir call pages
+ * through L3 from the name it stopped at.
+ */
+struct list_entry {
+	char name[STORE_NAME_MAX + 1];
+	struct eng_attr attr;
+};
+
+struct list_walk {
+	struct eng *e;
+	eng_id_fn fn;
+	void *arg;
+	char id[ID_MAX + 1];
+	struct list_entry page[LIST_PAGE];
+	size_t n;	   /* entries in page */
+	uint64_t next_off; /* readdir cookie after the last one */
+};
+
+/* The readdir callback: takes entries until the page is full or holds a
+ * directory (its last entry then). */
+static int list_collect(void *arg, const char *name,
+			const struct eng_attr *attr, uint64_t next_off)
+{
+	struct list_walk *w = arg;
+	struct list_entry *le;
+
+	if (w->n == LIST_PAGE ||
+	    (w->n && w->page[w->n - 1].attr.kind == ITEM_DIR))
+		return 1;
+	le = &w->page[w->n++];
+	snprintf(le->name, sizeof(le->name), "%s", name);
+	le->attr = *attr;
+	w->next_off = next_off;
+	return 0;
+}
+
+/* Appends to w->id (holding @len bytes) the segment of entry @le. Returns
+ * the new length, or -ENAMETOOLONG when the ID would pass ID_MAX (an entry
+ * under a renamed directory: no ID names it). */
+static ssize_t list_id_append(struct list_walk *w, size_t len,
+			      const struct list_entry *le)
+{
+	size_t nlen = strlen(le->name);
+	ssize_t seg;
+
+	if (le->attr.kind != ITEM_DIR)
+		nlen = id_stem_len(le->name, nlen);
+	if (len + 1 >= sizeof(w->id))
+		return -ENAMETOOLONG;
+	if (len)
+		w->id[len++] = '.';
+	seg = id_segment_encode(le->name, nlen, w->id + len,
+				sizeof(w->id) - len);
+	if (seg < 0)
+		return -ENAMETOOLONG;
+	return (ssize_t)len + seg;
+}
+
+/* Lists the items under directory @ino (looked up by the caller), whose
+ * ID prefix is w->id[0..len). */
+static int list_dir(struct list_walk *w, uint64_t ino, size_t len)
+{
+	struct eng_dir *d;
+	struct eng_attr a;
+	uint64_t off = 0;
+	ssize_t idlen;
+	int r = eng_opendir(w->e, ino, &d);
+
+	if (r < 0)
+		return r;
+	for (;;) {
+		struct list_entry *last;
+
+		w->n = 0;
+		r = eng_readdir(w->e, d, off, false, list_collect, w);
+		if (r < 0 || w->n == 0)
+			break;
+		off = w->next_off;
+		for (size_t i = 0; i < w->n && r == 0; i++) {
+			if (w->page[i].attr.kind == ITEM_DIR)
+				continue;
+			idlen = list_id_append(w, len, &w->page[i]);
+			if (idlen < 0)
+				continue;
+			w->id[idlen] = '\0';
+			r = w->fn(w->arg, w->id, &w->page[i].attr);
+		}
+		last = &w->page[w->n - 1];
+		if (r != 0)
+			break;
+		if (last->attr.kind != ITEM_DIR) {
+			if (w->n < LIST_PAGE)
+				break; /* readdir reached the end */
+			continue;
+		}
+		idlen = list_id_append(w, len, last);
+		if (idlen < 0)
+			continue;
+		r = eng_lookup(w->e, ino, last->name, &a);
+		if (r == -ENOENT || (r == 0 && a.kind != ITEM_DIR)) {
+			/* removed or replaced since the listing */
+			if (r == 0)
+				eng_forget(w->e, a.ino, 1);
+			r = 0;
+			continue;
+		}
+		if (r < 0)
+			break;
+		r = list_dir(w, a.ino, (size_t)idlen);
+		eng_forget(w->e, a.ino, 1);
+		if (r != 0)
+			break;
+	}
+	eng_releasedir(w->e, d);
+	w->id[len] = '\0';
+	return r;
+}
+
+int eng_list_ids(struct eng *e, const char *prefix, eng_id_fn fn, void *arg)
+{
+	uint64_t ino = STORE_ROOT_INO;
+	struct list_walk *w;
+	struct id_path *p;
+	size_t len = strlen(prefix);
+	int r = 0;
+
+	if (len) {
+		r = id_validate(prefix, len, ITEM_DIR);
+		if (r < 0)
+			return r;
+	}
+	w = malloc(sizeof(*w));
+	p = malloc(sizeof(*p));
+	if (!w || !p) {
+		r = -ENOMEM;
+		goto out_free;
+	}
+	w->e = e;
+	w->fn = fn;
+	w->arg = arg;
+	memcpy(w->id, prefix, len + 1);
+	/* the prefix's directory, a lookup reference held on each step */
+	if (len)
+		r = id_path_split(prefix, ITEM_DIR, p);
+	for (size_t i = 0; len && r == 0 && i <= p->ndirs; i++) {
+		const char *comp = i < p->ndirs ? p->comps[i] : p->name;
+		struct eng_attr a;
+
+		r = eng_lookup(e, ino, comp, &a);
+		if (ino != STORE_ROOT_INO)
+			eng_forget(e, ino, 1);
+		ino = STORE_ROOT_INO;
+		if (r == 0 && a.kind != ITEM_DIR) {
+			eng_forget(e, a.ino, 1);
+			r = -ENOTDIR;
+		}
+		if (r == 0)
+			ino = a.ino;
+	}
+	if (r == 0)
+		r = list_dir(w, ino, len);
+	if (ino != STORE_ROOT_INO)
+		eng_forget(e, ino, 1);
+out_free:
+	free(p);
+	free(w);
+	return r;
 }

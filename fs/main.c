@@ -24,6 +24,7 @@
 
 #include "hash_cmd.h"
 #include "inval.h"
+#include "items_cmd.h"
 #include "ops.h"
 #include "options.h"
 #include "status_cmd.h"
@@ -135,6 +136,8 @@ int main(int argc, char *argv[])
 		return tfs_hash_cmd(argc, argv);
 	if (argc >= 2 && strcmp(argv[1], "verify") == 0)
 		return tfs_verify_cmd(argc, argv);
+	if (argc >= 2 && tfs_items_cmd_is(argv[1]))
+		return tfs_items_cmd(argc, argv);
 	if (tfs_options_parse(&args, &o) < 0) {
 		ret = 2;
 		goto out_free_args;

@@ -109,6 +109,22 @@ void tfs_usage(const char *prog)
 	       "STORE_OPTIONS\n"
 	       "                                             compare Redis "
 	       "with L3 (--help)\n"
+	       "       tierfs put [--binary] STORE_OPTIONS ID [FILE]\n"
+	       "                                             write an item "
+	       "(FILE or stdin); exit\n"
+	       "                                             0 once L3 "
+	       "committed it\n"
+	       "       tierfs get [--binary] STORE_OPTIONS ID\n"
+	       "                                             an item's content "
+	       "on stdout\n"
+	       "       tierfs rm [--binary] STORE_OPTIONS ID remove an item\n"
+	       "       tierfs ls STORE_OPTIONS [PREFIX]      the IDs under "
+	       "PREFIX, one a line\n"
+	       "       tierfs stat [--binary] [--json] STORE_OPTIONS ID\n"
+	       "                                             version, hash, "
+	       "size, kind, status\n"
+	       "                                             (put, get, rm, "
+	       "ls, stat: --help)\n"
 	       "\n"
 	       "store:\n"
 	       "    --sqlite=FILE, -o sqlite=FILE   L3 SQLite database "
@@ -520,8 +536,10 @@ int tfs_options_parse(struct fuse_args *args, struct tfs_options *o)
 		goto out;
 	}
 	if (o->postgres) {
-		if (!o->wal_path)
+		if (!o->wal_path) {
 			o->wal_path = default_pg_wal(o->postgres);
+			o->default_wal = true;
+		}
 		if (!o->wal_path) {
 			fprintf(stderr, "tierfs: no log directory: give "
 					"-o wal_path=DIR\n");

@@ -33,6 +33,7 @@ struct tfs_options {
 	double attr_timeout;
 	int show_help;
 	bool default_store; /* no store was named: the default SQLite file */
+	bool default_wal;   /* wal_path was not given: the PostgreSQL default */
 };
 
 /*
