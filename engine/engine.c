@@ -114,6 +114,8 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 		.redis_prefix = cfg->redis_prefix,
 		.redis_optional = true,
 		.must_exist = cfg->must_exist,
+		.feed_keep_seconds = cfg->feed_keep_seconds,
+		.feed_keep_records = cfg->feed_keep_records,
 	};
 	uint64_t entries, first;
 	char wal_dir[4096];

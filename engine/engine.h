@@ -99,6 +99,12 @@ struct eng_config {
 	const char *wal_path;
 	uint64_t wal_max_bytes; /* default 1 GiB: then writes get -ENOSPC */
 
+	/* The change feed this engine's batches write (store_config): kept
+	 * at least this long, at most this many records; 0: the defaults
+	 * (one hour, 1,000,000). */
+	uint32_t feed_keep_seconds;
+	uint64_t feed_keep_records;
+
 	size_t l1_max_bytes; /* content bytes cached in L1; default 256 MiB */
 	size_t batch_flush_count; /* default 1000 */
 	size_t batch_flush_bytes; /* default 1 MiB */

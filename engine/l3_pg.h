@@ -1,12 +1,11 @@
 /*
  * l3_pg.h - the PostgreSQL L3 store (libpq).
  *
- * The ground truth when --postgres is given. The store itself is safe to
- * share between processes and hosts (disjoint inode ranges, batches that
- * behave as if run one after another), but the engine does not yet tell a
- * mount about another's changes, so several mounts on one database are not
- * supported (docs/design.md §7). The schema, its migrations, the connection
- * pool and the statements are described at the top of l3_pg.c.
+ * The ground truth when --postgres is given. Many writers on many hosts
+ * share one database (store.h, "Sharing"; docs/design.md §7): disjoint
+ * inode ranges, races settled at commit, the change feed with NOTIFY. The
+ * schema, its migrations, the connection pool and the statements are
+ * described at the top of l3_pg.c, the feed in l3_pg_feed.c.
  *
  * Thread-safety: the returned store may be used from any number of threads.
  */

@@ -34,6 +34,8 @@ enum {
 	KEY_DIR_MODE,
 	KEY_WAL_PATH,
 	KEY_WAL_MAX,
+	KEY_FEED_SECONDS,
+	KEY_FEED_RECORDS,
 	KEY_NOT_YET,
 };
 
@@ -62,6 +64,8 @@ static const struct fuse_opt tfs_opts[] = {
 	FUSE_OPT_KEY("--config=", KEY_NOT_YET),
 	FUSE_OPT_KEY("wal_path=", KEY_WAL_PATH),
 	FUSE_OPT_KEY("wal_max_bytes=", KEY_WAL_MAX),
+	FUSE_OPT_KEY("feed_keep_seconds=", KEY_FEED_SECONDS),
+	FUSE_OPT_KEY("feed_keep_records=", KEY_FEED_RECORDS),
 	FUSE_OPT_KEY("redis_prefix=", KEY_REDIS_PREFIX),
 	FUSE_OPT_END,
 };
@@ -147,8 +151,8 @@ void tfs_usage(const char *prog)
 	       "    batch_flush_bytes=N   flush after N bytes (1048576)\n"
 	       "    batch_flush_ms=N      flush changes N ms old (100)\n"
 	       "    max_item_bytes=N      largest file in bytes (16777216)\n"
-	       "    entry_timeout=S       kernel name cache, seconds (1)\n"
-	       "    attr_timeout=S        kernel attribute cache, seconds (1)\n"
+	       "    entry_timeout=S       kernel name cache, seconds (300)\n"
+	       "    attr_timeout=S        kernel attribute cache, seconds (300)\n"
 	       "    uid=N, gid=N          show every entry as owned by N\n"
 	       "    file_mode=OCT         show every file with mode OCT\n"
 	       "    dir_mode=OCT          show every directory with mode OCT\n"
@@ -157,6 +161,8 @@ void tfs_usage(const char *prog)
 	       "                          $XDG_STATE_HOME/tierfs/wal-HASH "
 	       "with PostgreSQL)\n"
 	       "    wal_max_bytes=N       log bound, then ENOSPC (1073741824)\n"
+	       "    feed_keep_seconds=S   change feed kept at least (3600)\n"
+	       "    feed_keep_records=N   change feed kept at most (1000000)\n"
 	       "    redis_prefix=P        prefix of every Redis key (tierfs:)\n"
 	       "\n"
 	       "/etc/fstab options that mean nothing to tierfs (defaults, "
@@ -309,6 +315,18 @@ static int opt_proc(void *data, const char *arg, int key,
 		if (r == 0 && v == 0)
 			r = parse_u64("wal_max_bytes", "x", 10, 0, &v);
 		c->wal_max_bytes = v;
+		break;
+	case KEY_FEED_SECONDS:
+		r = parse_u64("feed_keep_seconds", val, 10, UINT32_MAX, &v);
+		if (r == 0 && v == 0)
+			r = parse_u64("feed_keep_seconds", "x", 10, 0, &v);
+		c->feed_keep_seconds = (uint32_t)v;
+		break;
+	case KEY_FEED_RECORDS:
+		r = parse_u64("feed_keep_records", val, 10, INT64_MAX, &v);
+		if (r == 0 && v == 0)
+			r = parse_u64("feed_keep_records", "x", 10, 0, &v);
+		c->feed_keep_records = v;
 		break;
 	case KEY_NOT_YET:
 		fprintf(stderr,
@@ -513,8 +531,9 @@ int tfs_options_parse(struct fuse_args *args, struct tfs_options *o)
 
 	memset(o, 0, sizeof(*o));
 	eng_config_init(&o->eng);
-	o->entry_timeout = 1.0;
-	o->attr_timeout = 1.0;
+	/* long: the change feed tells the kernel what other writers change */
+	o->entry_timeout = 300.0;
+	o->attr_timeout = 300.0;
 	if (fuse_opt_parse(args, &st, tfs_opts, opt_proc) < 0 || st.failed)
 		goto out;
 	if (st.mountpoint && fuse_opt_add_arg(args, st.mountpoint) < 0)
