@@ -121,6 +121,7 @@
 /* A change L3 refused for good, as status shows it. */
 struct quarantined {
 	uint64_t ino;
+	uint64_t seq; /* the change's sequence number */
 	bool deleted;
 	char name[64]; /* cut */
 	int error;
