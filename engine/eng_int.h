@@ -246,6 +246,11 @@ struct eng {
 	uint64_t ino_next, ino_end;
 	uint64_t ino_spare;	    /* first of a reserved block, or 0 */
 	struct handle_link handles; /* open files and dirs (list head) */
+	/* bytes the working copies hold (their capacity), at most
+	 * cfg.max_open_bytes; open_full_logged: a refusal was logged since
+	 * the last working copy that fitted */
+	uint64_t open_bytes;
+	bool open_full_logged;
 	/* statfs: L3's counts at open plus this engine's changes since */
 	int64_t fs_entries, fs_bytes;
 	char *wal_dir; /* the log directory (quarantine.log is there) */
@@ -495,6 +500,8 @@ void node_delete_apply(struct eng *e, struct node *n, int64_t now);
 /* --- files.c --- */
 
 void wc_free(struct wc *w);
+/* Frees @n's working copy, giving back its bytes to max_open_bytes. */
+void wc_drop(struct eng *e, struct node *n);
 /* Changes the size of file @n (through writer handle @f, may be NULL) and,
  * with @meta (may be NULL), its metadata, in one change; a size change
  * without a writer handle publishes at once, modified at @mtime. */

@@ -128,6 +128,11 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	if (!e)
 		return -ENOMEM;
 	e->cfg = *cfg;
+	if (!e->cfg.max_open_bytes)
+		e->cfg.max_open_bytes =
+			(uint64_t)e->cfg.max_item_bytes * 4 > (1ull << 30)
+				? (uint64_t)e->cfg.max_item_bytes * 4
+				: 1ull << 30;
 	e->lock_fd = -1;
 	e->handles.prev = e->handles.next = &e->handles;
 	pthread_mutex_init(&e->lock, NULL);

@@ -89,6 +89,10 @@ struct eng_config {
 	size_t batch_flush_bytes; /* default 1 MiB */
 	uint32_t batch_flush_ms;  /* default 100 */
 	size_t max_item_bytes;	  /* default 16 MiB */
+	/* Bytes the working copies of files open for writing may hold
+	 * together; past it, the open, write or truncation that needs more
+	 * gets -ENOSPC. 0 (the default): max(1 GiB, 4 * max_item_bytes). */
+	uint64_t max_open_bytes;
 
 	/* Ownership and modes forced on every entry when set (>= 0). */
 	int64_t force_uid, force_gid;

@@ -2,6 +2,7 @@
 mtime and ctime follow the entries made, removed and renamed in it, and
 persist."""
 
+import errno
 import os
 import shutil
 import time
@@ -72,3 +73,62 @@ def test_root_times_follow_its_entries(mnt):
     t0 = time.time_ns()
     open(mnt.path("x.bin"), "wb").close()
     assert_touched(mnt.mnt, t0 - 10**6)
+
+
+def write_all(fd, data, off):
+    """Writes @data at @off; returns how much went in before an error
+    (and the error), or len(data) and None."""
+    done = 0
+    while done < len(data):
+        try:
+            n = os.pwrite(fd, data[done:], off + done)
+        except OSError as e:
+            return done, e
+        assert n > 0
+        done += n
+    return done, None
+
+
+def test_open_files_hold_at_most_max_open_bytes(tierfs_factory):
+    # 1 MiB for every working copy together: two 600 KiB writers do not fit
+    m = tierfs_factory(options=["max_open_bytes=1048576"])
+    big = os.urandom(600 * 1024)
+    with open(m.path("c.bin"), "wb") as f:
+        f.write(big)
+    a = os.open(m.path("a.bin"), os.O_WRONLY | os.O_CREAT, 0o644)
+    b = os.open(m.path("b.bin"), os.O_WRONLY | os.O_CREAT, 0o644)
+    head = b"h" * 10240
+    assert write_all(b, head, 0) == (len(head), None)
+    assert write_all(a, big, 0) == (len(big), None)
+    # the second writer: ENOSPC, after what fitted
+    rest = os.urandom(500 * 1024)
+    done, err = write_all(b, rest, len(head))
+    assert err is not None and err.errno == errno.ENOSPC, err
+    assert done < len(rest)
+    # so does an open for writing that loads content, and a growing
+    # ftruncate
+    with pytest.raises(OSError) as e:
+        os.open(m.path("c.bin"), os.O_RDWR)
+    assert e.value.errno == errno.ENOSPC
+    with pytest.raises(OSError) as e:
+        os.ftruncate(b, 2 * 1024 * 1024)
+    assert e.value.errno == errno.ENOSPC
+    assert os.stat(m.path("c.bin")).st_size == len(big)
+    # the first writer closes: the second goes on, nothing it wrote lost
+    os.close(a)
+    assert write_all(b, rest[done:], len(head) + done) == (len(rest) - done,
+                                                           None)
+    os.close(b)
+    for name, want in (("a.bin", big), ("b.bin", head + rest),
+                       ("c.bin", big)):
+        with open(m.path(name), "rb") as f:
+            assert f.read() == want, name
+    m.remount()
+    with open(m.path("b.bin"), "rb") as f:
+        assert f.read() == head + rest
+    # a file larger than the bound can never be written whole
+    with open(m.path("d.bin"), "wb") as f:
+        with pytest.raises(OSError) as e:
+            f.write(b"x" * (2 * 1024 * 1024))
+            f.flush()
+        assert e.value.errno == errno.ENOSPC
