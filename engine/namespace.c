@@ -123,6 +123,7 @@ int node_create(struct eng *e, struct node *dir, char *const *dirs,
 					last ? name : dirs[added], &m);
 		if (!nodes[added])
 			goto out_unadd;
+		nodes[added]->subdirs_known = true; /* new: none */
 	}
 	if (d) {
 		node_item_id(e, nodes[ndirs], id);
@@ -147,6 +148,8 @@ int node_create(struct eng *e, struct node *dir, char *const *dirs,
 	for (size_t i = 0; i <= ndirs; i++) {
 		filter_add(e, nodes[i]->parent, nodes[i]->name);
 		txn_queue(e, &t, i, nodes[i]);
+		if (node_is_dir(nodes[i]))
+			subdirs_add(e, nodes[i]->parent, 1);
 	}
 	touch_apply(e, &t, &touch);
 	e->fs_entries += (int64_t)ndirs + 1;
@@ -179,6 +182,8 @@ out_free:
 
 void node_delete_apply(struct eng *e, struct node *n, int64_t now)
 {
+	if (node_is_dir(n))
+		subdirs_add(e, n->parent, -1);
 	filter_del(e, n->parent, n->name);
 	node_unname(e, n);
 	n->content_dirty = false;
@@ -340,6 +345,7 @@ int eng_lookup(struct eng *e, uint64_t parent, const char *name,
 	if (r < 0)
 		goto out_unlock;
 	n->nlookup++;
+	dir_count(e, n); /* on failure, nlink shows 1: not counted */
 	node_attr(e, n, out);
 	node_put(e, n);
 out_unlock:
@@ -367,10 +373,14 @@ int eng_getattr(struct eng *e, uint64_t ino, struct eng_attr *out)
 
 	pthread_mutex_lock(&e->lock);
 	n = node_get(e, ino);
-	if (n)
+	if (n) {
+		n->holds++;
+		dir_count(e, n); /* on failure, nlink shows 1: not counted */
 		node_attr(e, n, out);
-	else
+		node_put(e, n);
+	} else {
 		r = -ENOENT;
+	}
 	pthread_mutex_unlock(&e->lock);
 	return r;
 }
@@ -412,8 +422,10 @@ int eng_setattr(struct eng *e, uint64_t ino, struct eng_file *f,
 		r = meta_change(e, n, &m);
 	if (r == 0 && sa->set_mtime && n->wc)
 		n->wc->mtime_ns = sa->mtime_ns;
-	if (r == 0)
+	if (r == 0) {
+		dir_count(e, n); /* on failure, nlink shows 1: not counted */
 		node_attr(e, n, out);
+	}
 	item_meta_release(&m);
 out_put:
 	node_put(e, n);
@@ -629,6 +641,10 @@ again:
 		txn_queue(e, &t_, 0, t);
 	}
 	if (r == 0) {
+		if (node_is_dir(n) && dir != ndir) {
+			subdirs_add(e, dir->ino, -1);
+			subdirs_add(e, ndir->ino, 1);
+		}
 		filter_del(e, n->parent, n->name);
 		r = node_rename(e, n, ndir, newname);
 		filter_add(e, ndir->ino, newname);

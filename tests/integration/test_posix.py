@@ -5,6 +5,7 @@ persist."""
 import errno
 import os
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -132,3 +133,56 @@ def test_open_files_hold_at_most_max_open_bytes(tierfs_factory):
             f.write(b"x" * (2 * 1024 * 1024))
             f.flush()
         assert e.value.errno == errno.ENOSPC
+
+
+def nlink(path):
+    return os.stat(path).st_nlink
+
+
+def test_directory_nlink_counts_subdirectories(mnt):
+    root = mnt.mnt
+    assert nlink(root) == 2
+    for d in ("a", "b", "c", "a/x", "a/y", "a/z"):
+        os.mkdir(mnt.path(d))
+    open(mnt.path("a", "f.json"), "w").close()  # files do not count
+    assert nlink(root) == 5
+    assert nlink(mnt.path("a")) == 5
+    assert nlink(mnt.path("b")) == 2
+    os.rmdir(mnt.path("a", "y"))
+    assert nlink(mnt.path("a")) == 4
+    os.rename(mnt.path("a", "x"), mnt.path("b", "x"))  # between parents
+    assert (nlink(mnt.path("a")), nlink(mnt.path("b"))) == (3, 3)
+    os.rename(mnt.path("c"), mnt.path("b", "c"))
+    assert (nlink(root), nlink(mnt.path("b"))) == (4, 4)
+    os.mkdir(mnt.path("e"))
+    os.rename(mnt.path("e"), mnt.path("b", "x"))  # over an empty directory
+    assert (nlink(root), nlink(mnt.path("b"))) == (4, 4)
+    os.makedirs(mnt.path("deep", "1", "2", "3"))
+    # ls -l (readdirplus) shows the same counts
+    out = subprocess.run(["ls", "-l", mnt.mnt], capture_output=True,
+                         text=True, check=True).stdout
+    links = {ln.split()[-1]: int(ln.split()[1])
+             for ln in out.splitlines()[1:]}
+    assert links == {"a": 3, "b": 4, "deep": 3}, links
+    want = sorted([".", "./a", "./a/z", "./b", "./b/x", "./b/c", "./deep",
+                   "./deep/1", "./deep/1/2", "./deep/1/2/3"])
+
+    def find_dirs():
+        return sorted(subprocess.run(["find", ".", "-type", "d"],
+                                     cwd=mnt.mnt, capture_output=True,
+                                     text=True, check=True).stdout.split())
+
+    assert find_dirs() == want
+    mnt.remount()  # counted from L3 now
+    assert [nlink(mnt.path(p)) for p in ("", "a", "b", "deep", "deep/1/2/3")
+            ] == [5, 3, 4, 3, 2]
+    out = subprocess.run(["ls", "-l", mnt.mnt], capture_output=True,
+                         text=True, check=True).stdout
+    assert {ln.split()[-1]: int(ln.split()[1])
+            for ln in out.splitlines()[1:]} == {"a": 3, "b": 4, "deep": 3}
+    assert find_dirs() == want  # find may trust nlink (leaf optimisation)
+    out = subprocess.run(["find", ".", "-noleaf", "-type", "d"], cwd=mnt.mnt,
+                         capture_output=True, text=True, check=True).stdout
+    assert sorted(out.split()) == want
+    os.rmdir(mnt.path("deep", "1", "2", "3"))
+    assert nlink(mnt.path("deep", "1", "2")) == 2

@@ -17,8 +17,8 @@
  * later one (sticky), with -err, until wrap_lift() lifts it. By default the
  * failing call never reaches the store (a refusal, a dropped connection);
  * with @after it does, and then reports the error (a reply lost after the
- * store acted). has_children() is passed through uncounted (the engine
- * does not use it); fetch() is not offered.
+ * store acted). has_children(), count_subdirs() and longest_id_below()
+ * are passed through uncounted (the fault plan does not reach them); fetch() is not offered.
  *
  * refuse_apply, when set, may refuse a batch the plan let through, as a
  * database constraint would (after the fault plan, before the store).
@@ -183,6 +183,26 @@ static int store_wrap_has_children(struct store *s, uint64_t parent)
 	return w->inner->ops->has_children(w->inner, parent);
 }
 
+static int store_wrap_count_subdirs(struct store *s, uint64_t parent,
+				    const uint64_t *except, size_t nexcept,
+				    uint64_t *count)
+{
+	struct store_wrap *w = store_wrap_of(s);
+
+	return w->inner->ops->count_subdirs(w->inner, parent, except, nexcept,
+					    count);
+}
+
+static int store_wrap_longest_id_below(struct store *s, uint64_t dir,
+				       const uint64_t *except, size_t nexcept,
+				       uint64_t *len)
+{
+	struct store_wrap *w = store_wrap_of(s);
+
+	return w->inner->ops->longest_id_below(w->inner, dir, except, nexcept,
+					       len);
+}
+
 static int store_wrap_alloc_ino(struct store *s, uint64_t count,
 				uint64_t *first)
 {
@@ -263,6 +283,8 @@ static const struct store_ops store_wrap_ops = {
 	.list = store_wrap_list,
 	.read = store_wrap_read,
 	.has_children = store_wrap_has_children,
+	.count_subdirs = store_wrap_count_subdirs,
+	.longest_id_below = store_wrap_longest_id_below,
 	.alloc_ino = store_wrap_alloc_ino,
 	.apply = store_wrap_apply,
 	.stats = store_wrap_stats,
