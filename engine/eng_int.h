@@ -247,7 +247,7 @@ struct eng {
 	bool l3_failing;       /* the last flush failed (logged once) */
 	uint64_t retry_at;     /* monotonic ns of the next flush attempt then */
 	pthread_cond_t sync_cond; /* wakes the group-commit thread */
-	uint64_t dirty_dirs; /* directory nodes that turned dirty, ever */
+	uint64_t dirty_dirs; /* directory nodes that turned dirty or moved */
 	uint64_t ino_next, ino_end;
 	uint64_t ino_spare;	    /* first of a reserved block, or 0 */
 	struct handle_link handles; /* open files and dirs (list head) */
@@ -400,9 +400,10 @@ int subdirs_of(struct eng *e, uint64_t ino, struct node *hold,
 int dir_count(struct eng *e, struct node *dir);
 /* Moves the known count of directory @ino (if it has a node) by @delta. */
 void subdirs_add(struct eng *e, uint64_t ino, int delta);
-/* The inos of the dirty directory nodes, deleted ones too (new array in
- * *out, caller frees; NULL when none): the L3 rows they override. */
-int dirty_dir_inos(struct eng *e, uint64_t **out, size_t *n);
+/* The inos of the dirty nodes (@dirs_only: of directories), deleted ones
+ * too (new array in *out, caller frees; NULL when none): the L3 rows they
+ * override. */
+int dirty_inos(struct eng *e, bool dirs_only, uint64_t **out, size_t *n);
 
 /* Finds @name in @dir and returns it held. May drop the lock. */
 int resolve(struct eng *e, struct node *dir, const char *name,

@@ -501,15 +501,6 @@ int eng_unlink(struct eng *e, uint64_t parent, const char *name)
 	return remove_entry(e, parent, name, false);
 }
 
-/* true when @dir is @n or lies below it. */
-static bool is_within(struct eng *e, const struct node *dir,
-		      const struct node *n)
-{
-	for (; dir; dir = node_get(e, dir->parent))
-		if (dir == n)
-			return true;
-	return false;
-}
 
 /* 0 when the content of file @n is valid JSON, -EINVAL when not; the
  * content is parsed with the lock dropped. *version is the version that
@@ -533,6 +524,145 @@ static int check_json_content(struct eng *e, struct node *n,
 	return valid ? 0 : -EINVAL;
 }
 
+/* true when @dir is @n or lies below it. */
+static bool is_within(struct eng *e, const struct node *dir,
+		      const struct node *n)
+{
+	for (; dir; dir = node_get(e, dir->parent))
+		if (dir == n)
+			return true;
+	return false;
+}
+
+/* The length of the longest ID below directory @n in L3 (relative to @n's
+ * ID, store.h), leaving out the rows of dirty nodes; 0 when none. May drop
+ * the lock (holds @n). */
+static int l3_longest_below(struct eng *e, struct node *n, uint64_t *len)
+{
+	uint64_t *except;
+	struct tier_call c;
+	size_t nexcept;
+	int r = dirty_inos(e, false, &except, &nexcept);
+
+	if (r < 0)
+		return r;
+	r = tier_enter(e, &c, OP_L3_ID_LEN, n, true);
+	if (r == 0)
+		r = e->l3->ops->longest_id_below(e->l3, n->ino, except, nexcept,
+						 len);
+	r = tier_leave(e, &c, r);
+	free(except);
+	return r;
+}
+
+#define ID_LEN_TRIES 100 /* walks lost to concurrent changes, then -EAGAIN */
+
+/*
+ * The length of the longest ID below directory @n, relative to @n's own
+ * (@n_len bytes, 0 for the root): L3's rows below @n and below each dirty
+ * directory under it, and the dirty entries under it as the node table
+ * has them. May drop the lock; reads again when a batch committed, or a
+ * directory turned dirty or moved, meanwhile.
+ */
+static int longest_below(struct eng *e, struct node *n, size_t n_len,
+			 uint64_t *out)
+{
+	char id[ID_MAX + 1];
+
+	for (int tries = 0; tries < ID_LEN_TRIES; tries++) {
+		uint64_t gen = e->gen, marks = e->dirty_dirs, best, l3;
+		struct node **dirs = NULL;
+		size_t ndirs = 0, cap = 0;
+		int r = 0;
+
+		/* the dirty directories below @n, held */
+		for (struct node *d = e->dirty_head; d && r == 0;
+		     d = d->dnext) {
+			if (d->deleted || d == n || !node_is_dir(d) ||
+			    !is_within(e, d, n))
+				continue;
+			if (ndirs == cap) {
+				struct node **grown;
+
+				cap = cap ? 2 * cap : 8;
+				grown = realloc(dirs, cap * sizeof(*grown));
+				if (!grown) {
+					r = -ENOMEM;
+					break;
+				}
+				dirs = grown;
+			}
+			d->holds++;
+			dirs[ndirs++] = d;
+		}
+		if (r == 0)
+			r = l3_longest_below(e, n, &best);
+		for (size_t i = 0; i < ndirs; i++) {
+			ssize_t len;
+
+			if (r == 0 && !dirs[i]->deleted &&
+			    is_within(e, dirs[i], n)) {
+				r = l3_longest_below(e, dirs[i], &l3);
+				len = node_id(e, dirs[i], id, sizeof(id));
+				if (r == 0 && len < 0)
+					r = (int)len;
+				if (r == 0 && l3 &&
+				    (uint64_t)len - n_len + l3 > best)
+					best = (uint64_t)len - n_len + l3;
+			}
+			node_put(e, dirs[i]);
+		}
+		free(dirs);
+		if (r < 0)
+			return r;
+		if (gen != e->gen || marks != e->dirty_dirs)
+			continue;
+		/* the dirty entries below @n, where the node table has them */
+		for (struct node *d = e->dirty_head; d; d = d->dnext) {
+			ssize_t len;
+
+			if (d->deleted || d == n || !is_within(e, d, n))
+				continue;
+			len = node_id(e, d, id, sizeof(id));
+			if (len < 0)
+				return (int)len;
+			if ((uint64_t)len - n_len - (n_len ? 1 : 0) > best)
+				best = (uint64_t)len - n_len - (n_len ? 1 : 0);
+		}
+		*out = best;
+		return 0;
+	}
+	return -EAGAIN;
+}
+
+/* -ENAMETOOLONG when moving directory @n to @ndir/@newname would give an
+ * entry below it an ID longer than ID_MAX. Only a move that makes @n's own
+ * ID longer is checked, at the cost of a walk of its subtree in L3. May
+ * drop the lock. */
+static int check_ids_below(struct eng *e, struct node *n, struct node *ndir,
+			   const char *newname)
+{
+	char id[ID_MAX + 1], seg[ID_MAX + 1];
+	ssize_t old_len = node_id(e, n, id, sizeof(id));
+	ssize_t dir_len = node_id(e, ndir, id, sizeof(id));
+	ssize_t seg_len = id_segment_encode(newname, strlen(newname), seg,
+					    sizeof(seg));
+	uint64_t below = 0, new_len;
+	int r;
+
+	if (old_len < 0 || dir_len < 0 || seg_len < 0)
+		return old_len < 0 ? (int)old_len
+		       : dir_len < 0 ? (int)dir_len
+				     : -ENAMETOOLONG;
+	new_len = (uint64_t)dir_len + (dir_len ? 1 : 0) + (uint64_t)seg_len;
+	if (new_len <= (uint64_t)old_len)
+		return 0;
+	r = longest_below(e, n, (size_t)old_len, &below);
+	if (r < 0)
+		return r;
+	return below && new_len + 1 + below > ID_MAX ? -ENAMETOOLONG : 0;
+}
+
 /*
  * The checks of a rename of @n (in @dir) to @ndir/@newname, with target @t
  * (NULL when the name is free); may drop the lock. *kind is the moved
@@ -551,6 +681,9 @@ static int rename_checks(struct eng *e, struct node *n, struct node *ndir,
 	if (node_is_dir(n)) {
 		if (is_within(e, ndir, n))
 			return -EINVAL;
+		r = check_ids_below(e, n, ndir, newname);
+		if (r < 0)
+			return r;
 		if (t && !node_is_dir(t))
 			return -ENOTDIR;
 		if (t) {
@@ -641,9 +774,12 @@ again:
 		txn_queue(e, &t_, 0, t);
 	}
 	if (r == 0) {
-		if (node_is_dir(n) && dir != ndir) {
-			subdirs_add(e, dir->ino, -1);
-			subdirs_add(e, ndir->ino, 1);
+		if (node_is_dir(n)) {
+			e->dirty_dirs++; /* ID lengths read meanwhile: stale */
+			if (dir != ndir) {
+				subdirs_add(e, dir->ino, -1);
+				subdirs_add(e, ndir->ino, 1);
+			}
 		}
 		filter_del(e, n->parent, n->name);
 		r = node_rename(e, n, ndir, newname);

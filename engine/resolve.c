@@ -269,13 +269,13 @@ int check_new_entry(struct eng *e, uint64_t parent, const char *name,
 	return 0;
 }
 
-int dirty_dir_inos(struct eng *e, uint64_t **out, size_t *n)
+int dirty_inos(struct eng *e, bool dirs_only, uint64_t **out, size_t *n)
 {
 	uint64_t *a = NULL;
 	size_t k = 0, cap = 0;
 
 	for (struct node *d = e->dirty_head; d; d = d->dnext) {
-		if (!node_is_dir(d))
+		if (dirs_only && !node_is_dir(d))
 			continue;
 		if (k == cap) {
 			uint64_t *grown;
@@ -304,7 +304,7 @@ int subdirs_of(struct eng *e, uint64_t ino, struct node *hold,
 		uint64_t marks = e->dirty_dirs, *except, got = 0;
 		struct tier_call c;
 		size_t n;
-		int r = dirty_dir_inos(e, &except, &n);
+		int r = dirty_inos(e, true, &except, &n);
 
 		if (r < 0)
 			return r;

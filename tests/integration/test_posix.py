@@ -186,3 +186,38 @@ def test_directory_nlink_counts_subdirectories(mnt):
     assert sorted(out.split()) == want
     os.rmdir(mnt.path("deep", "1", "2", "3"))
     assert nlink(mnt.path("deep", "1", "2")) == 2
+
+
+def test_rename_refuses_descendant_ids_past_the_limit(mnt):
+    # 28 levels of 100-byte names with 20 dots each: an ID segment is 140
+    # bytes (a dot is escaped to 3), so the deepest ID below src is
+    # 3 + 1 + 28 * 140 + 27 = 3951 bytes of the 4095 allowed
+    comp = "x." * 20 + "y" * 60
+    os.mkdir(mnt.path("src"))
+    fd = os.open(mnt.path("src"), os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(28):
+        os.mkdir(comp, dir_fd=fd)
+        nfd = os.open(comp, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nfd
+    with open(os.open("f.json", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd),
+              "w") as f:
+        f.write("{}")
+    os.close(fd)
+    os.mkdir(mnt.path("L" * 200))
+    os.mkdir(mnt.path("b"))
+
+    def refused():
+        with pytest.raises(OSError) as e:
+            os.rename(mnt.path("src"), mnt.path("L" * 200, "src"))
+        assert e.value.errno == errno.ENAMETOOLONG
+        assert os.path.isdir(mnt.path("src"))
+
+    refused()  # the descendants are not persisted yet
+    mnt.remount()
+    refused()  # now L3 holds them
+    # a move that keeps the IDs short enough works, and so does a rename
+    # that makes the directory's own ID shorter
+    os.rename(mnt.path("src"), mnt.path("b", "src"))
+    os.rename(mnt.path("b", "src"), mnt.path("s"))
+    assert os.path.isdir(mnt.path("s", comp))
