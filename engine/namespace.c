@@ -536,7 +536,8 @@ static bool is_within(struct eng *e, const struct node *dir,
 
 /* The length of the longest ID below directory @n in L3 (relative to @n's
  * ID, store.h), leaving out the rows of dirty nodes; 0 when none. May drop
- * the lock (holds @n). */
+ * the lock (holds @n). While L3 cannot answer (-EIO), renames go on as
+ * other changes do: L3's rows count as none, and a log line says so. */
 static int l3_longest_below(struct eng *e, struct node *n, uint64_t *len)
 {
 	uint64_t *except;
@@ -552,6 +553,14 @@ static int l3_longest_below(struct eng *e, struct node *n, uint64_t *len)
 						 len);
 	r = tier_leave(e, &c, r);
 	free(except);
+	if (r == -EIO) {
+		eng_logf(&e->cfg.log, LOG_WARNING,
+			 "cannot measure the IDs below '%s' in %s: the rename "
+			 "goes on without that check",
+			 n->name, e->l3->ops->name);
+		*len = 0;
+		r = 0;
+	}
 	return r;
 }
 
