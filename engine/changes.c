@@ -114,6 +114,8 @@ void txn_queue(struct eng *e, struct txn *t, size_t i, struct node *n)
 		n->dirty_seq = seq;
 		n->refused = false;
 		if (!n->dirty) {
+			if (node_is_dir(n))
+				e->dirty_dirs++; /* counts read meanwhile: stale */
 			n->dirty = true;
 			n->dprev = NULL;
 			n->dnext = e->dirty_head;

@@ -122,6 +122,7 @@
 /* A change L3 refused for good, as status shows it. */
 struct quarantined {
 	uint64_t ino;
+	uint64_t seq; /* the change's sequence number */
 	bool deleted;
 	char name[64]; /* cut */
 	int error;
@@ -138,6 +139,8 @@ enum tier_op {
 	OP_L3_STATS,
 	OP_L3_SCAN,
 	OP_L3_FEED, /* feed_read() and feed_head(); not feed_wait() */
+	OP_L3_SUBDIRS,
+	OP_L3_ID_LEN,
 	OP_L2_GET,
 	OP_L2_FETCH,
 	OP_L2_APPLY,
@@ -179,6 +182,8 @@ struct node {
 	bool dirty;
 	bool content_dirty; /* item not yet persisted: pinned in L1 */
 	bool refused;	    /* L3 refused its last change for good */
+	bool subdirs_known; /* a directory: subdirs is counted */
+	uint64_t subdirs;   /* its subdirectories, once counted */
 	uint64_t dirty_seq;
 	struct item *item; /* held while open or content_dirty, else NULL */
 	struct wc *wc;
@@ -247,9 +252,15 @@ struct eng {
 	bool l3_failing;       /* the last flush failed (logged once) */
 	uint64_t retry_at;     /* monotonic ns of the next flush attempt then */
 	pthread_cond_t sync_cond; /* wakes the group-commit thread */
+	uint64_t dirty_dirs; /* directory nodes that turned dirty or moved */
 	uint64_t ino_next, ino_end;
 	uint64_t ino_spare;	    /* first of a reserved block, or 0 */
 	struct handle_link handles; /* open files and dirs (list head) */
+	/* bytes the working copies hold (their capacity), at most
+	 * cfg.max_open_bytes; open_full_logged: a refusal was logged since
+	 * the last working copy that fitted */
+	uint64_t open_bytes;
+	bool open_full_logged;
 	/* statfs: L3's counts at open plus this engine's changes since */
 	int64_t fs_entries, fs_bytes;
 	char *wal_dir; /* the log directory (quarantine.log is there) */
@@ -388,6 +399,28 @@ void node_item_id(struct eng *e, const struct node *n, char id[ID_MAX + 1]);
 
 /* --- resolve.c --- */
 
+/*
+ * Subdirectory counts (nlink = 2 + subdirectories). A directory node counts
+ * them once, from L3 (store count_subdirs(), leaving out the rows of dirty
+ * directories, whose nodes are the truth) plus the live dirty directories
+ * in it, and then keeps the count current through this engine's changes
+ * (subdirs_add()). A count read while a batch committed, or while another
+ * directory turned dirty (e->dirty_dirs), is read again.
+ *
+ * subdirs_of() counts the subdirectories of @ino (holding @hold, may be
+ * NULL, while the lock is dropped); dir_count() fills in @dir's count when
+ * unknown. Both may drop the lock; on an L3 error the count stays unknown.
+ */
+int subdirs_of(struct eng *e, uint64_t ino, struct node *hold,
+	       uint64_t *count);
+int dir_count(struct eng *e, struct node *dir);
+/* Moves the known count of directory @ino (if it has a node) by @delta. */
+void subdirs_add(struct eng *e, uint64_t ino, int delta);
+/* The inos of the dirty nodes (@dirs_only: of directories), deleted ones
+ * too (new array in *out, caller frees; NULL when none): the L3 rows they
+ * override. */
+int dirty_inos(struct eng *e, bool dirs_only, uint64_t **out, size_t *n);
+
 /* Finds @name in @dir and returns it held. May drop the lock. */
 int resolve(struct eng *e, struct node *dir, const char *name,
 	    struct node **out);
@@ -520,6 +553,8 @@ void node_delete_apply(struct eng *e, struct node *n, int64_t now);
 /* --- files.c --- */
 
 void wc_free(struct wc *w);
+/* Frees @n's working copy, giving back its bytes to max_open_bytes. */
+void wc_drop(struct eng *e, struct node *n);
 /* Changes the size of file @n (through writer handle @f, may be NULL) and,
  * with @meta (may be NULL), its metadata, in one change; a size change
  * without a writer handle publishes at once, modified at @mtime. */

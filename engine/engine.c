@@ -131,6 +131,11 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	if (!e)
 		return -ENOMEM;
 	e->cfg = *cfg;
+	if (!e->cfg.max_open_bytes)
+		e->cfg.max_open_bytes =
+			(uint64_t)e->cfg.max_item_bytes * 4 > (1ull << 30)
+				? (uint64_t)e->cfg.max_item_bytes * 4
+				: 1ull << 30;
 	e->lock_fd = -1;
 	e->handles.prev = e->handles.next = &e->handles;
 	pthread_mutex_init(&e->lock, NULL);
@@ -280,12 +285,35 @@ int eng_close(struct eng *e)
 	return r;
 }
 
+/* true when a change numbered in (@from, @upto] was set aside since
+ * e->quarantined was @before (also when too many were to tell). */
+static bool quarantined_since(const struct eng *e, uint64_t before,
+			      uint64_t from, uint64_t upto)
+{
+	if (e->quarantined - before > QUARANTINE_RECENT)
+		return true;
+	for (uint64_t i = before; i < e->quarantined; i++) {
+		const struct quarantined *q =
+			&e->quarantine[i % QUARANTINE_RECENT];
+
+		if (q->seq > from && q->seq <= upto)
+			return true;
+	}
+	return false;
+}
+
 int eng_sync(struct eng *e)
 {
+	uint64_t from, upto, before;
 	int r;
 
 	pthread_mutex_lock(&e->lock);
-	r = wait_committed(e, e->change_seq);
+	from = e->committed_seq;
+	upto = e->change_seq;
+	before = e->quarantined;
+	r = wait_committed(e, upto);
+	if (r == 0 && quarantined_since(e, before, from, upto))
+		r = -EIO; /* set aside: not durable anywhere but quarantine */
 	pthread_mutex_unlock(&e->lock);
 	return r;
 }

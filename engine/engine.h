@@ -110,6 +110,10 @@ struct eng_config {
 	size_t batch_flush_bytes; /* default 1 MiB */
 	uint32_t batch_flush_ms;  /* default 100 */
 	size_t max_item_bytes;	  /* default 16 MiB */
+	/* Bytes the working copies of files open for writing may hold
+	 * together; past it, the open, write or truncation that needs more
+	 * gets -ENOSPC. 0 (the default): max(1 GiB, 4 * max_item_bytes). */
+	uint64_t max_open_bytes;
 
 	/* Ownership and modes forced on every entry when set (>= 0). */
 	int64_t force_uid, force_gid;
@@ -254,8 +258,9 @@ ssize_t eng_write(struct eng *e, struct eng_file *f, const void *buf,
 int eng_flush(struct eng *e, struct eng_file *f);
 /* Publishes, then waits until the file is committed in L3; while L3 is
  * unreachable, until the log holding it is synced to disk instead. When L3
- * refuses the change (permission, read-only, full), returns that error;
- * when it refused the file's last change for good and it was set aside
+ * refuses the change (permission, read-only, full), returns that error
+ * (an error from before the call is not returned until the flusher's next
+ * attempt has failed too); when it refused the file's last change for good and it was set aside
  * (quarantine), -EIO. */
 int eng_fsync(struct eng *e, struct eng_file *f);
 /* Closes a handle; the last one publishes a truncation no write followed
@@ -339,10 +344,11 @@ void eng_get_counters(struct eng *e, struct eng_counters *out);
 int eng_status_json(struct eng *e, char **out, size_t *len);
 int eng_metrics_text(struct eng *e, char **out, size_t *len);
 
-/* Persists everything pending and waits (syncfs); while L3 is unreachable,
- * until the log is synced instead (not with oneshot: then the error of the
- * failed flush). A change L3 refused for good does not fail it: see
- * eng_counters.quarantined. */
+/* Persists everything pending and waits (syncfs), as eng_fsync() does for
+ * one file: while L3 is unreachable, until the log is synced instead (not
+ * with oneshot: then the error of the failed flush); returns L3's refusal
+ * (permission, read-only, full) as the error, and -EIO when L3 refused for
+ * good a change this call waited for and it was set aside (quarantine). */
 int eng_sync(struct eng *e);
 
 /*

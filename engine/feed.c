@@ -17,6 +17,8 @@
  *     yet committed here keeps its own state: that change commits later
  *     and wins, as the last committed change does;
  *   - L1's copy of the content is dropped unless it is the only copy;
+ *   - the subdirectory counts (nlink) of the directories involved are
+ *     read again when next asked for;
  *   - the kernel forgets the entry's old and new names and the inode's
  *     attributes, and its cached pages when the content changed.
  *
@@ -203,6 +205,15 @@ static bool node_place(struct eng *e, struct node *n, struct node *dir,
 	return true;
 }
 
+/* Directory @ino's subdirectory count (nlink) must be read again. */
+static void count_forget(struct eng *e, uint64_t ino)
+{
+	struct node *d = node_get(e, ino);
+
+	if (d)
+		d->subdirs_known = false;
+}
+
 /* Applies one record of another writer to node @n (clean). */
 static void apply_to_node(struct eng *e, struct node *n,
 			  struct store_feed *f, struct node *dir,
@@ -210,6 +221,10 @@ static void apply_to_node(struct eng *e, struct node *n,
 {
 	bool content = false;
 
+	count_forget(e, n->ino);
+	count_forget(e, n->parent);
+	if (!f->gone)
+		count_forget(e, f->row.parent);
 	if (f->gone) {
 		if (!n->deleted) {
 			inval_push(inv, ENG_INVAL_DELETE, n->parent, n->ino,
@@ -299,6 +314,7 @@ static bool apply_record(struct eng *e, struct store_feed *f,
 		l1_remove(e->l1, f->ino);
 		if (f->gone)
 			return true;
+		count_forget(e, f->row.parent);
 		/* the kernel may remember the name as absent */
 		dir = node_get(e, f->row.parent);
 		if (dir && !dir->deleted)

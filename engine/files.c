@@ -1,6 +1,13 @@
 /*
  * files.c - open files and their working copies: create, open, read, write,
  * flush, fsync, release, and size changes.
+ *
+ * The working copies together hold at most cfg.max_open_bytes (counted by
+ * their buffers' capacity in e->open_bytes): a call that would need more
+ * (an open for writing that loads the content, a write or a truncation
+ * that grows a copy) fails with -ENOSPC and changes nothing, so what the
+ * copy held before, acknowledged writes included, stays. A copy shrinks
+ * only when its last writer closes.
  */
 #include "eng_int.h"
 
@@ -10,6 +17,38 @@ void wc_free(struct wc *w)
 		return;
 	free(w->buf);
 	free(w);
+}
+
+void wc_drop(struct eng *e, struct node *n)
+{
+	if (!n->wc)
+		return;
+	e->open_bytes -= n->wc->cap;
+	wc_free(n->wc);
+	n->wc = NULL;
+}
+
+/* true when @w may hold @cap bytes instead of its present capacity. */
+static bool wc_fits(const struct eng *e, const struct wc *w, size_t cap)
+{
+	return e->open_bytes - w->cap + cap <= e->cfg.max_open_bytes;
+}
+
+/* 0 when @w may hold @cap bytes, -ENOSPC (logged once until a copy fits
+ * again) when max_open_bytes forbids. */
+static int wc_budget(struct eng *e, const struct wc *w, size_t cap)
+{
+	if (wc_fits(e, w, cap)) {
+		e->open_full_logged = false;
+		return 0;
+	}
+	if (!e->open_full_logged)
+		eng_logf(&e->cfg.log, LOG_WARNING,
+			 "a write is refused: open files would hold more than "
+			 "max_open_bytes (%llu) of unpublished content",
+			 (unsigned long long)e->cfg.max_open_bytes);
+	e->open_full_logged = true;
+	return -ENOSPC;
 }
 
 /* Loads the current content into @n's working copy if it is not there.
@@ -29,14 +68,21 @@ static int wc_load(struct eng *e, struct node *n)
 	w = n->wc;
 	if (w && !w->loaded) {
 		size_t len = item_size(it);
-		char *buf = malloc(len ? len : 1);
+		char *buf;
 
+		r = wc_budget(e, w, len);
+		if (r < 0) {
+			item_unref(it);
+			return r;
+		}
+		buf = malloc(len ? len : 1);
 		if (!buf) {
 			item_unref(it);
 			return -ENOMEM;
 		}
 		memcpy(buf, item_data(it), len);
 		free(w->buf);
+		e->open_bytes += len - w->cap;
 		w->buf = buf;
 		w->len = w->cap = len;
 		w->loaded = true;
@@ -46,18 +92,26 @@ static int wc_load(struct eng *e, struct node *n)
 	return 0;
 }
 
-/* Resizes the working copy of @n (loaded) to @size, zero-filling. */
-static int wc_resize(struct wc *w, size_t size)
+/* Resizes working copy @w (loaded) to @size, zero-filling; -ENOSPC
+ * (max_open_bytes), -ENOMEM: then @w is unchanged. */
+static int wc_resize(struct eng *e, struct wc *w, size_t size)
 {
 	if (size > w->cap) {
 		size_t cap = w->cap ? w->cap : 4096;
 		char *nb;
+		int r;
 
 		while (cap < size)
 			cap *= 2;
+		if (!wc_fits(e, w, cap)) /* then no room to spare */
+			cap = size;
+		r = wc_budget(e, w, cap);
+		if (r < 0)
+			return r;
 		nb = realloc(w->buf, cap);
 		if (!nb)
 			return -ENOMEM;
+		e->open_bytes += cap - w->cap;
 		w->buf = nb;
 		w->cap = cap;
 	}
@@ -91,7 +145,7 @@ static int setattr_size_wc(struct eng *e, struct node *n, uint64_t size,
 	if (r < 0)
 		return r;
 	old = *w;
-	r = wc_resize(w, size);
+	r = wc_resize(e, w, size);
 	if (r < 0)
 		return r;
 	if (meta) {
@@ -160,7 +214,7 @@ int setattr_size(struct eng *e, struct node *n, struct eng_file *f,
 	r = publish(e, n, &d, mtime, meta);
 	if (r == 0 && n->wc && n->wc->loaded) {
 		/* the other writers see the truncation too */
-		r = wc_resize(n->wc, size);
+		r = wc_resize(e, n->wc, size);
 		if (r == 0 && n->wc->writes == writes)
 			n->wc->dirty = false;
 		r = 0; /* published: a working copy that cannot shrink is
@@ -326,7 +380,7 @@ ssize_t eng_write(struct eng *e, struct eng_file *f, const void *buf,
 	if (r < 0)
 		goto out_unlock;
 	if (end > n->wc->len) {
-		r = wc_resize(n->wc, end);
+		r = wc_resize(e, n->wc, end);
 		if (r < 0)
 			goto out_unlock;
 	}
@@ -446,8 +500,7 @@ bool eng_release(struct eng *e, struct eng_file *f)
 			n->cache_version = 0;
 			dropped = true;
 		}
-		wc_free(n->wc);
-		n->wc = NULL;
+		wc_drop(e, n);
 	}
 	if (!n->opens && !n->content_dirty) {
 		item_unref(n->item);

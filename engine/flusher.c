@@ -222,7 +222,9 @@ void *flusher_main(void *arg)
  * L3 and waits; when a flush fails meanwhile (L3 unreachable), syncs the
  * write-ahead log instead, which makes the changes durable on this host.
  * Returns 0, or the error of the failed flush when the log cannot cover it.
- * A one-shot engine's log covers nothing: nobody replays it.
+ * A refusal seen before this call may be fixed by now: it is returned only
+ * once the flusher's next attempt (after its back-off) failed too. A
+ * one-shot engine's log covers nothing: nobody replays it.
  */
 int wait_committed(struct eng *e, uint64_t seq)
 {
@@ -235,18 +237,23 @@ int wait_committed(struct eng *e, uint64_t seq)
 		if ((e->l3_failing && !e->cfg.oneshot) ||
 		    e->fail_count != fails) {
 			int r = e->last_error ? e->last_error : -EIO;
+			bool fresh = e->fail_count != fails;
 
 			/* L3 unreachable or failing for now: the synced log
 			 * makes the change durable here. L3 refusing it
 			 * (permission, read-only, full, a constraint) needs
-			 * someone to act: say so to the caller. */
-			if (!l3_error_retryable(r) || seq <= e->wal_lost_seq ||
-			    e->cfg.oneshot)
+			 * someone to act: say so to the caller, once an
+			 * attempt made during this call was refused. */
+			if (l3_error_retryable(r) && seq > e->wal_lost_seq &&
+			    !e->cfg.oneshot) {
+				pthread_mutex_unlock(&e->lock);
+				sync = wal_sync(e->wal);
+				pthread_mutex_lock(&e->lock);
+				return sync < 0 ? r : 0;
+			}
+			if (fresh || e->stopping)
 				return r;
-			pthread_mutex_unlock(&e->lock);
-			sync = wal_sync(e->wal);
-			pthread_mutex_lock(&e->lock);
-			return sync < 0 ? r : 0;
+			/* stale: wait for the flusher's next attempt */
 		}
 		e->flush_now = true;
 		pthread_cond_signal(&e->flush_cond);

@@ -354,6 +354,62 @@ static int lpg_has_children(struct store *s, uint64_t parent)
 	return err;
 }
 
+/* Runs @which on (@ino, @except as an array) and sets *out to the one
+ * integer it returns. */
+static int lpg_count_query(struct store *s, enum lpg_stmt which, uint64_t ino,
+			   const uint64_t *except, size_t nexcept,
+			   uint64_t *out, const char *what)
+{
+	struct lpg *q = lpg_of(s);
+	struct lpg_arr a = {0};
+	char b_ino[8];
+	const char *values[2] = {b_ino, NULL};
+	int lengths[2] = {8, 0};
+	const char *p;
+	PGresult *res;
+	int err;
+
+	if (ino > INT64_MAX) {
+		*out = 0;
+		return 0;
+	}
+	lpg_put64(b_ino, (int64_t)ino);
+	lpg_arr_start(&a, LPG_INT8OID);
+	for (size_t i = 0; i < nexcept; i++)
+		lpg_arr_i64(&a, (int64_t)except[i]);
+	err = lpg_arr_finish(&a, &values[1], &lengths[1]);
+	if (!err)
+		err = lpg_query(q, which, values, lengths, &res, what);
+	lpg_arr_release(&a);
+	if (err)
+		return err;
+	if (PQntuples(res) == 1 && lpg_field(res, 0, 0, 8, &p)) {
+		int64_t v = lpg_get64(p);
+
+		*out = v > 0 ? (uint64_t)v : 0;
+	} else {
+		err = store_corrupt(&q->sb, 0, "bad count");
+	}
+	PQclear(res);
+	return err;
+}
+
+static int lpg_count_subdirs(struct store *s, uint64_t parent,
+			     const uint64_t *except, size_t nexcept,
+			     uint64_t *count)
+{
+	return lpg_count_query(s, S_SUBDIRS, parent, except, nexcept, count,
+			       "count subdirectories");
+}
+
+static int lpg_longest_id_below(struct store *s, uint64_t dir,
+				const uint64_t *except, size_t nexcept,
+				uint64_t *len)
+{
+	return lpg_count_query(s, S_LONGEST, dir, except, nexcept, len,
+			       "measure the IDs below a directory");
+}
+
 static int lpg_stats(struct store *s, uint64_t *entries, uint64_t *bytes)
 {
 	struct lpg *q = lpg_of(s);
@@ -464,6 +520,8 @@ static const struct store_ops lpg_ops = {
 	.list = lpg_list,
 	.read = lpg_read,
 	.has_children = lpg_has_children,
+	.count_subdirs = lpg_count_subdirs,
+	.longest_id_below = lpg_longest_id_below,
 	.alloc_ino = lpg_alloc_ino,
 	.apply = lpg_apply,
 	.stats = lpg_stats,

@@ -86,6 +86,8 @@ enum lpg_stmt {
 	S_READ,
 	S_FETCH,
 	S_HAS_CHILDREN,
+	S_SUBDIRS,
+	S_LONGEST,
 	S_STATS,
 	S_ALLOC,
 	S_NEXT_INO,

@@ -20,6 +20,13 @@
 #include "l3_pg_int.h"
 #include "merkle.h"
 
+/* The escaped length (id.c) of the segment of the row prefixed @t. */
+#define LPG_SEG_LEN(t)                                                        \
+	"(octet_length(coalesce(" t "stem, " t "name))::bigint + 2 * ("       \
+	"length(encode(coalesce(" t "stem, " t "name), 'escape')) - "         \
+	"length(replace(replace(encode(coalesce(" t "stem, " t "name),"       \
+	" 'escape'), '.', ''), '%', ''))))"
+
 _Static_assert(ITEM_DIR == 0 && STORE_ROOT_INO == 1,
 	       "the statements spell these out");
 _Static_assert(MERKLE_TYPE_DIR == 0x64 && MERKLE_TYPE_FILE == 0x66 &&
@@ -74,6 +81,26 @@ const struct lpg_stmt_def lpg_stmts[S_N] = {
 			    "SELECT 1 FROM entries WHERE parent = $1 LIMIT 1",
 			    1,
 			    {LPG_INT8OID}},
+	/* $2: the inos left out */
+	[S_SUBDIRS] = {"lpg_subdirs",
+		       "SELECT count(*) FROM entries"
+		       " WHERE parent = $1 AND kind = 0 AND ino <> ALL($2)",
+		       2,
+		       {LPG_INT8OID, LPG_INT8ARRAYOID}},
+	/* the escaped length of a segment: its bytes, plus two per '.' and
+	 * '%' (id.h), which encode(.., 'escape') keeps as they are; a file's
+	 * segment is its stem, a directory's its name */
+	[S_LONGEST] = {"lpg_longest",
+		       "WITH RECURSIVE d(ino, kind, len) AS ("
+		       "  SELECT ino, kind, " LPG_SEG_LEN("") " FROM entries"
+		       "  WHERE parent = $1 AND ino <> ALL($2)"
+		       "  UNION ALL"
+		       "  SELECT e.ino, e.kind, d.len + 1 + " LPG_SEG_LEN("e.")
+		       "  FROM entries AS e JOIN d ON e.parent = d.ino"
+		       "  WHERE d.kind = 0 AND e.ino <> ALL($2))"
+		       " SELECT coalesce(max(len), 0)::bigint FROM d",
+		       2,
+		       {LPG_INT8OID, LPG_INT8ARRAYOID}},
 	[S_STATS] = {"lpg_stats",
 		     "SELECT count(*),"
 		     " coalesce(sum(size) FILTER (WHERE kind <> 0), 0)::bigint"

@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -333,6 +334,83 @@ static int lsq_has_children(struct store *s, uint64_t parent)
 	return err;
 }
 
+/* @inos[0..n) as a JSON array of integers (new, caller frees). */
+static char *lsq_json_inos(const uint64_t *inos, size_t n)
+{
+	char *json = malloc(n * 21 + 3), *p = json;
+
+	if (!json)
+		return NULL;
+	*p++ = '[';
+	for (size_t i = 0; i < n; i++)
+		p += sprintf(p, "%s%llu", i ? "," : "",
+			     (unsigned long long)inos[i]);
+	strcpy(p, "]");
+	return json;
+}
+
+/* Runs reader statement @which on (@ino, ITEM_DIR, @except as JSON) and
+ * sets *out to the one integer it returns. */
+static int lsq_count_query(struct store *s, int which, uint64_t ino,
+			   const uint64_t *except, size_t nexcept,
+			   uint64_t *out, const char *what)
+{
+	struct lsq *q = lsq_of(s);
+	char *json = lsq_json_inos(except, nexcept);
+	struct lsq_conn *c;
+	sqlite3_stmt *st;
+	int rc, err;
+
+	if (!json)
+		return -ENOMEM;
+	if (ino > INT64_MAX) {
+		free(json);
+		*out = 0;
+		return 0;
+	}
+	err = lsq_reader_get(q, &c);
+	if (err) {
+		free(json);
+		return err;
+	}
+	st = c->stmt[which];
+	rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)ino);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(st, 2, ITEM_DIR);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_text(st, 3, json, -1, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		sqlite3_int64 v = sqlite3_column_int64(st, 0);
+
+		*out = v > 0 ? (uint64_t)v : 0;
+		err = 0;
+	} else {
+		err = lsq_errno(q, c->db, rc, what);
+	}
+	lsq_done(st);
+	lsq_reader_put(q, c);
+	free(json);
+	return err;
+}
+
+static int lsq_count_subdirs(struct store *s, uint64_t parent,
+			     const uint64_t *except, size_t nexcept,
+			     uint64_t *count)
+{
+	return lsq_count_query(s, R_SUBDIRS, parent, except, nexcept, count,
+			       "count subdirectories");
+}
+
+static int lsq_longest_id_below(struct store *s, uint64_t dir,
+				const uint64_t *except, size_t nexcept,
+				uint64_t *len)
+{
+	return lsq_count_query(s, R_LONGEST, dir, except, nexcept, len,
+			       "measure the IDs below a directory");
+}
+
 static int lsq_stats(struct store *s, uint64_t *entries, uint64_t *bytes)
 {
 	struct lsq *q = lsq_of(s);
@@ -496,6 +574,8 @@ static const struct store_ops lsq_ops = {
 	.list = lsq_list,
 	.read = lsq_read,
 	.has_children = lsq_has_children,
+	.count_subdirs = lsq_count_subdirs,
+	.longest_id_below = lsq_longest_id_below,
 	.alloc_ino = lsq_alloc_ino,
 	.apply = lsq_apply,
 	.stats = lsq_stats,

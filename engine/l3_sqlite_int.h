@@ -38,6 +38,8 @@ enum lsq_rstmt {
 	R_LIST,
 	R_READ,
 	R_HAS_CHILDREN,
+	R_SUBDIRS,
+	R_LONGEST,
 	R_STATS,
 	R_SCAN,
 	R_BEGIN,

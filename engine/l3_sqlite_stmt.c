@@ -9,6 +9,13 @@
  */
 #include "l3_sqlite_int.h"
 
+/* The escaped length (id.c) of the segment of the row prefixed @t. */
+#define LSQ_SEG_LEN(t)                                                        \
+	"(length(coalesce(" t "stem, " t "name)) + 2 * ("                     \
+	"length(coalesce(" t "stem, " t "name)) - length(CAST(replace("       \
+	"replace(coalesce(" t "stem, " t "name), X'2E', X''), X'25', X'')"    \
+	" AS BLOB))))"
+
 const char *const lsq_reader_sql[R_NSTMT] = {
 	[R_GET] = "SELECT " STORE_SQL_ROW_COLS " FROM entries WHERE ino = ?1",
 	[R_LOOKUP] = ("SELECT " STORE_SQL_ROW_COLS " FROM entries"
@@ -19,6 +26,22 @@ const char *const lsq_reader_sql[R_NSTMT] = {
 		("SELECT c.data FROM entries AS e"
 		 " LEFT JOIN contents AS c ON c.ino = e.ino WHERE e.ino = ?1"),
 	[R_HAS_CHILDREN] = "SELECT 1 FROM entries WHERE parent = ?1 LIMIT 1",
+	/* ?3: the inos left out, as a JSON array */
+	[R_SUBDIRS] = ("SELECT count(*) FROM entries"
+		       " WHERE parent = ?1 AND kind = ?2 AND ino NOT IN"
+		       " (SELECT value FROM json_each(?3))"),
+	/* the escaped length of a segment: its bytes, plus two per '.' and
+	 * '%' (id.h); a file's segment is its stem, a directory's its name */
+	[R_LONGEST] =
+		("WITH RECURSIVE x(ino) AS (SELECT value FROM json_each(?3)),"
+		 " d(ino, kind, len) AS ("
+		 "  SELECT ino, kind, " LSQ_SEG_LEN("") " FROM entries"
+		 "  WHERE parent = ?1 AND ino NOT IN x"
+		 "  UNION ALL"
+		 "  SELECT e.ino, e.kind, d.len + 1 + " LSQ_SEG_LEN("e.") ""
+		 "  FROM entries AS e JOIN d ON e.parent = d.ino"
+		 "  WHERE d.kind = ?2 AND e.ino NOT IN x)"
+		 " SELECT coalesce(max(len), 0) FROM d"),
 	[R_STATS] = ("SELECT count(*),"
 		     " coalesce(sum(CASE WHEN kind <> ?2 THEN size END), 0)"
 		     " FROM entries WHERE ino <> ?1"),

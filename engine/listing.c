@@ -83,8 +83,8 @@ static int pending_children(struct eng *e, struct node *dir, const char *after,
  * stopped before the entry, 0 when consumed, or a negative errno.
  */
 static int consume(struct eng *e, struct eng_dir *d, struct node *n,
-		   struct store_row *row, bool plus, uint64_t *skip,
-		   eng_dir_fn fn, void *arg)
+		   struct store_row *row, const int64_t *subdirs, bool plus,
+		   uint64_t *skip, eng_dir_fn fn, void *arg)
 {
 	const char *name = n ? n->name : row->name;
 	struct eng_attr a;
@@ -97,6 +97,8 @@ static int consume(struct eng *e, struct eng_dir *d, struct node *n,
 		} else {
 			struct node tmp = {.ino = row->ino, .meta = row->meta};
 
+			tmp.subdirs_known = *subdirs >= 0;
+			tmp.subdirs = (uint64_t)*subdirs;
 			node_attr(e, &tmp, &a);
 		}
 		if (fn(arg, name, &a, d->pos + 1))
@@ -108,6 +110,8 @@ static int consume(struct eng *e, struct eng_dir *d, struct node *n,
 				if (!n)
 					return -ENOMEM;
 				name = n->name;
+				n->subdirs_known = *subdirs >= 0;
+				n->subdirs = (uint64_t)*subdirs;
 			}
 			n->nlookup++;
 		}
@@ -125,11 +129,63 @@ static bool row_overridden(struct eng *e, const struct store_row *row)
 	return (m && (m->dirty || m->deleted)) || row_too_big(e, row);
 }
 
+/*
+ * For readdirplus: counts the subdirectories of the directories a page
+ * shows (nlink), into @subdirs[i] for row i without a node (-1: unknown),
+ * and into the nodes of the others, the dirty children of @d included.
+ * Drops the lock: returns 1 when what the page relied on changed meanwhile
+ * (read the page again). An L3 failure leaves the counts unknown (nlink 1).
+ */
+static int count_page(struct eng *e, struct eng_dir *d,
+		      const struct store_row *rows, int nrows,
+		      int64_t *subdirs)
+{
+	uint64_t gen = e->gen, marks = e->dirty_dirs, count;
+	struct node *n;
+	int r = 0;
+
+	for (int i = 0; i < nrows && r == 0; i++) {
+		subdirs[i] = -1;
+		if (rows[i].meta.kind != ITEM_DIR ||
+		    row_overridden(e, &rows[i]))
+			continue;
+		n = node_get(e, rows[i].ino);
+		if (n) {
+			n->holds++;
+			r = dir_count(e, n);
+			node_put(e, n);
+		} else {
+			r = subdirs_of(e, rows[i].ino, d->n, &count);
+			if (r == 0)
+				subdirs[i] = (int64_t)count;
+		}
+	}
+	for (bool more = r == 0; more;) { /* the pending ones */
+		more = false;
+		for (n = e->dirty_head; n; n = n->dnext) {
+			if (n->deleted || n->parent != d->n->ino ||
+			    !node_is_dir(n) || n->subdirs_known)
+				continue;
+			n->holds++;
+			more = dir_count(e, n) == 0;
+			node_put(e, n);
+			break; /* the list may have changed: walk again */
+		}
+	}
+	return gen != e->gen || marks != e->dirty_dirs;
+}
+
+/* pages read again for counts lost to concurrent changes; then the
+ * page is shown with what it has (nlink 1 where unknown) */
+#define COUNT_PAGE_TRIES 8
+
 int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
 		eng_dir_fn fn, void *arg)
 {
 	char after[STORE_NAME_MAX + 1];
+	int64_t subdirs[LIST_PAGE];
 	struct store_row *rows;
+	int recounts = 0;
 	struct node **pend = NULL;
 	size_t npend = 0;
 	struct tier_call c;
@@ -164,11 +220,16 @@ int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
 			r = nrows;
 			break;
 		}
-		if (tier_stale(e, &c)) {
+		for (i = 0; i < nrows; i++)
+			subdirs[i] = -1;
+		if (tier_stale(e, &c) ||
+		    (plus && recounts < COUNT_PAGE_TRIES &&
+		     count_page(e, d, rows, nrows, subdirs) && ++recounts)) {
 			for (i = 0; i < nrows; i++)
 				store_row_release(&rows[i]);
 			continue;
 		}
+		i = 0;
 		full = nrows == LIST_PAGE;
 		free(pend);
 		pend = NULL;
@@ -192,12 +253,13 @@ int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
 			if (have_pend &&
 			    (!have_row ||
 			     strcmp(pend[ip]->name, rows[i].name) < 0)) {
-				r = consume(e, d, pend[ip], NULL, plus, &skip,
-					    fn, arg);
+				r = consume(e, d, pend[ip], NULL, NULL, plus,
+					    &skip, fn, arg);
 				ip += r == 0;
 			} else {
 				r = consume(e, d, node_get(e, rows[i].ino),
-					    &rows[i], plus, &skip, fn, arg);
+					    &rows[i], &subdirs[i], plus, &skip,
+					    fn, arg);
 				i += r == 0;
 			}
 		}

@@ -123,6 +123,7 @@ int node_create(struct eng *e, struct node *dir, char *const *dirs,
 					last ? name : dirs[added], &m);
 		if (!nodes[added])
 			goto out_unadd;
+		nodes[added]->subdirs_known = true; /* new: none */
 	}
 	if (d) {
 		node_item_id(e, nodes[ndirs], id);
@@ -147,6 +148,8 @@ int node_create(struct eng *e, struct node *dir, char *const *dirs,
 	for (size_t i = 0; i <= ndirs; i++) {
 		filter_add(e, nodes[i]->parent, nodes[i]->name);
 		txn_queue(e, &t, i, nodes[i]);
+		if (node_is_dir(nodes[i]))
+			subdirs_add(e, nodes[i]->parent, 1);
 	}
 	touch_apply(e, &t, &touch);
 	e->fs_entries += (int64_t)ndirs + 1;
@@ -179,6 +182,8 @@ out_free:
 
 void node_delete_apply(struct eng *e, struct node *n, int64_t now)
 {
+	if (node_is_dir(n))
+		subdirs_add(e, n->parent, -1);
 	filter_del(e, n->parent, n->name);
 	node_unname(e, n);
 	n->content_dirty = false;
@@ -340,6 +345,7 @@ int eng_lookup(struct eng *e, uint64_t parent, const char *name,
 	if (r < 0)
 		goto out_unlock;
 	n->nlookup++;
+	dir_count(e, n); /* on failure, nlink shows 1: not counted */
 	node_attr(e, n, out);
 	node_put(e, n);
 out_unlock:
@@ -367,10 +373,14 @@ int eng_getattr(struct eng *e, uint64_t ino, struct eng_attr *out)
 
 	pthread_mutex_lock(&e->lock);
 	n = node_get(e, ino);
-	if (n)
+	if (n) {
+		n->holds++;
+		dir_count(e, n); /* on failure, nlink shows 1: not counted */
 		node_attr(e, n, out);
-	else
+		node_put(e, n);
+	} else {
 		r = -ENOENT;
+	}
 	pthread_mutex_unlock(&e->lock);
 	return r;
 }
@@ -416,8 +426,10 @@ int eng_setattr(struct eng *e, uint64_t ino, struct eng_file *f,
 		r = meta_change(e, n, &m);
 	if (r == 0 && sa->set_mtime && n->wc)
 		n->wc->mtime_ns = sa->mtime_ns;
-	if (r == 0)
+	if (r == 0) {
+		dir_count(e, n); /* on failure, nlink shows 1: not counted */
 		node_attr(e, n, out);
+	}
 	item_meta_release(&m);
 out_put:
 	node_put(e, n);
@@ -493,15 +505,6 @@ int eng_unlink(struct eng *e, uint64_t parent, const char *name)
 	return remove_entry(e, parent, name, false);
 }
 
-/* true when @dir is @n or lies below it. */
-static bool is_within(struct eng *e, const struct node *dir,
-		      const struct node *n)
-{
-	for (; dir; dir = node_get(e, dir->parent))
-		if (dir == n)
-			return true;
-	return false;
-}
 
 /* 0 when the content of file @n is valid JSON, -EINVAL when not; the
  * content is parsed with the lock dropped. *version is the version that
@@ -525,6 +528,154 @@ static int check_json_content(struct eng *e, struct node *n,
 	return valid ? 0 : -EINVAL;
 }
 
+/* true when @dir is @n or lies below it. */
+static bool is_within(struct eng *e, const struct node *dir,
+		      const struct node *n)
+{
+	for (; dir; dir = node_get(e, dir->parent))
+		if (dir == n)
+			return true;
+	return false;
+}
+
+/* The length of the longest ID below directory @n in L3 (relative to @n's
+ * ID, store.h), leaving out the rows of dirty nodes; 0 when none. May drop
+ * the lock (holds @n). While L3 cannot answer (-EIO), renames go on as
+ * other changes do: L3's rows count as none, and a log line says so. */
+static int l3_longest_below(struct eng *e, struct node *n, uint64_t *len)
+{
+	uint64_t *except;
+	struct tier_call c;
+	size_t nexcept;
+	int r = dirty_inos(e, false, &except, &nexcept);
+
+	if (r < 0)
+		return r;
+	r = tier_enter(e, &c, OP_L3_ID_LEN, n, true);
+	if (r == 0)
+		r = e->l3->ops->longest_id_below(e->l3, n->ino, except, nexcept,
+						 len);
+	r = tier_leave(e, &c, r);
+	free(except);
+	if (r == -EIO) {
+		eng_logf(&e->cfg.log, LOG_WARNING,
+			 "cannot measure the IDs below '%s' in %s: the rename "
+			 "goes on without that check",
+			 n->name, e->l3->ops->name);
+		*len = 0;
+		r = 0;
+	}
+	return r;
+}
+
+#define ID_LEN_TRIES 100 /* walks lost to concurrent changes, then -EAGAIN */
+
+/*
+ * The length of the longest ID below directory @n, relative to @n's own
+ * (@n_len bytes, 0 for the root): L3's rows below @n and below each dirty
+ * directory under it, and the dirty entries under it as the node table
+ * has them. May drop the lock; reads again when a batch committed, or a
+ * directory turned dirty or moved, meanwhile.
+ */
+static int longest_below(struct eng *e, struct node *n, size_t n_len,
+			 uint64_t *out)
+{
+	char id[ID_MAX + 1];
+
+	for (int tries = 0; tries < ID_LEN_TRIES; tries++) {
+		uint64_t gen = e->gen, marks = e->dirty_dirs, best, l3;
+		struct node **dirs = NULL;
+		size_t ndirs = 0, cap = 0;
+		int r = 0;
+
+		/* the dirty directories below @n, held */
+		for (struct node *d = e->dirty_head; d && r == 0;
+		     d = d->dnext) {
+			if (d->deleted || d == n || !node_is_dir(d) ||
+			    !is_within(e, d, n))
+				continue;
+			if (ndirs == cap) {
+				struct node **grown;
+
+				cap = cap ? 2 * cap : 8;
+				grown = realloc(dirs, cap * sizeof(*grown));
+				if (!grown) {
+					r = -ENOMEM;
+					break;
+				}
+				dirs = grown;
+			}
+			d->holds++;
+			dirs[ndirs++] = d;
+		}
+		if (r == 0)
+			r = l3_longest_below(e, n, &best);
+		for (size_t i = 0; i < ndirs; i++) {
+			ssize_t len;
+
+			if (r == 0 && !dirs[i]->deleted &&
+			    is_within(e, dirs[i], n)) {
+				r = l3_longest_below(e, dirs[i], &l3);
+				len = node_id(e, dirs[i], id, sizeof(id));
+				if (r == 0 && len < 0)
+					r = (int)len;
+				if (r == 0 && l3 &&
+				    (uint64_t)len - n_len + l3 > best)
+					best = (uint64_t)len - n_len + l3;
+			}
+			node_put(e, dirs[i]);
+		}
+		free(dirs);
+		if (r < 0)
+			return r;
+		if (gen != e->gen || marks != e->dirty_dirs)
+			continue;
+		/* the dirty entries below @n, where the node table has them */
+		for (struct node *d = e->dirty_head; d; d = d->dnext) {
+			ssize_t len;
+
+			if (d->deleted || d == n || !is_within(e, d, n))
+				continue;
+			len = node_id(e, d, id, sizeof(id));
+			if (len < 0)
+				return (int)len;
+			if ((uint64_t)len - n_len - (n_len ? 1 : 0) > best)
+				best = (uint64_t)len - n_len - (n_len ? 1 : 0);
+		}
+		*out = best;
+		return 0;
+	}
+	return -EAGAIN;
+}
+
+/* -ENAMETOOLONG when moving directory @n to @ndir/@newname would give an
+ * entry below it an ID longer than ID_MAX. Only a move that makes @n's own
+ * ID longer is checked, at the cost of a walk of its subtree in L3. May
+ * drop the lock. */
+static int check_ids_below(struct eng *e, struct node *n, struct node *ndir,
+			   const char *newname)
+{
+	char id[ID_MAX + 1], seg[ID_MAX + 1];
+	ssize_t old_len = node_id(e, n, id, sizeof(id));
+	ssize_t dir_len = node_id(e, ndir, id, sizeof(id));
+	ssize_t seg_len = id_segment_encode(newname, strlen(newname), seg,
+					    sizeof(seg));
+	uint64_t below = 0, new_len;
+	int r;
+
+	if (old_len < 0 || dir_len < 0 || seg_len < 0)
+		return old_len < 0 ? (int)old_len
+		       : dir_len < 0 ? (int)dir_len
+				     : -ENAMETOOLONG;
+	new_len = (uint64_t)dir_len + (dir_len ? 1 : 0) + (uint64_t)seg_len;
+	if (new_len <= (uint64_t)old_len)
+		return 0;
+	r = longest_below(e, n, (size_t)old_len, &below);
+	if (r < 0)
+		return r;
+	return below && new_len + 1 + below > ID_MAX ? -ENAMETOOLONG : 0;
+}
+
 /*
  * The checks of a rename of @n (in @dir) to @ndir/@newname, with target @t
  * (NULL when the name is free); may drop the lock. *kind is the moved
@@ -543,6 +694,9 @@ static int rename_checks(struct eng *e, struct node *n, struct node *ndir,
 	if (node_is_dir(n)) {
 		if (is_within(e, ndir, n))
 			return -EINVAL;
+		r = check_ids_below(e, n, ndir, newname);
+		if (r < 0)
+			return r;
 		if (t && !node_is_dir(t))
 			return -ENOTDIR;
 		if (t) {
@@ -633,6 +787,13 @@ again:
 		txn_queue(e, &t_, 0, t);
 	}
 	if (r == 0) {
+		if (node_is_dir(n)) {
+			e->dirty_dirs++; /* ID lengths read meanwhile: stale */
+			if (dir != ndir) {
+				subdirs_add(e, dir->ino, -1);
+				subdirs_add(e, ndir->ino, 1);
+			}
+		}
 		filter_del(e, n->parent, n->name);
 		r = node_rename(e, n, ndir, newname);
 		filter_add(e, ndir->ino, newname);

@@ -206,7 +206,10 @@ void node_attr(const struct eng *e, const struct node *n,
 		a->mode = S_IFDIR | (uint32_t)c->force_dir_mode;
 	if (!dir && c->force_file_mode >= 0)
 		a->mode = S_IFREG | (uint32_t)c->force_file_mode;
-	a->nlink = n->deleted ? 0 : 1; /* 1 for dirs: "not counted" */
+	/* a directory not counted (L3 failed) shows 1: "not counted" */
+	a->nlink = n->deleted		    ? 0
+		   : dir && n->subdirs_known ? (uint32_t)(2 + n->subdirs)
+					     : 1;
 	a->uid = c->force_uid >= 0 ? (uint32_t)c->force_uid : n->meta.uid;
 	a->gid = c->force_gid >= 0 ? (uint32_t)c->force_gid : n->meta.gid;
 	a->version = n->meta.version;

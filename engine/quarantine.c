@@ -194,6 +194,7 @@ void quarantine_note(struct eng *e, struct change **recs, size_t n, int why,
 			 ch->deleted ? "(a delete)" : ch->name, strerror(-why),
 			 e->wal_dir);
 		q->ino = ch->ino;
+		q->seq = ch->seq;
 		q->deleted = ch->deleted;
 		snprintf(q->name, sizeof(q->name), "%s",
 			 ch->deleted ? "" : ch->name);

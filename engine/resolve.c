@@ -268,3 +268,88 @@ int check_new_entry(struct eng *e, uint64_t parent, const char *name,
 	*dirp = dir;
 	return 0;
 }
+
+int dirty_inos(struct eng *e, bool dirs_only, uint64_t **out, size_t *n)
+{
+	uint64_t *a = NULL;
+	size_t k = 0, cap = 0;
+
+	for (struct node *d = e->dirty_head; d; d = d->dnext) {
+		if (dirs_only && !node_is_dir(d))
+			continue;
+		if (k == cap) {
+			uint64_t *grown;
+
+			cap = cap ? 2 * cap : 16;
+			grown = realloc(a, cap * sizeof(*a));
+			if (!grown) {
+				free(a);
+				return -ENOMEM;
+			}
+			a = grown;
+		}
+		a[k++] = d->ino;
+	}
+	*out = a;
+	*n = k;
+	return 0;
+}
+
+#define COUNT_TRIES 100 /* counts lost to concurrent changes, then -EAGAIN */
+
+int subdirs_of(struct eng *e, uint64_t ino, struct node *hold,
+	       uint64_t *count)
+{
+	for (int tries = 0; tries < COUNT_TRIES; tries++) {
+		uint64_t marks = e->dirty_dirs, *except, got = 0;
+		struct tier_call c;
+		size_t n;
+		int r = dirty_inos(e, true, &except, &n);
+
+		if (r < 0)
+			return r;
+		r = tier_enter(e, &c, OP_L3_SUBDIRS, hold, true);
+		if (r == 0)
+			r = e->l3->ops->count_subdirs(e->l3, ino, except, n,
+						      &got);
+		r = tier_leave(e, &c, r);
+		free(except);
+		if (r < 0)
+			return r;
+		if (tier_stale(e, &c) || e->dirty_dirs != marks)
+			continue;
+		for (struct node *d = e->dirty_head; d; d = d->dnext)
+			if (!d->deleted && node_is_dir(d) && d->parent == ino)
+				got++;
+		*count = got;
+		return 0;
+	}
+	return -EAGAIN;
+}
+
+int dir_count(struct eng *e, struct node *dir)
+{
+	uint64_t count;
+	int r;
+
+	if (!node_is_dir(dir) || dir->subdirs_known || dir->deleted)
+		return 0;
+	r = subdirs_of(e, dir->ino, dir, &count);
+	if (r == 0 && !dir->subdirs_known) {
+		dir->subdirs = count;
+		dir->subdirs_known = true;
+	}
+	return r;
+}
+
+void subdirs_add(struct eng *e, uint64_t ino, int delta)
+{
+	struct node *d = node_get(e, ino);
+
+	if (!d || !d->subdirs_known)
+		return;
+	if (delta < 0 && d->subdirs < (uint64_t)-delta)
+		d->subdirs = 0;
+	else
+		d->subdirs += (uint64_t)(int64_t)delta;
+}

@@ -197,6 +197,22 @@ struct store_ops {
 	int (*scan)(struct store *s, uint64_t after, struct store_key *keys,
 		    size_t limit);
 
+	/* Counts the subdirectories of @parent into *count, leaving out
+	 * the entries whose ino is one of @except[0..nexcept) (any order).
+	 * Reads the index of @parent's children once. */
+	int (*count_subdirs)(struct store *s, uint64_t parent,
+			     const uint64_t *except, size_t nexcept,
+			     uint64_t *count);
+
+	/* Sets *len to the length in bytes of the longest item ID (id.h)
+	 * below directory @dir, relative to @dir's own ID: the escaped
+	 * segments from @dir down, joined by '.' (a JSON file's last one is
+	 * its stem). Entries in @except[0..nexcept) are neither counted nor
+	 * descended into. 0 when nothing is below. Walks the subtree. */
+	int (*longest_id_below)(struct store *s, uint64_t dir,
+				const uint64_t *except, size_t nexcept,
+				uint64_t *len);
+
 	/* Optional (NULL when absent): reads the row of file @ino and its
 	 * content together, in one round trip, so that the caller can check
 	 * that the content is of the version it expects. -ENOENT. */

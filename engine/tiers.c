@@ -29,6 +29,8 @@ static const struct {
 	[OP_L3_STATS] = {"l3", "stats"},
 	[OP_L3_SCAN] = {"l3", "scan"},
 	[OP_L3_FEED] = {"l3", "feed"},
+	[OP_L3_SUBDIRS] = {"l3", "count_subdirs"},
+	[OP_L3_ID_LEN] = {"l3", "longest_id_below"},
 	[OP_L2_GET] = {"l2", "get"},
 	[OP_L2_FETCH] = {"l2", "fetch"},
 	[OP_L2_APPLY] = {"l2", "apply"},

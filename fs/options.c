@@ -36,6 +36,7 @@ enum {
 	KEY_WAL_MAX,
 	KEY_FEED_SECONDS,
 	KEY_FEED_RECORDS,
+	KEY_MAX_OPEN,
 	KEY_NOT_YET,
 };
 
@@ -49,6 +50,7 @@ static const struct fuse_opt tfs_opts[] = {
 	FUSE_OPT_KEY("batch_flush_bytes=", KEY_BATCH_BYTES),
 	FUSE_OPT_KEY("batch_flush_ms=", KEY_BATCH_MS),
 	FUSE_OPT_KEY("max_item_bytes=", KEY_MAX_ITEM),
+	FUSE_OPT_KEY("max_open_bytes=", KEY_MAX_OPEN),
 	FUSE_OPT_KEY("entry_timeout=", KEY_ENTRY_TIMEOUT),
 	FUSE_OPT_KEY("attr_timeout=", KEY_ATTR_TIMEOUT),
 	FUSE_OPT_KEY("uid=", KEY_UID),
@@ -151,6 +153,10 @@ void tfs_usage(const char *prog)
 	       "    batch_flush_bytes=N   flush after N bytes (1048576)\n"
 	       "    batch_flush_ms=N      flush changes N ms old (100)\n"
 	       "    max_item_bytes=N      largest file in bytes (16777216)\n"
+	       "    max_open_bytes=N      content files open for writing may "
+	       "hold,\n"
+	       "                          then ENOSPC (max(1 GiB, 4 x "
+	       "max_item_bytes))\n"
 	       "    entry_timeout=S       kernel name cache, seconds (300)\n"
 	       "    attr_timeout=S        kernel attribute cache, seconds (300)\n"
 	       "    uid=N, gid=N          show every entry as owned by N\n"
@@ -284,6 +290,12 @@ static int opt_proc(void *data, const char *arg, int key,
 		if (r == 0 && v == 0)
 			r = parse_u64("max_item_bytes", "x", 10, 0, &v);
 		c->max_item_bytes = v;
+		break;
+	case KEY_MAX_OPEN:
+		r = parse_u64("max_open_bytes", val, 10, UINT64_MAX >> 2, &v);
+		if (r == 0 && v == 0)
+			r = parse_u64("max_open_bytes", "x", 10, 0, &v);
+		c->max_open_bytes = v;
 		break;
 	case KEY_ENTRY_TIMEOUT:
 		r = parse_seconds("entry_timeout", val, &o->entry_timeout);

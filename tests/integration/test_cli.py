@@ -82,7 +82,8 @@ def test_embedded_default_store(tierfs_factory, tmp_path):
 def test_tuning_options_accepted_and_applied(tierfs_factory):
     m = tierfs_factory(options=[
         "l1_max_bytes=67108864", "batch_flush_count=10", "batch_flush_bytes=65536",
-        "batch_flush_ms=50", "max_item_bytes=1048576", "entry_timeout=1",
+        "batch_flush_ms=50", "max_item_bytes=1048576", "max_open_bytes=4194304",
+        "entry_timeout=1",
         "attr_timeout=1", "uid=1234", "gid=2345", "file_mode=0640", "dir_mode=0750"])
     write_file(m.path("f.json"), b"{}")
     os.mkdir(m.path("d"))

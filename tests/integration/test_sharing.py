@@ -19,6 +19,7 @@ import threading
 import pytest
 
 from conftest import TIERFS_BIN, fuse_unavailable_reason, run, wait_for
+from test_items_cmd import Cli
 
 pytestmark = pytest.mark.skipif(fuse_unavailable_reason() is not None,
                                 reason=fuse_unavailable_reason() or "")
@@ -298,3 +299,35 @@ def test_eight_mounts_writing_at_once(tierfs_factory):
         for k in range(8):
             for i in range(10):
                 assert sees(m.path(f"w{k}", f"{i}.json"), b'{"k":%d,"i":%d}' % (k, i))
+
+
+def test_a_directory_link_count_follows_the_other_mount(tierfs_factory):
+    a, b = mounts(tierfs_factory)
+    os.mkdir(a.path("d"))
+    assert wait_for(lambda: os.path.isdir(b.path("d")), VISIBLE)
+    assert os.stat(b.path("d")).st_nlink == 2
+    os.mkdir(a.path("d", "s1"))
+    os.mkdir(a.path("d", "s2"))
+    synced(a)
+    assert wait_for(lambda: os.stat(b.path("d")).st_nlink == 4, VISIBLE)
+    os.rmdir(a.path("d", "s1"))
+    synced(a)
+    assert wait_for(lambda: os.stat(b.path("d")).st_nlink == 3, VISIBLE)
+
+
+def test_a_program_and_a_mount_share_the_store(tierfs_factory, tmp_path):
+    """`tierfs put` while a mount runs is seen by the mount; the mount's
+    write is seen by `tierfs get`; `tierfs rm` removes it from the mount."""
+    (a,) = mounts(tierfs_factory, 1)
+    cli = Cli(a, tmp_path)
+    assert not os.path.exists(a.path("user", "7.json"))  # cached as absent
+    cli("put", "user.7", input=b'{"from":"cli"}')
+    assert sees(a.path("user", "7.json"), b'{"from":"cli"}')
+    write(a.path("user", "8.json"), b'{"from":"mount"}')
+    assert cli("get", "user.8").stdout == b'{"from":"mount"}'
+    cli("put", "user.7", input=b'{"from":"cli","v":2}')
+    assert sees(a.path("user", "7.json"), b'{"from":"cli","v":2}')
+    assert int(xattr(a.path("user", "7.json"), "user.tierfs.version")) == 2
+    cli("rm", "user.7")
+    assert gone(a.path("user", "7.json"))
+    assert sorted(os.listdir(a.path("user"))) == ["8.json"]

@@ -602,6 +602,43 @@ static inline void case_delete(struct store *s, content_rows_fn content_rows,
 
 /* scan() walks every entry but the root, in ino order, in pages: on a
  * fresh store, the directory and its 5 files, each once. */
+/* count_subdirs() counts only directories, only @parent's, and leaves out
+ * the inos asked; longest_id_below() measures escaped IDs ('.' and '%'
+ * take 3 bytes, a JSON file's segment is its stem) and skips the subtrees
+ * asked. */
+static inline void case_counts(struct store *s)
+{
+	uint64_t top = put_dir(s, new_ino(s), STORE_ROOT_INO, "top");
+	uint64_t d1 = put_dir(s, new_ino(s), top, "d1");
+	uint64_t d2 = put_dir(s, new_ino(s), top, "a.b%c"); /* 9 escaped */
+	uint64_t deep = put_dir(s, new_ino(s), d2, "deep");
+	uint64_t except[2], v;
+
+	put_file(s, new_ino(s), top, "f.json", ITEM_JSON, "1", 1);
+	put_dir(s, new_ino(s), d1, "x");
+	put_file(s, new_ino(s), deep, "leaf.v1.json", ITEM_JSON, "2", 1);
+	CHECK_EQ(s->ops->count_subdirs(s, top, NULL, 0, &v), 0);
+	CHECK_EQ(v, 2);
+	except[0] = d1;
+	except[1] = 999999;
+	CHECK_EQ(s->ops->count_subdirs(s, top, except, 2, &v), 0);
+	CHECK_EQ(v, 1);
+	CHECK_EQ(s->ops->count_subdirs(s, deep, NULL, 0, &v), 0);
+	CHECK_EQ(v, 0);
+	/* a%2Eb%25c.deep.leaf%2Ev1 */
+	CHECK_EQ(s->ops->longest_id_below(s, top, NULL, 0, &v), 0);
+	CHECK_EQ(v, 9 + 1 + 4 + 1 + 9);
+	except[0] = deep;
+	CHECK_EQ(s->ops->longest_id_below(s, top, except, 1, &v), 0);
+	CHECK_EQ(v, 9); /* a%2Eb%25c */
+	CHECK_EQ(s->ops->longest_id_below(s, deep, NULL, 0, &v), 0);
+	CHECK_EQ(v, 9);
+	CHECK_EQ(s->ops->longest_id_below(s, d1, NULL, 0, &v), 0);
+	CHECK_EQ(v, 1);
+	CHECK_EQ(s->ops->longest_id_below(s, 123456, NULL, 0, &v), 0);
+	CHECK_EQ(v, 0);
+}
+
 static inline void case_scan(struct store *s)
 {
 	struct store_key keys[3];

@@ -17,9 +17,10 @@
  * later one (sticky), with -err, until wrap_lift() lifts it. By default the
  * failing call never reaches the store (a refusal, a dropped connection);
  * with @after it does, and then reports the error (a reply lost after the
- * store acted). has_children() is passed through uncounted (the engine
- * does not use it); fetch() is not offered; the feed's ops are passed
- * through uncounted and unfailed (offered only when the store has them).
+ * store acted). has_children(), count_subdirs() and longest_id_below()
+ * are passed through uncounted (the fault plan does not reach them);
+ * fetch() is not offered; the feed's ops are passed through uncounted and
+ * unfailed.
  *
  * refuse_apply, when set, may refuse a batch the plan let through, as a
  * database constraint would (after the fault plan, before the store).
@@ -184,6 +185,26 @@ static int store_wrap_has_children(struct store *s, uint64_t parent)
 	return w->inner->ops->has_children(w->inner, parent);
 }
 
+static int store_wrap_count_subdirs(struct store *s, uint64_t parent,
+				    const uint64_t *except, size_t nexcept,
+				    uint64_t *count)
+{
+	struct store_wrap *w = store_wrap_of(s);
+
+	return w->inner->ops->count_subdirs(w->inner, parent, except, nexcept,
+					    count);
+}
+
+static int store_wrap_longest_id_below(struct store *s, uint64_t dir,
+				       const uint64_t *except, size_t nexcept,
+				       uint64_t *len)
+{
+	struct store_wrap *w = store_wrap_of(s);
+
+	return w->inner->ops->longest_id_below(w->inner, dir, except, nexcept,
+					       len);
+}
+
 static int store_wrap_alloc_ino(struct store *s, uint64_t count,
 				uint64_t *first)
 {
@@ -288,6 +309,8 @@ static const struct store_ops store_wrap_ops = {
 	.list = store_wrap_list,
 	.read = store_wrap_read,
 	.has_children = store_wrap_has_children,
+	.count_subdirs = store_wrap_count_subdirs,
+	.longest_id_below = store_wrap_longest_id_below,
 	.alloc_ino = store_wrap_alloc_ino,
 	.apply = store_wrap_apply,
 	.stats = store_wrap_stats,
@@ -297,20 +320,6 @@ static const struct store_ops store_wrap_ops = {
 	.feed_wait = store_wrap_feed_wait,
 };
 
-/* The same without the feed, for a store that has none. */
-static const struct store_ops store_wrap_ops_nofeed = {
-	.name = "wrapped",
-	.free = store_wrap_free,
-	.get = store_wrap_get,
-	.lookup = store_wrap_lookup,
-	.list = store_wrap_list,
-	.read = store_wrap_read,
-	.has_children = store_wrap_has_children,
-	.alloc_ino = store_wrap_alloc_ino,
-	.apply = store_wrap_apply,
-	.stats = store_wrap_stats,
-	.scan = store_wrap_scan,
-};
 
 /* eng_config.wrap_l3: wraps @l3 with the plan and counters of @arg (a
  * struct wrap_state). */
@@ -322,8 +331,7 @@ static struct store *store_wrap_l3(struct store *l3, void *arg)
 
 	if (!w)
 		return NULL;
-	w->s.ops = l3->ops->feed_read ? &store_wrap_ops
-				      : &store_wrap_ops_nofeed;
+	w->s.ops = &store_wrap_ops;
 	w->s.log = l3->log;
 	w->s.origin = l3->origin;
 	w->s.feed_keep_seconds = l3->feed_keep_seconds;

@@ -1592,6 +1592,46 @@ static void test_put_implicit_dirs(void)
 }
 
 /* Directory renames move the subtree; rmdir refuses non-empty dirs. */
+static uint32_t nlink_of(struct eng *e, uint64_t ino)
+{
+	struct eng_attr a;
+
+	CHECK_EQ(eng_getattr(e, ino, &a), 0);
+	return a.nlink;
+}
+
+/* A directory's nlink is 2 + its subdirectories, implicit ones too: kept
+ * through puts and deletes, and counted again from L3 after a reopen. */
+static void test_nlink_implicit_dirs(void)
+{
+	struct eng_config cfg = lazy_cfg("nlink");
+	struct eng *e = open_ok(&cfg);
+	uint64_t u;
+
+	CHECK_EQ(nlink_of(e, ROOT), 2);
+	CHECK_EQ(eng_put(e, "user.1", ITEM_JSON, "1", 1), 0);
+	CHECK_EQ(nlink_of(e, ROOT), 3); /* user/ */
+	u = lookup_attr(e, ROOT, "user").ino;
+	CHECK_EQ(nlink_of(e, u), 2);
+	CHECK_EQ(eng_put(e, "user.a.b.c", ITEM_JSON, "2", 1), 0);
+	CHECK_EQ(nlink_of(e, u), 3); /* user/a/ */
+	CHECK_EQ(lookup_attr(e, lookup_attr(e, u, "a").ino, "b").nlink, 2);
+	CHECK_EQ(lookup_attr(e, u, "a").nlink, 3);
+	CHECK_EQ(eng_sync(e), 0);
+	CHECK_EQ(eng_close(e), 0);
+
+	e = open_ok(&cfg); /* counted from L3 */
+	CHECK_EQ(nlink_of(e, ROOT), 3);
+	u = lookup_attr(e, ROOT, "user").ino;
+	CHECK_EQ(nlink_of(e, u), 3);
+	/* the delete takes user/a/b/ and user/a/ along */
+	CHECK_EQ(eng_delete(e, "user.a.b.c", ITEM_JSON), 0);
+	CHECK_EQ(nlink_of(e, u), 2);
+	CHECK_EQ(eng_delete(e, "user.1", ITEM_JSON), 0);
+	CHECK_EQ(nlink_of(e, ROOT), 2);
+	CHECK_EQ(eng_close(e), 0);
+}
+
 static void test_dirs(void)
 {
 	struct eng_config cfg = lazy_cfg("dirs");
@@ -1666,6 +1706,7 @@ int main(void)
 	test_atime();
 	test_put_implicit_dirs();
 	test_dirs();
+	test_nlink_implicit_dirs();
 	test_readdir_dirty_run(); /* last: a failure here ends the process */
 	printf("test_engine: ok\n");
 	return 0;

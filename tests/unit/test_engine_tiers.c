@@ -11,7 +11,10 @@
  *    rename, setattr, setxattr and put fail with -ENOSPC, the engine still
  *    shows the old state, and after a reopen on a working L3 (which
  *    replays the log) the failed changes are absent and the earlier ones
- *    present.
+ *    present;
+ *  - a change L3 sets aside for good makes the eng_sync() that waited for
+ *    it fail with -EIO; a refusal (EACCES) fails fsync and sync until it is
+ *    fixed, and not after.
  *
  * Waits are deadlines on conditions, never sleeps as synchronisation.
  * Exit status: 0 passed, 1 failed, 77 skipped. TEST_VERBOSE=1 shows the
@@ -374,8 +377,10 @@ static void test_poison_is_set_aside(void)
 	put_ok(e, "x.json", "3");
 	put_ok(e, "poison.json", "4");
 	put_ok(e, "b.json", "5");
-	CHECK_EQ(eng_sync(e), 0); /* nothing waits: the poison is aside */
+	/* the sync waited for the poisoned change: set aside, not durable */
+	CHECK_EQ(eng_sync(e), -EIO);
 	CHECK_EQ(quarantined(e), 1);
+	CHECK_EQ(eng_sync(e), 0); /* nothing waits: the poison is aside */
 	snprintf(path, sizeof(path), "%s.tierfs-wal/quarantine.log",
 		 cfg.sqlite_path);
 	CHECK_EQ(stat(path, &st), 0);
@@ -403,6 +408,30 @@ static void test_poison_is_set_aside(void)
 	CHECK(item_size(it) == 1 && *(const char *)item_data(it) == '3');
 	item_unref(it);
 	CHECK_EQ(quarantined(e), 0); /* counted since open */
+	CHECK_EQ(eng_close(e), 0);
+}
+
+/* A refusal of L3 (EACCES) is returned by fsync and sync while it lasts;
+ * once fixed, the next fsync or sync waits for the flusher's next attempt
+ * instead of returning the error an earlier attempt met. */
+static void test_refusal_ends(void)
+{
+	struct eng_config cfg = cfg_for("refusal", EACCES);
+	struct eng_file *f;
+	struct eng_attr a;
+	struct eng *e;
+
+	CHECK_EQ(eng_open(&cfg, &e), 0);
+	CHECK_EQ(eng_create(e, ROOT, "r.json", 0644, O_WRONLY, &ctx, &a, &f),
+		 0);
+	CHECK_EQ(eng_write(e, f, "1", 1, 0), 1);
+	CHECK_EQ(eng_fsync(e, f), -EACCES);
+	CHECK_EQ(eng_sync(e), -EACCES);
+	wrap_lift(&wst);
+	CHECK_EQ(eng_write(e, f, "2", 1, 0), 1);
+	CHECK_EQ(eng_fsync(e, f), 0);
+	CHECK_EQ(eng_sync(e), 0);
+	eng_release(e, f);
 	CHECK_EQ(eng_close(e), 0);
 }
 
@@ -444,6 +473,7 @@ int main(void)
 	test_metrics_count_every_call();
 	test_failed_changes_leave_nothing();
 	test_poison_is_set_aside();
+	test_refusal_ends();
 	test_poison_in_the_log_still_mounts();
 	printf("test_engine_tiers: ok\n");
 	return 0;

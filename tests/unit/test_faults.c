@@ -1446,8 +1446,8 @@ struct known {
 	"an apply L3 refuses with EEXIST is taken as a refusal for good: "    \
 	"bisected, and each change it keeps refusing is set aside in "        \
 	"quarantine.log (engine/quarantine.c): acknowledged changes are "     \
-	"set aside there (eng_fsync() of such a file says EIO, eng_sync() "   \
-	"0), and deletes are undone"
+	"set aside there (eng_fsync() of such a file, and the eng_sync() "   \
+	"that waited for it, say EIO), and deletes are undone"
 static const struct known known_failures[] = {
 	{W_APPLY, EEXIST, M_STICKY, 0, false, false, QUARANTINE_WHY},
 	{W_APPLY, EEXIST, M_STICKY, 0, true, true, QUARANTINE_WHY},

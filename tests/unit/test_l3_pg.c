@@ -572,6 +572,7 @@ static void test_scan(void)
 	struct store *s = open_fresh();
 
 	case_scan(s);
+	case_counts(s);
 	store_free(s);
 }
 

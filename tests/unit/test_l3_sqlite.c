@@ -402,6 +402,7 @@ static void test_scan(void)
 	struct store *s = open_ok("scan.db");
 
 	case_scan(s);
+	case_counts(s);
 	store_free(s);
 }
 
