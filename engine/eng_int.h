@@ -283,6 +283,7 @@ struct eng {
 	uint64_t filter_false_positives; /* "maybe", then L3 said absent */
 	uint64_t batches, batch_recs, last_batch;
 	uint64_t filter_epoch; /* a builder that saw another one rescans */
+	struct u64map feed_names; /* keys filter_add_feed() added */
 	bool builder_running;
 
 	/* The change feed (feed.c): the last record applied, and counts. */
@@ -449,6 +450,19 @@ void filter_del(struct eng *e, uint64_t parent, const char *name);
 bool filter_absent(struct eng *e, uint64_t dir, const char *name);
 /* Sizes the filter for @entries and starts its builder. */
 void filter_start(struct eng *e, uint64_t entries);
+/*
+ * filter_add() for a name the change feed brings. A record comes for every
+ * change of an entry (a file rewritten, a directory whose mtime each new
+ * child sets), and each insert of a name stores one more fingerprint: a
+ * name met again and again would fill its buckets and overflow the filter.
+ * So the names the feed added are remembered (their 64-bit keys, the
+ * filter's own identity of a name; at most FEED_NAMES_MAX, then forgotten
+ * all at once: a name then costs one more fingerprint) and added once;
+ * filter_del() forgets a name there too, so that a name deleted here and
+ * made again elsewhere is added again.
+ */
+#define FEED_NAMES_MAX 65536
+void filter_add_feed(struct eng *e, uint64_t parent, const char *name);
 /* Distrusts the filter until a new scan of L3 completes (names may have
  * been missed). Lock held. */
 void filter_restart(struct eng *e);

@@ -150,6 +150,7 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	u64map_init(&e->nodes);
 	u64map_init(&e->names);
 	u64map_init(&e->too_big);
+	u64map_init(&e->feed_names);
 	batch_init(&e->batch, cfg->batch_flush_count, cfg->batch_flush_bytes,
 		   (uint64_t)cfg->batch_flush_ms * 1000000);
 
@@ -266,6 +267,7 @@ int eng_close(struct eng *e)
 	u64map_release(&e->nodes);
 	u64map_release(&e->names);
 	u64map_release(&e->too_big);
+	u64map_release(&e->feed_names);
 	batch_release(&e->batch);
 	l1_free(e->l1);
 	cuckoo_free(e->filter);

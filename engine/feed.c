@@ -10,7 +10,8 @@
  * with the lock released. Each record names an entry and carries its row
  * as it is now (or "gone"):
  *
- *   - a name that exists goes into the filter, so it is never denied;
+ *   - a name that exists goes into the filter, so it is never denied
+ *     (once: filter_add_feed());
  *   - a node this engine keeps for the entry takes the row: its metadata,
  *     its place (a move; the new parent's chain is read from L3 first
  *     when the table lacks it) or its deletion. A node with a change not
@@ -31,10 +32,10 @@
  * Every applied page bumps gen, so a reader that read L3 before the change
  * committed and adds its node after the page was applied reads again
  * (tier_stale()); a reader whose node was added before is corrected by the
- * record itself. The other way round, a record is older than a node whose
- * state was read from L3, or committed by this engine, after the page was
- * read (node.stamp is above the stamp noted before the read): such a
- * record is passed over, and a later one carries what changed since.
+ * record itself. The other way round, a node whose state was read from L3,
+ * or committed by this engine, while the page was read (node.stamp is
+ * above the stamp noted before the read) may be newer than the record or
+ * older: its row is read again instead (refresh_one()).
  *
  * When the feed has been trimmed past this engine's position (-ESTALE: it
  * was cut off longer than the store keeps records), it cannot know what
@@ -286,19 +287,26 @@ static bool node_matches(const struct node *n, const struct store_feed *f)
 /* Applies record @f under the lock; true when it changed what the engine
  * shows. */
 static bool apply_record(struct eng *e, struct store_feed *f,
-			 uint64_t stamp, struct inval_list *inv)
+			 uint64_t stamp, bool *recheck, struct inval_list *inv)
 {
 	struct node *n = node_get(e, f->ino);
 	bool own = f->origin == e->l3->origin;
 
-	if (!f->gone)
-		filter_add(e, f->row.parent, f->row.name);
+	/* a name L3 holds is never denied: add it unless this node already
+	 * has it (own changes added theirs when they were made) */
+	if (!f->gone && (!n || n->deleted || n->parent != f->row.parent ||
+			 strcmp(n->name, f->row.name) != 0))
+		filter_add_feed(e, f->row.parent, f->row.name);
 	if (n && node_pending(n)) {
 		e->feed_kept += !own;
 		return false; /* its own change commits later and wins */
 	}
-	if (n && n->stamp > stamp)
-		return false; /* read from L3, or committed, after @f was */
+	if (n && n->stamp > stamp) {
+		/* its state was read from L3, or committed, while @f was
+		 * read: which is newer is unknown, so read it again */
+		*recheck = true;
+		return false;
+	}
 	if (own && (!n || node_matches(n, f))) {
 		/* ours as we made it: only the version the store chose is
 		 * news (a node-less entry is read from L3 when looked up) */
@@ -386,6 +394,36 @@ static void feed_reset(struct eng *e, struct inval_list *inv)
 	filter_restart(e);
 }
 
+/*
+ * Reads the row of clean node @ino from L3 again and applies it, unless the
+ * node's state was established again meanwhile (then that state is at
+ * least as new as the row: what came after reaches it through the feed).
+ * Lock held; dropped meanwhile.
+ */
+static void refresh_one(struct eng *e, uint64_t ino, struct inval_list *inv)
+{
+	struct store_feed f = {.ino = ino};
+	struct node *m = node_get(e, ino);
+	uint64_t stamp = e->stamp;
+	struct tier_call c;
+	int r;
+
+	if (!m || node_pending(m))
+		return;
+	r = tier_enter(e, &c, OP_L3_GET, m, true);
+	if (r == 0)
+		r = e->l3->ops->get(e->l3, ino, &f.row);
+	r = tier_leave(e, &c, r);
+	if (r < 0 && r != -ENOENT)
+		return;
+	f.gone = r == -ENOENT;
+	m = node_get(e, ino);
+	if (m && !node_pending(m) && m->stamp <= stamp)
+		apply_to_node(e, m, &f, NULL, inv);
+	if (!f.gone)
+		store_row_release(&f.row);
+}
+
 /* Re-reads the row of every clean node (after feed_reset()). */
 static void refresh_nodes(struct eng *e, struct inval_list *inv)
 {
@@ -400,28 +438,8 @@ static void refresh_nodes(struct eng *e, struct inval_list *inv)
 	while (u64map_next(&e->nodes, &pos, &key, &val))
 		if (key != STORE_ROOT_INO)
 			inos[n++] = key;
-	for (size_t i = 0; i < n; i++) {
-		struct store_feed f = {.ino = inos[i]};
-		struct node *m = node_get(e, inos[i]);
-		uint64_t stamp = e->stamp;
-		struct tier_call c;
-		int r;
-
-		if (!m || node_pending(m))
-			continue;
-		r = tier_enter(e, &c, OP_L3_GET, m, true);
-		if (r == 0)
-			r = e->l3->ops->get(e->l3, inos[i], &f.row);
-		r = tier_leave(e, &c, r);
-		if (r < 0 && r != -ENOENT)
-			continue;
-		f.gone = r == -ENOENT;
-		m = node_get(e, inos[i]);
-		if (m && !node_pending(m) && m->stamp <= stamp)
-			apply_to_node(e, m, &f, NULL, inv);
-		if (!f.gone)
-			store_row_release(&f.row);
-	}
+	for (size_t i = 0; i < n; i++)
+		refresh_one(e, inos[i], inv);
 	free(inos);
 }
 
@@ -429,19 +447,22 @@ static void *feed_main(void *arg)
 {
 	struct eng *e = arg;
 	struct store_feed *recs = calloc(FEED_PAGE, sizeof(*recs));
+	uint64_t *recheck = calloc(FEED_PAGE, sizeof(*recheck));
 	struct inval_list inv = {0};
 	bool stop = false;
 	int failing = 0;
 
-	if (!recs)
+	if (!recs || !recheck) {
+		free(recs);
+		free(recheck);
 		return NULL;
+	}
 	while (!stop) {
-		uint64_t after, stamp;
+		uint64_t after, stamp = 0;
 		int r;
 
 		pthread_mutex_lock(&e->lock);
 		after = e->feed_seq;
-		stamp = e->stamp;
 		stop = e->stopping;
 		pthread_mutex_unlock(&e->lock);
 		if (stop)
@@ -452,6 +473,9 @@ static void *feed_main(void *arg)
 		if (r > 0) {
 			struct tier_call c;
 
+			pthread_mutex_lock(&e->lock);
+			stamp = e->stamp; /* node states older than the read */
+			pthread_mutex_unlock(&e->lock);
 			r = tier_enter(e, &c, OP_L3_FEED, NULL, false);
 			if (r == 0)
 				r = e->l3->ops->feed_read(e->l3, after, recs,
@@ -492,13 +516,18 @@ static void *feed_main(void *arg)
 				refresh_nodes(e, &inv);
 			}
 		} else if (r > 0) {
-			size_t n = (size_t)r;
+			size_t n = (size_t)r, nre = 0;
 			bool changed = false;
 
 			attach_destinations(e, recs, n);
-			for (size_t i = 0; i < n; i++)
+			for (size_t i = 0; i < n; i++) {
+				bool again = false;
+
 				changed |= apply_record(e, &recs[i], stamp,
-							&inv);
+							&again, &inv);
+				if (again) /* rows are no longer needed */
+					recheck[nre++] = recs[i].ino;
+			}
 			if (recs[n - 1].seq > e->feed_seq)
 				e->feed_seq = recs[n - 1].seq;
 			if (changed)
@@ -506,6 +535,8 @@ static void *feed_main(void *arg)
 			for (size_t i = 0; i < n; i++)
 				if (!recs[i].gone)
 					store_row_release(&recs[i].row);
+			for (size_t i = 0; i < nre; i++)
+				refresh_one(e, recheck[i], &inv);
 		}
 		stop = e->stopping;
 		pthread_mutex_unlock(&e->lock);
@@ -513,6 +544,7 @@ static void *feed_main(void *arg)
 	}
 	free(inv.v);
 	free(recs);
+	free(recheck);
 	return NULL;
 }
 

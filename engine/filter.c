@@ -22,9 +22,27 @@ void filter_add(struct eng *e, uint64_t parent, const char *name)
 
 void filter_del(struct eng *e, uint64_t parent, const char *name)
 {
+	uint64_t key = cuckoo_key(parent, name, strlen(name));
+
+	u64map_del(&e->feed_names, key);
 	if (e->filter && e->filter_trusted)
-		cuckoo_delete(e->filter,
-			      cuckoo_key(parent, name, strlen(name)));
+		cuckoo_delete(e->filter, key);
+}
+
+void filter_add_feed(struct eng *e, uint64_t parent, const char *name)
+{
+	uint64_t key = cuckoo_key(parent, name, strlen(name));
+
+	if (!e->filter || u64map_get(&e->feed_names, key))
+		return;
+	if (e->feed_names.len >= FEED_NAMES_MAX) {
+		u64map_release(&e->feed_names);
+		u64map_init(&e->feed_names);
+	}
+	/* out of memory for the key: added all the same (a duplicate costs
+	 * room only) */
+	u64map_put(&e->feed_names, key, (void *)1);
+	filter_add(e, parent, name);
 }
 
 /* true when the filter proves that @dir has no entry @name. */
