@@ -5,8 +5,8 @@
  * apply() runs one transaction:
  *     BEGIN ISOLATION LEVEL REPEATABLE READ;
  *     SELECT pg_advisory_xact_lock_shared(LPG_LOCK_CLASS, LPG_LOCK_WRITE)
- *     S_BUSY_DIRS, S_HOLDERS    the namespace races (l3_pg_race.c): which
- *                               changes are dropped, which entries replaced
+ *     S_BUSY_DIRS, S_HOLDERS,   the namespace races (l3_pg_race.c): which
+ *     S_CYCLES                  changes are dropped, which entries replaced
  *     DELETE FROM entries  WHERE ino = ANY($1)   every changed ino and
  *             RETURNING ino, parent, version     every replaced one
  *     DELETE FROM contents WHERE ino = ANY($1)   deleted and replaced inos

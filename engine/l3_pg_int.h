@@ -34,8 +34,8 @@
 #define LPG_LOCK_CLASS 0x74696572 /* "tier": the advisory lock's first key */
 #define LPG_LOCK_SCHEMA 1 /* second key: creating or migrating the schema */
 #define LPG_LOCK_WRITE 2  /* second key: apply() */
-/* How far up S_TOUCHED walks from a directory: only a cycle of parents (a
- * corrupt tree) gets this far; it would otherwise walk forever. */
+/* How far up S_TOUCHED and S_CYCLES walk from a directory: only a cycle of
+ * parents (a corrupt tree) gets this far; it would otherwise walk forever. */
 #define LPG_MAX_DEPTH 65536
 /* The channel apply() notifies and feed_wait() listens on. */
 #define LPG_FEED_CHANNEL "tierfs_feed"
@@ -101,6 +101,7 @@ enum lpg_stmt {
 	S_MERKLE,
 	S_HOLDERS,
 	S_BUSY_DIRS,
+	S_CYCLES,
 	S_FEED_ADD,
 	S_FEED_TRIM,
 	S_FEED_READ,
@@ -313,6 +314,7 @@ int lpg_apply(struct store *s, struct change *const *changes, size_t n,
  * anew in each run of its transaction. */
 struct lpg_plan {
 	bool *dropped;	 /* by change: not applied */
+	bool *cycle;	 /* by change: dropped, as it closed a cycle */
 	uint64_t *floor; /* by change: its lowest version (0: none) */
 	/* which change replaces which entry: one pair per (change, entry) */
 	struct lpg_pair {

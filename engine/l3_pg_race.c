@@ -16,11 +16,17 @@
  *                one that is a directory with a child not the batch's own
  *                makes the change dropped; any other (a file, an empty
  *                directory) is replaced: deleted with its content, and the
- *                change's version becomes at least its version + 1.
+ *                change's version becomes at least its version + 1;
+ *   S_CYCLES     which changes move a directory below itself: the walk up
+ *                from its new parent follows each entry's parent after the
+ *                batch (a kept change's, else the stored row's). Asked
+ *                once a round drops nothing else, of the batches that put
+ *                a directory (nearly all: a create touches its parent); the
+ *                first such move in batch order is dropped.
  *
  * A dropped change keeps its row where it was, so the row may now hold a
- * name another change writes: while a round drops something, the rounds
- * run again with fewer inos left out (at most one round more than there
+ * name another change writes, or close a cycle with another move: while a
+ * round drops something, the rounds run again with fewer inos left out (at most one round more than there
  * are changes; nearly always one). A dropped change is still recorded in
  * the feed, so that a reader fetches the entry as it really stands.
  *
@@ -115,8 +121,9 @@ int lpg_plan_init(struct lpg_plan *p, size_t n)
 {
 	memset(p, 0, sizeof(*p));
 	p->dropped = calloc(n ? n : 1, sizeof(*p->dropped));
+	p->cycle = calloc(n ? n : 1, sizeof(*p->cycle));
 	p->floor = calloc(n ? n : 1, sizeof(*p->floor));
-	if (p->dropped && p->floor)
+	if (p->dropped && p->cycle && p->floor)
 		return 0;
 	lpg_plan_release(p);
 	return -ENOMEM;
@@ -125,6 +132,7 @@ int lpg_plan_init(struct lpg_plan *p, size_t n)
 void lpg_plan_release(struct lpg_plan *p)
 {
 	free(p->dropped);
+	free(p->cycle);
 	free(p->floor);
 	free(p->pairs);
 	lpg_inos_release(&p->replaced);
@@ -301,6 +309,71 @@ static int lpg_holders(const struct lpg *q, struct lpg_conn *c,
 	return err;
 }
 
+/* Drops the first move, in batch order, of a directory below itself
+ * (S_CYCLES), and sets *more; the next round looks again with that move
+ * dropped, so of two moves that close one cycle only the first is. @a
+ * holds two arrays. */
+static int lpg_cycles(const struct lpg *q, struct lpg_conn *c,
+		      struct change *const *changes, size_t n,
+		      struct lpg_arr *a, struct lpg_plan *p, bool *more)
+{
+	const char *values[3];
+	int lengths[3];
+	char b_max[8];
+	size_t *pos, m = 0;
+	bool moves = false;
+	PGresult *res = NULL;
+	const char *pi;
+	int64_t at;
+	int err;
+
+	/* a move has a kept put of a directory that is not the root */
+	for (size_t i = 0; i < n && !moves; i++)
+		moves = !p->dropped[i] && !changes[i]->deleted &&
+			changes[i]->meta.kind == ITEM_DIR &&
+			changes[i]->parent != 0;
+	if (!moves)
+		return 0;
+	pos = malloc(n * sizeof(*pos));
+	if (!pos)
+		return -ENOMEM;
+	lpg_arr_start(&a[0], LPG_INT8OID);
+	lpg_arr_start(&a[1], LPG_INT8OID);
+	for (size_t i = 0; i < n; i++) {
+		const struct change *ch = changes[i];
+
+		if (p->dropped[i] ||
+		    (!ch->deleted && ch->meta.kind != ITEM_DIR))
+			continue;
+		pos[m++] = i;
+		lpg_arr_i64(&a[0], (int64_t)ch->ino);
+		lpg_arr_i64(&a[1], ch->deleted ? 0 : (int64_t)ch->parent);
+	}
+	err = lpg_arr_finish(&a[0], &values[0], &lengths[0]);
+	if (!err)
+		err = lpg_arr_finish(&a[1], &values[1], &lengths[1]);
+	lpg_put64(b_max, LPG_MAX_DEPTH);
+	values[2] = b_max;
+	lengths[2] = 8;
+	if (!err)
+		err = lpg_exec(q, c, S_CYCLES, values, lengths, &res,
+			       "look for moves that close a cycle");
+	if (!err && PQntuples(res) > 0) {
+		if (!lpg_field(res, 0, 0, 8, &pi) || (at = lpg_get64(pi)) < 1 ||
+		    at > (int64_t)m) {
+			err = store_corrupt(&q->sb, 0, "bad cycle answer");
+		} else {
+			p->dropped[pos[at - 1]] = true;
+			p->cycle[pos[at - 1]] = true;
+			p->ndropped++;
+			*more = true;
+		}
+	}
+	PQclear(res);
+	free(pos);
+	return err;
+}
+
 int lpg_plan_races(const struct lpg *q, struct lpg_conn *c,
 		   struct change *const *changes, size_t n, struct lpg_arr *a,
 		   struct lpg_plan *p)
@@ -309,6 +382,7 @@ int lpg_plan_races(const struct lpg *q, struct lpg_conn *c,
 	int err = 0;
 
 	memset(p->dropped, 0, n * sizeof(*p->dropped));
+	memset(p->cycle, 0, n * sizeof(*p->cycle));
 	p->ndropped = 0;
 	/* each round but the last drops a change: at most n + 1 rounds */
 	while (more && !err) {
@@ -319,6 +393,8 @@ int lpg_plan_races(const struct lpg *q, struct lpg_conn *c,
 		err = lpg_busy_dirs(q, c, changes, n, a, p, &more);
 		if (!err)
 			err = lpg_holders(q, c, changes, n, a, p, &more);
+		if (!err && !more)
+			err = lpg_cycles(q, c, changes, n, a, p, &more);
 	}
 	if (!err)
 		err = lpg_inos_finish(&p->replaced);
@@ -347,6 +423,14 @@ void lpg_plan_report(struct lpg *q, struct change *const *changes, size_t n,
 				 "postgres '%s': a race: directory %llu is not "
 				 "deleted: another writer put entries in it",
 				 q->target, (unsigned long long)ch->ino);
+		else if (p->cycle[i])
+			eng_logf(&q->base.log, LOG_WARNING,
+				 "postgres '%s': a race: the move of directory "
+				 "%llu into directory %llu is dropped: that "
+				 "directory is below it, the move would close a "
+				 "cycle",
+				 q->target, (unsigned long long)ch->ino,
+				 (unsigned long long)ch->parent);
 		else
 			eng_logf(&q->base.log, LOG_WARNING,
 				 "postgres '%s': a race: the change of entry "

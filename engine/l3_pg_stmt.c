@@ -226,6 +226,29 @@ const struct lpg_stmt_def lpg_stmts[S_N] = {
 			 " WHERE k.parent = d AND k.ino <> ALL($2))",
 			 2,
 			 {LPG_INT8ARRAYOID, LPG_INT8ARRAYOID}},
+	/* Of the directory puts $1 (inos) with their new parents $2 (0 for
+	 * a deletion: the chain ends there), by position i from 1, those
+	 * that move a stored directory below itself: the walk up from the
+	 * new parent takes each entry's parent after the batch (the put's,
+	 * else the stored row's) until the root, a missing entry, the moved
+	 * directory itself, or $3 steps. */
+	[S_CYCLES] = {"lpg_cycles",
+		      "WITH RECURSIVE b (ino, parent, i) AS ("
+		      " SELECT * FROM unnest($1, $2) WITH ORDINALITY),"
+		      " up (i, start, at, depth) AS ("
+		      " SELECT b.i, b.ino, b.parent, 1 FROM b"
+		      " JOIN entries AS e ON e.ino = b.ino"
+		      " WHERE e.kind = 0 AND b.parent <> 0"
+		      " AND e.parent <> b.parent"
+		      " UNION ALL"
+		      " SELECT u.i, u.start, COALESCE("
+		      "(SELECT b.parent FROM b WHERE b.ino = u.at LIMIT 1),"
+		      " (SELECT e.parent FROM entries AS e WHERE e.ino = u.at)),"
+		      " u.depth + 1 FROM up AS u"
+		      " WHERE u.at <> u.start AND u.at <> 1 AND u.depth < $3)"
+		      " SELECT DISTINCT i FROM up WHERE at = start ORDER BY i",
+		      3,
+		      {LPG_INT8ARRAYOID, LPG_INT8ARRAYOID, LPG_INT8OID}},
 	/* Records the inos $1, in order, under origin $2: takes the next
 	 * sequence numbers from feed_head, whose row lock it keeps until
 	 * the transaction ends (see l3_pg_feed.c). Returns the new head and

@@ -15,10 +15,15 @@
  *      them is a victim (replaced), a directory with children drops the
  *      put. A deletion of a directory that keeps a child after the batch
  *      (a stored child the batch does not change, or a put into it) is
- *      dropped. A dropped change leaves its stored row where it was, and
- *      that row may hold a name another put wants, so the plan is made
- *      again until a round drops nothing (at most one round per change;
- *      nearly always one). Then each put's version: max(its own, 1), at
+ *      dropped. A move of a directory below itself is dropped: the walk
+ *      up from its new parent follows the parents the entries will have
+ *      (a kept put's, else the stored row's; in batch order, each walk
+ *      sees the moves dropped before it), so of two moves that close one
+ *      cycle only the first is dropped. A dropped change leaves its stored
+ *      row where it was, and that row may hold a name another put wants,
+ *      or close a cycle with another move, so the plan is made again
+ *      until a round drops nothing (at most one round per change; nearly
+ *      always one). Then each put's version: max(its own, 1), at
  *      least the stored one (+ 1 when it carries content), at least each
  *      victim's + 1. A change with content that is what the row already
  *      holds (its version is the stored one, its hash the stored hash,
@@ -66,9 +71,11 @@ struct lsq_step {
 	bool existed;	  /* the ino had a row */
 	int kind;	  /* its kind, when it existed */
 	uint64_t stored;  /* its version, when it existed */
+	uint64_t from;	  /* its parent, when it existed */
 	bool same;	  /* ... with the content hash the change carries */
 	uint64_t version; /* the version to write (a put kept) */
 	bool dropped;	  /* lost a race: not applied, only recorded */
+	bool cycle;	  /* ... because it would have closed a cycle */
 	uint64_t holder;  /* dropped put: the directory holding its name */
 };
 
@@ -141,6 +148,7 @@ static int lsq_plan_stored(struct lsq *q, struct lsq_plan *p)
 			sp->existed = true;
 			sp->stored = v > 0 ? (uint64_t)v : 0;
 			sp->kind = sqlite3_column_int(st, 1);
+			sp->from = (uint64_t)sqlite3_column_int64(st, 3);
 			/* a zero hash (NULL) is not known: never the same */
 			sp->same = h && hlen == ITEM_HASH_LEN &&
 				   !memcmp(h, mine, ITEM_HASH_LEN);
@@ -265,6 +273,68 @@ static int lsq_plan_victim(struct lsq_plan *p, const struct lsq_holder *h,
 	return u64map_put(&p->seen, h->ino, (void *)(uintptr_t)p->nvictims);
 }
 
+/* Whether put @i, a move of a directory, puts it below itself: walks up
+ * from its new parent through the parents the entries will have after the
+ * batch (a kept put's, else the stored row's) until the root, an entry
+ * that will not exist, or the entry itself. Returns 1, 0 or a negative
+ * errno. A chain longer than LSQ_MAX_DEPTH is not this move's doing (a
+ * cycle among stored rows, which only a hand edit makes): 0. */
+static int lsq_closes_cycle(struct lsq *q, const struct lsq_plan *p, size_t i)
+{
+	const struct change *ch = p->changes[i];
+	uint64_t at = ch->parent, parent;
+	int kind, found;
+
+	for (int depth = 0; depth < LSQ_MAX_DEPTH; depth++) {
+		void *v = u64map_get(&p->live, at);
+
+		if (at == ch->ino)
+			return 1;
+		if (at == STORE_ROOT_INO)
+			return 0;
+		if (v && !p->steps[(uintptr_t)v - 1].dropped) {
+			const struct change *up = p->changes[(uintptr_t)v - 1];
+
+			if (up->deleted)
+				return 0;
+			at = up->parent;
+			continue;
+		}
+		found = lsq_get_parent(q, at, &parent, &kind);
+		if (found <= 0)
+			return found;
+		at = parent;
+	}
+	return 0;
+}
+
+/* The cycles of a round: drops each move of a directory that would put it
+ * below itself, in batch order, each walk seeing the drops before it. Sets
+ * *dropped when it dropped a change. */
+static int lsq_plan_cycles(struct lsq *q, struct lsq_plan *p, bool *dropped)
+{
+	for (size_t i = 0; i < p->n; i++) {
+		const struct change *ch = p->changes[i];
+		struct lsq_step *sp = &p->steps[i];
+		int closes;
+
+		/* only a move can close one: a new directory has no stored
+		 * entries below it, and a cycle needs a changed parent */
+		if (sp->dropped || ch->deleted || ch->meta.kind != ITEM_DIR ||
+		    !sp->existed || sp->from == ch->parent)
+			continue;
+		closes = lsq_closes_cycle(q, p, i);
+		if (closes < 0)
+			return closes;
+		if (closes) {
+			sp->dropped = true;
+			sp->cycle = true;
+			*dropped = true;
+		}
+	}
+	return 0;
+}
+
 /* One round of the races (see the top of this file): drops what loses
  * and lists the victims. Sets *dropped when it dropped a change. */
 static int lsq_plan_round(struct lsq *q, struct lsq_plan *p, bool *dropped)
@@ -323,7 +393,7 @@ static int lsq_plan_round(struct lsq *q, struct lsq_plan *p, bool *dropped)
 				return err;
 		}
 	}
-	return 0;
+	return lsq_plan_cycles(q, p, dropped);
 }
 
 /* true when the plan drops a change. */
@@ -404,6 +474,13 @@ static void lsq_plan_report(struct lsq *q, const struct lsq_plan *p)
 				 "sqlite '%s': race: removal of directory %llu "
 				 "dropped: another writer put entries in it",
 				 q->path, (unsigned long long)ch->ino);
+		else if (sp->cycle)
+			eng_logf(&q->base.log, LOG_WARNING,
+				 "sqlite '%s': race: move of directory %llu "
+				 "into directory %llu dropped: that directory "
+				 "is below it, the move would close a cycle",
+				 q->path, (unsigned long long)ch->ino,
+				 (unsigned long long)ch->parent);
 		else
 			eng_logf(&q->base.log, LOG_WARNING,
 				 "sqlite '%s': race: change of inode %llu "

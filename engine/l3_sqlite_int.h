@@ -185,6 +185,9 @@ int lsq_feed_wait(struct store *s, uint64_t after, int timeout_ms);
  * and writes it to its row and to @out; on the writer, in its
  * transaction. */
 int lsq_dir_hash(struct lsq *q, uint64_t ino, uint8_t out[MERKLE_LEN]);
+/* Reads the parent and kind of row @ino on the writer. Returns 1, or 0 when
+ * there is no such row, or a negative errno. */
+int lsq_get_parent(struct lsq *q, uint64_t ino, uint64_t *parent, int *kind);
 /* apply()'s Merkle half: recomputes directories @seeds and their ancestors,
  * bottom-up (see l3_sqlite_merkle.c). */
 int lsq_merkle_update(struct lsq *q, const uint64_t *seeds, size_t n,

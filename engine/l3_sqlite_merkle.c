@@ -177,9 +177,7 @@ static int lsq_dirset_add(struct lsq_dirset *set, uint64_t ino)
 	return u64map_put(&set->index, ino, (void *)(uintptr_t)set->n);
 }
 
-/* Reads the parent and kind of row @ino on the writer. Returns 1, or 0 when
- * there is no such row, or a negative errno. */
-static int lsq_get_parent(struct lsq *q, uint64_t ino, uint64_t *parent,
+int lsq_get_parent(struct lsq *q, uint64_t ino, uint64_t *parent,
 			  int *kind)
 {
 	sqlite3_stmt *st = q->writer->stmt[W_GET_PARENT];

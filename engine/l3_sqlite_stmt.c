@@ -83,7 +83,7 @@ const char *const lsq_writer_sql[W_NSTMT] = {
 	[W_CHILDREN] = ("SELECT name, kind, hash, merkle, ino FROM entries"
 			" WHERE parent = ?1 ORDER BY name"),
 	[W_SET_MERKLE] = "UPDATE entries SET merkle = ?2 WHERE ino = ?1",
-	[W_GET_STORED] = ("SELECT version, kind, hash FROM entries"
+	[W_GET_STORED] = ("SELECT version, kind, hash, parent FROM entries"
 			  " WHERE ino = ?1"),
 	/* the rows holding the name ?2 or, for a file, the stem ?3 (NULL
 	 * for a directory) in directory ?1: one probe of each unique index */

@@ -74,9 +74,20 @@
  *     - is dropped when that entry is a directory that has children (the
  *       change is not applied; the rest of the batch is).
  *   A deletion of a directory that has children the batch does not move
- *   or delete (they were added by another writer) is dropped. Every
- *   dropped or replaced change is logged (WARN, to the store's log) and
- *   counted in store.races; none makes the batch fail.
+ *   or delete (they were added by another writer) is dropped. A change
+ *   that moves a directory below itself is dropped: its new parent is,
+ *   after the batch, one of its descendants (two writers that move x
+ *   into y and y into x would detach both from the root as a cycle). The
+ *   parents followed up from the new parent are those the entries will
+ *   have: a kept change's, else the stored row's. A batch never closes a
+ *   cycle by itself, so one entry it does not change, moved by another
+ *   writer, is always part of it; when a batch has two moves in one cycle
+ *   only the first, in batch order, is dropped. A dropped change leaves
+ *   its entry where it is stored, which can take a name or close a cycle
+ *   that another change of the batch then meets: the races are decided
+ *   again until nothing more is dropped. Every dropped or replaced change
+ *   is logged (WARN, to the store's log) and counted in store.races; none
+ *   makes the batch fail.
  *
  *   The change feed. In the batch's own transaction, every change the
  *   batch applies (replacements and drops included: a replaced entry is a
@@ -259,8 +270,8 @@ struct store {
 	/* changes apply() dropped or replaced in a namespace race */
 	atomic_uint_least64_t races;
 	/* While set, apply() resolves no race: a batch that would drop a
-	 * change or replace an entry it does not change is refused with
-	 * -EEXIST instead, as it was before stores were shared. The engine
+	 * change (one that closes a cycle too) or replace an entry it does
+	 * not change is refused with -EEXIST instead, as it was before stores were shared. The engine
 	 * sets it while it bisects a refused batch (quarantine.c): a part
 	 * that lacks its partner (the move that frees a name, the move that
 	 * empties a directory) must fail there, not replace or drop. Only

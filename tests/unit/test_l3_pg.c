@@ -1805,6 +1805,8 @@ static void test_feed_cases(void)
 	feed_case(case_feed_wait);
 	feed_case(case_feed_merkle_races);
 	feed_case(case_feed_replay);
+	feed_case(case_feed_move_cycle);
+	feed_case(case_feed_move_cycle_strict);
 }
 
 #define NORDER_WRITERS 3
