@@ -242,6 +242,12 @@ struct eng {
 	uint64_t gen;
 	uint64_t fail_count;
 	int last_error;
+	/* The flusher is applying a batch, from before L3's apply() until
+	 * the nodes are marked clean (commit_done()); commit_cond is
+	 * broadcast when it ends. The feed applies no page meanwhile: the
+	 * page may hold the batch's own records, which a node still dirty
+	 * would pass over. */
+	bool flushing;
 	bool flush_now;
 	bool stopping;
 	bool wal_dirty;	       /* appended since the last wal_sync() */
@@ -294,6 +300,11 @@ struct eng {
 	uint64_t feed_applied; /* other writers' records applied */
 	uint64_t feed_kept;    /* ... to a node with a change of its own */
 	uint64_t feed_resets;  /* gaps: everything cached was re-read */
+	/* ino -> 1: nodes a record (or their row) could not place where it
+	 * says (the place would hold a node below itself, or the name is a
+	 * node with a change of its own): unnamed until a later page lets
+	 * them be placed (feed.c) */
+	struct u64map feed_lost;
 };
 
 /* --- time --- */

@@ -148,6 +148,7 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	breaker_init(&e->l2_breaker, L2_BREAKER_FAILS, L2_BREAKER_COOLDOWN_NS);
 	breaker_init(&e->l3_breaker, L3_BREAKER_FAILS, L3_BREAKER_COOLDOWN_NS);
 	u64map_init(&e->nodes);
+	u64map_init(&e->feed_lost);
 	u64map_init(&e->names);
 	u64map_init(&e->too_big);
 	u64map_init(&e->feed_names);
@@ -265,6 +266,7 @@ int eng_close(struct eng *e)
 	while (u64map_next(&e->nodes, &pos, &key, &val))
 		node_destroy(val);
 	u64map_release(&e->nodes);
+	u64map_release(&e->feed_lost);
 	u64map_release(&e->names);
 	u64map_release(&e->too_big);
 	u64map_release(&e->feed_names);

@@ -215,12 +215,27 @@ static void count_forget(struct eng *e, uint64_t ino)
 		d->subdirs_known = false;
 }
 
-/* Applies one record of another writer to node @n (clean). */
+/* Notes whether node @ino is lost: a record placed it nowhere, as its
+ * place could not take it (see e->feed_lost). */
+static void lost_note(struct eng *e, uint64_t ino, bool lost)
+{
+	if (!lost)
+		u64map_del(&e->feed_lost, ino);
+	else if (!u64map_get(&e->feed_lost, ino) &&
+		 u64map_put(&e->feed_lost, ino, (void *)(uintptr_t)1) < 0)
+		eng_logf(&e->cfg.log, LOG_WARNING,
+			 "out of memory: inode %llu stays hidden until it is "
+			 "looked up again",
+			 (unsigned long long)ino);
+}
+
+/* Applies one record of another writer to node @n (clean). Notes the
+ * node lost (lost_note()) when its place is known but cannot take it. */
 static void apply_to_node(struct eng *e, struct node *n,
 			  struct store_feed *f, struct node *dir,
 			  struct inval_list *inv)
 {
-	bool content = false;
+	bool content = false, lost = false;
 
 	count_forget(e, n->ino);
 	count_forget(e, n->parent);
@@ -246,12 +261,20 @@ static void apply_to_node(struct eng *e, struct node *n,
 		if (dir && node_place(e, n, dir, f->row.name)) {
 			inval_push(inv, ENG_INVAL_ENTRY, dir->ino, 0,
 				   f->row.name, false);
-		} else if (!n->deleted) {
+		} else {
 			/* it went where this engine cannot follow: forget
-			 * its name here; a lookup there finds it again */
-			node_unname(e, n);
+			 * its name here. A place the table has but that
+			 * cannot take it now (it would hold a node below
+			 * itself, until this engine's own move there is
+			 * dropped or committed; or a node with a change of
+			 * its own holds the name) is tried again after
+			 * each page */
+			if (!n->deleted)
+				node_unname(e, n);
+			lost = dir != NULL;
 		}
 	}
+	lost_note(e, n->ino, lost);
 	if (n->meta.kind != ITEM_DIR &&
 	    (memcmp(n->meta.hash, f->row.meta.hash, ITEM_HASH_LEN) != 0 ||
 	     n->meta.size != f->row.meta.size ||
@@ -314,6 +337,10 @@ static bool apply_record(struct eng *e, struct store_feed *f,
 			n->meta.version = f->row.meta.version;
 		return false;
 	}
+	/* ours as the store changed it: a race dropped our change (a move
+	 * that would close a cycle, an rmdir of a directory another writer
+	 * filled) or replaced another entry: the record says where the
+	 * entry really is */
 	/* another writer's, or ours as the store changed it (a race) */
 	e->feed_applied += !own;
 	if (!n) {
@@ -424,6 +451,35 @@ static void refresh_one(struct eng *e, uint64_t ino, struct inval_list *inv)
 		store_row_release(&f.row);
 }
 
+/* Tries again to place the lost nodes (e->feed_lost) from their rows:
+ * after a page, the move that kept one from its place may have been
+ * applied or dropped. A node with a change of its own leaves the set: its
+ * change decides. Lock held; dropped meanwhile. */
+static void retry_lost(struct eng *e, struct inval_list *inv)
+{
+	uint64_t *inos;
+	size_t n = 0, pos = 0;
+	uint64_t key;
+	void *val;
+
+	if (!e->feed_lost.len)
+		return;
+	inos = malloc(e->feed_lost.len * sizeof(*inos));
+	if (!inos)
+		return;
+	while (u64map_next(&e->feed_lost, &pos, &key, &val))
+		inos[n++] = key;
+	for (size_t i = 0; i < n; i++) {
+		struct node *m = node_get(e, inos[i]);
+
+		if (!m || node_pending(m))
+			lost_note(e, inos[i], false);
+		else
+			refresh_one(e, inos[i], inv);
+	}
+	free(inos);
+}
+
 /* Re-reads the row of every clean node (after feed_reset()). */
 static void refresh_nodes(struct eng *e, struct inval_list *inv)
 {
@@ -500,6 +556,10 @@ static void *feed_main(void *arg)
 			failing = 0;
 		}
 		pthread_mutex_lock(&e->lock);
+		/* a batch of this engine's in flight: its own records may be
+		 * in the page, to be applied to clean nodes */
+		while (e->flushing && !e->stopping)
+			pthread_cond_wait(&e->commit_cond, &e->lock);
 		if (r == -ESTALE) {
 			uint64_t head = 0;
 
@@ -537,6 +597,7 @@ static void *feed_main(void *arg)
 					store_row_release(&recs[i].row);
 			for (size_t i = 0; i < nre; i++)
 				refresh_one(e, recheck[i], &inv);
+			retry_lost(e, &inv);
 		}
 		stop = e->stopping;
 		pthread_mutex_unlock(&e->lock);

@@ -114,6 +114,7 @@ void *flusher_main(void *arg)
 			e->wal_fresh = true;
 		}
 		snapshot = e->change_seq;
+		e->flushing = true;
 		pthread_mutex_unlock(&e->lock);
 		/* the segment the batch's records are in must be on disk
 		 * before they count as durable while L3 is away */
@@ -138,6 +139,9 @@ void *flusher_main(void *arg)
 			l2_apply(e, recs, (size_t)n - nq, tree, ntree);
 		free(tree);
 		pthread_mutex_lock(&e->lock);
+		/* the lock is kept until the nodes are marked clean */
+		e->flushing = false;
+		pthread_cond_broadcast(&e->commit_cond);
 		if (!sealed && e->wal_lost_seq < snapshot)
 			e->wal_lost_seq = snapshot;
 		if (r == 0) {
