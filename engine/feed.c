@@ -27,7 +27,15 @@
  * store assigned at commit (store.h: it may be above the one this engine
  * proposed) - unless the store resolved a race against them (a dropped
  * rmdir, a create that replaced another entry): then the record differs
- * from the node and is applied like another writer's.
+ * from the node and is applied like another writer's. No page is applied
+ * while this engine's flusher is between L3's apply() and marking its
+ * nodes clean (e->flushing): the page may hold that batch's records.
+ *
+ * A record whose place is in the table but cannot take the node (it would
+ * hold the node below itself, as when this engine's own move of a parent
+ * there is not yet committed, or dropped; or a node with a change of its
+ * own holds the name) leaves the node unnamed and lost (e->feed_lost):
+ * after each page its row is read again and applied (retry_lost()).
  *
  * Every applied page bumps gen, so a reader that read L3 before the change
  * committed and adds its node after the page was applied reads again
