@@ -348,8 +348,7 @@ static bool apply_record(struct eng *e, struct store_feed *f,
 	/* ours as the store changed it: a race dropped our change (a move
 	 * that would close a cycle, an rmdir of a directory another writer
 	 * filled) or replaced another entry: the record says where the
-	 * entry really is */
-	/* another writer's, or ours as the store changed it (a race) */
+	 * entry really is; or another writer's */
 	e->feed_applied += !own;
 	if (!n) {
 		struct node *dir;
