@@ -419,6 +419,7 @@ def test_a_mount_stopped_past_the_feed_trim_reads_everything_again(tierfs_factor
     assert xattr(b.path("g", "meta.bin"), "user.color") is None
     assert sorted(os.listdir(b.path("g"))) == sorted(["sub", *files])
     assert not os.path.exists(b.path("g", "new.json"))
+    assert not os.path.exists(b.path("top.json"))
     assert not os.path.exists(b.path("g", "sub", "moved.json"))
     assert metric(b, "tierfs_feed_resets_total") == 0
 
@@ -432,6 +433,7 @@ def test_a_mount_stopped_past_the_feed_trim_reads_everything_again(tierfs_factor
         os.unlink(a.path("g", "replaced.bin"))
         write(a.path("g", "replaced.bin"), b"new")
         write(a.path("g", "new.json"), b'"new"')
+        write(a.path("top.json"), b'"top"')
         synced(a)
         # Enough committed changes that the feed is trimmed past B's
         # position: every one is a batch of its own, and SQLite trims at
@@ -454,6 +456,7 @@ def test_a_mount_stopped_past_the_feed_trim_reads_everything_again(tierfs_factor
     assert os.stat(b.path("g", "replaced.bin")).st_ino != old_ino
     assert sees(b.path("g", "new.json"), b'"new"'), \
         "a name B had looked up as absent before the gap stays absent after it"
+    assert sees(b.path("top.json"), b'"top"')
     want = sorted(["sub", "keep.json", "meta.bin", "replaced.bin", "new.json"])
     assert wait_for(lambda: sorted(os.listdir(b.path("g"))) == want, VISIBLE), \
         sorted(os.listdir(b.path("g")))
@@ -642,22 +645,27 @@ def test_same_names_created_at_once_on_two_mounts(tierfs_factory):
     synced(b)
 
     names = sorted(f"n{i}.json" for i in range(NAMES))
-    seen = {}
+    why = []
 
     def agreed():
+        why.clear()
         for m in (a, b):
-            seen[m.name] = sorted(os.listdir(m.path("race")))
-        if seen[a.name] != names or seen[b.name] != names:
-            return False
-        for i, name in enumerate(names):
+            listed = sorted(os.listdir(m.path("race")))
+            if listed != names:
+                why.append(f"{m.name} lists {len(listed)} names: extra "
+                           f"{sorted(set(listed) - set(names))}, missing {sorted(set(names) - set(listed))}")
+        for name in names:
             ra, rb = read(a.path("race", name)), read(b.path("race", name))
-            if ra is None or ra != rb:
-                return False
             va, vb = (xattr(m.path("race", name), "user.tierfs.version") for m in (a, b))
-            if va != vb:
-                return False
-        return True
-    assert wait_for(agreed, VISIBLE, interval=0.1), seen
+            if ra is None or ra != rb or va != vb:
+                why.append(f"{name}: {a.name} reads {ra!r} v{va!r}, {b.name} {rb!r} v{vb!r}")
+        return not why
+    if not wait_for(agreed, VISIBLE, interval=0.1):
+        rows = ""
+        if a.pg is not None:
+            rows = a.psql("SELECT ino, convert_from(name, 'UTF8'), version FROM entries "
+                          "WHERE parent <> 1 ORDER BY name", check=False)
+        pytest.fail("\n".join(why) + f"\nL3 rows (ino|name|version):\n{rows}")
     for name in names:
         i = int(name[1:-5])
         assert read(a.path("race", name)) in (b'{"by":"a","i":%d}' % i, b'{"by":"b","i":%d}' % i)
