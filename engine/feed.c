@@ -48,8 +48,9 @@
  * When the feed has been trimmed past this engine's position (-ESTALE: it
  * was cut off longer than the store keeps records), it cannot know what
  * changed: it re-reads the row of every node it keeps, drops L1's
- * unpinned content, asks the kernel to forget every inode it knows, and
- * rebuilds the filter.
+ * unpinned content, asks the kernel to forget every inode it knows and
+ * every name its directories hold now (the kernel may cache one as
+ * absent), and rebuilds the filter.
  */
 #include "eng_int.h"
 
@@ -506,6 +507,58 @@ static void refresh_nodes(struct eng *e, struct inval_list *inv)
 	free(inos);
 }
 
+/*
+ * After a gap the kernel may still hold a negative entry (for up to
+ * entry_timeout) for a name another writer made meanwhile, and no record
+ * says which: it is told to forget every name that each directory this
+ * engine keeps holds in L3 now (a directory the engine does not keep has
+ * no entries in the kernel). One listing per kept directory: a gap is
+ * rare. Lock held; dropped meanwhile.
+ */
+static void forget_names(struct eng *e, struct inval_list *inv)
+{
+	struct store_row *rows = calloc(FEED_PAGE, sizeof(*rows));
+	uint64_t *dirs = malloc((e->nodes.len + 1) * sizeof(*dirs));
+	size_t n = 0, pos = 0;
+	uint64_t key;
+	void *val;
+
+	if (!rows || !dirs)
+		goto out_free;
+	while (u64map_next(&e->nodes, &pos, &key, &val)) {
+		const struct node *d = val;
+
+		if (d->meta.kind == ITEM_DIR && !d->deleted)
+			dirs[n++] = key;
+	}
+	for (size_t i = 0; i < n; i++) {
+		char after[STORE_NAME_MAX + 1] = "";
+		int r;
+
+		do {
+			struct node *d = node_get(e, dirs[i]);
+			struct tier_call c;
+
+			if (!d)
+				break;
+			r = tier_enter(e, &c, OP_L3_LIST, d, true);
+			if (r == 0)
+				r = e->l3->ops->list(e->l3, dirs[i], after, rows,
+						     FEED_PAGE);
+			r = tier_leave(e, &c, r);
+			for (int k = 0; k < r; k++) {
+				inval_push(inv, ENG_INVAL_ENTRY, dirs[i], 0,
+					   rows[k].name, false);
+				memcpy(after, rows[k].name, sizeof(after));
+				store_row_release(&rows[k]);
+			}
+		} while (r == FEED_PAGE);
+	}
+out_free:
+	free(rows);
+	free(dirs);
+}
+
 static void *feed_main(void *arg)
 {
 	struct eng *e = arg;
@@ -581,6 +634,7 @@ static void *feed_main(void *arg)
 				e->feed_seq = head;
 				e->gen++;
 				refresh_nodes(e, &inv);
+				forget_names(e, &inv);
 			}
 		} else if (r > 0) {
 			size_t n = (size_t)r, nre = 0;

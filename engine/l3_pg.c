@@ -543,9 +543,7 @@ int l3_pg_open(const char *conninfo, const struct eng_log *log,
 	if (!q)
 		return -ENOMEM;
 	q->base.ops = &lpg_ops;
-	q->base.origin = store_origin_new();
-	q->base.feed_keep_seconds = STORE_FEED_KEEP_SECONDS;
-	q->base.feed_keep_records = STORE_FEED_KEEP_RECORDS;
+	store_base_init(&q->base);
 	if (log)
 		q->base.log = *log;
 	q->sb = (struct store_backend){.log = &q->base.log,

@@ -413,50 +413,21 @@ static int lpg_cmp_pair(const void *a, const void *b)
 void lpg_plan_report(struct lpg *q, struct change *const *changes, size_t n,
 		     struct lpg_plan *p)
 {
-	for (size_t i = 0; i < n; i++) {
-		const struct change *ch = changes[i];
-
-		if (!p->dropped[i])
-			continue;
-		if (ch->deleted)
-			eng_logf(&q->base.log, LOG_WARNING,
-				 "postgres '%s': a race: directory %llu is not "
-				 "deleted: another writer put entries in it",
-				 q->target, (unsigned long long)ch->ino);
-		else if (p->cycle[i])
-			eng_logf(&q->base.log, LOG_WARNING,
-				 "postgres '%s': a race: the move of directory "
-				 "%llu into directory %llu is dropped: that "
-				 "directory is below it, the move would close a "
-				 "cycle",
-				 q->target, (unsigned long long)ch->ino,
-				 (unsigned long long)ch->parent);
-		else
-			eng_logf(&q->base.log, LOG_WARNING,
-				 "postgres '%s': a race: the change of entry "
-				 "%llu is dropped: its name in directory %llu "
-				 "is a directory of another writer that is not "
-				 "empty",
-				 q->target, (unsigned long long)ch->ino,
-				 (unsigned long long)ch->parent);
-		atomic_fetch_add(&q->base.races, 1);
-	}
-	/* one line per entry replaced, however many changes replace it (by
+	for (size_t i = 0; i < n; i++)
+		if (p->dropped[i])
+			store_race(&q->base, q->target,
+				   changes[i]->deleted ? STORE_RACE_RMDIR
+				   : p->cycle[i]       ? STORE_RACE_CYCLE
+						       : STORE_RACE_NAME_HELD,
+				   changes[i], 0);
+	/* one race per entry replaced, however many changes replace it (by
 	 * name and by stem) */
 	if (p->npairs > 1)
 		qsort(p->pairs, p->npairs, sizeof(*p->pairs), lpg_cmp_pair);
 	for (size_t i = 0; i < p->npairs; i++) {
-		const struct change *ch = changes[p->pairs[i].change];
-
 		if (i && p->pairs[i].holder == p->pairs[i - 1].holder)
 			continue;
-		eng_logf(&q->base.log, LOG_WARNING,
-			 "postgres '%s': a race: entry %llu replaces entry "
-			 "%llu of another writer, of the same name or item in "
-			 "directory %llu",
-			 q->target, (unsigned long long)ch->ino,
-			 (unsigned long long)p->pairs[i].holder,
-			 (unsigned long long)ch->parent);
-		atomic_fetch_add(&q->base.races, 1);
+		store_race(&q->base, q->target, STORE_RACE_REPLACED,
+			   changes[p->pairs[i].change], p->pairs[i].holder);
 	}
 }

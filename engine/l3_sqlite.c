@@ -595,9 +595,7 @@ int l3_sqlite_open(const char *path, const struct eng_log *log,
 	if (!q)
 		return -ENOMEM;
 	q->base.ops = &lsq_ops;
-	q->base.origin = store_origin_new();
-	q->base.feed_keep_seconds = STORE_FEED_KEEP_SECONDS;
-	q->base.feed_keep_records = STORE_FEED_KEEP_RECORDS;
+	store_base_init(&q->base);
 	if (log)
 		q->base.log = *log;
 	q->path = strdup(path);

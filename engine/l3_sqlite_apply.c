@@ -449,50 +449,20 @@ static int lsq_plan_make(struct lsq *q, struct lsq_plan *p)
 /* After COMMIT: logs each race of the plan and counts it. */
 static void lsq_plan_report(struct lsq *q, const struct lsq_plan *p)
 {
-	uint64_t races = p->nvictims;
-
-	for (size_t k = 0; k < p->nvictims; k++) {
-		const struct lsq_victim *v = &p->victims[k];
-		const struct change *ch = p->changes[v->by];
-
-		eng_logf(&q->base.log, LOG_WARNING,
-			 "sqlite '%s': race: inode %llu ('%s' in directory "
-			 "%llu) replaces inode %llu of another writer",
-			 q->path, (unsigned long long)ch->ino, ch->name,
-			 (unsigned long long)ch->parent,
-			 (unsigned long long)v->ino);
-	}
+	for (size_t k = 0; k < p->nvictims; k++)
+		store_race(&q->base, q->path, STORE_RACE_REPLACED,
+			   p->changes[p->victims[k].by], p->victims[k].ino);
 	for (size_t i = 0; i < p->n; i++) {
 		const struct change *ch = p->changes[i];
 		const struct lsq_step *sp = &p->steps[i];
 
-		if (!sp->dropped)
-			continue;
-		races++;
-		if (ch->deleted)
-			eng_logf(&q->base.log, LOG_WARNING,
-				 "sqlite '%s': race: removal of directory %llu "
-				 "dropped: another writer put entries in it",
-				 q->path, (unsigned long long)ch->ino);
-		else if (sp->cycle)
-			eng_logf(&q->base.log, LOG_WARNING,
-				 "sqlite '%s': race: move of directory %llu "
-				 "into directory %llu dropped: that directory "
-				 "is below it, the move would close a cycle",
-				 q->path, (unsigned long long)ch->ino,
-				 (unsigned long long)ch->parent);
-		else
-			eng_logf(&q->base.log, LOG_WARNING,
-				 "sqlite '%s': race: change of inode %llu "
-				 "dropped: '%s' in directory %llu is directory "
-				 "%llu of another writer, which has entries",
-				 q->path, (unsigned long long)ch->ino, ch->name,
-				 (unsigned long long)ch->parent,
-				 (unsigned long long)sp->holder);
+		if (sp->dropped)
+			store_race(&q->base, q->path,
+				   ch->deleted ? STORE_RACE_RMDIR
+				   : sp->cycle ? STORE_RACE_CYCLE
+					       : STORE_RACE_NAME_HELD,
+				   ch, sp->holder);
 	}
-	if (races)
-		atomic_fetch_add_explicit(&q->base.races, races,
-					  memory_order_relaxed);
 }
 
 /* ---- the writes ---- */

@@ -44,6 +44,27 @@ static json_t *quarantine_json(struct eng *e)
 			 file, "recent", recent);
 }
 
+/* The races L3 settled against this mount's batches: count and the last
+ * few. */
+static json_t *races_json(struct eng *e)
+{
+	struct store_race r[STORE_RACES_RECENT];
+	uint64_t total = 0;
+	size_t n = store_races_recent(e->l3, r, STORE_RACES_RECENT, &total);
+	json_t *recent = json_array();
+
+	for (size_t i = 0; recent && i < n; i++)
+		json_array_append_new(
+			recent,
+			json_pack("{s:I, s:s, s:I, s:I, s:s}", "ino",
+				  (json_int_t)r[i].ino, "name", r[i].name,
+				  "parent", (json_int_t)r[i].parent, "other",
+				  (json_int_t)r[i].other, "what",
+				  store_race_what(r[i].kind)));
+	return json_pack("{s:I, s:o*}", "count", (json_int_t)total, "recent",
+			 recent);
+}
+
 int eng_status_json(struct eng *e, char **out, size_t *len)
 {
 	struct l1_stats l1s;
@@ -59,7 +80,7 @@ int eng_status_json(struct eng *e, char **out, size_t *len)
 	j = json_pack(
 		"{s:s, s:{s:s, s:b, s:s?}, s:o, s:{s:I, s:I, s:I}, "
 		"s:{s:I, s:I}, s:{s:I, s:I}, s:{s:I, s:I, s:I, s:I, s:I}, "
-		"s:{s:b, s:I}, s:{s:I, s:I, s:I}}",
+		"s:{s:b, s:I}, s:{s:I, s:I}}",
 		"state", l3_down || l2_down ? "degraded" : "ok", "l3",
 		"backend", e->l3->ops->name, "up", !l3_down, "last_error",
 		e->l3_failing ? strerror(-e->last_error) : NULL, "l2",
@@ -83,9 +104,9 @@ int eng_status_json(struct eng *e, char **out, size_t *len)
 		"filter", "trusted", e->filter_trusted, "names",
 		(json_int_t)(e->filter ? cuckoo_count(e->filter) : 0), "feed",
 		"seq", (json_int_t)e->feed_seq, "applied",
-		(json_int_t)e->feed_applied, "races",
-		(json_int_t)atomic_load(&e->l3->races));
-	if (j && json_object_set_new(j, "quarantine", quarantine_json(e)) < 0) {
+		(json_int_t)e->feed_applied);
+	if (j && (json_object_set_new(j, "quarantine", quarantine_json(e)) < 0 ||
+		  json_object_set_new(j, "races", races_json(e)) < 0)) {
 		json_decref(j);
 		j = NULL;
 	}

@@ -103,6 +103,7 @@
 #ifndef TIERFS_STORE_H
 #define TIERFS_STORE_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -138,6 +139,24 @@ struct store_dirhash {
 	uint64_t ino;
 	uint8_t merkle[ITEM_HASH_LEN];
 };
+
+/* The kinds of namespace race apply() settles (see "Sharing"). */
+enum store_race_kind {
+	STORE_RACE_REPLACED,  /* the change replaced another writer's entry */
+	STORE_RACE_NAME_HELD, /* dropped: its name is a non-empty directory */
+	STORE_RACE_RMDIR,     /* dropped: the directory gained entries */
+	STORE_RACE_CYCLE,     /* dropped: the move would close a cycle */
+};
+
+/* One race, as store_races_recent() lists it. */
+struct store_race {
+	enum store_race_kind kind;
+	uint64_t ino;	 /* the entry the batch's change is about */
+	uint64_t parent; /* the directory it names */
+	uint64_t other;	 /* the other writer's entry (replaced, holder) */
+	char name[64];	 /* the change's name, cut */
+};
+#define STORE_RACES_RECENT 8
 
 /* One record of the change feed, as feed_read() returns it. */
 struct store_feed {
@@ -258,7 +277,7 @@ struct store {
 	const struct store_ops *ops;
 	struct eng_log log;
 	/* This writer's name in the feed: random and nonzero, chosen by the
-	 * backend's open (store_origin_new()). */
+	 * backend's open (store_base_init()). */
 	uint64_t origin;
 	/* How long and how many feed records apply() keeps (never 0): the
 	 * defaults from the backend's open, store_config's from store_open().
@@ -267,8 +286,11 @@ struct store {
 	uint64_t feed_keep_records;
 	/* rows read back that broke the contract (skipped in listings) */
 	atomic_uint_least64_t corrupt;
-	/* changes apply() dropped or replaced in a namespace race */
+	/* changes apply() dropped or replaced in a namespace race, and the
+	 * last STORE_RACES_RECENT of them (store_race()) */
 	atomic_uint_least64_t races;
+	pthread_mutex_t race_lock;
+	struct store_race race_recent[STORE_RACES_RECENT];
 	/* While set, apply() resolves no race: a batch that would drop a
 	 * change (one that closes a cycle too) or replace an entry it does
 	 * not change is refused with -EEXIST instead, as it was before stores were shared. The engine
@@ -322,8 +344,23 @@ static inline void store_free(struct store *s)
 		s->ops->free(s);
 }
 
-/* A fresh origin for a writer: random, nonzero, below 2^63. */
-uint64_t store_origin_new(void);
+/* What every backend's open does to its struct store: a fresh origin
+ * (random, nonzero, below 2^63), the feed's default limits, the race
+ * lock. */
+void store_base_init(struct store *s);
+
+/* After a commit: logs race @kind of change @ch (@other: the other
+ * writer's entry; @target names the store in the line), counts it in
+ * s->races and keeps it among the recent ones. */
+void store_race(struct store *s, const char *target,
+		enum store_race_kind kind, const struct change *ch,
+		uint64_t other);
+/* What race @kind did, in words. */
+const char *store_race_what(enum store_race_kind kind);
+/* Copies the most recent races (newest first, at most @max) to @out and
+ * sets *total to how many there were since open. Returns how many. */
+size_t store_races_recent(struct store *s, struct store_race *out,
+			  size_t max, uint64_t *total);
 
 /* The key prefix in Redis when store_config.redis_prefix is NULL. */
 #define STORE_REDIS_PREFIX "tierfs:"

@@ -6,8 +6,6 @@
  */
 #include <errno.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -15,21 +13,6 @@
 #include "l3_pg.h"
 #include "l3_sqlite.h"
 #include "store.h"
-
-uint64_t store_origin_new(void)
-{
-	uint64_t o = 0;
-
-	if (getrandom(&o, sizeof(o), 0) != (ssize_t)sizeof(o)) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		o = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-		o ^= (uint64_t)getpid() << 40;
-	}
-	o &= INT64_MAX; /* fits SQL's signed 64-bit integers */
-	return o ? o : 1;
-}
 
 int store_open(const struct store_config *c, const struct eng_log *log,
 	       struct store **l3, struct cache **l2)

@@ -19,6 +19,26 @@ static json_int_t num(json_t *o, const char *a, const char *b)
 	return json_integer_value(json_object_get(json_object_get(o, a), b));
 }
 
+/* The races L3 settled against this mount's batches, the last ones
+ * listed. */
+static void print_races(json_t *races)
+{
+	json_t *recent = json_object_get(races, "recent"), *r;
+	size_t i;
+
+	if (json_integer_value(json_object_get(races, "count")) == 0)
+		return;
+	printf("  races with other writers, settled by L3: %lld; the last:\n",
+	       (long long)json_integer_value(json_object_get(races, "count")));
+	json_array_foreach(recent, i, r)
+		printf("    inode %lld ('%s' in directory %lld): %s\n",
+		       (long long)json_integer_value(json_object_get(r, "ino")),
+		       json_string_value(json_object_get(r, "name")),
+		       (long long)json_integer_value(
+			       json_object_get(r, "parent")),
+		       json_string_value(json_object_get(r, "what")));
+}
+
 int tfs_status_cmd(int argc, char **argv)
 {
 	const char *mnt = NULL;
@@ -106,10 +126,10 @@ int tfs_status_cmd(int argc, char **argv)
 			       : "building",
 		       (long long)num(j, "filter", "names"));
 		printf("  change feed: at record %lld; %lld changes of other "
-		       "writers applied; %lld races resolved by L3\n",
+		       "writers applied\n",
 		       (long long)num(j, "feed", "seq"),
-		       (long long)num(j, "feed", "applied"),
-		       (long long)num(j, "feed", "races"));
+		       (long long)num(j, "feed", "applied"));
+		print_races(json_object_get(j, "races"));
 	}
 	rc = state && strcmp(state, "ok") == 0 ? 0 : 1;
 	json_decref(j); /* @state points into it */

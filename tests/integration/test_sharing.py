@@ -11,6 +11,7 @@ docs/benchmarks.md), so that a loaded machine does not fail a test.
 """
 
 import errno
+import json
 import os
 import random
 import subprocess
@@ -242,6 +243,14 @@ def test_a_racing_rmdir_is_dropped_and_counted(tierfs_factory):
     races = sum(int(l.split()[-1]) for l in text.splitlines()
                 if l.startswith("tierfs_races_total"))
     assert races >= 1, text
+    # the mount whose rmdir was dropped lists it in its status
+    status = json.loads(run([str(TIERFS_BIN), "status", "--json", str(b.mnt)],
+                            check=False).stdout)
+    assert status["races"]["count"] >= 1, status
+    assert any("removal of a directory" in r["what"]
+               for r in status["races"]["recent"]), status
+    text = run([str(TIERFS_BIN), "status", str(b.mnt)], check=False).stdout
+    assert "races with other writers, settled by L3" in text, text
 
 
 def test_three_mounts_converge_on_one_merkle_hash(tierfs_factory):

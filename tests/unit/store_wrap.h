@@ -331,6 +331,7 @@ static struct store *store_wrap_l3(struct store *l3, void *arg)
 
 	if (!w)
 		return NULL;
+	store_base_init(&w->s);
 	w->s.ops = &store_wrap_ops;
 	w->s.log = l3->log;
 	w->s.origin = l3->origin;
