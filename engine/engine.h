@@ -231,7 +231,10 @@ int eng_rename(struct eng *e, uint64_t parent, const char *name,
 /*
  * Files. eng_create() makes a new empty file and opens it; eng_file_open()
  * opens an existing one. @flags are open(2) flags (O_ACCMODE matters, and
- * O_TRUNC for eng_file_open()). A handle is closed by
+ * O_TRUNC for eng_file_open()). Without O_EXCL, eng_create() of a name
+ * that exists by now (another writer made it after the caller looked) opens
+ * that file instead, as open(2) would (-EISDIR for a directory). A handle
+ * is closed by
  * eng_release(). *keep_cache tells whether the caller's page cache of this
  * file may be kept (the content has not changed since the last open).
  */

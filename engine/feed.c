@@ -333,17 +333,19 @@ static bool apply_record(struct eng *e, struct store_feed *f,
 		e->feed_kept += !own;
 		return false; /* its own change commits later and wins */
 	}
-	if (n && n->stamp > stamp) {
-		/* its state was read from L3, or committed, while @f was
-		 * read: which is newer is unknown, so read it again */
-		*recheck = true;
-		return false;
-	}
 	if (own && (!n || node_matches(n, f))) {
 		/* ours as we made it: only the version the store chose is
 		 * news (a node-less entry is read from L3 when looked up) */
 		if (n && !f->gone && f->row.meta.version > n->meta.version)
 			n->meta.version = f->row.meta.version;
+		return false;
+	}
+	if (n && n->stamp > stamp) {
+		/* its state was read from L3, or committed, while @f was
+		 * read. After a change of this engine's own that is the newer
+		 * (the node was dirty until that commit); after another
+		 * writer's, which is newer is unknown: read it again */
+		*recheck = !own;
 		return false;
 	}
 	/* ours as the store changed it: a race dropped our change (a move
@@ -386,8 +388,10 @@ static void attach_destinations(struct eng *e, struct store_feed *recs,
 		size_t len;
 		int r;
 
-		if (f->gone || !m || node_pending(m) ||
-		    node_get(e, f->row.parent))
+		/* (a record of this engine's own goes where its node knows,
+		 * or is placed later: retry_lost()) */
+		if (f->gone || f->origin == e->l3->origin || !m ||
+		    node_pending(m) || node_get(e, f->row.parent))
 			continue;
 		parent = f->row.parent;
 		m->holds++;

@@ -258,6 +258,61 @@ static struct eng_file *file_new(struct eng *e, struct node *n, int flags,
 	return f;
 }
 
+/* Opens file @n (held, lock held) for @flags: eng_file_open() past the
+ * lookup. On error the lock is still held and nothing is open. */
+static int open_node(struct eng *e, struct node *n, int flags,
+		     struct eng_file **fp, bool *keep_cache)
+{
+	struct eng_file *f;
+	int r = 0;
+
+	if (node_is_dir(n))
+		return -EISDIR;
+	f = file_new(e, n, flags, &r);
+	if (!f)
+		return r;
+	if (f->writer && !n->wc->loaded) {
+		r = wc_load(e, n);
+		if (r < 0) {
+			pthread_mutex_unlock(&e->lock);
+			eng_release(e, f);
+			pthread_mutex_lock(&e->lock);
+			return r;
+		}
+	}
+	*keep_cache = n->cache_version == n->meta.version;
+	n->cache_version = n->meta.version;
+	*fp = f;
+	return 0;
+}
+
+/*
+ * A create without O_EXCL whose name another writer made meanwhile (the
+ * kernel looked the name up before the change feed brought it): opens
+ * that file, as open(2) without O_EXCL does with an existing one. -EEXIST
+ * when the name is not there (a stem taken: another item of that ID).
+ */
+static int create_existing(struct eng *e, uint64_t parent, const char *name,
+			   int flags, struct eng_attr *out,
+			   struct eng_file **fp)
+{
+	struct node *n;
+	bool keep;
+	int r = resolve_at(e, parent, name, &n);
+
+	if (r == -ENOENT)
+		return -EEXIST;
+	if (r < 0)
+		return r;
+	r = open_node(e, n, flags, fp, &keep);
+	if (r == 0) {
+		n->nlookup++;
+		node_attr(e, n, out);
+	}
+	node_put(e, n);
+	return r;
+}
+
 int eng_create(struct eng *e, uint64_t parent, const char *name, uint32_t mode,
 	       int flags, const struct eng_ctx *ctx, struct eng_attr *out,
 	       struct eng_file **fp)
@@ -268,6 +323,10 @@ int eng_create(struct eng *e, uint64_t parent, const char *name, uint32_t mode,
 
 	pthread_mutex_lock(&e->lock);
 	r = create_entry(e, parent, name, id_name_kind(name), mode, ctx, &n);
+	if (r == -EEXIST && !(flags & O_EXCL)) {
+		r = create_existing(e, parent, name, flags, out, fp);
+		goto out_unlock;
+	}
 	if (r < 0)
 		goto out_unlock;
 	f = file_new(e, n, flags & ~O_TRUNC, &r);
@@ -288,35 +347,12 @@ out_unlock:
 int eng_file_open(struct eng *e, uint64_t ino, int flags, struct eng_file **fp,
 		  bool *keep_cache)
 {
-	struct eng_file *f;
 	struct node *n;
-	int r = 0;
+	int r;
 
 	pthread_mutex_lock(&e->lock);
 	n = node_get(e, ino);
-	if (!n) {
-		r = -ENOENT;
-		goto out_unlock;
-	}
-	if (node_is_dir(n)) {
-		r = -EISDIR;
-		goto out_unlock;
-	}
-	f = file_new(e, n, flags, &r);
-	if (!f)
-		goto out_unlock;
-	if (f->writer && !n->wc->loaded) {
-		r = wc_load(e, n);
-		if (r < 0) {
-			pthread_mutex_unlock(&e->lock);
-			eng_release(e, f);
-			return r;
-		}
-	}
-	*keep_cache = n->cache_version == n->meta.version;
-	n->cache_version = n->meta.version;
-	*fp = f;
-out_unlock:
+	r = n ? open_node(e, n, flags, fp, keep_cache) : -ENOENT;
 	pthread_mutex_unlock(&e->lock);
 	return r;
 }

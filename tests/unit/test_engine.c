@@ -198,8 +198,8 @@ static int put_file(struct eng *e, uint64_t parent, const char *name,
 {
 	struct eng_attr a;
 	struct eng_file *f = NULL;
-	int r = eng_create(e, parent, name, 0644, O_WRONLY | O_CREAT, &ctx, &a,
-			   &f);
+	int r = eng_create(e, parent, name, 0644, O_WRONLY | O_CREAT | O_EXCL,
+			   &ctx, &a, &f);
 
 	if (r < 0)
 		return r;
@@ -1682,6 +1682,44 @@ static void test_dirs(void)
 	close_ok(e);
 }
 
+/* A create of a name that exists by now (made by another writer after the
+ * kernel looked) opens that file unless O_EXCL says otherwise; a directory
+ * there is EISDIR; O_TRUNC empties the file. */
+static void test_create_existing(void)
+{
+	struct eng_config cfg = lazy_cfg("create-existing");
+	struct eng *e = open_ok(&cfg);
+	struct eng_file *f = NULL;
+	struct eng_attr a;
+	const char *v = "{\"by\":\"other\"}";
+	char buf[64];
+
+	CHECK_EQ(eng_put(e, "c.x", ITEM_JSON, v, strlen(v)), 0);
+	CHECK_EQ(eng_create(e, ROOT, "c", 0644, O_RDWR | O_CREAT | O_EXCL,
+			    &ctx, &a, &f),
+		 -EEXIST);
+	CHECK_EQ(eng_create(e, ROOT, "c", 0644, O_RDWR | O_CREAT, &ctx, &a, &f),
+		 -EISDIR);
+	a.ino = 0;
+	CHECK_EQ(eng_create(e, lookup_attr(e, ROOT, "c").ino, "x.json", 0644,
+			    O_RDONLY | O_CREAT, &ctx, &a, &f),
+		 0);
+	CHECK_EQ(a.size, strlen(v));
+	CHECK_EQ(eng_read(e, f, buf, sizeof(buf), 0), (long long)strlen(v));
+	CHECK(memcmp(buf, v, strlen(v)) == 0);
+	eng_release(e, f);
+	eng_forget(e, a.ino, 1);
+	CHECK_EQ(eng_create(e, lookup_attr(e, ROOT, "c").ino, "x.json", 0644,
+			    O_WRONLY | O_CREAT | O_TRUNC, &ctx, &a, &f),
+		 0);
+	CHECK_EQ(eng_write(e, f, "[]", 2, 0), 2);
+	CHECK_EQ(eng_flush(e, f), 0);
+	eng_release(e, f);
+	eng_forget(e, a.ino, 1);
+	check_item(e, "c.x", ITEM_JSON, "[]");
+	CHECK_EQ(eng_close(e), 0);
+}
+
 int main(void)
 {
 	if (!mkdtemp(tmpdir)) {
@@ -1692,6 +1730,7 @@ int main(void)
 	atexit(cleanup);
 
 	test_read_your_writes();
+	test_create_existing();
 	test_invalid_json();
 	test_efbig();
 	test_names();
