@@ -342,10 +342,13 @@ static bool apply_record(struct eng *e, struct store_feed *f,
 	}
 	if (n && n->stamp > stamp) {
 		/* its state was read from L3, or committed, while @f was
-		 * read. After a change of this engine's own that is the newer
-		 * (the node was dirty until that commit); after another
-		 * writer's, which is newer is unknown: read it again */
-		*recheck = !own;
+		 * read: which is newer is unknown, so read it again. A
+		 * record of this engine's own that differs from its node is
+		 * either older than a later commit of its own (nothing to
+		 * do) or what L3 made of it in a race (a dropped move): the
+		 * latter only once L3 has settled a race for this engine,
+		 * so a store nobody else writes is not read here */
+		*recheck = !own || atomic_load(&e->l3->races) > 0;
 		return false;
 	}
 	/* ours as the store changed it: a race dropped our change (a move
