@@ -57,7 +57,6 @@
 #define FEED_PAGE 256
 #define FEED_WAIT_MS 100
 #define FEED_CHAIN_MAX 2048 /* ancestors read for one move, at most */
-#define FEED_INVAL_MAX (3 * FEED_PAGE)
 
 struct inval_list {
 	struct eng_inval *v;
