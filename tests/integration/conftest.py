@@ -168,6 +168,20 @@ def wait_for(predicate, timeout, interval=0.02):
         time.sleep(interval)
 
 
+def write_file(path, data, fsync=False):
+    """Writes @data over @path (created or truncated); fsyncs the descriptor
+    before closing it with @fsync. Raises OSError from any step."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def read_settled(path, expected, timeout=10.0):
     """Reads @path until it holds @expected or @timeout seconds pass, and
     returns what it read last: the check that a close() tierfs refused

@@ -61,9 +61,9 @@ import stat
 
 import pytest
 
-from conftest import run, wait_for
+from conftest import run, wait_for, write_file
 from test_outages import store  # noqa: F401 (a fixture)
-from test_outages import LogMark, describe, lines_with, read_file, wal_bytes, write_file
+from test_outages import LogMark, describe, lines_with, read_file, wal_bytes
 
 NAME_LEN = 100          # bytes of every name the log-filling mkdirs use
 WAL_MAX = 64 * 1024     # wal_max_bytes of the full-log tests

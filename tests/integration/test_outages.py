@@ -53,7 +53,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (TIERFS_BIN, PgServer, StoreConfig, in_mount_table, is_mounted,
-                      psql, run, wait_for)
+                      psql, run, wait_for, write_file)
 
 if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
     pytest.skip("FUSE is unavailable here (/dev/fuse or fusermount3 missing)",
@@ -73,20 +73,6 @@ BINARY = b"\0\0\0" + ALL_BYTES * 3 + b"\0" * 100 + ALL_BYTES[::-1] + b"\0"
 
 
 # --- files -----------------------------------------------------------------------
-
-def write_file(path, data, fsync=False):
-    """Writes @data over @path (created or truncated); fsyncs the descriptor
-    before closing it with @fsync. Raises OSError from any step."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def read_file(path):
     with open(path, "rb") as f:

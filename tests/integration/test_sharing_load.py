@@ -28,7 +28,8 @@ import threading
 
 import pytest
 
-from conftest import (MOUNT_TIMEOUT, SANITIZER_MARKERS, TIERFS_BIN, PgServer, run, wait_for)
+from conftest import (MOUNT_TIMEOUT, SANITIZER_MARKERS, TIERFS_BIN, PgServer, run, wait_for,
+                      write_file)
 from test_sharing import LONG, VISIBLE, gone, mounts, read, sees, synced, write, xattr
 
 pytestmark = pytest.mark.skipif(
@@ -50,19 +51,6 @@ def store(request, store):
 
 
 # --- helpers ----------------------------------------------------------------
-
-def put(path, data, fsync=False):
-    """Writes @data over @path (created 0644 or truncated)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def metric(m, name):
     """The value of counter @name in @m's .tierfs/metrics."""
@@ -184,7 +172,7 @@ class Actor:
             ext = rng.choice((".json", ".bin"))
             rel = f"{rng.choice(self.dirs())}/{self.fresh(ext)}"
             data = self.content(ext)
-            put(path(rel), data, fsync=rng.random() < 0.2)
+            write_file(path(rel), data, fsync=rng.random() < 0.2)
             self.model[rel] = ["f", self.stat_mode(rel), {}, data]
         elif kind == "mkdir":
             rel = f"{rng.choice(self.dirs())}/{self.fresh('')}"
@@ -193,7 +181,7 @@ class Actor:
         elif kind == "overwrite":
             rel = rng.choice(files)
             data = self.content(os.path.splitext(rel)[1])
-            put(path(rel), data, fsync=rng.random() < 0.2)
+            write_file(path(rel), data, fsync=rng.random() < 0.2)
             self.model[rel][3] = data
         elif kind == "chmod":
             rel, mode = rng.choice(files), rng.choice(MODES)
