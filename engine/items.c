@@ -174,10 +174,11 @@ int eng_put(struct eng *e, const char *id, enum item_kind kind,
 	return r;
 }
 
-/* Finds the file of ID @id and reads it (*out: a new reference) or, with
- * @out NULL, deletes it. */
+/* Finds the file of ID @id and runs @op on its node under e->lock; returns
+ * what @op returns, or the error of finding the file. */
 static int file_op(struct eng *e, const char *id, enum item_kind kind,
-		   struct item **out)
+		   int (*op)(struct eng *e, struct node *n, void *arg),
+		   void *arg)
 {
 	struct id_path *p;
 	struct node *n;
@@ -193,51 +194,51 @@ static int file_op(struct eng *e, const char *id, enum item_kind kind,
 		pthread_mutex_lock(&e->lock);
 		r = walk_file(e, p, &n);
 		if (r == 0) {
-			r = out ? node_content(e, n, out) : node_delete(e, n);
+			r = op(e, n, arg);
 			node_put(e, n);
 		}
 		pthread_mutex_unlock(&e->lock);
 	}
 	free(p);
 	return r;
+}
+
+/* file_op's @op of eng_get(): @arg is a struct item ** */
+static int file_get(struct eng *e, struct node *n, void *arg)
+{
+	return node_content(e, n, arg);
+}
+
+/* file_op's @op of eng_delete() */
+static int file_delete(struct eng *e, struct node *n, void *arg)
+{
+	(void)arg;
+	return node_delete(e, n);
+}
+
+/* file_op's @op of eng_lookup_id(): @arg is a struct eng_attr * */
+static int file_lookup(struct eng *e, struct node *n, void *arg)
+{
+	n->nlookup++;
+	node_attr(e, n, arg);
+	return 0;
 }
 
 int eng_get(struct eng *e, const char *id, enum item_kind kind,
 	    struct item **out)
 {
-	return file_op(e, id, kind, out);
+	return file_op(e, id, kind, file_get, out);
 }
 
 int eng_delete(struct eng *e, const char *id, enum item_kind kind)
 {
-	return file_op(e, id, kind, NULL);
+	return file_op(e, id, kind, file_delete, NULL);
 }
 
 int eng_lookup_id(struct eng *e, const char *id, enum item_kind kind,
 		  struct eng_attr *out)
 {
-	struct id_path *p;
-	struct node *n;
-	int r;
-
-	if (kind == ITEM_DIR)
-		return -EINVAL;
-	p = malloc(sizeof(*p));
-	if (!p)
-		return -ENOMEM;
-	r = id_path_split(id, kind, p);
-	if (r == 0) {
-		pthread_mutex_lock(&e->lock);
-		r = walk_file(e, p, &n);
-		if (r == 0) {
-			n->nlookup++;
-			node_attr(e, n, out);
-			node_put(e, n);
-		}
-		pthread_mutex_unlock(&e->lock);
-	}
-	free(p);
-	return r;
+	return file_op(e, id, kind, file_lookup, out);
 }
 
 /*

@@ -226,10 +226,8 @@ int lsq_conn_prepare(const struct lsq *q, struct lsq_conn *c,
 
 /* ---- the reader pool ---- */
 
-/* pool_ops.open: a reader connection with its statements prepared. */
-static int lsq_reader_open(void *ctx, struct pool_conn **out)
+int lsq_reader_new(const struct lsq *q, struct lsq_conn **out)
 {
-	const struct lsq *q = ctx;
 	struct lsq_conn *c;
 	int err;
 
@@ -241,6 +239,19 @@ static int lsq_reader_open(void *ctx, struct pool_conn **out)
 		lsq_conn_close(c);
 		return err;
 	}
+	*out = c;
+	return 0;
+}
+
+/* pool_ops.open: a reader connection with its statements prepared. */
+static int lsq_reader_open(void *ctx, struct pool_conn **out)
+{
+	struct lsq_conn *c;
+	int err;
+
+	err = lsq_reader_new(ctx, &c);
+	if (err)
+		return err;
 	*out = &c->pool;
 	return 0;
 }

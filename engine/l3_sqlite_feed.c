@@ -160,24 +160,6 @@ static int64_t lsq_mono_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Opens feed_wait()'s connection (see the top of this file). */
-static int lsq_waiter_open(struct lsq *q)
-{
-	struct lsq_conn *c;
-	int err;
-
-	err = lsq_conn_open(q, LSQ_READER, &c);
-	if (err)
-		return err;
-	err = lsq_conn_prepare(q, c, LSQ_READER);
-	if (err) {
-		lsq_conn_close(c);
-		return err;
-	}
-	q->waiter = c;
-	return 0;
-}
-
 int lsq_feed_wait(struct store *s, uint64_t after, int timeout_ms)
 {
 	struct lsq *q = lsq_of(s);
@@ -190,7 +172,7 @@ int lsq_feed_wait(struct store *s, uint64_t after, int timeout_ms)
 	deadline = lsq_mono_ns() +
 		   (int64_t)(timeout_ms > 0 ? timeout_ms : 0) * 1000000;
 	if (!q->waiter) {
-		err = lsq_waiter_open(q);
+		err = lsq_reader_new(q, &q->waiter); /* see the top of this file */
 		if (err)
 			return err;
 	}

@@ -144,6 +144,9 @@ int lsq_conn_open(const struct lsq *q, enum lsq_role role,
 /* Prepares the statements of @role on @c (once per connection). */
 int lsq_conn_prepare(const struct lsq *q, struct lsq_conn *c,
 		     enum lsq_role role);
+/* Opens a reader connection with its statements prepared (*out: new,
+ * closed with lsq_conn_close()): the pool's readers and feed_wait()'s. */
+int lsq_reader_new(const struct lsq *q, struct lsq_conn **out);
 /* Takes a reader for one operation; -EAGAIN, logged, when none came free
  * within LSQ_POOL_WAIT_S. */
 int lsq_reader_get(struct lsq *q, struct lsq_conn **out);

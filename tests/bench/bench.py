@@ -82,11 +82,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiers  # noqa: E402  (tests/bench/tiers.py)
+from benchlib import BenchError, Cleanup, FuseMount, log  # noqa: E402
+import benchlib  # noqa: E402
+
+benchlib.PROG = "bench"
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = Path("/usr/share/doc/libfuse3-dev/examples")
-MOUNT_TIMEOUT = 30.0
-EXIT_TIMEOUT = 300.0
 PERSIST_TIMEOUT = 600.0  # seconds for PostgreSQL to hold every row
 POLL_INTERVAL = 0.005
 RAW_ROWS_PER_TXN = 1000
@@ -118,46 +120,10 @@ ROWS = [  # (key, label, unit), in the order the workloads run
 INTERRUPTED = []  # signals received
 
 
-def log(msg):
-    print(f"bench: {msg}", file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    pass
-
-
-def wait_for(predicate, timeout, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
 def fs_type(path):
     out = subprocess.run(["stat", "-f", "-c", "%T", str(path)], stdout=subprocess.PIPE,
                          text=True, check=False).stdout.strip()
     return out or "?"
-
-
-class Cleanup:
-    """A stack of undo actions, run in reverse order, each one guarded."""
-
-    def __init__(self):
-        self.actions = []
-
-    def push(self, what, fn):
-        self.actions.append((what, fn))
-
-    def run(self):
-        while self.actions:
-            what, fn = self.actions.pop()
-            try:
-                fn()
-            except Exception as e:  # keep undoing the rest
-                log(f"cleanup: {what}: {e}")
 
 
 # --- setup -----------------------------------------------------------------
@@ -207,62 +173,6 @@ def build_passthrough_ll(workdir):
     if cp.returncode != 0:
         raise BenchError(f"building passthrough_ll failed:\n{shlex.join(cmd)}\n{cp.stdout}")
     return exe
-
-
-class FuseMount:
-    """A FUSE daemon started in the foreground on MNT; unmounted by stop()."""
-
-    def __init__(self, name, argv, mnt, logfile, env=None):
-        self.name, self.argv, self.mnt, self.logfile = name, argv, mnt, logfile
-        self.proc = None
-        self.env = env
-        self.drain_seconds = None
-
-    def start(self):
-        with open(self.logfile, "ab") as err:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=err,
-                                         stderr=err, env=self.env)
-        ok = wait_for(lambda: os.path.ismount(self.mnt) or self.proc.poll() is not None,
-                      MOUNT_TIMEOUT)
-        if not ok or not os.path.ismount(self.mnt):
-            self.stop()
-            raise BenchError(f"{self.name} did not mount {self.mnt}: "
-                             f"{shlex.join(self.argv)}\n{self.logfile.read_text(errors='replace')}")
-
-    def stop(self):
-        """Unmounts and waits for the daemon to exit (tierfs drains first);
-        kills it when it does not. Safe to call twice."""
-        if self.proc is None:
-            return
-        t0 = time.perf_counter()
-        timeout = EXIT_TIMEOUT
-        if os.path.ismount(self.mnt):
-            cp = subprocess.run(["fusermount3", "-u", str(self.mnt)], check=False,
-                                stderr=subprocess.PIPE)
-            if cp.returncode != 0:
-                log(f"{self.name}: {cp.stderr.decode(errors='replace').strip()}: detaching it")
-                # Busy (interrupted mid-workload): detach it, then ask the
-                # daemon to finish (tierfs persists everything on SIGTERM).
-                subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], check=False)
-                self.proc.send_signal(signal.SIGTERM)
-                timeout = 60.0
-        try:
-            self.proc.wait(timeout=timeout)
-            self.drain_seconds = time.perf_counter() - t0
-        except subprocess.TimeoutExpired:
-            log(f"{self.name} did not exit {timeout:.0f}s after unmount: killing it")
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as f:
-            if f" {self.mnt} " in f.read():
-                subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)], check=False)
-
-    def remount(self):
-        """Unmounts (tierfs drains first) and mounts again with the same
-        command line: a fresh daemon, and fresh kernel caches for MNT."""
-        self.stop()
-        self.start()
 
 
 # --- systems -------------------------------------------------------------------

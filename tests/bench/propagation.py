@@ -87,53 +87,21 @@ from urllib.parse import quote, urlsplit, urlunsplit
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import tiers  # noqa: E402  (tests/bench/tiers.py: the private servers)
+from benchlib import (BenchError, Cleanup, FuseMount, log, tierfs_origin,  # noqa: E402
+                      wait_for)
+import benchlib  # noqa: E402
+
+benchlib.PROG = "propagation"
 
 REPO = HERE.parents[1]
 DEFAULT_TIERFS = REPO / "build" / "fs" / "tierfs"
 
-MOUNT_TIMEOUT = 30.0   # seconds for a mount to appear
 EXIT_TIMEOUT = 120.0   # seconds for a daemon to drain and exit after unmount
 READER_TIMEOUT = 30.0  # seconds for the reader to answer anything but a wait
-POLL = 0.02            # seconds between polls of a condition
 KERNEL_TIMEOUT_S = 300  # entry_timeout and attr_timeout of every mount
 
 BACKENDS = ("sqlite", "postgres", "redis+postgres")
 PERCENTILES = (("p50", 50.0), ("p99", 99.0))
-
-
-def log(msg):
-    print(f"propagation: {msg}", file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    pass
-
-
-class Cleanup:
-    """A stack of undo actions, run in reverse order, each one guarded."""
-
-    def __init__(self):
-        self.actions = []
-
-    def push(self, what, fn):
-        self.actions.append((what, fn))
-
-    def run(self):
-        while self.actions:
-            what, fn = self.actions.pop()
-            try:
-                fn()
-            except Exception as e:  # keep undoing the rest
-                log(f"cleanup: {what}: {e}")
-
-
-def wait_for(predicate, timeout, interval=POLL):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
 
 
 def uri_with(uri, **params):
@@ -142,16 +110,6 @@ def uri_with(uri, **params):
     items = [f"{k}={quote(v, safe='')}" for k, v in params.items()]
     query = "&".join(([u.query] if u.query else []) + items)
     return urlunsplit(u._replace(query=query))
-
-
-def in_mount_table(path):
-    target = os.fsencode(os.path.realpath(path))
-    with open("/proc/self/mounts", "rb") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 1 and fields[1].replace(b"\\040", b" ") == target:
-                return True
-    return False
 
 
 # --- /proc ------------------------------------------------------------------------
@@ -222,65 +180,15 @@ def tcp_connections(pid, port):
 METRIC_RE = re.compile(r'^(tierfs_[a-z_]+)(\{[^}]*\})? ([0-9.eE+-]+)$')
 
 
-class Mount:
+class Mount(FuseMount):
     """tierfs -f on @mnt; stop() unmounts and waits for the daemon to exit."""
 
     def __init__(self, name, argv, mnt, logfile, env):
-        self.name, self.argv, self.mnt, self.logfile, self.env = name, argv, mnt, logfile, env
-        self.proc = None
-        self.exit_status = None
-
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
-
-    def log_text(self):
-        try:
-            return self.logfile.read_text(errors="replace")
-        except OSError:
-            return ""
+        super().__init__(name, argv, mnt, logfile, env, exit_timeout=EXIT_TIMEOUT, cwd="/")
 
     def start(self):
         self.mnt.mkdir(parents=True, exist_ok=True)
-        with open(self.logfile, "ab") as err:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=err,
-                                         stderr=err, env=self.env, cwd="/")
-        wait_for(lambda: os.path.ismount(self.mnt) or self.proc.poll() is not None,
-                 MOUNT_TIMEOUT)
-        if not os.path.ismount(self.mnt):
-            rc = self.proc.poll()
-            self.stop()
-            why = f"within {MOUNT_TIMEOUT:.0f}s" if rc is None else f"(exit status {rc})"
-            raise BenchError(f"tierfs did not mount {self.mnt} {why}\n"
-                             f"{self.log_text()[-2000:]}")
-
-    def stop(self):
-        """fusermount3 -u, then waits for the daemon to drain and exit;
-        detaches and kills when that fails. Safe to call twice."""
-        if self.proc is None:
-            return
-        timeout = EXIT_TIMEOUT
-        if os.path.ismount(self.mnt):
-            cp = subprocess.run(["fusermount3", "-u", str(self.mnt)], stderr=subprocess.PIPE,
-                                text=True)
-            if cp.returncode != 0:
-                log(f"fusermount3 -u {self.mnt}: {cp.stderr.strip()}: detaching it")
-                subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)])
-                self.proc.send_signal(signal.SIGTERM)  # tierfs persists, then exits
-                timeout = 60.0
-        try:
-            self.exit_status = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            log(f"tierfs on {self.mnt} did not exit {timeout:.0f}s after the unmount: "
-                "killing it")
-            self.proc.kill()
-            self.exit_status = self.proc.wait()
-        self.proc = None
-        if in_mount_table(self.mnt):
-            subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)])
-        if self.exit_status != 0:
-            log(f"tierfs on {self.mnt} exited with status {self.exit_status}\n"
-                f"{self.log_text()[-2000:]}")
+        super().start()
 
     def metrics(self):
         """{'name{labels}': value} of the mount's .tierfs/metrics."""
@@ -713,19 +621,6 @@ def print_report(meta, results, idle):
                   f"  {calls}")
             for line in r["log_notes"]:
                 print(f"    log: {line}")
-
-
-def tierfs_origin(tbin):
-    try:
-        top = subprocess.run(["git", "-C", str(Path(tbin).resolve().parent), "rev-parse",
-                              "--show-toplevel", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    parts = top.stdout.split()
-    if top.returncode != 0 or len(parts) != 2:
-        return ""
-    return f"built in {parts[0]}, whose HEAD is now {parts[1]}"
 
 
 def tierfs_env(workdir):

@@ -73,63 +73,23 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import tiers  # noqa: E402  (tests/bench/tiers.py: the private servers)
+from benchlib import (BenchError, Cleanup, FuseMount, log, tierfs_origin,  # noqa: E402
+                      wait_for)
+import benchlib  # noqa: E402
+
+benchlib.PROG = "stat_latency"
 REPO = HERE.parents[1]
-PG_SCRIPT = REPO / "scripts" / "pg-test-server.sh"
 DEFAULT_TIERFS = REPO / "build" / "fs" / "tierfs"
 
-MOUNT_TIMEOUT = 30.0     # seconds for the mount to appear
 EXIT_TIMEOUT = 300.0     # seconds for the daemon to drain and exit after unmount
 DRAIN_TIMEOUT = 300.0    # seconds for tierfs to persist what was written
 WRITER_START_TIMEOUT = 60.0
 PG_TIMEOUT = 180.0       # pg-test-server.sh start/stop, psql
-POLL = 0.02              # seconds between polls of a condition
 EXIT_CHECK_EVERY = 32    # stats between two checks whether the writer exited
 
 PERCENTILES = (("p50", 50.0), ("p99", 99.0), ("p99.9", 99.9))
-
-
-def log(msg):
-    print(f"stat_latency: {msg}", file=sys.stderr, flush=True)
-
-
-class BenchError(Exception):
-    pass
-
-
-class Cleanup:
-    """A stack of undo actions, run in reverse order, each one guarded."""
-
-    def __init__(self):
-        self.actions = []
-
-    def push(self, what, fn):
-        self.actions.append((what, fn))
-
-    def run(self):
-        while self.actions:
-            what, fn = self.actions.pop()
-            try:
-                fn()
-            except Exception as e:  # keep undoing the rest
-                log(f"cleanup: {what}: {e}")
-
-
-def wait_for(predicate, timeout, interval=POLL):
-    """Polls @predicate until it returns a true value or @timeout seconds
-    pass; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() >= deadline:
-            return value
-        time.sleep(interval)
-
-
-def redact(uri):
-    u = urlsplit(uri)
-    if not u.password:
-        return uri
-    return urlunsplit(u._replace(netloc=u.netloc.replace(":" + u.password + "@", ":****@")))
 
 
 def run_tool(argv, what, env=None, timeout=PG_TIMEOUT):
@@ -145,27 +105,6 @@ def run_tool(argv, what, env=None, timeout=PG_TIMEOUT):
 
 
 # --- PostgreSQL ---------------------------------------------------------------
-
-def private_env():
-    """Environment for psql and tierfs on the private server: none of the
-    caller's PG* settings or ~/.pgpass (the URI carries the password)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    env["PGPASSFILE"] = os.devnull
-    env["PGCONNECT_TIMEOUT"] = "10"
-    return env
-
-
-def start_private_pg(pgdir, cleanup):
-    """scripts/pg-test-server.sh start @pgdir; returns the URI it prints."""
-    if not PG_SCRIPT.exists():
-        raise BenchError(f"{PG_SCRIPT} not found (needed unless --postgres URI is given)")
-    # Pushed first: a half-started server is stopped too (stop is a no-op
-    # when nothing runs).
-    cleanup.push(f"stop PostgreSQL in {pgdir}",
-                 lambda: run_tool([str(PG_SCRIPT), "stop", str(pgdir)], "pg-test-server.sh stop"))
-    out = run_tool([str(PG_SCRIPT), "start", str(pgdir)], "pg-test-server.sh start")
-    return out.strip().splitlines()[-1]
-
 
 def with_search_path(uri, schema):
     """@uri (URI or key=value conninfo) that puts @schema first in the
@@ -184,58 +123,11 @@ def psql(uri, sql, env):
 
 # --- the mount ------------------------------------------------------------------
 
-class Mount:
+class Mount(FuseMount):
     """tierfs -f on @mnt; stop() unmounts and waits for the daemon to exit."""
 
     def __init__(self, argv, mnt, logfile, env):
-        self.argv, self.mnt, self.logfile, self.env = argv, mnt, logfile, env
-        self.proc = None
-        self.exit_status = None
-
-    def log_tail(self, n=20):
-        try:
-            return "\n".join(self.logfile.read_text(errors="replace").splitlines()[-n:])
-        except OSError:
-            return ""
-
-    def start(self):
-        with open(self.logfile, "ab") as err:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=err,
-                                         stderr=err, env=self.env, cwd="/")
-        wait_for(lambda: os.path.ismount(self.mnt) or self.proc.poll() is not None,
-                 MOUNT_TIMEOUT)
-        if not os.path.ismount(self.mnt):
-            rc = self.proc.poll()
-            self.stop()
-            why = (f"within {MOUNT_TIMEOUT:.0f}s" if rc is None
-                   else f"(it exited with status {rc})")
-            raise BenchError(f"tierfs did not mount {self.mnt} {why}\n{self.log_tail()}")
-
-    def stop(self):
-        """fusermount3 -u, then waits for the daemon to persist everything
-        and exit; detaches and kills when that fails. Safe to call twice."""
-        if self.proc is None:
-            return
-        timeout = EXIT_TIMEOUT
-        if os.path.ismount(self.mnt):
-            cp = subprocess.run(["fusermount3", "-u", str(self.mnt)], stderr=subprocess.PIPE,
-                                text=True)
-            if cp.returncode != 0:
-                log(f"fusermount3 -u: {cp.stderr.strip()}: detaching the mount")
-                subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)])
-                self.proc.send_signal(signal.SIGTERM)  # tierfs persists, then exits
-                timeout = 60.0
-        try:
-            self.exit_status = self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            log(f"tierfs did not exit {timeout:.0f}s after the unmount: killing it")
-            self.proc.kill()
-            self.exit_status = self.proc.wait()
-        self.proc = None
-        if in_mount_table(self.mnt):  # a dead mount
-            subprocess.run(["fusermount3", "-u", "-z", str(self.mnt)])
-        if self.exit_status != 0:
-            log(f"tierfs exited with status {self.exit_status}\n{self.log_tail()}")
+        super().__init__("tierfs", argv, mnt, logfile, env, exit_timeout=EXIT_TIMEOUT, cwd="/")
 
     def status(self):
         """The mount's .tierfs/status as a dict, or None when unreadable."""
@@ -261,16 +153,6 @@ class Mount:
             raise BenchError(f"tierfs still has unpersisted changes after {timeout:.0f}s: "
                              f"{(self.status() or {}).get('queue')}")
         return True
-
-
-def in_mount_table(path):
-    target = os.fsencode(os.path.realpath(path))
-    with open("/proc/self/mounts", "rb") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 1 and fields[1].replace(b"\\040", b" ") == target:
-                return True
-    return False
 
 
 # --- the writer (a child process) -------------------------------------------------
@@ -426,21 +308,6 @@ def table(rows):
     return "\n".join(lines)
 
 
-def tierfs_origin(tbin):
-    """'built in DIR, whose HEAD is now 1234abc' for a binary in a git work
-    tree (the build itself may be older than HEAD), best effort."""
-    try:
-        top = subprocess.run(["git", "-C", str(Path(tbin).resolve().parent), "rev-parse",
-                              "--show-toplevel", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    parts = top.stdout.split()
-    if top.returncode != 0 or len(parts) != 2:
-        return ""
-    return f"built in {parts[0]}, whose HEAD is now {parts[1]}"
-
-
 # --- main -----------------------------------------------------------------------
 
 def main():
@@ -512,14 +379,14 @@ def main():
             cleanup.push(f"drop schema {schema}",
                          lambda: psql(args.postgres, f'DROP SCHEMA "{schema}" CASCADE', env))
             uri = with_search_path(args.postgres, schema)
-            meta["postgres"] = f"{redact(args.postgres)}, schema {schema}"
+            meta["postgres"] = f"{tiers.redact(args.postgres)}, schema {schema}"
         else:
             if os.geteuid() == 0:
                 os.chmod(workdir, 0o711)  # the 'postgres' user must reach workdir/pg
             log("starting a private PostgreSQL")
-            env = private_env()
-            uri = start_private_pg(workdir / "pg", cleanup)
-            meta["postgres"] = f"private, {redact(uri)}"
+            env = tiers.tool_env()
+            uri = tiers.PgServer(workdir / "pg").start(cleanup)
+            meta["postgres"] = f"private, {tiers.redact(uri)}"
         if shutil.which("psql"):
             try:
                 meta["postgres"] += ", PostgreSQL " + psql(uri, "SHOW server_version", env)
@@ -538,7 +405,7 @@ def main():
         opts += args.opts
         argv = [str(tbin), f"--postgres={uri}", "-f", "-o", ",".join(opts), str(mnt)]
         meta["command"] = shlex.join(a if not a.startswith("--postgres=")
-                                     else "--postgres=" + redact(a[len("--postgres="):])
+                                     else "--postgres=" + tiers.redact(a[len("--postgres="):])
                                      for a in argv)
         mount = Mount(argv, mnt, workdir / "tierfs.log", env)
         cleanup.push("unmount tierfs", mount.stop)
@@ -584,7 +451,7 @@ def main():
     except KeyboardInterrupt as e:
         log(f"interrupted ({e}): cleaning up")
         return 130
-    except BenchError as e:
+    except (BenchError, tiers.ServerError) as e:
         log(f"error: {e}")
         return 1
     finally:

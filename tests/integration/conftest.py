@@ -71,6 +71,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -80,6 +81,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 TIERFS_BIN = Path(os.environ.get("TIERFS_BIN", REPO / "build" / "fs" / "tierfs"))
+PGBIN = Path(os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin"))  # PostgreSQL's programs
+PG_SCRIPT = REPO / "scripts" / "pg-test-server.sh"
 
 MOUNT_TIMEOUT = 30.0  # seconds to wait for the mount to appear
 EXIT_TIMEOUT = 120.0  # seconds to wait for the daemon to exit after unmount
@@ -163,6 +166,20 @@ def wait_for(predicate, timeout, interval=0.02):
         if value or time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+def write_file(path, data, fsync=False):
+    """Writes @data over @path (created or truncated); fsyncs the descriptor
+    before closing it with @fsync. Raises OSError from any step."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_settled(path, expected, timeout=10.0):
@@ -608,6 +625,57 @@ def pg_server():
     if shutil.which("psql") is None:
         pytest.fail("TIERFS_TEST_POSTGRES is set but psql is missing (Debian package postgresql-client)")
     return PgServer(uri)
+
+
+class PrivatePg:
+    """A private PostgreSQL server of scripts/pg-test-server.sh in @top/pg
+    that a test may stop: uri (role tierfs), stop(), resume() (the same
+    port), and su() for SQL as the superuser over the unix socket."""
+
+    def __init__(self, top):
+        self.dir = Path(top) / "pg"
+        self.uri = None
+        self.port = None
+
+    def _script(self, verb, check=True):
+        __tracebackhide__ = True
+        return run(["bash", str(PG_SCRIPT), verb, str(self.dir)], check=check, timeout=120)
+
+    def start(self):
+        self.uri = self._script("start").stdout.strip()
+        self.port = int((self.dir / "port").read_text())
+
+    def stop(self):
+        self._script("stop")
+
+    def resume(self):
+        self._script("resume")
+
+    def su(self, *sql, db="tierfs"):
+        """Runs @sql as the superuser 'postgres' on database @db."""
+        __tracebackhide__ = True
+        return psql(f"host={self.dir} port={self.port} user=postgres dbname={db}", *sql)
+
+
+@pytest.fixture
+def private_pg():
+    """A started PrivatePg, of this test alone, stopped and removed at
+    teardown; skips when PostgreSQL 15 or psql is missing."""
+    if not (PGBIN / "initdb").exists() or not (PGBIN / "pg_ctl").exists():
+        pytest.skip(f"PostgreSQL 15 is missing ({PGBIN})")
+    if shutil.which("psql") is None:
+        pytest.skip("psql is missing (Debian package postgresql-client)")
+    # Not under pytest's tmp_path: its 0700 parents keep 'postgres' out.
+    top = Path(tempfile.mkdtemp(prefix="tierfs-private-pg."))
+    os.chmod(top, 0o755)
+    pg = PrivatePg(top)
+    try:
+        pg.start()
+        yield pg
+    finally:
+        if (pg.dir / "data").exists():
+            pg._script("stop", check=False)
+        shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.fixture

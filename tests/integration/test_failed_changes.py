@@ -32,7 +32,7 @@ and are not tried.
 
 The stores:
   test_full_log_postgres     wal_max_bytes=64 KiB, the private PostgreSQL
-                             stopped (test_outages.private_pg)
+                             stopped (conftest.private_pg)
   test_full_disk_postgres    the log on a 2 MiB tmpfs filled by a plain
                              file (wal_max_bytes stays 1 GiB), PostgreSQL
                              stopped; root only (mount -t tmpfs). First
@@ -61,9 +61,9 @@ import stat
 
 import pytest
 
-from conftest import run, wait_for
-from test_outages import (LogMark, describe, lines_with, private_pg,  # noqa: F401 (fixtures)
-                          read_file, store, wal_bytes, write_file)
+from conftest import run, wait_for, write_file
+from test_outages import store  # noqa: F401 (a fixture)
+from test_outages import LogMark, describe, lines_with, read_file, wal_bytes
 
 NAME_LEN = 100          # bytes of every name the log-filling mkdirs use
 WAL_MAX = 64 * 1024     # wal_max_bytes of the full-log tests

@@ -46,22 +46,19 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import (REPO, TIERFS_BIN, PgServer, StoreConfig, in_mount_table, is_mounted,
-                      psql, run, wait_for)
+from conftest import (TIERFS_BIN, PgServer, StoreConfig, in_mount_table, is_mounted,
+                      psql, run, wait_for, write_file)
 
 if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
     pytest.skip("FUSE is unavailable here (/dev/fuse or fusermount3 missing)",
                 allow_module_level=True)
 
-PGBIN = Path(os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin"))
-PG_SCRIPT = REPO / "scripts" / "pg-test-server.sh"
 OUTAGE_SECONDS = float(os.environ.get("TIERFS_OUTAGE_SECONDS", "30"))
 
 PROMPT = 15.0        # seconds a failing read or an fsync may take: not a hang
@@ -76,20 +73,6 @@ BINARY = b"\0\0\0" + ALL_BYTES * 3 + b"\0" * 100 + ALL_BYTES[::-1] + b"\0"
 
 
 # --- files -----------------------------------------------------------------------
-
-def write_file(path, data, fsync=False):
-    """Writes @data over @path (created or truncated); fsyncs the descriptor
-    before closing it with @fsync. Raises OSError from any step."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def read_file(path):
     with open(path, "rb") as f:
@@ -301,56 +284,6 @@ def redis_factory(tmp_path):
 
 
 # --- PostgreSQL --------------------------------------------------------------------
-
-class PrivatePg:
-    """A private PostgreSQL server of scripts/pg-test-server.sh in @top/pg:
-    uri (role tierfs), stop(), resume(), and su() for SQL as the superuser
-    over the unix socket."""
-
-    def __init__(self, top):
-        self.dir = Path(top) / "pg"
-        self.uri = None
-        self.port = None
-
-    def _script(self, verb, check=True):
-        __tracebackhide__ = True
-        return run(["bash", str(PG_SCRIPT), verb, str(self.dir)], check=check, timeout=120)
-
-    def start(self):
-        self.uri = self._script("start").stdout.strip()
-        self.port = int((self.dir / "port").read_text())
-
-    def stop(self):
-        self._script("stop")
-
-    def resume(self):
-        self._script("resume")
-
-    def su(self, *sql, db="tierfs"):
-        """Runs @sql as the superuser 'postgres' on database @db."""
-        __tracebackhide__ = True
-        return psql(f"host={self.dir} port={self.port} user=postgres dbname={db}", *sql)
-
-
-@pytest.fixture
-def private_pg():
-    """A started PrivatePg, stopped and removed at teardown."""
-    if not (PGBIN / "initdb").exists() or not (PGBIN / "pg_ctl").exists():
-        pytest.skip(f"PostgreSQL 15 is missing ({PGBIN})")
-    if shutil.which("psql") is None:
-        pytest.skip("psql is missing (Debian package postgresql-client)")
-    # Not under pytest's tmp_path: its 0700 parents keep 'postgres' out.
-    top = Path(tempfile.mkdtemp(prefix="tierfs-outage-pg."))
-    os.chmod(top, 0o755)
-    pg = PrivatePg(top)
-    try:
-        pg.start()
-        yield pg
-    finally:
-        if (pg.dir / "data").exists():
-            pg._script("stop", check=False)
-        shutil.rmtree(top, ignore_errors=True)
-
 
 @pytest.fixture
 def store(request):

@@ -13,7 +13,7 @@ The workload's seed is SEED (TIERFS_TEST_SEED overrides it); a failure
 prints it, so that the sequence can be run again.
 
 The restart test stops and resumes a private PostgreSQL server of its own
-(scripts/pg-test-server.sh, as test_outages.py does): this module's
+(conftest's private_pg, as test_outages.py uses): this module's
 `store` fixture swaps the shared server for it in the tests that ask for
 private_pg. It runs where the PostgreSQL configurations run (the
 shared server's variables set), Redis being the shared one.
@@ -24,14 +24,12 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import tempfile
 import threading
-from pathlib import Path
 
 import pytest
 
-from conftest import (MOUNT_TIMEOUT, SANITIZER_MARKERS, TIERFS_BIN, PgServer, run, wait_for)
+from conftest import (MOUNT_TIMEOUT, SANITIZER_MARKERS, TIERFS_BIN, PgServer, run, wait_for,
+                      write_file)
 from test_sharing import LONG, VISIBLE, gone, mounts, read, sees, synced, write, xattr
 
 pytestmark = pytest.mark.skipif(
@@ -41,49 +39,6 @@ pytestmark = pytest.mark.skipif(
 SEED = int(os.environ.get("TIERFS_TEST_SEED", "20250611"))
 CONVERGE = 30.0   # seconds for three mounts to agree after a workload
 BACK = 60.0       # seconds for a mount to catch up once PostgreSQL is back
-PGBIN = Path(os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin"))
-PG_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "pg-test-server.sh"
-
-
-# --- a private PostgreSQL server that a test may stop ---------------------
-
-class PrivatePg:
-    """A server of scripts/pg-test-server.sh in @top/pg: uri, stop(),
-    resume() (the same port)."""
-
-    def __init__(self, top):
-        self.dir = Path(top) / "pg"
-        self.uri = None
-
-    def _script(self, verb, check=True):
-        __tracebackhide__ = True
-        return run(["bash", str(PG_SCRIPT), verb, str(self.dir)], check=check, timeout=120)
-
-    def start(self):
-        self.uri = self._script("start").stdout.strip()
-
-    def stop(self):
-        self._script("stop")
-
-    def resume(self):
-        self._script("resume")
-
-
-@pytest.fixture
-def private_pg():
-    if not (PGBIN / "initdb").exists() or not (PGBIN / "pg_ctl").exists():
-        pytest.skip(f"PostgreSQL 15 is missing ({PGBIN})")
-    # Not under pytest's tmp_path: its 0700 parents keep 'postgres' out.
-    top = Path(tempfile.mkdtemp(prefix="tierfs-share-pg."))
-    os.chmod(top, 0o755)
-    pg = PrivatePg(top)
-    try:
-        pg.start()
-        yield pg
-    finally:
-        if (pg.dir / "data").exists():
-            pg._script("stop", check=False)
-        shutil.rmtree(top, ignore_errors=True)
 
 
 @pytest.fixture
@@ -96,19 +51,6 @@ def store(request, store):
 
 
 # --- helpers ----------------------------------------------------------------
-
-def put(path, data, fsync=False):
-    """Writes @data over @path (created 0644 or truncated)."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        if fsync:
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def metric(m, name):
     """The value of counter @name in @m's .tierfs/metrics."""
@@ -230,7 +172,7 @@ class Actor:
             ext = rng.choice((".json", ".bin"))
             rel = f"{rng.choice(self.dirs())}/{self.fresh(ext)}"
             data = self.content(ext)
-            put(path(rel), data, fsync=rng.random() < 0.2)
+            write_file(path(rel), data, fsync=rng.random() < 0.2)
             self.model[rel] = ["f", self.stat_mode(rel), {}, data]
         elif kind == "mkdir":
             rel = f"{rng.choice(self.dirs())}/{self.fresh('')}"
@@ -239,7 +181,7 @@ class Actor:
         elif kind == "overwrite":
             rel = rng.choice(files)
             data = self.content(os.path.splitext(rel)[1])
-            put(path(rel), data, fsync=rng.random() < 0.2)
+            write_file(path(rel), data, fsync=rng.random() < 0.2)
             self.model[rel][3] = data
         elif kind == "chmod":
             rel, mode = rng.choice(files), rng.choice(MODES)

@@ -173,6 +173,20 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* The server drops every connection of the stores under test (a restart):
+ * waits until none is left. */
+static void drop_connections(void)
+{
+	double deadline;
+
+	admin_exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+		   " WHERE application_name = 'tierfs'");
+	deadline = now_s() + 10;
+	while (admin_int("SELECT count(*) FROM pg_stat_activity"
+			 " WHERE application_name = 'tierfs'") > 0)
+		CHECK(now_s() < deadline);
+}
+
 /* ---- tests ---- */
 
 static void test_open_creates_root(void)
@@ -1057,7 +1071,6 @@ static void test_reconnect(void)
 	struct item_meta m = meta_of(ITEM_BINARY, 1);
 	struct store_row row;
 	uint64_t d, t, f, ino = 0;
-	double deadline;
 
 	d = put_dir(s, new_ino(s), STORE_ROOT_INO, "d");
 	t = new_ino(s);
@@ -1066,12 +1079,7 @@ static void test_reconnect(void)
 			" WHERE application_name = 'tierfs'") > 1);
 
 	/* the server drops every connection of the store (a restart) */
-	admin_exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-		   " WHERE application_name = 'tierfs'");
-	deadline = now_s() + 10;
-	while (admin_int("SELECT count(*) FROM pg_stat_activity"
-			 " WHERE application_name = 'tierfs'") > 0)
-		CHECK(now_s() < deadline);
+	drop_connections();
 
 	/* each operation finds a dead connection and tries a new one */
 	log_reset();
@@ -2030,7 +2038,7 @@ static void test_feed_wait_listen(void)
 {
 	struct store *a = open_fresh(), *b = open_ok();
 	uint64_t h;
-	double dt, deadline;
+	double dt;
 
 	put_dir(a, new_ino(a), STORE_ROOT_INO, "w");
 	h = feed_head_of(a);
@@ -2041,12 +2049,7 @@ static void test_feed_wait_listen(void)
 	       dt * 1e3);
 
 	/* the server drops every connection of both stores */
-	admin_exec("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-		   " WHERE application_name = 'tierfs'");
-	deadline = now_s() + 10;
-	while (admin_int("SELECT count(*) FROM pg_stat_activity"
-			 " WHERE application_name = 'tierfs'") > 0)
-		CHECK(now_s() < deadline);
+	drop_connections();
 	h = feed_head_of(a);
 	CHECK_EQ(a->ops->feed_wait(a, h, 5000), -EAGAIN);
 	/* the next call connects again, and LISTENs again */
