@@ -107,6 +107,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "l3_sqlite_int.h"
 
@@ -445,6 +446,21 @@ int lsq_setup(struct lsq *q)
 			 q->path, (long long)v, (long long)v + 1,
 			 notes[v - 1]);
 
+	/* Switching needs the file to itself, and SQLite gives up at once
+	 * (SQLITE_BUSY, no busy handler) where waiting could deadlock: this
+	 * connection reading while another mount, opening the same new file
+	 * at the same moment, holds the write lock. So it is tried again,
+	 * for as long as the busy timeout, before the error counts. */
+	for (int waited = 0; waited < LSQ_BUSY_TIMEOUT_MS; waited += 10) {
+		struct timespec ts = {0, 10 * 1000000L};
+		int rc = sqlite3_exec(db, "PRAGMA journal_mode = WAL", NULL,
+				      NULL, NULL);
+
+		if ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)
+			break;
+		nanosleep(&ts, NULL);
+	}
+	/* what it is now, with the usual error when that fails */
 	type = lsq_query1(q, db, "PRAGMA journal_mode = WAL", &unused, mode,
 			  sizeof(mode), "switch to WAL");
 	if (type < 0)
