@@ -11,12 +11,6 @@ static bool has_prefix(const char *s, const char *p)
 	return strncmp(s, p, strlen(p)) == 0;
 }
 
-static bool foreign_ns(const char *name)
-{
-	return has_prefix(name, "security.") || has_prefix(name, "system.") ||
-	       has_prefix(name, "trusted.");
-}
-
 /* Copies @len bytes of value into @buf (@size 0: measure only). */
 static ssize_t xattr_out(const void *val, size_t len, void *buf, size_t size)
 {
@@ -165,8 +159,9 @@ ssize_t eng_getxattr(struct eng *e, uint64_t ino, const char *name, void *buf,
 	const void *val;
 	ssize_t r;
 
-	if (foreign_ns(name))
-		return -ENODATA;
+	/* no labels, no ACLs: "not supported", which ls remembers per
+	 * filesystem (it stops asking), where "no such attribute" costs
+	 * every ls -l two round trips per entry */
 	if (!has_prefix(name, "user."))
 		return -ENOTSUP;
 	pthread_mutex_lock(&e->lock);
@@ -311,7 +306,7 @@ out_unlock:
 int eng_setxattr(struct eng *e, uint64_t ino, const char *name,
 		 const void *value, size_t size, int flags)
 {
-	if (foreign_ns(name) || !has_prefix(name, "user."))
+	if (!has_prefix(name, "user."))
 		return -ENOTSUP;
 	return xattr_change(e, ino, name, value ? value : "", size, flags);
 }
@@ -364,8 +359,6 @@ out_unlock:
 
 int eng_removexattr(struct eng *e, uint64_t ino, const char *name)
 {
-	if (foreign_ns(name))
-		return -ENODATA;
 	if (!has_prefix(name, "user."))
 		return -ENOTSUP;
 	return xattr_change(e, ino, name, NULL, 0, 0);

@@ -12,7 +12,7 @@ PACKAGES=(
 	libfuse3-dev fuse3
 	libhiredis-dev libpq-dev libjansson-dev libsqlite3-dev libssl-dev
 	zlib1g-dev libxxhash-dev
-	python3-pytest attr rsync tar restic borgbackup sqlite3 stress-ng
+	python3-pytest attr rsync tar restic borgbackup sqlite3 stress-ng strace
 	postgresql-15 postgresql-client-15 redis-server redis-tools
 )
 

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from conftest import run
+
 if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
     pytest.skip("FUSE is unavailable here (/dev/fuse or fusermount3 missing)",
                 allow_module_level=True)
@@ -147,14 +149,33 @@ def test_user_xattrs_are_stored(tierfs):
 
 
 def test_security_xattrs_answered(tierfs):
-    """security.* is answered (ENODATA), never ENOSYS, so ls -l and writes work."""
+    """security.*, system.* and trusted.* are "not supported" (ENOTSUP),
+    never ENOSYS (which would turn xattrs off mount-wide): user.* xattrs
+    still work after such a question."""
     write_file(tierfs.path("f.bin"), b"x")
-    cp = tierfs.run(["getfattr", "-n", "security.selinux", "f.bin"], check=False)
-    # eng_getxattr answers security.* with ENODATA; "Operation not
-    # supported" would mean the kernel had turned xattrs off for the mount
-    assert cp.returncode == 1 and "No such attribute" in cp.stderr, cp.stderr
-    # xattrs still work after that (an ENOSYS would disable them mount-wide)
+    for name in ("security.selinux", "system.posix_acl_access", "trusted.x"):
+        with pytest.raises(OSError) as info:
+            os.getxattr(tierfs.path("f.bin"), name)
+        assert info.value.errno == errno.ENOTSUP, name
+        with pytest.raises(OSError) as info:
+            os.removexattr(tierfs.path("f.bin"), name)
+        assert info.value.errno == errno.ENOTSUP, name
     assert tierfs.getfattr(tierfs.path("f.bin"), "user.tierfs.id") == "f%2Ebin"
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is missing (scripts/deps.sh installs it)")
+def test_ls_l_asks_for_labels_and_acls_once(tierfs):
+    """GNU ls remembers, per filesystem, that labels and ACLs are not
+    supported, and stops asking: ls -l of 100 files makes a few getxattr
+    calls, not two per file."""
+    for i in range(100):
+        write_file(tierfs.path(f"f{i}.json"), b"{}")
+    cp = run(["strace", "-f", "-c", "-e", "trace=getxattr,lgetxattr,fgetxattr",
+              "ls", "-l", str(tierfs.mnt)])
+    calls = sum(int(line.split()[3]) for line in cp.stderr.splitlines()
+                if line.split()[-1:] and line.split()[-1] in ("getxattr", "lgetxattr", "fgetxattr"))
+    assert 1 <= calls <= 4, cp.stderr
+    assert len(cp.stdout.splitlines()) == 101  # "total" and the files
 
 
 def test_tiers_and_status_follow_persistence(tierfs):
