@@ -240,9 +240,9 @@ static void lost_note(struct eng *e, uint64_t ino, bool lost)
 /* Applies one record of another writer to node @n (clean). Notes the
  * node lost (lost_note()) when its place is known but cannot take it. */
 static void apply_to_node(struct eng *e, struct node *n,
-			  struct store_feed *f, struct node *dir,
-			  struct inval_list *inv)
+			  struct store_feed *f, struct inval_list *inv)
 {
+	struct node *dir;
 	bool content = false, lost = false;
 
 	count_forget(e, n->ino);
@@ -259,8 +259,7 @@ static void apply_to_node(struct eng *e, struct node *n,
 		l1_remove(e->l1, n->ino);
 		return;
 	}
-	if (!dir)
-		dir = node_get(e, f->row.parent);
+	dir = node_get(e, f->row.parent);
 	if (n->deleted || n->parent != f->row.parent ||
 	    strcmp(n->name, f->row.name) != 0) {
 		if (!n->deleted)
@@ -369,7 +368,7 @@ static bool apply_record(struct eng *e, struct store_feed *f,
 				   f->row.name, false);
 		return true;
 	}
-	apply_to_node(e, n, f, NULL, inv);
+	apply_to_node(e, n, f, inv);
 	return true;
 }
 
@@ -460,7 +459,7 @@ static void refresh_one(struct eng *e, uint64_t ino, struct inval_list *inv)
 	f.gone = r == -ENOENT;
 	m = node_get(e, ino);
 	if (m && !node_pending(m) && m->stamp <= stamp)
-		apply_to_node(e, m, &f, NULL, inv);
+		apply_to_node(e, m, &f, inv);
 	if (!f.gone)
 		store_row_release(&f.row);
 }

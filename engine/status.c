@@ -33,11 +33,11 @@ static json_t *quarantine_json(struct eng *e)
 		const struct quarantined *q =
 			&e->quarantine[i % QUARANTINE_RECENT];
 
-		json_array_append_new(
-			recent, json_pack("{s:I, s:s, s:s}", "ino",
-					  (json_int_t)q->ino, "name",
-					  q->deleted ? "" : q->name, "error",
-					  strerror(-q->error)));
+		json_array_append_new(recent,
+				      json_pack("{s:I, s:s, s:s}", "ino",
+						(json_int_t)q->ino, "name",
+						q->deleted ? "" : q->name,
+						"error", strerror(-q->error)));
 	}
 	snprintf(file, sizeof(file), "%s/quarantine.log", e->wal_dir);
 	return json_pack("{s:I, s:s, s:o*}", "changes", (json_int_t)n, "file",
@@ -105,8 +105,9 @@ int eng_status_json(struct eng *e, char **out, size_t *len)
 		(json_int_t)(e->filter ? cuckoo_count(e->filter) : 0), "feed",
 		"seq", (json_int_t)e->feed_seq, "applied",
 		(json_int_t)e->feed_applied);
-	if (j && (json_object_set_new(j, "quarantine", quarantine_json(e)) < 0 ||
-		  json_object_set_new(j, "races", races_json(e)) < 0)) {
+	if (j &&
+	    (json_object_set_new(j, "quarantine", quarantine_json(e)) < 0 ||
+	     json_object_set_new(j, "races", races_json(e)) < 0)) {
 		json_decref(j);
 		j = NULL;
 	}
@@ -129,6 +130,14 @@ static void metric(FILE *f, const char *name, const char *type,
 {
 	fprintf(f, "# HELP tierfs_%s %s\n# TYPE tierfs_%s %s\n", name, help,
 		name, type);
+}
+
+/* metric() and its one value. */
+static void metric_u64(FILE *f, const char *name, const char *type,
+		       const char *help, uint64_t value)
+{
+	metric(f, name, type, help);
+	fprintf(f, "tierfs_%s %llu\n", name, (unsigned long long)value);
 }
 
 static void tier_metrics(FILE *f, struct eng *e)
@@ -168,22 +177,18 @@ int eng_metrics_text(struct eng *e, char **out, size_t *len)
 	metric(f, "tier_seconds_total", "counter", "time spent in a tier");
 	tier_metrics(f, e);
 	pthread_mutex_lock(&e->lock);
-	metric(f, "batches_total", "counter", "batches persisted to L3");
-	fprintf(f, "tierfs_batches_total %llu\n",
-		(unsigned long long)e->batches);
-	metric(f, "batch_records_total", "counter", "changes in those batches");
-	fprintf(f, "tierfs_batch_records_total %llu\n",
-		(unsigned long long)e->batch_recs);
-	metric(f, "batch_last_records", "gauge", "changes in the last batch");
-	fprintf(f, "tierfs_batch_last_records %llu\n",
-		(unsigned long long)e->last_batch);
+	metric_u64(f, "batches_total", "counter", "batches persisted to L3",
+		   e->batches);
+	metric_u64(f, "batch_records_total", "counter",
+		   "changes in those batches", e->batch_recs);
+	metric_u64(f, "batch_last_records", "gauge",
+		   "changes in the last batch", e->last_batch);
 	metric(f, "queue_changes", "gauge", "changes waiting for L3");
 	fprintf(f, "tierfs_queue_changes %zu\n", batch_count(&e->batch));
 	metric(f, "queue_bytes", "gauge", "bytes waiting for L3");
 	fprintf(f, "tierfs_queue_bytes %zu\n", batch_bytes(&e->batch));
-	metric(f, "wal_bytes", "gauge", "bytes in the write-ahead log");
-	fprintf(f, "tierfs_wal_bytes %llu\n",
-		(unsigned long long)wal_bytes(e->wal));
+	metric_u64(f, "wal_bytes", "gauge", "bytes in the write-ahead log",
+		   wal_bytes(e->wal));
 	metric(f, "corrupt_total", "counter",
 	       "entries read that broke the contract, not shown");
 	fprintf(f, "tierfs_corrupt_total{tier=\"l3\"} %llu\n",
@@ -192,31 +197,25 @@ int eng_metrics_text(struct eng *e, char **out, size_t *len)
 	if (e->l2)
 		fprintf(f, "tierfs_corrupt_total{tier=\"l2\"} %llu\n",
 			(unsigned long long)atomic_load(&e->l2->corrupt));
-	metric(f, "quarantined_total", "counter",
-	       "changes L3 refused for good, set aside");
-	fprintf(f, "tierfs_quarantined_total %llu\n",
-		(unsigned long long)e->quarantined);
-	metric(f, "races_total", "counter",
-	       "changes L3 dropped or replaced in a race with another writer");
-	fprintf(f, "tierfs_races_total %llu\n",
-		(unsigned long long)atomic_load(&e->l3->races));
-	metric(f, "feed_seq", "gauge", "the last change-feed record applied");
-	fprintf(f, "tierfs_feed_seq %llu\n", (unsigned long long)e->feed_seq);
-	metric(f, "feed_applied_total", "counter",
-	       "other writers' changes applied from the feed");
-	fprintf(f, "tierfs_feed_applied_total %llu\n",
-		(unsigned long long)e->feed_applied);
-	metric(f, "feed_kept_total", "counter",
-	       "of those, met by a change of this mount not yet committed");
-	fprintf(f, "tierfs_feed_kept_total %llu\n",
-		(unsigned long long)e->feed_kept);
-	metric(f, "feed_resets_total", "counter",
-	       "gaps in the feed: everything cached was re-read");
-	fprintf(f, "tierfs_feed_resets_total %llu\n",
-		(unsigned long long)e->feed_resets);
-	metric(f, "flush_failures_total", "counter", "failed batch writes");
-	fprintf(f, "tierfs_flush_failures_total %llu\n",
-		(unsigned long long)e->fail_count);
+	metric_u64(f, "quarantined_total", "counter",
+		   "changes L3 refused for good, set aside", e->quarantined);
+	metric_u64(
+		f, "races_total", "counter",
+		"changes L3 dropped or replaced in a race with another writer",
+		atomic_load(&e->l3->races));
+	metric_u64(f, "feed_seq", "gauge",
+		   "the last change-feed record applied", e->feed_seq);
+	metric_u64(f, "feed_applied_total", "counter",
+		   "other writers' changes applied from the feed",
+		   e->feed_applied);
+	metric_u64(f, "feed_kept_total", "counter",
+		   "of those, met by a change of this mount not yet committed",
+		   e->feed_kept);
+	metric_u64(f, "feed_resets_total", "counter",
+		   "gaps in the feed: everything cached was re-read",
+		   e->feed_resets);
+	metric_u64(f, "flush_failures_total", "counter", "failed batch writes",
+		   e->fail_count);
 	metric(f, "l3_up", "gauge", "1 while L3 answers");
 	fprintf(f, "tierfs_l3_up %d\n",
 		!(e->l3_failing || breaker_is_open(&e->l3_breaker, mono_ns())));
@@ -225,19 +224,16 @@ int eng_metrics_text(struct eng *e, char **out, size_t *len)
 		fprintf(f, "tierfs_l2_up %d\n",
 			!breaker_is_open(&e->l2_breaker, mono_ns()));
 	}
-	metric(f, "filter_checks_total", "counter",
-	       "lookups that asked the negative-lookup filter");
-	fprintf(f, "tierfs_filter_checks_total %llu\n",
-		(unsigned long long)(e->filter_negatives +
-				     (e->filter_trusted ? e->l3_lookups : 0)));
-	metric(f, "filter_negatives_total", "counter",
-	       "lookups the filter answered absent (no L3 query)");
-	fprintf(f, "tierfs_filter_negatives_total %llu\n",
-		(unsigned long long)e->filter_negatives);
-	metric(f, "filter_false_positives_total", "counter",
-	       "filter said maybe, L3 said absent");
-	fprintf(f, "tierfs_filter_false_positives_total %llu\n",
-		(unsigned long long)e->filter_false_positives);
+	metric_u64(f, "filter_checks_total", "counter",
+		   "lookups that asked the negative-lookup filter",
+		   (e->filter_negatives +
+		    (e->filter_trusted ? e->l3_lookups : 0)));
+	metric_u64(f, "filter_negatives_total", "counter",
+		   "lookups the filter answered absent (no L3 query)",
+		   e->filter_negatives);
+	metric_u64(f, "filter_false_positives_total", "counter",
+		   "filter said maybe, L3 said absent",
+		   e->filter_false_positives);
 	metric(f, "filter_names", "gauge", "names in the filter");
 	fprintf(f, "tierfs_filter_names %zu\n",
 		e->filter ? cuckoo_count(e->filter) : 0);
@@ -248,14 +244,10 @@ int eng_metrics_text(struct eng *e, char **out, size_t *len)
 	fprintf(f, "tierfs_l1_pinned_bytes %zu\n", l1s.pinned_bytes);
 	metric(f, "l1_items", "gauge", "items in L1");
 	fprintf(f, "tierfs_l1_items %zu\n", l1s.count);
-	metric(f, "l1_hits_total", "counter", "L1 hits");
-	fprintf(f, "tierfs_l1_hits_total %llu\n", (unsigned long long)l1s.hits);
-	metric(f, "l1_misses_total", "counter", "L1 misses");
-	fprintf(f, "tierfs_l1_misses_total %llu\n",
-		(unsigned long long)l1s.misses);
-	metric(f, "l1_evictions_total", "counter", "L1 evictions");
-	fprintf(f, "tierfs_l1_evictions_total %llu\n",
-		(unsigned long long)l1s.evictions);
+	metric_u64(f, "l1_hits_total", "counter", "L1 hits", l1s.hits);
+	metric_u64(f, "l1_misses_total", "counter", "L1 misses", l1s.misses);
+	metric_u64(f, "l1_evictions_total", "counter", "L1 evictions",
+		   l1s.evictions);
 	if (fclose(f) != 0) {
 		free(buf);
 		return -ENOMEM;
