@@ -1,42 +1,59 @@
 #!/usr/bin/python3
 """Side-by-side benchmark: tierfs on each of its stores vs libfuse's
-passthrough_ll over tmpfs vs raw tmpfs, the same workloads in the same run
-(docs/design.md §13: targets are ratios to references measured on the same
-machine at the same time).
+passthrough_ll over tmpfs vs raw tmpfs, the same workloads in one run, the
+systems interleaved (docs/design.md §13: targets are ratios to references
+measured on the same machine at the same time).
 
 Workloads, on a tree of FILES small JSON files spread over DIRS directories,
-in this order:
-    create   create+write+close of every file (os.open/os.write/os.close),
-             timed to the last close
-    persist  (tierfs-pg, tierfs-redis-pg) the same creates timed from the
-             first create until PostgreSQL holds every row: `SELECT count(*)
-             FROM entries` (polled every 5 ms over one psql session) equals
-             root + DIRS + FILES; also shown: the lag from the last close
-             to that moment (ms)
-    raw      (the PostgreSQL reference, measured in each PostgreSQL system's
-             round just before its creates) the same FILES rows upserted into
-             tables shaped like tierfs's entries and contents, in the same
-             PostgreSQL server: one multi-row INSERT ... ON CONFLICT into each
-             table per transaction of 1000 files, as a generated SQL script
-             run with `psql -f`, timed end to end (psql start and login
-             included). A row is one file: an entries row and its contents row
-    stat     stat() of every file
-    read     open+read+close of every file (warm: just written)
-    ls -l    one `ls -l` of all the directories (entries/s)
-    tar      `tar -cf - TREE`, its output read and dropped by this script
-             (GNU tar skips reading file data when its archive *is*
-             /dev/null, so a plain `tar cf /dev/null` would measure stat only)
-    cold     open+read+close of every file after a remount (tierfs's L1 and
-             the kernel's FUSE caches empty) and `sync; echo 3 >
-             /proc/sys/vm/drop_caches` (root only; otherwise noted):
-               from redis     tierfs-redis-pg: Redis holds every file (they
-                              were written through); only its content comes
-                              from Redis, names are looked up in PostgreSQL
-               from postgres  tierfs-redis-pg after FLUSHALL, and tierfs-pg
-               from sqlite    tierfs-sqlite
-             passthrough_ll is remounted too and tmpfs only has its caches
-             dropped; their one cold figure is shown in every cold row
-    unlink   unlink() of every file
+in this order, every round:
+    raw       (tierfs-pg, tierfs-redis-pg; the PostgreSQL reference, just
+              before the creates) the same FILES rows upserted into tables
+              shaped like tierfs's entries and contents, in the same
+              PostgreSQL server: one multi-row INSERT ... ON CONFLICT into
+              each table per transaction of 1000 files, as a generated SQL
+              script run with `psql -f`, timed end to end (psql start and
+              login included). A row is one file: an entries row and its
+              contents row
+    create    create+write+close of every file (os.open/os.write/os.close),
+              timed to the last close
+    persist   (PostgreSQL systems) the same creates timed from the first
+              create until PostgreSQL holds every row: `SELECT count(*) FROM
+              entries` (polled every 5 ms over one psql session) equals root +
+              DIRS + FILES; also shown: the lag from the last close to that
+              moment (ms)
+    stat      stat() of every file, first pass (just created)
+    stat hot  stat() of every file again: the kernel's attribute cache,
+              where the system keeps one
+    read      open+read+close of every file (warm: just written), content
+              checked
+    ls -l     one `ls -l` of all the directories (entries/s)
+    find      `find` of all the directories, output read and dropped here
+              (entries/s: files and directories)
+    grep -r   `grep -r NEEDLE` of all the directories: reads every file;
+              NEEDLE is in exactly one file, which must be the one listed
+    tar       `tar -cf -` of all the directories, its output read and
+              dropped by this script (GNU tar skips reading file data when
+              its archive *is* /dev/null, so a plain `tar cf /dev/null` would
+              measure stat only)
+    overwrite open(O_WRONLY|O_TRUNC)+write+close of every existing file, new
+              content of the same length (later reads check it)
+    cold stat stat() of every file after a remount (tierfs's L1 and the
+              kernel's FUSE caches empty) and `sync; echo 3 >
+              /proc/sys/vm/drop_caches` (root only; otherwise noted)
+    cold read open+read+close of every file after another remount and
+              drop_caches:
+                from redis     tierfs-redis-pg: Redis holds every file (they
+                               were written through); only its content comes
+                               from Redis, names are looked up in PostgreSQL
+                from postgres  tierfs-redis-pg after FLUSHALL, and tierfs-pg
+                from sqlite    tierfs-sqlite
+              passthrough_ll is remounted too and tmpfs only has its caches
+              dropped; their one cold figure is the reference of every cold
+              read row
+    unlink    unlink() of every file
+The read-only system runs, on a tree made through a read-write mount of its
+store and then remounted with `-o ro`: stat, stat hot, read (after one
+untimed read pass that fills the caches), ls -l, find, grep -r, tar.
 
 Systems:
     tierfs-sqlite   build/fs/tierfs --sqlite=<fresh file> -f MNT (the SQLite
@@ -44,30 +61,47 @@ Systems:
     tierfs-pg       build/fs/tierfs --postgres=URI -o wal_path=DIR -f MNT, on a
                     fresh database of a private PostgreSQL server
     tierfs-redis-pg the same plus --redis=URL, a private Redis server
+    tierfs-redis-pg-ro
+                    the same on a database of its own (Redis keys under
+                    another redis_prefix), mounted with `-o ro` for the
+                    read workloads
     passthrough_ll  built here from /usr/share/doc/libfuse3-dev/examples
                     (passthrough_ll.c or .c.gz), `passthrough_ll -f -o
                     source=SRC MNT` with its default options, SRC on tmpfs
     tmpfs           the same workloads on tmpfs directly (the ceiling)
 
+Rounds: --repeat R rounds; each round runs every system once, in an order
+rotated by one from the previous round's, so that drift in the machine's
+load falls on every column alike. Figures are medians over the rounds;
+ratios are ratios of medians. Each row carries its target (a minimum ratio
+to passthrough_ll, tmpfs or the raw upsert), marked pass or FAIL per tierfs
+column; the targets are stated for redis+postgres, the other stores are
+marked against the same bar for comparison.
+
 The private servers are started, fresh, in the work directory with
 scripts/pg-test-server.sh (fsync on; as root the server runs as the
 'postgres' user) and scripts/redis-test-server.sh (no persistence) when a
-system that needs them is selected. tierfs-pg and tierfs-redis-pg get a
-database each; the raw upsert one more. As root, fresh tmpfs instances are
-mounted for passthrough_ll's source and the tmpfs column; otherwise fresh
-directories under /dev/shm are used. Every mount made here is unmounted and
-every server stopped on exit (normal, error, Ctrl-C, SIGTERM).
+system that needs them is selected. Each PostgreSQL system gets a database;
+the raw upsert one more. As root, fresh tmpfs instances are mounted for
+passthrough_ll's source and the tmpfs column; otherwise fresh directories
+under /dev/shm are used. Every mount made here is unmounted and every server
+stopped on exit (normal, error, Ctrl-C, SIGTERM).
+
+--json FILE writes every round's figures (ops and seconds per workload), the
+medians, the ratios, the targets and their marks, the command and the
+machine; scripts/bench-chart.sh renders a chart from such a file.
 
 usage: tests/bench/bench.py [--files N] [--dirs D] [--repeat R]
                             [--systems tierfs-sqlite,tierfs-pg,...]
                             [--tierfs-bin PATH] [-o TIERFS_OPT ...]
-                            [--workdir DIR] [--keep]
+                            [--json FILE] [--workdir DIR] [--keep]
 environment: BENCH_FILES, BENCH_DIRS, BENCH_REPEAT, TIERFS_BIN, PGBIN
 quick smoke run: tests/bench/bench.py --files 500 --dirs 10
 """
 
 import argparse
 import gzip
+import json
 import os
 import platform
 import shlex
@@ -92,12 +126,15 @@ EXAMPLES = Path("/usr/share/doc/libfuse3-dev/examples")
 PERSIST_TIMEOUT = 600.0  # seconds for PostgreSQL to hold every row
 POLL_INTERVAL = 0.005
 RAW_ROWS_PER_TXN = 1000
-TIERFS_SYSTEMS = ("tierfs-sqlite", "tierfs-pg", "tierfs-redis-pg")
-PG_SYSTEMS = ("tierfs-pg", "tierfs-redis-pg")
-SYSTEMS = TIERFS_SYSTEMS + ("passthrough_ll", "tmpfs")
-ALIASES = {"tierfs": "tierfs-sqlite", "ptl": "passthrough_ll"}
+RO = "tierfs-redis-pg-ro"
+TIERFS_SYSTEMS = ("tierfs-sqlite", "tierfs-pg", "tierfs-redis-pg", RO)
+PG_SYSTEMS = ("tierfs-pg", "tierfs-redis-pg", RO)
+REDIS_SYSTEMS = ("tierfs-redis-pg", RO)
+PTL, TMPFS = "passthrough_ll", "tmpfs"
+SYSTEMS = TIERFS_SYSTEMS + (PTL, TMPFS)
+ALIASES = {"tierfs": "tierfs-sqlite", "ptl": PTL, "ro": RO}
 SHORT = {"tierfs-sqlite": "sqlite", "tierfs-pg": "pg", "tierfs-redis-pg": "redis-pg",
-         "passthrough_ll": "ptl", "tmpfs": "tmpfs"}
+         RO: "ro", PTL: "ptl", TMPFS: "tmpfs"}
 COLD_KEYS = ("cold_redis", "cold_pg", "cold_sqlite")
 ROWS = [  # (key, label, unit), in the order the workloads run
     ("create", "create+write+close (to last close)", "files/s"),
@@ -105,16 +142,43 @@ ROWS = [  # (key, label, unit), in the order the workloads run
     ("raw", "raw upsert, same rows, same postgres", "rows/s"),
     ("persist/raw", "  persisted / raw upsert", "ratio"),
     ("tail", "  last close to all rows in postgres", "ms"),
-    ("stat", "stat", "files/s"),
+    ("stat", "stat, first pass", "files/s"),
+    ("stat_hot", "stat hot (second pass)", "files/s"),
     ("read", "open+read+close (warm)", "files/s"),
     ("ls", "ls -l every dir", "entries/s"),
+    ("find", "find every dir", "entries/s"),
+    ("grep", "grep -r (reads every file)", "files/s"),
     ("tar", "tar -cf - | (dropped)", "files/s"),
+    ("overwrite", "open O_TRUNC+write+close", "files/s"),
+    ("cold_stat", "cold stat (remount, drop caches)", "files/s"),
     ("cold_redis", "cold read (from redis)", "files/s"),
     ("cold_pg", "cold read (from postgres)", "files/s"),
     ("cold_sqlite", "cold read (from sqlite)", "files/s"),
     ("cold/read", "  cold read from L3 / warm read", "ratio"),
     ("unlink", "unlink", "files/s"),
 ]
+RO_KEYS = ("stat", "stat_hot", "read", "ls", "find", "grep", "tar")
+# The targets: (reference, minimum ratio to it), for a read-write tierfs
+# column; a read-only column's replace them for its workloads.
+TARGETS = {
+    "create": (PTL, 1.0), "overwrite": (PTL, 1.0), "unlink": (PTL, 1.0),
+    "stat_hot": (TMPFS, 0.85), "ls": (TMPFS, 0.85), "find": (TMPFS, 0.85),
+    "read": (PTL, 2.0), "grep": (PTL, 2.0), "tar": (PTL, 2.0),
+    "cold_stat": (PTL, 1.0), "cold_redis": (PTL, 1.0), "cold_pg": (PTL, 1.0),
+    "cold_sqlite": (PTL, 1.0),
+    "persist/raw": ("raw", 0.8),
+}
+RO_TARGETS = {"stat_hot": (TMPFS, 0.85), "ls": (TMPFS, 0.85), "find": (TMPFS, 0.85),
+              "read": (TMPFS, 0.75), "grep": (TMPFS, 0.75), "tar": (TMPFS, 0.75)}
+
+
+def target(system, key):
+    """(reference, minimum) for @system's @key row, or None."""
+    if system == RO:
+        return RO_TARGETS.get(key)
+    if system in TIERFS_SYSTEMS:
+        return TARGETS.get(key)
+    return None
 
 
 INTERRUPTED = []  # signals received
@@ -180,27 +244,39 @@ def build_passthrough_ll(workdir):
 class System:
     """One column: where its tree lives (@root), its FUSE daemon (@mount,
     None for tmpfs), and for the PostgreSQL systems a psql session on its
-    database (@pg) and the Redis server it uses (@redis)."""
+    database (@pg) and the Redis server it uses (@redis). A read-only system
+    has @ro_argv: its daemon's command line with `-o ro` (@mount's own argv is
+    the read-write one, which makes and removes the tree)."""
 
-    def __init__(self, name, root, mount=None, pg=None, redis=None):
+    def __init__(self, name, root, mount=None, pg=None, redis=None, ro_argv=None):
         self.name, self.root, self.mount, self.pg, self.redis = name, root, mount, pg, redis
+        self.ro_argv = ro_argv
+        self.rw_argv = mount.argv if mount is not None else None
 
     def flush_redis_remount(self):
         self.mount.stop()
         self.redis.cli("FLUSHALL")
         self.mount.start()
 
+    def remount_as(self, argv):
+        self.mount.stop()
+        self.mount.argv = argv
+        self.mount.start()
+
     def cold_phases(self):
-        """[(result key, what to do before dropping caches and reading)]"""
+        """[(result key, what to do before dropping caches, "stat" or "read")]"""
+        remount = self.mount.remount if self.mount is not None else (lambda: None)
+        phases = [("cold_stat", remount, "stat")]
         if self.name == "tierfs-redis-pg":
-            return [("cold_redis", self.mount.remount), ("cold_pg", self.flush_redis_remount)]
-        if self.name == "tierfs-pg":
-            return [("cold_pg", self.mount.remount)]
-        if self.name == "tierfs-sqlite":
-            return [("cold_sqlite", self.mount.remount)]
-        if self.mount is not None:  # passthrough_ll
-            return [("cold_ref", self.mount.remount)]
-        return [("cold_ref", lambda: None)]  # tmpfs
+            phases += [("cold_redis", remount, "read"),
+                       ("cold_pg", self.flush_redis_remount, "read")]
+        elif self.name == "tierfs-pg":
+            phases.append(("cold_pg", remount, "read"))
+        elif self.name == "tierfs-sqlite":
+            phases.append(("cold_sqlite", remount, "read"))
+        else:  # passthrough_ll (remounted) and tmpfs (caches dropped only)
+            phases.append(("cold_ref", remount, "read"))
+        return phases
 
 
 class Bench:
@@ -260,9 +336,30 @@ def layout(root, nfiles, ndirs):
     return dirs, files
 
 
-def payload(i):
-    return (f'{{"id": {i}, "name": "item-{i}", "tags": ["bench", "tierfs"], '
+def payload(i, rev=0):
+    """File @i's content; every @rev (0-9) has the same length."""
+    return (f'{{"id": {i}, "name": "item-{i}", "rev": {rev}, "tags": ["bench", "tierfs"], '
             f'"value": {i * 0.5}}}\n').encode()
+
+
+def needle(nfiles):
+    """A string that exactly one file holds (any revision), and its index."""
+    i = nfiles // 2
+    return f'"name": "item-{i}",', i
+
+
+C_ENV = dict(os.environ, LC_ALL="C")
+
+
+def write_all(files, datas, flags):
+    for p, data in zip(files, datas):
+        fd = os.open(p, flags, 0o644)
+        try:
+            os.write(fd, data)
+        except BaseException:  # leave no descriptor open in the mount
+            close_quietly(fd)
+            raise
+        os.close(fd)
 
 
 def read_all(files, datas):
@@ -278,9 +375,75 @@ def read_all(files, datas):
             raise BenchError(f"{p}: read back {len(got)} bytes that differ from what was written")
 
 
+def stat_all(files):
+    for p in files:
+        os.stat(p)
+
+
+def timed(res, key, ops, fn, *args):
+    t0 = time.perf_counter()
+    out = fn(*args)
+    res[key] = (ops, time.perf_counter() - t0)
+    return out
+
+
+def run_ls(root, dirs, nfiles):
+    cp = subprocess.run(["ls", "-l"] + [d.name for d in dirs], cwd=root, stdout=subprocess.PIPE,
+                        env=C_ENV, check=True)
+    listed = sum(1 for line in cp.stdout.splitlines() if line.startswith(b"-"))
+    if listed != nfiles:
+        raise BenchError(f"ls -l under {root} listed {listed} files, expected {nfiles}")
+
+
+def run_find(root, dirs, nfiles):
+    cp = subprocess.run(["find"] + [d.name for d in dirs], cwd=root, stdout=subprocess.PIPE,
+                        env=C_ENV, check=True)
+    found = cp.stdout.count(b"\n")
+    if found != nfiles + len(dirs):
+        raise BenchError(f"find under {root} printed {found} names, "
+                         f"expected {nfiles + len(dirs)}")
+
+
+def run_grep(root, dirs, files):
+    what, i = needle(len(files))
+    cp = subprocess.run(["grep", "-r", "-l", "-F", what] + [d.name for d in dirs], cwd=root,
+                        stdout=subprocess.PIPE, env=C_ENV)
+    want = f"{files[i].parent.name}/{files[i].name}\n".encode()
+    if cp.returncode != 0 or cp.stdout != want:
+        raise BenchError(f"grep -r under {root} exited {cp.returncode} listing "
+                         f"{cp.stdout[:200]!r}, expected {want!r}")
+
+
+def run_tar(root, dirs):
+    # tar's output is read and dropped here (what `| cat >/dev/null` does).
+    tar = subprocess.Popen(["tar", "-cf", "-"] + [d.name for d in dirs], cwd=root,
+                           stdout=subprocess.PIPE)
+    try:
+        while tar.stdout.read(1 << 20):
+            pass
+    finally:
+        tar.stdout.close()
+        if tar.poll() is None and sys.exc_info()[0] is not None:
+            tar.kill()
+        rc = tar.wait()
+    if rc != 0:
+        raise BenchError(f"tar under {root} exited {rc}")
+
+
+def tree_workloads(res, root, dirs, files):
+    """ls -l, find, grep -r and tar of the tree, timed into @res."""
+    nfiles = len(files)
+    timed(res, "ls", nfiles, run_ls, root, dirs, nfiles)
+    timed(res, "find", nfiles + len(dirs), run_find, root, dirs, nfiles)
+    timed(res, "grep", nfiles, run_grep, root, dirs, files)
+    timed(res, "tar", nfiles, run_tar, root, dirs)
+
+
 def run_workloads(sx, bench, nfiles, ndirs):
     """Runs every workload on a fresh tree under @sx.root; returns
     {key: (ops, seconds)}, plus {"redis": {...}} for a system with Redis."""
+    if sx.ro_argv is not None:
+        return run_ro_workloads(sx, nfiles, ndirs)
     root = sx.root
     dirs, files = layout(root, nfiles, ndirs)
     datas = [payload(i) for i in range(nfiles)]
@@ -296,74 +459,240 @@ def run_workloads(sx, bench, nfiles, ndirs):
         os.mkdir(d)
 
     t0 = time.perf_counter()
-    for p, data in zip(files, datas):
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data)
-        except BaseException:  # leave no descriptor open in the mount
-            close_quietly(fd)
-            raise
-        os.close(fd)
+    write_all(files, datas, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     res["create"] = (nfiles, time.perf_counter() - t0)
     if sx.pg is not None:
         t_all = wait_rows(sx.pg, 1 + ndirs + nfiles, f"{sx.name}: persisting the creates")
         res["persist"] = (nfiles, t_all - t0)
 
-    t0 = time.perf_counter()
-    for p in files:
-        os.stat(p)
-    res["stat"] = (nfiles, time.perf_counter() - t0)
+    timed(res, "stat", nfiles, stat_all, files)
+    timed(res, "stat_hot", nfiles, stat_all, files)
+    timed(res, "read", nfiles, read_all, files, datas)
+    tree_workloads(res, root, dirs, files)
 
-    t0 = time.perf_counter()
-    read_all(files, datas)
-    res["read"] = (nfiles, time.perf_counter() - t0)
+    datas = [payload(i, 1) for i in range(nfiles)]
+    timed(res, "overwrite", nfiles, write_all, files, datas, os.O_WRONLY | os.O_TRUNC)
 
-    t0 = time.perf_counter()
-    cp = subprocess.run(["ls", "-l"] + [d.name for d in dirs], cwd=root, stdout=subprocess.PIPE,
-                        env=dict(os.environ, LC_ALL="C"), check=True)
-    res["ls"] = (nfiles, time.perf_counter() - t0)
-    listed = sum(1 for line in cp.stdout.splitlines() if line.startswith(b"-"))
-    if listed != nfiles:
-        raise BenchError(f"ls -l under {root} listed {listed} files, expected {nfiles}")
-
-    # tar's output is read and dropped here (what `| cat >/dev/null` does).
-    t0 = time.perf_counter()
-    tar = subprocess.Popen(["tar", "-cf", "-"] + [d.name for d in dirs], cwd=root,
-                           stdout=subprocess.PIPE)
-    try:
-        while tar.stdout.read(1 << 20):
-            pass
-    finally:
-        tar.stdout.close()
-        if tar.poll() is None and sys.exc_info()[0] is not None:
-            tar.kill()
-        rc = tar.wait()
-    res["tar"] = (nfiles, time.perf_counter() - t0)
-    if rc != 0:
-        raise BenchError(f"tar under {root} exited {rc}")
-
-    for key, prepare in sx.cold_phases():
+    for key, prepare, what in sx.cold_phases():
         prepare()  # remount (and FLUSHALL): not timed
         bench.drop_caches()
         if sx.redis is not None:
             keys0, (hits0, misses0) = sx.redis.dbsize(), sx.redis.stats()
-        t0 = time.perf_counter()
-        read_all(files, datas)
-        res[key] = (nfiles, time.perf_counter() - t0)
+        if what == "stat":
+            timed(res, key, nfiles, stat_all, files)
+        else:
+            timed(res, key, nfiles, read_all, files, datas)
         if sx.redis is not None:
             hits1, misses1 = sx.redis.stats()
             res.setdefault("redis", {})[key] = dict(keys_before=keys0, hits=hits1 - hits0,
                                                     misses=misses1 - misses0,
                                                     keys_after=sx.redis.dbsize())
 
-    t0 = time.perf_counter()
-    for p in files:
-        os.unlink(p)
-    res["unlink"] = (nfiles, time.perf_counter() - t0)
-
+    timed(res, "unlink", nfiles, lambda: [os.unlink(p) for p in files])
     for d in dirs:
         os.rmdir(d)
+    if sx.pg is not None:  # the next system runs on an idle server
+        wait_rows(sx.pg, 1, f"{sx.name}: persisting the unlinks")
     return res
+
+
+def run_ro_workloads(sx, nfiles, ndirs):
+    """The read-only system: the tree made through the read-write mount (not
+    timed) and persisted, a remount with `-o ro`, the read workloads, a
+    remount read-write to remove the tree."""
+    root = sx.root
+    dirs, files = layout(root, nfiles, ndirs)
+    datas = [payload(i) for i in range(nfiles)]
+    res = {}
+    wait_rows(sx.pg, 1, f"{sx.name}: before the round")
+    for d in dirs:
+        os.mkdir(d)
+    write_all(files, datas, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    wait_rows(sx.pg, 1 + ndirs + nfiles, f"{sx.name}: persisting the creates")
+
+    sx.remount_as(sx.ro_argv)
+    try:
+        if not os.statvfs(root).f_flag & os.ST_RDONLY:
+            raise BenchError(f"{sx.name}: {root} is not read-only after mounting with -o ro")
+        timed(res, "stat", nfiles, stat_all, files)
+        timed(res, "stat_hot", nfiles, stat_all, files)
+        read_all(files, datas)  # fills tierfs's L1 and the kernel's caches
+        timed(res, "read", nfiles, read_all, files, datas)
+        tree_workloads(res, root, dirs, files)
+    finally:
+        sx.remount_as(sx.rw_argv)
+
+    for p in files:
+        os.unlink(p)
+    for d in dirs:
+        os.rmdir(d)
+    wait_rows(sx.pg, 1, f"{sx.name}: persisting the unlinks")
+    return res
+
+
+# --- report ----------------------------------------------------------------------
+
+def ref_key(ref, key):
+    """The reference's row for tierfs's @key: the references have one cold
+    read figure."""
+    return "cold_ref" if key in COLD_KEYS and ref in (PTL, TMPFS) else key
+
+
+def summarize(requested, systems, results, args):
+    """Everything measured, as one JSON-able dict: every round's figures, the
+    medians (ops/s; "tail" in ms; "persist/raw" and "cold/read" ratios), the
+    ratios to passthrough_ll and tmpfs, the targets and their marks."""
+    med = {}
+    for s in systems:
+        rounds = results.get(s) or []
+        keys = sorted({k for rr in rounds for k in rr if k != "redis"})
+        m = {k: statistics.median(rr[k][0] / rr[k][1] for rr in rounds if k in rr)
+             for k in keys}
+        if "persist" in m and "raw" in m:
+            m["persist/raw"] = m["persist"] / m["raw"]
+            m["tail"] = statistics.median(rr["persist"][1] - rr["create"][1]
+                                          for rr in rounds if "persist" in rr) * 1000
+        cold = next((m[k] for k in ("cold_pg", "cold_sqlite", "cold_ref") if k in m), None)
+        if cold is not None and m.get("read"):
+            m["cold/read"] = cold / m["read"]
+        med[s] = m
+
+    ratios, targets = {}, {}
+    for s in systems:
+        if s not in TIERFS_SYSTEMS and s != PTL:
+            continue
+        refs = [r for r in (PTL, TMPFS) if r in med and r != s]
+        for key, _label, unit in ROWS:
+            mine = med[s].get(ref_key(s, key))
+            if unit in ("ratio", "ms") or mine is None:
+                continue
+            for r in refs:
+                v = med[r].get(ref_key(r, key))
+                if v:
+                    ratios.setdefault(s, {}).setdefault(key, {})[r] = mine / v
+    for s in systems:
+        for key, _label, _unit in ROWS:
+            t = target(s, key)
+            if t is None or key not in med[s]:
+                continue
+            ref, least = t
+            got = med[s][key] if ref == "raw" else ratios.get(s, {}).get(key, {}).get(ref)
+            if got is not None:
+                targets.setdefault(s, {})[key] = dict(ref=ref, min=least, ratio=got,
+                                                      passed=got >= least)
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "command": shlex.join([sys.argv[0]] + sys.argv[1:]),
+        "tierfs_commit": git_head(),
+        "machine": machine(),
+        "files": args.files, "dirs": args.dirs, "repeat": args.repeat,
+        "systems": [s for s in requested if s in systems],
+        "rows": [dict(key=k, label=label, unit=unit) for k, label, unit in ROWS],
+        "rounds": {s: [{k: (v if k == "redis" else dict(ops=v[0], seconds=v[1]))
+                        for k, v in rr.items()} for rr in results.get(s, [])]
+                   for s in systems},
+        "median": med,
+        "ratios": ratios,
+        "targets": targets,
+    }
+
+
+def print_tables(report, markdown=False):
+    """The figures, the ratios, the targets: three tables, as plain text or
+    as Markdown."""
+    cols = report["systems"]
+    med, ratios, targets = report["median"], report["ratios"], report["targets"]
+    rows = [(r["key"], r["label"], r["unit"]) for r in report["rows"]]
+    tcols = [s for s in cols if s in TIERFS_SYSTEMS]
+    has_cold_rows = any(k in med[s] for s in tcols for k in COLD_KEYS)
+
+    def table(head, body, title, nleft=2):
+        if not body:
+            return
+        print(title if not markdown else f"**{title}**")
+        print()
+        if markdown:
+            print("| " + " | ".join(head) + " |")
+            print("|" + "|".join("---" if i < nleft else "---:" for i in range(len(head))) + "|")
+            for r in body:
+                print("| " + " | ".join(c.strip().replace("|", "\\|") or " " for c in r) + " |")
+        else:
+            widths = [max(len(r[i]) for r in body + [head]) for i in range(len(head))]
+            line = "  ".join(h.ljust(widths[i]) if i < nleft else h.rjust(widths[i])
+                             for i, h in enumerate(head))
+            print(line)
+            print("-" * len(line))
+            for r in body:
+                print("  ".join(c.ljust(widths[i]) if i < nleft else c.rjust(widths[i])
+                                for i, c in enumerate(r)).rstrip())
+        print()
+
+    # 1. the figures
+    body = []
+    for key, label, unit in rows:
+        vals = {}
+        for s in cols:
+            k = key
+            if key in COLD_KEYS and s in (PTL, TMPFS):
+                k = "cold_ref"
+            vals[s] = med.get(s, {}).get(k)
+        if key == "cold_sqlite" and not has_cold_rows:
+            label = "cold read (remount, drop caches)"  # the references alone
+        elif key in COLD_KEYS and not any(key in med[s] for s in tcols):
+            continue
+        if all(v is None for v in vals.values()):
+            continue
+        if unit in ("ratio", "ms"):
+            form = "{:.2f}x" if unit == "ratio" else "{:,.0f}"
+            cells = ["" if vals[s] is None else form.format(vals[s]) for s in cols]
+        else:
+            cells = ["" if vals[s] is None else fmt_rate(vals[s]) for s in cols]
+        body.append([label, unit] + cells)
+    table(["workload", "unit"] + [SHORT[s] for s in cols], body,
+          f"Median of {report['repeat']} round(s), {report['files']} files in "
+          f"{report['dirs']} directories (higher is better)")
+
+    # 2. the ratios
+    pairs = [(s, r) for s in tcols for r in (PTL, TMPFS) if r in cols]
+    if PTL in cols and TMPFS in cols:
+        pairs.append((PTL, TMPFS))
+    body = []
+    for key, label, unit in rows:
+        cells = [ratios.get(s, {}).get(key, {}).get(r) for s, r in pairs]
+        if all(c is None for c in cells):
+            continue
+        body.append([label] + ["" if c is None else fmt_ratio(c) for c in cells])
+    table(["workload"] + [f"{SHORT[s]}/{SHORT[r]}" for s, r in pairs], body,
+          "Ratios of the medians", nleft=1)
+
+    # 3. the targets: one column for the read-write systems' target, one for
+    # the read-only system's
+    rw = [s for s in tcols if s != RO]
+    body = []
+    for key, label, unit in rows:
+        def cell(s):
+            m = targets.get(s, {}).get(key)
+            if m is None:
+                return ""
+            shown = f"{m['ratio']:.2f}"
+            if not m["passed"] and float(shown) >= m["min"]:
+                shown = f"{m['ratio']:.3f}"  # 0.7996 is not 0.80
+            return f"{shown}x {'pass' if m['passed'] else 'FAIL'}"
+
+        def goal(s):
+            t = target(s, key)
+            return "" if t is None else f">= {t[1]:.2f}x {SHORT.get(t[0], t[0])}"
+
+        cells = [cell(s) for s in rw]
+        shown = [goal(rw[0]) if rw and any(cells) else ""] + cells
+        if RO in tcols:
+            shown += [goal(RO) if cell(RO) else "", cell(RO)]
+        if any(shown):
+            body.append([label] + shown)
+    head = ["workload", "target"] + [SHORT[s] for s in rw]
+    if RO in tcols:
+        head += ["target (ro)", SHORT[RO]]
+    table(head, body, "Targets (ratio to the reference, pass or FAIL)", nleft=1)
 
 
 # --- main ----------------------------------------------------------------------
@@ -372,8 +701,31 @@ def fmt_rate(v):
     return "n/a" if v is None else f"{v:,.0f}"
 
 
-def fmt_ratio(a, b):
-    return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
+def fmt_ratio(v):
+    return "n/a" if v is None else f"{v:.2f}x"
+
+
+def machine():
+    """What the figures were measured on, from /proc and uname."""
+    info = {"node": platform.node(), "kernel": platform.release(), "cpus": os.cpu_count()}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                info["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                info["memory_gib"] = round(int(line.split()[1]) / (1 << 20), 1)
+                break
+    except OSError:
+        pass
+    return info
+
+
+def git_head():
+    cp = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+                        capture_output=True, text=True, check=False)
+    return cp.stdout.strip() if cp.returncode == 0 else None
 
 
 def tierfs_env(workdir):
@@ -403,7 +755,16 @@ def main():
     ap.add_argument("--workdir", help="where the temp dir (tierfs's SQLite file, the write-ahead "
                     "logs, PostgreSQL's data directory) goes (default: $TMPDIR or /tmp)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--json", metavar="FILE",
+                    help="write every round's figures, the medians, ratios and targets to FILE")
+    ap.add_argument("--report", metavar="FILE",
+                    help="run nothing: print the tables of a file written by --json")
+    ap.add_argument("--markdown", action="store_true", help="with --report: as Markdown")
     args = ap.parse_args()
+    if args.report:
+        with open(args.report) as f:
+            print_tables(json.load(f), markdown=args.markdown)
+        return 0
 
     requested = []
     for s in args.systems.split(","):
@@ -418,10 +779,10 @@ def main():
     systems = list(requested)  # those that actually run
     if args.files < 1 or args.dirs < 1 or args.dirs > args.files or args.repeat < 1:
         ap.error("need 1 <= dirs <= files and repeat >= 1")
-    tools = ["fusermount3", "gcc", "pkg-config", "tar", "ls"]
+    tools = ["fusermount3", "gcc", "pkg-config", "tar", "ls", "find", "grep"]
     if any(s in PG_SYSTEMS for s in systems):
         tools.append("psql")
-    if "tierfs-redis-pg" in systems:
+    if any(s in REDIS_SYSTEMS for s in systems):
         tools.append("redis-cli")
     for tool in tools:
         if shutil.which(tool) is None:
@@ -441,6 +802,7 @@ def main():
     sx = {}  # name -> System
     notes = []
     results = {s: [] for s in systems}
+    orders = []  # each round's order of the systems
     bench = Bench()
     pg = redis = None
     mounts = {}
@@ -504,14 +866,14 @@ def main():
                     f"{login_ms:.0f} ms")
             except tiers.ServerError as e:
                 skip(PG_SYSTEMS, f"PostgreSQL: {str(e).splitlines()[0]}")
-        if "tierfs-redis-pg" in systems:
+        if any(s in REDIS_SYSTEMS for s in systems):
             redis = tiers.RedisServer(workdir / "redis")
             try:
                 redis.start(cleanup)
                 notes.append(f"redis: Redis {redis.version()}, private, {redis.url}, "
                              "no persistence")
             except tiers.ServerError as e:
-                skip(["tierfs-redis-pg"], f"Redis: {str(e).splitlines()[0]}")
+                skip(REDIS_SYSTEMS, f"Redis: {str(e).splitlines()[0]}")
 
         tbin = Path(args.tierfs_bin)
         for s in [s for s in systems if s in TIERFS_SYSTEMS]:
@@ -530,12 +892,17 @@ def main():
                     uri = pg.create_db(s.replace("-", "_"))
                     argv = [str(tbin), f"--postgres={uri}"]
                     opts.insert(0, f"wal_path={workdir / (s + '.wal')}")
-                    if s == "tierfs-redis-pg":
+                    if s in REDIS_SYSTEMS:
                         argv.append(f"--redis={redis.url}")
+                    if s == RO:  # its own keys in the shared Redis server
+                        opts.append("redis_prefix=tierfs-ro:")
                     where = f"log on {fs_type(workdir)}"
                     session = tiers.PsqlSession(uri)
                     cleanup.push(f"close the psql session ({s})", session.close)
                 argv.append("-f")
+                ro_argv = None
+                if s == RO:
+                    ro_argv = argv + ["-o", ",".join(opts + ["ro"]), str(mnt)]
                 if opts:
                     argv += ["-o", ",".join(opts)]
                 argv.append(str(mnt))
@@ -547,18 +914,24 @@ def main():
                 continue
             mounts[s] = m
             sx[s] = System(s, mnt, mount=m, pg=session,
-                           redis=redis if s == "tierfs-redis-pg" else None)
+                           redis=redis if s == "tierfs-redis-pg" else None, ro_argv=ro_argv)
             shown = ["--postgres=" + tiers.redact(a[len("--postgres="):])
-                     if a.startswith("--postgres=") else a for a in argv]
-            notes.append(f"{s}: {shlex.join(shown)}  ({where})")
+                     if a.startswith("--postgres=") else a for a in (ro_argv or argv)]
+            notes.append(f"{s}: {shlex.join(shown)}  ({where})"
+                         + ("; the tree is made and removed without `ro`" if ro_argv else ""))
 
         if not systems:
             raise BenchError("no system to run")
         log(f"{args.files} files in {args.dirs} dirs, {args.repeat} round(s), "
             f"systems: {', '.join(systems)}")
         for r in range(args.repeat):
-            for s in systems:  # interleaved, so machine noise hits every column alike
-                log(f"round {r + 1}: {s}")
+            # Interleaved, each round's order rotated by one, so that drift in
+            # the machine's load hits every column alike.
+            k = r % len(systems)
+            order = systems[k:] + systems[:k]
+            orders.append(order)
+            for s in order:
+                log(f"round {r + 1}/{args.repeat}: {s}")
                 results[s].append(run_workloads(sx[s], bench, args.files, args.dirs))
 
         # Stop the daemons now, to report tierfs's drain at unmount.
@@ -571,80 +944,26 @@ def main():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         cleanup.run()
 
-    def rate(s, key):
-        if s not in systems or not results.get(s):
-            return None
-        if key == "persist/raw":
-            return ratio(rate(s, "persist"), rate(s, "raw"))
-        if key == "tail":  # the persistence lag, from the median round
-            got = [rr["persist"][1] - rr["create"][1] for rr in results[s] if "persist" in rr]
-            return statistics.median(got) * 1000 if got else None
-        if key == "cold/read":
-            cold = None
-            for k in ("cold_pg", "cold_sqlite", "cold_ref"):  # the cold read from L3
-                cold = rate(s, k)
-                if cold is not None:
-                    break
-            return ratio(cold, rate(s, "read"))
-        if key in COLD_KEYS and s in ("passthrough_ll", "tmpfs"):
-            key = "cold_ref"
-        got = [rr[key] for rr in results[s] if key in rr]
-        if not got:
-            return None
-        return statistics.median(ops / sec for ops, sec in got)
-
-    def ratio(a, b):
-        return None if a is None or b is None or b == 0 else a / b
-
+    report = summarize(requested, systems, results, args)
     print()
-    print(f"tierfs benchmark  {time.strftime('%Y-%m-%d %H:%M:%S %z')}  "
-          f"{platform.node()}  Linux {platform.release()}  {os.cpu_count()} CPUs")
-    print(f"{args.files} small JSON files ({len(payload(0))}-{len(payload(args.files - 1))} bytes) "
-          f"in {args.dirs} directories; median of {args.repeat} round(s); higher is better")
+    print(f"tierfs benchmark  {report['date']}  {platform.node()}  Linux {platform.release()}  "
+          f"{os.cpu_count()} CPUs  tierfs {report['tierfs_commit'] or '?'}")
+    print(f"{args.files} small JSON files ({len(payload(0))} to {len(payload(args.files - 1))} "
+          f"bytes) in {args.dirs} directories; median of {args.repeat} round(s), the systems "
+          "interleaved; higher is better")
     for n in notes:
         print(f"  {n}")
     if bench.drop_note:
-        print(f"  cold reads: {bench.drop_note}")
+        notes.append(f"cold: {bench.drop_note}")
+        print(f"  cold: {bench.drop_note}")
     elif any(k.startswith("cold") for rr in results.values() for r in rr for k in r):
-        print("  cold reads: after a remount and `sync; echo 3 > /proc/sys/vm/drop_caches`; "
-              "passthrough_ll/tmpfs: one cold figure, shown in each cold row")
+        print("  cold: after a remount and `sync; echo 3 > /proc/sys/vm/drop_caches`; "
+              "passthrough_ll/tmpfs: one cold read figure, the reference of each cold read row")
+    print()
+    print_tables(report)
     print()
     cols = list(requested)
     tierfs_cols = [s for s in cols if s in TIERFS_SYSTEMS]
-    ratio_cols = []
-    if "passthrough_ll" in cols:
-        ratio_cols = [(s, "passthrough_ll") for s in tierfs_cols]
-        if "tmpfs" in cols:
-            ratio_cols.append(("passthrough_ll", "tmpfs"))
-    head = (["workload", "unit"] + cols
-            + [f"{SHORT[a]}/{SHORT[b]}" for a, b in ratio_cols])
-    rows = []
-    owners = {"cold_redis": ("tierfs-redis-pg",), "cold_pg": PG_SYSTEMS,
-              "cold_sqlite": ("tierfs-sqlite",)}
-    for key, label, unit in ROWS:
-        vals = {s: rate(s, key) for s in cols}
-        if all(v is None for v in vals.values()):
-            continue
-        if key in owners and not any(s in cols for s in owners[key]):
-            if tierfs_cols or key != "cold_sqlite":
-                continue  # the references' cold figure, once, without tierfs
-            label = "cold read (remount, drop caches)"
-        if unit in ("ratio", "ms"):
-            form = "{:.2f}x" if unit == "ratio" else "{:,.0f}"
-            cells = ["n/a" if vals[s] is None else form.format(vals[s]) for s in cols]
-            cells += ["" for _ in ratio_cols]
-        else:
-            cells = [fmt_rate(vals[s]) for s in cols]
-            cells += [fmt_ratio(vals[a], vals[b]) for a, b in ratio_cols]
-        rows.append([label, unit] + cells)
-    widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
-    line = "  ".join(h.ljust(widths[i]) if i < 2 else h.rjust(widths[i]) for i, h in enumerate(head))
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print("  ".join(c.ljust(widths[i]) if i < 2 else c.rjust(widths[i])
-                        for i, c in enumerate(r)).rstrip())
-    print()
     for s in tierfs_cols:
         m = mounts.get(s)
         if m is not None and m.drain_seconds is not None:
@@ -659,6 +978,15 @@ def main():
                       f"{d['misses']:,} misses, {d['keys_after']:,} keys after")
     if args.keep:
         print(f"work directory kept: {workdir}")
+    if args.json:
+        report["notes"] = notes
+        report["drain_seconds"] = {s: mounts[s].drain_seconds for s in tierfs_cols
+                                   if s in mounts and mounts[s].drain_seconds is not None}
+        report["round_orders"] = orders
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=1)
+            f.write("\n")
+        print(f"figures written to {args.json}")
     return 0
 
 
