@@ -380,10 +380,96 @@ def stat_all(files):
         os.stat(p)
 
 
+class OpCounter:
+    """Counts the requests the kernel sends to one FUSE mount, by opcode,
+    with the fuse_request_send tracepoint, in a tracefs instance of its own
+    (root only; the kernel must have the fuse trace events). @root is the
+    mount being counted, None while counting is off."""
+
+    def __init__(self, workdir, cleanup):
+        self.root = None
+        tracefs = None
+        with open("/proc/self/mounts") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 2 and fields[2] == "tracefs":
+                    tracefs = Path(fields[1])
+                    break
+        if tracefs is None:
+            tracefs = workdir / "tracefs"
+            tracefs.mkdir()
+            subprocess.run(["mount", "-t", "tracefs", "nodev", str(tracefs)], check=True)
+            cleanup.push(f"umount {tracefs}",
+                         lambda: subprocess.run(["umount", str(tracefs)], check=False))
+        if not (tracefs / "events" / "fuse" / "fuse_request_send").is_dir():
+            raise BenchError(f"{tracefs}: no fuse/fuse_request_send trace event in this kernel")
+        self.dir = tracefs / "instances" / f"tierfs-bench-{os.getpid()}"
+        self.dir.mkdir()
+        cleanup.push(f"rmdir {self.dir}", lambda: self.dir.rmdir())
+        (self.dir / "buffer_size_kb").write_text("32768\n")
+        self.event = self.dir / "events" / "fuse" / "fuse_request_send"
+
+    def tier_calls(self):
+        """{"tier op": calls} from tierfs's metrics, {} for another
+        filesystem (read before tracing starts and after it stops)."""
+        try:
+            text = (self.root / ".tierfs" / "metrics").read_text()
+        except OSError:
+            return {}
+        calls = {}
+        for line in text.splitlines():
+            if line.startswith("tierfs_tier_calls_total{"):
+                labels, value = line[len("tierfs_tier_calls_total{"):].split("} ")
+                kv = dict(x.split("=", 1) for x in labels.split(","))
+                calls[f"{kv['tier'].strip(chr(34))} {kv['op'].strip(chr(34))}"] = int(value)
+        return calls
+
+    def start(self):
+        self.calls0 = self.tier_calls()
+        # The connection is the mount's device number (major 0 for FUSE).
+        conn = os.minor(os.stat(self.root).st_dev)
+        (self.event / "filter").write_text(f"connection == {conn}\n")
+        with open(self.dir / "trace", "w"):
+            pass  # opened for writing with O_TRUNC: empties the buffer
+        (self.event / "enable").write_text("1\n")
+
+    def stop(self):
+        """({opcode name: requests}, {"tier op": calls}) since start()."""
+        (self.event / "enable").write_text("0\n")
+        for stats in (self.dir / "per_cpu").glob("cpu*/stats"):
+            for line in stats.read_text().splitlines():
+                if line.startswith("overrun:") and int(line.split()[1]) != 0:
+                    raise BenchError(f"{stats}: the trace buffer overflowed: use fewer files")
+        counts = {}
+        with open(self.dir / "trace") as f:
+            for line in f:
+                if line.startswith("#"):
+                    continue
+                i = line.find("(FUSE_")
+                if i >= 0:
+                    op = line[i + 6:line.index(")", i)]
+                    counts[op] = counts.get(op, 0) + 1
+        calls = {k: v - self.calls0.get(k, 0) for k, v in self.tier_calls().items()}
+        return counts, {k: v for k, v in calls.items() if v}
+
+
+COUNTER = None  # an OpCounter with --count-requests
+
+
 def timed(res, key, ops, fn, *args):
+    """Runs fn(*args), records (@ops, seconds) as res[@key] and, while
+    requests are counted, res["requests"][@key]."""
+    counting = COUNTER is not None and COUNTER.root is not None
+    if counting:
+        COUNTER.start()
     t0 = time.perf_counter()
     out = fn(*args)
     res[key] = (ops, time.perf_counter() - t0)
+    if counting:
+        fuse, tiers_ = COUNTER.stop()
+        res.setdefault("requests", {})[key] = fuse
+        if tiers_:
+            res.setdefault("tier_calls", {})[key] = tiers_
     return out
 
 
@@ -442,6 +528,8 @@ def tree_workloads(res, root, dirs, files):
 def run_workloads(sx, bench, nfiles, ndirs):
     """Runs every workload on a fresh tree under @sx.root; returns
     {key: (ops, seconds)}, plus {"redis": {...}} for a system with Redis."""
+    if COUNTER is not None:  # count requests to this system's FUSE mount
+        COUNTER.root = sx.root if sx.mount is not None else None
     if sx.ro_argv is not None:
         return run_ro_workloads(sx, nfiles, ndirs)
     root = sx.root
@@ -459,8 +547,7 @@ def run_workloads(sx, bench, nfiles, ndirs):
         os.mkdir(d)
 
     t0 = time.perf_counter()
-    write_all(files, datas, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    res["create"] = (nfiles, time.perf_counter() - t0)
+    timed(res, "create", nfiles, write_all, files, datas, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     if sx.pg is not None:
         t_all = wait_rows(sx.pg, 1 + ndirs + nfiles, f"{sx.name}: persisting the creates")
         res["persist"] = (nfiles, t_all - t0)
@@ -545,7 +632,7 @@ def summarize(requested, systems, results, args):
     med = {}
     for s in systems:
         rounds = results.get(s) or []
-        keys = sorted({k for rr in rounds for k in rr if k != "redis"})
+        keys = sorted({k for rr in rounds for k in rr if k not in ("redis", "requests", "tier_calls")})
         m = {k: statistics.median(rr[k][0] / rr[k][1] for rr in rounds if k in rr)
              for k in keys}
         if "persist" in m and "raw" in m:
@@ -588,12 +675,18 @@ def summarize(requested, systems, results, args):
         "files": args.files, "dirs": args.dirs, "repeat": args.repeat,
         "systems": [s for s in requested if s in systems],
         "rows": [dict(key=k, label=label, unit=unit) for k, label, unit in ROWS],
-        "rounds": {s: [{k: (v if k == "redis" else dict(ops=v[0], seconds=v[1]))
+        "rounds": {s: [{k: (v if k in ("redis", "requests", "tier_calls") else dict(ops=v[0], seconds=v[1]))
                         for k, v in rr.items()} for rr in results.get(s, [])]
                    for s in systems},
         "median": med,
         "ratios": ratios,
         "targets": targets,
+        # the FUSE requests of each workload, last round, by opcode
+        "requests": {s: results[s][-1]["requests"] for s in systems
+                     if results.get(s) and "requests" in results[s][-1]},
+        # tierfs's calls to its tiers in each workload, last round (metrics)
+        "tier_calls": {s: results[s][-1]["tier_calls"] for s in systems
+                       if results.get(s) and "tier_calls" in results[s][-1]},
     }
 
 
@@ -694,6 +787,27 @@ def print_tables(report, markdown=False):
         head += ["target (ro)", SHORT[RO]]
     table(head, body, "Targets (ratio to the reference, pass or FAIL)", nleft=1)
 
+    # 4. the FUSE requests, with --count-requests
+    reqs = report.get("requests") or {}
+    calls = report.get("tier_calls") or {}
+    body = []
+    for key, label, unit in rows:
+        for s in cols:
+            got = reqs.get(s, {}).get(key)
+            if got is None:
+                continue
+            n = report["files"]
+            by = ", ".join(f"{op} {c / n:.2f}" for op, c in
+                           sorted(got.items(), key=lambda kv: (-kv[1], kv[0])))
+            tc = calls.get(s, {}).get(key, {})
+            tc = ", ".join(f"{op} {c / n:.2f}" for op, c in
+                           sorted(tc.items(), key=lambda kv: (-kv[1], kv[0])))
+            body.append([label, SHORT[s], f"{sum(got.values()) / n:.2f}", by, tc])
+    table(["workload", "system", "per file", "by opcode, per file", "tierfs tier calls, per file"],
+          body,
+          "FUSE requests per file (counted with the fuse_request_send trace event; last round)",
+          nleft=2)
+
 
 # --- main ----------------------------------------------------------------------
 
@@ -757,6 +871,9 @@ def main():
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--json", metavar="FILE",
                     help="write every round's figures, the medians, ratios and targets to FILE")
+    ap.add_argument("--count-requests", action="store_true",
+                    help="count each workload's FUSE requests by opcode (root; tracing "
+                    "slows the FUSE columns down: use a separate run for the timings)")
     ap.add_argument("--report", metavar="FILE",
                     help="run nothing: print the tables of a file written by --json")
     ap.add_argument("--markdown", action="store_true", help="with --report: as Markdown")
@@ -787,6 +904,8 @@ def main():
     for tool in tools:
         if shutil.which(tool) is None:
             ap.error(f"{tool} not found (scripts/deps.sh installs it)")
+    if args.count_requests and os.geteuid() != 0:
+        ap.error("--count-requests needs root (it uses the kernel's trace events)")
 
     def on_signal(signum, _frame):
         INTERRUPTED.append(signum)
@@ -814,7 +933,12 @@ def main():
                 notes.append(f"{s}: NOT RUN ({why})")
                 log(f"{s} column skipped: {why}")
 
+    global COUNTER
     try:
+        if args.count_requests:
+            COUNTER = OpCounter(workdir, cleanup)
+            notes.append("FUSE requests counted with the fuse_request_send trace event: "
+                         "tracing slows the FUSE columns; do not compare these timings")
         if "passthrough_ll" in systems:
             exe = build_passthrough_ll(workdir)
             src = fresh_tmpfs(workdir, "ptl-src", cleanup)

@@ -93,3 +93,38 @@ def test_small_run_reports_every_workload(tmp_path):
                             env=dict(os.environ, BENCH_SYSTEM="tierfs-sqlite"))
         assert ch.returncode == 0, ch.stderr
         assert b"<svg" in svg.read_bytes() and b"grep -r" in svg.read_bytes()
+
+
+def fuse_trace_event():
+    for tracefs in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
+        if os.path.isdir(f"{tracefs}/events"):
+            return os.path.isdir(f"{tracefs}/events/fuse/fuse_request_send")
+    # not mounted: bench.py mounts its own; the kernel's config decides
+    return os.path.exists("/sys/kernel/tracing") or os.path.exists("/sys/kernel/debug")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="--count-requests needs root")
+def test_count_requests(tmp_path):
+    """--count-requests counts each workload's FUSE requests and tierfs's
+    calls to its tiers: a create is one CREATE and one WRITE, a cold stat at
+    least one LOOKUP a file, a cold read calls L3; tmpfs has no count."""
+    if not fuse_trace_event():
+        pytest.skip("no tracefs here")
+    out = tmp_path / "bench.json"
+    cp = subprocess.run(
+        [sys.executable, str(BENCH), "--files", "100", "--dirs", "2", "--repeat", "1",
+         "--systems", "tierfs-sqlite,tmpfs", "--tierfs-bin", str(TIERFS_BIN),
+         "--workdir", str(tmp_path), "--json", str(out), "--count-requests"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    if cp.returncode != 0 and "no fuse/fuse_request_send trace event" in cp.stderr:
+        pytest.skip("this kernel has no fuse trace events")
+    assert cp.returncode == 0, cp.stderr[-3000:]
+    r = json.loads(out.read_text())
+    req = r["requests"]["tierfs-sqlite"]
+    assert "tmpfs" not in r["requests"]
+    assert req["create"]["CREATE"] == 100 and req["create"]["WRITE"] == 100
+    assert req["unlink"]["UNLINK"] == 100
+    assert req["cold_stat"]["LOOKUP"] >= 100
+    cold = r["tier_calls"]["tierfs-sqlite"]["cold_sqlite"]
+    assert any(k.startswith("l3 ") and v > 0 for k, v in cold.items()), cold
+    assert "FUSE requests per file" in cp.stdout
