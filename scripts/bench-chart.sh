@@ -7,14 +7,14 @@
 # gnuplot-nox).
 #
 # usage: scripts/bench-chart.sh [JSON [SVG]]
-#   JSON    default: the newest docs/bench/*.json
+#   JSON    default: the newest docs/bench/DATE.json (not *.requests.json)
 #   SVG     default: docs/bench/ratios.svg
 # environment: BENCH_SYSTEM, the read-write tierfs column to chart
 #              (default tierfs-redis-pg, the one the targets are set for)
 set -euo pipefail
 
 top=$(cd "$(dirname "$0")/.." && pwd)
-json=${1:-$(ls -1 "$top"/docs/bench/*.json 2>/dev/null | sort | tail -n 1)}
+json=${1:-$(ls -1 "$top"/docs/bench/*.json 2>/dev/null | grep -v '\.requests\.json$' | sort | tail -n 1 || true)}
 svg=${2:-$top/docs/bench/ratios.svg}
 system=${BENCH_SYSTEM:-tierfs-redis-pg}
 if [[ -z $json || ! -f $json ]]; then

@@ -625,7 +625,7 @@ def ref_key(ref, key):
     return "cold_ref" if key in COLD_KEYS and ref in (PTL, TMPFS) else key
 
 
-def summarize(requested, systems, results, args):
+def summarize(requested, systems, results, args, commit):
     """Everything measured, as one JSON-able dict: every round's figures, the
     medians (ops/s; "tail" in ms; "persist/raw" and "cold/read" ratios), the
     ratios to passthrough_ll and tmpfs, the targets and their marks."""
@@ -670,7 +670,7 @@ def summarize(requested, systems, results, args):
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "command": shlex.join([sys.argv[0]] + sys.argv[1:]),
-        "tierfs_commit": git_head(),
+        "tierfs_commit": commit,
         "machine": machine(),
         "files": args.files, "dirs": args.dirs, "repeat": args.repeat,
         "systems": [s for s in requested if s in systems],
@@ -934,6 +934,7 @@ def main():
                 log(f"{s} column skipped: {why}")
 
     global COUNTER
+    commit = git_head()  # at the start: the tree may change during the run
     try:
         if args.count_requests:
             COUNTER = OpCounter(workdir, cleanup)
@@ -1068,7 +1069,7 @@ def main():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         cleanup.run()
 
-    report = summarize(requested, systems, results, args)
+    report = summarize(requested, systems, results, args, commit)
     print()
     print(f"tierfs benchmark  {report['date']}  {platform.node()}  Linux {platform.release()}  "
           f"{os.cpu_count()} CPUs  tierfs {report['tierfs_commit'] or '?'}")
