@@ -720,6 +720,44 @@ def print_tables(report, markdown=False):
                                 for i, c in enumerate(r)).rstrip())
         print()
 
+    # 0. the summary: the column the targets are set for (redis+postgres,
+    # else the first tierfs one), then the read-only column's rows
+    main = next((s for s in ("tierfs-redis-pg",) + TIERFS_SYSTEMS if s in tcols and s != RO),
+                None)
+    body = []
+    for s in [x for x in (main, RO) if x in tcols]:
+        for key, label, unit in rows:
+            v = med.get(s, {}).get(key)
+            if v is None or (s == RO and key not in RO_KEYS):
+                continue
+            refs = [med.get(r, {}).get(ref_key(r, key)) if r in cols else None
+                    for r in (PTL, TMPFS)]
+            rat = ratios.get(s, {}).get(key, {})
+            m = targets.get(s, {}).get(key)
+            t = target(s, key)
+            if unit in ("ratio", "ms"):
+                if m is None:
+                    continue
+                cells = [f"{v:.2f}x", "", "", "", ""]
+            else:
+                cells = [fmt_rate(v)] + ["" if x is None else fmt_rate(x) for x in refs] + [
+                    "" if rat.get(r) is None else fmt_ratio(rat[r]) for r in (PTL, TMPFS)]
+            goal = "" if t is None else f">= {t[1]:.2f}x {SHORT.get(t[0], t[0])}"
+            shown = "" if m is None else f"{m['ratio']:.2f}"
+            if m is not None and not m["passed"] and float(shown) >= m["min"]:
+                shown = f"{m['ratio']:.3f}"
+            mark = "" if m is None else f"{shown}x {'pass' if m['passed'] else 'FAIL'}"
+            if s == RO:
+                label = "read-only: " + (
+                    "stat, first pass (just mounted)" if key == "stat" else label.strip())
+            body.append([label.strip(), unit] + cells
+                        + [goal, mark])
+    if main is not None:
+        table(["workload", "unit", SHORT[main], "ptl", "tmpfs", "/ptl", "/tmpfs",
+               "target", "result"], body,
+              f"Summary: {main} (the targets are set for it)"
+              + (f", then {RO}" if RO in tcols else ""))
+
     # 1. the figures
     body = []
     for key, label, unit in rows:

@@ -85,6 +85,7 @@ def test_small_run_reports_every_workload(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert rep.returncode == 0, rep.stderr
     assert "| grep -r (reads every file) |" in rep.stdout
+    assert "**Summary: tierfs-sqlite" in rep.stdout
     assert "FAIL" in rep.stdout or "pass" in rep.stdout
     if shutil.which("gnuplot"):
         svg = tmp_path / "ratios.svg"
