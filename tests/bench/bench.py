@@ -70,10 +70,17 @@ Systems:
                     source=SRC MNT` with its default options, SRC on tmpfs
     tmpfs           the same workloads on tmpfs directly (the ceiling)
 
-Rounds: --repeat R rounds; each round runs every system once, in an order
-rotated by one from the previous round's, so that drift in the machine's
-load falls on every column alike. Figures are medians over the rounds;
-ratios are ratios of medians. Each row carries its target (a minimum ratio
+Rounds: --repeat R rounds. A round steps through the systems workload by
+workload: the first workload of each system in turn, then the second, ...
+(every system's warm workloads come before any cold one: dropping the
+kernel's caches empties every system's), so that the same workload of every
+system runs within seconds of the others' and a burst of load on the shared
+machine falls on all columns alike. Each round starts with the next system
+of the previous round's order (rotated by one). A tierfs system waits,
+untimed, for its queue of changes to L3 to empty after the creates, the
+overwrites and the unlinks. Figures are medians over the rounds; ratios are
+ratios of medians. The load average at the start of each round is logged
+and kept in the JSON. Each row carries its target (a minimum ratio
 to passthrough_ll, tmpfs or the raw upsert), marked pass or FAIL per tierfs
 column; the targets are stated for redis+postgres, the other stores are
 marked against the same bar for comparison.
@@ -454,13 +461,15 @@ class OpCounter:
 
 
 COUNTER = None  # an OpCounter with --count-requests
+COLD = "cold"  # what a round yields before its first cold phase
 
 
-def timed(res, key, ops, fn, *args):
+def timed(sx, res, key, ops, fn, *args):
     """Runs fn(*args), records (@ops, seconds) as res[@key] and, while
-    requests are counted, res["requests"][@key]."""
-    counting = COUNTER is not None and COUNTER.root is not None
+    requests are counted and @sx is a FUSE system, res["requests"][@key]."""
+    counting = COUNTER is not None and sx.mount is not None
     if counting:
+        COUNTER.root = sx.root
         COUNTER.start()
     t0 = time.perf_counter()
     out = fn(*args)
@@ -471,6 +480,25 @@ def timed(res, key, ops, fn, *args):
         if tiers_:
             res.setdefault("tier_calls", {})[key] = tiers_
     return out
+
+
+def settle(sx):
+    """Waits (not timed) until tierfs on @sx has no change waiting for L3
+    (its tierfs_queue_changes metric is 0), so that no persistence runs
+    during the next workload; nothing to wait for on the references."""
+    if sx.name not in TIERFS_SYSTEMS:
+        return
+    metrics = sx.root / ".tierfs" / "metrics"
+
+    def queued():
+        for line in metrics.read_text().splitlines():
+            if line.startswith("tierfs_queue_changes "):
+                return int(line.split()[1])
+        raise BenchError(f"{metrics} has no tierfs_queue_changes")
+
+    if not benchlib.wait_for(lambda: queued() == 0, PERSIST_TIMEOUT):
+        raise BenchError(f"{sx.name}: {queued()} changes still wait for L3 after "
+                         f"{PERSIST_TIMEOUT:.0f}s")
 
 
 def run_ls(root, dirs, nfiles):
@@ -516,22 +544,29 @@ def run_tar(root, dirs):
         raise BenchError(f"tar under {root} exited {rc}")
 
 
-def tree_workloads(res, root, dirs, files):
-    """ls -l, find, grep -r and tar of the tree, timed into @res."""
+def tree_workloads(sx, res, dirs, files):
+    """ls -l, find, grep -r and tar of the tree, timed into @res, one per
+    step (a generator, as run_workloads())."""
     nfiles = len(files)
-    timed(res, "ls", nfiles, run_ls, root, dirs, nfiles)
-    timed(res, "find", nfiles + len(dirs), run_find, root, dirs, nfiles)
-    timed(res, "grep", nfiles, run_grep, root, dirs, files)
-    timed(res, "tar", nfiles, run_tar, root, dirs)
+    timed(sx, res, "ls", nfiles, run_ls, sx.root, dirs, nfiles)
+    yield "ls"
+    timed(sx, res, "find", nfiles + len(dirs), run_find, sx.root, dirs, nfiles)
+    yield "find"
+    timed(sx, res, "grep", nfiles, run_grep, sx.root, dirs, files)
+    yield "grep"
+    timed(sx, res, "tar", nfiles, run_tar, sx.root, dirs)
+    yield "tar"
 
 
 def run_workloads(sx, bench, nfiles, ndirs):
-    """Runs every workload on a fresh tree under @sx.root; returns
-    {key: (ops, seconds)}, plus {"redis": {...}} for a system with Redis."""
-    if COUNTER is not None:  # count requests to this system's FUSE mount
-        COUNTER.root = sx.root if sx.mount is not None else None
+    """One round of @sx, a step at a time: a generator that runs one
+    workload per next() on a fresh tree under @sx.root and yields its key;
+    it yields COLD before the first cold phase, and returns {key: (ops,
+    seconds)}, plus {"redis": {...}} for a system with Redis. run_round()
+    steps every system in turn, so that each workload of every system runs
+    within seconds of the others'."""
     if sx.ro_argv is not None:
-        return run_ro_workloads(sx, nfiles, ndirs)
+        return (yield from run_ro_workloads(sx, nfiles, ndirs))
     root = sx.root
     dirs, files = layout(root, nfiles, ndirs)
     datas = [payload(i) for i in range(nfiles)]
@@ -542,51 +577,66 @@ def run_workloads(sx, bench, nfiles, ndirs):
         # left), so the server is idle for the reference and for the creates.
         wait_rows(sx.pg, 1, f"{sx.name}: before the round")
         res["raw"] = (nfiles, bench.raw_upsert())
+        yield "raw"
 
     for d in dirs:
         os.mkdir(d)
-
     t0 = time.perf_counter()
-    timed(res, "create", nfiles, write_all, files, datas, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    timed(sx, res, "create", nfiles, write_all, files, datas,
+          os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     if sx.pg is not None:
         t_all = wait_rows(sx.pg, 1 + ndirs + nfiles, f"{sx.name}: persisting the creates")
         res["persist"] = (nfiles, t_all - t0)
+    settle(sx)
+    yield "create"
 
-    timed(res, "stat", nfiles, stat_all, files)
-    timed(res, "stat_hot", nfiles, stat_all, files)
-    timed(res, "read", nfiles, read_all, files, datas)
-    tree_workloads(res, root, dirs, files)
+    timed(sx, res, "stat", nfiles, stat_all, files)
+    yield "stat"
+    timed(sx, res, "stat_hot", nfiles, stat_all, files)
+    yield "stat_hot"
+    timed(sx, res, "read", nfiles, read_all, files, datas)
+    yield "read"
+    yield from tree_workloads(sx, res, dirs, files)
 
     datas = [payload(i, 1) for i in range(nfiles)]
-    timed(res, "overwrite", nfiles, write_all, files, datas, os.O_WRONLY | os.O_TRUNC)
+    timed(sx, res, "overwrite", nfiles, write_all, files, datas, os.O_WRONLY | os.O_TRUNC)
+    settle(sx)
+    yield "overwrite"
 
+    # Dropping the kernel's caches empties every system's: run_round() waits
+    # until every system has done its warm workloads.
+    yield COLD
     for key, prepare, what in sx.cold_phases():
         prepare()  # remount (and FLUSHALL): not timed
         bench.drop_caches()
         if sx.redis is not None:
             keys0, (hits0, misses0) = sx.redis.dbsize(), sx.redis.stats()
         if what == "stat":
-            timed(res, key, nfiles, stat_all, files)
+            timed(sx, res, key, nfiles, stat_all, files)
         else:
-            timed(res, key, nfiles, read_all, files, datas)
+            timed(sx, res, key, nfiles, read_all, files, datas)
         if sx.redis is not None:
             hits1, misses1 = sx.redis.stats()
             res.setdefault("redis", {})[key] = dict(keys_before=keys0, hits=hits1 - hits0,
                                                     misses=misses1 - misses0,
                                                     keys_after=sx.redis.dbsize())
+        yield key
 
-    timed(res, "unlink", nfiles, lambda: [os.unlink(p) for p in files])
+    timed(sx, res, "unlink", nfiles, lambda: [os.unlink(p) for p in files])
     for d in dirs:
         os.rmdir(d)
-    if sx.pg is not None:  # the next system runs on an idle server
+    settle(sx)
+    if sx.pg is not None:  # the next round runs on an idle server
         wait_rows(sx.pg, 1, f"{sx.name}: persisting the unlinks")
+    yield "unlink"
     return res
 
 
 def run_ro_workloads(sx, nfiles, ndirs):
-    """The read-only system: the tree made through the read-write mount (not
-    timed) and persisted, a remount with `-o ro`, the read workloads, a
-    remount read-write to remove the tree."""
+    """The read-only system, as run_workloads(): the tree made through the
+    read-write mount (not timed) and persisted, a remount with `-o ro`, the
+    read workloads, a remount read-write to remove the tree. All of it comes
+    before COLD: the others' cold phases drop the kernel's caches."""
     root = sx.root
     dirs, files = layout(root, nfiles, ndirs)
     datas = [payload(i) for i in range(nfiles)]
@@ -596,16 +646,21 @@ def run_ro_workloads(sx, nfiles, ndirs):
         os.mkdir(d)
     write_all(files, datas, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     wait_rows(sx.pg, 1 + ndirs + nfiles, f"{sx.name}: persisting the creates")
+    settle(sx)
 
     sx.remount_as(sx.ro_argv)
     try:
         if not os.statvfs(root).f_flag & os.ST_RDONLY:
             raise BenchError(f"{sx.name}: {root} is not read-only after mounting with -o ro")
-        timed(res, "stat", nfiles, stat_all, files)
-        timed(res, "stat_hot", nfiles, stat_all, files)
+        yield "mounted ro"
+        timed(sx, res, "stat", nfiles, stat_all, files)
+        yield "stat"
+        timed(sx, res, "stat_hot", nfiles, stat_all, files)
+        yield "stat_hot"
         read_all(files, datas)  # fills tierfs's L1 and the kernel's caches
-        timed(res, "read", nfiles, read_all, files, datas)
-        tree_workloads(res, root, dirs, files)
+        timed(sx, res, "read", nfiles, read_all, files, datas)
+        yield "read"
+        yield from tree_workloads(sx, res, dirs, files)
     finally:
         sx.remount_as(sx.rw_argv)
 
@@ -614,7 +669,29 @@ def run_ro_workloads(sx, nfiles, ndirs):
     for d in dirs:
         os.rmdir(d)
     wait_rows(sx.pg, 1, f"{sx.name}: persisting the unlinks")
+    yield COLD
     return res
+
+
+def run_round(order, sx, bench, nfiles, ndirs):
+    """One round: every system's workloads, a step of each system in turn
+    (in @order), the warm ones of every system before any cold one; returns
+    {system: its results}."""
+    gens = {s: run_workloads(sx[s], bench, nfiles, ndirs) for s in order}
+    out = {}
+    for _stage in ("warm", "cold"):
+        active = [s for s in order if s not in out]
+        while active:
+            for s in list(active):
+                try:
+                    step = next(gens[s])
+                except StopIteration as done:
+                    out[s] = done.value
+                    active.remove(s)
+                    continue
+                if step == COLD:
+                    active.remove(s)  # until every system is there
+    return out
 
 
 # --- report ----------------------------------------------------------------------
@@ -874,10 +951,24 @@ def machine():
     return info
 
 
+def load_average():
+    """The 1, 5 and 15 minute load averages, as /proc/loadavg shows them."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
 def git_head():
-    cp = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"],
+    """The repository's commit, "-dirty" when the sources of the build
+    (not the docs or the tests) differ from it."""
+    cp = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                         capture_output=True, text=True, check=False)
-    return cp.stdout.strip() if cp.returncode == 0 else None
+    if cp.returncode != 0:
+        return None
+    diff = subprocess.run(["git", "-C", str(REPO), "diff", "--quiet", "HEAD", "--",
+                           "engine", "fs", "meson.build", "meson_options.txt"], check=False)
+    return cp.stdout.strip() + ("-dirty" if diff.returncode != 0 else "")
 
 
 def tierfs_env(workdir):
@@ -960,6 +1051,7 @@ def main():
     notes = []
     results = {s: [] for s in systems}
     orders = []  # each round's order of the systems
+    loads = []  # the load average at the start of each round, and at the end
     bench = Bench()
     pg = redis = None
     mounts = {}
@@ -1093,9 +1185,13 @@ def main():
             k = r % len(systems)
             order = systems[k:] + systems[:k]
             orders.append(order)
+            log(f"round {r + 1}/{args.repeat}: {', '.join(order)}; load average "
+                f"{load_average()}")
+            loads.append(load_average())
+            got = run_round(order, sx, bench, args.files, args.dirs)
             for s in order:
-                log(f"round {r + 1}/{args.repeat}: {s}")
-                results[s].append(run_workloads(sx[s], bench, args.files, args.dirs))
+                results[s].append(got[s])
+        loads.append(load_average())
 
         # Stop the daemons now, to report tierfs's drain at unmount.
         for x in sx.values():
@@ -1146,6 +1242,7 @@ def main():
         report["drain_seconds"] = {s: mounts[s].drain_seconds for s in tierfs_cols
                                    if s in mounts and mounts[s].drain_seconds is not None}
         report["round_orders"] = orders
+        report["load_averages"] = loads
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)
             f.write("\n")
