@@ -751,7 +751,7 @@ def summarize(requested, systems, results, args, commit):
                                                       passed=got >= least)
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "command": shlex.join([sys.argv[0]] + sys.argv[1:]),
+        "command": shlex.join(sys.argv).replace(str(REPO) + "/", ""),  # from the top
         "tierfs_commit": commit,
         "machine": machine(),
         "files": args.files, "dirs": args.dirs, "repeat": args.repeat,
