@@ -13,6 +13,7 @@ PACKAGES=(
 	libhiredis-dev libpq-dev libjansson-dev libsqlite3-dev libssl-dev
 	zlib1g-dev libxxhash-dev
 	python3-pytest attr rsync tar restic borgbackup sqlite3 stress-ng strace
+	gnuplot-nox
 	postgresql-15 postgresql-client-15 redis-server redis-tools
 )
 
