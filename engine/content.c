@@ -115,7 +115,9 @@ int node_content(struct eng *e, struct node *n, struct item **out)
 			return 0;
 		}
 		item_unref(it);
-		if (n->deleted || n->content_dirty)
+		if (n->deleted)
+			return -ESTALE; /* another writer removed it */
+		if (n->content_dirty)
 			return -EIO; /* content should be in memory: a bug */
 		if (l2_usable(e)) {
 			it = l2_content(e, n);
@@ -135,8 +137,18 @@ int node_content(struct eng *e, struct node *n, struct item **out)
 				item_hash(data, len, hash);
 		}
 		r = tier_leave(e, &c, r);
+		if (r == -ENOENT) {
+			if (n->deleted)
+				return -ESTALE;
+			if (n->meta.version != version)
+				continue; /* published meanwhile */
+			/* no row for a clean entry: another writer removed
+			 * it, and the feed has not said so yet */
+			feed_gone(e, n);
+			return -ESTALE;
+		}
 		if (r < 0)
-			return r == -ENOENT ? -EIO : r;
+			return r;
 		if (n->meta.version != version || n->deleted) {
 			free(data);
 			continue; /* published or deleted meanwhile */

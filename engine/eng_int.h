@@ -484,6 +484,10 @@ void filter_restart(struct eng *e);
 int feed_start(struct eng *e);
 /* Joins the feed thread (e->stopping set). */
 void feed_stop(struct eng *e);
+/* L3 holds no row for clean node @n: forgets it as a record saying so
+ * would, but tells the kernel nothing (the caller answers a request, and
+ * the kernel looks the name up again after ESTALE). Lock held. */
+void feed_gone(struct eng *e, struct node *n);
 
 /* --- changes.c --- */
 

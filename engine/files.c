@@ -273,12 +273,21 @@ static int open_node(struct eng *e, struct node *n, int flags,
 		return r;
 	if (f->writer && !n->wc->loaded) {
 		r = wc_load(e, n);
-		if (r < 0) {
-			pthread_mutex_unlock(&e->lock);
-			eng_release(e, f);
-			pthread_mutex_lock(&e->lock);
-			return r;
-		}
+	} else if (!f->writer && n->cache_version != n->meta.version) {
+		/* the kernel will read: fetch the content now, so that a
+		 * file another writer removed fails here (ESTALE makes the
+		 * kernel look the name up again), not in the read */
+		struct item *it;
+
+		r = node_content(e, n, &it);
+		if (r == 0)
+			item_unref(it);
+	}
+	if (r < 0) {
+		pthread_mutex_unlock(&e->lock);
+		eng_release(e, f);
+		pthread_mutex_lock(&e->lock);
+		return r;
 	}
 	*keep_cache = n->cache_version == n->meta.version;
 	n->cache_version = n->meta.version;

@@ -468,3 +468,27 @@ def test_a_write_to_a_file_deleted_elsewhere_puts_it_again(tierfs_factory):
     assert sees(b.path("d.json"), b'"from b"')
     assert sees(a.path("d.json"), b'"from b"')
     assert sorted(os.listdir(a.mnt)) == sorted(os.listdir(b.mnt)) == ["after.json", "d.json"]
+
+
+@pytest.mark.sqlite_only
+def test_a_file_gone_from_the_store_opens_as_absent(tierfs_factory):
+    """A file this mount knows, whose row another writer removed before the
+    feed said so, opens as absent, not as an I/O error: tierfs answers
+    ESTALE and the kernel looks the name up again. A row deleted by hand
+    makes that window last (no feed record ever reports it)."""
+    import sqlite3
+    m = tierfs_factory(options=LONG)
+    with open(m.path("x.json"), "wb") as f:
+        f.write(b'"x"')
+    with open(m.path("y.json"), "wb") as f:
+        f.write(b'"y"')
+    m.remount()  # empty L1: the content must come from L3
+    ino = os.stat(m.path("x.json")).st_ino
+    os.stat(m.path("y.json"))
+    with sqlite3.connect(str(m.db), isolation_level=None, timeout=30) as db:
+        db.execute(f"DELETE FROM contents WHERE ino = {ino}")
+        db.execute(f"DELETE FROM entries WHERE ino = {ino}")
+    with pytest.raises(FileNotFoundError):
+        open(m.path("x.json"), "rb").read()
+    assert sorted(os.listdir(m.mnt)) == ["y.json"]
+    assert read(m.path("y.json")) == b'"y"'
