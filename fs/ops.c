@@ -491,7 +491,12 @@ static void tfs_opendir(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	fi->cache_readdir = 0;
+	/* the kernel keeps the listing across opens: it drops it itself
+	 * when this mount adds, removes or renames an entry in the
+	 * directory (and when its mtime changes), and the change feed
+	 * drops it for other writers' changes (inval.c) */
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
 	if (fuse_reply_open(req, fi) != 0) {
 		tfs_handle_remove(&req_tfs(req)->handles, fi->fh, true);
 		eng_releasedir(req_tfs(req)->eng, d);
