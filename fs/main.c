@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "hash_cmd.h"
 #include "inval.h"
 #include "items_cmd.h"
@@ -171,6 +172,8 @@ int main(int argc, char *argv[])
 	t.entry_timeout = o.entry_timeout;
 	tfs_handles_init(&t.handles);
 	t.attr_timeout = o.attr_timeout;
+	t.read_only = o.read_only;
+	pthread_mutex_init(&t.ctl_lock, NULL);
 
 	pthread_mutex_init(&t.inval_lock, NULL);
 	o.eng.inval = tfs_inval;
@@ -239,6 +242,7 @@ out_close:
 		}
 	}
 	tfs_handles_release(&t.handles);
+	tfs_ctl_release(&t);
 out_free_opts:
 	daemon_ready(&notify_fd, ret ? ret : 1);
 	free(cmd.mountpoint);

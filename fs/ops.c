@@ -103,11 +103,21 @@ static void reply_entry_or_err(fuse_req_t req, int r, const struct eng_attr *a)
 
 static void tfs_init(void *userdata, struct fuse_conn_info *conn)
 {
+	struct tfs *t = userdata;
+
 	/* open(O_TRUNC) must not publish an empty version before the
 	 * writes: the truncation happens in the working copy. */
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	/* Read-only: the first open answers ENOSYS, after which the kernel
+	 * sends no open, flush or release, keeps file pages across opens
+	 * and reads with fh 0 (by inode). The change feed drops the pages of
+	 * what other writers change; a changed mtime or size (seen at the
+	 * attribute timeout) drops them too. */
+	t->no_open = t->read_only && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
+	if (t->no_open && (conn->capable & FUSE_CAP_AUTO_INVAL_DATA))
+		conn->want |= FUSE_CAP_AUTO_INVAL_DATA; /* control files */
 }
 
 static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -346,6 +356,11 @@ static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	bool keep;
 	int r;
 
+	if (t->no_open) {
+		/* no per-open state: success, and the kernel stops asking */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	if (tfs_ctl_ino(ino)) {
 		if ((fi->flags & O_ACCMODE) != O_RDONLY) {
 			fuse_reply_err(req, EACCES);
@@ -378,13 +393,14 @@ static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
-	struct eng_file *f;
+	struct tfs *t = req_tfs(req);
+	struct eng_file *f = NULL;
 	char *buf;
 	ssize_t r;
 
 	if (tfs_ctl_ino(ino)) {
 		size_t len, n = 0;
-		int cr = tfs_ctl_render(req_tfs(req), ino, &buf, &len);
+		int cr = tfs_ctl_read(t, ino, &buf, &len);
 
 		if (cr < 0) {
 			fuse_reply_err(req, -cr);
@@ -396,17 +412,20 @@ static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		free(buf);
 		return;
 	}
-	f = file_of(req, fi);
-	if (!f) {
-		fuse_reply_err(req, EBADF);
-		return;
+	if (!t->no_open) {
+		f = file_of(req, fi);
+		if (!f) {
+			fuse_reply_err(req, EBADF);
+			return;
+		}
 	}
 	buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	r = eng_read(req_tfs(req)->eng, f, buf, size, off);
+	r = f ? eng_read(t->eng, f, buf, size, off)
+	      : eng_read_ino(t->eng, ino, buf, size, off);
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
 	else
@@ -431,6 +450,10 @@ static void tfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct eng_file *f;
 
+	if (req_tfs(req)->no_open) {
+		fuse_reply_err(req, ENOSYS); /* nothing to publish: no more */
+		return;
+	}
 	if (tfs_ctl_ino(ino)) {
 		fuse_reply_err(req, 0);
 		return;
@@ -447,7 +470,7 @@ static void tfs_release(fuse_req_t req, fuse_ino_t ino,
 	struct eng_file *f;
 
 	fuse_reply_err(req, 0);
-	if (tfs_ctl_ino(ino))
+	if (tfs_ctl_ino(ino) || t->no_open)
 		return; /* nothing was kept per open */
 	f = tfs_handle_remove(&t->handles, fi->fh, false);
 	if (f && eng_release(t->eng, f))
@@ -460,6 +483,10 @@ static void tfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 {
 	struct eng_file *f;
 
+	if (req_tfs(req)->no_open) {
+		fuse_reply_err(req, ENOSYS); /* nothing to persist: no more */
+		return;
+	}
 	if (tfs_ctl_ino(ino)) {
 		fuse_reply_err(req, 0);
 		return;

@@ -37,6 +37,8 @@ enum {
 	KEY_FEED_SECONDS,
 	KEY_FEED_RECORDS,
 	KEY_MAX_OPEN,
+	KEY_RO,
+	KEY_RW,
 	KEY_NOT_YET,
 };
 
@@ -69,6 +71,9 @@ static const struct fuse_opt tfs_opts[] = {
 	FUSE_OPT_KEY("feed_keep_seconds=", KEY_FEED_SECONDS),
 	FUSE_OPT_KEY("feed_keep_records=", KEY_FEED_RECORDS),
 	FUSE_OPT_KEY("redis_prefix=", KEY_REDIS_PREFIX),
+	/* mount options that tierfs notes and passes on to the kernel */
+	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("rw", KEY_RW),
 	FUSE_OPT_END,
 };
 
@@ -340,6 +345,11 @@ static int opt_proc(void *data, const char *arg, int key,
 			r = parse_u64("feed_keep_records", "x", 10, 0, &v);
 		c->feed_keep_records = v;
 		break;
+	case KEY_RO:
+	case KEY_RW:
+		/* the last one given wins, as for mount(8) */
+		o->read_only = key == KEY_RO;
+		return 1; /* the kernel mounts it read-only, or not */
 	case KEY_NOT_YET:
 		fprintf(stderr,
 			"tierfs: option '%.*s' is not supported by this "

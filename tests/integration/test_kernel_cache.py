@@ -18,7 +18,7 @@ import subprocess
 
 import pytest
 
-from conftest import fuse_unavailable_reason, wait_for
+from conftest import TIERFS_BIN, fuse_unavailable_reason, run, wait_for
 
 pytestmark = pytest.mark.skipif(fuse_unavailable_reason() is not None,
                                 reason=fuse_unavailable_reason() or "")
@@ -244,3 +244,112 @@ def test_a_listing_takes_other_mounts_changes_while_own_ones_wait(tierfs_factory
     assert settles(b.path("d"), names) == names, "an unlink elsewhere"
     synced(b)
     assert settles(a.path("d"), names) == names
+
+
+# --- read-only mounts -------------------------------------------------------
+
+
+def requests(m, op):
+    """How many @op requests @m's daemon logged (-o debug)."""
+    return m.stderr_text().count(f"opcode: {op} ")
+
+
+def test_a_read_only_mount_keeps_no_open_state_and_refuses_changes(tierfs_factory):
+    a = tierfs_factory(options=LONG)
+    os.mkdir(a.path("d"))
+    files = {f"f{i}.bin": bytes([65 + i]) * (1000 * i + 1) for i in range(5)}
+    for name, data in files.items():
+        write(a.path("d", name), data)
+    write(a.path("d", "x.json"), b'{"k": 1}')
+    synced(a)
+    b = tierfs_factory(share=a, options=LONG + ["ro", "debug"])
+    for _ in range(3):
+        for name, data in files.items():
+            assert read(b.path("d", name)) == data
+    # one open answered ENOSYS, after which the kernel sends none, nor a
+    # flush or release; the pages stay cached across opens
+    assert requests(b, "OPEN") == 1, requests(b, "OPEN")
+    assert requests(b, "FLUSH") <= 1
+    assert requests(b, "RELEASE") == 0
+    reads = requests(b, "READ")
+    assert reads >= len(files)
+    for name, data in files.items():
+        assert read(b.path("d", name)) == data
+    assert requests(b, "READ") == reads, "pages were not kept across opens"
+
+    # every change is refused, and A's store is untouched
+    def erofs(fn, *args):
+        with pytest.raises(OSError) as e:
+            fn(*args)
+        assert e.value.errno == errno.EROFS, (fn, e.value)
+    erofs(os.open, b.path("d", "f1.bin"), os.O_WRONLY)
+    erofs(os.open, b.path("d", "f1.bin"), os.O_RDONLY | os.O_TRUNC)
+    erofs(os.open, b.path("d", "new.bin"), os.O_WRONLY | os.O_CREAT, 0o644)
+    erofs(os.unlink, b.path("d", "f1.bin"))
+    erofs(os.mkdir, b.path("d", "sub"))
+    erofs(os.rmdir, b.path("d"))
+    erofs(os.rename, b.path("d", "f1.bin"), b.path("d", "g.bin"))
+    erofs(os.chmod, b.path("d", "f1.bin"), 0o600)
+    erofs(os.truncate, b.path("d", "f1.bin"), 0)
+    erofs(os.setxattr, b.path("d", "f1.bin"), "user.tierfs.state", b"x")
+    erofs(os.utime, b.path("d", "f1.bin"), (1, 1))
+    assert ls(a.path("d")) == sorted([*files, "x.json"])
+    assert read(a.path("d", "f1.bin")) == files["f1.bin"]
+    # fsync of a read-only descriptor succeeds
+    fd = os.open(b.path("d", "f1.bin"), os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert subprocess.run(["grep", "-r", "-l", "BBB", b.path("d")], capture_output=True,
+                          text=True).stdout.split() == [str(b.path("d", "f1.bin"))]
+
+
+def test_a_read_only_mount_reads_what_another_mount_writes(tierfs_factory):
+    a = tierfs_factory(options=LONG)
+    os.mkdir(a.path("d"))
+    write(a.path("d", "same.bin"), b"version-1")
+    write(a.path("d", "grows.bin"), b"short")
+    write(a.path("d", "gone.bin"), b"gone")
+    synced(a)
+    b = tierfs_factory(share=a, options=LONG + ["ro"])
+    assert read(b.path("d", "same.bin")) == b"version-1"  # in B's page cache
+    assert read(b.path("d", "grows.bin")) == b"short"
+    assert read(b.path("d", "gone.bin")) == b"gone"
+    assert ls(b.path("d")) == ["gone.bin", "grows.bin", "same.bin"]
+
+    write(a.path("d", "same.bin"), b"version-2")  # the same size
+    assert wait_for(lambda: read(b.path("d", "same.bin")) == b"version-2", VISIBLE), \
+        read(b.path("d", "same.bin"))
+    write(a.path("d", "grows.bin"), b"much longer than before" * 300)
+    assert wait_for(lambda: read(b.path("d", "grows.bin")) == b"much longer than before" * 300,
+                    VISIBLE)
+    os.unlink(a.path("d", "gone.bin"))
+    write(a.path("d", "new.bin"), b"new")
+    assert settles(b.path("d"), ["grows.bin", "new.bin", "same.bin"]) == \
+        ["grows.bin", "new.bin", "same.bin"]
+    assert read(b.path("d", "gone.bin")) is None
+    assert read(b.path("d", "new.bin")) == b"new"
+
+
+def test_control_files_work_on_a_read_only_mount(tierfs_factory):
+    a = tierfs_factory(options=LONG)
+    write(a.path("f.bin"), b"f")
+    synced(a)
+    b = tierfs_factory(share=a, options=LONG + ["ro"])
+    assert read(b.path("f.bin")) == b"f"  # the first open: no more opens after it
+    for _ in range(20):
+        status = json.loads(read(b.path(".tierfs", "status")))
+        assert status["state"] in ("ok", "degraded"), status
+        text = read(b.path(".tierfs", "metrics")).decode()
+        assert text.endswith("\n") and "tierfs_l3_up 1\n" in text
+        assert os.stat(b.path(".tierfs", "metrics")).st_size >= len(text) // 2
+    # what they say follows the engine: content B reads enters its L1
+    before = metric(b, "tierfs_l1_items")
+    for i in range(3):
+        write(a.path(f"g{i}.bin"), b"g")
+    synced(a)
+    for i in range(3):
+        assert wait_for(lambda: read(b.path(f"g{i}.bin")) == b"g", VISIBLE)
+    assert wait_for(lambda: metric(b, "tierfs_l1_items") >= before + 3, VISIBLE)
+    assert run([str(TIERFS_BIN), "status", str(b.mnt)]).returncode == 0
