@@ -353,3 +353,16 @@ def test_control_files_work_on_a_read_only_mount(tierfs_factory):
         assert wait_for(lambda: read(b.path(f"g{i}.bin")) == b"g", VISIBLE)
     assert wait_for(lambda: metric(b, "tierfs_l1_items") >= before + 3, VISIBLE)
     assert run([str(TIERFS_BIN), "status", str(b.mnt)]).returncode == 0
+
+
+@pytest.mark.sqlite_only
+def test_the_last_of_ro_and_rw_wins(tierfs_factory):
+    m = tierfs_factory(options=["ro", "rw"])
+    write(m.path("f.bin"), b"f")
+    m.unmount()
+    m.options = ["rw", "ro"]
+    m.start()
+    assert read(m.path("f.bin")) == b"f"
+    with pytest.raises(OSError) as e:
+        write(m.path("g.bin"), b"g")
+    assert e.value.errno == errno.EROFS
