@@ -6,7 +6,9 @@
  * numbers are the engine's own, so they are stable across remounts; FUSE's
  * root inode (1) is the engine's root. The kernel's caches are configured with
  * entry_timeout/attr_timeout, and negative lookups are cached as long as
- * positive ones.
+ * positive ones; directory listings are cached until a change drops them.
+ * On a read-only mount no open reaches tierfs (tfs_init()): files are read
+ * by inode number and their pages stay cached across opens.
  *
  * Unsupported operations answer as docs/design.md §3.7 records: link,
  * symlink and mknod give EPERM; readlink gives EINVAL (there are no links).
