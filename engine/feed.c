@@ -27,7 +27,7 @@
  *     entries: the record of an entry gone that this engine kept no node
  *     for does not say where it was) - even when that directory has a
  *     change of its own not yet committed, which otherwise keeps the
- *     record from applying.
+ *     record from applying (inval_listing()).
  *
  * Records of this engine's own batches change nothing but the version the
  * store assigned at commit (store.h: it may be above the one this engine
@@ -94,15 +94,28 @@ static void inval_push(struct inval_list *l, enum eng_inval_kind kind,
 		snprintf(iv->name, sizeof(iv->name), "%s", name);
 }
 
-/* Directory @dir's entries changed: the kernel drops its cached listing
- * (and attributes) - once per page, however many records touch it. */
-static void inval_listing(struct inval_list *l, uint64_t dir)
+/*
+ * Directory @dir's entries changed: the kernel must not list it from its
+ * cache as it was. Without @drop its attributes are invalidated: the
+ * kernel reads them again at the next listing and, as the directory's
+ * mtime changed with its entries (applied from its own record), drops the
+ * cached listing then. With @drop its pages, which hold the cached
+ * listing, are dropped at once: for a directory whose record this engine
+ * does not apply (a change of its own is pending), whose mtime therefore
+ * does not change here. A drop that comes while the kernel is filling its
+ * cache from a listing leaves that directory uncached (the kernel then
+ * lists it from tierfs every time) until it forgets the inode, so it is
+ * kept for that case. Once per directory per page.
+ */
+static void inval_listing(struct inval_list *l, uint64_t dir, bool drop)
 {
-	for (size_t i = 0; i < l->n; i++)
-		if (l->v[i].kind == ENG_INVAL_INODE && l->v[i].ino == dir &&
-		    l->v[i].data)
+	for (size_t i = 0; i < l->n; i++) {
+		if (l->v[i].kind == ENG_INVAL_INODE && l->v[i].ino == dir) {
+			l->v[i].data |= drop;
 			return;
-	inval_push(l, ENG_INVAL_INODE, 0, dir, NULL, true);
+		}
+	}
+	inval_push(l, ENG_INVAL_INODE, 0, dir, NULL, drop);
 }
 
 /* Tells the kernel, without the lock. */
@@ -270,7 +283,7 @@ static void apply_to_node(struct eng *e, struct node *n,
 		if (!n->deleted) {
 			inval_push(inv, ENG_INVAL_DELETE, n->parent, n->ino,
 				   n->name, false);
-			inval_listing(inv, n->parent);
+			inval_listing(inv, n->parent, false);
 			filter_del(e, n->parent, n->name);
 			node_unname(e, n);
 		}
@@ -283,10 +296,10 @@ static void apply_to_node(struct eng *e, struct node *n,
 		if (!n->deleted) {
 			inval_push(inv, ENG_INVAL_ENTRY, n->parent, 0, n->name,
 				   false);
-			inval_listing(inv, n->parent);
+			inval_listing(inv, n->parent, false);
 		}
 		if (dir)
-			inval_listing(inv, dir->ino);
+			inval_listing(inv, dir->ino, false);
 		if (dir && node_place(e, n, dir, f->row.name)) {
 			inval_push(inv, ENG_INVAL_ENTRY, dir->ino, 0,
 				   f->row.name, false);
@@ -326,7 +339,7 @@ static void apply_to_node(struct eng *e, struct node *n,
 	 * its cached listing too: the record of an entry this engine keeps no
 	 * node for says, when the entry is gone, not where it was */
 	if (listing)
-		inval_listing(inv, n->ino);
+		inval_listing(inv, n->ino, false);
 	else
 		inval_push(inv, ENG_INVAL_INODE, 0, n->ino, NULL, content);
 	n->stamp = ++e->stamp;
@@ -362,7 +375,7 @@ static bool apply_record(struct eng *e, struct store_feed *f,
 		 * be the touch of a directory whose entries changed, and the
 		 * kernel's listing of it must show them */
 		if (!own && node_is_dir(n))
-			inval_listing(inv, n->ino);
+			inval_listing(inv, n->ino, true);
 		return false;
 	}
 	if (own && (!n || node_matches(n, f))) {
@@ -401,7 +414,7 @@ static bool apply_record(struct eng *e, struct store_feed *f,
 		if (dir && !dir->deleted) {
 			inval_push(inv, ENG_INVAL_ENTRY, dir->ino, 0,
 				   f->row.name, false);
-			inval_listing(inv, dir->ino);
+			inval_listing(inv, dir->ino, false);
 		}
 		return true;
 	}

@@ -118,8 +118,13 @@ static void tfs_init(void *userdata, struct fuse_conn_info *conn)
 	 * what other writers change; a changed mtime or size (seen at the
 	 * attribute timeout) drops them too. */
 	t->no_open = t->read_only && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
-	if (t->no_open && (conn->capable & FUSE_CAP_AUTO_INVAL_DATA))
-		conn->want |= FUSE_CAP_AUTO_INVAL_DATA; /* control files */
+	/* (libfuse's default) the kernel reads a directory's attributes again
+	 * before it lists it from its cache, and a file's before a read from
+	 * its cache, when they were invalidated: a changed mtime then drops
+	 * the cached listing or pages (the change feed invalidates what other
+	 * writers change; on a no-open mount the control files rely on it) */
+	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
+		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
 }
 
 static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)

@@ -183,6 +183,11 @@ def test_another_mounts_changes_reach_a_cached_listing(tierfs_factory):
     os.rmdir(a.path("d", "sub"))
     want_d.remove("sub")
     assert settles(b.path("d"), want_d) == want_d, "an rmdir elsewhere"
+    # B listed while the feed brought the changes: the kernel caches the
+    # listing again (a listing whose cache the feed dropped while it was
+    # being filled would stay uncached)
+    assert listed_by_kernel(b, b.path("d"))
+    assert listed_by_kernel(b, b.path("e"))
 
 
 def test_an_entry_listed_but_never_looked_up_goes_from_the_listing(tierfs_factory):
@@ -203,6 +208,7 @@ def test_an_entry_listed_but_never_looked_up_goes_from_the_listing(tierfs_factor
     os.unlink(a.path("big", victim))
     names.remove(victim)
     assert settles(b.path("big"), names) == names
+    assert listed_by_kernel(b, b.path("big"))
 
 
 # B's own changes wait in its queue (not committed) while A's arrive.
