@@ -173,6 +173,7 @@ int main(int argc, char *argv[])
 	tfs_handles_init(&t.handles);
 	t.attr_timeout = o.attr_timeout;
 	t.read_only = o.read_only;
+	tfs_cursors_init(&t.cursors);
 	pthread_mutex_init(&t.ctl_lock, NULL);
 
 	pthread_mutex_init(&t.inval_lock, NULL);
@@ -232,6 +233,7 @@ out_destroy:
 	fuse_session_destroy(t.se);
 out_close:
 	if (t.eng) {
+		tfs_cursors_release(&t.cursors, t.eng);
 		/* persists every pending change before exiting */
 		r = eng_close(t.eng);
 		if (r < 0) {

@@ -7,8 +7,8 @@
  * root inode (1) is the engine's root. The kernel's caches are configured with
  * entry_timeout/attr_timeout, and negative lookups are cached as long as
  * positive ones; directory listings are cached until a change drops them.
- * On a read-only mount no open reaches tierfs (tfs_init()): files are read
- * by inode number and their pages stay cached across opens.
+ * On a read-only mount no open or opendir reaches tierfs (tfs_init()): files
+ * are read by inode number and their pages stay cached across opens.
  *
  * Unsupported operations answer as docs/design.md §3.7 records: link,
  * symlink and mknod give EPERM; readlink gives EINVAL (there are no links).
@@ -116,7 +116,9 @@ static void tfs_init(void *userdata, struct fuse_conn_info *conn)
 	 * sends no open, flush or release, keeps file pages across opens
 	 * and reads with fh 0 (by inode). The change feed drops the pages of
 	 * what other writers change; a changed mtime or size (seen at the
-	 * attribute timeout) drops them too. */
+	 * attribute timeout) drops them too. Likewise the first opendir: no
+	 * opendir or releasedir follows, listings are cached (the kernel's
+	 * default then) and readdir comes with fh 0 (cursors.h). */
 	t->no_open = t->read_only && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
 	/* (libfuse's default) the kernel reads a directory's attributes again
 	 * before it lists it from its cache, and a file's before a read from
@@ -508,6 +510,11 @@ static void tfs_opendir(fuse_req_t req, fuse_ino_t ino,
 	struct eng_dir *d;
 	int r;
 
+	if (req_tfs(req)->no_open) {
+		/* no per-open state: success, and the kernel stops asking */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	if (ino == TFS_CTL_DIR_INO) {
 		fi->fh = 0;
 		fuse_reply_open(req, fi);
@@ -618,18 +625,29 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		free(db.buf);
 		return;
 	}
-	d = dir_of(req, fi);
-	if (!d) {
-		r = -EBADF;
-		goto out_reply;
+	if (db.t->no_open) {
+		d = tfs_cursor_take(&db.t->cursors, ino);
+		if (!d) {
+			r = eng_opendir(db.t->eng, ino, &d);
+			if (r < 0)
+				goto out_reply;
+		}
+	} else {
+		d = dir_of(req, fi);
+		if (!d) {
+			r = -EBADF;
+			goto out_reply;
+		}
 	}
-	if (off < 1 && !add_dot(&db, ".", ino, 1))
-		goto out_reply;
-	if (off < 2 && !add_dot(&db, "..", ino, 2))
-		goto out_reply;
-	r = eng_readdir(db.t->eng, d,
-			off > DOT_ENTRIES ? (uint64_t)off - DOT_ENTRIES : 0,
-			plus, dirbuf_add, &db);
+	if ((off >= 1 || add_dot(&db, ".", ino, 1)) &&
+	    (off >= 2 || add_dot(&db, "..", ino, 2)))
+		r = eng_readdir(db.t->eng, d,
+				off > DOT_ENTRIES ? (uint64_t)off - DOT_ENTRIES
+						  : 0,
+				plus, dirbuf_add, &db);
+	if (db.t->no_open)
+		eng_releasedir(db.t->eng,
+			       tfs_cursor_put(&db.t->cursors, ino, d));
 out_reply:
 	if (r < 0 && db.len == 0)
 		fuse_reply_err(req, -r);
@@ -653,7 +671,7 @@ static void tfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 static void tfs_releasedir(fuse_req_t req, fuse_ino_t ino,
 			   struct fuse_file_info *fi)
 {
-	if (ino == TFS_CTL_DIR_INO) {
+	if (ino == TFS_CTL_DIR_INO || req_tfs(req)->no_open) {
 		fuse_reply_err(req, 0);
 		return;
 	}

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <time.h>
 
+#include "cursors.h"
 #include "engine.h"
 #include "handles.h"
 
@@ -25,8 +26,10 @@ struct tfs {
 	bool live;
 	bool read_only; /* mounted -o ro */
 	/* read-only and the kernel can: no open reaches tierfs (set at init,
-	 * before any other request), so files are read by inode number */
+	 * before any other request), so files are read by inode number and
+	 * directories listed through the cursors */
 	bool no_open;
+	struct tfs_cursors cursors;
 	/* on a no-open mount, the control files' renderings that stat reports
 	 * and reads serve (control.c), indexed by inode - TFS_CTL_STATUS_INO */
 	pthread_mutex_t ctl_lock;

@@ -267,16 +267,30 @@ def test_a_read_only_mount_keeps_no_open_state_and_refuses_changes(tierfs_factor
     for name, data in files.items():
         write(a.path("d", name), data)
     write(a.path("d", "x.json"), b'{"k": 1}')
+    big = [f"entry-{i:04d}.bin" for i in range(500)]  # many readdir calls
+    os.makedirs(a.path("d", "big", "deeper"))
+    for name in big:
+        with open(a.path("d", "big", name), "wb") as f:
+            f.write(name.encode())
     synced(a)
     b = tierfs_factory(share=a, options=LONG + ["ro", "debug"])
     for _ in range(3):
         for name, data in files.items():
             assert read(b.path("d", name)) == data
+        walked = {os.path.relpath(os.path.join(top, n), b.path("d"))
+                  for top, dirs, names in os.walk(b.path("d")) for n in dirs + names}
+        assert walked == {*files, "x.json", "big", "big/deeper",
+                          *(f"big/{n}" for n in big)}
+        assert ls(b.path("d", "big")) == sorted(big + ["deeper"])
     # one open answered ENOSYS, after which the kernel sends none, nor a
-    # flush or release; the pages stay cached across opens
+    # flush or release; the pages stay cached across opens. Likewise for
+    # directories, whose listings (several calls for big/) stay cached.
     assert requests(b, "OPEN") == 1, requests(b, "OPEN")
     assert requests(b, "FLUSH") <= 1
     assert requests(b, "RELEASE") == 0
+    assert requests(b, "OPENDIR") == 1, requests(b, "OPENDIR")
+    assert requests(b, "RELEASEDIR") == 0
+    assert requests(b, "READDIRPLUS") + requests(b, "READDIR") >= 4
     reads = requests(b, "READ")
     assert reads >= len(files)
     for name, data in files.items():
@@ -299,7 +313,7 @@ def test_a_read_only_mount_keeps_no_open_state_and_refuses_changes(tierfs_factor
     erofs(os.truncate, b.path("d", "f1.bin"), 0)
     erofs(os.setxattr, b.path("d", "f1.bin"), "user.tierfs.state", b"x")
     erofs(os.utime, b.path("d", "f1.bin"), (1, 1))
-    assert ls(a.path("d")) == sorted([*files, "x.json"])
+    assert ls(a.path("d")) == sorted([*files, "x.json", "big"])
     assert read(a.path("d", "f1.bin")) == files["f1.bin"]
     # fsync of a read-only descriptor succeeds
     fd = os.open(b.path("d", "f1.bin"), os.O_RDONLY)
@@ -344,6 +358,8 @@ def test_control_files_work_on_a_read_only_mount(tierfs_factory):
     synced(a)
     b = tierfs_factory(share=a, options=LONG + ["ro"])
     assert read(b.path("f.bin")) == b"f"  # the first open: no more opens after it
+    assert ls(b.path(".tierfs")) == ["metrics", "status"]
+    assert ".tierfs" not in os.listdir(b.mnt)
     for _ in range(20):
         status = json.loads(read(b.path(".tierfs", "status")))
         assert status["state"] in ("ok", "degraded"), status
