@@ -359,8 +359,8 @@ int eng_file_open(struct eng *e, uint64_t ino, int flags, struct eng_file **fp,
 
 /* Reads file @n (held, lock held; dropped meanwhile when its content is
  * fetched): the working copy when one is loaded, else the content. */
-static ssize_t read_node(struct eng *e, struct node *n, void *buf,
-			 size_t size, off_t off)
+static ssize_t read_node(struct eng *e, struct node *n, void *buf, size_t size,
+			 off_t off)
 {
 	struct item *it = NULL;
 	const char *src;

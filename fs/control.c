@@ -65,8 +65,9 @@ static int ctl_snap(struct tfs *t, fuse_ino_t ino, bool refresh, char **buf,
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	pthread_mutex_lock(&t->ctl_lock);
-	if (!s->buf || (refresh && (ts_ns(&now) - ts_ns(&s->at) >= CTL_SNAP_NS ||
-				    ts_ns(&now) < ts_ns(&s->at)))) {
+	if (!s->buf ||
+	    (refresh && (ts_ns(&now) - ts_ns(&s->at) >= CTL_SNAP_NS ||
+			 ts_ns(&now) < ts_ns(&s->at)))) {
 		char *nb;
 		size_t nlen;
 
@@ -76,7 +77,7 @@ static int ctl_snap(struct tfs *t, fuse_ino_t ino, bool refresh, char **buf,
 		free(s->buf);
 		s->buf = nb;
 		s->len = nlen;
-		/* distinct from the last one's, so the kernel drops its pages */
+		/* not the last one's time: the kernel drops its pages */
 		if (ts_ns(&now) <= ts_ns(&s->at)) {
 			now = s->at;
 			if (++now.tv_nsec == 1000000000) {
