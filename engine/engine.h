@@ -246,6 +246,14 @@ int eng_file_open(struct eng *e, uint64_t ino, int flags, struct eng_file **f,
 /* Reads up to @size bytes at @off into @buf; returns the count (0 at EOF). */
 ssize_t eng_read(struct eng *e, struct eng_file *f, void *buf, size_t size,
 		 off_t off);
+/* Reads file @ino without a handle, as eng_read() through a handle opened
+ * at this moment would (for a caller that keeps no per-open state, as a
+ * read-only mount whose kernel sends no open). @ino must be held (a lookup
+ * reference): -ENOENT otherwise; -EISDIR for a directory. Unlike a handle,
+ * which keeps the content it read when another writer removes the file,
+ * this reads what L1 still holds of a removed file, else fails with -EIO. */
+ssize_t eng_read_ino(struct eng *e, uint64_t ino, void *buf, size_t size,
+		     off_t off);
 /* Writes into the working copy; returns @size, or -EFBIG, -EBADF (not open
  * for writing), -EINVAL (negative offset), -ENOMEM, -EIO (the current
  * content could not be loaded). After an -EFBIG the working copy is never

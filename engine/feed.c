@@ -21,7 +21,13 @@
  *   - the subdirectory counts (nlink) of the directories involved are
  *     read again when next asked for;
  *   - the kernel forgets the entry's old and new names and the inode's
- *     attributes, and its cached pages when the content changed.
+ *     attributes, and its cached pages when the content changed; and the
+ *     listings of the directories the entry left or joined, and of a
+ *     directory whose own record came (its times change with its
+ *     entries: the record of an entry gone that this engine kept no node
+ *     for does not say where it was) - even when that directory has a
+ *     change of its own not yet committed, which otherwise keeps the
+ *     record from applying (inval_listing()).
  *
  * Records of this engine's own batches change nothing but the version the
  * store assigned at commit (store.h: it may be above the one this engine
@@ -86,6 +92,30 @@ static void inval_push(struct inval_list *l, enum eng_inval_kind kind,
 	iv->data = data;
 	if (name)
 		snprintf(iv->name, sizeof(iv->name), "%s", name);
+}
+
+/*
+ * Directory @dir's entries changed: the kernel must not list it from its
+ * cache as it was. Without @drop its attributes are invalidated: the
+ * kernel reads them again at the next listing and, as the directory's
+ * mtime changed with its entries (applied from its own record), drops the
+ * cached listing then. With @drop its pages, which hold the cached
+ * listing, are dropped at once: for a directory whose record this engine
+ * does not apply (a change of its own is pending), whose mtime therefore
+ * does not change here. A drop that comes while the kernel is filling its
+ * cache from a listing leaves that directory uncached (the kernel then
+ * lists it from tierfs every time) until it forgets the inode, so it is
+ * kept for that case. Once per directory per page.
+ */
+static void inval_listing(struct inval_list *l, uint64_t dir, bool drop)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		if (l->v[i].kind == ENG_INVAL_INODE && l->v[i].ino == dir) {
+			l->v[i].data |= drop;
+			return;
+		}
+	}
+	inval_push(l, ENG_INVAL_INODE, 0, dir, NULL, drop);
 }
 
 /* Tells the kernel, without the lock. */
@@ -243,7 +273,7 @@ static void apply_to_node(struct eng *e, struct node *n,
 			  struct store_feed *f, struct inval_list *inv)
 {
 	struct node *dir;
-	bool content = false, lost = false;
+	bool content = false, lost = false, listing;
 
 	count_forget(e, n->ino);
 	count_forget(e, n->parent);
@@ -253,6 +283,7 @@ static void apply_to_node(struct eng *e, struct node *n,
 		if (!n->deleted) {
 			inval_push(inv, ENG_INVAL_DELETE, n->parent, n->ino,
 				   n->name, false);
+			inval_listing(inv, n->parent, false);
 			filter_del(e, n->parent, n->name);
 			node_unname(e, n);
 		}
@@ -262,9 +293,13 @@ static void apply_to_node(struct eng *e, struct node *n,
 	dir = node_get(e, f->row.parent);
 	if (n->deleted || n->parent != f->row.parent ||
 	    strcmp(n->name, f->row.name) != 0) {
-		if (!n->deleted)
+		if (!n->deleted) {
 			inval_push(inv, ENG_INVAL_ENTRY, n->parent, 0, n->name,
 				   false);
+			inval_listing(inv, n->parent, false);
+		}
+		if (dir)
+			inval_listing(inv, dir->ino, false);
 		if (dir && node_place(e, n, dir, f->row.name)) {
 			inval_push(inv, ENG_INVAL_ENTRY, dir->ino, 0,
 				   f->row.name, false);
@@ -282,6 +317,7 @@ static void apply_to_node(struct eng *e, struct node *n,
 		}
 	}
 	lost_note(e, n->ino, lost);
+	listing = n->meta.kind == ITEM_DIR;
 	if (n->meta.kind != ITEM_DIR &&
 	    (memcmp(n->meta.hash, f->row.meta.hash, ITEM_HASH_LEN) != 0 ||
 	     n->meta.size != f->row.meta.size ||
@@ -299,7 +335,13 @@ static void apply_to_node(struct eng *e, struct node *n,
 		if (n->wc)
 			n->wc->loaded = false; /* reload before the next write */
 	}
-	inval_push(inv, ENG_INVAL_INODE, 0, n->ino, NULL, content);
+	/* a directory's own record (its times change with its entries) drops
+	 * its cached listing too: the record of an entry this engine keeps no
+	 * node for says, when the entry is gone, not where it was */
+	if (listing)
+		inval_listing(inv, n->ino, false);
+	else
+		inval_push(inv, ENG_INVAL_INODE, 0, n->ino, NULL, content);
 	n->stamp = ++e->stamp;
 }
 
@@ -329,7 +371,12 @@ static bool apply_record(struct eng *e, struct store_feed *f,
 		filter_add_feed(e, f->row.parent, f->row.name);
 	if (n && node_pending(n)) {
 		e->feed_kept += !own;
-		return false; /* its own change commits later and wins */
+		/* its own change commits later and wins; but the record may
+		 * be the touch of a directory whose entries changed, and the
+		 * kernel's listing of it must show them */
+		if (!own && node_is_dir(n))
+			inval_listing(inv, n->ino, true);
+		return false;
 	}
 	if (own && (!n || node_matches(n, f))) {
 		/* ours as we made it: only the version the store chose is
@@ -361,11 +408,14 @@ static bool apply_record(struct eng *e, struct store_feed *f,
 		if (f->gone)
 			return true;
 		count_forget(e, f->row.parent);
-		/* the kernel may remember the name as absent */
+		/* the kernel may remember the name as absent, and list the
+		 * directory without it */
 		dir = node_get(e, f->row.parent);
-		if (dir && !dir->deleted)
+		if (dir && !dir->deleted) {
 			inval_push(inv, ENG_INVAL_ENTRY, dir->ino, 0,
 				   f->row.name, false);
+			inval_listing(inv, dir->ino, false);
+		}
 		return true;
 	}
 	apply_to_node(e, n, f, inv);

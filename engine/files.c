@@ -366,26 +366,23 @@ int eng_file_open(struct eng *e, uint64_t ino, int flags, struct eng_file **fp,
 	return r;
 }
 
-ssize_t eng_read(struct eng *e, struct eng_file *f, void *buf, size_t size,
-		 off_t off)
+/* Reads file @n (held, lock held; dropped meanwhile when its content is
+ * fetched): the working copy when one is loaded, else the content. */
+static ssize_t read_node(struct eng *e, struct node *n, void *buf, size_t size,
+			 off_t off)
 {
-	struct node *n = f->n;
-	struct item *it;
+	struct item *it = NULL;
 	const char *src;
 	size_t len;
 	ssize_t r;
 
-	if (off < 0)
-		return -EINVAL;
-	pthread_mutex_lock(&e->lock);
 	if (n->wc && n->wc->loaded) {
 		src = n->wc->buf;
 		len = n->wc->len;
-		it = NULL;
 	} else {
 		r = node_content(e, n, &it);
 		if (r < 0)
-			goto out_unlock;
+			return r;
 		src = item_data(it);
 		len = item_size(it);
 	}
@@ -396,7 +393,41 @@ ssize_t eng_read(struct eng *e, struct eng_file *f, void *buf, size_t size,
 		memcpy(buf, src + off, (size_t)r);
 	}
 	item_unref(it);
-out_unlock:
+	return r;
+}
+
+ssize_t eng_read(struct eng *e, struct eng_file *f, void *buf, size_t size,
+		 off_t off)
+{
+	ssize_t r;
+
+	if (off < 0)
+		return -EINVAL;
+	pthread_mutex_lock(&e->lock);
+	r = read_node(e, f->n, buf, size, off);
+	pthread_mutex_unlock(&e->lock);
+	return r;
+}
+
+ssize_t eng_read_ino(struct eng *e, uint64_t ino, void *buf, size_t size,
+		     off_t off)
+{
+	struct node *n;
+	ssize_t r;
+
+	if (off < 0)
+		return -EINVAL;
+	pthread_mutex_lock(&e->lock);
+	n = node_get(e, ino);
+	if (!n) {
+		r = -ENOENT;
+	} else if (node_is_dir(n)) {
+		r = -EISDIR;
+	} else {
+		n->holds++; /* the lock may be dropped while it is fetched */
+		r = read_node(e, n, buf, size, off);
+		node_put(e, n);
+	}
 	pthread_mutex_unlock(&e->lock);
 	return r;
 }

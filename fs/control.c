@@ -2,6 +2,7 @@
  * control.c - the hidden ".tierfs/" control directory (see control.h).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -39,6 +40,87 @@ int tfs_ctl_render(struct tfs *t, fuse_ino_t ino, char **buf, size_t *len)
 	return -ENOENT;
 }
 
+/* A snapshot younger than this is what a stat reports on a no-open mount:
+ * the read() calls of one reader (each of which stats the file first)
+ * follow each other more closely than that. */
+#define CTL_SNAP_NS 100000000LL
+
+static int64_t ts_ns(const struct timespec *ts)
+{
+	return (int64_t)ts->tv_sec * 1000000000LL + ts->tv_nsec;
+}
+
+/*
+ * On a no-open mount: control file @ino's snapshot, taken anew when there
+ * is none or (with @refresh) it is older than CTL_SNAP_NS. Copies its
+ * length and time to *@len and *@at, and with @buf its bytes into a new
+ * malloc()ed buffer. Returns 0 or a negative errno.
+ */
+static int ctl_snap(struct tfs *t, fuse_ino_t ino, bool refresh, char **buf,
+		    size_t *len, struct timespec *at)
+{
+	struct tfs_ctl_snap *s = &t->ctl_snap[ino - TFS_CTL_STATUS_INO];
+	struct timespec now;
+	int r = 0;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	pthread_mutex_lock(&t->ctl_lock);
+	if (!s->buf ||
+	    (refresh && (ts_ns(&now) - ts_ns(&s->at) >= CTL_SNAP_NS ||
+			 ts_ns(&now) < ts_ns(&s->at)))) {
+		char *nb;
+		size_t nlen;
+
+		r = tfs_ctl_render(t, ino, &nb, &nlen);
+		if (r < 0)
+			goto out_unlock;
+		free(s->buf);
+		s->buf = nb;
+		s->len = nlen;
+		/* not the last one's time: the kernel drops its pages */
+		if (ts_ns(&now) <= ts_ns(&s->at)) {
+			now = s->at;
+			if (++now.tv_nsec == 1000000000) {
+				now.tv_sec++;
+				now.tv_nsec = 0;
+			}
+		}
+		s->at = now;
+	}
+	*len = s->len;
+	*at = s->at;
+	if (buf) {
+		*buf = malloc(s->len ? s->len : 1);
+		if (!*buf)
+			r = -ENOMEM;
+		else
+			memcpy(*buf, s->buf, s->len);
+	}
+out_unlock:
+	pthread_mutex_unlock(&t->ctl_lock);
+	return r;
+}
+
+int tfs_ctl_read(struct tfs *t, fuse_ino_t ino, char **buf, size_t *len)
+{
+	struct timespec at;
+
+	if (ino != TFS_CTL_STATUS_INO && ino != TFS_CTL_METRICS_INO)
+		return -ENOENT;
+	if (!t->no_open)
+		return tfs_ctl_render(t, ino, buf, len);
+	return ctl_snap(t, ino, false, buf, len, &at);
+}
+
+void tfs_ctl_release(struct tfs *t)
+{
+	for (size_t i = 0; i < sizeof(t->ctl_snap) / sizeof(t->ctl_snap[0]);
+	     i++) {
+		free(t->ctl_snap[i].buf);
+		t->ctl_snap[i].buf = NULL;
+	}
+}
+
 int tfs_ctl_stat(struct tfs *t, fuse_ino_t ino, struct stat *st)
 {
 	struct timespec now;
@@ -59,11 +141,18 @@ int tfs_ctl_stat(struct tfs *t, fuse_ino_t ino, struct stat *st)
 	}
 	char *buf;
 	size_t len;
-	int r = tfs_ctl_render(t, ino, &buf, &len);
+	int r;
 
+	if (t->no_open) {
+		r = ctl_snap(t, ino, true, NULL, &len, &now);
+		st->st_mtim = st->st_ctim = st->st_atim = now;
+	} else {
+		r = tfs_ctl_render(t, ino, &buf, &len);
+		if (r == 0)
+			free(buf);
+	}
 	if (r < 0)
 		return r;
-	free(buf);
 	st->st_mode = S_IFREG | 0444;
 	st->st_nlink = 1;
 	st->st_size = (off_t)len;

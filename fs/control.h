@@ -6,7 +6,12 @@
  * so walkers and backup tools never see it, but it can be opened by path.
  * A file's size is the exact length of a rendering at that moment: each
  * lookup/getattr renders it to measure it, and each read renders it again
- * (direct I/O, so a later size change never truncates a read).
+ * (direct I/O, so a later size change never truncates a read). On a
+ * read-only mount the kernel sends no open (so no direct I/O either) and
+ * reads through its page cache: there a stat takes a snapshot (unless the
+ * last is younger than 100 ms) whose time is the file's mtime, so the
+ * kernel, which stats the file at every read(2) (attribute timeout 0),
+ * drops its pages when the snapshot changes; reads serve the snapshot.
  * The name ".tierfs" in the root is reserved: it cannot be created,
  * removed or renamed over (EEXIST / EPERM).
  *
@@ -42,6 +47,12 @@ int tfs_ctl_stat(struct tfs *t, fuse_ino_t ino, struct stat *st);
  * (a read is never served from memory a release has freed). The files are
  * small enough that a reader gets one rendering in one read. */
 int tfs_ctl_render(struct tfs *t, fuse_ino_t ino, char **buf, size_t *len);
+
+/* What a read of control file @ino serves (a new malloc()ed buffer): a
+ * new rendering, or on a no-open mount the snapshot the last stat took. */
+int tfs_ctl_read(struct tfs *t, fuse_ino_t ino, char **buf, size_t *len);
+/* Frees the snapshots (at exit). */
+void tfs_ctl_release(struct tfs *t);
 
 /* Fills @buf (room for @size) with the control directory's entries from
  * @off on, as fuse_add_direntry() (or, with @plus, fuse_add_direntry_plus()

@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "control.h"
 #include "hash_cmd.h"
 #include "inval.h"
 #include "items_cmd.h"
@@ -171,6 +172,9 @@ int main(int argc, char *argv[])
 	t.entry_timeout = o.entry_timeout;
 	tfs_handles_init(&t.handles);
 	t.attr_timeout = o.attr_timeout;
+	t.read_only = o.read_only;
+	tfs_cursors_init(&t.cursors);
+	pthread_mutex_init(&t.ctl_lock, NULL);
 
 	pthread_mutex_init(&t.inval_lock, NULL);
 	o.eng.inval = tfs_inval;
@@ -229,6 +233,7 @@ out_destroy:
 	fuse_session_destroy(t.se);
 out_close:
 	if (t.eng) {
+		tfs_cursors_release(&t.cursors, t.eng);
 		/* persists every pending change before exiting */
 		r = eng_close(t.eng);
 		if (r < 0) {
@@ -239,6 +244,7 @@ out_close:
 		}
 	}
 	tfs_handles_release(&t.handles);
+	tfs_ctl_release(&t);
 out_free_opts:
 	daemon_ready(&notify_fd, ret ? ret : 1);
 	free(cmd.mountpoint);

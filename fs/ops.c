@@ -6,7 +6,9 @@
  * numbers are the engine's own, so they are stable across remounts; FUSE's
  * root inode (1) is the engine's root. The kernel's caches are configured with
  * entry_timeout/attr_timeout, and negative lookups are cached as long as
- * positive ones.
+ * positive ones; directory listings are cached until a change drops them.
+ * On a read-only mount no open or opendir reaches tierfs (tfs_init()): files
+ * are read by inode number and their pages stay cached across opens.
  *
  * Unsupported operations answer as docs/design.md §3.7 records: link,
  * symlink and mknod give EPERM; readlink gives EINVAL (there are no links).
@@ -103,11 +105,28 @@ static void reply_entry_or_err(fuse_req_t req, int r, const struct eng_attr *a)
 
 static void tfs_init(void *userdata, struct fuse_conn_info *conn)
 {
+	struct tfs *t = userdata;
+
 	/* open(O_TRUNC) must not publish an empty version before the
 	 * writes: the truncation happens in the working copy. */
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	/* Read-only: the first open answers ENOSYS, after which the kernel
+	 * sends no open, flush or release, keeps file pages across opens
+	 * and reads with fh 0 (by inode). The change feed drops the pages of
+	 * what other writers change; a changed mtime or size (seen at the
+	 * attribute timeout) drops them too. Likewise the first opendir: no
+	 * opendir or releasedir follows, listings are cached (the kernel's
+	 * default then) and readdir comes with fh 0 (cursors.h). */
+	t->no_open = t->read_only && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
+	/* (libfuse's default) the kernel reads a directory's attributes again
+	 * before it lists it from its cache, and a file's before a read from
+	 * its cache, when they were invalidated: a changed mtime then drops
+	 * the cached listing or pages (the change feed invalidates what other
+	 * writers change; on a no-open mount the control files rely on it) */
+	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
+		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
 }
 
 static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -346,6 +365,11 @@ static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	bool keep;
 	int r;
 
+	if (t->no_open) {
+		/* no per-open state: success, and the kernel stops asking */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	if (tfs_ctl_ino(ino)) {
 		if ((fi->flags & O_ACCMODE) != O_RDONLY) {
 			fuse_reply_err(req, EACCES);
@@ -378,13 +402,14 @@ static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		     struct fuse_file_info *fi)
 {
-	struct eng_file *f;
+	struct tfs *t = req_tfs(req);
+	struct eng_file *f = NULL;
 	char *buf;
 	ssize_t r;
 
 	if (tfs_ctl_ino(ino)) {
 		size_t len, n = 0;
-		int cr = tfs_ctl_render(req_tfs(req), ino, &buf, &len);
+		int cr = tfs_ctl_read(t, ino, &buf, &len);
 
 		if (cr < 0) {
 			fuse_reply_err(req, -cr);
@@ -396,17 +421,20 @@ static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		free(buf);
 		return;
 	}
-	f = file_of(req, fi);
-	if (!f) {
-		fuse_reply_err(req, EBADF);
-		return;
+	if (!t->no_open) {
+		f = file_of(req, fi);
+		if (!f) {
+			fuse_reply_err(req, EBADF);
+			return;
+		}
 	}
 	buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	r = eng_read(req_tfs(req)->eng, f, buf, size, off);
+	r = f ? eng_read(t->eng, f, buf, size, off)
+	      : eng_read_ino(t->eng, ino, buf, size, off);
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
 	else
@@ -431,6 +459,10 @@ static void tfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct eng_file *f;
 
+	if (req_tfs(req)->no_open) {
+		fuse_reply_err(req, ENOSYS); /* nothing to publish: no more */
+		return;
+	}
 	if (tfs_ctl_ino(ino)) {
 		fuse_reply_err(req, 0);
 		return;
@@ -447,7 +479,7 @@ static void tfs_release(fuse_req_t req, fuse_ino_t ino,
 	struct eng_file *f;
 
 	fuse_reply_err(req, 0);
-	if (tfs_ctl_ino(ino))
+	if (tfs_ctl_ino(ino) || t->no_open)
 		return; /* nothing was kept per open */
 	f = tfs_handle_remove(&t->handles, fi->fh, false);
 	if (f && eng_release(t->eng, f))
@@ -460,6 +492,10 @@ static void tfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 {
 	struct eng_file *f;
 
+	if (req_tfs(req)->no_open) {
+		fuse_reply_err(req, ENOSYS); /* nothing to persist: no more */
+		return;
+	}
 	if (tfs_ctl_ino(ino)) {
 		fuse_reply_err(req, 0);
 		return;
@@ -474,6 +510,11 @@ static void tfs_opendir(fuse_req_t req, fuse_ino_t ino,
 	struct eng_dir *d;
 	int r;
 
+	if (req_tfs(req)->no_open) {
+		/* no per-open state: success, and the kernel stops asking */
+		fuse_reply_err(req, ENOSYS);
+		return;
+	}
 	if (ino == TFS_CTL_DIR_INO) {
 		fi->fh = 0;
 		fuse_reply_open(req, fi);
@@ -491,7 +532,12 @@ static void tfs_opendir(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	fi->cache_readdir = 0;
+	/* the kernel keeps the listing across opens: it drops it itself
+	 * when this mount adds, removes or renames an entry in the
+	 * directory (and when its mtime changes), and the change feed
+	 * drops it for other writers' changes (inval.c) */
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
 	if (fuse_reply_open(req, fi) != 0) {
 		tfs_handle_remove(&req_tfs(req)->handles, fi->fh, true);
 		eng_releasedir(req_tfs(req)->eng, d);
@@ -579,18 +625,29 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		free(db.buf);
 		return;
 	}
-	d = dir_of(req, fi);
-	if (!d) {
-		r = -EBADF;
-		goto out_reply;
+	if (db.t->no_open) {
+		d = tfs_cursor_take(&db.t->cursors, ino);
+		if (!d) {
+			r = eng_opendir(db.t->eng, ino, &d);
+			if (r < 0)
+				goto out_reply;
+		}
+	} else {
+		d = dir_of(req, fi);
+		if (!d) {
+			r = -EBADF;
+			goto out_reply;
+		}
 	}
-	if (off < 1 && !add_dot(&db, ".", ino, 1))
-		goto out_reply;
-	if (off < 2 && !add_dot(&db, "..", ino, 2))
-		goto out_reply;
-	r = eng_readdir(db.t->eng, d,
-			off > DOT_ENTRIES ? (uint64_t)off - DOT_ENTRIES : 0,
-			plus, dirbuf_add, &db);
+	if ((off >= 1 || add_dot(&db, ".", ino, 1)) &&
+	    (off >= 2 || add_dot(&db, "..", ino, 2)))
+		r = eng_readdir(db.t->eng, d,
+				off > DOT_ENTRIES ? (uint64_t)off - DOT_ENTRIES
+						  : 0,
+				plus, dirbuf_add, &db);
+	if (db.t->no_open)
+		eng_releasedir(db.t->eng,
+			       tfs_cursor_put(&db.t->cursors, ino, d));
 out_reply:
 	if (r < 0 && db.len == 0)
 		fuse_reply_err(req, -r);
@@ -614,7 +671,7 @@ static void tfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 static void tfs_releasedir(fuse_req_t req, fuse_ino_t ino,
 			   struct fuse_file_info *fi)
 {
-	if (ino == TFS_CTL_DIR_INO) {
+	if (ino == TFS_CTL_DIR_INO || req_tfs(req)->no_open) {
 		fuse_reply_err(req, 0);
 		return;
 	}

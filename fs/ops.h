@@ -9,7 +9,9 @@
 #include <fuse_lowlevel.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <time.h>
 
+#include "cursors.h"
 #include "engine.h"
 #include "handles.h"
 
@@ -22,6 +24,20 @@ struct tfs {
 	/* kernel notifications (inval.c): allowed while live */
 	pthread_mutex_t inval_lock;
 	bool live;
+	bool read_only; /* mounted -o ro */
+	/* read-only and the kernel can: no open reaches tierfs (set at init,
+	 * before any other request), so files are read by inode number and
+	 * directories listed through the cursors */
+	bool no_open;
+	struct tfs_cursors cursors;
+	/* on a no-open mount, the control files' renderings that stat reports
+	 * and reads serve (control.c), indexed by inode - TFS_CTL_STATUS_INO */
+	pthread_mutex_t ctl_lock;
+	struct tfs_ctl_snap {
+		char *buf;
+		size_t len;
+		struct timespec at; /* when rendered: the file's mtime */
+	} ctl_snap[2];
 };
 
 extern const struct fuse_lowlevel_ops tfs_ops;

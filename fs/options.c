@@ -37,6 +37,8 @@ enum {
 	KEY_FEED_SECONDS,
 	KEY_FEED_RECORDS,
 	KEY_MAX_OPEN,
+	KEY_RO,
+	KEY_RW,
 	KEY_NOT_YET,
 };
 
@@ -69,6 +71,9 @@ static const struct fuse_opt tfs_opts[] = {
 	FUSE_OPT_KEY("feed_keep_seconds=", KEY_FEED_SECONDS),
 	FUSE_OPT_KEY("feed_keep_records=", KEY_FEED_RECORDS),
 	FUSE_OPT_KEY("redis_prefix=", KEY_REDIS_PREFIX),
+	/* mount options that tierfs notes and passes on to the kernel */
+	FUSE_OPT_KEY("ro", KEY_RO),
+	FUSE_OPT_KEY("rw", KEY_RW),
 	FUSE_OPT_END,
 };
 
@@ -159,6 +164,10 @@ void tfs_usage(const char *prog)
 	       "max_item_bytes))\n"
 	       "    entry_timeout=S       kernel name cache, seconds (300)\n"
 	       "    attr_timeout=S        kernel attribute cache, seconds (300)\n"
+	       "    ro                    read-only (EROFS); files are read "
+	       "with no\n"
+	       "                          per-open work and pages kept "
+	       "across opens\n"
 	       "    uid=N, gid=N          show every entry as owned by N\n"
 	       "    file_mode=OCT         show every file with mode OCT\n"
 	       "    dir_mode=OCT          show every directory with mode OCT\n"
@@ -340,6 +349,11 @@ static int opt_proc(void *data, const char *arg, int key,
 			r = parse_u64("feed_keep_records", "x", 10, 0, &v);
 		c->feed_keep_records = v;
 		break;
+	case KEY_RO:
+	case KEY_RW:
+		/* the last one given wins, as for mount(8) */
+		o->read_only = key == KEY_RO;
+		return 1; /* the kernel mounts it read-only, or not */
 	case KEY_NOT_YET:
 		fprintf(stderr,
 			"tierfs: option '%.*s' is not supported by this "

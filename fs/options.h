@@ -32,6 +32,7 @@ struct tfs_options {
 	double entry_timeout; /* seconds */
 	double attr_timeout;
 	int show_help;
+	bool read_only; /* -o ro: the kernel refuses every change (EROFS) */
 	bool default_store; /* no store was named: the default SQLite file */
 	bool default_wal;   /* wal_path was not given: the PostgreSQL default */
 };

@@ -1,0 +1,43 @@
+/*
+ * cursors.h - directory cursors for a mount whose kernel opens no
+ * directory (a read-only mount, see ops.c): readdir then comes without a
+ * handle, so the engine handles that page through a directory are kept
+ * here between calls, a few at most, by inode number. The kernel reads a
+ * listing it caches from the start in order, so the next call finds the
+ * handle where the last one left it; one that finds none, or a handle
+ * elsewhere, gets one that seeks (eng_readdir() starts over and skips).
+ *
+ * A handle is taken out while a call uses it, so no two calls share one.
+ * Thread-safety: every function may be called from any thread (one mutex).
+ */
+#ifndef TIERFS_CURSORS_H
+#define TIERFS_CURSORS_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "engine.h"
+
+#define TFS_CURSORS 16
+
+struct tfs_cursors {
+	pthread_mutex_t lock;
+	struct tfs_cursor {
+		uint64_t ino;
+		struct eng_dir *d; /* NULL: a free slot */
+		uint64_t used;	   /* when put back last (a clock) */
+	} slot[TFS_CURSORS];
+	uint64_t clock;
+};
+
+void tfs_cursors_init(struct tfs_cursors *c);
+/* Takes a handle of directory @ino out of the table: NULL when none. */
+struct eng_dir *tfs_cursor_take(struct tfs_cursors *c, uint64_t ino);
+/* Puts handle @d of directory @ino back; returns a handle that no longer
+ * fits (the least recently used), for the caller to release, or NULL. */
+struct eng_dir *tfs_cursor_put(struct tfs_cursors *c, uint64_t ino,
+			       struct eng_dir *d);
+/* Releases every handle (before the engine closes). */
+void tfs_cursors_release(struct tfs_cursors *c, struct eng *e);
+
+#endif
