@@ -101,6 +101,7 @@ int node_content(struct eng *e, struct node *n, struct item **out)
 	struct item *it;
 	uint64_t version;
 	void *data;
+	bool prefetched = false;
 	size_t len;
 	int r;
 
@@ -117,6 +118,12 @@ int node_content(struct eng *e, struct node *n, struct item **out)
 		item_unref(it);
 		if (n->deleted || n->content_dirty)
 			return -EIO; /* content should be in memory: a bug */
+		if (!prefetched && !n->dirty) {
+			/* with the siblings the directory's snapshot lists */
+			prefetched = true;
+			if (snap_prefetch(e, n))
+				continue;
+		}
 		if (l2_usable(e)) {
 			it = l2_content(e, n);
 			if (it) {

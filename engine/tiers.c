@@ -24,6 +24,7 @@ static const struct {
 	[OP_L3_LOOKUP] = {"l3", "lookup"},
 	[OP_L3_LIST] = {"l3", "list"},
 	[OP_L3_READ] = {"l3", "read"},
+	[OP_L3_READ_MANY] = {"l3", "read_many"},
 	[OP_L3_ALLOC_INO] = {"l3", "alloc_ino"},
 	[OP_L3_APPLY] = {"l3", "apply"},
 	[OP_L3_STATS] = {"l3", "stats"},
