@@ -39,9 +39,12 @@
  *
  * Prefetch. When a file's content is not in memory, the content of the
  * files listed after it in its directory's snapshot (wrapping around) is
- * read with it in one query (store.h read_many(), at most PREFETCH_MAX
- * files and PREFETCH_BYTES, and no more than a sixteenth of L1's bound)
- * and put in L1, so that the next opens hit L1. Each file's bytes are
+ * read with it, at most PREFETCH_MAX files and PREFETCH_BYTES, and no more
+ * than a sixteenth of L1's bound: from Redis in one pipeline (cache.h
+ * fetch_many()) when it is configured, and what Redis lacks from L3 in
+ * one query (store.h read_many(); then written to Redis in one pipeline,
+ * as a single read fills it); all of it goes into L1, so that the next
+ * opens hit L1. Each file's bytes are
  * checked against the snapshot's hash before they are cached; a file with
  * a node that changed, is not persisted or holds newer content is left
  * out. Nothing is prefetched while unpersisted content pins half of L1.
@@ -372,10 +375,13 @@ static void child_id(struct eng *e, struct node *dir, const char *name,
 }
 
 /* Caches blob @b, the content of candidate @i, in L1 when it is still
- * the content of the version the snapshot or the node names. */
-static void prefetch_one(struct eng *e, struct node *n, struct dirsnap *s,
-			 const size_t *idx, size_t i, struct store_blob *b,
-			 const uint8_t hash[ITEM_HASH_LEN])
+ * the content of the version the snapshot or the node names. Returns the
+ * new item (a reference for the caller), or NULL. */
+static struct item *prefetch_one(struct eng *e, struct node *n,
+				 struct dirsnap *s, const size_t *idx,
+				 size_t i, struct store_blob *b,
+				 const uint8_t hash[ITEM_HASH_LEN],
+				 const char **name, uint64_t *parent)
 {
 	struct node *sib = i == 0 ? n : node_get(e, b->ino);
 	const struct item_meta *want;
@@ -387,41 +393,101 @@ static void prefetch_one(struct eng *e, struct node *n, struct dirsnap *s,
 		/* a node: its metadata is the truth */
 		if (sib->deleted || sib->dirty || sib->content_dirty ||
 		    (i && sib->item))
-			return;
+			return NULL;
 		want = &sib->meta;
+		*name = sib->name;
+		*parent = sib->parent;
 		node_item_id(e, sib, id);
 	} else {
 		if (!s)
-			return; /* forgotten meanwhile: nothing vouches */
+			return NULL; /* forgotten meanwhile: nothing vouches */
 		want = &s->ents[idx[i]].meta;
-		child_id(e, node_get(e, n->parent), s->ents[idx[i]].name, id);
+		*name = s->ents[idx[i]].name;
+		*parent = n->parent;
+		child_id(e, node_get(e, n->parent), *name, id);
 	}
 	if (want->kind == ITEM_DIR || b->len != want->size ||
 	    memcmp(hash, want->hash, ITEM_HASH_LEN) != 0)
-		return; /* not that version's bytes */
+		return NULL; /* not that version's bytes */
 	if (i && l1_holds(e->l1, b->ino, want->version))
-		return;
+		return NULL;
 	m = *want; /* shallow: copied by item_new_hashed */
 	it = item_new_hashed(id, b->data, b->len, &m);
 	b->data = NULL;
 	if (!it)
-		return;
+		return NULL;
 	l1_put(e->l1, b->ino, it, false); /* a full cache is no error */
-	item_unref(it);
 	e->prefetched++;
+	return it;
+}
+
+/* Reads what it can of the @k files @inos from L2 into @blobs (compacted,
+ * each with its hash in @hashes) and lists the others in @missing (*nmiss
+ * of them). Returns how many blobs. Drops the lock. */
+static size_t fetch_l2(struct eng *e, struct node *n, const uint64_t *inos,
+		       size_t k, struct store_blob *blobs,
+		       uint8_t (*hashes)[ITEM_HASH_LEN], uint64_t *missing,
+		       size_t *nmiss)
+{
+	struct store_row *rows = calloc(k, sizeof(*rows));
+	struct tier_call c;
+	size_t got = 0;
+	int r;
+
+	*nmiss = 0;
+	r = rows ? tier_enter(e, &c, OP_L2_FETCH_MANY, n, true) : -ENOMEM;
+	if (r == 0) {
+		r = e->l2->ops->fetch_many(e->l2, inos, k, rows, blobs);
+		for (size_t i = 0; r > 0 && i < k; i++) /* without the lock */
+			if (blobs[i].ino)
+				item_hash(blobs[i].data, blobs[i].len,
+					  hashes[i]);
+	}
+	if (rows)
+		r = tier_leave(e, &c, r);
+	for (size_t i = 0; i < k; i++) {
+		if (r > 0 && blobs[i].ino) {
+			store_row_release(&rows[i]);
+			blobs[got] = blobs[i];
+			memcpy(hashes[got], hashes[i], ITEM_HASH_LEN);
+			got++;
+		} else {
+			missing[(*nmiss)++] = inos[i];
+		}
+	}
+	free(rows);
+	return got;
+}
+
+/* Writes the files read from L3 into L2 as well (read-through fill), best
+ * effort, in one pipeline. Drops the lock. */
+static void fill_l2(struct eng *e, struct node *n, struct change **chs,
+		    size_t nch)
+{
+	struct tier_call c;
+	int r;
+
+	if (!nch)
+		return;
+	r = tier_enter(e, &c, OP_L2_APPLY, n, true);
+	if (r == 0)
+		r = e->l2->ops->apply(e->l2, chs, nch);
+	tier_leave(e, &c, r);
 }
 
 int snap_prefetch(struct eng *e, struct node *n)
 {
 	struct dirsnap *s = u64map_get(&e->snaps, n->parent);
-	size_t budget = e->cfg.l1_max_bytes / 16, k = 0, start;
-	uint64_t inos[PREFETCH_MAX], serial;
+	size_t budget = e->cfg.l1_max_bytes / 16, k = 0, start, got = 0;
+	size_t nmiss = 0, l3_first, nch = 0;
+	uint64_t inos[PREFETCH_MAX], missing[PREFETCH_MAX], serial;
+	struct change *chs[PREFETCH_MAX];
 	size_t idx[PREFETCH_MAX];
 	uint8_t (*hashes)[ITEM_HASH_LEN];
 	struct store_blob *blobs;
 	struct l1_stats st;
 	struct tier_call c;
-	bool found;
+	bool found, l2;
 	int r;
 
 	if (!s || !e->l3->ops->read_many || n->deleted)
@@ -458,28 +524,58 @@ int snap_prefetch(struct eng *e, struct node *n)
 	}
 	serial = s->serial;
 	e->prefetch_batches++;
-	r = tier_enter(e, &c, OP_L3_READ_MANY, n, true);
-	if (r == 0) {
-		r = e->l3->ops->read_many(e->l3, inos, k, blobs);
-		for (int b = 0; b < r; b++) /* still without the lock */
-			item_hash(blobs[b].data, blobs[b].len, hashes[b]);
+	/* Redis first (when it holds them), then L3 for the rest */
+	l2 = l2_usable(e) && e->l2->ops->fetch_many;
+	if (l2) {
+		got = fetch_l2(e, n, inos, k, blobs, hashes, missing, &nmiss);
+	} else {
+		memcpy(missing, inos, k * sizeof(*inos));
+		nmiss = k;
 	}
-	r = tier_leave(e, &c, r);
+	l3_first = got; /* blobs from here on came from L3 */
+	if (nmiss) {
+		r = tier_enter(e, &c, OP_L3_READ_MANY, n, true);
+		if (r == 0) {
+			r = e->l3->ops->read_many(e->l3, missing, nmiss,
+						  blobs + got);
+			for (int b = 0; b < r; b++) /* still without the lock */
+				item_hash(blobs[got + b].data,
+					  blobs[got + b].len, hashes[got + b]);
+		}
+		r = tier_leave(e, &c, r);
+		if (r > 0)
+			got += (size_t)r;
+	}
 	/* the snapshot's rows still stand for L3 only if nothing was
 	 * forgotten or replaced meanwhile */
 	s = u64map_get(&e->snaps, n->parent);
 	if (s && s->serial != serial)
 		s = NULL;
-	for (int b = 0; b < r; b++) {
+	for (size_t b = 0; b < got; b++) {
+		const char *name = NULL;
+		uint64_t parent = 0;
+		struct item *it;
 		size_t i;
 
 		for (i = 0; i < k && inos[i] != blobs[b].ino; i++)
 			;
-		if (i < k)
-			prefetch_one(e, n, s, idx, i, &blobs[b], hashes[b]);
+		it = i < k ? prefetch_one(e, n, s, idx, i, &blobs[b],
+					  hashes[b], &name, &parent)
+			   : NULL;
+		if (it && l2 && b >= l3_first) {
+			chs[nch] = change_new_put(blobs[b].ino, parent, name,
+						  item_meta(it), it);
+			if (chs[nch])
+				nch++;
+		}
+		item_unref(it);
 		free(blobs[b].data);
 	}
 	free(blobs);
 	free(hashes);
-	return r > 0;
+	if (l2)
+		fill_l2(e, n, chs, nch);
+	for (size_t i = 0; i < nch; i++)
+		change_free(chs[i]);
+	return got > 0;
 }

@@ -34,6 +34,7 @@ static const struct {
 	[OP_L3_ID_LEN] = {"l3", "longest_id_below"},
 	[OP_L2_GET] = {"l2", "get"},
 	[OP_L2_FETCH] = {"l2", "fetch"},
+	[OP_L2_FETCH_MANY] = {"l2", "fetch_many"},
 	[OP_L2_APPLY] = {"l2", "apply"},
 	[OP_L2_PUT_TREE] = {"l2", "put_tree"},
 };
