@@ -650,10 +650,14 @@ static void *feed_main(void *arg)
 			for (size_t i = 0; i < n; i++) {
 				bool again = false;
 
-				/* what a snapshot read of it showed changed */
-				snap_forget(e, recs[i].ino,
-					    recs[i].gone ? 0
-							 : recs[i].row.parent);
+				/* what a snapshot read of it showed changed
+				 * (this engine's own batches forgot theirs at
+				 * commit, races included: same directories) */
+				if (recs[i].origin != e->l3->origin)
+					snap_forget(e, recs[i].ino,
+						    recs[i].gone
+							    ? 0
+							    : recs[i].row.parent);
 				changed |= apply_record(e, &recs[i], stamp,
 							&again, &inv);
 				if (again) /* rows are no longer needed */
