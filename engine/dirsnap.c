@@ -132,8 +132,8 @@ void snap_forget(struct eng *e, uint64_t ino, uint64_t parent)
 		return;
 	forget_dir(e, parent);
 	forget_dir(e, (uintptr_t)u64map_get(&e->snap_inos, ino));
-	forget_dir(e, ino); /* a directory's own children are kept: a
-			       deleted one has none left */
+	forget_dir(e, ino); /* a directory's own page: its row changed
+			       (a child came or went, or it was removed) */
 }
 
 void snap_forget_all(struct eng *e)
