@@ -19,6 +19,10 @@
  * lookups they replace. All snapshots together hold at most SNAP_BYTES
  * (the least recently used go first).
  *
+ * A page whose listing skipped corrupt rows (store.h: list() leaves them
+ * out, counted in store.corrupt) answers only the names it holds: an
+ * absent one is asked of L3, whose lookup reports a corrupt row as such.
+ *
  * A lookup answered from a snapshot makes a node as an L3 lookup does;
  * the node table keeps its precedence: a name with a node is answered by
  * the node, and a row whose entry has a node elsewhere (moved, deleted
@@ -69,6 +73,9 @@ struct dirsnap {
 	char lo[STORE_NAME_MAX + 1]; /* names after this one ("": all) */
 	char hi[STORE_NAME_MAX + 1]; /* up to this one, unless to_end */
 	bool to_end;
+	/* the listing skipped corrupt rows: a name it lacks may be one of
+	 * them, which L3's lookup answers (-EUCLEAN), not "absent" */
+	bool holey;
 	struct snap_ent *ents; /* in name order */
 	size_t n;
 	char *names;
@@ -191,7 +198,8 @@ static void name_before(const char *name, char out[STORE_NAME_MAX + 1])
 /* Makes a snapshot of @nrows rows (their meta stolen) read after @lo
  * with @limit; installs it in place of @dir's. -ENOMEM. */
 static int install(struct eng *e, uint64_t dir, const char *lo,
-		   struct store_row *rows, size_t nrows, size_t limit)
+		   struct store_row *rows, size_t nrows, size_t limit,
+		   bool holey)
 {
 	struct dirsnap *s = calloc(1, sizeof(*s));
 	size_t names = 0, off = 0;
@@ -205,6 +213,7 @@ static int install(struct eng *e, uint64_t dir, const char *lo,
 	if (!s->ents || !s->names)
 		goto out_free;
 	s->dir = dir;
+	s->holey = holey;
 	s->serial = ++e->snap_serial;
 	snprintf(s->lo, sizeof(s->lo), "%s", lo);
 	s->to_end = nrows < limit;
@@ -259,7 +268,7 @@ static int load(struct eng *e, struct node *dir, const char *name,
 		struct dirsnap *old)
 {
 	char lo[STORE_NAME_MAX + 1] = "";
-	uint64_t epoch = e->snap_epoch;
+	uint64_t epoch = e->snap_epoch, corrupt;
 	struct store_row *rows;
 	struct tier_call c;
 	size_t limit = SNAP_PAGE_MAX;
@@ -276,6 +285,7 @@ static int load(struct eng *e, struct node *dir, const char *name,
 	if (!rows)
 		return -ENOMEM;
 	e->snap_loads++;
+	corrupt = atomic_load(&e->l3->corrupt);
 	r = tier_enter(e, &c, OP_L3_LIST, dir, true);
 	if (r == 0)
 		r = e->l3->ops->list(e->l3, dir->ino, lo, rows, limit);
@@ -287,7 +297,8 @@ static int load(struct eng *e, struct node *dir, const char *name,
 		    dir->deleted)
 			r = -EAGAIN; /* may be older than what was applied */
 		else
-			r = install(e, dir->ino, lo, rows, n, limit);
+			r = install(e, dir->ino, lo, rows, n, limit,
+				    atomic_load(&e->l3->corrupt) != corrupt);
 		for (size_t i = 0; i < n; i++)
 			store_row_release(&rows[i]);
 	}
@@ -321,6 +332,8 @@ int snap_resolve(struct eng *e, struct node *dir, const char *name,
 	lru_unlink(e, s);
 	lru_push(e, s);
 	i = find(s, name, &found);
+	if (!found && s->holey)
+		return 1; /* maybe a corrupt row: L3's lookup says */
 	if (!found) {
 		e->snap_negatives++;
 		return -ENOENT;
