@@ -62,6 +62,16 @@ struct cache_ops {
 	int (*fetch)(struct cache *c, uint64_t ino, struct store_row *row,
 		     void **data, size_t *len);
 
+	/* fetch() of the files @inos[0..n) (at most STORE_READ_MANY_MAX) in
+	 * one round trip: for each i, fills @rows[i] and @out[i] as fetch()
+	 * would, or sets out[i].ino to 0 when nothing usable is cached for
+	 * @inos[i] (absent or corrupt: counted as fetch() does). Returns how
+	 * many were found; the caller releases those rows and frees their
+	 * data. On error nothing is left allocated. -EINVAL above the bound.
+	 */
+	int (*fetch_many)(struct cache *c, const uint64_t *inos, size_t n,
+			  struct store_row *rows, struct store_blob *out);
+
 	/* Writes the final states of the @n changes @changes[0..n)
 	 * (borrowed), best effort and not as a transaction: a change that
 	 * fails does not undo the others, and the first error is returned.

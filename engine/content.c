@@ -87,6 +87,41 @@ static struct item *hold_open(struct node *n, struct item *it)
 }
 
 /*
+ * Content L3 read for clean file @n did not match its metadata (version
+ * @version): @n may only be behind L3, another writer's change committed
+ * and not yet brought by the change feed (a node made from a directory
+ * snapshot or a lookup just before it). Reads @n's row: when it is newer
+ * and still in @n's place, @n takes it (as the feed would) and 1 is
+ * returned (read again); else 0 (the content is corrupt). Drops the lock.
+ */
+static int catch_up(struct eng *e, struct node *n, uint64_t version)
+{
+	struct store_row row;
+	struct tier_call c;
+	int r;
+
+	r = tier_enter(e, &c, OP_L3_GET, n, true);
+	if (r == 0)
+		r = e->l3->ops->get(e->l3, n->ino, &row);
+	r = tier_leave(e, &c, r);
+	if (r < 0)
+		return 0;
+	r = 0;
+	if (n->meta.version == version && !n->deleted && !n->dirty &&
+	    !n->content_dirty && !n->wc && row.meta.version > version &&
+	    row.meta.kind == n->meta.kind && row.parent == n->parent &&
+	    strcmp(row.name, n->name) == 0 && !row_too_big(e, &row)) {
+		item_meta_release(&n->meta);
+		n->meta = row.meta; /* stolen */
+		memset(&row.meta, 0, sizeof(row.meta));
+		n->stamp = ++e->stamp;
+		r = 1;
+	}
+	store_row_release(&row);
+	return r;
+}
+
+/*
  * Returns a new reference to the current content of file @n (held by the
  * caller; held by @n too while it is open). Looks in the node, L1, L2,
  * then L3, filling the tiers above on the way back. May drop and retake
@@ -101,6 +136,7 @@ int node_content(struct eng *e, struct node *n, struct item **out)
 	struct item *it;
 	uint64_t version;
 	void *data;
+	bool prefetched = false, caught_up = false;
 	size_t len;
 	int r;
 
@@ -119,6 +155,12 @@ int node_content(struct eng *e, struct node *n, struct item **out)
 			return -ESTALE; /* another writer removed it */
 		if (n->content_dirty)
 			return -EIO; /* content should be in memory: a bug */
+		if (!prefetched && !n->dirty) {
+			/* with the siblings the directory's snapshot lists */
+			prefetched = true;
+			if (snap_prefetch(e, n))
+				continue;
+		}
 		if (l2_usable(e)) {
 			it = l2_content(e, n);
 			if (it) {
@@ -155,13 +197,20 @@ int node_content(struct eng *e, struct node *n, struct item **out)
 		}
 		if (len != n->meta.size ||
 		    memcmp(hash, n->meta.hash, ITEM_HASH_LEN) != 0) {
+			free(data);
+			if (!caught_up) {
+				caught_up = true;
+				if (catch_up(e, n, version) ||
+				    n->meta.version != version || n->deleted)
+					continue; /* it was behind: again */
+			}
+			/* the same version: the content is corrupt */
 			e->corrupt_rows++;
 			eng_logf(&e->cfg.log, LOG_ERR,
 				 "%s holds content for inode %llu that is not "
 				 "what its entry says (%zu bytes, %s hash)",
 				 e->l3->ops->name, (unsigned long long)n->ino,
 				 len, len == n->meta.size ? "another" : "a");
-			free(data);
 			return -EIO;
 		}
 		node_item_id(e, n, id);

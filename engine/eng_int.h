@@ -16,6 +16,8 @@
  *   namespace.c lookup, setattr, mkdir, rmdir, unlink, rename
  *   files.c     open files and their working copies
  *   listing.c   readdir: the L3 index merged with pending changes
+ *   dirsnap.c   cold walks: directory snapshots answer lookups, and
+ *               siblings' content is read together
  *   xattrs.c    extended attributes
  *   items.c     items by ID (put, get, delete)
  *   flusher.c   persistence: the flusher, group commit, replay
@@ -134,6 +136,7 @@ enum tier_op {
 	OP_L3_LOOKUP,
 	OP_L3_LIST,
 	OP_L3_READ,
+	OP_L3_READ_MANY,
 	OP_L3_ALLOC_INO,
 	OP_L3_APPLY,
 	OP_L3_STATS,
@@ -143,6 +146,7 @@ enum tier_op {
 	OP_L3_ID_LEN,
 	OP_L2_GET,
 	OP_L2_FETCH,
+	OP_L2_FETCH_MANY,
 	OP_L2_APPLY,
 	OP_L2_PUT_TREE,
 	OP_COUNT
@@ -305,6 +309,16 @@ struct eng {
 	 * node with a change of its own): unnamed until a later page lets
 	 * them be placed (feed.c) */
 	struct u64map feed_lost;
+
+	/* Directory snapshots (dirsnap.c): dir ino -> struct dirsnap, the
+	 * entries they hold (ino -> dir ino), most recently used first. */
+	struct u64map snaps, snap_inos;
+	struct dirsnap *snap_head, *snap_tail;
+	size_t snap_bytes;
+	uint64_t snap_epoch;  /* bumped by every forgetting */
+	uint64_t snap_serial; /* snapshots made */
+	uint64_t snap_loads, snap_hits, snap_negatives;
+	uint64_t prefetch_batches, prefetched;
 };
 
 /* --- time --- */
@@ -488,6 +502,25 @@ void feed_stop(struct eng *e);
  * would, but tells the kernel nothing (the caller answers a request, and
  * the kernel looks the name up again after ESTALE). Lock held. */
 void feed_gone(struct eng *e, struct node *n);
+
+/* --- dirsnap.c --- */
+
+struct dirsnap;
+/* Answers a lookup of @name in @dir that missed the node table from
+ * @dir's snapshot, loading one when it does not cover @name (*loads
+ * counts the loads of this lookup, at most two): 0 and the node held in
+ * *out, -ENOENT, another negative errno, 2 (loaded: look again from the
+ * node table, as the lock was dropped) or 1 (not answered: look up L3). */
+int snap_resolve(struct eng *e, struct node *dir, const char *name,
+		 int *loads, struct node **out);
+/* Forgets the snapshots entry @ino (now in directory @parent; 0 when
+ * deleted) may be in: it changed. */
+void snap_forget(struct eng *e, uint64_t ino, uint64_t parent);
+void snap_forget_all(struct eng *e);
+/* Reads the content of clean file @n together with that of siblings its
+ * directory's snapshot lists, into L1. Returns 1 when it read (look in L1
+ * again), 0 when it did not. Drops the lock. */
+int snap_prefetch(struct eng *e, struct node *n);
 
 /* --- changes.c --- */
 

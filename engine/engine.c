@@ -152,6 +152,8 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	u64map_init(&e->names);
 	u64map_init(&e->too_big);
 	u64map_init(&e->feed_names);
+	u64map_init(&e->snaps);
+	u64map_init(&e->snap_inos);
 	batch_init(&e->batch, cfg->batch_flush_count, cfg->batch_flush_bytes,
 		   (uint64_t)cfg->batch_flush_ms * 1000000);
 
@@ -263,6 +265,9 @@ int eng_close(struct eng *e)
 		handle_unlink(h);
 		free(h); /* the link is the first member of both kinds */
 	}
+	snap_forget_all(e);
+	u64map_release(&e->snaps);
+	u64map_release(&e->snap_inos);
 	while (u64map_next(&e->nodes, &pos, &key, &val))
 		node_destroy(val);
 	u64map_release(&e->nodes);

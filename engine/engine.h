@@ -340,6 +340,9 @@ struct eng_counters {
 	bool filter_trusted;	   /* the negative-lookup filter is complete */
 	uint64_t filter_names;	   /* names in the filter */
 	uint64_t quarantined;	   /* changes L3 refused for good, set aside */
+	uint64_t dir_loads;	   /* directory pages read for lookups */
+	uint64_t dir_hits;	   /* lookups those snapshots answered */
+	uint64_t prefetched;	   /* files read ahead into L1 */
 };
 void eng_get_counters(struct eng *e, struct eng_counters *out);
 

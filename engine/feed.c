@@ -700,6 +700,7 @@ static void *feed_main(void *arg)
 			r = tier_leave(e, &c, r);
 			if (r == 0) {
 				feed_reset(e, &inv);
+				snap_forget_all(e);
 				e->feed_seq = head;
 				e->gen++;
 				refresh_nodes(e, &inv);
@@ -713,6 +714,14 @@ static void *feed_main(void *arg)
 			for (size_t i = 0; i < n; i++) {
 				bool again = false;
 
+				/* what a snapshot read of it showed changed
+				 * (this engine's own batches forgot theirs at
+				 * commit, races included: same directories) */
+				if (recs[i].origin != e->l3->origin)
+					snap_forget(e, recs[i].ino,
+						    recs[i].gone
+							    ? 0
+							    : recs[i].row.parent);
 				changed |= apply_record(e, &recs[i], stamp,
 							&again, &inv);
 				if (again) /* rows are no longer needed */

@@ -174,5 +174,8 @@ void eng_get_counters(struct eng *e, struct eng_counters *out)
 	out->filter_trusted = e->filter_trusted;
 	out->filter_names = e->filter ? cuckoo_count(e->filter) : 0;
 	out->quarantined = e->quarantined;
+	out->dir_loads = e->snap_loads;
+	out->dir_hits = e->snap_hits + e->snap_negatives;
+	out->prefetched = e->prefetched;
 	pthread_mutex_unlock(&e->lock);
 }

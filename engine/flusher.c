@@ -11,6 +11,10 @@ static void commit_done(struct eng *e, struct change **recs, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		struct node *nd = node_get(e, recs[i]->ino);
 
+		/* L3 changed under the snapshots of its directories */
+		snap_forget(e, recs[i]->ino,
+			    recs[i]->deleted ? 0 : recs[i]->parent);
+
 		if (!nd || !nd->dirty || nd->dirty_seq != recs[i]->seq)
 			continue; /* a newer change is queued */
 		nd->dirty = false;

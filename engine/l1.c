@@ -131,6 +131,18 @@ struct item *l1_get(struct l1 *c, uint64_t key)
 	return it;
 }
 
+bool l1_holds(struct l1 *c, uint64_t key, uint64_t version)
+{
+	struct l1_entry *e;
+	bool r;
+
+	pthread_mutex_lock(&c->lock);
+	e = u64map_get(&c->map, key);
+	r = e && item_meta(e->item)->version == version;
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
 int l1_put(struct l1 *c, uint64_t key, struct item *it, bool pinned)
 {
 	struct l1_entry *e, *old;

@@ -37,6 +37,10 @@ void l1_free(struct l1 *c);
 /* Returns a new reference to the item under @key, or NULL (a miss). */
 struct item *l1_get(struct l1 *c, uint64_t key);
 
+/* true when @key holds an item of @version; counts nothing and leaves the
+ * order of eviction as it is (a look, not a use). */
+bool l1_holds(struct l1 *c, uint64_t key, uint64_t version);
+
 /*
  * Caches @it under @key (taking its own reference), replacing any item
  * there. A pinned item stays until unpinned. An unpinned item larger than

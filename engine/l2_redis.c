@@ -125,6 +125,44 @@ static int l2r_get(struct cache *c, uint64_t ino, struct store_row *out)
 	return err;
 }
 
+/* Decodes @reply, HMGET's answer of entry @ino's "m" and "d", into *row
+ * and a new copy of the content. -ENOENT, -EUCLEAN, -ENOMEM. */
+static int l2r_fetch_reply(const struct l2r *r, uint64_t ino,
+			   const redisReply *reply, struct store_row *row,
+			   void **data, size_t *len)
+{
+	const redisReply *m, *d;
+	struct store_row tmp;
+	int err;
+
+	if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+		return store_corrupt(&r->sb, ino,
+				     "HMGET answered a wrong count");
+	}
+	m = reply->element[0];
+	d = reply->element[1];
+	if (m->type == REDIS_REPLY_NIL || d->type == REDIS_REPLY_NIL)
+		return -ENOENT;
+	if (m->type != REDIS_REPLY_STRING || d->type != REDIS_REPLY_STRING)
+		return store_corrupt(&r->sb, ino,
+				     "HMGET answered a wrong type");
+	err = l2r_blob_decode(r, ino, m->str, m->len, &tmp);
+	if (err)
+		return err;
+	if (tmp.meta.size != d->len) {
+		store_row_release(&tmp);
+		return store_corrupt(&r->sb, ino,
+				     "content length is not the size");
+	}
+	err = store_data_dup(d->str, d->len, data, len);
+	if (err) {
+		store_row_release(&tmp);
+		return err;
+	}
+	*row = tmp;
+	return 0;
+}
+
 static int l2r_fetch(struct cache *c, uint64_t ino, struct store_row *row,
 		     void **data, size_t *len)
 {
@@ -132,8 +170,6 @@ static int l2r_fetch(struct cache *c, uint64_t ino, struct store_row *row,
 	char key[L2R_PREFIX_MAX + 32];
 	const char *argv[4] = {"HMGET", key, "m", "d"};
 	size_t lens[4] = {5, 0, 1, 1};
-	const redisReply *m, *d;
-	struct store_row tmp;
 	redisReply *reply;
 	int err;
 
@@ -142,39 +178,89 @@ static int l2r_fetch(struct cache *c, uint64_t ino, struct store_row *row,
 			  "fetch an entry");
 	if (err)
 		return err;
-	if (reply->elements != 2) {
-		err = store_corrupt(&r->sb, ino,
-				    "HMGET answered a wrong count");
-		goto out_free;
-	}
-	m = reply->element[0];
-	d = reply->element[1];
-	if (m->type == REDIS_REPLY_NIL || d->type == REDIS_REPLY_NIL) {
-		err = -ENOENT;
-		goto out_free;
-	}
-	if (m->type != REDIS_REPLY_STRING || d->type != REDIS_REPLY_STRING) {
-		err = store_corrupt(&r->sb, ino, "HMGET answered a wrong type");
-		goto out_free;
-	}
-	err = l2r_blob_decode(r, ino, m->str, m->len, &tmp);
-	if (err)
-		goto out_free;
-	if (tmp.meta.size != d->len) {
-		store_row_release(&tmp);
-		err = store_corrupt(&r->sb, ino,
-				    "content length is not the size");
-		goto out_free;
-	}
-	err = store_data_dup(d->str, d->len, data, len);
-	if (err) {
-		store_row_release(&tmp);
-		goto out_free;
-	}
-	*row = tmp;
-out_free:
+	err = l2r_fetch_reply(r, ino, reply, row, data, len);
 	freeReplyObject(reply);
 	return err;
+}
+
+/* What fetch_many() asks of its pipeline. */
+struct l2r_fetches {
+	const uint64_t *inos;
+	struct store_row *rows;
+	struct store_blob *out;
+	size_t n;
+};
+
+/* Forgets what a pipeline filled of @f (run again on a new context). */
+static void l2r_fetches_clear(struct l2r_fetches *f, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (f->out[i].ino) {
+			store_row_release(&f->rows[i]);
+			free(f->out[i].data);
+		}
+		memset(&f->out[i], 0, sizeof(f->out[i]));
+	}
+}
+
+/* One HMGET per ino, queued together, then their replies in order. */
+static int l2r_fetch_pipeline(const struct l2r *r, struct l2r_conn *c,
+			      const void *items, size_t n)
+{
+	/* the outputs travel in the (const) items of l2r_pipelined() */
+	struct l2r_fetches *f = (struct l2r_fetches *)items;
+	size_t nfetch = f->n, found = 0;
+
+	(void)n;
+	l2r_fetches_clear(f, nfetch);
+	for (size_t i = 0; i < nfetch; i++) {
+		char key[L2R_PREFIX_MAX + 32];
+		const char *argv[4] = {"HMGET", key, "m", "d"};
+		size_t lens[4] = {5, 0, 1, 1};
+
+		lens[1] = l2r_key(r, f->inos[i], key);
+		if (redisAppendCommandArgv(c->ctx, 4, argv, lens) != REDIS_OK) {
+			c->broken = true; /* a half-queued pipeline */
+			return l2r_errno(r, c, NULL, "queue a fetch");
+		}
+	}
+	for (size_t i = 0; i < nfetch; i++) {
+		void *v = NULL;
+		int err;
+
+		if (redisGetReply(c->ctx, &v) != REDIS_OK) {
+			l2r_fetches_clear(f, nfetch);
+			return l2r_errno(r, c, NULL, "fetch entries");
+		}
+		err = l2r_fetch_reply(r, f->inos[i], v, &f->rows[i],
+				      &f->out[i].data, &f->out[i].len);
+		freeReplyObject(v);
+		if (err == -ENOMEM) {
+			l2r_fetches_clear(f, nfetch);
+			c->broken = true; /* replies left unread */
+			return err;
+		}
+		if (err == 0) {
+			f->out[i].ino = f->inos[i];
+			found++;
+		} else {
+			f->out[i].len = 0;
+		}
+	}
+	return (int)found;
+}
+
+static int l2r_fetch_many(struct cache *c, const uint64_t *inos, size_t n,
+			  struct store_row *rows, struct store_blob *out)
+{
+	struct l2r_fetches f = {inos, rows, out, n};
+
+	if (n > STORE_READ_MANY_MAX)
+		return -EINVAL;
+	if (n == 0)
+		return 0;
+	memset(out, 0, n * sizeof(*out));
+	return l2r_pipelined(l2r_of(c), l2r_fetch_pipeline, &f, 1);
 }
 
 /* What a change may not hold here, beyond the store.h contract (see
@@ -500,6 +586,7 @@ static const struct cache_ops l2r_ops = {
 	.free = l2r_free,
 	.get = l2r_get,
 	.fetch = l2r_fetch,
+	.fetch_many = l2r_fetch_many,
 	.apply = l2r_apply,
 	.put_tree = l2r_put_tree,
 	.get_tree = l2r_get_tree,

@@ -333,6 +333,65 @@ static int lpg_fetch(struct store *s, uint64_t ino, struct store_row *row,
 	return lpg_content(lpg_of(s), ino, row, data, len);
 }
 
+static int lpg_read_many(struct store *s, const uint64_t *inos, size_t n,
+			 struct store_blob *out)
+{
+	struct lpg *q = lpg_of(s);
+	struct lpg_arr a = {0};
+	const char *values[1] = {NULL};
+	int lengths[1] = {0};
+	PGresult *res;
+	const char *p;
+	int err, rows, k = 0;
+
+	if (n > STORE_READ_MANY_MAX)
+		return -EINVAL;
+	if (n == 0)
+		return 0;
+	lpg_arr_start(&a, LPG_INT8OID);
+	for (size_t i = 0; i < n; i++)
+		lpg_arr_i64(&a, inos[i] > INT64_MAX ? 0 : (int64_t)inos[i]);
+	err = lpg_arr_finish(&a, &values[0], &lengths[0]);
+	if (!err)
+		err = lpg_query(q, S_READ_MANY, values, lengths, &res,
+				"read contents");
+	lpg_arr_release(&a);
+	if (err)
+		return err;
+	rows = PQntuples(res);
+	if ((size_t)rows > n) {
+		err = store_corrupt(&q->sb, 0, "read_many returned stray rows");
+		goto out_clear;
+	}
+	for (k = 0; k < rows; k++) {
+		if (!lpg_field(res, k, 0, 8, &p) || lpg_get64(p) <= 0) {
+			err = store_corrupt(&q->sb, 0, "bad ino");
+			goto out_release;
+		}
+		out[k].ino = (uint64_t)lpg_get64(p);
+		out[k].data = NULL;
+		out[k].len = 0;
+		/* no content row (a directory, or a file never given
+		 * content): 0 bytes */
+		if (PQgetisnull(res, k, 1))
+			continue;
+		err = store_data_dup(PQgetvalue(res, k, 1),
+				     (size_t)PQgetlength(res, k, 1),
+				     &out[k].data, &out[k].len);
+		if (err)
+			goto out_release;
+	}
+	err = rows;
+	goto out_clear;
+
+out_release:
+	while (k)
+		free(out[--k].data);
+out_clear:
+	PQclear(res);
+	return err;
+}
+
 static int lpg_has_children(struct store *s, uint64_t parent)
 {
 	struct lpg *q = lpg_of(s);
@@ -519,6 +578,7 @@ static const struct store_ops lpg_ops = {
 	.lookup = lpg_lookup,
 	.list = lpg_list,
 	.read = lpg_read,
+	.read_many = lpg_read_many,
 	.has_children = lpg_has_children,
 	.count_subdirs = lpg_count_subdirs,
 	.longest_id_below = lpg_longest_id_below,

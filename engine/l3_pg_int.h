@@ -85,6 +85,7 @@ enum lpg_stmt {
 	S_LIST,
 	S_READ,
 	S_FETCH,
+	S_READ_MANY,
 	S_HAS_CHILDREN,
 	S_SUBDIRS,
 	S_LONGEST,

@@ -77,6 +77,14 @@ const struct lpg_stmt_def lpg_stmts[S_N] = {
 		 " LEFT JOIN contents AS c ON c.ino = e.ino WHERE e.ino = $1",
 		 1,
 		 {LPG_INT8OID}},
+	/* $1: the inos */
+	[S_READ_MANY] =
+		{"lpg_read_many",
+		 "SELECT e.ino, c.data FROM entries AS e"
+		 " LEFT JOIN contents AS c ON c.ino = e.ino"
+		 " WHERE e.ino = ANY($1)",
+		 1,
+		 {LPG_INT8ARRAYOID}},
 	[S_HAS_CHILDREN] = {"lpg_has_children",
 			    "SELECT 1 FROM entries WHERE parent = $1 LIMIT 1",
 			    1,

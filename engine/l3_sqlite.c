@@ -307,6 +307,67 @@ out_put:
 	return err;
 }
 
+static char *lsq_json_inos(const uint64_t *inos, size_t n);
+
+static int lsq_read_many(struct store *s, const uint64_t *inos, size_t n,
+			 struct store_blob *out)
+{
+	struct lsq *q = lsq_of(s);
+	struct lsq_conn *c;
+	sqlite3_stmt *st;
+	size_t k = 0;
+	char *json;
+	int rc, err;
+
+	if (n > STORE_READ_MANY_MAX)
+		return -EINVAL;
+	if (n == 0)
+		return 0;
+	json = lsq_json_inos(inos, n);
+	if (!json)
+		return -ENOMEM;
+	err = lsq_reader_get(q, &c);
+	if (err) {
+		free(json);
+		return err;
+	}
+	st = c->stmt[R_READ_MANY];
+	rc = sqlite3_bind_text(st, 1, json, -1, SQLITE_STATIC);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		sqlite3_int64 ino = sqlite3_column_int64(st, 0);
+		const void *p;
+		size_t len;
+
+		if (k == n || ino <= 0) { /* more rows than asked: corrupt */
+			err = store_corrupt(&q->sb, (uint64_t)ino,
+					    "read_many returned a stray row");
+			goto out_release;
+		}
+		err = lsq_value(st, 1, &p, &len);
+		if (!err)
+			err = store_data_dup(p, len, &out[k].data, &out[k].len);
+		if (err)
+			goto out_release;
+		out[k++].ino = (uint64_t)ino;
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_DONE) {
+		err = lsq_errno(q, c->db, rc, "read contents");
+		goto out_release;
+	}
+	err = (int)k;
+	goto out_put;
+
+out_release:
+	while (k)
+		free(out[--k].data);
+out_put:
+	lsq_done(st);
+	lsq_reader_put(q, c);
+	free(json);
+	return err;
+}
+
 static int lsq_has_children(struct store *s, uint64_t parent)
 {
 	struct lsq *q = lsq_of(s);
@@ -573,6 +634,7 @@ static const struct store_ops lsq_ops = {
 	.lookup = lsq_lookup,
 	.list = lsq_list,
 	.read = lsq_read,
+	.read_many = lsq_read_many,
 	.has_children = lsq_has_children,
 	.count_subdirs = lsq_count_subdirs,
 	.longest_id_below = lsq_longest_id_below,

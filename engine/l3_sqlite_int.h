@@ -37,6 +37,7 @@ enum lsq_rstmt {
 	R_LOOKUP,
 	R_LIST,
 	R_READ,
+	R_READ_MANY,
 	R_HAS_CHILDREN,
 	R_SUBDIRS,
 	R_LONGEST,

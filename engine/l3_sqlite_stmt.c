@@ -25,6 +25,11 @@ const char *const lsq_reader_sql[R_NSTMT] = {
 	[R_READ] =
 		("SELECT c.data FROM entries AS e"
 		 " LEFT JOIN contents AS c ON c.ino = e.ino WHERE e.ino = ?1"),
+	/* ?1: the inos, as a JSON array */
+	[R_READ_MANY] =
+		("SELECT e.ino, c.data FROM entries AS e"
+		 " LEFT JOIN contents AS c ON c.ino = e.ino"
+		 " WHERE e.ino IN (SELECT value FROM json_each(?1))"),
 	[R_HAS_CHILDREN] = "SELECT 1 FROM entries WHERE parent = ?1 LIMIT 1",
 	/* ?3: the inos left out, as a JSON array */
 	[R_SUBDIRS] = ("SELECT count(*) FROM entries"

@@ -39,8 +39,8 @@ int resolve(struct eng *e, struct node *dir, const char *name,
 	struct store_row row;
 	struct tier_call c;
 	struct node *n;
+	int r, loads = 0;
 	bool maybe;
-	int r;
 
 	if (!node_is_dir(dir))
 		return -ENOTDIR;
@@ -58,6 +58,13 @@ int resolve(struct eng *e, struct node *dir, const char *name,
 		if (filter_absent(e, dir->ino, name))
 			return -ENOENT;
 		maybe = e->filter_trusted; /* the filter said "maybe" */
+		/* a page of the directory answers this name and its
+		 * siblings' (dirsnap.c) */
+		r = snap_resolve(e, dir, name, &loads, out);
+		if (r == 2)
+			continue; /* loaded with the lock dropped */
+		if (r <= 0)
+			return r;
 		e->l3_lookups++;
 		r = tier_enter(e, &c, OP_L3_LOOKUP, dir, true);
 		if (r == 0)

@@ -234,6 +234,22 @@ int eng_metrics_text(struct eng *e, char **out, size_t *len)
 	metric_u64(f, "filter_false_positives_total", "counter",
 		   "filter said maybe, L3 said absent",
 		   e->filter_false_positives);
+	metric_u64(f, "dir_loads_total", "counter",
+		   "directory pages read to answer lookups (snapshots)",
+		   e->snap_loads);
+	metric_u64(f, "dir_snapshot_hits_total", "counter",
+		   "lookups a directory snapshot answered found",
+		   e->snap_hits);
+	metric_u64(f, "dir_snapshot_negatives_total", "counter",
+		   "lookups a directory snapshot answered absent",
+		   e->snap_negatives);
+	metric_u64(f, "dir_snapshot_bytes", "gauge",
+		   "memory the directory snapshots hold", e->snap_bytes);
+	metric_u64(f, "prefetch_batches_total", "counter",
+		   "reads of several files' content in one L3 query",
+		   e->prefetch_batches);
+	metric_u64(f, "prefetched_total", "counter",
+		   "files whose content those reads put in L1", e->prefetched);
 	metric(f, "filter_names", "gauge", "names in the filter");
 	fprintf(f, "tierfs_filter_names %zu\n",
 		e->filter ? cuckoo_count(e->filter) : 0);

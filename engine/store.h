@@ -127,6 +127,15 @@ struct store_row {
 	uint8_t merkle[ITEM_HASH_LEN];
 };
 
+/* The content of one file, as read_many() returns it. */
+struct store_blob {
+	uint64_t ino;
+	void *data; /* owned, malloc()ed (free()); NULL when len is 0 */
+	size_t len;
+};
+/* The most inos one read_many() call takes. */
+#define STORE_READ_MANY_MAX 256
+
 /* The name of an entry and where it sits: what scan() returns. */
 struct store_key {
 	uint64_t ino;
@@ -195,6 +204,16 @@ struct store_ops {
 	/* Reads the content of file @ino into a new malloc()ed buffer (*data,
 	 * caller frees; may be NULL when *len is 0). -ENOENT. */
 	int (*read)(struct store *s, uint64_t ino, void **data, size_t *len);
+
+	/* Reads the content of the entries @inos[0..n) (at most
+	 * STORE_READ_MANY_MAX, distinct) in one query, as read() does each:
+	 * fills @out (room for @n) with those that exist, in no particular
+	 * order, and returns how many (an ino without an entry is left out;
+	 * an entry without content has len 0). The caller frees each
+	 * out[i].data. On error nothing is left allocated. -EINVAL when @n
+	 * is above STORE_READ_MANY_MAX. */
+	int (*read_many)(struct store *s, const uint64_t *inos, size_t n,
+			 struct store_blob *out);
 
 	/* Returns 1 when directory @parent has at least one child, else 0. */
 	int (*has_children)(struct store *s, uint64_t parent);

@@ -24,6 +24,7 @@ static const struct {
 	[OP_L3_LOOKUP] = {"l3", "lookup"},
 	[OP_L3_LIST] = {"l3", "list"},
 	[OP_L3_READ] = {"l3", "read"},
+	[OP_L3_READ_MANY] = {"l3", "read_many"},
 	[OP_L3_ALLOC_INO] = {"l3", "alloc_ino"},
 	[OP_L3_APPLY] = {"l3", "apply"},
 	[OP_L3_STATS] = {"l3", "stats"},
@@ -33,6 +34,7 @@ static const struct {
 	[OP_L3_ID_LEN] = {"l3", "longest_id_below"},
 	[OP_L2_GET] = {"l2", "get"},
 	[OP_L2_FETCH] = {"l2", "fetch"},
+	[OP_L2_FETCH_MANY] = {"l2", "fetch_many"},
 	[OP_L2_APPLY] = {"l2", "apply"},
 	[OP_L2_PUT_TREE] = {"l2", "put_tree"},
 };

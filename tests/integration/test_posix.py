@@ -295,11 +295,14 @@ def test_atime_in_redis(tierfs):
     tierfs verify compares it; a blob of the previous format 1 is a miss,
     filled again from L3."""
     m = tierfs
-    for name in ("x.bin", "y.bin"):
+    # y.bin in a directory of its own: a read of x.bin would read its
+    # siblings ahead (engine/dirsnap.c) and so fill y's blob too
+    os.mkdir(m.path("sub"))
+    for name in ("x.bin", "sub/y.bin"):
         with open(m.path(name), "wb") as fh:
-            fh.write(name.encode())
+            fh.write(os.path.basename(name).encode())
         os.utime(m.path(name), ns=(A_PAST, M_2200))
-    ino = {n: os.stat(m.path(n)).st_ino for n in ("x.bin", "y.bin")}
+    ino = {n: os.stat(m.path(n)).st_ino for n in ("x.bin", "sub/y.bin")}
     # reading the root's Merkle hash commits every pending change
     assert len(m.getfattr(m.mnt, "user.tierfs.merkle")) == 64
     for n in ino:
@@ -322,7 +325,7 @@ def test_atime_in_redis(tierfs):
     assert wait_for(lambda: redis_blob(m, ino["x.bin"])[:1] == b"\x02", 10)
     cp = verify(m, "--repair")
     assert cp.returncode == 1 and "1 findings, 1 repaired" in cp.stdout, cp.stdout + cp.stderr
-    assert struct.unpack_from("<q", redis_blob(m, ino["y.bin"]), 67) == (A_PAST,)
+    assert struct.unpack_from("<q", redis_blob(m, ino["sub/y.bin"]), 67) == (A_PAST,)
     assert verify(m).returncode == 0
 
 

@@ -136,6 +136,81 @@ static inline void check_content(struct store *s, uint64_t ino,
 	free(data);
 }
 
+/* read_many(): the contents of many files in one call, byte for byte (NULs,
+ * empty, no content row), missing inos left out, the bound refused. */
+static inline void case_read_many(struct store *s)
+{
+	static const char nuls[] = {'a', 0, 'b', 0, 0, 'c', 0};
+	struct store_blob out[STORE_READ_MANY_MAX];
+	uint64_t inos[STORE_READ_MANY_MAX + 1];
+	uint64_t dir = put_dir(s, new_ino(s), STORE_ROOT_INO, "many");
+	uint64_t f_nul, f_empty, f_nodata, missing;
+	struct item_meta m = meta_of(ITEM_BINARY, 0);
+	char name[32], want[32];
+	size_t nfiles = 200, seen = 0;
+	int got;
+
+	/* 200 files f000..f199 holding "content <i>" */
+	for (size_t i = 0; i < nfiles; i++) {
+		snprintf(name, sizeof(name), "f%03zu", i);
+		snprintf(want, sizeof(want), "content %zu", i);
+		inos[i] = put_file(s, new_ino(s), dir, name, ITEM_BINARY, want,
+				   strlen(want));
+	}
+	got = s->ops->read_many(s, inos, nfiles, out);
+	CHECK_EQ(got, (int)nfiles);
+	for (int k = 0; k < got; k++) {
+		size_t i;
+
+		for (i = 0; i < nfiles && inos[i] != out[k].ino; i++)
+			;
+		CHECK(i < nfiles);
+		snprintf(want, sizeof(want), "content %zu", i);
+		CHECK_EQ(out[k].len, strlen(want));
+		CHECK(memcmp(out[k].data, want, out[k].len) == 0);
+		free(out[k].data);
+	}
+
+	/* NULs, empty content, no content row, a missing ino, a directory */
+	f_nul = put_file(s, new_ino(s), dir, "nuls", ITEM_BINARY, nuls,
+			 sizeof(nuls));
+	f_empty = put_file(s, new_ino(s), dir, "empty.json", ITEM_JSON, NULL,
+			   0);
+	f_nodata = new_ino(s);
+	CHECK_EQ(apply_one(s, change_of(f_nodata, dir, "nodata", &m)), 0);
+	missing = new_ino(s); /* reserved, never created */
+	inos[0] = f_nul;
+	inos[1] = missing;
+	inos[2] = f_empty;
+	inos[3] = f_nodata;
+	inos[4] = dir;
+	got = s->ops->read_many(s, inos, 5, out);
+	CHECK_EQ(got, 4);
+	for (int k = 0; k < got; k++) {
+		CHECK(out[k].ino != missing);
+		if (out[k].ino == f_nul) {
+			CHECK_EQ(out[k].len, sizeof(nuls));
+			CHECK(memcmp(out[k].data, nuls, sizeof(nuls)) == 0);
+			seen++;
+		} else {
+			CHECK_EQ(out[k].len, 0);
+			CHECK(out[k].data == NULL);
+		}
+		free(out[k].data);
+	}
+	CHECK_EQ(seen, 1);
+
+	/* nothing asked, nothing read; beyond the bound: refused */
+	CHECK_EQ(s->ops->read_many(s, inos, 0, out), 0);
+	for (size_t i = 0; i <= STORE_READ_MANY_MAX; i++)
+		inos[i] = f_nul;
+	CHECK_EQ(s->ops->read_many(s, inos, STORE_READ_MANY_MAX + 1, out),
+		 -EINVAL);
+	/* a deleted file is gone from it too */
+	CHECK_EQ(apply_one(s, delete_of(f_nul)), 0);
+	CHECK_EQ(s->ops->read_many(s, &f_nul, 1, out), 0);
+}
+
 /* Whether @a and @b are the same metadata: a NULL and an empty state are
  * the same, and so are NULL and empty xattrs. */
 static inline bool meta_equal(const struct item_meta *a,

@@ -20,7 +20,8 @@
  * store acted). has_children(), count_subdirs() and longest_id_below()
  * are passed through uncounted (the fault plan does not reach them);
  * fetch() is not offered; the feed's ops are passed through uncounted and
- * unfailed.
+ * unfailed; read_many() is passed through unfailed and counted apart
+ * (read_many).
  *
  * refuse_apply, when set, may refuse a batch the plan let through, as a
  * database constraint would (after the fault plan, before the store).
@@ -78,6 +79,7 @@ struct wrap_state {
 	atomic_ullong calls[W_COUNT];
 	atomic_ullong injected;	   /* calls failed by the plan */
 	atomic_ullong scans_ended; /* scan() calls that returned <= 0 */
+	atomic_ullong read_many;   /* read_many() calls (never failed) */
 	atomic_int scan_last;	   /* what the last of those returned */
 };
 
@@ -176,6 +178,15 @@ static int store_wrap_read(struct store *s, uint64_t ino, void **data,
 		*data = NULL;
 	}
 	return f ? f : r;
+}
+
+static int store_wrap_read_many(struct store *s, const uint64_t *inos,
+				size_t n, struct store_blob *out)
+{
+	struct store_wrap *w = store_wrap_of(s);
+
+	atomic_fetch_add(&w->st->read_many, 1);
+	return w->inner->ops->read_many(w->inner, inos, n, out);
 }
 
 static int store_wrap_has_children(struct store *s, uint64_t parent)
@@ -308,6 +319,7 @@ static const struct store_ops store_wrap_ops = {
 	.lookup = store_wrap_lookup,
 	.list = store_wrap_list,
 	.read = store_wrap_read,
+	.read_many = store_wrap_read_many,
 	.has_children = store_wrap_has_children,
 	.count_subdirs = store_wrap_count_subdirs,
 	.longest_id_below = store_wrap_longest_id_below,

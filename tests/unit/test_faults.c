@@ -1700,7 +1700,10 @@ int main(void)
 		printf(" %s %llu", wrap_op_names[op],
 		       (unsigned long long)counts[op]);
 		CHECK_EQ(again[op], counts[op]);
-		CHECK(counts[op] > 0); /* the workload makes every kind */
+		/* the workload makes every kind; but a lookup that misses
+		 * the node table reads a page of its directory instead
+		 * (dirsnap.c): L3's lookup is only the fallback */
+		CHECK(counts[op] > 0 || op == W_LOOKUP);
 	}
 	printf("; eager, apply %llu\n",
 	       (unsigned long long)eager_counts[W_APPLY]);

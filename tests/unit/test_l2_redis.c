@@ -385,6 +385,55 @@ static void test_round_trip(void)
 	cache_free(s);
 }
 
+/* fetch_many(): many entries in one pipeline, each as fetch() reads it;
+ * absent ones marked, not failed. */
+static void test_fetch_many(void)
+{
+	enum { N = 150 };
+	uint64_t inos[STORE_READ_MANY_MAX + 1];
+	struct store_row rows[STORE_READ_MANY_MAX + 1];
+	struct store_blob out[STORE_READ_MANY_MAX + 1];
+	struct item_meta m[N];
+	struct change *ch[N];
+	char name[32], data[N][32];
+	struct cache *s = open_ok();
+	int found = 0;
+
+	for (int i = 0; i < N; i++) {
+		inos[i] = new_ino();
+		snprintf(name, sizeof(name), "f%03d", i);
+		snprintf(data[i], sizeof(data[i]), "content %d", i);
+		m[i] = meta_of(ITEM_BINARY, data[i], strlen(data[i]));
+		ch[i] = data_change_of(inos[i], 1, name, &m[i], data[i],
+				       strlen(data[i]));
+	}
+	CHECK_EQ(apply_all(s, ch, N), 0);
+	inos[N] = new_ino(); /* never written */
+	CHECK_EQ(s->ops->fetch_many(s, inos, N + 1, rows, out), N);
+	for (int i = 0; i <= N; i++) {
+		if (i == N) {
+			CHECK(out[i].ino == 0);
+			continue;
+		}
+		CHECK(out[i].ino == inos[i]);
+		CHECK(rows[i].ino == inos[i]);
+		snprintf(name, sizeof(name), "f%03d", i);
+		CHECK_STREQ(rows[i].name, name);
+		check_meta_eq(&rows[i].meta, &m[i]);
+		CHECK_EQ(out[i].len, strlen(data[i]));
+		CHECK(memcmp(out[i].data, data[i], out[i].len) == 0);
+		found++;
+		free(out[i].data);
+		store_row_release(&rows[i]);
+	}
+	CHECK_EQ(found, N);
+	CHECK_EQ(s->ops->fetch_many(s, inos, 0, rows, out), 0);
+	CHECK_EQ(s->ops->fetch_many(s, inos, STORE_READ_MANY_MAX + 1, rows,
+				    out),
+		 -EINVAL);
+	cache_free(s);
+}
+
 static void test_meta_fields(void)
 {
 	struct cache *s = open_ok();
@@ -1630,6 +1679,7 @@ int main(void)
 	printf("redis %s:%d, prefix '%s'\n", host, port, prefix);
 
 	RUN(test_round_trip);
+	RUN(test_fetch_many);
 	RUN(test_meta_fields);
 	RUN(test_delete);
 	RUN(test_meta_only);

@@ -290,6 +290,14 @@ static void test_alloc_exhausted(void)
 	store_free(s);
 }
 
+static void test_read_many(void)
+{
+	struct store *s = open_fresh();
+
+	case_read_many(s);
+	store_free(s);
+}
+
 static void test_listing(void)
 {
 	struct store *s = open_fresh();
@@ -2821,6 +2829,7 @@ int main(void)
 	test_open_creates_root();
 	test_alloc_exhausted();
 	test_listing();
+	test_read_many();
 	test_names_refused();
 	test_content();
 	test_rename_and_swap();

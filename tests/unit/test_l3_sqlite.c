@@ -172,6 +172,14 @@ static void test_open_creates_root(void)
 	store_free(NULL);
 }
 
+static void test_read_many(void)
+{
+	struct store *s = open_ok("readmany.db");
+
+	case_read_many(s);
+	store_free(s);
+}
+
 static void test_listing(void)
 {
 	struct store *s = open_ok("list.db");
@@ -2216,6 +2224,7 @@ int main(void)
 
 	test_open_creates_root();
 	test_listing();
+	test_read_many();
 	test_names_refused();
 	test_content();
 	test_rename_and_swap();
