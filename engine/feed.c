@@ -524,6 +524,7 @@ void feed_gone(struct eng *e, struct node *n)
 	eng_logf(&e->cfg.log, LOG_INFO,
 		 "inode %llu ('%s') is gone from %s: another writer removed it",
 		 (unsigned long long)n->ino, n->name, e->l3->ops->name);
+	snap_forget(e, n->ino, 0);
 	apply_to_node(e, n, &f, &inv);
 	free(inv.v); /* not sent: see feed_gone()'s caller */
 }
