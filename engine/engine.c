@@ -261,6 +261,8 @@ int eng_close(struct eng *e)
 		struct handle_link *h = e->handles.next;
 
 		handle_unlink(h);
+		if (h->release)
+			h->release(h);
 		free(h); /* the link is the first member of both kinds */
 	}
 	while (u64map_next(&e->nodes, &pos, &key, &val))

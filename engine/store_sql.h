@@ -40,6 +40,19 @@
 	" e.mtime_ns, e.atime_ns, e.ctime_ns, e.mode, e.uid, e.gid,"           \
 	" e.explicit_dir, e.state, e.xattrs, e.merkle"
 
+/* The columns of a listing of names (store_ops.list_names), in the order
+ * of enum store_sql_name_col. */
+#define STORE_SQL_NAME_COLS "ino, parent, name, kind, mode"
+
+enum store_sql_name_col {
+	STORE_NCOL_INO,
+	STORE_NCOL_PARENT,
+	STORE_NCOL_NAME,
+	STORE_NCOL_KIND,
+	STORE_NCOL_MODE,
+	STORE_NCOL_N,
+};
+
 enum store_sql_col {
 	STORE_COL_INO,
 	STORE_COL_PARENT,

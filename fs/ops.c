@@ -588,9 +588,18 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		goto out_reply;
 	if (off < 2 && !add_dot(&db, "..", ino, 2))
 		goto out_reply;
-	r = eng_readdir(db.t->eng, d,
-			off > DOT_ENTRIES ? (uint64_t)off - DOT_ENTRIES : 0,
-			plus, dirbuf_add, &db);
+	/* a plain readdir shows names, inode numbers and types only */
+	if (plus)
+		r = eng_readdir(db.t->eng, d,
+				off > DOT_ENTRIES ? (uint64_t)off - DOT_ENTRIES
+						  : 0,
+				true, dirbuf_add, &db);
+	else
+		r = eng_readdir_names(db.t->eng, d,
+				      off > DOT_ENTRIES
+					      ? (uint64_t)off - DOT_ENTRIES
+					      : 0,
+				      dirbuf_add, &db);
 out_reply:
 	if (r < 0 && db.len == 0)
 		fuse_reply_err(req, -r);
