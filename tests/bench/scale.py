@@ -225,10 +225,30 @@ def wait_rows(sess, expected, what):
         time.sleep(POLL_INTERVAL)
 
 
+def metrics(mnt):
+    """{name{labels}: value} from the mount's .tierfs/metrics."""
+    out = {}
+    for line in (Path(mnt) / ".tierfs" / "metrics").read_text().splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+FLUSH_KEYS = {
+    "batches": "tierfs_batches_total",
+    "records": "tierfs_batch_records_total",
+    "l3": 'tierfs_tier_seconds_total{tier="l3",op="apply"}',
+    "l2": 'tierfs_tier_seconds_total{tier="l2",op="apply"}',
+    "l2tree": 'tierfs_tier_seconds_total{tier="l2",op="put_tree"}',
+}
+
+
 def persist_round(s, mnt, sess, files, writers):
     """Returns (seconds until every row is in PostgreSQL, seconds until the
-    last writer exited)."""
+    last writer exited, {what the flusher did meanwhile})."""
     base = count_rows(sess)
+    m0 = metrics(mnt)
     per = files // writers
     ctx = multiprocessing.get_context("fork")
     start = ctx.Event()
@@ -245,10 +265,12 @@ def persist_round(s, mnt, sess, files, writers):
     if bad:
         raise BenchError(f"{s}: writers exited with {bad}")
     t_all = wait_rows(sess, base + writers + writers * per, f"{s}: persisting")
+    m1 = metrics(mnt)
+    flush = {k: m1.get(v, 0.0) - m0.get(v, 0.0) for k, v in FLUSH_KEYS.items()}
     for k in range(writers):
         shutil.rmtree(Path(mnt) / f"w{k}")
     wait_rows(sess, base, f"{s}: draining the removals")
-    return t_all - t0, t_close - t0
+    return t_all - t0, t_close - t0, flush
 
 
 # --- main ---------------------------------------------------------------------
@@ -411,11 +433,14 @@ def main():
                 log(f"persist round {r + 1}: raw upsert {len(rows) / raw[-1]:,.0f} rows/s")
                 for s in pers_sys:
                     m, sess = pmounts[s]
-                    t_all, t_close = persist_round(s, m.mnt, sess, args.files, args.writers)
-                    pres[s].append((t_all, t_close))
+                    t_all, t_close, fl = persist_round(s, m.mnt, sess, args.files,
+                                                       args.writers)
+                    pres[s].append((t_all, t_close, fl))
                     log(f"persist round {r + 1}: {s}: {len(rows) / t_all:,.0f} files/s "
                         f"persisted (writers done after {t_close:.2f} s, "
-                        f"all in PostgreSQL after {t_all:.2f} s)")
+                        f"all in PostgreSQL after {t_all:.2f} s; {fl['batches']:.0f} "
+                        f"batches of {fl['records'] / max(fl['batches'], 1):.0f} changes, "
+                        f"L3 apply {fl['l3']:.2f} s, L2 {fl['l2'] + fl['l2tree']:.2f} s)")
             for s in pers_sys:
                 pmounts[s][0].stop()
     finally:
@@ -457,14 +482,20 @@ def main():
         n = args.writers * (args.files // args.writers)
         raw_s = statistics.median(raw)
         print(f"persistence, {args.writers} writers   files/s persisted   vs raw   "
-              f"writers done (s)   all in PostgreSQL (s)")
+              f"writers done (s)   all in PostgreSQL (s)   batches  changes/batch"
+              f"  L3 apply (s)  L2 apply (s)")
         print(f"{'raw upsert (1 psql)':<28} {n / raw_s:>12,.0f} {'1.00x':>8} {'':>16} "
               f"{raw_s:>20.2f}")
         for s in pers_sys:
             t_all = statistics.median(x[0] for x in pres[s])
             t_close = statistics.median(x[1] for x in pres[s])
+            fl = {k: statistics.median(x[2][k] for x in pres[s]) for k in FLUSH_KEYS}
             print(f"{'tierfs-' + s:<28} {n / t_all:>12,.0f} {raw_s / t_all:>7.2f}x "
-                  f"{t_close:>16.2f} {t_all:>20.2f}")
+                  f"{t_close:>16.2f} {t_all:>20.2f} {fl['batches']:>10.0f}"
+                  f" {fl['records'] / max(fl['batches'], 1):>14.0f} {fl['l3']:>13.2f}"
+                  f" {fl['l2'] + fl['l2tree']:>13.2f}")
+        print("  writers done: the last writer's last close; batches ... L2 apply: what the"
+              " flusher did until PostgreSQL held every row (medians)")
     return 0
 
 
