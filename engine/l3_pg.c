@@ -216,7 +216,7 @@ static char *lpg_last_name(PGresult *res, int row, size_t *len)
 static int lpg_name_row_decode(const struct lpg *q, const PGresult *res,
 			       int row, struct store_row *out)
 {
-	const char *ino, *parent, *kind, *mode;
+	const char *ino, *parent, *kind;
 	struct store_cols c = {0};
 
 	if (PQnfields(res) < STORE_NCOL_N)
@@ -228,11 +228,9 @@ static int lpg_name_row_decode(const struct lpg *q, const PGresult *res,
 		return store_corrupt(&q->sb, c.ino, "bad parent");
 	if (!lpg_field(res, row, STORE_NCOL_KIND, 2, &kind))
 		return store_corrupt(&q->sb, c.ino, "bad kind");
-	if (!lpg_field(res, row, STORE_NCOL_MODE, 4, &mode))
-		return store_corrupt(&q->sb, c.ino, "bad mode");
 	c.parent = (uint64_t)lpg_get64(parent);
 	c.kind = lpg_get16(kind);
-	c.mode = (uint32_t)lpg_get32(mode);
+	c.mode = STORE_NAME_MODE(c.kind);
 	lpg_value(res, row, STORE_NCOL_NAME, &c.name, &c.name_len);
 	if (!c.name)
 		return store_corrupt(&q->sb, c.ino, "bad name");

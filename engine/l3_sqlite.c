@@ -229,12 +229,12 @@ static int lsq_name_row_decode(const struct lsq *q, sqlite3_stmt *st,
 		.ino = (uint64_t)sqlite3_column_int64(st, STORE_NCOL_INO),
 		.parent = (uint64_t)sqlite3_column_int64(st, STORE_NCOL_PARENT),
 		.kind = sqlite3_column_int(st, STORE_NCOL_KIND),
-		.mode = (uint32_t)sqlite3_column_int64(st, STORE_NCOL_MODE),
 	};
 	int err = lsq_value(st, STORE_NCOL_NAME, &c.name, &c.name_len);
 
 	if (err)
 		return err;
+	c.mode = STORE_NAME_MODE(c.kind);
 	if (!c.name)
 		return store_corrupt(&q->sb, c.ino, "bad name");
 	return store_row_decode(&q->sb, &c, out);

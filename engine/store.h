@@ -193,9 +193,10 @@ struct store_ops {
 		    struct store_row *rows, size_t limit);
 
 	/* Optional (NULL: use list()): list() with only ino, parent, name,
-	 * meta.kind and meta.mode filled in, the rest zero, for a readdir
-	 * that shows names and types only; the narrow rows cost the server
-	 * and the decoder less than whole ones. */
+	 * meta.kind and the file type in meta.mode (S_IFDIR or S_IFREG, no
+	 * permission bits) filled in, the rest zero, for a readdir that shows
+	 * names and types only; the narrow rows cost the server and the
+	 * decoder less than whole ones. */
 	int (*list_names)(struct store *s, uint64_t parent, const char *after,
 			  struct store_row *rows, size_t limit);
 

@@ -8,8 +8,10 @@ files is made once per system, outside any mount: for tierfs through the
 engine by tests/bench/fill (built by meson: `meson compile -C build`), in
 batches of 10,000; for passthrough_ll directly in its source tmpfs. Each
 system is mounted once; each round runs, interleaved over the systems,
-`ls -f big | wc -l` and `find big | wc -l` with the kernel's caches dropped
-(as root) before each. The daemon's peak RSS (VmHWM in /proc/PID/status)
+`ls -f big | wc -l` and `find big | wc -l` (with --drop-caches, after
+dropping the kernel's caches, as root: tierfs's store then comes from disk,
+passthrough_ll's tmpfs stays in memory; by default the store's files stay
+in the page cache, as the tmpfs does). The daemon's peak RSS (VmHWM)
 is read after the listing rounds; then `ls -l big` (one lookup per entry:
 the kernel keeps every inode until it forgets) runs once and the peak is
 read again, with tierfs's node table (the tierfs_nodes metric) before and
@@ -184,11 +186,12 @@ def fill_tierfs(fill_bin, store_args, wal, n, env):
     return time.perf_counter() - t0
 
 
-def list_round(mounts, order, n, res):
+def list_round(mounts, order, n, res, drop):
     for s in order:
         m = mounts[s]
         for key, argv in (("ls -f", ["ls", "-f", "big"]), ("find", ["find", "big"])):
-            drop_caches()
+            if drop:
+                drop_caches()
             lines, dt = timed_count(argv, m.mnt)
             want = n + 2 if key == "ls -f" else n + 1
             if lines != want:
@@ -285,6 +288,9 @@ def main():
     ap.add_argument("--smoke", action="store_true",
                     help="2,000 entries, 800 files, one round")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--drop-caches", action="store_true",
+                    help="drop the kernel's caches before each listing (as root): tierfs's "
+                    "store is then read from disk, passthrough_ll's tmpfs stays in memory")
     ap.add_argument("--no-listing", action="store_true")
     ap.add_argument("--no-persist", action="store_true")
     ap.add_argument("--tierfs-bin", default=str(REPO / "build" / "fs" / "tierfs"))
@@ -374,7 +380,7 @@ def main():
                 mem[s] = {"start": proc_status(m.pid, "VmRSS")}
             for r in range(args.repeat):
                 log(f"listing round {r + 1}")
-                list_round(mounts, list_sys, args.entries, lres)
+                list_round(mounts, list_sys, args.entries, lres, args.drop_caches)
             for s in list_sys:
                 m = mounts[s]
                 mem[s]["list"] = proc_status(m.pid, "VmHWM")
@@ -451,7 +457,8 @@ def main():
 
     print()
     print(f"scale.py: {args.entries:,} entries in one directory; {args.writers} writers x "
-          f"{args.files // args.writers:,} files; {args.repeat} round(s), medians")
+          f"{args.files // args.writers:,} files; {args.repeat} round(s), medians"
+          f"{'; caches dropped before each listing' if args.drop_caches else ''}")
     for n in notes:
         print(f"  {n}")
     if list_sys:

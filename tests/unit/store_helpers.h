@@ -195,7 +195,8 @@ static inline void check_listing(struct store *s, uint64_t parent, size_t page,
 			CHECK_EQ(names[i].ino, rows[i].ino);
 			CHECK_EQ(names[i].parent, parent);
 			CHECK_EQ(names[i].meta.kind, rows[i].meta.kind);
-			CHECK_EQ(names[i].meta.mode, rows[i].meta.mode);
+			CHECK_EQ(names[i].meta.mode,
+				 rows[i].meta.mode & (uint32_t)S_IFMT);
 			CHECK_EQ(names[i].meta.version, 0);
 			CHECK_EQ(names[i].meta.size, 0);
 			CHECK(memcmp(names[i].meta.hash, zero, sizeof(zero)) ==
