@@ -274,6 +274,8 @@ struct eng {
 	uint64_t dirty_dirs; /* directory nodes that turned dirty or moved */
 	uint64_t ino_next, ino_end;
 	uint64_t ino_spare;	    /* first of a reserved block, or 0 */
+	bool ino_allocating;	    /* a block is being reserved from L3 */
+	pthread_cond_t ino_cond;    /* ... and was (or failed to be) */
 	struct handle_link handles; /* open files and dirs (list head) */
 	/* bytes the working copies hold (their capacity), at most
 	 * cfg.max_open_bytes; open_full_logged: a refusal was logged since

@@ -244,6 +244,8 @@ FLUSH_KEYS = {
     "l3": 'tierfs_tier_seconds_total{tier="l3",op="apply"}',
     "l2": 'tierfs_tier_seconds_total{tier="l2",op="apply"}',
     "l2tree": 'tierfs_tier_seconds_total{tier="l2",op="put_tree"}',
+    "allocs": 'tierfs_tier_calls_total{tier="l3",op="alloc_ino"}',
+    "feed": 'tierfs_tier_seconds_total{tier="l3",op="feed"}',
 }
 
 
@@ -446,7 +448,8 @@ def main():
                         f"persisted (writers done after {t_close:.2f} s, "
                         f"all in PostgreSQL after {t_all:.2f} s; {fl['batches']:.0f} "
                         f"batches of {fl['records'] / max(fl['batches'], 1):.0f} changes, "
-                        f"L3 apply {fl['l3']:.2f} s, L2 {fl['l2'] + fl['l2tree']:.2f} s)")
+                        f"L3 apply {fl['l3']:.2f} s, L2 {fl['l2'] + fl['l2tree']:.2f} s, "
+                        f"{fl['allocs']:.0f} inode blocks, feed reads {fl['feed']:.2f} s)")
             for s in pers_sys:
                 pmounts[s][0].stop()
     finally:
