@@ -104,7 +104,7 @@
 #define INO_BLOCK 1024 /* inode numbers reserved from L3 at a time */
 #define LIST_PAGE 128  /* rows read from L3 per listing query */
 /* Rows a directory handle reads ahead at most: a long listing's queries
- * grow from LIST_PAGE to this many rows (about 450 KB per handle). */
+ * grow from LIST_PAGE to this many rows (424 bytes each: 434 KB). */
 #define LIST_AHEAD 1024
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 5000
