@@ -277,7 +277,17 @@ int ino_grant(struct eng *e, uint64_t count, uint64_t *first)
 		}
 		if (count > INO_BLOCK) /* a range of its own */
 			return ino_alloc(e, count, first);
+		if (e->ino_allocating) {
+			/* one block at a time: creators that ran out together
+			 * (8 writers) wait for it instead of each reserving a
+			 * block of its own from L3 and dropping it */
+			pthread_cond_wait(&e->ino_cond, &e->lock);
+			continue;
+		}
+		e->ino_allocating = true;
 		r = ino_alloc(e, INO_BLOCK, &blk);
+		e->ino_allocating = false;
+		pthread_cond_broadcast(&e->ino_cond);
 		if (r < 0)
 			return r;
 		if (e->ino_end - e->ino_next >= count) {
@@ -295,11 +305,14 @@ void ino_refill(struct eng *e)
 {
 	uint64_t first;
 
-	if (e->cfg.oneshot || e->ino_spare ||
+	if (e->cfg.oneshot || e->ino_spare || e->ino_allocating ||
 	    e->ino_end - e->ino_next > INO_BLOCK / 2)
 		return;
+	e->ino_allocating = true;
 	if (ino_alloc(e, INO_BLOCK, &first) == 0 && !e->ino_spare)
 		e->ino_spare = first;
+	e->ino_allocating = false;
+	pthread_cond_broadcast(&e->ino_cond);
 }
 
 /*

@@ -105,6 +105,9 @@
 
 #define INO_BLOCK 1024 /* inode numbers reserved from L3 at a time */
 #define LIST_PAGE 128  /* rows read from L3 per listing query */
+/* Rows a directory handle reads ahead at most: a long listing's queries
+ * grow from LIST_PAGE to this many rows (424 bytes each: 434 KB). */
+#define LIST_AHEAD 1024
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 5000
 #define STOP_RETRIES 5 /* failed flushes tolerated while closing */
@@ -204,6 +207,8 @@ struct node {
  * a mount goes away). Protected by e->lock. */
 struct handle_link {
 	struct handle_link *prev, *next;
+	/* frees what the handle owns besides itself (NULL: nothing) */
+	void (*release)(struct handle_link *h);
 };
 
 struct eng_file {
@@ -217,6 +222,14 @@ struct eng_dir {
 	struct node *n;
 	char cursor[STORE_NAME_MAX + 1]; /* name of the last consumed entry */
 	uint64_t pos;			 /* entries consumed */
+	/* Rows read ahead from L3 in name order (listing.c): used only while
+	 * e->gen is still @ahead_gen, i.e. while nothing was persisted or
+	 * applied from the feed since they were read. */
+	struct store_row *ahead;
+	int nahead, ahead_cap; /* rows held; room (grows to LIST_AHEAD) */
+	bool ahead_more;       /* L3 may hold rows after the last one */
+	bool ahead_names;      /* from list_names(): no attributes */
+	uint64_t ahead_gen;
 };
 
 struct eng {
@@ -265,6 +278,8 @@ struct eng {
 	uint64_t dirty_dirs; /* directory nodes that turned dirty or moved */
 	uint64_t ino_next, ino_end;
 	uint64_t ino_spare;	    /* first of a reserved block, or 0 */
+	bool ino_allocating;	    /* a block is being reserved from L3 */
+	pthread_cond_t ino_cond;    /* ... and was (or failed to be) */
 	struct handle_link handles; /* open files and dirs (list head) */
 	/* bytes the working copies hold (their capacity), at most
 	 * cfg.max_open_bytes; open_full_logged: a refusal was logged since

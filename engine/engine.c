@@ -144,6 +144,7 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	pthread_cond_init(&e->flush_cond, &ca);
 	pthread_cond_init(&e->commit_cond, &ca);
 	pthread_cond_init(&e->sync_cond, &ca);
+	pthread_cond_init(&e->ino_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	breaker_init(&e->l2_breaker, L2_BREAKER_FAILS, L2_BREAKER_COOLDOWN_NS);
 	breaker_init(&e->l3_breaker, L3_BREAKER_FAILS, L3_BREAKER_COOLDOWN_NS);
@@ -263,6 +264,8 @@ int eng_close(struct eng *e)
 		struct handle_link *h = e->handles.next;
 
 		handle_unlink(h);
+		if (h->release)
+			h->release(h);
 		free(h); /* the link is the first member of both kinds */
 	}
 	snap_forget_all(e);
@@ -289,6 +292,7 @@ int eng_close(struct eng *e)
 	pthread_cond_destroy(&e->flush_cond);
 	pthread_cond_destroy(&e->commit_cond);
 	pthread_cond_destroy(&e->sync_cond);
+	pthread_cond_destroy(&e->ino_cond);
 	pthread_mutex_destroy(&e->lock);
 	free(e);
 	return r;

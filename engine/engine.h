@@ -295,6 +295,13 @@ typedef int (*eng_dir_fn)(void *arg, const char *name,
 int eng_opendir(struct eng *e, uint64_t ino, struct eng_dir **d);
 int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
 		eng_dir_fn fn, void *arg);
+/* eng_readdir() without @plus for a caller that needs names and types
+ * only: the attributes handed to @fn carry the inode number, the kind and
+ * the file type in mode (permission bits only when forced by
+ * force_*_mode), nlink 1 for a directory, the rest zero. The store reads
+ * less per entry (a plain readdir of a large directory). */
+int eng_readdir_names(struct eng *e, struct eng_dir *d, uint64_t off,
+		      eng_dir_fn fn, void *arg);
 void eng_releasedir(struct eng *e, struct eng_dir *d);
 
 /*

@@ -195,7 +195,10 @@ static int lpg_lookup(struct store *s, uint64_t parent, const char *name,
 			   "look up an entry");
 }
 
-/* A copy of the name of row @row of @res (its raw bytes), or NULL. */
+/* A copy of the name of row @row of @res (its raw bytes), or NULL: whole
+ * rows and rows of names have it in the same column. */
+_Static_assert((int)STORE_COL_NAME == (int)STORE_NCOL_NAME, "name column");
+
 static char *lpg_last_name(PGresult *res, int row, size_t *len)
 {
 	const void *name;
@@ -208,8 +211,38 @@ static char *lpg_last_name(PGresult *res, int row, size_t *len)
 	return copy;
 }
 
-static int lpg_list(struct store *s, uint64_t parent, const char *after,
-		    struct store_row *rows, size_t limit)
+/* Fills @out from row @row of a listing of names (STORE_SQL_NAME_COLS,
+ * binary), checked as lpg_row_decode() checks whole rows. */
+static int lpg_name_row_decode(const struct lpg *q, const PGresult *res,
+			       int row, struct store_row *out)
+{
+	const char *ino, *parent, *kind;
+	struct store_cols c = {0};
+
+	if (PQnfields(res) < STORE_NCOL_N)
+		return store_corrupt(&q->sb, 0, "bad column count");
+	if (!lpg_field(res, row, STORE_NCOL_INO, 8, &ino))
+		return store_corrupt(&q->sb, 0, "bad inode number");
+	c.ino = (uint64_t)lpg_get64(ino);
+	if (!lpg_field(res, row, STORE_NCOL_PARENT, 8, &parent))
+		return store_corrupt(&q->sb, c.ino, "bad parent");
+	if (!lpg_field(res, row, STORE_NCOL_KIND, 2, &kind))
+		return store_corrupt(&q->sb, c.ino, "bad kind");
+	c.parent = (uint64_t)lpg_get64(parent);
+	c.kind = lpg_get16(kind);
+	c.mode = STORE_NAME_MODE(c.kind);
+	lpg_value(res, row, STORE_NCOL_NAME, &c.name, &c.name_len);
+	if (!c.name)
+		return store_corrupt(&q->sb, c.ino, "bad name");
+	return store_row_decode(&q->sb, &c, out);
+}
+
+/* list() and list_names(): statement @which, rows decoded by @decode. */
+static int lpg_list_rows(struct store *s, enum lpg_stmt which,
+			 int (*decode)(const struct lpg *q, const PGresult *res,
+				       int row, struct store_row *out),
+			 uint64_t parent, const char *after,
+			 struct store_row *rows, size_t limit)
 {
 	struct lpg *q = lpg_of(s);
 	char b_parent[8], b_limit[8];
@@ -229,7 +262,7 @@ static int lpg_list(struct store *s, uint64_t parent, const char *after,
 	/* a corrupt row is skipped (logged and counted): the page is then
 	 * filled from after the last row read, corrupt or not */
 	for (;;) {
-		err = lpg_query(q, S_LIST, values, lengths, &res,
+		err = lpg_query(q, which, values, lengths, &res,
 				"list a directory");
 		if (err)
 			goto out_release;
@@ -240,7 +273,7 @@ static int lpg_list(struct store *s, uint64_t parent, const char *after,
 			goto out_clear;
 		}
 		for (int i = 0; i < got && n < limit; i++) {
-			err = lpg_row_decode(q, res, i, &rows[n]);
+			err = decode(q, res, i, &rows[n]);
 			if (err == 0)
 				n++;
 			else if (err != -EUCLEAN)
@@ -271,6 +304,20 @@ out_release:
 out:
 	free(cursor);
 	return err;
+}
+
+static int lpg_list(struct store *s, uint64_t parent, const char *after,
+		    struct store_row *rows, size_t limit)
+{
+	return lpg_list_rows(s, S_LIST, lpg_row_decode, parent, after, rows,
+			     limit);
+}
+
+static int lpg_list_names(struct store *s, uint64_t parent, const char *after,
+			  struct store_row *rows, size_t limit)
+{
+	return lpg_list_rows(s, S_LIST_NAMES, lpg_name_row_decode, parent,
+			     after, rows, limit);
 }
 
 
@@ -577,6 +624,7 @@ static const struct store_ops lpg_ops = {
 	.get = lpg_get,
 	.lookup = lpg_lookup,
 	.list = lpg_list,
+	.list_names = lpg_list_names,
 	.read = lpg_read,
 	.read_many = lpg_read_many,
 	.has_children = lpg_has_children,

@@ -83,6 +83,7 @@ enum lpg_stmt {
 	S_GET,
 	S_LOOKUP,
 	S_LIST,
+	S_LIST_NAMES,
 	S_READ,
 	S_FETCH,
 	S_READ_MANY,

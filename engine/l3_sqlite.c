@@ -220,8 +220,33 @@ static int lsq_lookup(struct store *s, uint64_t parent, const char *name,
 			   "look up an entry");
 }
 
-static int lsq_list(struct store *s, uint64_t parent, const char *after,
-		    struct store_row *rows, size_t limit)
+/* Fills @out from the current row of a listing of names
+ * (STORE_SQL_NAME_COLS), checked as lsq_row_decode() checks whole rows. */
+static int lsq_name_row_decode(const struct lsq *q, sqlite3_stmt *st,
+			       struct store_row *out)
+{
+	struct store_cols c = {
+		.ino = (uint64_t)sqlite3_column_int64(st, STORE_NCOL_INO),
+		.parent = (uint64_t)sqlite3_column_int64(st, STORE_NCOL_PARENT),
+		.kind = sqlite3_column_int(st, STORE_NCOL_KIND),
+	};
+	int err = lsq_value(st, STORE_NCOL_NAME, &c.name, &c.name_len);
+
+	if (err)
+		return err;
+	c.mode = STORE_NAME_MODE(c.kind);
+	if (!c.name)
+		return store_corrupt(&q->sb, c.ino, "bad name");
+	return store_row_decode(&q->sb, &c, out);
+}
+
+/* list() and list_names(): reader statement @which, rows decoded by
+ * @decode. */
+static int lsq_list_rows(struct store *s, enum lsq_rstmt which,
+			 int (*decode)(const struct lsq *q, sqlite3_stmt *st,
+				       struct store_row *out),
+			 uint64_t parent, const char *after,
+			 struct store_row *rows, size_t limit)
 {
 	struct lsq *q = lsq_of(s);
 	struct lsq_conn *c;
@@ -234,7 +259,7 @@ static int lsq_list(struct store *s, uint64_t parent, const char *after,
 	err = lsq_reader_get(q, &c);
 	if (err)
 		return err;
-	st = c->stmt[R_LIST];
+	st = c->stmt[which];
 	rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)parent);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_blob(st, 2, after, (int)after_len,
@@ -248,7 +273,7 @@ static int lsq_list(struct store *s, uint64_t parent, const char *after,
 		goto out_put;
 	}
 	while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-		err = lsq_row_decode(q, st, &rows[n]);
+		err = decode(q, st, &rows[n]);
 		if (err == -EUCLEAN)
 			continue; /* logged and counted: the rest still lists */
 		if (err)
@@ -269,6 +294,20 @@ out_put:
 	lsq_done(st);
 	lsq_reader_put(q, c);
 	return err;
+}
+
+static int lsq_list(struct store *s, uint64_t parent, const char *after,
+		    struct store_row *rows, size_t limit)
+{
+	return lsq_list_rows(s, R_LIST, lsq_row_decode, parent, after, rows,
+			     limit);
+}
+
+static int lsq_list_names(struct store *s, uint64_t parent, const char *after,
+			  struct store_row *rows, size_t limit)
+{
+	return lsq_list_rows(s, R_LIST_NAMES, lsq_name_row_decode, parent,
+			     after, rows, limit);
 }
 
 static int lsq_read(struct store *s, uint64_t ino, void **data, size_t *len)
@@ -633,6 +672,7 @@ static const struct store_ops lsq_ops = {
 	.get = lsq_get,
 	.lookup = lsq_lookup,
 	.list = lsq_list,
+	.list_names = lsq_list_names,
 	.read = lsq_read,
 	.read_many = lsq_read_many,
 	.has_children = lsq_has_children,

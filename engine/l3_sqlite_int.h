@@ -36,6 +36,7 @@ enum lsq_rstmt {
 	R_GET,
 	R_LOOKUP,
 	R_LIST,
+	R_LIST_NAMES,
 	R_READ,
 	R_READ_MANY,
 	R_HAS_CHILDREN,

@@ -1,8 +1,36 @@
 /*
  * listing.c - directory handles and readdir: the L3 index paged by name,
  * merged with the changes not yet persisted.
+ *
+ * Pages are keyset pages (the rows named after the last one shown), so a
+ * listing costs the same at its millionth entry as at its first, and its
+ * memory is bounded: each handle keeps the rows it read ahead, LIST_PAGE
+ * for its first query and twice as many for each next one up to
+ * LIST_AHEAD, so that a long listing makes one L3 query for several
+ * readdir calls (a readdir call takes about a hundred names). Read-ahead
+ * rows serve only while nothing was persisted or taken from the feed
+ * since they were read (e->gen); the changes not yet persisted are merged
+ * at every call, as they were with a fresh page.
  */
 #include "eng_int.h"
+
+static void ahead_drop(struct eng_dir *d)
+{
+	for (int i = 0; i < d->nahead; i++)
+		store_row_release(&d->ahead[i]);
+	d->nahead = 0;
+	d->ahead_more = false;
+}
+
+static void dir_release(struct handle_link *h)
+{
+	struct eng_dir *d = (struct eng_dir *)h;
+
+	ahead_drop(d);
+	free(d->ahead);
+	d->ahead = NULL;
+	d->ahead_cap = 0;
+}
 
 int eng_opendir(struct eng *e, uint64_t ino, struct eng_dir **dp)
 {
@@ -20,6 +48,7 @@ int eng_opendir(struct eng *e, uint64_t ino, struct eng_dir **dp)
 		goto out_unlock;
 	}
 	d->n = n;
+	d->link.release = dir_release;
 	n->opens++;
 	handle_link(e, &d->link);
 	*dp = d;
@@ -37,6 +66,7 @@ void eng_releasedir(struct eng *e, struct eng_dir *d)
 	d->n->opens--;
 	node_try_free(e, d->n);
 	pthread_mutex_unlock(&e->lock);
+	dir_release(&d->link);
 	free(d);
 }
 
@@ -179,58 +209,125 @@ static int count_page(struct eng *e, struct eng_dir *d,
  * page is shown with what it has (nlink 1 where unknown) */
 #define COUNT_PAGE_TRIES 8
 
-int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
-		eng_dir_fn fn, void *arg)
+/*
+ * Points *page at up to LIST_PAGE rows of @d's directory named after
+ * @after, in name order: from the rows read ahead while they are still
+ * good, else from a new L3 query (which replaces them). *full tells that
+ * more rows may follow the page. Returns the rows in the page (0 at the
+ * end) or a negative errno. The rows stay the handle's.
+ */
+static int dir_page(struct eng *e, struct eng_dir *d, const char *after,
+		    bool names, struct store_row **page, bool *full)
+{
+	struct tier_call c;
+	int lo, hi, n, want;
+	bool grow;
+
+	names = names && e->l3->ops->list_names;
+	grow = d->nahead && d->ahead_gen == e->gen;
+	if (grow && (names || !d->ahead_names)) {
+		lo = 0;
+		hi = d->nahead;
+		while (lo < hi) { /* the first row named after @after */
+			int mid = lo + (hi - lo) / 2;
+
+			if (strcmp(d->ahead[mid].name, after) <= 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo < d->nahead || !d->ahead_more) {
+			n = d->nahead - lo < LIST_PAGE ? d->nahead - lo
+						       : LIST_PAGE;
+			*page = d->ahead + lo;
+			*full = lo + n < d->nahead || d->ahead_more;
+			return n;
+		}
+	}
+	/* the first query of a listing (or after a change) reads one page;
+	 * each next one twice as many rows, up to LIST_AHEAD */
+	want = grow ? d->nahead * 2 : LIST_PAGE;
+	if (want > LIST_AHEAD)
+		want = LIST_AHEAD;
+	ahead_drop(d);
+	if (want > d->ahead_cap) {
+		struct store_row *na = realloc(d->ahead, (size_t)want *
+							       sizeof(*na));
+
+		if (!na)
+			return -ENOMEM;
+		d->ahead = na;
+		d->ahead_cap = want;
+	}
+	do {
+		memset(d->ahead, 0, (size_t)want * sizeof(*d->ahead));
+		n = tier_enter(e, &c, OP_L3_LIST, d->n, true);
+		if (n == 0 && names)
+			n = e->l3->ops->list_names(e->l3, d->n->ino, after,
+						   d->ahead, want);
+		else if (n == 0)
+			n = e->l3->ops->list(e->l3, d->n->ino, after, d->ahead,
+					     want);
+		n = tier_leave(e, &c, n);
+		if (n < 0)
+			return n;
+		if (tier_stale(e, &c)) { /* older than the node table */
+			for (int i = 0; i < n; i++)
+				store_row_release(&d->ahead[i]);
+			n = -1;
+		}
+	} while (n < 0);
+	d->nahead = n;
+	d->ahead_more = n == want;
+	d->ahead_names = names;
+	d->ahead_gen = e->gen;
+	*page = d->ahead;
+	*full = n > LIST_PAGE || d->ahead_more;
+	return n < LIST_PAGE ? n : LIST_PAGE;
+}
+
+static int readdir_walk(struct eng *e, struct eng_dir *d, uint64_t off,
+			bool plus, bool names, eng_dir_fn fn, void *arg)
 {
 	char after[STORE_NAME_MAX + 1];
 	int64_t subdirs[LIST_PAGE];
-	struct store_row *rows;
 	int recounts = 0;
 	struct node **pend = NULL;
 	size_t npend = 0;
-	struct tier_call c;
 	uint64_t skip = 0;
 	int r = 0;
 
-	rows = calloc(LIST_PAGE, sizeof(*rows));
-	if (!rows)
-		return -ENOMEM;
 	pthread_mutex_lock(&e->lock);
 	if (off != d->pos) {
 		/* a seek: start over and skip @off entries */
 		d->pos = 0;
 		d->cursor[0] = '\0';
 		skip = off;
+		ahead_drop(d); /* consumed rows gave their meta to nodes */
 	}
 	/* @after pages through L3; d->cursor is the last entry consumed. A
 	 * page whose rows are all overridden consumes nothing but still
 	 * moves @after on. */
 	snprintf(after, sizeof(after), "%s", d->cursor);
 	for (;;) {
+		struct store_row *rows;
 		int nrows, i = 0;
 		size_t ip = 0;
 		bool full;
 
-		nrows = tier_enter(e, &c, OP_L3_LIST, d->n, true);
-		if (nrows == 0)
-			nrows = e->l3->ops->list(e->l3, d->n->ino, after, rows,
-						 LIST_PAGE);
-		nrows = tier_leave(e, &c, nrows);
+		nrows = dir_page(e, d, after, names, &rows, &full);
 		if (nrows < 0) {
 			r = nrows;
 			break;
 		}
 		for (i = 0; i < nrows; i++)
 			subdirs[i] = -1;
-		if (tier_stale(e, &c) ||
-		    (plus && recounts < COUNT_PAGE_TRIES &&
-		     count_page(e, d, rows, nrows, subdirs) && ++recounts)) {
-			for (i = 0; i < nrows; i++)
-				store_row_release(&rows[i]);
+		if (plus && recounts < COUNT_PAGE_TRIES &&
+		    count_page(e, d, rows, nrows, subdirs) && ++recounts) {
+			ahead_drop(d);
 			continue;
 		}
 		i = 0;
-		full = nrows == LIST_PAGE;
 		free(pend);
 		pend = NULL;
 		r = pending_children(e, d->n, d->cursor, &pend, &npend);
@@ -266,13 +363,22 @@ int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
 		if (nrows)
 			snprintf(after, sizeof(after), "%s",
 				 rows[nrows - 1].name);
-		for (i = 0; i < nrows; i++)
-			store_row_release(&rows[i]);
 		if (r || !full)
 			break;
 	}
 	pthread_mutex_unlock(&e->lock);
 	free(pend);
-	free(rows);
 	return r < 0 ? r : 0;
+}
+
+int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
+		eng_dir_fn fn, void *arg)
+{
+	return readdir_walk(e, d, off, plus, false, fn, arg);
+}
+
+int eng_readdir_names(struct eng *e, struct eng_dir *d, uint64_t off,
+		      eng_dir_fn fn, void *arg)
+{
+	return readdir_walk(e, d, off, false, true, fn, arg);
 }

@@ -253,6 +253,10 @@ int eng_metrics_text(struct eng *e, char **out, size_t *len)
 	metric(f, "filter_names", "gauge", "names in the filter");
 	fprintf(f, "tierfs_filter_names %zu\n",
 		e->filter ? cuckoo_count(e->filter) : 0);
+	metric_u64(f, "nodes", "gauge",
+		   "entries in the node table (looked up by the kernel, open, "
+		   "or not yet persisted)",
+		   e->nodes.len);
 	pthread_mutex_unlock(&e->lock);
 	metric(f, "l1_bytes", "gauge", "content bytes in L1");
 	fprintf(f, "tierfs_l1_bytes %zu\n", l1s.bytes);

@@ -201,6 +201,14 @@ struct store_ops {
 	int (*list)(struct store *s, uint64_t parent, const char *after,
 		    struct store_row *rows, size_t limit);
 
+	/* Optional (NULL: use list()): list() with only ino, parent, name,
+	 * meta.kind and the file type in meta.mode (S_IFDIR or S_IFREG, no
+	 * permission bits) filled in, the rest zero, for a readdir that shows
+	 * names and types only; the narrow rows cost the server and the
+	 * decoder less than whole ones. */
+	int (*list_names)(struct store *s, uint64_t parent, const char *after,
+			  struct store_row *rows, size_t limit);
+
 	/* Reads the content of file @ino into a new malloc()ed buffer (*data,
 	 * caller frees; may be NULL when *len is 0). -ENOENT. */
 	int (*read)(struct store *s, uint64_t ino, void **data, size_t *len);

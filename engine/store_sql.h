@@ -22,6 +22,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "store_row.h"
 
@@ -39,6 +40,22 @@
 	"e.ino, e.parent, e.name, e.kind, e.size, e.hash, e.version,"          \
 	" e.mtime_ns, e.atime_ns, e.ctime_ns, e.mode, e.uid, e.gid,"           \
 	" e.explicit_dir, e.state, e.xattrs, e.merkle"
+
+/* The columns of a listing of names (store_ops.list_names), in the order
+ * of enum store_sql_name_col: all in SQLite's entries_children index (ino
+ * is the rowid), so that SQLite reads the index alone. */
+#define STORE_SQL_NAME_COLS "ino, parent, name, kind"
+
+enum store_sql_name_col {
+	STORE_NCOL_INO,
+	STORE_NCOL_PARENT,
+	STORE_NCOL_NAME,
+	STORE_NCOL_KIND,
+	STORE_NCOL_N,
+};
+
+/* The mode list_names() reports for @kind: its file type alone. */
+#define STORE_NAME_MODE(kind) ((kind) == ITEM_DIR ? S_IFDIR : S_IFREG)
 
 enum store_sql_col {
 	STORE_COL_INO,

@@ -640,11 +640,18 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		}
 	}
 	if ((off >= 1 || add_dot(&db, ".", ino, 1)) &&
-	    (off >= 2 || add_dot(&db, "..", ino, 2)))
-		r = eng_readdir(db.t->eng, d,
-				off > DOT_ENTRIES ? (uint64_t)off - DOT_ENTRIES
-						  : 0,
-				plus, dirbuf_add, &db);
+	    (off >= 2 || add_dot(&db, "..", ino, 2))) {
+		uint64_t pos = off > DOT_ENTRIES ? (uint64_t)off - DOT_ENTRIES
+						 : 0;
+
+		/* a plain readdir shows names, inode numbers and types only */
+		if (plus)
+			r = eng_readdir(db.t->eng, d, pos, true, dirbuf_add,
+					&db);
+		else
+			r = eng_readdir_names(db.t->eng, d, pos, dirbuf_add,
+					      &db);
+	}
 	if (db.t->no_open)
 		eng_releasedir(db.t->eng,
 			       tfs_cursor_put(&db.t->cursors, ino, d));

@@ -240,19 +240,24 @@ static inline int cmp_names(const void *a, const void *b)
 }
 
 /* Lists all children of @parent in pages of @page and checks them against
- * @want (sorted), and each row's ino against a lookup of its name. */
+ * @want (sorted), and each row's ino against a lookup of its name; the
+ * same pages of list_names() hold the same entries, with the inode number,
+ * parent, name, kind and mode of list()'s rows and nothing else. */
 static inline void check_listing(struct store *s, uint64_t parent, size_t page,
 				 const char **want, size_t nwant)
 {
-	struct store_row rows[16];
+	static const uint8_t zero[ITEM_HASH_LEN];
+	struct store_row rows[16], names[16];
 	char after[STORE_NAME_MAX + 1] = "";
 	size_t seen = 0;
 	int n;
 
 	CHECK(page <= 16);
+	CHECK(s->ops->list_names != NULL);
 	for (;;) {
 		n = s->ops->list(s, parent, after, rows, page);
 		CHECK(n >= 0 && (size_t)n <= page);
+		CHECK_EQ(s->ops->list_names(s, parent, after, names, page), n);
 		if (n == 0)
 			break;
 		for (int i = 0; i < n; i++) {
@@ -261,11 +266,24 @@ static inline void check_listing(struct store *s, uint64_t parent, size_t page,
 			CHECK_EQ(rows[i].parent, parent);
 			CHECK_EQ(lookup_ino(s, parent, rows[i].name),
 				 rows[i].ino);
+			CHECK(strcmp(names[i].name, rows[i].name) == 0);
+			CHECK_EQ(names[i].ino, rows[i].ino);
+			CHECK_EQ(names[i].parent, parent);
+			CHECK_EQ(names[i].meta.kind, rows[i].meta.kind);
+			CHECK_EQ(names[i].meta.mode,
+				 rows[i].meta.mode & (uint32_t)S_IFMT);
+			CHECK_EQ(names[i].meta.version, 0);
+			CHECK_EQ(names[i].meta.size, 0);
+			CHECK(memcmp(names[i].meta.hash, zero, sizeof(zero)) ==
+			      0);
+			CHECK(!names[i].meta.state && !names[i].meta.xattrs);
 			seen++;
 		}
 		snprintf(after, sizeof(after), "%s", rows[n - 1].name);
-		for (int i = 0; i < n; i++)
+		for (int i = 0; i < n; i++) {
 			store_row_release(&rows[i]);
+			store_row_release(&names[i]);
+		}
 	}
 	CHECK_EQ(seen, nwant);
 }

@@ -380,6 +380,7 @@ struct listing {
 	size_t this_call;  /* accepted in the current eng_readdir call */
 	uint64_t next_off; /* cookie after the last accepted entry */
 	bool plus;
+	bool names; /* eng_readdir_names() */
 };
 
 static int listing_fn(void *arg, const char *name, const struct eng_attr *a,
@@ -412,17 +413,25 @@ static void list_dir(struct eng *e, uint64_t ino, size_t stop_every, bool plus,
 {
 	struct eng_dir *d = NULL;
 	size_t calls = 0;
+	bool names = l->names;
 
 	memset(l, 0, sizeof(*l));
 	l->stop_every = stop_every;
 	l->plus = plus;
+	l->names = names;
 	CHECK_EQ(eng_opendir(e, ino, &d), 0);
 	for (;;) {
 		size_t before = l->n;
 
 		l->this_call = 0;
-		CHECK_EQ(eng_readdir(e, d, l->next_off, plus, listing_fn, l),
-			 0);
+		if (names)
+			CHECK_EQ(eng_readdir_names(e, d, l->next_off,
+						   listing_fn, l),
+				 0);
+		else
+			CHECK_EQ(eng_readdir(e, d, l->next_off, plus,
+					     listing_fn, l),
+				 0);
 		calls++;
 		CHECK(calls < 100000); /* no endless paging */
 		if (!stop_every || l->n == before)
@@ -537,6 +546,8 @@ static void list_dir_deadline(struct eng *e, uint64_t ino, size_t stop_every,
 			     .stop_every = stop_every,
 			     .plus = plus,
 			     .l = l};
+
+	/* l->names is the caller's choice (list_dir keeps it) */
 	pthread_condattr_t ca;
 	struct timespec ts;
 	pthread_t t;
@@ -616,17 +627,20 @@ static void check_seek(struct eng *e, uint64_t ino, struct dirmodel *m,
 static void check_dir(struct eng *e, uint64_t ino, struct dirmodel *m,
 		      const char *what)
 {
-	static const size_t pages[] = {0, 1, 7, 127, 128, 129, 300};
+	static const size_t pages[] = {0, 1, 7, 127, 128, 129, 300, 1000};
 	char desc[200];
 	struct listing l;
 
 	for (size_t i = 0; i < sizeof(pages) / sizeof(pages[0]); i++) {
-		bool plus = i % 2 == 1;
+		/* plain, plus, names only, in turn */
+		bool plus = i % 3 == 1, names = i % 3 == 2;
 
 		snprintf(desc, sizeof(desc), "%s, %zu per call%s", what,
-			 pages[i], plus ? ", plus" : "");
+			 pages[i], plus ? ", plus" : names ? ", names" : "");
 		snprintf(check_context, sizeof(check_context), "listing %s",
 			 desc);
+		memset(&l, 0, sizeof(l));
+		l.names = names;
 		list_dir_deadline(e, ino, pages[i], plus, &l, desc);
 		check_listing(&l, m, desc);
 		free(l.v);
@@ -1279,6 +1293,125 @@ static void test_readdir_dirty_run(void)
 	free(m.v);
 }
 
+/*
+ * A listing longer than the rows a handle reads ahead (LIST_AHEAD, 1024),
+ * 100 entries per call, with entries created and deleted in the middle of
+ * it, before and after its position, pending or persisted (the read-ahead
+ * rows are then older than L3): every name once, in order; the untouched
+ * names and those created after the position listed, those deleted after
+ * it not; the plus and names-only walks alike.
+ */
+static void check_changing_listing(struct eng *e, uint64_t dir, bool persist,
+				   int mode, const char *what)
+{
+	enum { N = 3000, STOP = 100, AT = 1000 };
+	struct eng_dir *d = NULL;
+	struct listing l = {.stop_every = STOP, .plus = mode == 1,
+			    .names = mode == 2};
+	char name[32];
+	size_t calls = 0;
+	bool changed = false;
+
+	snprintf(check_context, sizeof(check_context), "%s", what);
+	CHECK_EQ(eng_opendir(e, dir, &d), 0);
+	for (;;) {
+		size_t before = l.n;
+
+		if (l.n >= AT && !changed) {
+			/* behind the position: gone or new, either way not
+			 * listed again; ahead: deleted or new, and a run of
+			 * deletes longer than a page */
+			for (int i = 100; i < 200; i++) {
+				snprintf(name, sizeof(name), "r%05d", i);
+				CHECK_EQ(eng_unlink(e, dir, name), 0);
+			}
+			for (int i = 1100; i < 1400; i++) {
+				snprintf(name, sizeof(name), "r%05d", i);
+				CHECK_EQ(eng_unlink(e, dir, name), 0);
+			}
+			for (int i = 2500; i < 2600; i++) {
+				snprintf(name, sizeof(name), "r%05d", i);
+				CHECK_EQ(eng_unlink(e, dir, name), 0);
+			}
+			put_file_ok(e, dir, "r00050a", "new");
+			put_file_ok(e, dir, "r01200a", "new");
+			put_file_ok(e, dir, "r02999a", "new");
+			if (persist)
+				CHECK_EQ(eng_sync(e), 0);
+			changed = true;
+		}
+		l.this_call = 0;
+		if (l.names)
+			CHECK_EQ(eng_readdir_names(e, d, l.next_off, listing_fn,
+						   &l),
+				 0);
+		else
+			CHECK_EQ(eng_readdir(e, d, l.next_off, l.plus,
+					     listing_fn, &l),
+				 0);
+		CHECK(++calls < 1000);
+		if (l.n == before || l.this_call < STOP)
+			break;
+	}
+	eng_releasedir(e, d);
+	CHECK(changed);
+	for (size_t i = 1; i < l.n; i++)
+		if (strcmp(l.v[i - 1].name, l.v[i].name) >= 0) {
+			fprintf(stderr, "'%s' listed after '%s'\n",
+				l.v[i].name, l.v[i - 1].name);
+			CHECK(!"listing out of order or repeated");
+		}
+	/* the untouched names, the deleted ones behind and the new ones
+	 * ahead (among the rows read ahead at the change, 896 to 1919, and
+	 * beyond them): 3000 - 400 deleted ahead + 2 new */
+	for (int i = 0; i < N; i++) {
+		bool want = (i < 1100 || i >= 1400) && (i < 2500 || i >= 2600);
+		bool found = false;
+
+		snprintf(name, sizeof(name), "r%05d", i);
+		for (size_t j = 0; j < l.n && !found; j++)
+			found = strcmp(l.v[j].name, name) == 0;
+		if (found != want)
+			fprintf(stderr, "%s: %s\n", name,
+				want ? "missing" : "listed after its delete");
+		CHECK_EQ(found, want);
+	}
+	CHECK_EQ(l.n, (size_t)(N - 400 + 2));
+	for (size_t j = 0; j < l.n; j++) {
+		CHECK(strcmp(l.v[j].name, "r00050a") != 0);
+		if (l.plus)
+			eng_forget(e, l.v[j].ino, 1);
+	}
+	lookup_ok(e, dir, "r01200a");
+	free(l.v);
+	check_context[0] = '\0';
+}
+
+static void test_readdir_read_ahead(void)
+{
+	struct eng_config cfg = lazy_cfg("ahead");
+	struct eng *e = open_ok(&cfg);
+	char name[32], what[64];
+
+	for (int v = 0; v < 6; v++) {
+		bool persist = v % 2;
+		uint64_t dir;
+
+		snprintf(name, sizeof(name), "d%d", v);
+		dir = mkdir_ok(e, ROOT, name);
+		for (int i = 0; i < 3000; i++) {
+			snprintf(name, sizeof(name), "r%05d", i);
+			put_file_ok(e, dir, name, "x");
+		}
+		CHECK_EQ(eng_sync(e), 0);
+		snprintf(what, sizeof(what), "changing listing, %s, %s",
+			 persist ? "persisted" : "pending",
+			 v / 2 == 0 ? "plain" : v / 2 == 1 ? "plus" : "names");
+		check_changing_listing(e, dir, persist, v / 2, what);
+	}
+	close_ok(e);
+}
+
 static void test_rename_swap(void)
 {
 	struct eng_config cfg = lazy_cfg("swap");
@@ -1746,6 +1879,7 @@ int main(void)
 	test_put_implicit_dirs();
 	test_dirs();
 	test_nlink_implicit_dirs();
+	test_readdir_read_ahead();
 	test_readdir_dirty_run(); /* last: a failure here ends the process */
 	printf("test_engine: ok\n");
 	return 0;

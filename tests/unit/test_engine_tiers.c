@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -170,6 +171,59 @@ static int count_entries(struct eng *e, uint64_t dir)
 	CHECK_EQ(eng_readdir(e, d, 0, false, list_count_fn, &n), 0);
 	eng_releasedir(e, d);
 	return n;
+}
+
+/* ---- inode blocks under concurrent creates ---- */
+
+enum { PUT_THREADS = 8, PUTS_EACH = 1000 };
+
+struct put_job {
+	struct eng *e;
+	int k;
+};
+
+static void *put_main(void *arg)
+{
+	struct put_job *j = arg;
+	char id[64];
+
+	for (int i = 0; i < PUTS_EACH; i++) {
+		snprintf(id, sizeof(id), "t%d.i%05d", j->k, i);
+		CHECK_EQ(eng_put(j->e, id, ITEM_BINARY, "x", 1), 0);
+	}
+	return NULL;
+}
+
+/* Creators that use up the block of inode numbers together reserve one
+ * more block from L3 between them, not one each (each is a commit; the
+ * others were dropped). */
+static void test_inode_blocks_shared(void)
+{
+	struct eng_config cfg = cfg_for("inos", 0);
+	struct put_job jobs[PUT_THREADS];
+	pthread_t t[PUT_THREADS];
+	unsigned long long before, calls, need;
+	struct eng *e;
+
+	CHECK_EQ(eng_open(&cfg, &e), 0);
+	wait_filter(e);
+	before = atomic_load(&wst.calls[W_ALLOC_INO]);
+	for (int k = 0; k < PUT_THREADS; k++) {
+		jobs[k] = (struct put_job){.e = e, .k = k};
+		CHECK_EQ(pthread_create(&t[k], NULL, put_main, &jobs[k]), 0);
+	}
+	for (int k = 0; k < PUT_THREADS; k++)
+		CHECK_EQ(pthread_join(t[k], NULL), 0);
+	calls = atomic_load(&wst.calls[W_ALLOC_INO]) - before;
+	/* the files and their directories, from blocks of 1024 (INO_BLOCK),
+	 * and the flusher's spare block, if it ran meanwhile */
+	need = (PUT_THREADS * (PUTS_EACH + 1) + 1023) / 1024;
+	if (calls > need + 2)
+		fprintf(stderr, "%llu blocks reserved for %d inodes\n", calls,
+			PUT_THREADS * (PUTS_EACH + 1));
+	CHECK(calls <= need + 2);
+	CHECK_EQ(eng_sync(e), 0);
+	CHECK_EQ(eng_close(e), 0);
 }
 
 /* ---- every call is counted ---- */
@@ -547,6 +601,7 @@ int main(void)
 
 	test_metrics_count_every_call();
 	test_cold_walk();
+	test_inode_blocks_shared();
 	test_failed_changes_leave_nothing();
 	test_poison_is_set_aside();
 	test_refusal_ends();

@@ -1,0 +1,520 @@
+#!/usr/bin/env python3
+"""Scale benchmark: one directory of N entries listed through tierfs and
+through passthrough_ll, and 8 concurrent writers persisting into PostgreSQL
+against a raw batched upsert.
+
+Listing (`--entries N`, default 1,000,000): the directory big/ with N small
+files is made once per system, outside any mount: for tierfs through the
+engine by tests/bench/fill (built by meson: `meson compile -C build`), in
+batches of 10,000; for passthrough_ll directly in its source tmpfs. Each
+system is mounted once; each round runs, interleaved over the systems,
+`ls -f big | wc -l` and `find big | wc -l` (with --drop-caches, after
+dropping the kernel's caches, as root: tierfs's store then comes from disk,
+passthrough_ll's tmpfs stays in memory; by default the store's files stay
+in the page cache, as the tmpfs does). The daemon's peak RSS (VmHWM)
+is read after the listing rounds; then `ls -l big` (one lookup per entry:
+the kernel keeps every inode until it forgets) runs once and the peak is
+read again, with tierfs's node table (the tierfs_nodes metric) before and
+after dropping the kernel's caches.
+
+Persistence (`--files F`, default 20,000, `--writers W`, default 8; for
+tierfs-pg and tierfs-redis-pg): W processes each make the directory wK and
+write F/W JSON files into it through one mount; the time runs from their
+start until PostgreSQL's entries table holds every row. The reference is
+the raw batched upsert of tests/bench/tiers.py (the same F rows, 1000 per
+transaction, multi-row INSERT ... ON CONFLICT, one `psql -f`) in another
+database of the same server. Between rounds the files are removed and the
+table drained back.
+
+usage: tests/bench/scale.py [--entries N] [--files F] [--writers W]
+                            [--repeat R] [--systems sqlite,redis-pg,pg,ptl]
+                            [--tierfs-bin PATH] [--fill-bin PATH]
+                            [--workdir DIR] [--keep]
+smoke run: tests/bench/scale.py --smoke   (2,000 entries, 800 files)
+"""
+
+import argparse
+import gzip
+import multiprocessing
+import os
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tiers  # noqa: E402  (tests/bench/tiers.py)
+from benchlib import BenchError, Cleanup, FuseMount, log  # noqa: E402
+import benchlib  # noqa: E402
+
+benchlib.PROG = "scale"
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = Path("/usr/share/doc/libfuse3-dev/examples")
+SYSTEMS = ("sqlite", "redis-pg", "pg", "ptl")
+LIST_SYSTEMS = ("sqlite", "redis-pg", "ptl")  # pg lists as redis-pg does
+PERSIST_SYSTEMS = ("pg", "redis-pg")
+PERSIST_TIMEOUT = 900.0
+POLL_INTERVAL = 0.005
+
+
+# --- helpers ------------------------------------------------------------------
+
+def fs_type(path):
+    out = subprocess.run(["stat", "-f", "-c", "%T", str(path)], stdout=subprocess.PIPE,
+                         text=True, check=False).stdout.strip()
+    return out or "?"
+
+
+def proc_status(pid, key):
+    """A field of /proc/PID/status in KiB (VmHWM, VmRSS)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise BenchError(f"no {key} in /proc/{pid}/status")
+
+
+def drop_caches():
+    if os.geteuid() != 0:
+        return False
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+    return True
+
+
+def tierfs_nodes(mnt):
+    for line in (Path(mnt) / ".tierfs" / "metrics").read_text().splitlines():
+        if line.startswith("tierfs_nodes "):
+            return int(line.split()[1])
+    raise BenchError(f"no tierfs_nodes in {mnt}/.tierfs/metrics")
+
+
+def timed_count(argv, cwd):
+    """Runs @argv in @cwd, counting its output lines; (lines, seconds)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE,
+                         env=dict(os.environ, LC_ALL="C"))
+    lines = 0
+    for chunk in iter(lambda: p.stdout.read(1 << 16), b""):
+        lines += chunk.count(b"\n")
+    rc = p.wait()
+    dt = time.perf_counter() - t0
+    if rc != 0:
+        raise BenchError(f"{' '.join(argv)} in {cwd} exited with {rc}")
+    return lines, dt
+
+
+def build_passthrough_ll(workdir):
+    src_dir = workdir / "passthrough_ll-src"
+    src_dir.mkdir()
+    found = None
+    for f in sorted(EXAMPLES.glob("*")):
+        if f.name.endswith(".gz"):
+            out = src_dir / f.name[:-3]
+            with gzip.open(f, "rb") as i, open(out, "wb") as o:
+                shutil.copyfileobj(i, o)
+        elif f.suffix in (".c", ".h"):
+            out = src_dir / f.name
+            shutil.copyfile(f, out)
+        else:
+            continue
+        if out.name == "passthrough_ll.c":
+            found = out
+    if found is None:
+        raise BenchError(f"no passthrough_ll.c[.gz] in {EXAMPLES} (install libfuse3-dev)")
+    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], stdout=subprocess.PIPE,
+                           text=True, check=True).stdout.split()
+    exe = workdir / "passthrough_ll"
+    subprocess.run(["gcc", "-O2", "-o", str(exe), str(found), "-I", str(src_dir)] + flags,
+                   check=True)
+    return exe
+
+
+def fresh_tmpfs(workdir, name, cleanup):
+    d = workdir / name
+    d.mkdir()
+    if os.geteuid() == 0:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", str(d)], check=True)
+        cleanup.push(f"umount {d}", lambda: subprocess.run(["umount", "-l", str(d)]))
+    return d
+
+
+def tierfs_env(workdir):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TIERFS_SQLITE", "TIERFS_POSTGRES", "TIERFS_REDIS")
+           and not k.startswith("PG")}
+    env["PGPASSFILE"] = os.devnull
+    env["XDG_DATA_HOME"] = str(workdir / "xdg-data")
+    env["XDG_STATE_HOME"] = str(workdir / "xdg-state")
+    return env
+
+
+def payload(i):
+    return (f'{{"id": {i}, "name": "item-{i}", "tags": ["bench", "tierfs"], '
+            f'"value": {i * 0.5}}}\n').encode()
+
+
+def file_name(i):
+    return f"item{i:06d}.json"
+
+
+# --- listing ------------------------------------------------------------------
+
+def fill_tmpfs(root, n):
+    big = root / "big"
+    big.mkdir()
+    for i in range(1, n + 1):
+        fd = os.open(big / f"{i:07d}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, f"{i}\n".encode())
+        os.close(fd)
+
+
+def fill_tierfs(fill_bin, store_args, wal, n, env):
+    t0 = time.perf_counter()
+    cp = subprocess.run([str(fill_bin), *store_args, f"--wal={wal}", "--dir=big",
+                         f"--count={n}"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True, env=env)
+    if cp.returncode != 0:
+        raise BenchError(f"fill failed ({cp.returncode}): {cp.stderr.strip()[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def list_round(mounts, order, n, res, drop):
+    for s in order:
+        m = mounts[s]
+        for key, argv in (("ls -f", ["ls", "-f", "big"]), ("find", ["find", "big"])):
+            if drop:
+                drop_caches()
+            lines, dt = timed_count(argv, m.mnt)
+            want = n + 2 if key == "ls -f" else n + 1
+            if lines != want:
+                raise BenchError(f"{s}: {' '.join(argv)} listed {lines} lines, expected {want}")
+            res[s][key].append(dt)
+            log(f"{s}: {key}: {n / dt:,.0f} entries/s")
+
+
+# --- persistence --------------------------------------------------------------
+
+def writer(root, k, first, count, start):
+    start.wait()
+    d = Path(root) / f"w{k}"
+    os.mkdir(d)
+    for i in range(first, first + count):
+        fd = os.open(d / file_name(i), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, payload(i))
+        os.close(fd)
+
+
+def count_rows(sess):
+    return int(sess.value("SELECT count(*) FROM entries"))
+
+
+def wait_rows(sess, expected, what):
+    deadline = time.monotonic() + PERSIST_TIMEOUT
+    while True:
+        n = count_rows(sess)
+        if n == expected:
+            return time.perf_counter()
+        if time.monotonic() >= deadline:
+            raise BenchError(f"{what}: entries holds {n} rows after {PERSIST_TIMEOUT:.0f}s, "
+                             f"expected {expected}")
+        time.sleep(POLL_INTERVAL)
+
+
+def metrics(mnt):
+    """{name{labels}: value} from the mount's .tierfs/metrics."""
+    out = {}
+    for line in (Path(mnt) / ".tierfs" / "metrics").read_text().splitlines():
+        if line and not line.startswith("#"):
+            k, v = line.rsplit(" ", 1)
+            out[k] = float(v)
+    return out
+
+
+FLUSH_KEYS = {
+    "batches": "tierfs_batches_total",
+    "records": "tierfs_batch_records_total",
+    "l3": 'tierfs_tier_seconds_total{tier="l3",op="apply"}',
+    "l2": 'tierfs_tier_seconds_total{tier="l2",op="apply"}',
+    "l2tree": 'tierfs_tier_seconds_total{tier="l2",op="put_tree"}',
+    "allocs": 'tierfs_tier_calls_total{tier="l3",op="alloc_ino"}',
+    "feed": 'tierfs_tier_seconds_total{tier="l3",op="feed"}',
+}
+
+
+def persist_round(s, mnt, sess, files, writers):
+    """Returns (seconds until every row is in PostgreSQL, seconds until the
+    last writer exited, {what the flusher did meanwhile})."""
+    base = count_rows(sess)
+    m0 = metrics(mnt)
+    per = files // writers
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Event()
+    procs = [ctx.Process(target=writer, args=(str(mnt), k, k * per, per, start))
+             for k in range(writers)]
+    for p in procs:
+        p.start()
+    t0 = time.perf_counter()
+    start.set()
+    for p in procs:
+        p.join()
+    t_close = time.perf_counter()
+    bad = [p.exitcode for p in procs if p.exitcode != 0]
+    if bad:
+        raise BenchError(f"{s}: writers exited with {bad}")
+    t_all = wait_rows(sess, base + writers + writers * per, f"{s}: persisting")
+    m1 = metrics(mnt)
+    flush = {k: m1.get(v, 0.0) - m0.get(v, 0.0) for k, v in FLUSH_KEYS.items()}
+    for k in range(writers):
+        shutil.rmtree(Path(mnt) / f"w{k}")
+    wait_rows(sess, base, f"{s}: draining the removals")
+    return t_all - t0, t_close - t0, flush
+
+
+# --- main ---------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--entries", type=int, default=1000000)
+    ap.add_argument("--files", type=int, default=20000)
+    ap.add_argument("--writers", type=int, default=8)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--smoke", action="store_true",
+                    help="2,000 entries, 800 files, one round")
+    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--drop-caches", action="store_true",
+                    help="drop the kernel's caches before each listing (as root): tierfs's "
+                    "store is then read from disk, passthrough_ll's tmpfs stays in memory")
+    ap.add_argument("--no-listing", action="store_true")
+    ap.add_argument("--no-persist", action="store_true")
+    ap.add_argument("--tierfs-bin", default=str(REPO / "build" / "fs" / "tierfs"))
+    ap.add_argument("--fill-bin", default=str(REPO / "build" / "tests" / "fill"))
+    ap.add_argument("--workdir")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    if args.smoke:
+        args.entries, args.files, args.repeat = 2000, 800, 1
+    systems = [s for s in args.systems.split(",") if s]
+    for s in systems:
+        if s not in SYSTEMS:
+            ap.error(f"unknown system {s!r} (of {','.join(SYSTEMS)})")
+    if args.entries < 1 or args.writers < 1 or args.files < args.writers or args.repeat < 1:
+        ap.error("need entries >= 1, files >= writers >= 1, repeat >= 1")
+    for b in (args.tierfs_bin, args.fill_bin):
+        if not Path(b).exists():
+            ap.error(f"{b} does not exist (meson compile -C build)")
+    list_sys = [] if args.no_listing else [s for s in LIST_SYSTEMS if s in systems]
+    pers_sys = [] if args.no_persist else [s for s in PERSIST_SYSTEMS if s in systems]
+
+    def on_signal(signum, _frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+
+    cleanup = Cleanup()
+    workdir = Path(tempfile.mkdtemp(prefix="tierfs-scale-", dir=args.workdir))
+    if not args.keep:
+        cleanup.push(f"rm -r {workdir}", lambda: shutil.rmtree(workdir, ignore_errors=True))
+    env = tierfs_env(workdir)
+    tbin = Path(args.tierfs_bin)
+    notes = [f"machine: {os.cpu_count()} CPUs, {os.uname().release}",
+             f"tierfs: {tbin} {benchlib.tierfs_origin(tbin)}"]
+    lres = {s: {"ls -f": [], "find": []} for s in list_sys}
+    mem = {}
+    pres = {s: [] for s in pers_sys}
+    raw = []
+    pg = redis = None
+    try:
+        if any(s != "sqlite" and s != "ptl" for s in list_sys + pers_sys):
+            if os.geteuid() == 0:
+                os.chmod(workdir, 0o711)
+            pg = tiers.PgServer(workdir / "pg")
+            pg.start(cleanup)
+            redis = tiers.RedisServer(workdir / "redis")
+            redis.start(cleanup)
+            st = pg.settings("fsync", "synchronous_commit", "shared_buffers")
+            notes.append(f"PostgreSQL {pg.version()} ({', '.join(f'{k}={v}' for k, v in st.items())}),"
+                         f" Redis {redis.version()}, private, loopback")
+
+        # --- (a) listing ---
+        if list_sys:
+            mounts = {}
+            for s in list_sys:
+                mnt = workdir / f"{s}.mnt"
+                mnt.mkdir()
+                t0 = time.perf_counter()
+                if s == "ptl":
+                    exe = build_passthrough_ll(workdir)
+                    src = fresh_tmpfs(workdir, "ptl-src", cleanup)
+                    fill_tmpfs(src, args.entries)
+                    argv = [str(exe), "-f", "-o", f"source={src}", str(mnt)]
+                    m_env = None
+                    made = f"Python os.open/write/close in the source tmpfs"
+                else:
+                    if s == "sqlite":
+                        store = [f"--sqlite={workdir / 'list.db'}"]
+                        wal = workdir / "list-sqlite.wal"
+                    else:
+                        uri = pg.create_db("list_redis_pg")
+                        store = [f"--postgres={uri}", f"--redis={redis.url}"]
+                        wal = workdir / "list-redis-pg.wal"
+                    fill_tierfs(args.fill_bin, store, workdir / f"fill-{s}.wal", args.entries,
+                                env)
+                    argv = [str(tbin), *store, "-f", "-o", f"wal_path={wal}", str(mnt)]
+                    m_env = env
+                    made = "tests/bench/fill"
+                dt = time.perf_counter() - t0
+                notes.append(f"{s}: {args.entries:,} entries made in {dt:.1f} s ({made})")
+                log(f"{s}: {args.entries:,} entries made in {dt:.1f} s")
+                m = FuseMount(s, argv, mnt, workdir / f"{s}-list.log", env=m_env)
+                cleanup.push(f"unmount {s}", m.stop)
+                m.start()
+                mounts[s] = m
+                mem[s] = {"start": proc_status(m.pid, "VmRSS")}
+            for r in range(args.repeat):
+                log(f"listing round {r + 1}")
+                list_round(mounts, list_sys, args.entries, lres, args.drop_caches)
+            for s in list_sys:
+                m = mounts[s]
+                mem[s]["list"] = proc_status(m.pid, "VmHWM")
+                if s != "ptl":
+                    mem[s]["nodes_list"] = tierfs_nodes(m.mnt)
+                if s == "ptl" and args.entries + 100 > resource.getrlimit(
+                        resource.RLIMIT_NOFILE)[0]:
+                    # it holds an O_PATH descriptor per inode the kernel
+                    # keeps: `ls -l` of N entries needs N of them
+                    notes.append("ptl: no ls -l (it needs one descriptor per entry, more than "
+                                 "RLIMIT_NOFILE)")
+                    m.stop()
+                    continue
+                drop_caches()
+                lines, dt = timed_count(["ls", "-l", "big"], m.mnt)
+                if lines != args.entries + 1:
+                    raise BenchError(f"{s}: ls -l listed {lines} lines")
+                mem[s]["ls -l"] = proc_status(m.pid, "VmHWM")
+                mem[s]["ls -l s"] = dt
+                if s != "ptl":
+                    mem[s]["nodes_lsl"] = tierfs_nodes(m.mnt)
+                    drop_caches()
+                    benchlib.wait_for(lambda: tierfs_nodes(m.mnt) < 100, 30.0)
+                    mem[s]["nodes_forgot"] = tierfs_nodes(m.mnt)
+                m.stop()
+
+        # --- (b) persistence with concurrent writers ---
+        if pers_sys:
+            raw_uri = pg.create_db("scale_raw")
+            tiers.psql(raw_uri, tiers.RAW_SCHEMA)
+            raw_sess = tiers.PsqlSession(raw_uri)
+            cleanup.push("close the psql session (raw)", raw_sess.close)
+            per = args.files // args.writers
+            rows = [(1000 + k * per + j, 2 + k, file_name(k * per + j).encode(),
+                     payload(k * per + j)) for k in range(args.writers) for j in range(per)]
+            raw_sql = workdir / "raw-upsert.sql"
+            tiers.write_upsert_sql(raw_sql, rows, per_txn=1000)
+            pmounts = {}
+            for s in pers_sys:
+                uri = pg.create_db("persist_" + s.replace("-", "_"))
+                store = [f"--postgres={uri}"] + ([f"--redis={redis.url}"]
+                                                  if s == "redis-pg" else [])
+                mnt = workdir / f"{s}-persist.mnt"
+                mnt.mkdir()
+                argv = [str(tbin), *store, "-f", "-o",
+                        f"wal_path={workdir / (s + '-persist.wal')}", str(mnt)]
+                m = FuseMount(s, argv, mnt, workdir / f"{s}-persist.log", env=env)
+                cleanup.push(f"unmount {s} (persist)", m.stop)
+                m.start()
+                sess = tiers.PsqlSession(uri)
+                cleanup.push(f"close the psql session ({s})", sess.close)
+                pmounts[s] = (m, sess)
+            for r in range(args.repeat):
+                raw_sess.value("TRUNCATE entries, contents; SELECT 1")
+                raw.append(tiers.psql_file(raw_uri, raw_sql))
+                log(f"persist round {r + 1}: raw upsert {len(rows) / raw[-1]:,.0f} rows/s")
+                for s in pers_sys:
+                    m, sess = pmounts[s]
+                    t_all, t_close, fl = persist_round(s, m.mnt, sess, args.files,
+                                                       args.writers)
+                    pres[s].append((t_all, t_close, fl))
+                    log(f"persist round {r + 1}: {s}: {len(rows) / t_all:,.0f} files/s "
+                        f"persisted (writers done after {t_close:.2f} s, "
+                        f"all in PostgreSQL after {t_all:.2f} s; {fl['batches']:.0f} "
+                        f"batches of {fl['records'] / max(fl['batches'], 1):.0f} changes, "
+                        f"L3 apply {fl['l3']:.2f} s, L2 {fl['l2'] + fl['l2tree']:.2f} s, "
+                        f"{fl['allocs']:.0f} inode blocks, feed reads {fl['feed']:.2f} s)")
+            for s in pers_sys:
+                pmounts[s][0].stop()
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        cleanup.run()
+
+    print()
+    print(f"scale.py: {args.entries:,} entries in one directory; {args.writers} writers x "
+          f"{args.files // args.writers:,} files; {args.repeat} round(s), medians"
+          f"{'; caches dropped before each listing' if args.drop_caches else ''}")
+    for n in notes:
+        print(f"  {n}")
+    if list_sys:
+        print()
+        print(f"{'listing':<10} {'ls -f/s':>12} {'find/s':>12} {'ls -f/ptl':>10} {'find/ptl':>9}"
+              f" {'RSS start':>10} {'peak list':>10} {'peak ls -l':>11} {'ls -l s':>8}"
+              f" {'nodes':>22}")
+        med = {s: {k: statistics.median(v) for k, v in lres[s].items()} for s in list_sys}
+        for s in list_sys:
+            rate = {k: args.entries / med[s][k] for k in med[s]}
+            rel = {k: (f"{med['ptl'][k] / med[s][k]:.2f}x" if "ptl" in med else "-")
+                   for k in med[s]}
+            nodes = "-"
+            if s != "ptl":
+                nodes = (f"{mem[s]['nodes_list']}/{mem[s]['nodes_lsl']}/"
+                         f"{mem[s]['nodes_forgot']}")
+            lsl = (f"{mem[s]['ls -l'] / 1024:>9.1f}Mi {mem[s]['ls -l s']:>8.2f}"
+                   if "ls -l" in mem[s] else f"{'-':>11} {'-':>8}")
+            print(f"{s:<10} {rate['ls -f']:>12,.0f} {rate['find']:>12,.0f} {rel['ls -f']:>10}"
+                  f" {rel['find']:>9} {mem[s]['start'] / 1024:>8.1f}Mi"
+                  f" {mem[s]['list'] / 1024:>8.1f}Mi {lsl} {nodes:>22}")
+        print("  RSS start: after mounting; peak list: VmHWM after the ls -f and find rounds;"
+              " peak ls -l: VmHWM after one ls -l;")
+        print("  nodes (tierfs): after the listings / after ls -l / after dropping the kernel's"
+              " caches (FORGET)")
+    if pers_sys:
+        print()
+        n = args.writers * (args.files // args.writers)
+        raw_s = statistics.median(raw)
+        print(f"persistence, {args.writers} writers   files/s persisted   vs raw   "
+              f"writers done (s)   all in PostgreSQL (s)   batches  changes/batch"
+              f"  L3 apply (s)  L2 apply (s)")
+        print(f"{'raw upsert (1 psql)':<28} {n / raw_s:>12,.0f} {'1.00x':>8} {'':>16} "
+              f"{raw_s:>20.2f}")
+        for s in pers_sys:
+            t_all = statistics.median(x[0] for x in pres[s])
+            t_close = statistics.median(x[1] for x in pres[s])
+            fl = {k: statistics.median(x[2][k] for x in pres[s]) for k in FLUSH_KEYS}
+            print(f"{'tierfs-' + s:<28} {n / t_all:>12,.0f} {raw_s / t_all:>7.2f}x "
+                  f"{t_close:>16.2f} {t_all:>20.2f} {fl['batches']:>10.0f}"
+                  f" {fl['records'] / max(fl['batches'], 1):>14.0f} {fl['l3']:>13.2f}"
+                  f" {fl['l2'] + fl['l2tree']:>13.2f}")
+        print("  writers done: the last writer's last close; batches ... L2 apply: what the"
+              " flusher did until PostgreSQL held every row (medians)")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as e:
+        log(f"error: {e}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        log("interrupted")
+        sys.exit(130)
