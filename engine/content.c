@@ -186,8 +186,7 @@ int node_content(struct eng *e, struct node *n, struct item **out)
 				continue; /* published meanwhile */
 			/* no row for a clean entry: another writer removed
 			 * it, and the feed has not said so yet */
-			feed_gone(e, n);
-			return -ESTALE;
+			return feed_gone(e, n) ? -ESTALE : -EIO;
 		}
 		if (r < 0)
 			return r;

@@ -515,8 +515,10 @@ int feed_start(struct eng *e);
 void feed_stop(struct eng *e);
 /* L3 holds no row for clean node @n: forgets it as a record saying so
  * would, but tells the kernel nothing (the caller answers a request, and
- * the kernel looks the name up again after ESTALE). Lock held. */
-void feed_gone(struct eng *e, struct node *n);
+ * the kernel looks the name up again after ESTALE). false, forgetting
+ * nothing, when the row is missing because L3 refused this engine's own
+ * change (the mount shows it until it is read again). Lock held. */
+bool feed_gone(struct eng *e, struct node *n);
 
 /* --- dirsnap.c --- */
 

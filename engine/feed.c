@@ -514,19 +514,20 @@ static void refresh_one(struct eng *e, uint64_t ino, struct inval_list *inv)
 		store_row_release(&f.row);
 }
 
-void feed_gone(struct eng *e, struct node *n)
+bool feed_gone(struct eng *e, struct node *n)
 {
 	struct store_feed f = {.ino = n->ino, .gone = true};
 	struct inval_list inv = {0};
 
-	if (n->deleted || node_pending(n))
-		return;
+	if (n->deleted || node_pending(n) || n->refused)
+		return false;
 	eng_logf(&e->cfg.log, LOG_INFO,
 		 "inode %llu ('%s') is gone from %s: another writer removed it",
 		 (unsigned long long)n->ino, n->name, e->l3->ops->name);
 	snap_forget(e, n->ino, 0);
 	apply_to_node(e, n, &f, &inv);
 	free(inv.v); /* not sent: see feed_gone()'s caller */
+	return true;
 }
 
 /* Tries again to place the lost nodes (e->feed_lost) from their rows:
