@@ -25,6 +25,7 @@
 #include "hash_cmd.h"
 #include "inval.h"
 #include "items_cmd.h"
+#include "killpriv.h"
 #include "ops.h"
 #include "options.h"
 #include "status_cmd.h"
@@ -192,6 +193,8 @@ int main(int argc, char *argv[])
 		goto out_destroy;
 	if (fuse_session_mount(t.se, cmd.mountpoint) != 0)
 		goto out_remove_handlers;
+	if (tfs_killpriv_setup(t.se) != 0)
+		goto out_unmount;
 	tfs_inval_live(&t, true);
 	if (!cmd.foreground) {
 		openlog("tierfs", LOG_PID, LOG_DAEMON);
