@@ -164,6 +164,9 @@ static void tfs_init(void *userdata, struct fuse_conn_info *conn)
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	/* killpriv.c reads every request's kill flags: with splice, libfuse
+	 * would move WRITEs past it */
+	conn->want &= ~FUSE_CAP_SPLICE_READ;
 }
 
 static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
