@@ -23,6 +23,7 @@
 
 #include "control.h"
 #include "handles.h"
+#include "killpriv.h"
 #include "ops.h"
 
 static struct tfs *req_tfs(fuse_req_t req)
@@ -103,6 +104,61 @@ static void reply_entry_or_err(fuse_req_t req, int r, const struct eng_attr *a)
 	fuse_reply_entry(req, &ep);
 }
 
+/* true when the caller of @req is in group @gid or is root, who may keep
+ * S_ISGID (the kernel's in_group_or_capable). */
+static bool in_group_or_root(fuse_req_t req, uint32_t gid)
+{
+	const struct fuse_ctx *fc = fuse_req_ctx(req);
+	gid_t groups[64];
+	int n;
+
+	if (fc->uid == 0 || fc->gid == gid)
+		return true;
+	n = fuse_req_getgroups(req, 64, groups);
+	for (int i = 0; i < n && i < 64; i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
+/* The set-ID bits of a file of @mode and group @gid that a write,
+ * truncation or chown the kernel asked to clear them for (killpriv.c)
+ * clears: S_ISUID; S_ISGID when the group may execute, or when the caller
+ * is not in the group (as the kernel does for a local filesystem). */
+static uint32_t setid_to_kill(fuse_req_t req, uint32_t mode, uint32_t gid)
+{
+	uint32_t kill = mode & S_ISUID;
+
+	if ((mode & S_ISGID) &&
+	    ((mode & S_IXGRP) || !in_group_or_root(req, gid)))
+		kill |= S_ISGID;
+	return S_ISREG(mode) ? kill : 0;
+}
+
+/* For a write or an O_TRUNC open that asks for it, clears the set-ID bits
+ * of file @ino: 0 or a negative errno. */
+static int kill_suidgid(fuse_req_t req, fuse_ino_t ino)
+{
+	struct eng_setattr sa = {.set_mode = true};
+	struct eng *e = req_tfs(req)->eng;
+	struct eng_attr a;
+	struct eng_ctx ctx;
+	uint32_t kill;
+	int r;
+
+	if (!tfs_kill_suidgid())
+		return 0;
+	r = eng_getattr(e, ino, &a);
+	if (r < 0)
+		return r;
+	kill = setid_to_kill(req, a.mode, a.gid);
+	if (!kill)
+		return 0;
+	sa.mode = a.mode & ~kill;
+	get_ctx(req, &ctx);
+	return eng_setattr(e, ino, NULL, &sa, &ctx, &a);
+}
+
 static void tfs_init(void *userdata, struct fuse_conn_info *conn)
 {
 	struct tfs *t = userdata;
@@ -127,6 +183,9 @@ static void tfs_init(void *userdata, struct fuse_conn_info *conn)
 	 * writers change; on a no-open mount the control files rely on it) */
 	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
 		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+	/* killpriv.c reads every request's kill flags: with splice, libfuse
+	 * would move WRITEs past it */
+	conn->want &= ~FUSE_CAP_SPLICE_READ;
 }
 
 static void tfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -244,6 +303,16 @@ static void tfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			      : ts_ns(&attr->st_atim);
 	sa.set_ctime = to_set & FUSE_SET_ATTR_CTIME;
 	sa.ctime_ns = ts_ns(&attr->st_ctim);
+	if (tfs_kill_suidgid() && !sa.set_mode) {
+		/* a chown, or a truncation by a caller without CAP_FSETID */
+		r = eng_getattr(t->eng, ino, &a);
+		if (r < 0) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+		sa.mode = a.mode & ~setid_to_kill(req, a.mode, a.gid);
+		sa.set_mode = sa.mode != a.mode;
+	}
 	/* a size change through an open file applies to its working copy */
 	r = eng_setattr(t->eng, ino, fi ? file_of(req, fi) : NULL, &sa, &ctx,
 			&a);
@@ -381,7 +450,8 @@ static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	r = eng_file_open(t->eng, ino, fi->flags, &f, &keep);
-
+	if (r == 0 && (r = kill_suidgid(req, ino)) < 0)
+		eng_release(t->eng, f);
 	if (r < 0) {
 		fuse_reply_err(req, -r);
 		return;
@@ -446,9 +516,11 @@ static void tfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		      size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct eng_file *f = file_of(req, fi);
-	ssize_t r = f ? eng_write(req_tfs(req)->eng, f, buf, size, off)
-		      : -EBADF;
+	ssize_t r = f ? kill_suidgid(req, ino) : -EBADF;
 
+	/* the bits go first, as the kernel clears them before a write */
+	if (r == 0)
+		r = eng_write(req_tfs(req)->eng, f, buf, size, off);
 	if (r < 0)
 		fuse_reply_err(req, (int)-r);
 	else
