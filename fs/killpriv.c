@@ -7,9 +7,19 @@
  * first write to an inode after each open and before each O_TRUNC open: a
  * round trip each, answered ENOTSUP (tierfs keeps no security.* names). With
  * FUSE_HANDLE_KILLPRIV_V2 the kernel marks the superblock SB_NOSEC: once an
- * inode's first write found no capability and no set-ID bit, later writes
- * and truncations of it ask nothing. An overwrite (open O_TRUNC, write,
- * close) costs 4 round trips instead of 6.
+ * inode's write found no capability and no set-ID bit, the inode is S_NOSEC
+ * and later writes and truncations of it ask nothing. An overwrite (open
+ * O_TRUNC, write, close) then costs 4 round trips instead of 6.
+ *
+ * Only until the kernel next takes the inode's attributes from tierfs: it
+ * clears S_NOSEC on every attribute refresh (a GETATTR, LOOKUP, CREATE or
+ * READDIRPLUS reply), as another client may have set a bit or a capability.
+ * Only a write sets it again; an O_TRUNC open does not. So an overwrite
+ * after a stat that had to ask (the kernel invalidates size and mtime after
+ * each write) or an `ls -l` still asks twice, once for the truncation and
+ * once for the write; a plain O_TRUNC open asks every time until a write.
+ * No answer tierfs can give stops that but ENOSYS, which turns off every
+ * getxattr of the mount (user.* and user.tierfs.* included).
  *
  * libfuse 3.14 neither offers the flag nor passes on the per-request "kill"
  * flags the kernel then sends, so the session's I/O goes through the two
