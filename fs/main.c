@@ -27,7 +27,6 @@
 #include "inval.h"
 #include "items_cmd.h"
 #include "killpriv.h"
-#include "loop.h"
 #include "ops.h"
 #include "options.h"
 #include "status_cmd.h"
@@ -220,12 +219,8 @@ int main(int argc, char *argv[])
 		fuse_loop_cfg_set_idle_threads(loop, cmd.max_idle_threads);
 	if (cmd.singlethread)
 		r = fuse_session_loop(t.se);
-	else if (cmd.clone_fd)
-		r = fuse_session_loop_mt(t.se, loop);
 	else
-		r = tfs_loop(t.se, cmd.max_threads && cmd.max_threads != UINT_MAX
-					   ? cmd.max_threads
-					   : LOOP_MAX_THREADS);
+		r = fuse_session_loop_mt(t.se, loop);
 	fuse_loop_cfg_destroy(loop);
 	/* libfuse's handlers end the loop with the signal's number: a stop
 	 * asked for by SIGTERM, SIGINT or SIGHUP is a clean exit (systemd
