@@ -108,7 +108,6 @@ quick smoke run: tests/bench/bench.py --files 500 --dirs 10
 """
 
 import argparse
-import gzip
 import json
 import os
 import platform
@@ -124,13 +123,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiers  # noqa: E402  (tests/bench/tiers.py)
-from benchlib import BenchError, Cleanup, FuseMount, log  # noqa: E402
+from benchlib import BenchError, Cleanup, FuseMount, build_passthrough_ll, log  # noqa: E402
 import benchlib  # noqa: E402
 
 benchlib.PROG = "bench"
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = Path("/usr/share/doc/libfuse3-dev/examples")
 PERSIST_TIMEOUT = 600.0  # seconds for PostgreSQL to hold every row
 POLL_INTERVAL = 0.005
 RAW_ROWS_PER_TXN = 1000
@@ -215,36 +213,6 @@ def fresh_tmpfs(workdir, name, cleanup):
     d = Path(tempfile.mkdtemp(prefix=f"tierfs-bench-{name}-", dir=shm))
     cleanup.push(f"rm -r {d}", lambda: shutil.rmtree(d, ignore_errors=True))
     return d
-
-
-def build_passthrough_ll(workdir):
-    src_dir = workdir / "passthrough_ll-src"
-    src_dir.mkdir()
-    found = None
-    for f in sorted(EXAMPLES.glob("*")):
-        if f.name.endswith(".gz"):
-            out = src_dir / f.name[:-3]
-            with gzip.open(f, "rb") as i, open(out, "wb") as o:
-                shutil.copyfileobj(i, o)
-        elif f.suffix in (".c", ".h"):
-            out = src_dir / f.name
-            shutil.copyfile(f, out)
-        else:
-            continue
-        if out.name == "passthrough_ll.c":
-            found = out
-    if found is None:
-        raise BenchError(f"no passthrough_ll.c[.gz] in {EXAMPLES} (install libfuse3-dev)")
-    pc = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], stdout=subprocess.PIPE,
-                        text=True)
-    if pc.returncode != 0:
-        raise BenchError("pkg-config fuse3 failed (install libfuse3-dev and pkg-config)")
-    exe = workdir / "passthrough_ll"
-    cmd = ["gcc", "-O2", "-Wall", "-o", str(exe), str(found), "-I", str(src_dir)] + pc.stdout.split()
-    cp = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if cp.returncode != 0:
-        raise BenchError(f"building passthrough_ll failed:\n{shlex.join(cmd)}\n{cp.stdout}")
-    return exe
 
 
 # --- systems -------------------------------------------------------------------

@@ -12,8 +12,10 @@ and names itself for log() with benchlib.PROG = "name".
 The name does not start with test_: pytest collects nothing here.
 """
 
+import gzip
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -165,3 +167,36 @@ class FuseMount:
         command line: a fresh daemon, and fresh kernel caches for @mnt."""
         self.stop()
         self.start()
+
+
+EXAMPLES = Path("/usr/share/doc/libfuse3-dev/examples")
+
+
+def build_passthrough_ll(workdir):
+    src_dir = workdir / "passthrough_ll-src"
+    src_dir.mkdir()
+    found = None
+    for f in sorted(EXAMPLES.glob("*")):
+        if f.name.endswith(".gz"):
+            out = src_dir / f.name[:-3]
+            with gzip.open(f, "rb") as i, open(out, "wb") as o:
+                shutil.copyfileobj(i, o)
+        elif f.suffix in (".c", ".h"):
+            out = src_dir / f.name
+            shutil.copyfile(f, out)
+        else:
+            continue
+        if out.name == "passthrough_ll.c":
+            found = out
+    if found is None:
+        raise BenchError(f"no passthrough_ll.c[.gz] in {EXAMPLES} (install libfuse3-dev)")
+    pc = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], stdout=subprocess.PIPE,
+                        text=True)
+    if pc.returncode != 0:
+        raise BenchError("pkg-config fuse3 failed (install libfuse3-dev and pkg-config)")
+    exe = workdir / "passthrough_ll"
+    cmd = ["gcc", "-O2", "-Wall", "-o", str(exe), str(found), "-I", str(src_dir)] + pc.stdout.split()
+    cp = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if cp.returncode != 0:
+        raise BenchError(f"building passthrough_ll failed:\n{shlex.join(cmd)}\n{cp.stdout}")
+    return exe

@@ -34,7 +34,6 @@ smoke run: tests/bench/scale.py --smoke   (2,000 entries, 800 files)
 """
 
 import argparse
-import gzip
 import multiprocessing
 import os
 import resource
@@ -49,13 +48,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiers  # noqa: E402  (tests/bench/tiers.py)
-from benchlib import BenchError, Cleanup, FuseMount, log  # noqa: E402
+from benchlib import BenchError, Cleanup, FuseMount, build_passthrough_ll, log  # noqa: E402
 import benchlib  # noqa: E402
 
 benchlib.PROG = "scale"
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = Path("/usr/share/doc/libfuse3-dev/examples")
 SYSTEMS = ("sqlite", "redis-pg", "pg", "ptl")
 LIST_SYSTEMS = ("sqlite", "redis-pg", "ptl")  # pg lists as redis-pg does
 PERSIST_SYSTEMS = ("pg", "redis-pg")
@@ -109,32 +107,6 @@ def timed_count(argv, cwd):
     if rc != 0:
         raise BenchError(f"{' '.join(argv)} in {cwd} exited with {rc}")
     return lines, dt
-
-
-def build_passthrough_ll(workdir):
-    src_dir = workdir / "passthrough_ll-src"
-    src_dir.mkdir()
-    found = None
-    for f in sorted(EXAMPLES.glob("*")):
-        if f.name.endswith(".gz"):
-            out = src_dir / f.name[:-3]
-            with gzip.open(f, "rb") as i, open(out, "wb") as o:
-                shutil.copyfileobj(i, o)
-        elif f.suffix in (".c", ".h"):
-            out = src_dir / f.name
-            shutil.copyfile(f, out)
-        else:
-            continue
-        if out.name == "passthrough_ll.c":
-            found = out
-    if found is None:
-        raise BenchError(f"no passthrough_ll.c[.gz] in {EXAMPLES} (install libfuse3-dev)")
-    flags = subprocess.run(["pkg-config", "--cflags", "--libs", "fuse3"], stdout=subprocess.PIPE,
-                           text=True, check=True).stdout.split()
-    exe = workdir / "passthrough_ll"
-    subprocess.run(["gcc", "-O2", "-o", str(exe), str(found), "-I", str(src_dir)] + flags,
-                   check=True)
-    return exe
 
 
 def fresh_tmpfs(workdir, name, cleanup):

@@ -12,13 +12,13 @@ import random
 
 import pytest
 
-from conftest import fuse_unavailable_reason, wait_for
+from conftest import fuse_unavailable_reason
+from test_sharing import read, sees, synced
 
 pytestmark = pytest.mark.skipif(fuse_unavailable_reason() is not None,
                                 reason=fuse_unavailable_reason() or "")
 
 LONG = ["entry_timeout=600", "attr_timeout=600"]
-VISIBLE = 10.0
 
 
 def metrics(m):
@@ -147,21 +147,7 @@ def test_another_mounts_changes_after_a_directory_was_loaded_are_seen(tierfs_fac
     os.rename(a.path("d", "f020.json"), a.path("d", "g020.json"))
     with open(a.path("d", "f030.json"), "wb") as f:
         f.write(b'"rewritten"')
-    fd = os.open(a.mnt, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-    def read(path):
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except FileNotFoundError:
-            return None
-
-    def sees(path, data):
-        return wait_for(lambda: read(path) == data, VISIBLE) and read(path) == data
+    synced(a)
 
     # b's snapshot of d must not hide the new name, keep the deleted or
     # renamed one, or serve the old bytes

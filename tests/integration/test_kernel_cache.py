@@ -19,6 +19,7 @@ import subprocess
 import pytest
 
 from conftest import TIERFS_BIN, fuse_unavailable_reason, run, wait_for
+from test_sharing import read, synced, write
 
 pytestmark = pytest.mark.skipif(fuse_unavailable_reason() is not None,
                                 reason=fuse_unavailable_reason() or "")
@@ -27,31 +28,8 @@ LONG = ["entry_timeout=600", "attr_timeout=600"]
 VISIBLE = 10.0
 
 
-def write(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except FileNotFoundError:
-        return None
-
-
 def ls(path):
     return sorted(os.listdir(path))
-
-
-def synced(m):
-    fd = os.open(m.mnt, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def metric(m, name):
