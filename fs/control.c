@@ -112,6 +112,30 @@ int tfs_ctl_read(struct tfs *t, fuse_ino_t ino, char **buf, size_t *len)
 	return ctl_snap(t, ino, false, buf, len, &at);
 }
 
+struct tfs_ctl_text *tfs_ctl_open(struct tfs *t, fuse_ino_t ino, int *err)
+{
+	struct tfs_ctl_text *x = calloc(1, sizeof(*x));
+
+	if (!x) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	*err = tfs_ctl_render(t, ino, &x->buf, &x->len);
+	if (*err < 0) {
+		free(x);
+		return NULL;
+	}
+	return x;
+}
+
+void tfs_ctl_close(struct tfs_ctl_text *x)
+{
+	if (x) {
+		free(x->buf);
+		free(x);
+	}
+}
+
 void tfs_ctl_release(struct tfs *t)
 {
 	for (size_t i = 0; i < sizeof(t->ctl_snap) / sizeof(t->ctl_snap[0]);

@@ -43,14 +43,23 @@ int tfs_ctl_lookup(struct tfs *t, fuse_ino_t parent, const char *name,
 int tfs_ctl_stat(struct tfs *t, fuse_ino_t ino, struct stat *st);
 
 /* Renders control file @ino into a new malloc()ed buffer (*buf, *len).
- * Every read renders anew: there is no per-open state to outlive a handle
- * (a read is never served from memory a release has freed). The files are
- * small enough that a reader gets one rendering in one read. */
+ * A read-write mount renders once per open (tfs_ctl_open()); a no-open
+ * mount serves snapshots (tfs_ctl_read()). */
 int tfs_ctl_render(struct tfs *t, fuse_ino_t ino, char **buf, size_t *len);
 
 /* What a read of control file @ino serves (a new malloc()ed buffer): a
  * new rendering, or on a no-open mount the snapshot the last stat took. */
 int tfs_ctl_read(struct tfs *t, fuse_ino_t ino, char **buf, size_t *len);
+/* One rendering of control file @ino for an open handle, so that a reader
+ * reading in several calls gets one text (it grows as the mount works:
+ * pieces of two renderings would not fit together). NULL and *err set on
+ * failure. */
+struct tfs_ctl_text {
+	char *buf;
+	size_t len;
+};
+struct tfs_ctl_text *tfs_ctl_open(struct tfs *t, fuse_ino_t ino, int *err);
+void tfs_ctl_close(struct tfs_ctl_text *x);
 /* Frees the snapshots (at exit). */
 void tfs_ctl_release(struct tfs *t);
 

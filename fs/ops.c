@@ -444,9 +444,16 @@ static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			fuse_reply_err(req, EACCES);
 			return;
 		}
-		fi->fh = 0;
-		fi->direct_io = 1; /* the size may change between reads */
-		fuse_reply_open(req, fi);
+		struct tfs_ctl_text *x = tfs_ctl_open(t, ino, &r);
+
+		if (!x) {
+			fuse_reply_err(req, -r);
+			return;
+		}
+		fi->fh = (uint64_t)(uintptr_t)x;
+		fi->direct_io = 1; /* each open renders anew */
+		if (fuse_reply_open(req, fi) != 0)
+			tfs_ctl_close(x);
 		return;
 	}
 	r = eng_file_open(t->eng, ino, fi->flags, &f, &keep);
@@ -478,9 +485,16 @@ static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	ssize_t r;
 
 	if (tfs_ctl_ino(ino)) {
+		struct tfs_ctl_text *x = (struct tfs_ctl_text *)(uintptr_t)fi->fh;
 		size_t len, n = 0;
-		int cr = tfs_ctl_read(t, ino, &buf, &len);
+		int cr = 0;
 
+		if (x) { /* this open's rendering */
+			buf = x->buf;
+			len = x->len;
+		} else { /* a no-open mount */
+			cr = tfs_ctl_read(t, ino, &buf, &len);
+		}
 		if (cr < 0) {
 			fuse_reply_err(req, -cr);
 			return;
@@ -488,7 +502,8 @@ static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		if ((size_t)off < len)
 			n = len - (size_t)off < size ? len - (size_t)off : size;
 		fuse_reply_buf(req, buf + (n ? off : 0), n);
-		free(buf);
+		if (!x)
+			free(buf);
 		return;
 	}
 	if (!t->no_open) {
@@ -551,7 +566,11 @@ static void tfs_release(fuse_req_t req, fuse_ino_t ino,
 	struct eng_file *f;
 
 	fuse_reply_err(req, 0);
-	if (tfs_ctl_ino(ino) || t->no_open)
+	if (tfs_ctl_ino(ino)) {
+		tfs_ctl_close((struct tfs_ctl_text *)(uintptr_t)fi->fh);
+		return;
+	}
+	if (t->no_open)
 		return; /* nothing was kept per open */
 	f = tfs_handle_remove(&t->handles, fi->fh, false);
 	if (f && eng_release(t->eng, f))

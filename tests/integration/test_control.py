@@ -134,6 +134,26 @@ def test_metrics_follow_the_mount(tierfs):
         assert re.match(r"^(# (HELP|TYPE) tierfs_\w+ .+|tierfs_\w+(\{[^}]*\})? [0-9.e+-]+)$", line), line
 
 
+def test_an_open_control_file_reads_as_one_text(tierfs):
+    """The metrics grow while the mount works: a reader reading in several
+    calls must get pieces of one rendering, not of two. An open handle
+    keeps the text it opened with; a new open shows the new one."""
+    m = tierfs
+    fd = os.open(m.path(".tierfs", "metrics"), os.O_RDONLY)
+    try:
+        first = os.pread(fd, 1 << 20, 0)
+        for i in range(20):
+            with open(m.path(f"grow-{i}.json"), "w") as f:
+                f.write("1")
+        sync_dir(m.mnt)
+        assert os.pread(fd, 1 << 20, 0) == first
+        half = len(first) // 2
+        assert os.pread(fd, 1 << 20, half) == first[half:]
+    finally:
+        os.close(fd)
+    assert read(m.path(".tierfs", "metrics")) != first
+
+
 def test_reserved_name(tierfs):
     m = tierfs
     with pytest.raises(OSError) as e:
