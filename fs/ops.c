@@ -486,14 +486,17 @@ static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 	if (tfs_ctl_ino(ino)) {
 		struct tfs_ctl_text *x = (struct tfs_ctl_text *)(uintptr_t)fi->fh;
+		const char *src;
 		size_t len, n = 0;
 		int cr = 0;
 
 		if (x) { /* this open's rendering */
-			buf = x->buf;
+			src = x->buf;
 			len = x->len;
+			buf = NULL;
 		} else { /* a no-open mount */
 			cr = tfs_ctl_read(t, ino, &buf, &len);
+			src = buf;
 		}
 		if (cr < 0) {
 			fuse_reply_err(req, -cr);
@@ -501,9 +504,20 @@ static void tfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		}
 		if ((size_t)off < len)
 			n = len - (size_t)off < size ? len - (size_t)off : size;
-		fuse_reply_buf(req, buf + (n ? off : 0), n);
-		if (!x)
-			free(buf);
+		if (x && n) {
+			/* a copy: once the reply is out the reader may close,
+			 * and the release frees the rendering */
+			buf = malloc(n);
+			if (!buf) {
+				fuse_reply_err(req, ENOMEM);
+				return;
+			}
+			memcpy(buf, src + off, n);
+			src = buf;
+			off = 0;
+		}
+		fuse_reply_buf(req, n ? src + off : NULL, n);
+		free(buf);
 		return;
 	}
 	if (!t->no_open) {
