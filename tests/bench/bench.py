@@ -123,14 +123,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiers  # noqa: E402  (tests/bench/tiers.py)
-from benchlib import BenchError, Cleanup, FuseMount, build_passthrough_ll, log  # noqa: E402
+from benchlib import BenchError, Cleanup, FuseMount, build_passthrough_ll, log, wait_rows  # noqa: E402
 import benchlib  # noqa: E402
 
 benchlib.PROG = "bench"
 
 REPO = Path(__file__).resolve().parents[2]
 PERSIST_TIMEOUT = 600.0  # seconds for PostgreSQL to hold every row
-POLL_INTERVAL = 0.005
 RAW_ROWS_PER_TXN = 1000
 RO = "tierfs-redis-pg-ro"
 TIERFS_SYSTEMS = ("tierfs-sqlite", "tierfs-pg", "tierfs-redis-pg", RO)
@@ -281,20 +280,6 @@ class Bench:
                 f.write("3\n")
         except OSError as e:
             self.drop_note = f"drop_caches failed ({e}): kernel caches NOT dropped"
-
-
-def wait_rows(sess, expected, what):
-    """Polls `SELECT count(*) FROM entries` until it is @expected; returns
-    the perf_counter() of the first poll that saw it."""
-    deadline = time.monotonic() + PERSIST_TIMEOUT
-    while True:
-        n = int(sess.value("SELECT count(*) FROM entries"))
-        if n == expected:
-            return time.perf_counter()
-        if time.monotonic() >= deadline:
-            raise BenchError(f"{what}: entries holds {n} rows after {PERSIST_TIMEOUT:.0f}s, "
-                             f"expected {expected}")
-        time.sleep(POLL_INTERVAL)
 
 
 # --- workloads ---------------------------------------------------------------
@@ -544,7 +529,7 @@ def run_workloads(sx, bench, nfiles, ndirs):
     if sx.pg is not None:
         # The previous round's unlinks are in PostgreSQL (only the root is
         # left), so the server is idle for the reference and for the creates.
-        wait_rows(sx.pg, 1, f"{sx.name}: before the round")
+        wait_rows(sx.pg, 1, f"{sx.name}: before the round", PERSIST_TIMEOUT)
         res["raw"] = (nfiles, bench.raw_upsert())
         yield "raw"
 
@@ -554,7 +539,7 @@ def run_workloads(sx, bench, nfiles, ndirs):
     timed(sx, res, "create", nfiles, write_all, files, datas,
           os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     if sx.pg is not None:
-        t_all = wait_rows(sx.pg, 1 + ndirs + nfiles, f"{sx.name}: persisting the creates")
+        t_all = wait_rows(sx.pg, 1 + ndirs + nfiles, f"{sx.name}: persisting the creates", PERSIST_TIMEOUT)
         res["persist"] = (nfiles, t_all - t0)
     settle(sx)
     yield "create"
@@ -601,7 +586,7 @@ def run_workloads(sx, bench, nfiles, ndirs):
         os.rmdir(d)
     settle(sx)
     if sx.pg is not None:  # the next round runs on an idle server
-        wait_rows(sx.pg, 1, f"{sx.name}: persisting the unlinks")
+        wait_rows(sx.pg, 1, f"{sx.name}: persisting the unlinks", PERSIST_TIMEOUT)
     yield "unlink"
     return res
 
@@ -615,11 +600,11 @@ def run_ro_workloads(sx, nfiles, ndirs):
     dirs, files = layout(root, nfiles, ndirs)
     datas = [payload(i) for i in range(nfiles)]
     res = {}
-    wait_rows(sx.pg, 1, f"{sx.name}: before the round")
+    wait_rows(sx.pg, 1, f"{sx.name}: before the round", PERSIST_TIMEOUT)
     for d in dirs:
         os.mkdir(d)
     write_all(files, datas, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    wait_rows(sx.pg, 1 + ndirs + nfiles, f"{sx.name}: persisting the creates")
+    wait_rows(sx.pg, 1 + ndirs + nfiles, f"{sx.name}: persisting the creates", PERSIST_TIMEOUT)
     settle(sx)
 
     sx.remount_as(sx.ro_argv)
@@ -641,7 +626,7 @@ def run_ro_workloads(sx, nfiles, ndirs):
         os.unlink(p)
     for d in dirs:
         os.rmdir(d)
-    wait_rows(sx.pg, 1, f"{sx.name}: persisting the unlinks")
+    wait_rows(sx.pg, 1, f"{sx.name}: persisting the unlinks", PERSIST_TIMEOUT)
     yield COLD
     return res
 

@@ -200,3 +200,17 @@ def build_passthrough_ll(workdir):
     if cp.returncode != 0:
         raise BenchError(f"building passthrough_ll failed:\n{shlex.join(cmd)}\n{cp.stdout}")
     return exe
+
+
+def wait_rows(sess, expected, what, timeout, interval=0.005):
+    """Polls PostgreSQL session @sess until its entries table holds
+    @expected rows; returns the perf_counter() of the poll that saw it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        n = int(sess.value("SELECT count(*) FROM entries"))
+        if n == expected:
+            return time.perf_counter()
+        if time.monotonic() >= deadline:
+            raise BenchError(f"{what}: entries holds {n} rows after {timeout:.0f}s, "
+                             f"expected {expected}")
+        time.sleep(interval)

@@ -48,7 +48,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiers  # noqa: E402  (tests/bench/tiers.py)
-from benchlib import BenchError, Cleanup, FuseMount, build_passthrough_ll, log  # noqa: E402
+from benchlib import BenchError, Cleanup, FuseMount, build_passthrough_ll, log, wait_rows  # noqa: E402
 import benchlib  # noqa: E402
 
 benchlib.PROG = "scale"
@@ -58,7 +58,6 @@ SYSTEMS = ("sqlite", "redis-pg", "pg", "ptl")
 LIST_SYSTEMS = ("sqlite", "redis-pg", "ptl")  # pg lists as redis-pg does
 PERSIST_SYSTEMS = ("pg", "redis-pg")
 PERSIST_TIMEOUT = 900.0
-POLL_INTERVAL = 0.005
 
 
 # --- helpers ------------------------------------------------------------------
@@ -188,18 +187,6 @@ def count_rows(sess):
     return int(sess.value("SELECT count(*) FROM entries"))
 
 
-def wait_rows(sess, expected, what):
-    deadline = time.monotonic() + PERSIST_TIMEOUT
-    while True:
-        n = count_rows(sess)
-        if n == expected:
-            return time.perf_counter()
-        if time.monotonic() >= deadline:
-            raise BenchError(f"{what}: entries holds {n} rows after {PERSIST_TIMEOUT:.0f}s, "
-                             f"expected {expected}")
-        time.sleep(POLL_INTERVAL)
-
-
 def metrics(mnt):
     """{name{labels}: value} from the mount's .tierfs/metrics."""
     out = {}
@@ -241,12 +228,12 @@ def persist_round(s, mnt, sess, files, writers):
     bad = [p.exitcode for p in procs if p.exitcode != 0]
     if bad:
         raise BenchError(f"{s}: writers exited with {bad}")
-    t_all = wait_rows(sess, base + writers + writers * per, f"{s}: persisting")
+    t_all = wait_rows(sess, base + writers + writers * per, f"{s}: persisting", PERSIST_TIMEOUT)
     m1 = metrics(mnt)
     flush = {k: m1.get(v, 0.0) - m0.get(v, 0.0) for k, v in FLUSH_KEYS.items()}
     for k in range(writers):
         shutil.rmtree(Path(mnt) / f"w{k}")
-    wait_rows(sess, base, f"{s}: draining the removals")
+    wait_rows(sess, base, f"{s}: draining the removals", PERSIST_TIMEOUT)
     return t_all - t0, t_close - t0, flush
 
 
