@@ -107,8 +107,6 @@ int tfs_ctl_read(struct tfs *t, fuse_ino_t ino, char **buf, size_t *len)
 
 	if (ino != TFS_CTL_STATUS_INO && ino != TFS_CTL_METRICS_INO)
 		return -ENOENT;
-	if (!t->no_open)
-		return tfs_ctl_render(t, ino, buf, len);
 	return ctl_snap(t, ino, false, buf, len, &at);
 }
 

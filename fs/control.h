@@ -47,8 +47,9 @@ int tfs_ctl_stat(struct tfs *t, fuse_ino_t ino, struct stat *st);
  * mount serves snapshots (tfs_ctl_read()). */
 int tfs_ctl_render(struct tfs *t, fuse_ino_t ino, char **buf, size_t *len);
 
-/* What a read of control file @ino serves (a new malloc()ed buffer): a
- * new rendering, or on a no-open mount the snapshot the last stat took. */
+/* What a read of control file @ino serves on a no-open mount, where reads
+ * come without a handle: the snapshot the last stat took (a new malloc()ed
+ * buffer). */
 int tfs_ctl_read(struct tfs *t, fuse_ino_t ino, char **buf, size_t *len);
 /* One rendering of control file @ino for an open handle, so that a reader
  * reading in several calls gets one text (it grows as the mount works:
