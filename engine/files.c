@@ -233,7 +233,8 @@ static struct eng_file *file_new(struct eng *e, struct node *n, int flags,
 		return NULL;
 	}
 	f->n = n;
-	f->writer = (flags & O_ACCMODE) != O_RDONLY;
+	/* O_RDONLY|O_TRUNC truncates too (as local filesystems do) */
+	f->writer = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
 	if (f->writer && !n->wc) {
 		n->wc = calloc(1, sizeof(*n->wc));
 		if (!n->wc) {

@@ -452,6 +452,7 @@ static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		}
 		fi->fh = (uint64_t)(uintptr_t)x;
 		fi->direct_io = 1; /* each open renders anew */
+		fi->noflush = 1;
 		if (fuse_reply_open(req, fi) != 0)
 			tfs_ctl_close(x);
 		return;
@@ -470,6 +471,11 @@ static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	fi->keep_cache = keep;
+	/* a close of a read-only open publishes nothing: no FLUSH for it
+	 * (the kernel still sends RELEASE). O_RDONLY|O_TRUNC truncates,
+	 * which its flush checks. */
+	fi->noflush = (fi->flags & O_ACCMODE) == O_RDONLY &&
+		      !(fi->flags & O_TRUNC);
 	if (fuse_reply_open(req, fi) != 0) {
 		tfs_handle_remove(&t->handles, fi->fh, false);
 		eng_release(t->eng, f);

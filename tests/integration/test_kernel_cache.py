@@ -355,6 +355,30 @@ def test_control_files_work_on_a_read_only_mount(tierfs_factory):
     assert run([str(TIERFS_BIN), "status", str(b.mnt)]).returncode == 0
 
 
+def test_a_read_only_open_on_a_read_write_mount_sends_no_flush(tierfs_factory):
+    """A close publishes what its open wrote; a read-only open wrote
+    nothing, so its close sends RELEASE only. Opens that may write, and
+    O_RDONLY|O_TRUNC (which truncates), still flush."""
+    m = tierfs_factory(options=LONG + ["debug"])
+    write(m.path("f.json"), b'{"k": 1}')
+    flushes, releases = requests(m, "FLUSH"), requests(m, "RELEASE")
+    for _ in range(5):
+        assert read(m.path("f.json")) == b'{"k": 1}'
+    assert requests(m, "FLUSH") == flushes
+    assert wait_for(lambda: requests(m, "RELEASE") >= releases + 5, VISIBLE)
+    fd = os.open(m.path("f.json"), os.O_RDWR)
+    os.close(fd)
+    assert requests(m, "FLUSH") == flushes + 1
+    fd = os.open(m.path("f.json"), os.O_RDONLY | os.O_TRUNC)
+    os.close(fd)
+    assert requests(m, "FLUSH") == flushes + 2
+    assert read(m.path("f.json")) == b""
+    write(m.path("f.json"), b'{"k": 2}')
+    assert requests(m, "FLUSH") == flushes + 3
+    synced(m)
+    assert read(m.path("f.json")) == b'{"k": 2}'
+
+
 @pytest.mark.sqlite_only
 def test_the_last_of_ro_and_rw_wins(tierfs_factory):
     m = tierfs_factory(options=["ro", "rw"])

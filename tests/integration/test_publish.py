@@ -128,6 +128,18 @@ def test_python_truncate_then_fsync_publishes_the_truncation(mnt):
     assert version(mnt, "x.json") == v + 1
 
 
+def test_a_read_only_open_with_o_trunc_truncates(mnt):
+    """open(O_RDONLY | O_TRUNC) empties the file, as on a local Linux
+    filesystem, and publishes the truncation once, at close."""
+    v = version(mnt, "x.json")
+    fd = os.open(mnt.path("x.json"), os.O_RDONLY | os.O_TRUNC)
+    try:
+        assert os.read(fd, 100) == b""
+    finally:
+        os.close(fd)
+    assert content(mnt, "x.json") == b""
+    assert version(mnt, "x.json") == v + 1
+
 def test_python_dup_closed_first_then_invalid_write(mnt):
     """The shell's dance done by hand: a dup of an O_TRUNC descriptor is
     closed before the write; the refused write leaves the old content."""
