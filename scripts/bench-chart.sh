@@ -40,7 +40,7 @@ ratios, targets = r.get("ratios", {}), r.get("targets", {})
 bars = [(system, "passthrough_ll"), (system, "tmpfs"), (RO, "tmpfs")]
 nan = "NaN"
 SHORT = {"create": "create", "stat": "stat (1st)", "stat_hot": "stat hot", "read": "warm read",
-         "ls": "ls -l", "find": "find", "grep": "grep -r", "tar": "tar", "overwrite": "overwrite",
+         "ls": "ls -l (1st)", "ls_hot": "ls -l hot", "find": "find (1st)", "find_hot": "find hot", "grep": "grep -r", "tar": "tar", "overwrite": "overwrite",
          "cold_stat": "cold stat", "cold_redis": "cold read (redis)",
          "cold_pg": "cold read (postgres)", "cold_sqlite": "cold read (sqlite)",
          "unlink": "unlink"}

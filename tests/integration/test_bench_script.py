@@ -24,8 +24,8 @@ BENCH = REPO / "tests" / "bench" / "bench.py"
 
 # What every system runs (the cold read is "cold_sqlite" for tierfs on
 # SQLite, "cold_ref" for the references).
-EVERY = {"create", "stat", "stat_hot", "read", "ls", "find", "grep", "tar", "overwrite",
-         "cold_stat", "unlink"}
+EVERY = {"create", "stat", "stat_hot", "read", "ls", "ls_hot", "find", "find_hot", "grep",
+         "tar", "overwrite", "cold_stat", "unlink"}
 
 
 def mounts_under(path):
@@ -74,7 +74,7 @@ def test_small_run_reports_every_workload(tmp_path):
 
     # A target and its mark on every row that has one.
     t = r["targets"]["tierfs-sqlite"]
-    assert set(t) == {"create", "overwrite", "unlink", "stat_hot", "ls", "find", "read",
+    assert set(t) == {"create", "overwrite", "unlink", "stat_hot", "ls_hot", "find_hot", "read",
                       "grep", "tar", "cold_stat", "cold_sqlite"}
     for key, m in t.items():
         assert m["passed"] == (m["ratio"] >= m["min"]), key
