@@ -597,9 +597,20 @@ int tfs_options_parse(struct fuse_args *args, struct tfs_options *o)
 	}
 	if (!o->sqlite_path && st.store) {
 		const char *s = st.store;
+		struct stat sb;
 
-		if (strncmp(s, "sqlite:", 7) == 0)
+		if (strncmp(s, "sqlite:", 7) == 0) {
 			s += 7;
+		} else if (!strchr(s, '/') && stat(s, &sb) != 0) {
+			/* a mistyped command ("tierfs stats MNT") must not
+			 * mount a new, empty store over MNT */
+			fprintf(stderr,
+				"tierfs: '%s' is neither a command nor an "
+				"existing file; to make a new SQLite store "
+				"there, give sqlite:%s or ./%s (tierfs --help)\n",
+				s, s, s);
+			goto out;
+		}
 		if (strstr(s, "://")) {
 			tfs_mask_secrets(st.store);
 			fprintf(stderr,

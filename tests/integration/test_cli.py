@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from conftest import TIERFS_BIN
+
 if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
     pytest.skip("FUSE is unavailable here (/dev/fuse or fusermount3 missing)",
                 allow_module_level=True)
@@ -65,6 +67,31 @@ def test_sqlite_option_forms(tierfs_factory, tmp_path):
     m = tierfs_factory(name="s", sqlite=db)
     assert sorted(os.listdir(m.mnt)) == ["one.json", "two.json"]
 
+
+
+@pytest.mark.sqlite_only
+def test_a_mistyped_command_mounts_nothing(tmp_path):
+    """A bare STORE word that is no file is taken for a mistyped command:
+    refused, nothing made or mounted; sqlite:NAME and ./NAME still make a
+    new store."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    for word in ("stauts", "sync"):
+        r = subprocess.run([str(TIERFS_BIN), word, str(mnt)],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0
+        assert f"'{word}' is neither a command nor an existing file" in r.stderr, r.stderr
+        assert not os.path.ismount(mnt)
+        assert not (tmp_path / word).exists()
+    for source in ("sqlite:new.db", "./other.db"):
+        r = subprocess.run([str(TIERFS_BIN), source, str(mnt)],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=30)
+        try:
+            assert r.returncode == 0, r.stderr
+            assert os.path.ismount(mnt)
+        finally:
+            subprocess.run(["fusermount3", "-u", str(mnt)], capture_output=True)
+    assert (tmp_path / "new.db").is_file() and (tmp_path / "other.db").is_file()
 
 @pytest.mark.sqlite_only
 def test_embedded_default_store(tierfs_factory, tmp_path):
