@@ -55,6 +55,10 @@ in this order, every round:
               dropped; their one cold figure is the reference of every cold
               read row
     unlink    unlink() of every file
+    8 writers (PostgreSQL systems) 8 processes started together, each
+              making a directory wK and creating its eighth of the files in
+              it, timed from the start until PostgreSQL holds every row; the
+              ratio to the raw upsert is the persistence target's
 The read-only system runs, on a tree made through a read-write mount of its
 store and then remounted with `-o ro`: stat, stat hot, read (after one
 untimed read pass that fills the caches), ls -l, find, grep -r, tar.
@@ -112,6 +116,7 @@ quick smoke run: tests/bench/bench.py --files 500 --dirs 10
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import shlex
@@ -143,12 +148,13 @@ SYSTEMS = TIERFS_SYSTEMS + (PTL, TMPFS)
 ALIASES = {"tierfs": "tierfs-sqlite", "ptl": PTL, "ro": RO}
 SHORT = {"tierfs-sqlite": "sqlite", "tierfs-pg": "pg", "tierfs-redis-pg": "redis-pg",
          RO: "ro", PTL: "ptl", TMPFS: "tmpfs"}
+WRITERS = 8  # the concurrent writers of the persistence target
 COLD_KEYS = ("cold_redis", "cold_pg", "cold_sqlite")
 ROWS = [  # (key, label, unit), in the order the workloads run
     ("create", "create+write+close (to last close)", "files/s"),
     ("persist", "create, until all rows in postgres", "files/s"),
     ("raw", "raw upsert, same rows, same postgres", "rows/s"),
-    ("persist/raw", "  persisted / raw upsert", "ratio"),
+    ("persist/raw", "  persisted / raw upsert (1 writer)", "ratio"),
     ("tail", "  last close to all rows in postgres", "ms"),
     ("stat", "stat, first pass", "files/s"),
     ("stat_hot", "stat hot (second pass)", "files/s"),
@@ -166,6 +172,8 @@ ROWS = [  # (key, label, unit), in the order the workloads run
     ("cold_sqlite", "cold read (from sqlite)", "files/s"),
     ("cold/read", "  cold read from L3 / warm read", "ratio"),
     ("unlink", "unlink", "files/s"),
+    ("persist8", "8 writers, until all rows in postgres", "files/s"),
+    ("persist8/raw", "  8 writers persisted / raw upsert", "ratio"),
 ]
 RO_KEYS = ("stat", "stat_hot", "read", "ls", "ls_hot", "find", "find_hot", "grep", "tar")
 # The targets: (reference, minimum ratio to it), for a read-write tierfs
@@ -178,7 +186,7 @@ TARGETS = {
     "read": (PTL, 2.0), "grep": (PTL, 2.0), "tar": (PTL, 2.0),
     "cold_stat": (PTL, 1.0), "cold_redis": (PTL, 1.0), "cold_pg": (PTL, 1.0),
     "cold_sqlite": (PTL, 1.0),
-    "persist/raw": ("raw", 0.8),
+    "persist8/raw": ("raw", 0.8),
 }
 RO_TARGETS = {"stat_hot": (TMPFS, 0.85), "ls_hot": (TMPFS, 0.85), "find_hot": (TMPFS, 0.85),
               "read": (TMPFS, 0.75), "grep": (TMPFS, 0.75), "tar": (TMPFS, 0.75)}
@@ -598,7 +606,48 @@ def run_workloads(sx, bench, nfiles, ndirs):
     if sx.pg is not None:  # the next round runs on an idle server
         wait_rows(sx.pg, 1, f"{sx.name}: persisting the unlinks", PERSIST_TIMEOUT)
     yield "unlink"
+
+    if sx.pg is not None:
+        res["persist8"] = persist_writers(sx, nfiles, WRITERS)
+        yield "persist8"
     return res
+
+
+def persist_writers(sx, nfiles, writers):
+    """@writers processes started together, each making directory wK under
+    @sx.root and creating its share of @nfiles files in it; returns (files,
+    seconds from the start until PostgreSQL holds every row). Then removes
+    them and waits until PostgreSQL has only the root again."""
+    per = nfiles // writers
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Event()
+
+    def one(k):
+        start.wait()
+        d = sx.root / f"w{k}"
+        os.mkdir(d)
+        first = k * per
+        write_all([d / f"item{i:06d}.json" for i in range(first, first + per)],
+                  [payload(i) for i in range(first, first + per)],
+                  os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+
+    procs = [ctx.Process(target=one, args=(k,)) for k in range(writers)]
+    for p in procs:
+        p.start()
+    t0 = time.perf_counter()
+    start.set()
+    for p in procs:
+        p.join()
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    if failed:
+        raise BenchError(f"{sx.name}: writers exited with {failed}")
+    t_all = wait_rows(sx.pg, 1 + writers + writers * per,
+                      f"{sx.name}: persisting {writers} writers' files", PERSIST_TIMEOUT)
+    for k in range(writers):
+        shutil.rmtree(sx.root / f"w{k}")
+    settle(sx)
+    wait_rows(sx.pg, 1, f"{sx.name}: persisting the removals", PERSIST_TIMEOUT)
+    return writers * per, t_all - t0
 
 
 def run_ro_workloads(sx, nfiles, ndirs):
@@ -672,7 +721,8 @@ def ref_key(ref, key):
 
 def summarize(requested, systems, results, args, commit):
     """Everything measured, as one JSON-able dict: every round's figures, the
-    medians (ops/s; "tail" in ms; "persist/raw" and "cold/read" ratios), the
+    medians (ops/s; "tail" in ms; "persist/raw", "persist8/raw" and
+    "cold/read" ratios), the
     ratios to passthrough_ll and tmpfs, the targets and their marks."""
     med = {}
     for s in systems:
@@ -680,6 +730,8 @@ def summarize(requested, systems, results, args, commit):
         keys = sorted({k for rr in rounds for k in rr if k not in ("redis", "requests", "tier_calls")})
         m = {k: statistics.median(rr[k][0] / rr[k][1] for rr in rounds if k in rr)
              for k in keys}
+        if "persist8" in m and "raw" in m:
+            m["persist8/raw"] = m["persist8"] / m["raw"]
         if "persist" in m and "raw" in m:
             m["persist/raw"] = m["persist"] / m["raw"]
             m["tail"] = statistics.median(rr["persist"][1] - rr["create"][1]

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,41 @@ def test_small_run_reports_every_workload(tmp_path):
                             env=dict(os.environ, BENCH_SYSTEM="tierfs-sqlite"))
         assert ch.returncode == 0, ch.stderr
         assert b"<svg" in svg.read_bytes() and b"grep -r" in svg.read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("pg_ctlcluster") is None and not os.path.isdir("/usr/lib/postgresql"),
+                    reason="PostgreSQL is not installed")
+def test_postgres_run_reports_persistence(tmp_path):
+    """On PostgreSQL the run also times the creates until every row is
+    there, by one writer and by 8 at once, against the raw upsert; the
+    8-writer ratio carries the persistence target."""
+    out = tmp_path / "bench.json"
+    # the server runs as the postgres user: its data directory must be
+    # reachable, which pytest's private temporary directories are not
+    work = Path(tempfile.mkdtemp(prefix="tierfs-bench-test-", dir="/tmp"))
+    try:
+        work.chmod(0o755)
+        cp = subprocess.run(
+            [sys.executable, str(BENCH), "--files", "160", "--dirs", "4", "--repeat", "1",
+             "--systems", "tierfs-pg,tmpfs", "--tierfs-bin", str(TIERFS_BIN),
+             "--workdir", str(work), "--json", str(out)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+        assert cp.returncode == 0, cp.stderr[-3000:]
+        assert mounts_under(work) == []
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    r = json.loads(out.read_text())
+    assert "tierfs-pg" in r["rounds"], cp.stderr[-3000:]
+    rnd = r["rounds"]["tierfs-pg"][0]
+    assert rnd["persist"]["ops"] == 160 and rnd["persist8"]["ops"] == 160
+    assert rnd["raw"]["ops"] == 160
+    m = r["median"]["tierfs-pg"]
+    assert m["persist8/raw"] == pytest.approx(m["persist8"] / m["raw"])
+    t = r["targets"]["tierfs-pg"]["persist8/raw"]
+    assert t["ref"] == "raw" and t["min"] == 0.8 and t["passed"] == (t["ratio"] >= 0.8)
+    assert "persist/raw" not in r["targets"]["tierfs-pg"]
+    assert "persist8" not in r["median"]["tmpfs"]
+    assert "8 writers persisted / raw upsert" in cp.stdout
 
 
 def fuse_trace_event():
