@@ -102,7 +102,9 @@
  *     index with INCLUDE (ino, kind): one ALTER TABLE that drops and adds
  *     the constraint, so it holds the table's ACCESS EXCLUSIVE lock while
  *     the index is built (1 to 3.3 s for 1,000,002 entries on a
- *     loaded 2-vCPU VM).
+ *     loaded 2-vCPU VM). INCLUDE needs PostgreSQL 11 or later; a mount
+ *     of version 4's build that is already running goes on as before
+ *     (the constraint keeps its name and its columns).
  * A step adds its columns where a new schema has them too (atime_ns last),
  * so a migrated schema is the same as a new one. Times are nanoseconds
  * since the epoch, negative before it. A mount of an older build that is
