@@ -21,7 +21,7 @@
 #include "store_conn.h"
 #include "store_sql.h"
 
-#define LPG_SCHEMA_VERSION 4
+#define LPG_SCHEMA_VERSION 5
 #define LPG_POOL_MAX 4
 #define LPG_POOL_WAIT_S 30 /* how long a thread waits for a connection */
 #define LPG_CONNECT_TIMEOUT "5"

@@ -11,7 +11,12 @@ system is mounted once; each round runs, interleaved over the systems,
 `ls -f big | wc -l` and `find big | wc -l` (with --drop-caches, after
 dropping the kernel's caches, as root: tierfs's store then comes from disk,
 passthrough_ll's tmpfs stays in memory; by default the store's files stay
-in the page cache, as the tmpfs does). The daemon's peak RSS (VmHWM)
+in the page cache, as the tmpfs does). tierfs lets the kernel cache a
+listing, so without either option only the first round lists from the
+store and the later ones from the kernel's cache; --forget makes the
+kernel forget its unused dentries and inodes before each listing (as
+root, drop_caches 2), the cached listing of big/ with them, while the
+page cache (the store's files, the tmpfs) stays. The daemon's peak RSS (VmHWM)
 is read after the listing rounds; then `ls -l big` (one lookup per entry:
 the kernel keeps every inode until it forgets) runs once and the peak is
 read again, with tierfs's node table (the tierfs_nodes metric) before and
@@ -28,6 +33,7 @@ table drained back.
 
 usage: tests/bench/scale.py [--entries N] [--files F] [--writers W]
                             [--repeat R] [--systems sqlite,redis-pg,pg,ptl]
+                            [--drop-caches | --forget]
                             [--tierfs-bin PATH] [--fill-bin PATH]
                             [--workdir DIR] [--keep]
 smoke run: tests/bench/scale.py --smoke   (2,000 entries, 800 files)
@@ -77,12 +83,13 @@ def proc_status(pid, key):
     raise BenchError(f"no {key} in /proc/{pid}/status")
 
 
-def drop_caches():
+def drop_caches(level=3):
+    """3: the page cache, dentries and inodes; 2: dentries and inodes."""
     if os.geteuid() != 0:
         return False
     os.sync()
     with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
+        f.write(f"{level}\n")
     return True
 
 
@@ -162,7 +169,7 @@ def list_round(mounts, order, n, res, drop):
         m = mounts[s]
         for key, argv in (("ls -f", ["ls", "-f", "big"]), ("find", ["find", "big"])):
             if drop:
-                drop_caches()
+                drop_caches(drop)
             lines, dt = timed_count(argv, m.mnt)
             want = n + 2 if key == "ls -f" else n + 1
             if lines != want:
@@ -252,6 +259,9 @@ def main():
     ap.add_argument("--drop-caches", action="store_true",
                     help="drop the kernel's caches before each listing (as root): tierfs's "
                     "store is then read from disk, passthrough_ll's tmpfs stays in memory")
+    ap.add_argument("--forget", action="store_true",
+                    help="make the kernel forget its unused dentries and inodes before each "
+                    "listing (as root): tierfs's cached listing goes, the page cache stays")
     ap.add_argument("--no-listing", action="store_true")
     ap.add_argument("--no-persist", action="store_true")
     ap.add_argument("--tierfs-bin", default=str(REPO / "build" / "fs" / "tierfs"))
@@ -265,6 +275,10 @@ def main():
     for s in systems:
         if s not in SYSTEMS:
             ap.error(f"unknown system {s!r} (of {','.join(SYSTEMS)})")
+    if args.forget and args.drop_caches:
+        ap.error("--forget and --drop-caches exclude each other")
+    if (args.forget or args.drop_caches) and os.geteuid() != 0:
+        ap.error("--forget and --drop-caches need root")
     if args.entries < 1 or args.writers < 1 or args.files < args.writers or args.repeat < 1:
         ap.error("need entries >= 1, files >= writers >= 1, repeat >= 1")
     for b in (args.tierfs_bin, args.fill_bin):
@@ -341,7 +355,8 @@ def main():
                 mem[s] = {"start": proc_status(m.pid, "VmRSS")}
             for r in range(args.repeat):
                 log(f"listing round {r + 1}")
-                list_round(mounts, list_sys, args.entries, lres, args.drop_caches)
+                list_round(mounts, list_sys, args.entries, lres,
+                           3 if args.drop_caches else 2 if args.forget else 0)
             for s in list_sys:
                 m = mounts[s]
                 mem[s]["list"] = proc_status(m.pid, "VmHWM")
@@ -420,7 +435,8 @@ def main():
     print()
     print(f"scale.py: {args.entries:,} entries in one directory; {args.writers} writers x "
           f"{args.files // args.writers:,} files; {args.repeat} round(s), medians"
-          f"{'; caches dropped before each listing' if args.drop_caches else ''}")
+          f"{'; caches dropped before each listing' if args.drop_caches else ''}"
+          f"{'; dentries and inodes dropped before each listing' if args.forget else ''}")
     for n in notes:
         print(f"  {n}")
     if list_sys:

@@ -36,6 +36,7 @@
 #include "store_helpers.h"
 #include "store_feed_cases.h"
 #include "l3_pg.h"
+#include "l3_pg_int.h" /* lpg_stmts: the plan of list_names */
 #include "merkle.h"
 
 static const char *uri;	 /* TIERFS_TEST_POSTGRES */
@@ -187,6 +188,36 @@ static void drop_connections(void)
 		CHECK(now_s() < deadline);
 }
 
+/* The (parent, name) uniqueness of entries: the constraint
+ * entries_parent_name and its own index of that name, which carries ino
+ * and kind (schema version 5) or not (before), and no other index on
+ * (parent, name) beside it: entries has its primary key, this and the
+ * (parent, stem) index. */
+static void check_parent_name_index(bool covering)
+{
+	char *def;
+
+	CHECK_EQ(admin_int("SELECT count(*) FROM pg_constraint"
+			   " WHERE conname = 'entries_parent_name'"
+			   " AND contype = 'u'"
+			   " AND conrelid = 'entries'::regclass"
+			   " AND conindid = 'entries_parent_name'::regclass"),
+		 1);
+	CHECK_EQ(admin_int("SELECT count(*) FROM pg_index"
+			   " WHERE indrelid = 'entries'::regclass"),
+		 3);
+	def = admin_text("SELECT pg_get_indexdef("
+			 "'entries_parent_name'::regclass)");
+	if (covering)
+		CHECK(strstr(def, "UNIQUE INDEX entries_parent_name ON ") &&
+		      strstr(def, " (parent, name) INCLUDE (ino, kind)"));
+	else
+		CHECK(strstr(def, "UNIQUE INDEX entries_parent_name ON ") &&
+		      strstr(def, " (parent, name)") &&
+		      !strstr(def, "INCLUDE"));
+	free(def);
+}
+
 /* ---- tests ---- */
 
 static void test_open_creates_root(void)
@@ -264,7 +295,9 @@ static void test_open_creates_root(void)
 		 18);
 	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
 			   " WHERE key = 'schema_version'"),
-		 4);
+		 5);
+	/* the (parent, name) constraint's index carries ino and kind */
+	check_parent_name_index(true);
 	/* the feed: empty, its head at 0 */
 	CHECK_EQ(admin_int("SELECT count(*) FROM feed"), 0);
 	CHECK_EQ(admin_int("SELECT seq + trimmed FROM feed_head WHERE id = 1"),
@@ -745,8 +778,56 @@ static void test_refuse(void)
 	store_free(s);
 }
 
+/* The listing of names (the statement list_names runs, by its text) of
+ * directory @dir, which holds @n entries, once vacuumed: an index-only scan of
+ * entries_parent_name that reads no row from the table (Heap Fetches: 0),
+ * with no sort. Sequential and bitmap scans are off, as the planner would
+ * rather read a small table whole. */
+static void check_list_names_plan(uint64_t dir, int n)
+{
+	char sql[1024], rows[64];
+	PGresult *res;
+	bool only = false, no_fetch = false, sorted = false, all = false;
+
+	admin_exec("VACUUM (ANALYZE) entries");
+	snprintf(sql, sizeof(sql),
+		 "PREPARE tierfs_test_names (bigint, bytea, bigint) AS %s",
+		 lpg_stmts[S_LIST_NAMES].sql);
+	admin_exec(sql);
+	admin_exec("SET enable_seqscan = off; SET enable_bitmapscan = off");
+	snprintf(sql, sizeof(sql),
+		 "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)"
+		 " EXECUTE tierfs_test_names (%llu, ''::bytea, 1024)",
+		 (unsigned long long)dir);
+	res = PQexec(admin, sql);
+	CHECK_EQ(PQresultStatus(res), PGRES_TUPLES_OK);
+	snprintf(rows, sizeof(rows), "(actual rows=%d ", n);
+	for (int r = 0; r < PQntuples(res); r++) {
+		const char *d = PQgetvalue(res, r, 0);
+
+		if (strstr(d, "Index Only Scan using entries_parent_name"))
+			only = true;
+		if (strstr(d, "Index Only Scan") && strstr(d, rows))
+			all = true;
+		if (strstr(d, "Heap Fetches: 0"))
+			no_fetch = true;
+		if (strstr(d, "Sort"))
+			sorted = true;
+		if (getenv("TEST_VERBOSE"))
+			fprintf(stderr, "list_names plan: %s\n", d);
+	}
+	PQclear(res);
+	CHECK(only);
+	CHECK(all);
+	CHECK(no_fetch);
+	CHECK(!sorted);
+	admin_exec("DEALLOCATE tierfs_test_names;"
+		   " RESET enable_seqscan; RESET enable_bitmapscan");
+}
+
 /* The statements must be able to use the (parent, name) index and never
- * sort: bytea needs no collation. */
+ * sort: bytea needs no collation. The listing of names reads the index
+ * alone. */
 static void test_query_plans(void)
 {
 	static const char *const queries[] = {
@@ -789,6 +870,7 @@ static void test_query_plans(void)
 		CHECK(!sorted);
 	}
 	admin_exec("RESET enable_seqscan");
+	check_list_names_plan(STORE_ROOT_INO, 50);
 }
 
 /* ---- concurrency: more threads than pooled connections ---- */
@@ -1714,7 +1796,7 @@ static void test_migration(void)
 	CHECK_EQ(count_hits, 1);
 	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
 			   " WHERE key = 'schema_version'"),
-		 4);
+		 5);
 	CHECK_EQ(admin_int("SELECT count(*) FROM entries"
 			   " WHERE atime_ns IS DISTINCT FROM mtime_ns"),
 		 0);
@@ -2080,8 +2162,8 @@ static void test_feed_wait_listen(void)
 	store_free(a);
 }
 
-/* A version-2 schema (as 188c1f6 left it) is migrated to version 4: the
- * feed tables, empty; a migration that fails leaves version 2. */
+/* A version-2 schema (as 188c1f6 left it) is migrated to version 5 (4:
+ * the feed tables, empty); a migration that fails leaves version 2. */
 static void test_feed_migration(void)
 {
 	struct store *s;
@@ -2115,7 +2197,7 @@ static void test_feed_migration(void)
 	CHECK_EQ(count_hits, 1);
 	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
 			   " WHERE key = 'schema_version'"),
-		 4);
+		 5);
 	CHECK_EQ(feed_head_of(s), 0);
 	CHECK_EQ(lookup_ino(s, 9, "\xff"), 10); /* the rows are kept */
 	f = put_file(s, new_ino(s), 9, "new", ITEM_BINARY, "n", 1);
@@ -2183,10 +2265,10 @@ static void test_migration_3(void)
 	count_word = "migrated";
 	count_hits = 0;
 	s = open_ok();
-	CHECK_EQ(count_hits, 2); /* to 3, then to 4 */
+	CHECK_EQ(count_hits, 3); /* to 3, to 4, then to 5 */
 	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
 			   " WHERE key = 'schema_version'"),
-		 4);
+		 5);
 	migrated = entries_columns();
 	CHECK_STREQ(migrated, fresh);
 	CHECK_EQ(s->ops->get(s, 4, &r), 0);
@@ -2229,6 +2311,94 @@ static void test_migration_3(void)
 	count_word = NULL;
 	reset_schema();
 	admin_exec("DROP FUNCTION IF EXISTS tierfs_test_refuse() CASCADE");
+	free(fresh);
+	free(migrated);
+}
+
+/* A version-4 schema (the (parent, name) index without INCLUDE, as
+ * 6e5bea8 made it) migrates to 5: the index carries ino and kind, the
+ * constraint keeps its name and refuses duplicates, the rows are kept, and
+ * list_names reads the index alone. A step to 5 that fails leaves version
+ * 4 and its index as they were. */
+static void test_migration_5(void)
+{
+	static const char *want_a[] = {"b", "c", "d"};
+	struct store *s;
+	PGresult *res;
+	char *fresh, *migrated;
+	uint64_t f;
+
+	reset_schema();
+	s = open_fresh();
+	store_free(s);
+	fresh = admin_text("SELECT pg_get_indexdef("
+			   "'entries_parent_name'::regclass)");
+
+	/* version 4: what the steps from version 1 made, with the
+	 * constraint as version 4 declared it */
+	make_v1_schema();
+	count_word = NULL;
+	s = open_ok();
+	store_free(s);
+	admin_exec("ALTER TABLE entries DROP CONSTRAINT entries_parent_name,"
+		   " ADD CONSTRAINT entries_parent_name UNIQUE (parent, name);"
+		   "UPDATE tierfs_meta SET value = 4"
+		   " WHERE key = 'schema_version'");
+	check_parent_name_index(false);
+
+	/* a step that fails (a foreign key depends on the constraint) */
+	admin_exec("CREATE TABLE tierfs_test_ref (parent bigint, name bytea,"
+		   " FOREIGN KEY (parent, name)"
+		   " REFERENCES entries (parent, name))");
+	count_word = "migrated";
+	count_hits = 0;
+	open_fails(uri, -EIO, "entries_parent_name");
+	CHECK_EQ(count_hits, 0);
+	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
+			   " WHERE key = 'schema_version'"),
+		 4);
+	check_parent_name_index(false);
+	admin_exec("DROP TABLE tierfs_test_ref");
+
+	count_word = "migrated the schema from version 4 to 5: the (parent, "
+		     "name) index includes ino and kind";
+	count_hits = 0;
+	s = open_ok();
+	CHECK_EQ(count_hits, 1);
+	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
+			   " WHERE key = 'schema_version'"),
+		 5);
+	check_parent_name_index(true);
+	migrated = admin_text("SELECT pg_get_indexdef("
+			      "'entries_parent_name'::regclass)");
+	CHECK_STREQ(migrated, fresh);
+	/* the rows are kept: a/ holds b and c/, x/y/z/ holds \xff */
+	CHECK_EQ(lookup_ino(s, 9, "\xff"), 10);
+	CHECK_EQ(lookup_ino(s, 2, "b"), 4);
+	f = put_file(s, new_ino(s), 2, "d", ITEM_BINARY, "d", 1);
+	CHECK_EQ(lookup_ino(s, 2, "d"), (long long)f);
+	check_listing(s, 2, 2, want_a, 3);
+	store_free(s);
+	/* the constraint still refuses a second (parent, name) */
+	res = PQexec(admin,
+		     "INSERT INTO entries (ino, parent, name, stem, kind, size,"
+		     " hash, version, mtime_ns, ctime_ns, mode, uid, gid,"
+		     " explicit_dir, atime_ns) VALUES (1000, 2, 'b'::bytea,"
+		     " NULL, 0, 0, NULL, 1, 1, 1, 16877, 0, 0, true, 1)");
+	CHECK_EQ(PQresultStatus(res), PGRES_FATAL_ERROR);
+	CHECK_STREQ(PQresultErrorField(res, PG_DIAG_SQLSTATE), "23505");
+	CHECK_STREQ(PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME),
+		    "entries_parent_name");
+	PQclear(res);
+	/* the listing of a/ reads the index alone */
+	check_list_names_plan(2, 3);
+	/* reopening migrates nothing */
+	count_word = "migrated";
+	count_hits = 0;
+	s = open_ok();
+	CHECK_EQ(count_hits, 0);
+	store_free(s);
+	count_word = NULL;
 	free(fresh);
 	free(migrated);
 }
@@ -2853,6 +3023,7 @@ int main(void)
 	test_merkle_concurrent();
 	test_migration();
 	test_migration_3();
+	test_migration_5();
 	test_merkle_property();
 	test_feed_cases();
 	test_feed_commit_order();
