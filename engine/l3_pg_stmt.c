@@ -217,11 +217,17 @@ const struct lpg_stmt_def lpg_stmts[S_N] = {
 	/* The entries that hold the (parent, name) or (parent, stem) of
 	 * the changes $1..$3 (by position i, from 1) and are not among the
 	 * batch's inos $4: ino, kind, version, and whether it is a directory
-	 * with a child that is not among $4. */
+	 * with a child that is not among $4. "Not among $4" is NOT IN a
+	 * subquery, which PostgreSQL runs as a hashed subplan built at its
+	 * first use (none when no name is held): <> ALL($4) would compare
+	 * each row with every element, a batch of n rewrites n * n / 2
+	 * times, unless a custom plan hashed the array (apply() uses generic
+	 * plans: l3_pg_apply.c). $4 holds no NULL, so NOT IN means <> ALL. */
 	[S_HOLDERS] = {"lpg_holders",
 		       "SELECT u.i, e.ino, e.kind, e.version,"
 		       " e.kind = 0 AND EXISTS (SELECT 1 FROM entries AS k"
-		       " WHERE k.parent = e.ino AND k.ino <> ALL($4))"
+		       " WHERE k.parent = e.ino"
+		       " AND k.ino NOT IN (SELECT unnest($4)))"
 		       " FROM unnest($1, $2, $3) WITH ORDINALITY"
 		       " AS u (parent, name, stem, i)"
 		       " CROSS JOIN LATERAL ("
@@ -229,15 +235,17 @@ const struct lpg_stmt_def lpg_stmts[S_N] = {
 		       " WHERE x.parent = u.parent AND x.name = u.name"
 		       " UNION ALL SELECT * FROM entries AS x"
 		       " WHERE x.parent = u.parent AND x.stem = u.stem) AS e"
-		       " WHERE e.ino <> ALL($4)",
+		       " WHERE e.ino NOT IN (SELECT unnest($4))",
 		       4,
 		       {LPG_INT8ARRAYOID, LPG_BYTEAARRAYOID, LPG_BYTEAARRAYOID,
 			LPG_INT8ARRAYOID}},
-	/* The entries of $1 that have a child not among $2. */
+	/* The entries of $1 that have a child not among $2 (NOT IN: as in
+	 * S_HOLDERS; rm -r of a directory of 20,000 files in one batch took
+	 * 0.9 s with <> ALL($2) in a generic plan, 10 ms with this). */
 	[S_BUSY_DIRS] = {"lpg_busy_dirs",
 			 "SELECT d FROM unnest($1) AS d WHERE EXISTS ("
-			 "SELECT 1 FROM entries AS k"
-			 " WHERE k.parent = d AND k.ino <> ALL($2))",
+			 "SELECT 1 FROM entries AS k WHERE k.parent = d"
+			 " AND k.ino NOT IN (SELECT unnest($2)))",
 			 2,
 			 {LPG_INT8ARRAYOID, LPG_INT8ARRAYOID}},
 	/* Of the directory puts $1 (inos) with their new parents $2 (0 for
