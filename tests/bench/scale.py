@@ -100,22 +100,43 @@ def proc_cpu(pid, reaped=False):
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def pg_cpu(pg):
-    """CPU seconds the PostgreSQL server @pg has used: the postmaster, its
-    live children and those that exited (the postmaster reaps them)."""
-    pm = int((pg.dir / "data" / "postmaster.pid").read_text().split()[0])
-    total = proc_cpu(pm, reaped=True)
+def postmaster(pg):
+    return int((pg.dir / "data" / "postmaster.pid").read_text().split()[0])
+
+
+def pg_children(pg):
+    """The pids of the PostgreSQL server @pg's processes but the
+    postmaster (an exited one until the postmaster has reaped it)."""
+    pm, kids = postmaster(pg), set()
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             with open(f"/proc/{d}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            if ppid == pm:
-                total += proc_cpu(int(d))
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pm:
+                    kids.add(int(d))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return kids
+
+
+def pg_cpu(pg):
+    """CPU seconds the PostgreSQL server @pg has used: the postmaster, its
+    live children and those it has reaped (a backend that has exited but is
+    not reaped yet is missed: see pg_settled())."""
+    total = proc_cpu(postmaster(pg), reaped=True)
+    for pid in pg_children(pg):
+        try:
+            total += proc_cpu(pid)
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile
     return total
+
+
+def pg_settled(pg, kids):
+    """Waits until the server @pg has no process beyond @kids (those of a
+    client that disconnected are reaped), at most 10 s."""
+    benchlib.wait_for(lambda: pg_children(pg) <= kids, 10.0)
 
 
 def children_cpu():
@@ -465,8 +486,9 @@ def main():
                 pmounts[s] = (m, sess)
             for r in range(args.repeat):
                 raw_sess.value("TRUNCATE entries, contents; SELECT 1")
-                c0, p0 = children_cpu(), pg_cpu(pg)
+                c0, p0, kids = children_cpu(), pg_cpu(pg), pg_children(pg)
                 raw.append(tiers.psql_file(raw_uri, raw_sql))
+                pg_settled(pg, kids)  # psql's backend exits after psql does
                 raw_cpu.append({"psql": children_cpu() - c0, "pg": pg_cpu(pg) - p0})
                 log(f"persist round {r + 1}: raw upsert {len(rows) / raw[-1]:,.0f} rows/s "
                     f"(CPU: psql {raw_cpu[-1]['psql']:.2f} s, PostgreSQL "
