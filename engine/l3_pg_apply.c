@@ -5,7 +5,6 @@
  * apply() runs one transaction:
  *     BEGIN ISOLATION LEVEL REPEATABLE READ;
  *     SELECT pg_advisory_xact_lock_shared(LPG_LOCK_CLASS, LPG_LOCK_WRITE)
- *     SET LOCAL plan_cache_mode = force_generic_plan   (see below)
  *     S_BUSY_DIRS, S_HOLDERS,   the namespace races (l3_pg_race.c): which
  *     S_CYCLES                  changes are dropped, which entries replaced
  *     DELETE FROM entries  WHERE ino = ANY($1)   every changed ino and
@@ -26,22 +25,6 @@
  * are refused with -EEXIST before anything is sent, as SQLite's primary
  * key and unique indexes would. A failed statement rolls the transaction
  * back.
- *
- * Generic plans. The statements of a batch are prepared once per
- * connection, and PostgreSQL plans the first five runs of a prepared
- * statement with its parameters in place (custom plans) before it settles
- * on one plan for any values. With arrays of up to LPG_CHUNK_ROWS elements
- * (and S_HOLDERS's list of the batch's own inos, one element per change) a
- * custom plan costs far more to make than the statement to run: S_HOLDERS
- * for 1,000 new names with 20,000 own inos took 15 ms with a custom plan
- * and 2 ms with the generic one, and a batch of 20,000 creates spent 220
- * to 260 ms on the namespace races instead of 50. So a batch plans them
- * generically from the start (SET LOCAL lasts until its COMMIT or ROLLBACK,
- * so reads on the connection are left as they were). No statement of a
- * batch depends on a custom plan: each reads the tables through the index
- * its condition names, whatever the values; "not among the batch's own"
- * is a hashed subplan (NOT IN (SELECT unnest(..))), built at its first use,
- * not a scan of the array per row (l3_pg_stmt.c).
  *
  * Versions are assigned here, at commit (see "Sharing" in store.h): the
  * DELETE returns the stored version of each changed row, and the row
@@ -491,16 +474,16 @@ static int lpg_apply_once(const struct lpg *q, struct lpg_conn *c,
 	struct lpg_tree *tree = b->tree;
 	struct lpg_arr *a = b->a;
 	PGresult *res = NULL;
-	char sql[256];
+	char sql[128];
 	size_t m;
 	int err;
 
 	b->trimmed = false;
 	snprintf(sql, sizeof(sql),
-		 exclusive ? "BEGIN; SELECT pg_advisory_xact_lock(%d, %d); %s"
+		 exclusive ? "BEGIN; SELECT pg_advisory_xact_lock(%d, %d)"
 			   : "BEGIN ISOLATION LEVEL REPEATABLE READ;"
-			     " SELECT pg_advisory_xact_lock_shared(%d, %d); %s",
-		 LPG_LOCK_CLASS, LPG_LOCK_WRITE, LPG_GENERIC_PLANS);
+			     " SELECT pg_advisory_xact_lock_shared(%d, %d)",
+		 LPG_LOCK_CLASS, LPG_LOCK_WRITE);
 	err = lpg_simple(q, c, sql, NULL, "begin a batch");
 	if (err)
 		goto out_rollback;

@@ -30,8 +30,6 @@
 #define LPG_OPTIMISTIC_TRIES 2 /* then the exclusive write lock */
 #define LPG_CHUNK_ROWS 1000    /* rows per statement */
 #define LPG_CHUNK_BYTES (16u << 20)
-/* sent at the start of apply()'s transaction (see l3_pg_apply.c) */
-#define LPG_GENERIC_PLANS "SET LOCAL plan_cache_mode = force_generic_plan"
 #define LPG_BIG_CONTENT (256u << 10)
 #define LPG_LOCK_CLASS 0x74696572 /* "tier": the advisory lock's first key */
 #define LPG_LOCK_SCHEMA 1 /* second key: creating or migrating the schema */
