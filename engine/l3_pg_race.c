@@ -16,7 +16,11 @@
  *                one that is a directory with a child not the batch's own
  *                makes the change dropped; any other (a file, an empty
  *                directory) is replaced: deleted with its content, and the
- *                change's version becomes at least its version + 1;
+ *                change's version becomes at least its version + 1
+ *                (the statement returns every holder and the batch's own
+ *                are left out here; whether a holder directory keeps a
+ *                child is S_BUSY_DIRS's question, asked only when one is
+ *                found);
  *   S_CYCLES     which changes move a directory below itself: the walk up
  *                from its new parent follows each entry's parent after the
  *                batch (a kept change's, else the stored row's). Asked
@@ -204,29 +208,29 @@ static int lpg_busy_dirs(const struct lpg *q, struct lpg_conn *c,
 	return 0;
 }
 
-/* Takes one row of S_HOLDERS for the change @k. */
-static int lpg_holder(const struct lpg *q, const PGresult *res, int r, size_t k,
+/* An entry S_HOLDERS found holding the name or stem of change @k. */
+struct lpg_holder {
+	size_t k;
+	uint64_t ino, version;
+	bool dir;
+};
+
+/* Takes holder @h, which is not the batch's own: the change is dropped
+ * when it is a directory that keeps a child (@busy), else it replaces it. */
+static int lpg_holder(const struct lpg_holder *h, bool busy,
 		      struct lpg_plan *p, bool *more)
 {
-	const char *pino, *pver, *pbusy;
-	uint64_t ino, version;
-
-	if (!lpg_field(res, r, 1, 8, &pino) ||
-	    !lpg_field(res, r, 3, 8, &pver) || !lpg_field(res, r, 4, 1, &pbusy))
-		return store_corrupt(&q->sb, 0, "bad name holder");
-	ino = (uint64_t)lpg_get64(pino);
-	version = (uint64_t)lpg_get64(pver);
-	if (*pbusy) {
-		if (!p->dropped[k]) {
-			p->dropped[k] = true;
+	if (busy) {
+		if (!p->dropped[h->k]) {
+			p->dropped[h->k] = true;
 			p->ndropped++;
 			*more = true;
 		}
 		return 0;
 	}
-	if (version + 1 > p->floor[k])
-		p->floor[k] = version + 1;
-	lpg_inos_add(&p->replaced, ino);
+	if (h->version + 1 > p->floor[h->k])
+		p->floor[h->k] = h->version + 1;
+	lpg_inos_add(&p->replaced, h->ino);
 	if (p->npairs == p->cap && !p->oom) {
 		size_t cap = p->cap ? p->cap * 2 : 16;
 		struct lpg_pair *v = realloc(p->pairs, cap * sizeof(*v));
@@ -240,27 +244,87 @@ static int lpg_holder(const struct lpg *q, const PGresult *res, int r, size_t k,
 	}
 	if (p->oom)
 		return -ENOMEM;
-	p->pairs[p->npairs++] = (struct lpg_pair){ino, k};
+	p->pairs[p->npairs++] = (struct lpg_pair){h->ino, h->k};
 	return 0;
 }
 
+/* The holders of @v (@n of them) that are directories with a child not
+ * among the batch's own (S_BUSY_DIRS), sorted, in @busy. @a holds two
+ * arrays. */
+static int lpg_busy_holders(const struct lpg *q, struct lpg_conn *c,
+			    struct change *const *changes, size_t nch,
+			    const struct lpg_plan *p,
+			    const struct lpg_holder *v, size_t n,
+			    struct lpg_arr *a, struct lpg_inos *busy)
+{
+	size_t i = 0;
+	int err = 0;
+
+	while (i < n && !err) {
+		const char *values[2];
+		int lengths[2];
+		PGresult *res = NULL;
+
+		lpg_arr_start(&a[0], LPG_INT8OID);
+		for (; i < n && a[0].n < LPG_CHUNK_ROWS; i++)
+			if (v[i].dir)
+				lpg_arr_i64(&a[0], (int64_t)v[i].ino);
+		if (a[0].n == 0)
+			break;
+		err = lpg_arr_finish(&a[0], &values[0], &lengths[0]);
+		if (!err)
+			err = lpg_own_inos(changes, nch, p, &a[1], &values[1],
+					   &lengths[1]);
+		if (!err)
+			err = lpg_exec(q, c, S_BUSY_DIRS, values, lengths, &res,
+				       "look for entries in directories");
+		for (int r = 0; !err && r < PQntuples(res); r++) {
+			const char *pi;
+
+			if (!lpg_field(res, r, 0, 8, &pi))
+				err = store_corrupt(&q->sb, 0,
+						    "bad directory answer");
+			else
+				lpg_inos_add(busy, (uint64_t)lpg_get64(pi));
+		}
+		PQclear(res);
+	}
+	return err ? err : lpg_inos_finish(busy);
+}
+
+static bool lpg_has(const uint64_t *v, size_t n, uint64_t ino)
+{
+	return n && bsearch(&ino, v, n, sizeof(*v), lpg_cmp_u64);
+}
+
 /* Finds the entries that hold the names of the changes not dropped
- * (S_HOLDERS): replaced, or the change dropped; *more is set when one was
- * dropped. @a holds four arrays. */
+ * (S_HOLDERS), leaves out the batch's own, and replaces the others or
+ * drops the change (lpg_holder()); *more is set when one was dropped. @a
+ * holds three arrays. */
 static int lpg_holders(const struct lpg *q, struct lpg_conn *c,
 		       struct change *const *changes, size_t n,
 		       struct lpg_arr *a, struct lpg_plan *p, bool *more)
 {
 	size_t *pos = malloc((n < LPG_CHUNK_ROWS ? n : LPG_CHUNK_ROWS) *
 			     sizeof(*pos));
-	size_t i = 0;
+	uint64_t *own = malloc((n ? n : 1) * sizeof(*own));
+	struct lpg_holder *held = NULL;
+	struct lpg_inos busy = {0};
+	size_t i = 0, nown = 0, nheld = 0, cap = 0;
+	bool dirs = false;
 	int err = 0;
 
-	if (!pos)
-		return -ENOMEM;
+	if (!pos || !own) {
+		err = -ENOMEM;
+		goto out;
+	}
+	for (size_t k = 0; k < n; k++)
+		if (!p->dropped[k])
+			own[nown++] = changes[k]->ino;
+	qsort(own, nown, sizeof(*own), lpg_cmp_u64);
 	while (i < n && !err) {
-		const char *values[4];
-		int lengths[4];
+		const char *values[3];
+		int lengths[3];
 		PGresult *res = NULL;
 		uint32_t m;
 
@@ -286,25 +350,58 @@ static int lpg_holders(const struct lpg *q, struct lpg_conn *c,
 		for (int k = 0; k < 3 && !err; k++)
 			err = lpg_arr_finish(&a[k], &values[k], &lengths[k]);
 		if (!err)
-			err = lpg_own_inos(changes, n, p, &a[3], &values[3],
-					   &lengths[3]);
-		if (!err)
 			err = lpg_exec(q, c, S_HOLDERS, values, lengths, &res,
 				       "look for the holders of names");
 		for (int r = 0; !err && r < PQntuples(res); r++) {
-			const char *pi;
+			const char *pi, *pino, *pkind, *pver;
 			int64_t at;
+			uint64_t ino;
 
 			if (!lpg_field(res, r, 0, 8, &pi) ||
-			    (at = lpg_get64(pi)) < 1 || at > (int64_t)m)
+			    (at = lpg_get64(pi)) < 1 || at > (int64_t)m ||
+			    !lpg_field(res, r, 1, 8, &pino) ||
+			    !lpg_field(res, r, 2, 2, &pkind) ||
+			    !lpg_field(res, r, 3, 8, &pver)) {
 				err = store_corrupt(&q->sb, 0,
 						    "bad name holder");
-			else
-				err = lpg_holder(q, res, r, pos[at - 1], p,
-						 more);
+				break;
+			}
+			ino = (uint64_t)lpg_get64(pino);
+			if (lpg_has(own, nown, ino))
+				continue; /* the batch's own */
+			if (nheld == cap) {
+				struct lpg_holder *v;
+
+				cap = cap ? cap * 2 : 16;
+				v = realloc(held, cap * sizeof(*v));
+				if (!v) {
+					err = -ENOMEM;
+					break;
+				}
+				held = v;
+			}
+			held[nheld] = (struct lpg_holder){
+				.k = pos[at - 1],
+				.ino = ino,
+				.version = (uint64_t)lpg_get64(pver),
+				.dir = lpg_get16(pkind) == ITEM_DIR};
+			dirs |= held[nheld].dir;
+			nheld++;
 		}
 		PQclear(res);
 	}
+	if (!err && dirs)
+		err = lpg_busy_holders(q, c, changes, n, p, held, nheld, a,
+				       &busy);
+	for (size_t h = 0; h < nheld && !err; h++)
+		err = lpg_holder(&held[h],
+				 held[h].dir &&
+					 lpg_has(busy.v, busy.n, held[h].ino),
+				 p, more);
+out:
+	lpg_inos_release(&busy);
+	free(held);
+	free(own);
 	free(pos);
 	return err;
 }

@@ -23,16 +23,23 @@ read again, with tierfs's node table (the tierfs_nodes metric) before and
 after dropping the kernel's caches.
 
 Persistence (`--files F`, default 20,000, `--writers W`, default 8; for
-tierfs-pg and tierfs-redis-pg): W processes each make the directory wK and
+tierfs-pg, tierfs-redis-pg and tierfs-pg-held): W processes each make the directory wK and
 write F/W JSON files into it through one mount; the time runs from their
 start until PostgreSQL's entries table holds every row. The reference is
 the raw batched upsert of tests/bench/tiers.py (the same F rows, 1000 per
 transaction, multi-row INSERT ... ON CONFLICT, one `psql -f`) in another
 database of the same server. Between rounds the files are removed and the
-table drained back.
+table drained back. Each line also shows the flusher's own rate (files /
+the seconds its L3 apply took, while it shares the CPUs with the writers)
+and the CPU seconds the writers (raw: psql), the daemon and the PostgreSQL
+server used. pg-held is tierfs-pg with the changes held back in the mount
+until the writers are done (batch_flush_* options that never come due);
+reading user.tierfs.merkle of the root then commits them in one batch: the
+time that takes is the persistence alone, with no writer competing for the
+CPUs.
 
 usage: tests/bench/scale.py [--entries N] [--files F] [--writers W]
-                            [--repeat R] [--systems sqlite,redis-pg,pg,ptl]
+                            [--repeat R] [--systems sqlite,redis-pg,pg,pg-held,ptl]
                             [--drop-caches | --forget]
                             [--tierfs-bin PATH] [--fill-bin PATH]
                             [--workdir DIR] [--keep]
@@ -60,9 +67,13 @@ import benchlib  # noqa: E402
 benchlib.PROG = "scale"
 
 REPO = Path(__file__).resolve().parents[2]
-SYSTEMS = ("sqlite", "redis-pg", "pg", "ptl")
+SYSTEMS = ("sqlite", "redis-pg", "pg", "pg-held", "ptl")
 LIST_SYSTEMS = ("sqlite", "redis-pg", "ptl")  # pg lists as redis-pg does
-PERSIST_SYSTEMS = ("pg", "redis-pg")
+PERSIST_SYSTEMS = ("pg", "redis-pg", "pg-held")
+# pg-held: the mount holds every change back (no batch is due before this
+# much time, count or size) until the writers are done; reading
+# user.tierfs.merkle of the root then commits them all in one batch
+HELD_OPTS = "batch_flush_ms=3600000,batch_flush_count=10000000,batch_flush_bytes=1073741824"
 PERSIST_TIMEOUT = 900.0
 
 
@@ -81,6 +92,63 @@ def proc_status(pid, key):
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     raise BenchError(f"no {key} in /proc/{pid}/status")
+
+
+def proc_cpu(pid, reaped=False):
+    """CPU seconds (user + system, all threads) process @pid has used; with
+    @reaped, plus those of its children it has waited for."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime, stime, cutime, cstime are 14-17
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def postmaster(pg):
+    return int((pg.dir / "data" / "postmaster.pid").read_text().split()[0])
+
+
+def pg_children(pg):
+    """The pids of the PostgreSQL server @pg's processes but the
+    postmaster (an exited one until the postmaster has reaped it)."""
+    pm, kids = postmaster(pg), set()
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pm:
+                    kids.add(int(d))
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return kids
+
+
+def pg_cpu(pg):
+    """CPU seconds the PostgreSQL server @pg has used: the postmaster, its
+    live children and those it has reaped (a backend that has exited but is
+    not reaped yet is missed: see pg_settled())."""
+    total = proc_cpu(postmaster(pg), reaped=True)
+    for pid in pg_children(pg):
+        try:
+            total += proc_cpu(pid)
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+    return total
+
+
+def pg_settled(pg, kids):
+    """Waits until the server @pg has no process beyond @kids (those of a
+    client that disconnected are reaped), at most 10 s."""
+    benchlib.wait_for(lambda: pg_children(pg) <= kids, 10.0)
+
+
+def children_cpu():
+    """CPU seconds of the children this process has waited for."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def drop_caches(level=3):
@@ -215,11 +283,18 @@ FLUSH_KEYS = {
 }
 
 
-def persist_round(s, mnt, sess, files, writers):
+def persist_round(s, m, sess, pg, files, writers):
     """Returns (seconds until every row is in PostgreSQL, seconds until the
-    last writer exited, {what the flusher did meanwhile})."""
+    last writer exited, {what the flusher did meanwhile}, {CPU seconds of
+    the writers, the daemon @m and the server @pg until then}). pg-held:
+    the writers' changes wait in the mount until reading
+    user.tierfs.merkle of its root commits them, once the writers are done;
+    the flusher's figures then also hold "held", the seconds that read
+    took."""
+    mnt = m.mnt
     base = count_rows(sess)
     m0 = metrics(mnt)
+    cpu0 = {"writers": children_cpu(), "daemon": proc_cpu(m.pid), "pg": pg_cpu(pg)}
     per = files // writers
     ctx = multiprocessing.get_context("fork")
     start = ctx.Event()
@@ -232,16 +307,28 @@ def persist_round(s, mnt, sess, files, writers):
     for p in procs:
         p.join()
     t_close = time.perf_counter()
+    cpu_writers = children_cpu() - cpu0["writers"]
     bad = [p.exitcode for p in procs if p.exitcode != 0]
     if bad:
         raise BenchError(f"{s}: writers exited with {bad}")
+    held = None
+    if s == "pg-held":
+        if count_rows(sess) != base:
+            raise BenchError(f"{s}: the mount committed changes before it was asked to")
+        os.getxattr(mnt, "user.tierfs.merkle")
+        held = time.perf_counter() - t_close
     t_all = wait_rows(sess, base + writers + writers * per, f"{s}: persisting", PERSIST_TIMEOUT)
+    cpu = {"writers": cpu_writers, "daemon": proc_cpu(m.pid) - cpu0["daemon"],
+           "pg": pg_cpu(pg) - cpu0["pg"]}
     m1 = metrics(mnt)
     flush = {k: m1.get(v, 0.0) - m0.get(v, 0.0) for k, v in FLUSH_KEYS.items()}
+    flush["held"] = held
     for k in range(writers):
         shutil.rmtree(Path(mnt) / f"w{k}")
+    if s == "pg-held":
+        os.getxattr(mnt, "user.tierfs.merkle")
     wait_rows(sess, base, f"{s}: draining the removals", PERSIST_TIMEOUT)
-    return t_all - t0, t_close - t0, flush
+    return t_all - t0, t_close - t0, flush, cpu
 
 
 # --- main ---------------------------------------------------------------------
@@ -305,6 +392,7 @@ def main():
     mem = {}
     pres = {s: [] for s in pers_sys}
     raw = []
+    raw_cpu = []
     pg = redis = None
     try:
         if any(s != "sqlite" and s != "ptl" for s in list_sys + pers_sys):
@@ -401,8 +489,10 @@ def main():
                                                   if s == "redis-pg" else [])
                 mnt = workdir / f"{s}-persist.mnt"
                 mnt.mkdir()
-                argv = [str(tbin), *store, "-f", "-o",
-                        f"wal_path={workdir / (s + '-persist.wal')}", str(mnt)]
+                opts = f"wal_path={workdir / (s + '-persist.wal')}"
+                if s == "pg-held":
+                    opts += "," + HELD_OPTS
+                argv = [str(tbin), *store, "-f", "-o", opts, str(mnt)]
                 m = FuseMount(s, argv, mnt, workdir / f"{s}-persist.log", env=env)
                 cleanup.push(f"unmount {s} (persist)", m.stop)
                 m.start()
@@ -411,19 +501,28 @@ def main():
                 pmounts[s] = (m, sess)
             for r in range(args.repeat):
                 raw_sess.value("TRUNCATE entries, contents; SELECT 1")
+                c0, p0, kids = children_cpu(), pg_cpu(pg), pg_children(pg)
                 raw.append(tiers.psql_file(raw_uri, raw_sql))
-                log(f"persist round {r + 1}: raw upsert {len(rows) / raw[-1]:,.0f} rows/s")
+                pg_settled(pg, kids)  # psql's backend exits after psql does
+                raw_cpu.append({"psql": children_cpu() - c0, "pg": pg_cpu(pg) - p0})
+                log(f"persist round {r + 1}: raw upsert {len(rows) / raw[-1]:,.0f} rows/s "
+                    f"(CPU: psql {raw_cpu[-1]['psql']:.2f} s, PostgreSQL "
+                    f"{raw_cpu[-1]['pg']:.2f} s)")
                 for s in pers_sys:
                     m, sess = pmounts[s]
-                    t_all, t_close, fl = persist_round(s, m.mnt, sess, args.files,
-                                                       args.writers)
-                    pres[s].append((t_all, t_close, fl))
+                    t_all, t_close, fl, cpu = persist_round(s, m, sess, pg, args.files,
+                                                            args.writers)
+                    pres[s].append((t_all, t_close, fl, cpu))
+                    held = (f"the held batch committed {fl['held']:.2f} s after, "
+                            if fl["held"] is not None else "")
                     log(f"persist round {r + 1}: {s}: {len(rows) / t_all:,.0f} files/s "
-                        f"persisted (writers done after {t_close:.2f} s, "
+                        f"persisted (writers done after {t_close:.2f} s, {held}"
                         f"all in PostgreSQL after {t_all:.2f} s; {fl['batches']:.0f} "
                         f"batches of {fl['records'] / max(fl['batches'], 1):.0f} changes, "
                         f"L3 apply {fl['l3']:.2f} s, L2 {fl['l2'] + fl['l2tree']:.2f} s, "
-                        f"{fl['allocs']:.0f} inode blocks, feed reads {fl['feed']:.2f} s)")
+                        f"{fl['allocs']:.0f} inode blocks, feed reads {fl['feed']:.2f} s; "
+                        f"CPU: writers {cpu['writers']:.2f} s, daemon {cpu['daemon']:.2f} s, "
+                        f"PostgreSQL {cpu['pg']:.2f} s)")
             for s in pers_sys:
                 pmounts[s][0].stop()
     finally:
@@ -466,21 +565,41 @@ def main():
         print()
         n = args.writers * (args.files // args.writers)
         raw_s = statistics.median(raw)
+        rcpu = {k: statistics.median(x[k] for x in raw_cpu) for k in raw_cpu[0]}
         print(f"persistence, {args.writers} writers   files/s persisted   vs raw   "
               f"writers done (s)   all in PostgreSQL (s)   batches  changes/batch"
-              f"  L3 apply (s)  L2 apply (s)")
+              f"  L3 apply (s)  L2 apply (s)  L3 rows/s  L3 vs raw  CPU s: writers/psql"
+              f" daemon PostgreSQL")
         print(f"{'raw upsert (1 psql)':<28} {n / raw_s:>12,.0f} {'1.00x':>8} {'':>16} "
-              f"{raw_s:>20.2f}")
+              f"{raw_s:>20.2f} {'':>10} {'':>14} {'':>13} {'':>13} {'':>10} {'':>7}"
+              f" {rcpu['psql']:>21.2f} {'':>6} {rcpu['pg']:>10.2f}")
         for s in pers_sys:
             t_all = statistics.median(x[0] for x in pres[s])
             t_close = statistics.median(x[1] for x in pres[s])
             fl = {k: statistics.median(x[2][k] for x in pres[s]) for k in FLUSH_KEYS}
+            cpu = {k: statistics.median(x[3][k] for x in pres[s]) for k in pres[s][0][3]}
+            l3_rate = n / fl["l3"] if fl["l3"] > 0 else float("nan")
             print(f"{'tierfs-' + s:<28} {n / t_all:>12,.0f} {raw_s / t_all:>7.2f}x "
                   f"{t_close:>16.2f} {t_all:>20.2f} {fl['batches']:>10.0f}"
                   f" {fl['records'] / max(fl['batches'], 1):>14.0f} {fl['l3']:>13.2f}"
-                  f" {fl['l2'] + fl['l2tree']:>13.2f}")
+                  f" {fl['l2'] + fl['l2tree']:>13.2f} {l3_rate:>10,.0f}"
+                  f" {raw_s / fl['l3'] if fl['l3'] > 0 else float('nan'):>6.2f}x"
+                  f" {cpu['writers']:>21.2f} {cpu['daemon']:>6.2f} {cpu['pg']:>10.2f}")
+            if s == "pg-held":
+                held = statistics.median(x[2]["held"] for x in pres[s])
+                print(f"  pg-held: the held batch committed {held:.2f} s after the writers were"
+                      f" done: {n / held:,.0f} rows/s, {raw_s / held:.2f}x the raw upsert's")
         print("  writers done: the last writer's last close; batches ... L2 apply: what the"
               " flusher did until PostgreSQL held every row (medians)")
+        print("  L3 rows/s: files / L3 apply seconds, the flusher's own rate while it shares"
+              " the CPUs with the writers; L3 vs raw: the raw upsert's seconds / L3 apply seconds"
+              " (not the target, which is files/s persisted vs raw)")
+        print("  CPU s: user + system seconds until PostgreSQL held every row: the writer"
+              " processes (raw: psql), the tierfs daemon, the PostgreSQL server (all its"
+              " processes; for tierfs also the count(*) polling)")
+        print("  pg-held: the mount holds the changes back (-o " + HELD_OPTS + ") until"
+              " the writers are done; reading user.tierfs.merkle of the root then commits"
+              " them in one batch, without writers competing for the CPUs")
     return 0
 
 
