@@ -257,6 +257,10 @@ int eng_metrics_text(struct eng *e, char **out, size_t *len)
 		   "entries in the node table (looked up by the kernel, open, "
 		   "or not yet persisted)",
 		   e->nodes.len);
+	metric_u64(f, "open_bytes", "gauge",
+		   "bytes the working copies of files open for writing hold "
+		   "(at most max_open_bytes)",
+		   e->open_bytes);
 	pthread_mutex_unlock(&e->lock);
 	metric(f, "l1_bytes", "gauge", "content bytes in L1");
 	fprintf(f, "tierfs_l1_bytes %zu\n", l1s.bytes);

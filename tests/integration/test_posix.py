@@ -17,6 +17,7 @@ import zlib
 import pytest
 
 from conftest import TIERFS_BIN, run, wait_for
+from test_kernel_cache import metric
 
 if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
     pytest.skip("FUSE is unavailable here (/dev/fuse or fusermount3 missing)",
@@ -369,7 +370,10 @@ def test_open_files_hold_at_most_max_open_bytes(tierfs_factory):
     assert e.value.errno == errno.ENOSPC
     assert os.stat(m.path("c.bin")).st_size == len(big)
     # the first writer closes: the second goes on, nothing it wrote lost
+    # (the kernel sends the release that frees a's working copy after
+    # close() returns)
     os.close(a)
+    assert wait_for(lambda: metric(m, "tierfs_open_bytes") < len(big), 10.0)
     assert write_all(b, rest[done:], len(head) + done) == (len(rest) - done,
                                                            None)
     os.close(b)
