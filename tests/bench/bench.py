@@ -119,7 +119,6 @@ quick smoke run: tests/bench/bench.py --files 500 --dirs 10
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 import shlex
@@ -632,10 +631,8 @@ def persist_writers(sx, nfiles, writers):
     seconds from the start until PostgreSQL holds every row). Then removes
     them and waits until PostgreSQL has only the root again."""
     per = nfiles // writers
-    ctx = multiprocessing.get_context("fork")
-    start = ctx.Event()
 
-    def one(k):
+    def one(k, start):
         start.wait()
         d = sx.root / f"w{k}"
         os.mkdir(d)
@@ -644,16 +641,7 @@ def persist_writers(sx, nfiles, writers):
                   [payload(i) for i in range(first, first + per)],
                   os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
 
-    procs = [ctx.Process(target=one, args=(k,)) for k in range(writers)]
-    for p in procs:
-        p.start()
-    t0 = time.perf_counter()
-    start.set()
-    for p in procs:
-        p.join()
-    failed = [p.exitcode for p in procs if p.exitcode != 0]
-    if failed:
-        raise BenchError(f"{sx.name}: writers exited with {failed}")
+    t0, _ = benchlib.run_together(one, writers, sx.name)
     t_all = wait_rows(sx.pg, 1 + writers + writers * per,
                       f"{sx.name}: persisting {writers} writers' files", PERSIST_TIMEOUT)
     for k in range(writers):

@@ -13,6 +13,7 @@ The name does not start with test_: pytest collects nothing here.
 """
 
 import gzip
+import multiprocessing
 import os
 import shlex
 import shutil
@@ -200,6 +201,28 @@ def build_passthrough_ll(workdir):
     if cp.returncode != 0:
         raise BenchError(f"building passthrough_ll failed:\n{shlex.join(cmd)}\n{cp.stdout}")
     return exe
+
+
+def run_together(target, n, what):
+    """Runs target(k, start) in @n forked processes (k = 0 .. n-1), each
+    waiting on the event @start, which is set once all have started;
+    returns (when it was set, when the last had exited) from
+    time.perf_counter(), or raises BenchError naming @what when one exited
+    with an error."""
+    ctx = multiprocessing.get_context("fork")
+    start = ctx.Event()
+    procs = [ctx.Process(target=target, args=(k, start)) for k in range(n)]
+    for p in procs:
+        p.start()
+    t0 = time.perf_counter()
+    start.set()
+    for p in procs:
+        p.join()
+    t_done = time.perf_counter()
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    if failed:
+        raise BenchError(f"{what}: writers exited with {failed}")
+    return t0, t_done
 
 
 def wait_rows(sess, expected, what, timeout, interval=0.005):

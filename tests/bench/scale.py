@@ -47,7 +47,6 @@ smoke run: tests/bench/scale.py --smoke   (2,000 entries, 800 files)
 """
 
 import argparse
-import multiprocessing
 import os
 import resource
 import shutil
@@ -296,21 +295,9 @@ def persist_round(s, m, sess, pg, files, writers):
     m0 = metrics(mnt)
     cpu0 = {"writers": children_cpu(), "daemon": proc_cpu(m.pid), "pg": pg_cpu(pg)}
     per = files // writers
-    ctx = multiprocessing.get_context("fork")
-    start = ctx.Event()
-    procs = [ctx.Process(target=writer, args=(str(mnt), k, k * per, per, start))
-             for k in range(writers)]
-    for p in procs:
-        p.start()
-    t0 = time.perf_counter()
-    start.set()
-    for p in procs:
-        p.join()
-    t_close = time.perf_counter()
+    t0, t_close = benchlib.run_together(
+        lambda k, start: writer(str(mnt), k, k * per, per, start), writers, s)
     cpu_writers = children_cpu() - cpu0["writers"]
-    bad = [p.exitcode for p in procs if p.exitcode != 0]
-    if bad:
-        raise BenchError(f"{s}: writers exited with {bad}")
     held = None
     if s == "pg-held":
         if count_rows(sess) != base:
