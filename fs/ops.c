@@ -440,7 +440,8 @@ static void tfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		return;
 	}
 	if (tfs_ctl_ino(ino)) {
-		if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+		if ((fi->flags & O_ACCMODE) != O_RDONLY ||
+		    (fi->flags & O_TRUNC)) {
 			fuse_reply_err(req, EACCES);
 			return;
 		}

@@ -167,6 +167,9 @@ def test_reserved_name(tierfs):
     with pytest.raises(OSError) as e:
         open(m.path(".tierfs", "status"), "w")
     assert e.value.errno == errno.EACCES
+    with pytest.raises(OSError) as e:  # truncating is writing
+        os.open(m.path(".tierfs", "metrics"), os.O_RDONLY | os.O_TRUNC)
+    assert e.value.errno == errno.EACCES
     # A new name in .tierfs/ (mode 0555): the kernel refuses a user with
     # EACCES; root passes its check, and tierfs's create answers EPERM.
     with pytest.raises(OSError) as e:
