@@ -350,6 +350,8 @@ def test_open_files_hold_at_most_max_open_bytes(tierfs_factory):
     big = os.urandom(600 * 1024)
     with open(m.path("c.bin"), "wb") as f:
         f.write(big)
+    # the release that frees c's working copy comes after close() returns
+    assert wait_for(lambda: metric(m, "tierfs_open_bytes") == 0, 10.0)
     a = os.open(m.path("a.bin"), os.O_WRONLY | os.O_CREAT, 0o644)
     b = os.open(m.path("b.bin"), os.O_WRONLY | os.O_CREAT, 0o644)
     head = b"h" * 10240
@@ -370,8 +372,6 @@ def test_open_files_hold_at_most_max_open_bytes(tierfs_factory):
     assert e.value.errno == errno.ENOSPC
     assert os.stat(m.path("c.bin")).st_size == len(big)
     # the first writer closes: the second goes on, nothing it wrote lost
-    # (the kernel sends the release that frees a's working copy after
-    # close() returns)
     os.close(a)
     assert wait_for(lambda: metric(m, "tierfs_open_bytes") < len(big), 10.0)
     assert write_all(b, rest[done:], len(head) + done) == (len(rest) - done,
