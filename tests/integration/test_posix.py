@@ -372,6 +372,7 @@ def test_open_files_hold_at_most_max_open_bytes(tierfs_factory):
     assert e.value.errno == errno.ENOSPC
     assert os.stat(m.path("c.bin")).st_size == len(big)
     # the first writer closes: the second goes on, nothing it wrote lost
+    # (once the release that frees a's working copy has come)
     os.close(a)
     assert wait_for(lambda: metric(m, "tierfs_open_bytes") < len(big), 10.0)
     assert write_all(b, rest[done:], len(head) + done) == (len(rest) - done,
