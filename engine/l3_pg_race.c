@@ -155,57 +155,77 @@ static int lpg_own_inos(struct change *const *changes, size_t n,
 	return lpg_arr_finish(a, value, length);
 }
 
-/* Drops the deletions of directories that keep a child (S_BUSY_DIRS);
+static bool lpg_has(const uint64_t *v, size_t n, uint64_t ino)
+{
+	return n && bsearch(&ino, v, n, sizeof(*v), lpg_cmp_u64);
+}
+
+/* Which of the directories @cand are busy: they have a child that is not
+ * among the batch's own (S_BUSY_DIRS, asked LPG_CHUNK_ROWS at a time);
+ * into @busy, sorted. @a holds two arrays. */
+static int lpg_busy(const struct lpg *q, struct lpg_conn *c,
+		    struct change *const *changes, size_t n,
+		    const struct lpg_plan *p, const struct lpg_inos *cand,
+		    struct lpg_arr *a, struct lpg_inos *busy)
+{
+	const char *values[2];
+	int lengths[2];
+	size_t i = 0;
+	int err = 0;
+
+	if (!cand->n)
+		return 0;
+	err = lpg_own_inos(changes, n, p, &a[1], &values[1], &lengths[1]);
+	while (i < cand->n && !err) {
+		PGresult *res = NULL;
+
+		lpg_arr_start(&a[0], LPG_INT8OID);
+		for (; i < cand->n && a[0].n < LPG_CHUNK_ROWS; i++)
+			lpg_arr_i64(&a[0], (int64_t)cand->v[i]);
+		err = lpg_arr_finish(&a[0], &values[0], &lengths[0]);
+		if (!err)
+			err = lpg_exec(q, c, S_BUSY_DIRS, values, lengths, &res,
+				       "look for entries in directories");
+		for (int r = 0; !err && r < PQntuples(res); r++) {
+			const char *pi;
+
+			if (!lpg_field(res, r, 0, 8, &pi))
+				err = store_corrupt(&q->sb, 0,
+						    "bad directory answer");
+			else
+				lpg_inos_add(busy, (uint64_t)lpg_get64(pi));
+		}
+		PQclear(res);
+	}
+	return err ? err : lpg_inos_finish(busy);
+}
+
+/* Drops the deletions of directories that keep a child (lpg_busy());
  * *more is set when one was dropped. @a holds two arrays. */
 static int lpg_busy_dirs(const struct lpg *q, struct lpg_conn *c,
 			 struct change *const *changes, size_t n,
 			 struct lpg_arr *a, struct lpg_plan *p, bool *more)
 {
-	size_t i = 0;
+	struct lpg_inos cand = {0}, busy = {0};
 	int err;
 
-	while (i < n) {
-		const char *values[2];
-		int lengths[2];
-		PGresult *res;
-
-		lpg_arr_start(&a[0], LPG_INT8OID);
-		for (; i < n && a[0].n < LPG_CHUNK_ROWS; i++)
-			if (changes[i]->deleted && !p->dropped[i])
-				lpg_arr_i64(&a[0], (int64_t)changes[i]->ino);
-		if (a[0].n == 0)
-			break;
-		err = lpg_arr_finish(&a[0], &values[0], &lengths[0]);
-		if (!err)
-			err = lpg_own_inos(changes, n, p, &a[1], &values[1],
-					   &lengths[1]);
-		if (!err)
-			err = lpg_exec(q, c, S_BUSY_DIRS, values, lengths, &res,
-				       "look for entries in directories");
-		if (err)
-			return err;
-		for (int r = 0; r < PQntuples(res); r++) {
-			const char *pi;
-			uint64_t ino;
-
-			if (!lpg_field(res, r, 0, 8, &pi)) {
-				PQclear(res);
-				return store_corrupt(&q->sb, 0,
-						     "bad directory answer");
-			}
-			ino = (uint64_t)lpg_get64(pi);
-			for (size_t k = 0; k < n; k++) {
-				if (changes[k]->deleted && !p->dropped[k] &&
-				    changes[k]->ino == ino) {
-					p->dropped[k] = true;
-					p->ndropped++;
-					*more = true;
-				}
-			}
+	for (size_t k = 0; k < n; k++)
+		if (changes[k]->deleted && !p->dropped[k])
+			lpg_inos_add(&cand, changes[k]->ino);
+	err = lpg_inos_finish(&cand);
+	if (!err)
+		err = lpg_busy(q, c, changes, n, p, &cand, a, &busy);
+	for (size_t k = 0; k < n && !err; k++) {
+		if (changes[k]->deleted && !p->dropped[k] &&
+		    lpg_has(busy.v, busy.n, changes[k]->ino)) {
+			p->dropped[k] = true;
+			p->ndropped++;
+			*more = true;
 		}
-		PQclear(res);
 	}
-	return 0;
+	lpg_inos_release(&busy);
+	lpg_inos_release(&cand);
+	return err;
 }
 
 /* An entry S_HOLDERS found holding the name or stem of change @k. */
@@ -248,55 +268,6 @@ static int lpg_holder(const struct lpg_holder *h, bool busy,
 	return 0;
 }
 
-/* The holders of @v (@n of them) that are directories with a child not
- * among the batch's own (S_BUSY_DIRS), sorted, in @busy. @a holds two
- * arrays. */
-static int lpg_busy_holders(const struct lpg *q, struct lpg_conn *c,
-			    struct change *const *changes, size_t nch,
-			    const struct lpg_plan *p,
-			    const struct lpg_holder *v, size_t n,
-			    struct lpg_arr *a, struct lpg_inos *busy)
-{
-	size_t i = 0;
-	int err = 0;
-
-	while (i < n && !err) {
-		const char *values[2];
-		int lengths[2];
-		PGresult *res = NULL;
-
-		lpg_arr_start(&a[0], LPG_INT8OID);
-		for (; i < n && a[0].n < LPG_CHUNK_ROWS; i++)
-			if (v[i].dir)
-				lpg_arr_i64(&a[0], (int64_t)v[i].ino);
-		if (a[0].n == 0)
-			break;
-		err = lpg_arr_finish(&a[0], &values[0], &lengths[0]);
-		if (!err)
-			err = lpg_own_inos(changes, nch, p, &a[1], &values[1],
-					   &lengths[1]);
-		if (!err)
-			err = lpg_exec(q, c, S_BUSY_DIRS, values, lengths, &res,
-				       "look for entries in directories");
-		for (int r = 0; !err && r < PQntuples(res); r++) {
-			const char *pi;
-
-			if (!lpg_field(res, r, 0, 8, &pi))
-				err = store_corrupt(&q->sb, 0,
-						    "bad directory answer");
-			else
-				lpg_inos_add(busy, (uint64_t)lpg_get64(pi));
-		}
-		PQclear(res);
-	}
-	return err ? err : lpg_inos_finish(busy);
-}
-
-static bool lpg_has(const uint64_t *v, size_t n, uint64_t ino)
-{
-	return n && bsearch(&ino, v, n, sizeof(*v), lpg_cmp_u64);
-}
-
 /* Finds the entries that hold the names of the changes not dropped
  * (S_HOLDERS), leaves out the batch's own, and replaces the others or
  * drops the change (lpg_holder()); *more is set when one was dropped. @a
@@ -309,9 +280,8 @@ static int lpg_holders(const struct lpg *q, struct lpg_conn *c,
 			     sizeof(*pos));
 	uint64_t *own = malloc((n ? n : 1) * sizeof(*own));
 	struct lpg_holder *held = NULL;
-	struct lpg_inos busy = {0};
+	struct lpg_inos busy = {0}, dirs = {0};
 	size_t i = 0, nown = 0, nheld = 0, cap = 0;
-	bool dirs = false;
 	int err = 0;
 
 	if (!pos || !own) {
@@ -385,14 +355,17 @@ static int lpg_holders(const struct lpg *q, struct lpg_conn *c,
 				.ino = ino,
 				.version = (uint64_t)lpg_get64(pver),
 				.dir = lpg_get16(pkind) == ITEM_DIR};
-			dirs |= held[nheld].dir;
 			nheld++;
 		}
 		PQclear(res);
 	}
-	if (!err && dirs)
-		err = lpg_busy_holders(q, c, changes, n, p, held, nheld, a,
-				       &busy);
+	for (size_t h = 0; h < nheld; h++)
+		if (held[h].dir)
+			lpg_inos_add(&dirs, held[h].ino);
+	if (!err)
+		err = lpg_inos_finish(&dirs);
+	if (!err)
+		err = lpg_busy(q, c, changes, n, p, &dirs, a, &busy);
 	for (size_t h = 0; h < nheld && !err; h++)
 		err = lpg_holder(&held[h],
 				 held[h].dir &&
@@ -400,6 +373,7 @@ static int lpg_holders(const struct lpg *q, struct lpg_conn *c,
 				 p, more);
 out:
 	lpg_inos_release(&busy);
+	lpg_inos_release(&dirs);
 	free(held);
 	free(own);
 	free(pos);
