@@ -106,7 +106,9 @@
 #define INO_BLOCK 1024 /* inode numbers reserved from L3 at a time */
 #define LIST_PAGE 128  /* rows read from L3 per listing query */
 /* Rows a directory handle reads ahead at most: a long listing's queries
- * grow from LIST_PAGE to this many rows (424 bytes each: 434 KB). */
+ * grow from LIST_PAGE to this many rows (424 bytes each: 434 KB). A long
+ * listing also holds as many again, read in the background
+ * (eng_readdir_prefetch()). */
 #define LIST_AHEAD 1024
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 5000
@@ -230,6 +232,15 @@ struct eng_dir {
 	bool ahead_more;       /* L3 may hold rows after the last one */
 	bool ahead_names;      /* from list_names(): no attributes */
 	uint64_t ahead_gen;
+	uint64_t ahead_epoch;  /* bumped whenever the ahead rows change */
+	/* The rows after the ahead ones, read by eng_readdir_prefetch() while
+	 * the caller hands the last call's entries on: they continue the
+	 * ahead rows of @next_epoch, read at @next_gen. @prefetch: a prefetch
+	 * is due or running (eng_releasedir() waits for it; nnext stays 0). */
+	struct store_row *next;
+	int nnext, next_cap;
+	bool next_more, next_names, prefetch;
+	uint64_t next_gen, next_epoch;
 };
 
 struct eng {
@@ -280,6 +291,7 @@ struct eng {
 	uint64_t ino_spare;	    /* first of a reserved block, or 0 */
 	bool ino_allocating;	    /* a block is being reserved from L3 */
 	pthread_cond_t ino_cond;    /* ... and was (or failed to be) */
+	pthread_cond_t dir_cond;    /* a directory handle's prefetch ended */
 	struct handle_link handles; /* open files and dirs (list head) */
 	/* bytes the working copies hold (their capacity), at most
 	 * cfg.max_open_bytes; open_full_logged: a refusal was logged since
@@ -334,6 +346,8 @@ struct eng {
 	uint64_t snap_serial; /* snapshots made */
 	uint64_t snap_loads, snap_hits, snap_negatives;
 	uint64_t prefetch_batches, prefetched;
+	/* listings' rows read in the background, and those used */
+	uint64_t list_prefetches, list_prefetches_used;
 };
 
 /* --- time --- */

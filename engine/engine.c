@@ -145,6 +145,7 @@ int eng_open(const struct eng_config *cfg, struct eng **out)
 	pthread_cond_init(&e->commit_cond, &ca);
 	pthread_cond_init(&e->sync_cond, &ca);
 	pthread_cond_init(&e->ino_cond, &ca);
+	pthread_cond_init(&e->dir_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	breaker_init(&e->l2_breaker, L2_BREAKER_FAILS, L2_BREAKER_COOLDOWN_NS);
 	breaker_init(&e->l3_breaker, L3_BREAKER_FAILS, L3_BREAKER_COOLDOWN_NS);
@@ -293,6 +294,7 @@ int eng_close(struct eng *e)
 	pthread_cond_destroy(&e->commit_cond);
 	pthread_cond_destroy(&e->sync_cond);
 	pthread_cond_destroy(&e->ino_cond);
+	pthread_cond_destroy(&e->dir_cond);
 	pthread_mutex_destroy(&e->lock);
 	free(e);
 	return r;

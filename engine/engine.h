@@ -289,19 +289,30 @@ bool eng_release(struct eng *e, struct eng_file *f);
  * which stops the walk before that entry is consumed. With @plus, every
  * entry handed to @fn for which @fn returns 0 has taken a lookup reference.
  * "." and ".." are the caller's business.
+ *
+ * @prefetch (may be NULL: never) is set when the call reserved a read of
+ * the listing's next rows from L3 in the background: the caller must then
+ * call eng_readdir_prefetch(), once, before its next readdir call on @d,
+ * best after handing the entries on (a mount replies first), so that the
+ * query overlaps with the reader's work. Until it did, eng_releasedir()
+ * of @d waits, and another thread's readdir call that needs those rows
+ * waits for them.
  */
 typedef int (*eng_dir_fn)(void *arg, const char *name,
 			  const struct eng_attr *attr, uint64_t next_off);
 int eng_opendir(struct eng *e, uint64_t ino, struct eng_dir **d);
 int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
-		eng_dir_fn fn, void *arg);
+		eng_dir_fn fn, void *arg, bool *prefetch);
 /* eng_readdir() without @plus for a caller that needs names and types
  * only: the attributes handed to @fn carry the inode number, the kind and
  * the file type in mode (permission bits only when forced by
  * force_*_mode), nlink 1 for a directory, the rest zero. The store reads
  * less per entry (a plain readdir of a large directory). */
 int eng_readdir_names(struct eng *e, struct eng_dir *d, uint64_t off,
-		      eng_dir_fn fn, void *arg);
+		      eng_dir_fn fn, void *arg, bool *prefetch);
+/* Runs the prefetch a readdir call reserved (see above). An L3 failure
+ * is left for the readdir call that needs the rows. */
+void eng_readdir_prefetch(struct eng *e, struct eng_dir *d);
 void eng_releasedir(struct eng *e, struct eng_dir *d);
 
 /*

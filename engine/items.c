@@ -320,7 +320,7 @@ static int list_dir(struct list_walk *w, uint64_t ino, size_t len)
 		struct list_entry *last;
 
 		w->n = 0;
-		r = eng_readdir(w->e, d, off, false, list_collect, w);
+		r = eng_readdir(w->e, d, off, false, list_collect, w, NULL);
 		if (r < 0 || w->n == 0)
 			break;
 		off = w->next_off;

@@ -11,15 +11,31 @@
  * rows serve only while nothing was persisted or taken from the feed
  * since they were read (e->gen); the changes not yet persisted are merged
  * at every call, as they were with a fresh page.
+ *
+ * A long listing also reads its next rows in the background: a readdir
+ * call that leaves the handle holding at least two pages, with more to
+ * come, reserves a prefetch, which the caller runs with
+ * eng_readdir_prefetch() once it has handed the entries on (the mount
+ * replies first). The next query then overlaps with the kernel's and the
+ * reader's work on the rows already read, instead of following it.
  */
 #include "eng_int.h"
 
+static void rows_release(struct store_row *rows, int *n)
+{
+	for (int i = 0; i < *n; i++)
+		store_row_release(&rows[i]);
+	*n = 0;
+}
+
+/* Drops the rows read ahead, and the prefetched ones that followed them
+ * (a prefetch running meanwhile will find its rows stale). */
 static void ahead_drop(struct eng_dir *d)
 {
-	for (int i = 0; i < d->nahead; i++)
-		store_row_release(&d->ahead[i]);
-	d->nahead = 0;
+	rows_release(d->ahead, &d->nahead);
+	rows_release(d->next, &d->nnext);
 	d->ahead_more = false;
+	d->ahead_epoch++;
 }
 
 static void dir_release(struct handle_link *h)
@@ -28,8 +44,9 @@ static void dir_release(struct handle_link *h)
 
 	ahead_drop(d);
 	free(d->ahead);
-	d->ahead = NULL;
-	d->ahead_cap = 0;
+	free(d->next);
+	d->ahead = d->next = NULL;
+	d->ahead_cap = d->next_cap = 0;
 }
 
 int eng_opendir(struct eng *e, uint64_t ino, struct eng_dir **dp)
@@ -62,6 +79,8 @@ void eng_releasedir(struct eng *e, struct eng_dir *d)
 	if (!d)
 		return;
 	pthread_mutex_lock(&e->lock);
+	while (d->prefetch) /* its reader runs it after its reply */
+		pthread_cond_wait(&e->dir_cond, &e->lock);
 	handle_unlink(&d->link);
 	d->n->opens--;
 	node_try_free(e, d->n);
@@ -209,23 +228,95 @@ static int count_page(struct eng *e, struct eng_dir *d,
  * page is shown with what it has (nlink 1 where unknown) */
 #define COUNT_PAGE_TRIES 8
 
+/* true when the prefetched rows continue the ahead ones and still serve
+ * a caller that wants attributes unless @names */
+static bool next_follows(const struct eng *e, const struct eng_dir *d,
+			 bool names)
+{
+	return d->nnext && d->next_epoch == d->ahead_epoch &&
+	       d->next_gen == e->gen && (names || !d->next_names);
+}
+
+/* Makes the prefetched rows the ahead ones. */
+static void next_take(struct eng_dir *d)
+{
+	struct store_row *rows = d->ahead;
+	int cap = d->ahead_cap;
+
+	rows_release(d->ahead, &d->nahead);
+	d->ahead = d->next;
+	d->ahead_cap = d->next_cap;
+	d->nahead = d->nnext;
+	d->ahead_more = d->next_more;
+	d->ahead_names = d->next_names;
+	d->ahead_gen = d->next_gen;
+	d->ahead_epoch++;
+	d->next = rows;
+	d->next_cap = cap;
+	d->nnext = 0;
+}
+
+/* rows the next query of a listing that holds @held rows reads: one page
+ * first (or after a change), then twice as many each time, up to
+ * LIST_AHEAD */
+static int next_want(int held)
+{
+	int want = held ? held * 2 : LIST_PAGE;
+
+	return want < LIST_AHEAD ? want : LIST_AHEAD;
+}
+
+/*
+ * Reads up to @want rows of @d's directory named after @after from L3 into
+ * @rows (names only with @names), dropping e->lock meanwhile. Returns the
+ * rows read, with *gen the generation they are good for, -ESTALE when a
+ * batch committed meanwhile (the rows may be older than the node table;
+ * none are kept), or another negative errno.
+ */
+static int list_query(struct eng *e, struct eng_dir *d, bool names,
+		      const char *after, struct store_row *rows, int want,
+		      uint64_t *gen)
+{
+	struct tier_call c;
+	int n;
+
+	memset(rows, 0, (size_t)want * sizeof(*rows));
+	n = tier_enter(e, &c, OP_L3_LIST, d->n, true);
+	if (n == 0 && names)
+		n = e->l3->ops->list_names(e->l3, d->n->ino, after, rows,
+					   want);
+	else if (n == 0)
+		n = e->l3->ops->list(e->l3, d->n->ino, after, rows, want);
+	n = tier_leave(e, &c, n);
+	if (n >= 0 && tier_stale(e, &c)) {
+		rows_release(rows, &n);
+		return -ESTALE;
+	}
+	*gen = c.gen;
+	return n;
+}
+
 /*
  * Points *page at up to LIST_PAGE rows of @d's directory named after
  * @after, in name order: from the rows read ahead while they are still
- * good, else from a new L3 query (which replaces them). *full tells that
- * more rows may follow the page. Returns the rows in the page (0 at the
- * end) or a negative errno. The rows stay the handle's.
+ * good, then from the prefetched ones that follow them, else from a new
+ * L3 query (which replaces them). *full tells that more rows may follow
+ * the page. Returns the rows in the page (0 at the end) or a negative
+ * errno. The rows stay the handle's. May wait, without e->lock, for the
+ * handle's prefetch.
  */
 static int dir_page(struct eng *e, struct eng_dir *d, const char *after,
 		    bool names, struct store_row **page, bool *full)
 {
-	struct tier_call c;
 	int lo, hi, n, want;
+	uint64_t gen;
 	bool grow;
 
 	names = names && e->l3->ops->list_names;
-	grow = d->nahead && d->ahead_gen == e->gen;
-	if (grow && (names || !d->ahead_names)) {
+	for (;;) {
+		grow = d->nahead && d->ahead_gen == e->gen;
+		if (!grow || (!names && d->ahead_names))
+			break;
 		lo = 0;
 		hi = d->nahead;
 		while (lo < hi) { /* the first row named after @after */
@@ -243,12 +334,17 @@ static int dir_page(struct eng *e, struct eng_dir *d, const char *after,
 			*full = lo + n < d->nahead || d->ahead_more;
 			return n;
 		}
+		/* all consumed: the prefetched rows continue them */
+		if (d->prefetch)
+			pthread_cond_wait(&e->dir_cond, &e->lock);
+		else if (next_follows(e, d, names)) {
+			next_take(d);
+			e->list_prefetches_used++;
+		}
+		else
+			break;
 	}
-	/* the first query of a listing (or after a change) reads one page;
-	 * each next one twice as many rows, up to LIST_AHEAD */
-	want = grow ? d->nahead * 2 : LIST_PAGE;
-	if (want > LIST_AHEAD)
-		want = LIST_AHEAD;
+	want = next_want(grow ? d->nahead : 0);
 	ahead_drop(d);
 	if (want > d->ahead_cap) {
 		struct store_row *na = realloc(d->ahead, (size_t)want *
@@ -260,34 +356,76 @@ static int dir_page(struct eng *e, struct eng_dir *d, const char *after,
 		d->ahead_cap = want;
 	}
 	do {
-		memset(d->ahead, 0, (size_t)want * sizeof(*d->ahead));
-		n = tier_enter(e, &c, OP_L3_LIST, d->n, true);
-		if (n == 0 && names)
-			n = e->l3->ops->list_names(e->l3, d->n->ino, after,
-						   d->ahead, want);
-		else if (n == 0)
-			n = e->l3->ops->list(e->l3, d->n->ino, after, d->ahead,
-					     want);
-		n = tier_leave(e, &c, n);
-		if (n < 0)
+		n = list_query(e, d, names, after, d->ahead, want, &gen);
+		if (n < 0 && n != -ESTALE)
 			return n;
-		if (tier_stale(e, &c)) { /* older than the node table */
-			for (int i = 0; i < n; i++)
-				store_row_release(&d->ahead[i]);
-			n = -1;
-		}
 	} while (n < 0);
 	d->nahead = n;
 	d->ahead_more = n == want;
 	d->ahead_names = names;
-	d->ahead_gen = e->gen;
+	d->ahead_gen = gen;
 	*page = d->ahead;
 	*full = n > LIST_PAGE || d->ahead_more;
 	return n < LIST_PAGE ? n : LIST_PAGE;
 }
 
+/* true when @d's listing is long enough, and its next rows unread, for a
+ * prefetch */
+static bool prefetch_due(const struct eng *e, const struct eng_dir *d)
+{
+	return !d->prefetch && d->nahead >= 2 * LIST_PAGE && d->ahead_more &&
+	       d->ahead_gen == e->gen &&
+	       !(d->nnext && d->next_epoch == d->ahead_epoch);
+}
+
+void eng_readdir_prefetch(struct eng *e, struct eng_dir *d)
+{
+	char after[STORE_NAME_MAX + 1];
+	uint64_t epoch, gen;
+	int n, want;
+	bool names;
+
+	pthread_mutex_lock(&e->lock);
+	/* a readdir call since the reservation may have made it moot */
+	if (!d->prefetch || !d->nahead || !d->ahead_more ||
+	    d->ahead_gen != e->gen)
+		goto out;
+	rows_release(d->next, &d->nnext);
+	want = next_want(d->nahead);
+	if (want > d->next_cap) {
+		struct store_row *na = realloc(d->next, (size_t)want *
+							      sizeof(*na));
+
+		if (!na)
+			goto out; /* the next readdir call queries itself */
+		d->next = na;
+		d->next_cap = want;
+	}
+	snprintf(after, sizeof(after), "%s", d->ahead[d->nahead - 1].name);
+	names = d->ahead_names;
+	epoch = d->ahead_epoch;
+	/* without e->lock, d->next is this call's alone: nnext stays 0 and
+	 * nothing swaps or frees the buffer while d->prefetch is set */
+	n = list_query(e, d, names, after, d->next, want, &gen);
+	if (n > 0 && epoch != d->ahead_epoch) {
+		rows_release(d->next, &n); /* the ahead rows changed */
+	} else if (n > 0) {
+		e->list_prefetches++;
+		d->nnext = n;
+		d->next_more = n == want;
+		d->next_names = names;
+		d->next_gen = gen;
+		d->next_epoch = epoch;
+	}
+out:
+	d->prefetch = false;
+	pthread_cond_broadcast(&e->dir_cond);
+	pthread_mutex_unlock(&e->lock);
+}
+
 static int readdir_walk(struct eng *e, struct eng_dir *d, uint64_t off,
-			bool plus, bool names, eng_dir_fn fn, void *arg)
+			bool plus, bool names, eng_dir_fn fn, void *arg,
+			bool *prefetch)
 {
 	char after[STORE_NAME_MAX + 1];
 	int64_t subdirs[LIST_PAGE];
@@ -366,19 +504,24 @@ static int readdir_walk(struct eng *e, struct eng_dir *d, uint64_t off,
 		if (r || !full)
 			break;
 	}
+	if (prefetch) {
+		*prefetch = r >= 0 && prefetch_due(e, d);
+		if (*prefetch)
+			d->prefetch = true;
+	}
 	pthread_mutex_unlock(&e->lock);
 	free(pend);
 	return r < 0 ? r : 0;
 }
 
 int eng_readdir(struct eng *e, struct eng_dir *d, uint64_t off, bool plus,
-		eng_dir_fn fn, void *arg)
+		eng_dir_fn fn, void *arg, bool *prefetch)
 {
-	return readdir_walk(e, d, off, plus, false, fn, arg);
+	return readdir_walk(e, d, off, plus, false, fn, arg, prefetch);
 }
 
 int eng_readdir_names(struct eng *e, struct eng_dir *d, uint64_t off,
-		      eng_dir_fn fn, void *arg)
+		      eng_dir_fn fn, void *arg, bool *prefetch)
 {
-	return readdir_walk(e, d, off, false, true, fn, arg);
+	return readdir_walk(e, d, off, false, true, fn, arg, prefetch);
 }

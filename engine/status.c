@@ -250,6 +250,12 @@ int eng_metrics_text(struct eng *e, char **out, size_t *len)
 		   e->prefetch_batches);
 	metric_u64(f, "prefetched_total", "counter",
 		   "files whose content those reads put in L1", e->prefetched);
+	metric_u64(f, "list_prefetches_total", "counter",
+		   "a listing's next rows read from L3 in the background",
+		   e->list_prefetches);
+	metric_u64(f, "list_prefetches_used_total", "counter",
+		   "... and taken by the listing (not dropped unused)",
+		   e->list_prefetches_used);
 	metric(f, "filter_names", "gauge", "names in the filter");
 	fprintf(f, "tierfs_filter_names %zu\n",
 		e->filter ? cuckoo_count(e->filter) : 0);

@@ -724,6 +724,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct dirbuf db = {
 		.req = req, .t = req_tfs(req), .size = size, .plus = plus};
 	struct eng_dir *d;
+	bool prefetch = false;
 	int r = 0;
 
 	db.buf = malloc(size ? size : 1);
@@ -759,10 +760,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		/* a plain readdir shows names, inode numbers and types only */
 		if (plus)
 			r = eng_readdir(db.t->eng, d, pos, true, dirbuf_add,
-					&db);
+					&db, &prefetch);
 		else
 			r = eng_readdir_names(db.t->eng, d, pos, dirbuf_add,
-					      &db);
+					      &db, &prefetch);
 	}
 	if (db.t->no_open)
 		eng_releasedir(db.t->eng,
@@ -773,6 +774,10 @@ out_reply:
 	else
 		fuse_reply_buf(req, db.buf, db.len);
 	free(db.buf);
+	/* the next rows come from L3 while the kernel takes these (the
+	 * handle stays until then, even if closed or evicted meanwhile) */
+	if (prefetch)
+		eng_readdir_prefetch(db.t->eng, d);
 }
 
 static void tfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,

@@ -61,11 +61,15 @@ def fill(m, count):
     return big, names
 
 
-def nodes(m):
+def metric(m, name):
     for line in m.path(".tierfs", "metrics").read_text().splitlines():
-        if line.startswith("tierfs_nodes "):
+        if line.startswith(name + " "):
             return int(line.split()[1])
-    raise AssertionError("no tierfs_nodes in .tierfs/metrics")
+    raise AssertionError(f"no {name} in .tierfs/metrics")
+
+
+def nodes(m):
+    return metric(m, "tierfs_nodes")
 
 
 def persisted(m):
@@ -81,9 +85,10 @@ def check_order(listed):
 
 def test_readdir_of_20000_entries(tierfs):
     """Plain readdir (ls -f, find, getdents) of 20,000 entries read from
-    L3 in pages: complete, ordered, no entry twice across the calls, the
-    right inode numbers; and no node per entry in the daemon (only ls -l,
-    which looks every entry up, makes them)."""
+    L3 in pages, the next ones in the background: complete, ordered, no
+    entry twice across the calls, the right inode numbers; and no node per
+    entry in the daemon (only ls -l, which looks every entry up, makes
+    them)."""
     m = tierfs
     big, names = fill(m, BIG)
     m.remount()
@@ -92,6 +97,11 @@ def test_readdir_of_20000_entries(tierfs):
     listed = [n for n, _, _ in entries]
     check_order(listed)
     assert listed == names
+    # the daemon read the next rows while the kernel took the last ones,
+    # and the listing used every such read
+    prefetches = metric(m, "tierfs_list_prefetches_total")
+    assert prefetches >= 10, prefetches
+    assert metric(m, "tierfs_list_prefetches_used_total") == prefetches
     assert all(is_file for _, _, is_file in entries)
     for name, ino, _ in entries[::997]:
         assert os.lstat(big / name).st_ino == ino, name

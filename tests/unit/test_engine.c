@@ -381,7 +381,86 @@ struct listing {
 	uint64_t next_off; /* cookie after the last accepted entry */
 	bool plus;
 	bool names; /* eng_readdir_names() */
+	/* run the prefetches the calls reserve, each on a thread of its own
+	 * while the listing goes on, as a mount does after its reply */
+	bool prefetch;
+	size_t prefetches; /* ... how many ran */
+	pthread_t prefetcher;
+	struct eng *e;
+	struct eng_dir *d;
 };
+
+/* tierfs_tier_calls_total of L3's @op so far, from the metrics text. */
+static unsigned long long l3_calls(struct eng *e, const char *op)
+{
+	char key[96], *text, *p;
+	unsigned long long v = 0;
+	size_t len;
+	int kl;
+
+	kl = snprintf(key, sizeof(key),
+		      "tierfs_tier_calls_total{tier=\"l3\",op=\"%s\"} ", op);
+	CHECK_EQ(eng_metrics_text(e, &text, &len), 0);
+	p = memmem(text, len, key, (size_t)kl);
+	CHECK(p != NULL);
+	if (p)
+		v = strtoull(p + kl, NULL, 10);
+	free(text);
+	return v;
+}
+
+static int listing_fn(void *arg, const char *name, const struct eng_attr *a,
+		      uint64_t next_off);
+
+static void *prefetch_main(void *arg)
+{
+	struct listing *l = arg;
+
+	eng_readdir_prefetch(l->e, l->d);
+	return NULL;
+}
+
+/* One eng_readdir() (or eng_readdir_names()) call on @d from l->next_off
+ * into @l; a prefetch it reserved runs on a new thread. */
+static void readdir_call(struct eng *e, struct eng_dir *d, struct listing *l)
+{
+	bool pf = false, *ppf = l->prefetch ? &pf : NULL;
+
+	l->this_call = 0;
+	if (l->names)
+		CHECK_EQ(eng_readdir_names(e, d, l->next_off, listing_fn, l,
+					   ppf),
+			 0);
+	else
+		CHECK_EQ(eng_readdir(e, d, l->next_off, l->plus, listing_fn, l,
+				     ppf),
+			 0);
+	if (!pf)
+		return;
+	/* the last one ended before this call could reserve another */
+	if (l->prefetches)
+		CHECK_EQ(pthread_join(l->prefetcher, NULL), 0);
+	l->e = e;
+	l->d = d;
+	CHECK_EQ(pthread_create(&l->prefetcher, NULL, prefetch_main, l), 0);
+	l->prefetches++;
+}
+
+static void *close_main(void *arg)
+{
+	struct listing *l = arg;
+
+	eng_releasedir(l->e, l->d);
+	return NULL;
+}
+
+/* Closes @d, which waits for a prefetch still running. */
+static void listing_close(struct eng *e, struct eng_dir *d, struct listing *l)
+{
+	eng_releasedir(e, d);
+	if (l->prefetches)
+		CHECK_EQ(pthread_join(l->prefetcher, NULL), 0);
+}
 
 static int listing_fn(void *arg, const char *name, const struct eng_attr *a,
 		      uint64_t next_off)
@@ -413,25 +492,18 @@ static void list_dir(struct eng *e, uint64_t ino, size_t stop_every, bool plus,
 {
 	struct eng_dir *d = NULL;
 	size_t calls = 0;
-	bool names = l->names;
+	bool names = l->names, prefetch = l->prefetch;
 
 	memset(l, 0, sizeof(*l));
 	l->stop_every = stop_every;
 	l->plus = plus;
 	l->names = names;
+	l->prefetch = prefetch;
 	CHECK_EQ(eng_opendir(e, ino, &d), 0);
 	for (;;) {
 		size_t before = l->n;
 
-		l->this_call = 0;
-		if (names)
-			CHECK_EQ(eng_readdir_names(e, d, l->next_off,
-						   listing_fn, l),
-				 0);
-		else
-			CHECK_EQ(eng_readdir(e, d, l->next_off, plus,
-					     listing_fn, l),
-				 0);
+		readdir_call(e, d, l);
 		calls++;
 		CHECK(calls < 100000); /* no endless paging */
 		if (!stop_every || l->n == before)
@@ -439,7 +511,7 @@ static void list_dir(struct eng *e, uint64_t ino, size_t stop_every, bool plus,
 		if (l->this_call < stop_every)
 			break; /* the walk ended before the stop */
 	}
-	eng_releasedir(e, d);
+	listing_close(e, d, l);
 	if (plus)
 		for (size_t i = 0; i < l->n; i++)
 			eng_forget(e, l->v[i].ino, 1);
@@ -583,7 +655,7 @@ static void read_from(struct eng *e, struct eng_dir *d, uint64_t off,
 		      struct listing *l)
 {
 	memset(l, 0, sizeof(*l));
-	CHECK_EQ(eng_readdir(e, d, off, false, listing_fn, l), 0);
+	CHECK_EQ(eng_readdir(e, d, off, false, listing_fn, l, NULL), 0);
 }
 
 /*
@@ -1073,24 +1145,6 @@ static void test_tiny_l1(void)
 	close_ok(e);
 }
 
-/* The L3 read calls so far, from the metrics text. */
-static unsigned long long l3_reads(struct eng *e)
-{
-	static const char key[] =
-		"tierfs_tier_calls_total{tier=\"l3\",op=\"read\"} ";
-	unsigned long long v = 0;
-	char *text, *p;
-	size_t len;
-
-	CHECK_EQ(eng_metrics_text(e, &text, &len), 0);
-	p = memmem(text, len, key, sizeof(key) - 1);
-	CHECK(p != NULL);
-	if (p)
-		v = strtoull(p + sizeof(key) - 1, NULL, 10);
-	free(text);
-	return v;
-}
-
 /* An open file keeps its content: reads through the handle do not fetch
  * it from L3 again when L1 (too small to hold it) evicts it. */
 static void test_open_file_keeps_content(void)
@@ -1111,13 +1165,13 @@ static void test_open_file_keeps_content(void)
 	CHECK_EQ(put_file(e, ROOT, "big.bin", data, SIZE, &ino), 0);
 	e = reopen(e, &cfg);
 	CHECK_EQ(lookup_ok(e, ROOT, "big.bin"), ino);
-	before = l3_reads(e); /* the open fetches it (see open_node()) */
+	before = l3_calls(e, "read"); /* the open fetches it (see open_node()) */
 	CHECK_EQ(eng_file_open(e, ino, O_RDONLY, &f, &keep), 0);
 	for (int off = 0; off < SIZE; off += CHUNK) {
 		CHECK_EQ(eng_read(e, f, buf, CHUNK, off), CHUNK);
 		CHECK(memcmp(buf, data + off, CHUNK) == 0);
 	}
-	CHECK_EQ(l3_reads(e) - before, 1);
+	CHECK_EQ(l3_calls(e, "read") - before, 1);
 	eng_release(e, f);
 	close_ok(e);
 	free(data);
@@ -1299,15 +1353,16 @@ static void test_readdir_dirty_run(void)
  * it, before and after its position, pending or persisted (the read-ahead
  * rows are then older than L3): every name once, in order; the untouched
  * names and those created after the position listed, those deleted after
- * it not; the plus and names-only walks alike.
+ * it not; the plus and names-only walks alike, with and without
+ * prefetches (which run on their own threads, while the changes are made).
  */
 static void check_changing_listing(struct eng *e, uint64_t dir, bool persist,
-				   int mode, const char *what)
+				   int mode, bool prefetch, const char *what)
 {
 	enum { N = 3000, STOP = 100, AT = 1000 };
 	struct eng_dir *d = NULL;
 	struct listing l = {.stop_every = STOP, .plus = mode == 1,
-			    .names = mode == 2};
+			    .names = mode == 2, .prefetch = prefetch};
 	char name[32];
 	size_t calls = 0;
 	bool changed = false;
@@ -1340,21 +1395,14 @@ static void check_changing_listing(struct eng *e, uint64_t dir, bool persist,
 				CHECK_EQ(eng_sync(e), 0);
 			changed = true;
 		}
-		l.this_call = 0;
-		if (l.names)
-			CHECK_EQ(eng_readdir_names(e, d, l.next_off, listing_fn,
-						   &l),
-				 0);
-		else
-			CHECK_EQ(eng_readdir(e, d, l.next_off, l.plus,
-					     listing_fn, &l),
-				 0);
+		readdir_call(e, d, &l);
 		CHECK(++calls < 1000);
 		if (l.n == before || l.this_call < STOP)
 			break;
 	}
-	eng_releasedir(e, d);
+	listing_close(e, d, &l);
 	CHECK(changed);
+	CHECK(!prefetch || l.prefetches > 0);
 	for (size_t i = 1; i < l.n; i++)
 		if (strcmp(l.v[i - 1].name, l.v[i].name) >= 0) {
 			fprintf(stderr, "'%s' listed after '%s'\n",
@@ -1391,10 +1439,11 @@ static void test_readdir_read_ahead(void)
 {
 	struct eng_config cfg = lazy_cfg("ahead");
 	struct eng *e = open_ok(&cfg);
-	char name[32], what[64];
+	char name[32], what[80];
 
-	for (int v = 0; v < 6; v++) {
-		bool persist = v % 2;
+	for (int v = 0; v < 12; v++) {
+		bool persist = v % 2, prefetch = v >= 6;
+		int mode = v % 6 / 2;
 		uint64_t dir;
 
 		snprintf(name, sizeof(name), "d%d", v);
@@ -1404,11 +1453,73 @@ static void test_readdir_read_ahead(void)
 			put_file_ok(e, dir, name, "x");
 		}
 		CHECK_EQ(eng_sync(e), 0);
-		snprintf(what, sizeof(what), "changing listing, %s, %s",
+		snprintf(what, sizeof(what), "changing listing, %s, %s%s",
 			 persist ? "persisted" : "pending",
-			 v / 2 == 0 ? "plain" : v / 2 == 1 ? "plus" : "names");
-		check_changing_listing(e, dir, persist, v / 2, what);
+			 mode == 0 ? "plain" : mode == 1 ? "plus" : "names",
+			 prefetch ? ", prefetched" : "");
+		check_changing_listing(e, dir, persist, mode, prefetch, what);
 	}
+	close_ok(e);
+}
+
+/*
+ * An unchanged listing makes as many L3 queries with prefetches as
+ * without (every prefetched row is used, none read twice), and lists the
+ * same entries. A handle closed on another thread while its prefetch runs
+ * waits for it: the closer usually starts while the prefetch queries L3
+ * without e->lock, where freeing the handle would show under ASan.
+ */
+static void test_readdir_prefetch(void)
+{
+	struct eng_config cfg = lazy_cfg("prefetch");
+	struct eng *e = open_ok(&cfg);
+	struct listing plain = {0}, pre = {.prefetch = true};
+	unsigned long long q0, q1, q2;
+	struct eng_dir *d = NULL;
+	char name[32];
+	uint64_t dir;
+	bool pf = false;
+
+	dir = mkdir_ok(e, ROOT, "big");
+	for (int i = 0; i < 5000; i++) {
+		snprintf(name, sizeof(name), "p%05d", i);
+		put_file_ok(e, dir, name, "x");
+	}
+	CHECK_EQ(eng_sync(e), 0);
+	q0 = l3_calls(e, "list");
+	list_dir(e, dir, 100, false, &plain);
+	q1 = l3_calls(e, "list");
+	list_dir(e, dir, 100, false, &pre);
+	q2 = l3_calls(e, "list");
+	CHECK_EQ(plain.n, (size_t)5000);
+	CHECK_EQ(pre.n, plain.n);
+	for (size_t i = 0; i < pre.n; i++)
+		CHECK(strcmp(pre.v[i].name, plain.v[i].name) == 0);
+	CHECK(pre.prefetches >= 3);
+	CHECK_EQ(q2 - q1, q1 - q0);
+
+	/* reserved, then closed on another thread before it runs */
+	CHECK_EQ(eng_opendir(e, dir, &d), 0);
+	pre.n = 0;
+	pre.stop_every = 300;
+	for (pre.next_off = 0; !pf; pre.next_off = pre.v[pre.n - 1].next_off) {
+		pre.this_call = 0;
+		CHECK_EQ(eng_readdir(e, d, pre.next_off, false, listing_fn,
+				     &pre, &pf),
+			 0);
+		CHECK(pre.this_call == 300);
+	}
+	pre.e = e;
+	pre.d = d;
+	{
+		pthread_t closer;
+
+		CHECK_EQ(pthread_create(&closer, NULL, close_main, &pre), 0);
+		eng_readdir_prefetch(e, d);
+		CHECK_EQ(pthread_join(closer, NULL), 0);
+	}
+	free(plain.v);
+	free(pre.v);
 	close_ok(e);
 }
 
@@ -1880,6 +1991,7 @@ int main(void)
 	test_dirs();
 	test_nlink_implicit_dirs();
 	test_readdir_read_ahead();
+	test_readdir_prefetch();
 	test_readdir_dirty_run(); /* last: a failure here ends the process */
 	printf("test_engine: ok\n");
 	return 0;

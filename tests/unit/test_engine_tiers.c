@@ -168,7 +168,7 @@ static int count_entries(struct eng *e, uint64_t dir)
 	int n = 0;
 
 	CHECK_EQ(eng_opendir(e, dir, &d), 0);
-	CHECK_EQ(eng_readdir(e, d, 0, false, list_count_fn, &n), 0);
+	CHECK_EQ(eng_readdir(e, d, 0, false, list_count_fn, &n, NULL), 0);
 	eng_releasedir(e, d);
 	return n;
 }

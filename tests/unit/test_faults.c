@@ -1191,7 +1191,7 @@ static void st_readdir(struct run *R, const char *path)
 	l = calloc(1, sizeof(*l));
 	CHECK(l);
 	CHECK_RUN(R, eng_opendir(R->e, walk_ino(&w), &d) == 0);
-	if (expect(R, eng_readdir(R->e, d, 0, false, list_fn, l), 0))
+	if (expect(R, eng_readdir(R->e, d, 0, false, list_fn, l, NULL), 0))
 		check_listing(R, path, l);
 	eng_releasedir(R->e, d);
 	free(l);
@@ -1211,7 +1211,7 @@ static void st_readdir_plus(struct run *R, const char *path)
 	CHECK(l);
 	CHECK_RUN(R, eng_opendir(R->e, walk_ino(&w), &d) == 0);
 	/* an error may come after some entries took their lookups */
-	if (expect(R, eng_readdir(R->e, d, 0, true, list_fn, l), 0))
+	if (expect(R, eng_readdir(R->e, d, 0, true, list_fn, l, NULL), 0))
 		check_listing(R, path, l);
 	for (int i = 0; i < l->n; i++)
 		eng_forget(R->e, l->attrs[i].ino, 1);
@@ -1354,7 +1354,7 @@ static void verify_dir(struct run *R, struct eng *e, const char *path,
 
 	CHECK(l);
 	CHECK_RUN(R, eng_opendir(e, ino, &d) == 0);
-	CHECK_RUN(R, eng_readdir(e, d, 0, false, list_fn, l) == 0);
+	CHECK_RUN(R, eng_readdir(e, d, 0, false, list_fn, l, NULL) == 0);
 	eng_releasedir(e, d);
 	check_listing(R, path, l);
 	for (int i = 0; i < l->n; i++) {
