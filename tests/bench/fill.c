@@ -5,11 +5,14 @@
  * creates through a mount.
  *
  *   fill (--sqlite=FILE | --postgres=URI) [--redis=URL] --wal=DIR
- *        [--dir=NAME] [--count=N] [--first=K] [--batch=B]
+ *        [--dir=NAME] [--count=N] [--first=K] [--batch=B] [--json]
  *
  * Items are NAME.<K>, NAME.<K+1>, ... with the number zero-padded to 7
  * digits (the files NAME/0000001, ...), each holding its number and a
- * newline. Every B items (default 10,000) it waits with eng_sync() until L3
+ * newline. With --json they are NAME.item<K> with 6 digits (the files
+ * NAME/item000001.json, ...), each holding the JSON document that
+ * scale.py's writers write into the file of that name, so that their rows
+ * are the same. Every B items (default 10,000) it waits with eng_sync() until L3
  * has committed them, so the engine's pending changes and its log stay
  * bounded; the engine's flusher commits them in batches of B changes too
  * (batch_flush_count), since each batch rehashes the whole directory
@@ -42,7 +45,7 @@ static int usage(void)
 		"usage: fill (--sqlite=FILE | --postgres=URI) [--redis=URL] "
 		"--wal=DIR\n"
 		"            [--dir=NAME] [--count=N] [--first=K] "
-		"[--batch=B]\n");
+		"[--batch=B] [--json]\n");
 	return 2;
 }
 
@@ -78,6 +81,7 @@ int main(int argc, char **argv)
 	unsigned long long count = 1000000, first = 1, batch = 10000;
 	const char *dir = "big", *v;
 	struct eng_config cfg;
+	bool json = false;
 	struct eng *e;
 	double t0;
 	int r, ret = 0;
@@ -105,6 +109,8 @@ int main(int argc, char **argv)
 		} else if (opt(a, "--batch", &v)) {
 			if (!number(v, &batch) || batch == 0)
 				return usage();
+		} else if (strcmp(a, "--json") == 0) {
+			json = true;
 		} else {
 			fprintf(stderr, "fill: unknown argument '%s'\n", a);
 			return usage();
@@ -124,12 +130,24 @@ int main(int argc, char **argv)
 	}
 	t0 = now();
 	for (unsigned long long i = 0; i < count && ret == 0; i++) {
-		char id[300], data[32];
+		unsigned long long k = first + i;
+		char id[300], data[160];
 		int len;
 
-		snprintf(id, sizeof(id), "%s.%07llu", dir, first + i);
-		len = snprintf(data, sizeof(data), "%llu\n", first + i);
-		r = eng_put(e, id, ITEM_BINARY, data, (size_t)len);
+		if (json) {
+			/* Python's {k * 0.5} is k/2 with ".0" or ".5" */
+			snprintf(id, sizeof(id), "%s.item%06llu", dir, k);
+			len = snprintf(data, sizeof(data),
+				       "{\"id\": %llu, \"name\": \"item-%llu\", "
+				       "\"tags\": [\"bench\", \"tierfs\"], "
+				       "\"value\": %llu.%c}\n",
+				       k, k, k / 2, k % 2 ? '5' : '0');
+		} else {
+			snprintf(id, sizeof(id), "%s.%07llu", dir, k);
+			len = snprintf(data, sizeof(data), "%llu\n", k);
+		}
+		r = eng_put(e, id, json ? ITEM_JSON : ITEM_BINARY, data,
+			    (size_t)len);
 		if (r < 0) {
 			fprintf(stderr, "fill: put %s: %s\n", id,
 				strerror(-r));

@@ -36,10 +36,13 @@ server used. pg-held is tierfs-pg with the changes held back in the mount
 until the writers are done (batch_flush_* options that never come due);
 reading user.tierfs.merkle of the root then commits them in one batch: the
 time that takes is the persistence alone, with no writer competing for the
-CPUs.
+CPUs. pg-lib has no mount: W programs write the same items by ID
+through the library (tests/bench/fill --json, each its own engine and
+log, one eng_sync() at the end), into a new database each round; the
+time runs from their start until PostgreSQL holds every row.
 
 usage: tests/bench/scale.py [--entries N] [--files F] [--writers W]
-                            [--repeat R] [--systems sqlite,redis-pg,pg,pg-held,ptl]
+                            [--repeat R] [--systems sqlite,redis-pg,pg,pg-held,pg-lib,ptl]
                             [--drop-caches | --forget]
                             [--tierfs-bin PATH] [--fill-bin PATH]
                             [--workdir DIR] [--keep]
@@ -66,9 +69,9 @@ import benchlib  # noqa: E402
 benchlib.PROG = "scale"
 
 REPO = Path(__file__).resolve().parents[2]
-SYSTEMS = ("sqlite", "redis-pg", "pg", "pg-held", "ptl")
+SYSTEMS = ("sqlite", "redis-pg", "pg", "pg-held", "pg-lib", "ptl")
 LIST_SYSTEMS = ("sqlite", "redis-pg", "ptl")  # pg lists as redis-pg does
-PERSIST_SYSTEMS = ("pg", "redis-pg", "pg-held")
+PERSIST_SYSTEMS = ("pg", "redis-pg", "pg-held", "pg-lib")
 # pg-held: the mount holds every change back (no batch is due before this
 # much time, count or size) until the writers are done; reading
 # user.tierfs.merkle of the root then commits them all in one batch
@@ -318,6 +321,36 @@ def persist_round(s, m, sess, pg, files, writers):
     return t_all - t0, t_close - t0, flush, cpu
 
 
+def lib_round(fill_bin, uri, sess, pg, files, writers, env, wal_dir):
+    """pg-lib: as persist_round(), for @writers processes of tests/bench/fill
+    writing the same items by ID into the database @uri, without a mount
+    (no daemon, no flusher metrics)."""
+    base = count_rows(sess)
+    per = files // writers
+    cpu0 = {"writers": children_cpu(), "pg": pg_cpu(pg)}
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen([str(fill_bin), f"--postgres={uri}",
+                               f"--wal={wal_dir / f'w{k}.wal'}", f"--dir=w{k}",
+                               f"--first={k * per}", f"--count={per}", "--json"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=env)
+             for k in range(writers)]
+    errors = [(p.wait(), p.stderr.read()) for p in procs]
+    t_close = time.perf_counter()
+    for p in procs:
+        p.stderr.close()
+    failed = [f"exit {rc}: {err.strip()[-500:]}" for rc, err in errors if rc != 0]
+    if failed:
+        raise BenchError(f"pg-lib: writers failed: {failed}")
+    t_all = wait_rows(sess, base + writers + writers * per, "pg-lib: persisting",
+                      PERSIST_TIMEOUT)
+    cpu = {"writers": children_cpu() - cpu0["writers"], "daemon": 0.0,
+           "pg": pg_cpu(pg) - cpu0["pg"]}
+    flush = {k: float("nan") for k in FLUSH_KEYS}
+    flush["held"] = None
+    return t_all - t0, t_close - t0, flush, cpu
+
+
 # --- main ---------------------------------------------------------------------
 
 def main():
@@ -471,6 +504,8 @@ def main():
             tiers.write_upsert_sql(raw_sql, rows, per_txn=1000)
             pmounts = {}
             for s in pers_sys:
+                if s == "pg-lib":
+                    continue  # a new database each round
                 uri = pg.create_db("persist_" + s.replace("-", "_"))
                 store = [f"--postgres={uri}"] + ([f"--redis={redis.url}"]
                                                   if s == "redis-pg" else [])
@@ -496,12 +531,32 @@ def main():
                     f"(CPU: psql {raw_cpu[-1]['psql']:.2f} s, PostgreSQL "
                     f"{raw_cpu[-1]['pg']:.2f} s)")
                 for s in pers_sys:
-                    m, sess = pmounts[s]
-                    t_all, t_close, fl, cpu = persist_round(s, m, sess, pg, args.files,
-                                                            args.writers)
+                    if s == "pg-lib":
+                        uri = pg.create_db(f"persist_pg_lib_{r + 1}")
+                        wal_dir = workdir / f"pg-lib-{r + 1}"
+                        wal_dir.mkdir()
+                        fill_tierfs(args.fill_bin, [f"--postgres={uri}"], wal_dir / "init.wal",
+                                    0, env)  # the schema, outside the timing
+                        sess = tiers.PsqlSession(uri)
+                        try:
+                            t_all, t_close, fl, cpu = lib_round(
+                                args.fill_bin, uri, sess, pg, args.files, args.writers, env,
+                                wal_dir)
+                        finally:
+                            sess.close()
+                    else:
+                        m, sess = pmounts[s]
+                        t_all, t_close, fl, cpu = persist_round(s, m, sess, pg, args.files,
+                                                                args.writers)
                     pres[s].append((t_all, t_close, fl, cpu))
                     held = (f"the held batch committed {fl['held']:.2f} s after, "
                             if fl["held"] is not None else "")
+                    if s == "pg-lib":
+                        log(f"persist round {r + 1}: {s}: {len(rows) / t_all:,.0f} files/s "
+                            f"persisted (writers done after {t_close:.2f} s, all in "
+                            f"PostgreSQL after {t_all:.2f} s; CPU: writers "
+                            f"{cpu['writers']:.2f} s, PostgreSQL {cpu['pg']:.2f} s)")
+                        continue
                     log(f"persist round {r + 1}: {s}: {len(rows) / t_all:,.0f} files/s "
                         f"persisted (writers done after {t_close:.2f} s, {held}"
                         f"all in PostgreSQL after {t_all:.2f} s; {fl['batches']:.0f} "
@@ -510,8 +565,8 @@ def main():
                         f"{fl['allocs']:.0f} inode blocks, feed reads {fl['feed']:.2f} s; "
                         f"CPU: writers {cpu['writers']:.2f} s, daemon {cpu['daemon']:.2f} s, "
                         f"PostgreSQL {cpu['pg']:.2f} s)")
-            for s in pers_sys:
-                pmounts[s][0].stop()
+            for m, _ in pmounts.values():
+                m.stop()
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -566,6 +621,12 @@ def main():
             fl = {k: statistics.median(x[2][k] for x in pres[s]) for k in FLUSH_KEYS}
             cpu = {k: statistics.median(x[3][k] for x in pres[s]) for k in pres[s][0][3]}
             l3_rate = n / fl["l3"] if fl["l3"] > 0 else float("nan")
+            if s == "pg-lib":
+                print(f"{'tierfs-' + s:<28} {n / t_all:>12,.0f} {raw_s / t_all:>7.2f}x "
+                      f"{t_close:>16.2f} {t_all:>20.2f} {'-':>10} {'-':>14} {'-':>13}"
+                      f" {'-':>13} {'-':>10} {'-':>7}"
+                      f" {cpu['writers']:>21.2f} {'-':>6} {cpu['pg']:>10.2f}")
+                continue
             print(f"{'tierfs-' + s:<28} {n / t_all:>12,.0f} {raw_s / t_all:>7.2f}x "
                   f"{t_close:>16.2f} {t_all:>20.2f} {fl['batches']:>10.0f}"
                   f" {fl['records'] / max(fl['batches'], 1):>14.0f} {fl['l3']:>13.2f}"
@@ -584,6 +645,10 @@ def main():
         print("  CPU s: user + system seconds until PostgreSQL held every row: the writer"
               " processes (raw: psql), the tierfs daemon, the PostgreSQL server (all its"
               " processes; for tierfs also the count(*) polling)")
+        if "pg-lib" in pers_sys:
+            print("  pg-lib: no mount; the writers are tests/bench/fill --json processes, each"
+                  " with its own engine and log, writing the items by ID and syncing once at"
+                  " the end, into a new database each round")
         print("  pg-held: the mount holds the changes back (-o " + HELD_OPTS + ") until"
               " the writers are done; reading user.tierfs.merkle of the root then commits"
               " them in one batch, without writers competing for the CPUs")
