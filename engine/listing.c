@@ -335,14 +335,14 @@ static int dir_page(struct eng *e, struct eng_dir *d, const char *after,
 			return n;
 		}
 		/* all consumed: the prefetched rows continue them */
-		if (d->prefetch)
+		if (d->prefetch) {
 			pthread_cond_wait(&e->dir_cond, &e->lock);
-		else if (next_follows(e, d, names)) {
+		} else if (next_follows(e, d, names)) {
 			next_take(d);
 			e->list_prefetches_used++;
-		}
-		else
+		} else {
 			break;
+		}
 	}
 	want = next_want(grow ? d->nahead : 0);
 	ahead_drop(d);

@@ -156,3 +156,29 @@ def test_readdir_with_changes_during_the_listing(tierfs, persist):
     assert not missing, f"{len(missing)} missing, e.g. {missing[:5]}"
     # the deleted names behind were listed before their deletion
     assert extra == [], f"{len(extra)} listed that should not be, e.g. {extra[:5]}"
+
+
+def test_a_read_only_mount_lists_20000_entries_twice_at_once(tierfs_factory):
+    """On a read-only mount no directory is opened: readdir calls find
+    the listing's position in a table of cursors, and a cursor's next rows
+    are read in the background after the reply, while the next readdir
+    call may already have taken it. `ls -f` and `find` of the same 20,000
+    entries at once, then `ls -f` alone after a remount: each lists every
+    entry once."""
+    a = tierfs_factory()
+    big, names = fill(a, BIG)
+    assert wait_for(lambda: persisted(a), 60), "the entries were not persisted"
+    b = tierfs_factory(share=a, options=["ro"])
+    rbig = b.path("big")
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+             for argv in (["ls", "-f", str(rbig)], ["find", str(rbig)])]
+    outs = [p.communicate()[0].split() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert sorted(outs[0]) == sorted(names + [".", ".."])
+    assert sorted(outs[1]) == sorted([str(rbig)] + [str(rbig / n) for n in names])
+    assert metric(b, "tierfs_list_prefetches_used_total") >= 10
+    b.remount()  # the kernel cached the listing: a new daemon and cache
+    out = subprocess.run(["ls", "-f", str(rbig)], check=True, stdout=subprocess.PIPE,
+                         text=True).stdout.split()
+    assert sorted(out) == sorted(names + [".", ".."])
+    assert metric(b, "tierfs_list_prefetches_used_total") >= 10
