@@ -14,13 +14,15 @@ void tfs_cursors_init(struct tfs_cursors *c)
 	c->clock = 0;
 }
 
-struct eng_dir *tfs_cursor_take(struct tfs_cursors *c, uint64_t ino)
+struct eng_dir *tfs_cursor_take(struct tfs_cursors *c, uint64_t ino,
+				uint64_t off)
 {
 	struct eng_dir *d = NULL;
 
 	pthread_mutex_lock(&c->lock);
 	for (size_t i = 0; i < TFS_CURSORS; i++) {
-		if (c->slot[i].d && c->slot[i].ino == ino) {
+		if (c->slot[i].d && c->slot[i].ino == ino &&
+		    c->slot[i].off == off) {
 			d = c->slot[i].d;
 			c->slot[i].d = NULL;
 			break;
@@ -31,7 +33,7 @@ struct eng_dir *tfs_cursor_take(struct tfs_cursors *c, uint64_t ino)
 }
 
 struct eng_dir *tfs_cursor_put(struct tfs_cursors *c, uint64_t ino,
-			       struct eng_dir *d)
+			       uint64_t off, struct eng_dir *d)
 {
 	struct tfs_cursor *s = NULL;
 	struct eng_dir *out = NULL;
@@ -49,6 +51,7 @@ struct eng_dir *tfs_cursor_put(struct tfs_cursors *c, uint64_t ino,
 	}
 	out = s->d;
 	s->ino = ino;
+	s->off = off;
 	s->d = d;
 	s->used = ++c->clock;
 	pthread_mutex_unlock(&c->lock);

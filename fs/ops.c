@@ -662,6 +662,7 @@ struct dirbuf {
 	char *buf;
 	size_t size, len;
 	bool plus;
+	off_t last; /* offset of the last entry added (or the call's) */
 };
 
 /* The engine's cookies count its entries; "." and ".." come first here. */
@@ -690,6 +691,7 @@ static int dirbuf_add(void *arg, const char *name, const struct eng_attr *a,
 	if (need > db->size - db->len)
 		return 1; /* full: this entry waits for the next call */
 	db->len += need;
+	db->last = off;
 	return 0;
 }
 
@@ -715,14 +717,18 @@ static bool add_dot(struct dirbuf *db, const char *name, fuse_ino_t ino,
 	if (need > db->size - db->len)
 		return false;
 	db->len += need;
+	db->last = off;
 	return true;
 }
 
 static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		       struct fuse_file_info *fi, bool plus)
 {
-	struct dirbuf db = {
-		.req = req, .t = req_tfs(req), .size = size, .plus = plus};
+	struct dirbuf db = {.req = req,
+			    .t = req_tfs(req),
+			    .size = size,
+			    .plus = plus,
+			    .last = off};
 	struct eng_dir *d;
 	bool prefetch = false;
 	int r = 0;
@@ -739,7 +745,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		return;
 	}
 	if (db.t->no_open) {
-		d = tfs_cursor_take(&db.t->cursors, ino);
+		d = tfs_cursor_take(&db.t->cursors, ino, (uint64_t)off);
 		if (!d) {
 			r = eng_opendir(db.t->eng, ino, &d);
 			if (r < 0)
@@ -767,7 +773,8 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	if (db.t->no_open)
 		eng_releasedir(db.t->eng,
-			       tfs_cursor_put(&db.t->cursors, ino, d));
+			       tfs_cursor_put(&db.t->cursors, ino,
+					      (uint64_t)db.last, d));
 out_reply:
 	if (r < 0 && db.len == 0)
 		fuse_reply_err(req, -r);
