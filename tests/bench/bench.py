@@ -62,6 +62,14 @@ in this order, every round:
               making a directory wK and creating its eighth of the files in
               it, timed from the start until PostgreSQL holds every row; the
               ratio to the raw upsert is the persistence target's
+    8 programs (PostgreSQL systems, when tests/bench/fill is built) the
+              same files as the 8 writers, written by ID by 8 programs
+              started together (tests/bench/fill --json, each its own engine
+              and log, one sync at the end), into a new database of the
+              same server (and the system's Redis, under a prefix of their
+              own), without a mount; timed from the start until PostgreSQL
+              holds every row; the database is dropped after. The
+              persistence target is on this row too
 The read-only system runs, on a tree made through a read-write mount of its
 store and then remounted with `-o ro`: stat, stat hot, read (after one
 untimed read pass that fills the caches), ls -l, find, grep -r, tar.
@@ -111,7 +119,7 @@ machine; scripts/bench-chart.sh renders a chart from such a file.
 
 usage: tests/bench/bench.py [--files N] [--dirs D] [--repeat R]
                             [--systems tierfs-sqlite,tierfs-pg,...]
-                            [--tierfs-bin PATH] [-o TIERFS_OPT ...]
+                            [--tierfs-bin PATH] [--fill-bin PATH] [-o TIERFS_OPT ...]
                             [--json FILE] [--workdir DIR] [--keep]
 environment: BENCH_FILES, BENCH_DIRS, BENCH_REPEAT, TIERFS_BIN, PGBIN
 quick smoke run: tests/bench/bench.py --files 500 --dirs 10
@@ -177,6 +185,8 @@ ROWS = [  # (key, label, unit), in the order the workloads run
     ("unlink", "unlink", "files/s"),
     ("persist8", "8 writers, until all rows in postgres", "files/s"),
     ("persist8/raw", "  8 writers persisted / raw upsert", "ratio"),
+    ("lib8", "8 programs by ID, until all rows in postgres", "files/s"),
+    ("lib8/raw", "  8 programs persisted / raw upsert", "ratio"),
 ]
 RO_KEYS = ("stat", "stat_hot", "read", "ls", "ls_hot", "find", "find_hot", "grep", "tar")
 # The targets: (reference, minimum ratio to it), for a read-write tierfs
@@ -189,7 +199,7 @@ TARGETS = {
     "read": (PTL, 2.0), "grep": (PTL, 2.0), "tar": (PTL, 2.0),
     "cold_stat": (PTL, 1.0), "cold_redis": (PTL, 1.0), "cold_pg": (PTL, 1.0),
     "cold_sqlite": (PTL, 1.0),
-    "persist8/raw": ("raw", 0.8),
+    "persist8/raw": ("raw", 0.8), "lib8/raw": ("raw", 0.8),
 }
 RO_TARGETS = {"stat_hot": (TMPFS, 0.85), "ls_hot": (TMPFS, 0.85), "find_hot": (TMPFS, 0.85),
               "read": (TMPFS, 0.75), "grep": (TMPFS, 0.75), "tar": (TMPFS, 0.75)}
@@ -281,6 +291,13 @@ class Bench:
         self.raw_sql = None  # its generated script
         self.raw_session = None
         self.drop_note = None  # why caches were not dropped
+        # for the 8 programs: tests/bench/fill, the PostgreSQL server, the
+        # environment and directory of their runs, and how many ran
+        self.fill_bin = None
+        self.pg = None
+        self.env = None
+        self.workdir = None
+        self.lib_runs = 0
 
     def raw_upsert(self):
         """Empties the reference tables (not timed), then runs the upsert
@@ -622,6 +639,9 @@ def run_workloads(sx, bench, nfiles, ndirs):
     if sx.pg is not None:
         res["persist8"] = persist_writers(sx, nfiles, WRITERS)
         yield "persist8"
+        if bench.fill_bin is not None:
+            res["lib8"] = persist_programs(sx, bench, nfiles, WRITERS)
+            yield "lib8"
     return res
 
 
@@ -648,6 +668,52 @@ def persist_writers(sx, nfiles, writers):
         shutil.rmtree(sx.root / f"w{k}")
     settle(sx)
     wait_rows(sx.pg, 1, f"{sx.name}: persisting the removals", PERSIST_TIMEOUT)
+    return writers * per, t_all - t0
+
+
+def persist_programs(sx, bench, nfiles, writers):
+    """@writers programs started together, each a tests/bench/fill --json
+    process writing by ID the items whose files persist_writers() makes,
+    into a new database of @sx's server (and @sx's Redis, if any, under a
+    key prefix of their own); returns (items, seconds from the start until
+    PostgreSQL holds every row). The schema is made before the timing; the
+    database and the keys are dropped after."""
+    per = nfiles // writers
+    bench.lib_runs += 1
+    name = f"lib8_{sx.name.replace('-', '_')}_{bench.lib_runs}"
+    uri = bench.pg.create_db(name)
+    wal = bench.workdir / name
+    wal.mkdir()
+    store = [f"--postgres={uri}"]
+    if sx.redis is not None:
+        store += [f"--redis={sx.redis.url}", f"--redis-prefix={name}:"]
+
+    def fill(k, first, count):
+        return subprocess.Popen(
+            [str(bench.fill_bin), *store, f"--wal={wal / f'w{k}'}", f"--dir=w{k}",
+             f"--first={first}", f"--count={count}", "--json"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=bench.env)
+
+    def wait_all(procs, what):
+        errors = [(p.communicate()[1], p.returncode) for p in procs]
+        failed = [f"exit {rc}: {err.strip()[-500:]}" for err, rc in errors if rc != 0]
+        if failed:
+            raise BenchError(f"{sx.name}: {what} failed: {failed}")
+
+    wait_all([fill("init", 0, 0)], "making the programs' schema")
+    session = tiers.PsqlSession(uri)
+    try:
+        base = int(session.value("SELECT count(*) FROM entries"))
+        t0 = time.perf_counter()
+        wait_all([fill(k, k * per, per) for k in range(writers)], f"{writers} programs")
+        t_all = wait_rows(session, base + writers + writers * per,
+                          f"{sx.name}: {writers} programs' items", PERSIST_TIMEOUT)
+    finally:
+        session.close()
+    bench.pg.superuser(f'DROP DATABASE "{name}"')
+    if sx.redis is not None:
+        sx.redis.cli("EVAL", "for _, k in ipairs(redis.call('KEYS', ARGV[1])) do "
+                     "redis.call('DEL', k) end", "0", f"{name}:*")
     return writers * per, t_all - t0
 
 
@@ -722,17 +788,18 @@ def ref_key(ref, key):
 
 def summarize(requested, systems, results, args, commit):
     """Everything measured, as one JSON-able dict: every round's figures, the
-    medians (ops/s; "tail" in ms; "persist/raw", "persist8/raw" and
-    "cold/read" ratios), the
-    ratios to passthrough_ll and tmpfs, the targets and their marks."""
+    medians (ops/s; "tail" in ms; "persist/raw", "persist8/raw",
+    "lib8/raw" and "cold/read" ratios), the ratios to passthrough_ll and
+    tmpfs, the targets and their marks."""
     med = {}
     for s in systems:
         rounds = results.get(s) or []
         keys = sorted({k for rr in rounds for k in rr if k not in ("redis", "requests", "tier_calls")})
         m = {k: statistics.median(rr[k][0] / rr[k][1] for rr in rounds if k in rr)
              for k in keys}
-        if "persist8" in m and "raw" in m:
-            m["persist8/raw"] = m["persist8"] / m["raw"]
+        for k in ("persist8", "lib8"):
+            if k in m and "raw" in m:
+                m[k + "/raw"] = m[k] / m["raw"]
         if "persist" in m and "raw" in m:
             m["persist/raw"] = m["persist"] / m["raw"]
             m["tail"] = statistics.median(rr["persist"][1] - rr["create"][1]
@@ -1014,6 +1081,8 @@ def main():
                     + " ('tierfs' means tierfs-sqlite)")
     ap.add_argument("--tierfs-bin", default=os.environ.get("TIERFS_BIN",
                                                            str(REPO / "build" / "fs" / "tierfs")))
+    ap.add_argument("--fill-bin", default=str(REPO / "build" / "tests" / "fill"),
+                    help="tests/bench/fill, for the 8 programs (built by meson)")
     ap.add_argument("-o", dest="tierfs_opts", action="append", default=[],
                     help="tierfs -o option (repeatable), for every tierfs system")
     ap.add_argument("--workdir", help="where the temp dir (tierfs's SQLite file, the write-ahead "
@@ -1117,6 +1186,12 @@ def main():
             try:
                 pg.start(cleanup)
                 bench.raw_uri = pg.create_db("bench_raw")
+                bench.pg, bench.env, bench.workdir = pg, tierfs_env(workdir), workdir
+                if Path(args.fill_bin).exists():
+                    bench.fill_bin = Path(args.fill_bin)
+                else:
+                    notes.append(f"8 programs: NOT RUN ({args.fill_bin} does not exist; "
+                                 "meson compile -C build builds it)")
                 tiers.psql(bench.raw_uri, tiers.RAW_SCHEMA)
                 bench.raw_session = tiers.PsqlSession(bench.raw_uri)
                 cleanup.push("close the psql session (raw)", bench.raw_session.close)

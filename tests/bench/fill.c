@@ -4,15 +4,15 @@
  * by one process instead of a million `tierfs put` calls or a million
  * creates through a mount.
  *
- *   fill (--sqlite=FILE | --postgres=URI) [--redis=URL] --wal=DIR
- *        [--dir=NAME] [--count=N] [--first=K] [--batch=B] [--json]
+ *   fill (--sqlite=FILE | --postgres=URI) [--redis=URL [--redis-prefix=P]]
+ *        --wal=DIR [--dir=NAME] [--count=N] [--first=K] [--batch=B] [--json]
  *
  * Items are NAME.<K>, NAME.<K+1>, ... with the number zero-padded to 7
  * digits (the files NAME/0000001, ...), each holding its number and a
  * newline. With --json they are NAME.item<K> with 6 digits (the files
- * NAME/item000001.json, ...), each holding the JSON document that
- * scale.py's writers write into the file of that name, so that their rows
- * are the same. Every B items (default 10,000) it waits with eng_sync() until L3
+ * NAME/item000001.json, ...), each holding the JSON document that the
+ * writers of scale.py and bench.py write into the file of that name, so
+ * that their rows are the same. Every B items (default 10,000) it waits with eng_sync() until L3
  * has committed them, so the engine's pending changes and its log stay
  * bounded; the engine's flusher commits them in batches of B changes too
  * (batch_flush_count), since each batch rehashes the whole directory
@@ -42,8 +42,8 @@ static void fill_log(void *arg, int level, const char *msg)
 static int usage(void)
 {
 	fprintf(stderr,
-		"usage: fill (--sqlite=FILE | --postgres=URI) [--redis=URL] "
-		"--wal=DIR\n"
+		"usage: fill (--sqlite=FILE | --postgres=URI) [--redis=URL "
+		"[--redis-prefix=P]] --wal=DIR\n"
 		"            [--dir=NAME] [--count=N] [--first=K] "
 		"[--batch=B] [--json]\n");
 	return 2;
@@ -96,6 +96,8 @@ int main(int argc, char **argv)
 			cfg.postgres = v;
 		else if (opt(a, "--redis", &v))
 			cfg.redis = v;
+		else if (opt(a, "--redis-prefix", &v))
+			cfg.redis_prefix = v;
 		else if (opt(a, "--wal", &v))
 			cfg.wal_path = v;
 		else if (opt(a, "--dir", &v))
@@ -139,7 +141,7 @@ int main(int argc, char **argv)
 			snprintf(id, sizeof(id), "%s.item%06llu", dir, k);
 			len = snprintf(data, sizeof(data),
 				       "{\"id\": %llu, \"name\": \"item-%llu\", "
-				       "\"tags\": [\"bench\", \"tierfs\"], "
+				       "\"rev\": 0, \"tags\": [\"bench\", \"tierfs\"], "
 				       "\"value\": %llu.%c}\n",
 				       k, k, k / 2, k % 2 ? '5' : '0');
 		} else {

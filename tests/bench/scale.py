@@ -205,7 +205,8 @@ def tierfs_env(workdir):
 
 
 def payload(i):
-    return (f'{{"id": {i}, "name": "item-{i}", "tags": ["bench", "tierfs"], '
+    """File @i's content: bench.py's, and tests/bench/fill --json's."""
+    return (f'{{"id": {i}, "name": "item-{i}", "rev": 0, "tags": ["bench", "tierfs"], '
             f'"value": {i * 0.5}}}\n').encode()
 
 

@@ -15,7 +15,7 @@ import subprocess
 
 import pytest
 
-from conftest import read_settled
+from conftest import read_settled, wait_for
 
 if not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None:
     pytest.skip("FUSE is unavailable here (/dev/fuse or fusermount3 missing)",
@@ -130,7 +130,9 @@ def test_python_truncate_then_fsync_publishes_the_truncation(mnt):
 
 def test_a_read_only_open_with_o_trunc_truncates(mnt):
     """open(O_RDONLY | O_TRUNC) empties the file, as on a local Linux
-    filesystem, and publishes the truncation once, at close."""
+    filesystem, and publishes the truncation once: as a truncation no
+    write followed, at the release, which the kernel sends after close()
+    has returned."""
     v = version(mnt, "x.json")
     fd = os.open(mnt.path("x.json"), os.O_RDONLY | os.O_TRUNC)
     try:
@@ -138,6 +140,7 @@ def test_a_read_only_open_with_o_trunc_truncates(mnt):
     finally:
         os.close(fd)
     assert content(mnt, "x.json") == b""
+    assert wait_for(lambda: version(mnt, "x.json") != v, 30), "the truncation was not published"
     assert version(mnt, "x.json") == v + 1
 
 def test_python_dup_closed_first_then_invalid_write(mnt):
