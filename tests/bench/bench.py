@@ -683,29 +683,19 @@ def persist_programs(sx, bench, nfiles, writers):
     name = f"lib8_{sx.name.replace('-', '_')}_{bench.lib_runs}"
     uri = bench.pg.create_db(name)
     wal = bench.workdir / name
-    wal.mkdir()
+    (wal / "init").mkdir(parents=True)
     store = [f"--postgres={uri}"]
     if sx.redis is not None:
         store += [f"--redis={sx.redis.url}", f"--redis-prefix={name}:"]
 
-    def fill(k, first, count):
-        return subprocess.Popen(
-            [str(bench.fill_bin), *store, f"--wal={wal / f'w{k}'}", f"--dir=w{k}",
-             f"--first={first}", f"--count={count}", "--json"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=bench.env)
-
-    def wait_all(procs, what):
-        errors = [(p.communicate()[1], p.returncode) for p in procs]
-        failed = [f"exit {rc}: {err.strip()[-500:]}" for err, rc in errors if rc != 0]
-        if failed:
-            raise BenchError(f"{sx.name}: {what} failed: {failed}")
-
-    wait_all([fill("init", 0, 0)], "making the programs' schema")
+    benchlib.run_fill_programs(bench.fill_bin, store, wal / "init", 1, 0, bench.env,
+                               f"{sx.name}: making the programs' schema")
     session = tiers.PsqlSession(uri)
     try:
         base = int(session.value("SELECT count(*) FROM entries"))
         t0 = time.perf_counter()
-        wait_all([fill(k, k * per, per) for k in range(writers)], f"{writers} programs")
+        benchlib.run_fill_programs(bench.fill_bin, store, wal, writers, per, bench.env,
+                                   f"{sx.name}: {writers} programs")
         t_all = wait_rows(session, base + writers + writers * per,
                           f"{sx.name}: {writers} programs' items", PERSIST_TIMEOUT)
     finally:

@@ -225,6 +225,24 @@ def run_together(target, n, what):
     return t0, t_done
 
 
+def run_fill_programs(fill_bin, store_args, wal_dir, writers, per, env, what):
+    """Runs @writers tests/bench/fill --json processes at once (store
+    options @store_args, each its own log under @wal_dir), program k writing
+    the items wK.item<k*per> ... of the next @per numbers; returns when all
+    have exited, or raises BenchError naming @what with the failed ones'
+    exit codes and the end of their stderr. @per = 0 makes the schema
+    only."""
+    procs = [subprocess.Popen([str(fill_bin), *store_args, f"--wal={wal_dir / f'w{k}.wal'}",
+                               f"--dir=w{k}", f"--first={k * per}", f"--count={per}", "--json"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              env=env)
+             for k in range(writers)]
+    errors = [(p.communicate()[1], p.returncode) for p in procs]
+    failed = [f"exit {rc}: {err.strip()[-500:]}" for err, rc in errors if rc != 0]
+    if failed:
+        raise BenchError(f"{what} failed: {failed}")
+
+
 def wait_rows(sess, expected, what, timeout, interval=0.005):
     """Polls PostgreSQL session @sess until its entries table holds
     @expected rows; returns the perf_counter() of the poll that saw it."""

@@ -330,19 +330,9 @@ def lib_round(fill_bin, uri, sess, pg, files, writers, env, wal_dir):
     per = files // writers
     cpu0 = {"writers": children_cpu(), "pg": pg_cpu(pg)}
     t0 = time.perf_counter()
-    procs = [subprocess.Popen([str(fill_bin), f"--postgres={uri}",
-                               f"--wal={wal_dir / f'w{k}.wal'}", f"--dir=w{k}",
-                               f"--first={k * per}", f"--count={per}", "--json"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                              env=env)
-             for k in range(writers)]
-    errors = [(p.wait(), p.stderr.read()) for p in procs]
+    benchlib.run_fill_programs(fill_bin, [f"--postgres={uri}"], wal_dir, writers, per, env,
+                               "pg-lib: writers")
     t_close = time.perf_counter()
-    for p in procs:
-        p.stderr.close()
-    failed = [f"exit {rc}: {err.strip()[-500:]}" for rc, err in errors if rc != 0]
-    if failed:
-        raise BenchError(f"pg-lib: writers failed: {failed}")
     t_all = wait_rows(sess, base + writers + writers * per, "pg-lib: persisting",
                       PERSIST_TIMEOUT)
     cpu = {"writers": children_cpu() - cpu0["writers"], "daemon": 0.0,
