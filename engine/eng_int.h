@@ -222,15 +222,14 @@ struct eng_file {
 struct eng_dir {
 	struct handle_link link; /* first */
 	struct node *n;
-	char cursor[STORE_NAME_MAX + 1]; /* name of the last consumed entry */
-	uint64_t pos;			 /* entries consumed */
-	/* Rows read ahead from L3 in name order (listing.c): used only while
+	uint64_t cursor; /* inode number of the last consumed entry, or 0 */
+	/* Rows read ahead from L3 in inode order (listing.c): used only while
 	 * e->gen is still @ahead_gen, i.e. while nothing was persisted or
 	 * applied from the feed since they were read. */
 	struct store_row *ahead;
 	int nahead, ahead_cap; /* rows held; room (grows to LIST_AHEAD) */
 	bool ahead_more;       /* L3 may hold rows after the last one */
-	bool ahead_names;      /* from list_names(): no attributes */
+	bool ahead_names;      /* names and types only: no attributes */
 	uint64_t ahead_gen;
 	uint64_t ahead_epoch;  /* bumped whenever the ahead rows change */
 	/* The rows after the ahead ones, read by eng_readdir_prefetch() while

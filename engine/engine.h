@@ -283,8 +283,10 @@ bool eng_release(struct eng *e, struct eng_file *f);
 
 /*
  * Directories. A directory handle pages through the L3 index merged with
- * pending changes, in name order. @off is 0 for the start or a cookie that
- * an earlier entry returned. @fn is called for each entry in turn (with its
+ * pending changes, in inode number order. @off is 0 for the start or a
+ * cookie that an earlier entry returned, on this handle or any other of
+ * the directory: an entry's cookie is its inode number, so a listing
+ * resumes exactly after it whatever changed meanwhile. @fn is called for each entry in turn (with its
  * attributes and the cookie of the next one) until it returns non-zero,
  * which stops the walk before that entry is consumed. With @plus, every
  * entry handed to @fn for which @fn returns 0 has taken a lookup reference.
@@ -409,8 +411,9 @@ int eng_lookup_id(struct eng *e, const char *id, enum item_kind kind,
  * lists every item; otherwise @prefix is an ID naming a directory, and the
  * items at any depth below it are listed ("user" gives user.1 and
  * user.sub.2, not the item user itself nor username.3). The walk is depth
- * first, each directory's entries in name order (bytes), and a directory's
- * items come where its name sorts: one state of the store always gives one
+ * first, each directory's entries in inode number order (the order of
+ * readdir: roughly the order they were made in), and a directory's items
+ * come where the directory comes: one state of the store always gives one
  * order. It reads L3 a listing page at a time through directory handles,
  * so memory grows with the depth of the tree, not with its size, and
  * pending changes are merged in as readdir does; an item created, moved or

@@ -247,7 +247,7 @@ int eng_lookup_id(struct eng *e, const char *id, enum item_kind kind,
  * the walk hands out the page's files, then descends into that directory
  * (which reuses the page) and, back, reads on from the handle's cursor.
  * Memory is a page plus a handle per level; each readdir call pages
- * through L3 from the name it stopped at.
+ * through L3 from the entry it stopped at.
  */
 struct list_entry {
 	char name[STORE_NAME_MAX + 1];

@@ -237,28 +237,38 @@ static int lpg_name_row_decode(const struct lpg *q, const PGresult *res,
 	return store_row_decode(&q->sb, &c, out);
 }
 
-/* list() and list_names(): statement @which, rows decoded by @decode. */
+/* list() and list_by_ino(): statement @which, rows decoded by @decode, the
+ * keyset after the name @after or, when @after is NULL, after the inode
+ * number @after_ino. */
 static int lpg_list_rows(struct store *s, enum lpg_stmt which,
 			 int (*decode)(const struct lpg *q, const PGresult *res,
 				       int row, struct store_row *out),
 			 uint64_t parent, const char *after,
-			 struct store_row *rows, size_t limit)
+			 uint64_t after_ino, struct store_row *rows,
+			 size_t limit)
 {
 	struct lpg *q = lpg_of(s);
-	char b_parent[8], b_limit[8];
-	const char *values[3] = {b_parent, NULL, b_limit};
-	int lengths[3] = {8, 0, 8};
+	char b_parent[8], b_ino[8], b_limit[8];
+	const char *values[3] = {b_parent, b_ino, b_limit};
+	int lengths[3] = {8, 8, 8};
 	PGresult *res;
 	char *cursor = NULL;
-	size_t after_len, n = 0;
+	size_t after_len = 0, n = 0;
+	bool by_ino = !after;
 	int got, err;
 
-	if (!store_list_page(parent, &after, &after_len, &limit))
+	if (by_ino && (!store_scan_page(after_ino, &limit) ||
+		       parent > STORE_SQL_MAX_INO))
+		return 0;
+	if (!by_ino && !store_list_page(parent, &after, &after_len, &limit))
 		return 0;
 	lpg_put64(b_parent, (int64_t)parent);
 	lpg_put64(b_limit, (int64_t)limit);
-	values[1] = after;
-	lengths[1] = (int)after_len;
+	lpg_put64(b_ino, (int64_t)after_ino);
+	if (!by_ino) {
+		values[1] = after;
+		lengths[1] = (int)after_len;
+	}
 	/* a corrupt row is skipped (logged and counted): the page is then
 	 * filled from after the last row read, corrupt or not */
 	for (;;) {
@@ -281,6 +291,18 @@ static int lpg_list_rows(struct store *s, enum lpg_stmt which,
 		}
 		if (n == limit || (size_t)got < limit || got == 0)
 			break;
+		if (by_ino) { /* the raw ino of the last row read */
+			const char *ino = PQgetvalue(res, got - 1,
+						     STORE_COL_INO);
+
+			if (PQgetlength(res, got - 1, STORE_COL_INO) != 8) {
+				err = store_corrupt(&q->sb, 0, "bad ino");
+				goto out_clear;
+			}
+			memcpy(b_ino, ino, 8);
+			PQclear(res);
+			continue;
+		}
 		free(cursor); /* the raw name of the last row read */
 		cursor = lpg_last_name(res, got - 1, &after_len);
 		PQclear(res);
@@ -309,17 +331,19 @@ out:
 static int lpg_list(struct store *s, uint64_t parent, const char *after,
 		    struct store_row *rows, size_t limit)
 {
-	return lpg_list_rows(s, S_LIST, lpg_row_decode, parent, after, rows,
-			     limit);
+	return lpg_list_rows(s, S_LIST, lpg_row_decode, parent,
+			     after ? after : "", 0, rows, limit);
 }
 
-static int lpg_list_names(struct store *s, uint64_t parent, const char *after,
-			  struct store_row *rows, size_t limit)
+static int lpg_list_by_ino(struct store *s, uint64_t parent, uint64_t after,
+			   bool names, struct store_row *rows, size_t limit)
 {
-	return lpg_list_rows(s, S_LIST_NAMES, lpg_name_row_decode, parent,
+	if (names)
+		return lpg_list_rows(s, S_LIST_INO_NAMES, lpg_name_row_decode,
+				     parent, NULL, after, rows, limit);
+	return lpg_list_rows(s, S_LIST_INO, lpg_row_decode, parent, NULL,
 			     after, rows, limit);
 }
-
 
 /* Reads the content of @ino (S_READ) or, when @row is given, its row and
  * its content in one statement (S_FETCH); see read and fetch in store.h. */
@@ -624,7 +648,7 @@ static const struct store_ops lpg_ops = {
 	.get = lpg_get,
 	.lookup = lpg_lookup,
 	.list = lpg_list,
-	.list_names = lpg_list_names,
+	.list_by_ino = lpg_list_by_ino,
 	.read = lpg_read,
 	.read_many = lpg_read_many,
 	.has_children = lpg_has_children,

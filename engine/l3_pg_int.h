@@ -21,7 +21,7 @@
 #include "store_conn.h"
 #include "store_sql.h"
 
-#define LPG_SCHEMA_VERSION 5
+#define LPG_SCHEMA_VERSION 6
 #define LPG_POOL_MAX 4
 #define LPG_POOL_WAIT_S 30 /* how long a thread waits for a connection */
 #define LPG_CONNECT_TIMEOUT "5"
@@ -83,7 +83,8 @@ enum lpg_stmt {
 	S_GET,
 	S_LOOKUP,
 	S_LIST,
-	S_LIST_NAMES,
+	S_LIST_INO,
+	S_LIST_INO_NAMES,
 	S_READ,
 	S_FETCH,
 	S_READ_MANY,

@@ -3,7 +3,7 @@
  * root directory, checking that existing ones are ours and of a version
  * this build reads, and migrating older versions.
  *
- * Schema (schema version 5), in the first schema of the search_path:
+ * Schema (schema version 6), in the first schema of the search_path:
  *
  *     CREATE TABLE tierfs_meta (
  *             key        text PRIMARY KEY,
@@ -11,7 +11,7 @@
  *             text_value text               -- textual settings
  *     );
  *         'format'         text_value 'tierfs'   marks the tables as ours
- *         'schema_version' value 5               refused when newer
+ *         'schema_version' value 6               refused when newer
  *         'next_ino'       value 2..             lowest ino never handed out
  *
  *     CREATE TABLE entries (
@@ -38,6 +38,8 @@
  *     );
  *     CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem)
  *             WHERE stem IS NOT NULL;
+ *     CREATE INDEX entries_parent_ino ON entries (parent, ino)
+ *             INCLUDE (name, kind);
  *
  *     CREATE TABLE contents (
  *             ino  bigint PRIMARY KEY,      -- entries.ino of a file
@@ -58,20 +60,24 @@
  *
  * Names and stems are bytea: PostgreSQL compares bytea with memcmp() and
  * puts the shorter first on a tie, with no collation involved, so the
- * (parent, name) index gives the listing order and serves lookups and
- * keyset-paged listings ("parent = $1 AND name > $2 ORDER BY name LIMIT $3")
- * without a sort. The index also carries ino and kind (INCLUDE: stored in
- * its leaf entries, not part of the key or of the uniqueness), so a plain
- * listing (store_ops.list_names: ino, parent, name, kind) is an index-only
- * scan: it reads a table page only for rows on pages the visibility map
- * does not mark all-visible, those written since (auto)vacuum last passed.
- * Autovacuum comes after 1,000 + 20% of the table's rows are inserted, so
- * after a bulk fill up to a fifth of the rows can wait for it; in name
- * order those rows are on neighbouring pages, and reading a million-row
- * directory cost the same with or without a VACUUM (docs/scaling.md), so
- * tierfs leaves vacuuming to the server. It is the constraint's own index
- * rather than a second one beside it: one index to update per insert, and
- * the constraint keeps its name, which lpg_errno() reads from a 23505.
+ * (parent, name) index serves lookups and the engine's keyset-paged walks
+ * in name order ("parent = $1 AND name > $2 ORDER BY name LIMIT $3")
+ * without a sort. It also carries ino and kind (INCLUDE: stored in its
+ * leaf entries, not part of the key or of the uniqueness), so that counting
+ * a directory's subdirectories reads the index alone. It is the
+ * constraint's own index rather than a second one beside it, and the
+ * constraint keeps its name, which lpg_errno() reads from a 23505.
+ * Readdir lists in inode number order (store_ops.list_by_ino: its offsets
+ * are inode numbers), from the (parent, ino) index, which carries name and
+ * kind so that a listing of names (ino, parent, name, kind) is an
+ * index-only scan: it reads a table page only for rows on pages the
+ * visibility map does not mark all-visible, those written since
+ * (auto)vacuum last passed. Autovacuum comes after 1,000 + 20% of the
+ * table's rows are inserted, so after a bulk fill up to a fifth of the
+ * rows can wait for it; in inode order those rows are on neighbouring
+ * pages, and reading a million-row directory cost about the same with or
+ * without a VACUUM (docs/scaling.md), so tierfs leaves vacuuming to the
+ * server.
  * Stems and content are as in l3_sqlite.c: the partial
  * unique index on (parent, stem) refuses two files of one item ID, content
  * lives in its own table so lookups and listings never read it, and a file
@@ -104,7 +110,10 @@
  *     the index is built (1 to 3.3 s for 1,000,002 entries on a
  *     loaded 2-vCPU VM). INCLUDE needs PostgreSQL 11 or later; a mount
  *     of version 4's build that is already running goes on as before
- *     (the constraint keeps its name and its columns).
+ *     (the constraint keeps its name and its columns);
+ *   - 5 to 6 (lpg_migrate_6) creates the (parent, ino) index, in the
+ *     same way holding off writes to entries while it builds. A mount of
+ *     version 5's build that is already running goes on listing by name.
  * A step adds its columns where a new schema has them too (atime_ns last),
  * so a migrated schema is the same as a new one. Times are nanoseconds
  * since the epoch, negative before it. A mount of an older build that is
@@ -133,6 +142,12 @@ static const char lpg_feed_sql[] =
 	" ino bigint NOT NULL,"
 	" at timestamptz NOT NULL"
 	");";
+
+/* The index of readdir's listings, as made by a new schema and by the step
+ * to 6. */
+#define LPG_PARENT_INO_SQL                                                    \
+	"CREATE INDEX entries_parent_ino ON entries (parent, ino)"             \
+	" INCLUDE (name, kind)"
 
 static const char lpg_schema_sql[] =
 	"CREATE TABLE tierfs_meta ("
@@ -164,6 +179,7 @@ static const char lpg_schema_sql[] =
 	");"
 	"CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem)"
 	" WHERE stem IS NOT NULL;"
+	LPG_PARENT_INO_SQL ";"
 	"CREATE TABLE contents ("
 	" ino bigint PRIMARY KEY,"
 	" data bytea NOT NULL"
@@ -338,6 +354,30 @@ static int lpg_migrate_5(struct lpg *q, struct lpg_conn *c)
 }
 
 /*
+ * Schema version 5 to 6: the (parent, ino) index of readdir's listings,
+ * and schema_version. Runs inside the opening transaction, under the
+ * schema lock (CREATE INDEX holds off writes to entries while it builds).
+ */
+static int lpg_migrate_6(struct lpg *q, struct lpg_conn *c)
+{
+	int err;
+
+	err = lpg_simple(q, c, LPG_PARENT_INO_SQL, NULL,
+			 "create the (parent, ino) index");
+	if (!err)
+		err = lpg_simple(q, c,
+				 "UPDATE tierfs_meta SET value = 6"
+				 " WHERE key = 'schema_version'",
+				 NULL, "set the schema version");
+	if (!err)
+		eng_logf(&q->base.log, LOG_INFO,
+			 "postgres '%s': migrated the schema from version 5 "
+			 "to 6: the (parent, ino) index of listings",
+			 q->target);
+	return err;
+}
+
+/*
  * The migration chain: lpg_steps[i] turns schema version i + 1 into
  * i + 2, and sets schema_version. To add version N: the step here, the
  * new tables or columns in lpg_schema_sql (a new schema is the same as a
@@ -348,6 +388,7 @@ static int (*const lpg_steps[])(struct lpg *q, struct lpg_conn *c) = {
 	lpg_migrate_3,
 	lpg_migrate_4,
 	lpg_migrate_5,
+	lpg_migrate_6,
 };
 
 _Static_assert(sizeof(lpg_steps) / sizeof(lpg_steps[0]) ==

@@ -65,12 +65,18 @@ const struct lpg_stmt_def lpg_stmts[S_N] = {
 		    " WHERE parent = $1 AND name > $2 ORDER BY name LIMIT $3",
 		    3,
 		    {LPG_INT8OID, LPG_BYTEAOID, LPG_INT8OID}},
-	[S_LIST_NAMES] = {"lpg_list_names",
-			  "SELECT " STORE_SQL_NAME_COLS " FROM entries"
-			  " WHERE parent = $1 AND name > $2 ORDER BY name"
-			  " LIMIT $3",
-			  3,
-			  {LPG_INT8OID, LPG_BYTEAOID, LPG_INT8OID}},
+	[S_LIST_INO] = {"lpg_list_ino",
+			"SELECT " STORE_SQL_ROW_COLS " FROM entries"
+			" WHERE parent = $1 AND ino > $2 ORDER BY ino"
+			" LIMIT $3",
+			3,
+			{LPG_INT8OID, LPG_INT8OID, LPG_INT8OID}},
+	[S_LIST_INO_NAMES] = {"lpg_list_ino_names",
+			      "SELECT " STORE_SQL_NAME_COLS " FROM entries"
+			      " WHERE parent = $1 AND ino > $2 ORDER BY ino"
+			      " LIMIT $3",
+			      3,
+			      {LPG_INT8OID, LPG_INT8OID, LPG_INT8OID}},
 	[S_READ] =
 		{"lpg_read",
 		 "SELECT c.data FROM entries AS e"

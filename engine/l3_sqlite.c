@@ -240,28 +240,36 @@ static int lsq_name_row_decode(const struct lsq *q, sqlite3_stmt *st,
 	return store_row_decode(&q->sb, &c, out);
 }
 
-/* list() and list_names(): reader statement @which, rows decoded by
- * @decode. */
+/* list() and list_by_ino(): reader statement @which, rows decoded by
+ * @decode, the keyset after the name @after or, when @after is NULL, after
+ * the inode number @after_ino. */
 static int lsq_list_rows(struct store *s, enum lsq_rstmt which,
 			 int (*decode)(const struct lsq *q, sqlite3_stmt *st,
 				       struct store_row *out),
 			 uint64_t parent, const char *after,
-			 struct store_row *rows, size_t limit)
+			 uint64_t after_ino, struct store_row *rows,
+			 size_t limit)
 {
 	struct lsq *q = lsq_of(s);
 	struct lsq_conn *c;
 	sqlite3_stmt *st;
-	size_t n = 0, after_len;
+	size_t n = 0, after_len = 0;
+	bool by_ino = !after;
 	int rc, err;
 
-	if (!store_list_page(parent, &after, &after_len, &limit))
+	if (by_ino && (!store_scan_page(after_ino, &limit) ||
+		       parent > STORE_SQL_MAX_INO))
+		return 0;
+	if (!by_ino && !store_list_page(parent, &after, &after_len, &limit))
 		return 0;
 	err = lsq_reader_get(q, &c);
 	if (err)
 		return err;
 	st = c->stmt[which];
 	rc = sqlite3_bind_int64(st, 1, (sqlite3_int64)parent);
-	if (rc == SQLITE_OK)
+	if (rc == SQLITE_OK && by_ino)
+		rc = sqlite3_bind_int64(st, 2, (sqlite3_int64)after_ino);
+	else if (rc == SQLITE_OK)
 		rc = sqlite3_bind_blob(st, 2, after, (int)after_len,
 				       SQLITE_STATIC);
 	/* no LIMIT (-1): rows are stepped lazily, and a corrupt row, skipped,
@@ -299,14 +307,17 @@ out_put:
 static int lsq_list(struct store *s, uint64_t parent, const char *after,
 		    struct store_row *rows, size_t limit)
 {
-	return lsq_list_rows(s, R_LIST, lsq_row_decode, parent, after, rows,
-			     limit);
+	return lsq_list_rows(s, R_LIST, lsq_row_decode, parent,
+			     after ? after : "", 0, rows, limit);
 }
 
-static int lsq_list_names(struct store *s, uint64_t parent, const char *after,
-			  struct store_row *rows, size_t limit)
+static int lsq_list_by_ino(struct store *s, uint64_t parent, uint64_t after,
+			   bool names, struct store_row *rows, size_t limit)
 {
-	return lsq_list_rows(s, R_LIST_NAMES, lsq_name_row_decode, parent,
+	if (names)
+		return lsq_list_rows(s, R_LIST_INO_NAMES, lsq_name_row_decode,
+				     parent, NULL, after, rows, limit);
+	return lsq_list_rows(s, R_LIST_INO, lsq_row_decode, parent, NULL,
 			     after, rows, limit);
 }
 
@@ -672,7 +683,7 @@ static const struct store_ops lsq_ops = {
 	.get = lsq_get,
 	.lookup = lsq_lookup,
 	.list = lsq_list,
-	.list_names = lsq_list_names,
+	.list_by_ino = lsq_list_by_ino,
 	.read = lsq_read,
 	.read_many = lsq_read_many,
 	.has_children = lsq_has_children,

@@ -20,7 +20,7 @@
 #include "store_conn.h"
 #include "store_sql.h"
 
-#define LSQ_SCHEMA_VERSION 4
+#define LSQ_SCHEMA_VERSION 5
 #define LSQ_READERS 4
 #define LSQ_BUSY_TIMEOUT_MS 5000
 #define LSQ_POOL_WAIT_S 30 /* how long a reader waits for a free connection */
@@ -36,7 +36,8 @@ enum lsq_rstmt {
 	R_GET,
 	R_LOOKUP,
 	R_LIST,
-	R_LIST_NAMES,
+	R_LIST_INO,
+	R_LIST_INO_NAMES,
 	R_READ,
 	R_READ_MANY,
 	R_HAS_CHILDREN,

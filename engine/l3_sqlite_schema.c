@@ -3,14 +3,14 @@
  * root directory in an empty file, checking that an existing file is ours
  * and of a version this build reads, and migrating older versions.
  *
- * Schema (schema version 4):
+ * Schema (schema version 5):
  *
  *     CREATE TABLE meta (
  *             key   TEXT PRIMARY KEY,
  *             value                      -- no affinity: stored as given
  *     ) WITHOUT ROWID;
  *         'format'         = 'tierfs'   marks the file as ours
- *         'schema_version' = 4          refused when newer than this build
+ *         'schema_version' = 5          refused when newer than this build
  *         'next_ino'       = 2..        lowest inode number never handed out
  *         'feed_trimmed'   = 0..        highest feed sequence ever trimmed
  *
@@ -39,6 +39,7 @@
  *             WHERE stem IS NOT NULL;
  *     CREATE INDEX entries_children ON entries
  *             (parent, name, kind, hash, merkle);  -- covers the Merkle scan
+ *     CREATE INDEX entries_parent_ino ON entries (parent, ino);  -- readdir
  *
  *     CREATE TABLE contents (
  *             ino  INTEGER PRIMARY KEY,          -- entries.ino of a file
@@ -53,9 +54,11 @@
  *     );
  *
  * Names and stems are always bound as BLOBs, so the default BINARY collation
- * compares them with memcmp() (shorter first on a tie): that is the listing
- * order, and the (parent, name) index serves lookups and keyset-paged
- * listings without a sort. The stem of a file is its name without ".json"
+ * compares them with memcmp() (shorter first on a tie): that is the order
+ * of the engine's walks by name, and the (parent, name) index serves
+ * lookups and keyset-paged walks without a sort. Readdir lists in inode
+ * number order (its offsets are inode numbers), from the (parent, ino)
+ * index. The stem of a file is its name without ".json"
  * for ITEM_JSON and the whole name for ITEM_BINARY; the partial index on
  * (parent, stem) refuses a second file with the same item ID. Content lives
  * in its own table so that lookups and listings never read it. A file
@@ -98,6 +101,8 @@
  *   - to 4: the feed table and 'feed_trimmed'; an older build refuses the
  *     file, and one already running would apply batches that leave no
  *     feed records.
+ *   - to 5: the (parent, ino) index, from which readdir lists in inode
+ *     number order; one already running goes on listing by name.
  * A build of an older version refuses the migrated file; one that already
  * had it open would go on writing without the new columns' upkeep (no
  * hashes, or atime_ns 0), so stop old mounts before the first open by this
@@ -118,6 +123,11 @@
 	" ino INTEGER NOT NULL,"                                               \
 	" time_ns INTEGER NOT NULL"                                            \
 	");"
+
+/* The index of readdir's listings (in inode number order: ino is the
+ * rowid, so the index leads straight to the rows, in the table's order). */
+#define LSQ_PARENT_INO_SQL                                                     \
+	"CREATE INDEX entries_parent_ino ON entries (parent, ino);"
 
 static const char lsq_schema_sql[] =
 	"CREATE TABLE meta ("
@@ -149,6 +159,7 @@ static const char lsq_schema_sql[] =
 	" WHERE stem IS NOT NULL;"
 	"CREATE INDEX entries_children ON entries"
 	" (parent, name, kind, hash, merkle);"
+	LSQ_PARENT_INO_SQL
 	"CREATE TABLE contents ("
 	" ino INTEGER PRIMARY KEY,"
 	" data BLOB NOT NULL"
@@ -362,6 +373,17 @@ static int lsq_to_v4(struct lsq *q, char *note, size_t len)
 	return err;
 }
 
+/* Step to version 5: the (parent, ino) index of readdir's listings. */
+static int lsq_to_v5(struct lsq *q, char *note, size_t len)
+{
+	int err = lsq_exec(q, q->writer->db, LSQ_PARENT_INO_SQL,
+			   "migrate the schema to version 5");
+
+	if (!err)
+		snprintf(note, len, "the (parent, ino) index of listings");
+	return err;
+}
+
 /*
  * The migration chain: lsq_steps[i] turns version i + 1 into i + 2. A
  * step's @schema changes tables and indexes and runs before the writer's
@@ -377,6 +399,7 @@ static const struct lsq_step {
 	{lsq_to_v2_schema, lsq_to_v2_rows},
 	{lsq_to_v3, NULL},
 	{lsq_to_v4, NULL},
+	{lsq_to_v5, NULL},
 };
 
 #define LSQ_NSTEPS (sizeof(lsq_steps) / sizeof(lsq_steps[0]))

@@ -22,9 +22,12 @@ const char *const lsq_reader_sql[R_NSTMT] = {
 		      " WHERE parent = ?1 AND name = ?2"),
 	[R_LIST] = ("SELECT " STORE_SQL_ROW_COLS " FROM entries"
 		    " WHERE parent = ?1 AND name > ?2 ORDER BY name LIMIT ?3"),
-	[R_LIST_NAMES] = ("SELECT " STORE_SQL_NAME_COLS " FROM entries"
-			  " WHERE parent = ?1 AND name > ?2 ORDER BY name"
-			  " LIMIT ?3"),
+	[R_LIST_INO] = ("SELECT " STORE_SQL_ROW_COLS " FROM entries"
+			" WHERE parent = ?1 AND ino > ?2 ORDER BY ino"
+			" LIMIT ?3"),
+	[R_LIST_INO_NAMES] = ("SELECT " STORE_SQL_NAME_COLS " FROM entries"
+			      " WHERE parent = ?1 AND ino > ?2 ORDER BY ino"
+			      " LIMIT ?3"),
 	[R_READ] =
 		("SELECT c.data FROM entries AS e"
 		 " LEFT JOIN contents AS c ON c.ino = e.ino WHERE e.ino = ?1"),

@@ -1,9 +1,16 @@
 /*
- * listing.c - directory handles and readdir: the L3 index paged by name,
- * merged with the changes not yet persisted.
+ * listing.c - directory handles and readdir: the L3 index paged by inode
+ * number, merged with the changes not yet persisted.
  *
- * Pages are keyset pages (the rows named after the last one shown), so a
- * listing costs the same at its millionth entry as at its first, and its
+ * A listing runs in inode number order, and an entry's offset (cookie) is
+ * its inode number: numbers are never reused and an entry keeps its number
+ * when renamed, so a listing resumed from any offset, on any handle, goes
+ * on exactly after the entry that handed out the offset, whatever was
+ * added, removed or renamed meanwhile. A mount therefore needs no
+ * per-open state for directories.
+ *
+ * Pages are keyset pages (the rows numbered after the last one shown), so
+ * a listing costs the same at its millionth entry as at its first, and its
  * memory is bounded: each handle keeps the rows it read ahead, LIST_PAGE
  * for its first query and twice as many for each next one up to
  * LIST_AHEAD, so that a long listing makes one L3 query for several
@@ -89,22 +96,24 @@ void eng_releasedir(struct eng *e, struct eng_dir *d)
 	free(d);
 }
 
-static int cmp_node_names(const void *a, const void *b)
+static int cmp_node_inos(const void *a, const void *b)
 {
-	return strcmp((*(struct node *const *)a)->name,
-		      (*(struct node *const *)b)->name);
+	uint64_t x = (*(struct node *const *)a)->ino;
+	uint64_t y = (*(struct node *const *)b)->ino;
+
+	return (x > y) - (x < y);
 }
 
-/* Collects, sorted, the dirty live children of @dir named after @after. */
-static int pending_children(struct eng *e, struct node *dir, const char *after,
+/* Collects, sorted by inode number, the dirty live children of @dir
+ * numbered after @after. */
+static int pending_children(struct eng *e, struct node *dir, uint64_t after,
 			    struct node ***out, size_t *nout)
 {
 	size_t n = 0, cap = 0;
 	struct node **arr = NULL;
 
 	for (struct node *d = e->dirty_head; d; d = d->dnext) {
-		if (d->deleted || d->parent != dir->ino ||
-		    strcmp(d->name, after) <= 0)
+		if (d->deleted || d->parent != dir->ino || d->ino <= after)
 			continue;
 		if (n == cap) {
 			struct node **na;
@@ -120,53 +129,46 @@ static int pending_children(struct eng *e, struct node *dir, const char *after,
 		arr[n++] = d;
 	}
 	if (n)
-		qsort(arr, n, sizeof(*arr), cmp_node_names);
+		qsort(arr, n, sizeof(*arr), cmp_node_inos);
 	*out = arr;
 	*nout = n;
 	return 0;
 }
 
 /*
- * Consumes one entry: skips it while *skip is non-zero (a seek), else hands
- * it to @fn and, with @plus, takes a lookup reference. Returns 1 when @fn
- * stopped before the entry, 0 when consumed, or a negative errno.
+ * Consumes one entry: hands it to @fn and, with @plus, takes a lookup
+ * reference. Returns 1 when @fn stopped before the entry, 0 when consumed,
+ * or a negative errno.
  */
 static int consume(struct eng *e, struct eng_dir *d, struct node *n,
 		   struct store_row *row, const int64_t *subdirs, bool plus,
-		   uint64_t *skip, eng_dir_fn fn, void *arg)
+		   eng_dir_fn fn, void *arg)
 {
 	const char *name = n ? n->name : row->name;
+	uint64_t ino = n ? n->ino : row->ino;
 	struct eng_attr a;
 
-	if (*skip) {
-		(*skip)--;
+	if (n) {
+		node_attr(e, n, &a);
 	} else {
-		if (n) {
-			node_attr(e, n, &a);
-		} else {
-			struct node tmp = {.ino = row->ino, .meta = row->meta};
+		struct node tmp = {.ino = row->ino, .meta = row->meta};
 
-			tmp.subdirs_known = *subdirs >= 0;
-			tmp.subdirs = (uint64_t)*subdirs;
-			node_attr(e, &tmp, &a);
-		}
-		if (fn(arg, name, &a, d->pos + 1))
-			return 1;
-		if (plus) {
-			if (!n) {
-				n = node_add(e, d->n, row->ino, row->name,
-					     &row->meta);
-				if (!n)
-					return -ENOMEM;
-				name = n->name;
-				n->subdirs_known = *subdirs >= 0;
-				n->subdirs = (uint64_t)*subdirs;
-			}
-			n->nlookup++;
-		}
+		tmp.subdirs_known = *subdirs >= 0;
+		tmp.subdirs = (uint64_t)*subdirs;
+		node_attr(e, &tmp, &a);
 	}
-	d->pos++;
-	snprintf(d->cursor, sizeof(d->cursor), "%s", name);
+	if (fn(arg, name, &a, ino))
+		return 1;
+	if (plus && !n) {
+		n = node_add(e, d->n, row->ino, row->name, &row->meta);
+		if (!n)
+			return -ENOMEM;
+		n->subdirs_known = *subdirs >= 0;
+		n->subdirs = (uint64_t)*subdirs;
+	}
+	if (plus)
+		n->nlookup++;
+	d->cursor = ino;
 	return 0;
 }
 
@@ -267,14 +269,14 @@ static int next_want(int held)
 }
 
 /*
- * Reads up to @want rows of @d's directory named after @after from L3 into
- * @rows (names only with @names), dropping e->lock meanwhile. Returns the
+ * Reads up to @want rows of @d's directory numbered after @after from L3
+ * into @rows (names only with @names), dropping e->lock meanwhile. Returns the
  * rows read, with *gen the generation they are good for, -ESTALE when a
  * batch committed meanwhile (the rows may be older than the node table;
  * none are kept), or another negative errno.
  */
 static int list_query(struct eng *e, struct eng_dir *d, bool names,
-		      const char *after, struct store_row *rows, int want,
+		      uint64_t after, struct store_row *rows, int want,
 		      uint64_t *gen)
 {
 	struct tier_call c;
@@ -282,11 +284,9 @@ static int list_query(struct eng *e, struct eng_dir *d, bool names,
 
 	memset(rows, 0, (size_t)want * sizeof(*rows));
 	n = tier_enter(e, &c, OP_L3_LIST, d->n, true);
-	if (n == 0 && names)
-		n = e->l3->ops->list_names(e->l3, d->n->ino, after, rows,
-					   want);
-	else if (n == 0)
-		n = e->l3->ops->list(e->l3, d->n->ino, after, rows, want);
+	if (n == 0)
+		n = e->l3->ops->list_by_ino(e->l3, d->n->ino, after, names,
+					    rows, want);
 	n = tier_leave(e, &c, n);
 	if (n >= 0 && tier_stale(e, &c)) {
 		rows_release(rows, &n);
@@ -297,32 +297,31 @@ static int list_query(struct eng *e, struct eng_dir *d, bool names,
 }
 
 /*
- * Points *page at up to LIST_PAGE rows of @d's directory named after
- * @after, in name order: from the rows read ahead while they are still
+ * Points *page at up to LIST_PAGE rows of @d's directory numbered after
+ * @after, in inode order: from the rows read ahead while they are still
  * good, then from the prefetched ones that follow them, else from a new
  * L3 query (which replaces them). *full tells that more rows may follow
  * the page. Returns the rows in the page (0 at the end) or a negative
  * errno. The rows stay the handle's. May wait, without e->lock, for the
  * handle's prefetch.
  */
-static int dir_page(struct eng *e, struct eng_dir *d, const char *after,
+static int dir_page(struct eng *e, struct eng_dir *d, uint64_t after,
 		    bool names, struct store_row **page, bool *full)
 {
 	int lo, hi, n, want;
 	uint64_t gen;
 	bool grow;
 
-	names = names && e->l3->ops->list_names;
 	for (;;) {
 		grow = d->nahead && d->ahead_gen == e->gen;
 		if (!grow || (!names && d->ahead_names))
 			break;
 		lo = 0;
 		hi = d->nahead;
-		while (lo < hi) { /* the first row named after @after */
+		while (lo < hi) { /* the first row numbered after @after */
 			int mid = lo + (hi - lo) / 2;
 
-			if (strcmp(d->ahead[mid].name, after) <= 0)
+			if (d->ahead[mid].ino <= after)
 				lo = mid + 1;
 			else
 				hi = mid;
@@ -380,8 +379,7 @@ static bool prefetch_due(const struct eng *e, const struct eng_dir *d)
 
 void eng_readdir_prefetch(struct eng *e, struct eng_dir *d)
 {
-	char after[STORE_NAME_MAX + 1];
-	uint64_t epoch, gen;
+	uint64_t after, epoch, gen;
 	int n, want;
 	bool names;
 
@@ -401,7 +399,7 @@ void eng_readdir_prefetch(struct eng *e, struct eng_dir *d)
 		d->next = na;
 		d->next_cap = want;
 	}
-	snprintf(after, sizeof(after), "%s", d->ahead[d->nahead - 1].name);
+	after = d->ahead[d->nahead - 1].ino;
 	names = d->ahead_names;
 	epoch = d->ahead_epoch;
 	/* without e->lock, d->next is this call's alone: nnext stays 0 and
@@ -427,26 +425,23 @@ static int readdir_walk(struct eng *e, struct eng_dir *d, uint64_t off,
 			bool plus, bool names, eng_dir_fn fn, void *arg,
 			bool *prefetch)
 {
-	char after[STORE_NAME_MAX + 1];
 	int64_t subdirs[LIST_PAGE];
 	int recounts = 0;
 	struct node **pend = NULL;
 	size_t npend = 0;
-	uint64_t skip = 0;
+	uint64_t after;
 	int r = 0;
 
 	pthread_mutex_lock(&e->lock);
-	if (off != d->pos) {
-		/* a seek: start over and skip @off entries */
-		d->pos = 0;
-		d->cursor[0] = '\0';
-		skip = off;
+	if (off != d->cursor) {
+		/* a seek: go on after the entry numbered @off */
+		d->cursor = off;
 		ahead_drop(d); /* consumed rows gave their meta to nodes */
 	}
 	/* @after pages through L3; d->cursor is the last entry consumed. A
 	 * page whose rows are all overridden consumes nothing but still
 	 * moves @after on. */
-	snprintf(after, sizeof(after), "%s", d->cursor);
+	after = d->cursor;
 	for (;;) {
 		struct store_row *rows;
 		int nrows, i = 0;
@@ -472,8 +467,9 @@ static int readdir_walk(struct eng *e, struct eng_dir *d, uint64_t off,
 		if (r < 0)
 			break;
 		/* merge the rows the node table does not override with the
-		 * pending children; with a full page, only pending names
-		 * before its last row (the rest come with the next page) */
+		 * pending children; with a full page, only pending ones
+		 * numbered before its last row (the rest come with the next
+		 * page) */
 		while (r == 0) {
 			bool have_row, have_pend;
 
@@ -481,26 +477,23 @@ static int readdir_walk(struct eng *e, struct eng_dir *d, uint64_t off,
 				i++;
 			have_row = i < nrows;
 			have_pend = ip < npend &&
-				    (!full || strcmp(pend[ip]->name,
-						     rows[nrows - 1].name) < 0);
+				    (!full || pend[ip]->ino < rows[nrows - 1].ino);
 			if (!have_row && !have_pend)
 				break;
 			if (have_pend &&
-			    (!have_row ||
-			     strcmp(pend[ip]->name, rows[i].name) < 0)) {
+			    (!have_row || pend[ip]->ino < rows[i].ino)) {
 				r = consume(e, d, pend[ip], NULL, NULL, plus,
-					    &skip, fn, arg);
+					    fn, arg);
 				ip += r == 0;
 			} else {
 				r = consume(e, d, node_get(e, rows[i].ino),
-					    &rows[i], &subdirs[i], plus, &skip,
-					    fn, arg);
+					    &rows[i], &subdirs[i], plus, fn,
+					    arg);
 				i += r == 0;
 			}
 		}
 		if (nrows)
-			snprintf(after, sizeof(after), "%s",
-				 rows[nrows - 1].name);
+			after = rows[nrows - 1].ino;
 		if (r || !full)
 			break;
 	}

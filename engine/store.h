@@ -23,8 +23,9 @@
  * A store does not check that a parent exists or is a directory; the engine
  * keeps the tree well formed.
  *
- * Listings are ordered by name bytes (memcmp order, shorter first on a tie)
- * and paged by keyset: "children of P with name > AFTER, first LIMIT".
+ * Listings are paged by keyset, in one of two orders: by name bytes (memcmp
+ * order, shorter first on a tie; "children of P with name > AFTER, first
+ * LIMIT") for the engine's own walks, and by inode number for readdir.
  *
  * Writes arrive only as batches through apply(): a list of final states of
  * entries (struct change, change.h), applied all or nothing in one
@@ -201,13 +202,17 @@ struct store_ops {
 	int (*list)(struct store *s, uint64_t parent, const char *after,
 		    struct store_row *rows, size_t limit);
 
-	/* Optional (NULL: use list()): list() with only ino, parent, name,
-	 * meta.kind and the file type in meta.mode (S_IFDIR or S_IFREG, no
-	 * permission bits) filled in, the rest zero, for a readdir that shows
-	 * names and types only; the narrow rows cost the server and the
-	 * decoder less than whole ones. */
-	int (*list_names)(struct store *s, uint64_t parent, const char *after,
-			  struct store_row *rows, size_t limit);
+	/* Fills @rows (room for @limit) with the children of @parent whose
+	 * inode numbers are above @after (0 for the first page), in inode
+	 * number order: the order of readdir, whose offsets are inode
+	 * numbers. An entry keeps its number when renamed and a number is
+	 * never reused, so a listing resumed from any offset neither skips
+	 * nor repeats an entry that stayed. With @names, only ino, parent,
+	 * name, meta.kind and the file type in meta.mode (S_IFDIR or
+	 * S_IFREG, no permission bits) are filled in, the rest zero, for a
+	 * readdir that shows names and types only. Returns as list() does. */
+	int (*list_by_ino)(struct store *s, uint64_t parent, uint64_t after,
+			   bool names, struct store_row *rows, size_t limit);
 
 	/* Reads the content of file @ino into a new malloc()ed buffer (*data,
 	 * caller frees; may be NULL when *len is 0). -ENOENT. */

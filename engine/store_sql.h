@@ -41,9 +41,9 @@
 	" e.mtime_ns, e.atime_ns, e.ctime_ns, e.mode, e.uid, e.gid,"           \
 	" e.explicit_dir, e.state, e.xattrs, e.merkle"
 
-/* The columns of a listing of names (store_ops.list_names), in the order
- * of enum store_sql_name_col: all in SQLite's entries_children index (ino
- * is the rowid), so that SQLite reads the index alone. */
+/* The columns of a listing of names (store_ops.list_by_ino with names), in
+ * the order of enum store_sql_name_col: all in PostgreSQL's (parent, ino)
+ * index, so that it reads the index alone. */
 #define STORE_SQL_NAME_COLS "ino, parent, name, kind"
 
 enum store_sql_name_col {
@@ -54,7 +54,7 @@ enum store_sql_name_col {
 	STORE_NCOL_N,
 };
 
-/* The mode list_names() reports for @kind: its file type alone. */
+/* The mode a listing of names reports for @kind: its file type alone. */
 #define STORE_NAME_MODE(kind) ((kind) == ITEM_DIR ? S_IFDIR : S_IFREG)
 
 enum store_sql_col {

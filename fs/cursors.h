@@ -1,14 +1,15 @@
 /*
  * cursors.h - directory cursors for a mount whose kernel opens no
- * directory (a read-only mount, see ops.c): readdir then comes without a
- * handle, so the engine handles that page through a directory are kept
- * here between calls, a few at most, by inode number and the offset the
- * next call of that listing comes with. The kernel reads a listing it
- * caches from the start in order, so the next call finds the handle where
- * the last one left it, even while other listings of the directory take
- * theirs; a call that finds none (a new listing, or a handle evicted or
- * left elsewhere) gets a new one that seeks (eng_readdir() starts over and
- * skips), and leaves the others to their listings.
+ * directory (see ops.c): readdir then comes without a handle, so the
+ * engine handles that page through a directory are kept here between
+ * calls, a few at most, by inode number and the offset the next call of
+ * that listing comes with. The kernel reads a listing it caches from the
+ * start in order, so the next call finds the handle where the last one
+ * left it, with the rows it read ahead, even while other listings of the
+ * directory take theirs; a call that finds none (a new listing, or a
+ * handle evicted or left elsewhere) gets a new one, which resumes exactly
+ * after the entry the offset names (offsets are inode numbers), and
+ * leaves the others to their listings.
  *
  * A handle is taken out while a call uses it, so no two calls share one.
  * Thread-safety: every function may be called from any thread (one mutex).

@@ -7,8 +7,10 @@
  * root inode (1) is the engine's root. The kernel's caches are configured with
  * entry_timeout/attr_timeout, and negative lookups are cached as long as
  * positive ones; directory listings are cached until a change drops them.
- * On a read-only mount no open or opendir reaches tierfs (tfs_init()): files
- * are read by inode number and their pages stay cached across opens.
+ * No opendir reaches tierfs (tfs_init()): directories are listed by inode
+ * number and offset, through a few cursors (cursors.h). On a read-only
+ * mount no open reaches it either: files are read by inode number and
+ * their pages stay cached across opens.
  *
  * Unsupported operations answer as docs/design.md §3.7 records: link,
  * symlink and mknod give EPERM; readlink gives EINVAL (there are no links).
@@ -172,10 +174,14 @@ static void tfs_init(void *userdata, struct fuse_conn_info *conn)
 	 * sends no open, flush or release, keeps file pages across opens
 	 * and reads with fh 0 (by inode). The change feed drops the pages of
 	 * what other writers change; a changed mtime or size (seen at the
-	 * attribute timeout) drops them too. Likewise the first opendir: no
-	 * opendir or releasedir follows, listings are cached (the kernel's
-	 * default then) and readdir comes with fh 0 (cursors.h). */
+	 * attribute timeout) drops them too. */
 	t->no_open = t->read_only && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
+	/* Any mount: the first opendir answers ENOSYS; no opendir or
+	 * releasedir follows, listings are cached (the kernel's default
+	 * then) and readdir comes with fh 0 (cursors.h). A listing's offsets
+	 * are inode numbers, from which any handle resumes exactly, so no
+	 * per-open state is needed. */
+	t->no_opendir = conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT;
 	/* (libfuse's default) the kernel reads a directory's attributes again
 	 * before it lists it from its cache, and a file's before a read from
 	 * its cache, when they were invalidated: a changed mtime then drops
@@ -622,7 +628,7 @@ static void tfs_opendir(fuse_req_t req, fuse_ino_t ino,
 	struct eng_dir *d;
 	int r;
 
-	if (req_tfs(req)->no_open) {
+	if (req_tfs(req)->no_opendir) {
 		/* no per-open state: success, and the kernel stops asking */
 		fuse_reply_err(req, ENOSYS);
 		return;
@@ -665,7 +671,8 @@ struct dirbuf {
 	off_t last; /* offset of the last entry added (or the call's) */
 };
 
-/* The engine's cookies count its entries; "." and ".." come first here. */
+/* The engine's cookies are inode numbers (at least 2); "." and ".." come
+ * first here, at offsets 1 and 2. */
 #define DOT_ENTRIES 2
 
 static int dirbuf_add(void *arg, const char *name, const struct eng_attr *a,
@@ -744,7 +751,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		free(db.buf);
 		return;
 	}
-	if (db.t->no_open) {
+	if (db.t->no_opendir) {
 		d = tfs_cursor_take(&db.t->cursors, ino, (uint64_t)off);
 		if (!d) {
 			r = eng_opendir(db.t->eng, ino, &d);
@@ -771,7 +778,7 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			r = eng_readdir_names(db.t->eng, d, pos, dirbuf_add,
 					      &db, &prefetch);
 	}
-	if (db.t->no_open)
+	if (db.t->no_opendir)
 		eng_releasedir(db.t->eng,
 			       tfs_cursor_put(&db.t->cursors, ino,
 					      (uint64_t)db.last, d));
@@ -802,7 +809,7 @@ static void tfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 static void tfs_releasedir(fuse_req_t req, fuse_ino_t ino,
 			   struct fuse_file_info *fi)
 {
-	if (ino == TFS_CTL_DIR_INO || req_tfs(req)->no_open) {
+	if (ino == TFS_CTL_DIR_INO || req_tfs(req)->no_opendir) {
 		fuse_reply_err(req, 0);
 		return;
 	}

@@ -25,10 +25,13 @@ struct tfs {
 	pthread_mutex_t inval_lock;
 	bool live;
 	bool read_only; /* mounted -o ro */
-	/* read-only and the kernel can: no open reaches tierfs (set at init,
-	 * before any other request), so files are read by inode number and
-	 * directories listed through the cursors */
+	/* read-only and the kernel can: no open of a file reaches tierfs
+	 * (set at init, before any other request), so files are read by
+	 * inode number */
 	bool no_open;
+	/* the kernel can: no opendir reaches tierfs (set at init), so
+	 * directories are listed through the cursors */
+	bool no_opendir;
 	struct tfs_cursors cursors;
 	/* on a no-open mount, the control files' renderings that stat reports
 	 * and reads serve (control.c), indexed by inode - TFS_CTL_STATUS_INO */

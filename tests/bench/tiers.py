@@ -46,9 +46,10 @@ CREATE TABLE entries (
     state text,
     xattrs bytea,
     atime_ns bigint NOT NULL,
-    CONSTRAINT entries_parent_name UNIQUE (parent, name)
+    CONSTRAINT entries_parent_name UNIQUE (parent, name) INCLUDE (ino, kind)
 );
 CREATE UNIQUE INDEX entries_parent_stem ON entries (parent, stem) WHERE stem IS NOT NULL;
+CREATE INDEX entries_parent_ino ON entries (parent, ino) INCLUDE (name, kind);
 CREATE TABLE contents (
     ino bigint PRIMARY KEY,
     data bytea NOT NULL

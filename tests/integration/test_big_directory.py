@@ -77,10 +77,11 @@ def persisted(m):
     return status["queue"]["not_persisted"] == 0
 
 
-def check_order(listed):
-    """Every name once, in byte order (tierfs lists by name)."""
-    for a, b in zip(listed, listed[1:]):
-        assert a < b, f"{b!r} listed after {a!r}"
+def check_order(entries):
+    """Every (name, inode) once, in inode order (tierfs lists by inode
+    number, its readdir offset)."""
+    for (a, ia), (b, ib) in zip(entries, entries[1:]):
+        assert ia < ib, f"{b!r} ({ib}) listed after {a!r} ({ia})"
 
 
 def test_readdir_of_20000_entries(tierfs):
@@ -95,8 +96,8 @@ def test_readdir_of_20000_entries(tierfs):
     with os.scandir(big) as it:
         entries = [(e.name, e.inode(), e.is_file(follow_symlinks=False)) for e in it]
     listed = [n for n, _, _ in entries]
-    check_order(listed)
-    assert listed == names
+    check_order([(n, i) for n, i, _ in entries])
+    assert listed == names  # made in this order, so numbered in it
     # the daemon read the next rows while the kernel took the last ones,
     # and the listing used every such read
     prefetches = metric(m, "tierfs_list_prefetches_total")
@@ -120,9 +121,11 @@ def test_readdir_of_20000_entries(tierfs):
 def test_readdir_with_changes_during_the_listing(tierfs, persist):
     """Entries deleted and created in the middle of a listing, behind and
     ahead of its position, left pending or persisted before it goes on:
-    every name at most once and in order; the untouched names and the new
-    ones ahead listed; the deleted ones ahead not; nothing behind listed
-    again. (A change made through the mount makes the kernel's next call a
+    every name at most once and in inode order; the untouched names listed,
+    the deleted ones ahead not, nothing behind listed again, and the new
+    ones (whatever their names) at the end, in the order they were made.
+    The listing goes on after the kernel dropped its cached listing, from
+    its offset, exactly: the deletes behind shift nothing. (A change made through the mount makes the kernel's next call a
     readdirplus, which reads L3 afresh; the engine's unit test
     test_readdir_read_ahead covers rows read ahead before a change.)"""
     m = tierfs
@@ -131,7 +134,7 @@ def test_readdir_with_changes_during_the_listing(tierfs, persist):
     listed = []
     with os.scandir(big) as it:
         for e in it:
-            listed.append(e.name)
+            listed.append((e.name, e.inode()))
             if len(listed) == 5000:
                 break
         # ahead: past what the C library's buffer (32 KiB, 1,024 of these
@@ -147,15 +150,17 @@ def test_readdir_with_changes_during_the_listing(tierfs, persist):
             os.close(os.open(big / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
         if persist:
             assert wait_for(lambda: persisted(m), 60), "changes not persisted"
-        listed += [e.name for e in it]
+        listed += [(e.name, e.inode()) for e in it]
     check_order(listed)
+    listed = [n for n, _ in listed]
     gone = set(ahead)
-    want = [n for n in names if n not in gone] + new
+    # the deleted names behind were listed before their deletion
+    want = [n for n in names if n not in gone] + ["f00050a"] + new
     missing = sorted(set(want) - set(listed))
     extra = sorted(set(listed) - set(want))
     assert not missing, f"{len(missing)} missing, e.g. {missing[:5]}"
-    # the deleted names behind were listed before their deletion
     assert extra == [], f"{len(extra)} listed that should not be, e.g. {extra[:5]}"
+    assert listed == want
 
 
 def test_a_read_only_mount_lists_20000_entries_twice_at_once(tierfs_factory):

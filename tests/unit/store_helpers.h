@@ -239,33 +239,39 @@ static inline int cmp_names(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Lists all children of @parent in pages of @page and checks them against
- * @want (sorted), and each row's ino against a lookup of its name; the
- * same pages of list_names() hold the same entries, with the inode number,
- * parent, name, kind and mode of list()'s rows and nothing else. */
-static inline void check_listing(struct store *s, uint64_t parent, size_t page,
-				 const char **want, size_t nwant)
+/* Checks the pages of list_by_ino() of @parent (of @page rows) against
+ * @want (sorted): every name once, in rising inode numbers, each with the
+ * inode number list() gave it (@inos, in @want's order); the listing of
+ * names holds the same rows with the inode number, parent, name, kind
+ * and mode of the whole rows and nothing else. */
+static inline void check_listing_by_ino(struct store *s, uint64_t parent,
+					size_t page, const char **want,
+					const uint64_t *inos, size_t nwant)
 {
 	static const uint8_t zero[ITEM_HASH_LEN];
 	struct store_row rows[16], names[16];
-	char after[STORE_NAME_MAX + 1] = "";
+	uint64_t after = 0;
 	size_t seen = 0;
 	int n;
 
-	CHECK(page <= 16);
-	CHECK(s->ops->list_names != NULL);
 	for (;;) {
-		n = s->ops->list(s, parent, after, rows, page);
+		n = s->ops->list_by_ino(s, parent, after, false, rows, page);
 		CHECK(n >= 0 && (size_t)n <= page);
-		CHECK_EQ(s->ops->list_names(s, parent, after, names, page), n);
+		CHECK_EQ(s->ops->list_by_ino(s, parent, after, true, names,
+					     page),
+			 n);
 		if (n == 0)
 			break;
 		for (int i = 0; i < n; i++) {
-			CHECK(seen < nwant);
-			CHECK(strcmp(rows[i].name, want[seen]) == 0);
+			const char *key = rows[i].name, **w;
+
+			CHECK(rows[i].ino > after);
+			after = rows[i].ino;
+			w = bsearch(&key, want, nwant, sizeof(*want),
+				    cmp_names);
+			CHECK(w != NULL);
+			CHECK_EQ(inos[w - want], rows[i].ino);
 			CHECK_EQ(rows[i].parent, parent);
-			CHECK_EQ(lookup_ino(s, parent, rows[i].name),
-				 rows[i].ino);
 			CHECK(strcmp(names[i].name, rows[i].name) == 0);
 			CHECK_EQ(names[i].ino, rows[i].ino);
 			CHECK_EQ(names[i].parent, parent);
@@ -279,13 +285,48 @@ static inline void check_listing(struct store *s, uint64_t parent, size_t page,
 			CHECK(!names[i].meta.state && !names[i].meta.xattrs);
 			seen++;
 		}
-		snprintf(after, sizeof(after), "%s", rows[n - 1].name);
 		for (int i = 0; i < n; i++) {
 			store_row_release(&rows[i]);
 			store_row_release(&names[i]);
 		}
 	}
 	CHECK_EQ(seen, nwant);
+}
+
+/* Lists all children of @parent in pages of @page and checks them against
+ * @want (sorted), and each row's ino against a lookup of its name; then
+ * the same children in inode order (check_listing_by_ino()). */
+static inline void check_listing(struct store *s, uint64_t parent, size_t page,
+				 const char **want, size_t nwant)
+{
+	struct store_row rows[16];
+	char after[STORE_NAME_MAX + 1] = "";
+	uint64_t *inos = calloc(nwant ? nwant : 1, sizeof(*inos));
+	size_t seen = 0;
+	int n;
+
+	CHECK(page <= 16);
+	CHECK(inos != NULL);
+	for (;;) {
+		n = s->ops->list(s, parent, after, rows, page);
+		CHECK(n >= 0 && (size_t)n <= page);
+		if (n == 0)
+			break;
+		for (int i = 0; i < n; i++) {
+			CHECK(seen < nwant);
+			CHECK(strcmp(rows[i].name, want[seen]) == 0);
+			CHECK_EQ(rows[i].parent, parent);
+			CHECK_EQ(lookup_ino(s, parent, rows[i].name),
+				 rows[i].ino);
+			inos[seen++] = rows[i].ino;
+		}
+		snprintf(after, sizeof(after), "%s", rows[n - 1].name);
+		for (int i = 0; i < n; i++)
+			store_row_release(&rows[i]);
+	}
+	CHECK_EQ(seen, nwant);
+	check_listing_by_ino(s, parent, page, want, inos, nwant);
+	free(inos);
 }
 
 /* ---- cases run by both backends ----

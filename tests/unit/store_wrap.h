@@ -164,6 +164,23 @@ static int store_wrap_list(struct store *s, uint64_t parent, const char *after,
 	return f ? f : r;
 }
 
+/* counted and failed as "list": both are listings */
+static int store_wrap_list_by_ino(struct store *s, uint64_t parent,
+				  uint64_t after, bool names,
+				  struct store_row *rows, size_t limit)
+{
+	struct store_wrap *w = store_wrap_of(s);
+	int f = wrap_fault_hit(w->st, W_LIST), r;
+
+	if (f && !w->st->fault.after)
+		return f;
+	r = w->inner->ops->list_by_ino(w->inner, parent, after, names, rows,
+				       limit);
+	for (int i = 0; f && i < r; i++)
+		store_row_release(&rows[i]);
+	return f ? f : r;
+}
+
 static int store_wrap_read(struct store *s, uint64_t ino, void **data,
 			   size_t *len)
 {
@@ -318,6 +335,7 @@ static const struct store_ops store_wrap_ops = {
 	.get = store_wrap_get,
 	.lookup = store_wrap_lookup,
 	.list = store_wrap_list,
+	.list_by_ino = store_wrap_list_by_ino,
 	.read = store_wrap_read,
 	.read_many = store_wrap_read_many,
 	.has_children = store_wrap_has_children,

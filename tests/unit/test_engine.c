@@ -519,8 +519,10 @@ static void list_dir(struct eng *e, uint64_t ino, size_t stop_every, bool plus,
 
 static int cmp_entry(const void *a, const void *b)
 {
-	return strcmp(((const struct entry *)a)->name,
-		      ((const struct entry *)b)->name);
+	uint64_t x = ((const struct entry *)a)->ino;
+	uint64_t y = ((const struct entry *)b)->ino;
+
+	return (x > y) - (x < y);
 }
 
 /* A model of a directory: its entries in any order. */
@@ -557,7 +559,8 @@ static void model_del(struct dirmodel *m, const char *name)
 	*p = m->v[--m->n];
 }
 
-/* The listing is the model: every name once, in name order, right inos. */
+/* The listing is the model: every name once, in inode order, right inos,
+ * each entry's cookie its inode number. */
 static void check_listing(const struct listing *l, struct dirmodel *m,
 			  const char *what)
 {
@@ -575,7 +578,8 @@ static void check_listing(const struct listing *l, struct dirmodel *m,
 			CHECK(!"listing differs from the model");
 		}
 		if (i)
-			CHECK(strcmp(l->v[i - 1].name, l->v[i].name) < 0);
+			CHECK(l->v[i - 1].ino < l->v[i].ino);
+		CHECK_EQ(l->v[i].next_off, l->v[i].ino);
 	}
 	if (l->n != m->n)
 		fprintf(stderr, "listed %zu entries, want %zu\n", l->n, m->n);
@@ -659,9 +663,9 @@ static void read_from(struct eng *e, struct eng_dir *d, uint64_t off,
 }
 
 /*
- * Seeks: after a full walk, a readdir on the same handle from the cookie
- * of entry k lists the entries from k on (the model must be sorted, as
- * check_listing() leaves it).
+ * Seeks: after a full walk, a readdir from the cookie of entry k lists the
+ * entries from k on, on the same handle and on a new one (the model must
+ * be sorted, as check_listing() leaves it).
  */
 static void check_seek(struct eng *e, uint64_t ino, struct dirmodel *m,
 		       const char *what)
@@ -677,10 +681,15 @@ static void check_seek(struct eng *e, uint64_t ino, struct dirmodel *m,
 	CHECK_EQ(all.n, m->n);
 	for (size_t i = 0; i < sizeof(ks) / sizeof(ks[0]); i++) {
 		size_t k = ks[i];
+		struct eng_dir *fresh = NULL;
 
 		if (k > m->n)
 			continue;
-		read_from(e, d, k ? all.v[k - 1].next_off : 0, &from);
+		if (i % 2)
+			CHECK_EQ(eng_opendir(e, ino, &fresh), 0);
+		read_from(e, fresh ? fresh : d, k ? all.v[k - 1].next_off : 0,
+			  &from);
+		eng_releasedir(e, fresh);
 		snprintf(check_context, sizeof(check_context),
 			 "seek to entry %zu of %zu in %s", k, m->n, what);
 		CHECK_EQ(from.n, m->n - k);
@@ -1351,8 +1360,9 @@ static void test_readdir_dirty_run(void)
  * A listing longer than the rows a handle reads ahead (LIST_AHEAD, 1024),
  * 100 entries per call, with entries created and deleted in the middle of
  * it, before and after its position, pending or persisted (the read-ahead
- * rows are then older than L3): every name once, in order; the untouched
- * names and those created after the position listed, those deleted after
+ * rows are then older than L3): every name once, in inode order; the
+ * untouched names and the new ones (numbered after every other, so ahead
+ * of the position whatever their names) listed, those deleted ahead of
  * it not; the plus and names-only walks alike, with and without
  * prefetches (which run on their own threads, while the changes are made).
  */
@@ -1404,14 +1414,15 @@ static void check_changing_listing(struct eng *e, uint64_t dir, bool persist,
 	CHECK(changed);
 	CHECK(!prefetch || l.prefetches > 0);
 	for (size_t i = 1; i < l.n; i++)
-		if (strcmp(l.v[i - 1].name, l.v[i].name) >= 0) {
+		if (l.v[i - 1].ino >= l.v[i].ino) {
 			fprintf(stderr, "'%s' listed after '%s'\n",
 				l.v[i].name, l.v[i - 1].name);
 			CHECK(!"listing out of order or repeated");
 		}
 	/* the untouched names, the deleted ones behind and the new ones
-	 * ahead (among the rows read ahead at the change, 896 to 1919, and
-	 * beyond them): 3000 - 400 deleted ahead + 2 new */
+	 * (the deletes ahead fall among the rows read ahead at the change,
+	 * 896 to 1919, and beyond them): 3000 - 400 deleted ahead + 3 new,
+	 * the last three */
 	for (int i = 0; i < N; i++) {
 		bool want = (i < 1100 || i >= 1400) && (i < 2500 || i >= 2600);
 		bool found = false;
@@ -1424,9 +1435,11 @@ static void check_changing_listing(struct eng *e, uint64_t dir, bool persist,
 				want ? "missing" : "listed after its delete");
 		CHECK_EQ(found, want);
 	}
-	CHECK_EQ(l.n, (size_t)(N - 400 + 2));
+	CHECK_EQ(l.n, (size_t)(N - 400 + 3));
+	CHECK_STREQ(l.v[l.n - 3].name, "r00050a");
+	CHECK_STREQ(l.v[l.n - 2].name, "r01200a");
+	CHECK_STREQ(l.v[l.n - 1].name, "r02999a");
 	for (size_t j = 0; j < l.n; j++) {
-		CHECK(strcmp(l.v[j].name, "r00050a") != 0);
 		if (l.plus)
 			eng_forget(e, l.v[j].ino, 1);
 	}
@@ -1459,6 +1472,78 @@ static void test_readdir_read_ahead(void)
 			 prefetch ? ", prefetched" : "");
 		check_changing_listing(e, dir, persist, mode, prefetch, what);
 	}
+	close_ok(e);
+}
+
+/*
+ * A listing resumed from a cookie on a new handle, after changes on both
+ * sides of it, goes on exactly after the entry that handed the cookie out:
+ * removals and renames behind it shift nothing (a count would skip as
+ * many entries as were removed), entries removed ahead are not listed, one
+ * renamed ahead is listed once under its new name where it stood, and a
+ * new one comes last. The changes pending, then persisted.
+ */
+static void test_readdir_resume_exact(void)
+{
+	enum { N = 600, AT = 250 };
+	struct eng_config cfg = lazy_cfg("resume");
+	struct eng *e = open_ok(&cfg);
+	char name[32], what[32];
+
+	for (int v = 0; v < 2; v++) {
+		struct listing first = {.stop_every = AT}, rest;
+		struct eng_dir *d = NULL;
+		uint64_t dir, inos[N];
+		size_t k = 0;
+
+		snprintf(what, sizeof(what), "resume%d", v);
+		snprintf(check_context, sizeof(check_context), "%s", what);
+		dir = mkdir_ok(e, ROOT, what);
+		for (int i = 0; i < N; i++) {
+			snprintf(name, sizeof(name), "f%04d", i);
+			inos[i] = put_file_ok(e, dir, name, "x");
+		}
+		CHECK_EQ(eng_sync(e), 0);
+		CHECK_EQ(eng_opendir(e, dir, &d), 0);
+		readdir_call(e, d, &first);
+		eng_releasedir(e, d);
+		CHECK_EQ(first.n, (size_t)AT);
+		CHECK_EQ(first.next_off, inos[AT - 1]);
+		for (int i = 0; i < 100; i++) { /* behind */
+			snprintf(name, sizeof(name), "f%04d", 2 * i + 20);
+			CHECK_EQ(eng_unlink(e, dir, name), 0);
+		}
+		CHECK_EQ(eng_rename(e, dir, "f0010", dir, "a-renamed", 0), 0);
+		for (int i = 300; i < 350; i++) { /* ahead */
+			snprintf(name, sizeof(name), "f%04d", i);
+			CHECK_EQ(eng_unlink(e, dir, name), 0);
+		}
+		CHECK_EQ(eng_rename(e, dir, "f0400", dir, "0-renamed", 0), 0);
+		put_file_ok(e, dir, "new", "n");
+		if (v)
+			CHECK_EQ(eng_sync(e), 0);
+		CHECK_EQ(eng_opendir(e, dir, &d), 0);
+		read_from(e, d, first.next_off, &rest);
+		eng_releasedir(e, d);
+		for (int i = AT; i < N; i++) {
+			if (i >= 300 && i < 350)
+				continue;
+			if (i == 400)
+				snprintf(name, sizeof(name), "0-renamed");
+			else
+				snprintf(name, sizeof(name), "f%04d", i);
+			CHECK(k < rest.n);
+			CHECK_STREQ(rest.v[k].name, name);
+			CHECK_EQ(rest.v[k].ino, inos[i]);
+			k++;
+		}
+		CHECK(k < rest.n);
+		CHECK_STREQ(rest.v[k].name, "new");
+		CHECK_EQ(rest.n, k + 1);
+		free(first.v);
+		free(rest.v);
+	}
+	check_context[0] = '\0';
 	close_ok(e);
 }
 
@@ -1992,6 +2077,7 @@ int main(void)
 	test_nlink_implicit_dirs();
 	test_readdir_read_ahead();
 	test_readdir_prefetch();
+	test_readdir_resume_exact();
 	test_readdir_dirty_run(); /* last: a failure here ends the process */
 	printf("test_engine: ok\n");
 	return 0;

@@ -1167,7 +1167,7 @@ static void check_listing(struct run *R, const char *path,
 				"exist",
 			     path, l->names[i]);
 		check_attr(R, &l->attrs[i], x);
-		if (i && strcmp(l->names[i - 1], l->names[i]) >= 0)
+		if (i && l->attrs[i - 1].ino >= l->attrs[i].ino)
 			fail(R, "listing of '%s' is out of order", path);
 	}
 	if (l->n != want) {

@@ -123,8 +123,9 @@ static void test_lookup_id(struct eng *e)
 	CHECK_EQ(eng_lookup_id(e, "user.1", ITEM_DIR, &a), -EINVAL);
 }
 
-/* What test_list() expects under "user": depth first, names as bytes
- * ("1.json" < "2.json" < "sub" < "x.json"; in sub: "3.json" < "deep"). */
+/* What test_list() expects under "user": depth first, in inode order,
+ * which here is the order main() made them in (sub/ came with user.sub.3,
+ * after 2.json and before x.json). */
 static const char user_list[] = "user.1\n"
 				"user.2\n"
 				"user.sub.3\n"
@@ -140,14 +141,16 @@ static void test_list(struct eng *e)
 	check_list(e, "user", user_list);
 	check_list(e, "user.sub", "user.sub.3\nuser.sub.deep.4\n");
 	check_list(e, "a", "a.b%2Ec\n");
-	/* the whole store: the root's entries by name ("a" < "big" < "user"
-	 * < "user.json" < "username") */
+	/* the whole store: the root's entries in the order they were made
+	 * (user/, user.json, username.json, a/, big/ with its items made
+	 * from the last name to the first) */
 	all = list(e, "", 0);
-	CHECK(strncmp(all, "a.b%2Ec\nbig.0000\nbig.0001\n", 26) == 0);
-	big = strstr(all, "big.0299\n");
-	CHECK(big);
-	CHECK(strcmp(big + 9, "user.1\nuser.2\nuser.sub.3\nuser.sub.deep.4\n"
-			      "user.x\nuser\nusername.5\n") == 0);
+	CHECK(strncmp(all,
+		      "user.1\nuser.2\nuser.sub.3\nuser.sub.deep.4\n"
+		      "user.x\nuser\nusername.5\na.b%2Ec\nbig.0299\n",
+		      81) == 0);
+	big = strstr(all, "big.0000\n");
+	CHECK(big && big[9] == '\0');
 	for (char *p = all; *p; p++)
 		n += *p == '\n';
 	CHECK_EQ(n, NBIG + 8);
@@ -155,7 +158,7 @@ static void test_list(struct eng *e)
 	/* paging: 300 entries in one directory, all in order */
 	big = list(e, "big", 0);
 	for (int i = 0; i < NBIG; i++) {
-		snprintf(want, sizeof(want), "big.%04d\n", i);
+		snprintf(want, sizeof(want), "big.%04d\n", NBIG - 1 - i);
 		CHECK(strncmp(big + (size_t)i * 9, want, 9) == 0);
 	}
 	CHECK_EQ(strlen(big), NBIG * 9);

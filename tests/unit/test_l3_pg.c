@@ -191,8 +191,8 @@ static void drop_connections(void)
 /* The (parent, name) uniqueness of entries: the constraint
  * entries_parent_name and its own index of that name, which carries ino
  * and kind (schema version 5) or not (before), and no other index on
- * (parent, name) beside it: entries has its primary key, this and the
- * (parent, stem) index. */
+ * (parent, name) beside it: entries has its primary key, this, the
+ * (parent, stem) index and (from version 6) the (parent, ino) one. */
 static void check_parent_name_index(bool covering)
 {
 	char *def;
@@ -204,7 +204,9 @@ static void check_parent_name_index(bool covering)
 			   " AND conindid = 'entries_parent_name'::regclass"),
 		 1);
 	CHECK_EQ(admin_int("SELECT count(*) FROM pg_index"
-			   " WHERE indrelid = 'entries'::regclass"),
+			   " WHERE indrelid = 'entries'::regclass"
+			   " AND indexrelid::regclass::text"
+			   " <> 'entries_parent_ino'"),
 		 3);
 	def = admin_text("SELECT pg_get_indexdef("
 			 "'entries_parent_name'::regclass)");
@@ -215,6 +217,25 @@ static void check_parent_name_index(bool covering)
 		CHECK(strstr(def, "UNIQUE INDEX entries_parent_name ON ") &&
 		      strstr(def, " (parent, name)") &&
 		      !strstr(def, "INCLUDE"));
+	free(def);
+}
+
+/* The (parent, ino) index of listings: there with name and kind in its
+ * leaves (schema version 6), or not there (before). */
+static void check_parent_ino_index(bool there)
+{
+	char *def;
+
+	if (!there) {
+		CHECK_EQ(admin_int("SELECT count(*) FROM pg_class"
+				   " WHERE relname = 'entries_parent_ino'"),
+			 0);
+		return;
+	}
+	def = admin_text("SELECT pg_get_indexdef("
+			 "'entries_parent_ino'::regclass)");
+	CHECK(strstr(def, "INDEX entries_parent_ino ON ") &&
+	      strstr(def, " (parent, ino) INCLUDE (name, kind)"));
 	free(def);
 }
 
@@ -295,9 +316,10 @@ static void test_open_creates_root(void)
 		 18);
 	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
 			   " WHERE key = 'schema_version'"),
-		 5);
+		 6);
 	/* the (parent, name) constraint's index carries ino and kind */
 	check_parent_name_index(true);
+	check_parent_ino_index(true);
 	/* the feed: empty, its head at 0 */
 	CHECK_EQ(admin_int("SELECT count(*) FROM feed"), 0);
 	CHECK_EQ(admin_int("SELECT seq + trimmed FROM feed_head WHERE id = 1"),
@@ -778,9 +800,10 @@ static void test_refuse(void)
 	store_free(s);
 }
 
-/* The listing of names (the statement list_names runs, by its text) of
- * directory @dir, which holds @n entries, once vacuumed: an index-only scan of
- * entries_parent_name that reads no row from the table (Heap Fetches: 0),
+/* The listing of names (the statement list_by_ino runs for names, by its
+ * text) of directory @dir, which holds @n entries, once vacuumed: an
+ * index-only scan of entries_parent_ino that reads no row from the table
+ * (Heap Fetches: 0),
  * with no sort. Sequential and bitmap scans are off, as the planner would
  * rather read a small table whole. */
 static void check_list_names_plan(uint64_t dir, int n)
@@ -791,13 +814,13 @@ static void check_list_names_plan(uint64_t dir, int n)
 
 	admin_exec("VACUUM (ANALYZE) entries");
 	snprintf(sql, sizeof(sql),
-		 "PREPARE tierfs_test_names (bigint, bytea, bigint) AS %s",
-		 lpg_stmts[S_LIST_NAMES].sql);
+		 "PREPARE tierfs_test_names (bigint, bigint, bigint) AS %s",
+		 lpg_stmts[S_LIST_INO_NAMES].sql);
 	admin_exec(sql);
 	admin_exec("SET enable_seqscan = off; SET enable_bitmapscan = off");
 	snprintf(sql, sizeof(sql),
 		 "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF)"
-		 " EXECUTE tierfs_test_names (%llu, ''::bytea, 1024)",
+		 " EXECUTE tierfs_test_names (%llu, 0, 1024)",
 		 (unsigned long long)dir);
 	res = PQexec(admin, sql);
 	CHECK_EQ(PQresultStatus(res), PGRES_TUPLES_OK);
@@ -805,7 +828,7 @@ static void check_list_names_plan(uint64_t dir, int n)
 	for (int r = 0; r < PQntuples(res); r++) {
 		const char *d = PQgetvalue(res, r, 0);
 
-		if (strstr(d, "Index Only Scan using entries_parent_name"))
+		if (strstr(d, "Index Only Scan using entries_parent_ino"))
 			only = true;
 		if (strstr(d, "Index Only Scan") && strstr(d, rows))
 			all = true;
@@ -814,7 +837,7 @@ static void check_list_names_plan(uint64_t dir, int n)
 		if (strstr(d, "Sort"))
 			sorted = true;
 		if (getenv("TEST_VERBOSE"))
-			fprintf(stderr, "list_names plan: %s\n", d);
+			fprintf(stderr, "names plan: %s\n", d);
 	}
 	PQclear(res);
 	CHECK(only);
@@ -825,9 +848,10 @@ static void check_list_names_plan(uint64_t dir, int n)
 		   " RESET enable_seqscan; RESET enable_bitmapscan");
 }
 
-/* The statements must be able to use the (parent, name) index and never
- * sort: bytea needs no collation. The listing of names reads the index
- * alone. */
+/* The statements must be able to use their index and never sort: bytea
+ * needs no collation. Lookups and walks by name use the (parent, name)
+ * index, listings in inode order the (parent, ino) one, and the listing
+ * of names reads the index alone. */
 static void test_query_plans(void)
 {
 	static const char *const queries[] = {
@@ -835,6 +859,15 @@ static void test_query_plans(void)
 		 " ORDER BY name LIMIT 10"),
 		"SELECT * FROM entries WHERE parent = 1 AND name = 'a'::bytea",
 		"SELECT 1 FROM entries WHERE parent = 1 LIMIT 1",
+		("SELECT * FROM entries WHERE parent = 1 AND ino > 5"
+		 " ORDER BY ino LIMIT 10"),
+	};
+	/* the index each query must use */
+	static const char *const indexes[] = {
+		"entries_parent_name",
+		"entries_parent_name",
+		"entries_parent_",
+		"entries_parent_ino",
 	};
 	struct store *s = open_fresh();
 
@@ -860,7 +893,7 @@ static void test_query_plans(void)
 		for (int r = 0; r < PQntuples(res); r++) {
 			const char *d = PQgetvalue(res, r, 0);
 
-			if (strstr(d, "entries_parent_name"))
+			if (strstr(d, indexes[i]))
 				indexed = true;
 			if (strstr(d, "Sort"))
 				sorted = true;
@@ -1796,7 +1829,7 @@ static void test_migration(void)
 	CHECK_EQ(count_hits, 1);
 	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
 			   " WHERE key = 'schema_version'"),
-		 5);
+		 6);
 	CHECK_EQ(admin_int("SELECT count(*) FROM entries"
 			   " WHERE atime_ns IS DISTINCT FROM mtime_ns"),
 		 0);
@@ -2162,7 +2195,7 @@ static void test_feed_wait_listen(void)
 	store_free(a);
 }
 
-/* A version-2 schema (as 188c1f6 left it) is migrated to version 5 (4:
+/* A version-2 schema (as 188c1f6 left it) is migrated to version 6 (4:
  * the feed tables, empty); a migration that fails leaves version 2. */
 static void test_feed_migration(void)
 {
@@ -2176,6 +2209,7 @@ static void test_feed_migration(void)
 	s = open_ok();
 	store_free(s);
 	admin_exec("DROP TABLE feed, feed_head;"
+		   "DROP INDEX entries_parent_ino;"
 		   "ALTER TABLE entries DROP COLUMN atime_ns;"
 		   "UPDATE tierfs_meta SET value = 2"
 		   " WHERE key = 'schema_version'");
@@ -2197,7 +2231,7 @@ static void test_feed_migration(void)
 	CHECK_EQ(count_hits, 1);
 	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
 			   " WHERE key = 'schema_version'"),
-		 5);
+		 6);
 	CHECK_EQ(feed_head_of(s), 0);
 	CHECK_EQ(lookup_ino(s, 9, "\xff"), 10); /* the rows are kept */
 	f = put_file(s, new_ino(s), 9, "new", ITEM_BINARY, "n", 1);
@@ -2265,10 +2299,10 @@ static void test_migration_3(void)
 	count_word = "migrated";
 	count_hits = 0;
 	s = open_ok();
-	CHECK_EQ(count_hits, 3); /* to 3, to 4, then to 5 */
+	CHECK_EQ(count_hits, 4); /* to 3, to 4, to 5, then to 6 */
 	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
 			   " WHERE key = 'schema_version'"),
-		 5);
+		 6);
 	migrated = entries_columns();
 	CHECK_STREQ(migrated, fresh);
 	CHECK_EQ(s->ops->get(s, 4, &r), 0);
@@ -2315,33 +2349,90 @@ static void test_migration_3(void)
 	free(migrated);
 }
 
+/* The schema version tierfs_meta holds. */
+static long long schema_version(void)
+{
+	return admin_int("SELECT value FROM tierfs_meta"
+			 " WHERE key = 'schema_version'");
+}
+
+/* The schema as the steps from version 1 leave it, with the definition of
+ * index @index as a new schema makes it (caller frees). */
+static char *migrated_from_v1(const char *index)
+{
+	char sql[160];
+	char *fresh;
+
+	reset_schema();
+	store_free(open_fresh());
+	snprintf(sql, sizeof(sql), "SELECT pg_get_indexdef('%s'::regclass)",
+		 index);
+	fresh = admin_text(sql);
+	make_v1_schema();
+	count_word = NULL;
+	store_free(open_ok());
+	return fresh;
+}
+
+/* An open that fails on @word, of a step of @version, leaves @version and
+ * logs no migration. */
+static void migration_fails(const char *word, long long version)
+{
+	count_word = "migrated";
+	count_hits = 0;
+	open_fails(uri, -EIO, word);
+	CHECK_EQ(count_hits, 0);
+	CHECK_EQ(schema_version(), version);
+}
+
+/* An open logs @line once and leaves the schema at the current version;
+ * index @index is then defined as @fresh. */
+static struct store *migrates_once(const char *line, const char *index,
+				   const char *fresh)
+{
+	char sql[160], *def;
+	struct store *s;
+
+	count_word = line;
+	count_hits = 0;
+	s = open_ok();
+	CHECK_EQ(count_hits, 1);
+	CHECK_EQ(schema_version(), 6);
+	snprintf(sql, sizeof(sql), "SELECT pg_get_indexdef('%s'::regclass)",
+		 index);
+	def = admin_text(sql);
+	CHECK_STREQ(def, fresh);
+	free(def);
+	return s;
+}
+
+/* Reopening migrates nothing. */
+static void reopens_quietly(void)
+{
+	count_word = "migrated";
+	count_hits = 0;
+	store_free(open_ok());
+	CHECK_EQ(count_hits, 0);
+	count_word = NULL;
+}
+
 /* A version-4 schema (the (parent, name) index without INCLUDE, as
- * 6e5bea8 made it) migrates to 5: the index carries ino and kind, the
- * constraint keeps its name and refuses duplicates, the rows are kept, and
- * list_names reads the index alone. A step to 5 that fails leaves version
- * 4 and its index as they were. */
+ * 6e5bea8 made it) migrates to 5 (and on to 6): the index carries ino and
+ * kind, the constraint keeps its name and refuses duplicates, and the rows
+ * are kept. A step to 5 that fails leaves version 4 and its index as they
+ * were. */
 static void test_migration_5(void)
 {
 	static const char *want_a[] = {"b", "c", "d"};
+	char *fresh = migrated_from_v1("entries_parent_name");
 	struct store *s;
 	PGresult *res;
-	char *fresh, *migrated;
 	uint64_t f;
 
-	reset_schema();
-	s = open_fresh();
-	store_free(s);
-	fresh = admin_text("SELECT pg_get_indexdef("
-			   "'entries_parent_name'::regclass)");
-
-	/* version 4: what the steps from version 1 made, with the
-	 * constraint as version 4 declared it */
-	make_v1_schema();
-	count_word = NULL;
-	s = open_ok();
-	store_free(s);
+	/* version 4: with the constraint as version 4 declared it */
 	admin_exec("ALTER TABLE entries DROP CONSTRAINT entries_parent_name,"
 		   " ADD CONSTRAINT entries_parent_name UNIQUE (parent, name);"
+		   "DROP INDEX entries_parent_ino;"
 		   "UPDATE tierfs_meta SET value = 4"
 		   " WHERE key = 'schema_version'");
 	check_parent_name_index(false);
@@ -2350,28 +2441,14 @@ static void test_migration_5(void)
 	admin_exec("CREATE TABLE tierfs_test_ref (parent bigint, name bytea,"
 		   " FOREIGN KEY (parent, name)"
 		   " REFERENCES entries (parent, name))");
-	count_word = "migrated";
-	count_hits = 0;
-	open_fails(uri, -EIO, "entries_parent_name");
-	CHECK_EQ(count_hits, 0);
-	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
-			   " WHERE key = 'schema_version'"),
-		 4);
+	migration_fails("entries_parent_name", 4);
 	check_parent_name_index(false);
 	admin_exec("DROP TABLE tierfs_test_ref");
 
-	count_word = "migrated the schema from version 4 to 5: the (parent, "
-		     "name) index includes ino and kind";
-	count_hits = 0;
-	s = open_ok();
-	CHECK_EQ(count_hits, 1);
-	CHECK_EQ(admin_int("SELECT value FROM tierfs_meta"
-			   " WHERE key = 'schema_version'"),
-		 5);
+	s = migrates_once("migrated the schema from version 4 to 5: the "
+			  "(parent, name) index includes ino and kind",
+			  "entries_parent_name", fresh);
 	check_parent_name_index(true);
-	migrated = admin_text("SELECT pg_get_indexdef("
-			      "'entries_parent_name'::regclass)");
-	CHECK_STREQ(migrated, fresh);
 	/* the rows are kept: a/ holds b and c/, x/y/z/ holds \xff */
 	CHECK_EQ(lookup_ino(s, 9, "\xff"), 10);
 	CHECK_EQ(lookup_ino(s, 2, "b"), 4);
@@ -2390,17 +2467,47 @@ static void test_migration_5(void)
 	CHECK_STREQ(PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME),
 		    "entries_parent_name");
 	PQclear(res);
+	reopens_quietly();
+	free(fresh);
+}
+
+/* A version-5 schema (without the (parent, ino) index, as 038ca6c made
+ * it) migrates to 6: the index is made as a new schema has it, the rows
+ * are kept, they list in inode order, and the listing of names reads the
+ * index alone. A step to 6 that fails leaves version 5 as it was. */
+static void test_migration_6(void)
+{
+	static const char *want_a[] = {"b", "c", "d"};
+	char *fresh = migrated_from_v1("entries_parent_ino");
+	struct store *s;
+	uint64_t f;
+
+	/* version 5: without the index */
+	admin_exec("DROP INDEX entries_parent_ino;"
+		   "UPDATE tierfs_meta SET value = 5"
+		   " WHERE key = 'schema_version'");
+	check_parent_ino_index(false);
+
+	/* a step that fails (a table of the index's name is in the way) */
+	admin_exec("CREATE TABLE entries_parent_ino (x int)");
+	migration_fails("entries_parent_ino", 5);
+	admin_exec("DROP TABLE entries_parent_ino");
+	check_parent_ino_index(false);
+
+	s = migrates_once("migrated the schema from version 5 to 6: the "
+			  "(parent, ino) index of listings",
+			  "entries_parent_ino", fresh);
+	check_parent_ino_index(true);
+	/* the rows are kept: a/ holds b and c/, x/y/z/ holds \xff */
+	CHECK_EQ(lookup_ino(s, 9, "\xff"), 10);
+	f = put_file(s, new_ino(s), 2, "d", ITEM_BINARY, "d", 1);
+	CHECK_EQ(lookup_ino(s, 2, "d"), (long long)f);
+	check_listing(s, 2, 2, want_a, 3);
+	store_free(s);
 	/* the listing of a/ reads the index alone */
 	check_list_names_plan(2, 3);
-	/* reopening migrates nothing */
-	count_word = "migrated";
-	count_hits = 0;
-	s = open_ok();
-	CHECK_EQ(count_hits, 0);
-	store_free(s);
-	count_word = NULL;
+	reopens_quietly();
 	free(fresh);
-	free(migrated);
 }
 
 /* ---- the property test ---- */
@@ -3024,6 +3131,7 @@ int main(void)
 	test_migration();
 	test_migration_3();
 	test_migration_5();
+	test_migration_6();
 	test_merkle_property();
 	test_feed_cases();
 	test_feed_commit_order();

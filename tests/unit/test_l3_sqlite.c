@@ -30,7 +30,7 @@
 #include "store_feed_cases.h"
 
 /* The schema version this build writes (LSQ_SCHEMA_VERSION). */
-#define LSQ_TEST_SCHEMA 4
+#define LSQ_TEST_SCHEMA 5
 
 static char tmpdir[] = "/tmp/test_l3_sqlite.XXXXXX";
 static bool tmpdir_made;
@@ -561,10 +561,16 @@ static void check_query_plans(const char *path)
 		{"SELECT * FROM entries WHERE parent = ?1 AND name = ?2",
 		 "INDEX entries_parent_name "},
 		{"SELECT 1 FROM entries WHERE parent = ?1 LIMIT 1",
-		 "INDEX entries_parent_name "},
+		 "INDEX entries_parent_"},
 		{("SELECT name, kind, hash, merkle, ino FROM entries"
 		  " WHERE parent = ?1 ORDER BY name"),
 		 "COVERING INDEX entries_children "},
+		{("SELECT * FROM entries WHERE parent = ?1 AND ino > ?2"
+		  " ORDER BY ino LIMIT ?3"),
+		 "INDEX entries_parent_ino "},
+		{("SELECT ino, parent, name, kind FROM entries"
+		  " WHERE parent = ?1 AND ino > ?2 ORDER BY ino LIMIT ?3"),
+		 "INDEX entries_parent_ino "},
 	};
 	sqlite3 *db = NULL;
 
@@ -1386,6 +1392,7 @@ static void test_merkle_property(void)
 	 * file back into version 1 by hand, then open it */
 	raw_exec(db_path("property.db"),
 		 "DROP INDEX entries_children;"
+		 "DROP INDEX entries_parent_ino;"
 		 "ALTER TABLE entries DROP COLUMN merkle;"
 		 "DROP TABLE feed;"
 		 "DELETE FROM meta WHERE key = 'feed_trimmed';"
@@ -1393,7 +1400,7 @@ static void test_merkle_property(void)
 		 "UPDATE meta SET value = 1 WHERE key = 'schema_version'");
 	log_reset();
 	s = open_ok("property.db");
-	CHECK_EQ(nmigrated, 3);
+	CHECK_EQ(nmigrated, 4);
 	tree_check(s, after);
 	tree_same(before, after);
 	store_free(s);
@@ -1675,13 +1682,15 @@ static void test_merkle_migration(void)
 
 	log_reset();
 	s = open_ok("v1.db");
-	CHECK_EQ(nmigrated, 3); /* to 2, to 3, then to 4 */
+	CHECK_EQ(nmigrated, 4); /* to 2, to 3, to 4, then to 5 */
 	CHECK(strstr(migrated_lines, "version 1 to 2: merkle hashes computed, "
 				     "directories: 5\n") != NULL);
 	CHECK(strstr(migrated_lines, "version 2 to 3: atime set to mtime, "
 				     "entries: 11\n") != NULL);
 	CHECK(strstr(migrated_lines, "version 3 to 4: change feed added\n") !=
 	      NULL);
+	CHECK(strstr(migrated_lines, "version 4 to 5: the (parent, ino) index "
+				     "of listings\n") != NULL);
 	CHECK_EQ(raw_int(path, "SELECT value FROM meta"
 			       " WHERE key = 'schema_version'"),
 		 LSQ_TEST_SCHEMA);
@@ -1729,7 +1738,7 @@ static void test_merkle_migration(void)
 	sqlite3_close(db);
 	log_reset();
 	s = open_ok("v1-cycle.db");
-	CHECK_EQ(nmigrated, 3);
+	CHECK_EQ(nmigrated, 4);
 	CHECK(strstr(migrated_lines, "directories: 3\n") != NULL);
 	CHECK_EQ(nwarnings, 1);
 	stored_merkle(s, 20, h);
@@ -1814,6 +1823,7 @@ static void test_feed_migration(void)
 	/* what a version-2 file lacks */
 	raw_exec(path,
 		 "DROP TABLE feed;"
+		 "DROP INDEX entries_parent_ino;"
 		 "DELETE FROM meta WHERE key = 'feed_trimmed';"
 		 "DELETE FROM sqlite_sequence;"
 		 "ALTER TABLE entries DROP COLUMN atime_ns;"
@@ -1824,7 +1834,7 @@ static void test_feed_migration(void)
 
 	log_reset();
 	s = open_ok("v2.db");
-	CHECK_EQ(nmigrated, 2);
+	CHECK_EQ(nmigrated, 3);
 	CHECK(strstr(migrated_lines, "version 3 to 4") != NULL);
 	CHECK_EQ(raw_int(path, "SELECT value FROM meta"
 			       " WHERE key = 'schema_version'"),
@@ -1846,6 +1856,53 @@ static void test_feed_migration(void)
 	s = open_ok("v2.db");
 	CHECK_EQ(nmigrated, 0);
 	CHECK_EQ(feed_head_of(s), 1);
+	store_free(s);
+}
+
+/* A version-4 file (as 038ca6c made it: no (parent, ino) index) migrates
+ * to version 5 at open: the index is made, the rows are kept and list in
+ * inode order, and the next open migrates nothing. A step that fails (a
+ * table of the index's name is in the way) leaves version 4. */
+static void test_listing_migration(void)
+{
+	static const char *want[] = {"a", "b", "c"};
+	const char *path = db_path("v4.db");
+	struct store *s = open_ok("v4.db");
+	uint64_t d;
+
+	d = put_dir(s, new_ino(s), STORE_ROOT_INO, "d");
+	put_file(s, new_ino(s), d, "c", ITEM_BINARY, "c", 1);
+	put_file(s, new_ino(s), d, "a", ITEM_BINARY, "a", 1);
+	store_free(s);
+	raw_exec(path, "DROP INDEX entries_parent_ino;"
+		       "UPDATE meta SET value = 4"
+		       " WHERE key = 'schema_version';"
+		       "CREATE TABLE entries_parent_ino (x);");
+	log_reset();
+	s = NULL;
+	CHECK(l3_sqlite_open(path, &test_log, &s) < 0);
+	CHECK(log_has("entries_parent_ino"));
+	CHECK_EQ(raw_int(path, "SELECT value FROM meta"
+			       " WHERE key = 'schema_version'"),
+		 4);
+	raw_exec(path, "DROP TABLE entries_parent_ino");
+
+	log_reset();
+	s = open_ok("v4.db");
+	CHECK_EQ(nmigrated, 1);
+	CHECK(strstr(migrated_lines, "version 4 to 5: the (parent, ino) index "
+				     "of listings\n") != NULL);
+	CHECK_EQ(raw_int(path, "SELECT value FROM meta"
+			       " WHERE key = 'schema_version'"),
+		 LSQ_TEST_SCHEMA);
+	put_file(s, new_ino(s), d, "b", ITEM_BINARY, "b", 1);
+	check_listing(s, d, 2, want, 3);
+	store_free(s);
+	check_query_plans(path);
+
+	log_reset();
+	s = open_ok("v4.db");
+	CHECK_EQ(nmigrated, 0);
 	store_free(s);
 }
 
@@ -2093,7 +2150,7 @@ static void test_atime_migration(void)
 
 	log_reset();
 	s = open_ok("v2-atime.db");
-	CHECK_EQ(nmigrated, 2);
+	CHECK_EQ(nmigrated, 3);
 	CHECK(strstr(migrated_lines, "migrated schema version 2 to 3: atime "
 				     "set to mtime, entries: 4\n") != NULL);
 	CHECK_EQ(raw_int(path, "SELECT value FROM meta"
@@ -2247,6 +2304,7 @@ int main(void)
 	test_merkle_property();
 	test_feed_cases();
 	test_feed_migration();
+	test_listing_migration();
 	test_feed_trim_age();
 	test_feed_data_version();
 	test_feed_two_appliers();
