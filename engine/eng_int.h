@@ -347,6 +347,7 @@ struct eng {
 	uint64_t prefetch_batches, prefetched;
 	/* listings' rows read in the background, and those used */
 	uint64_t list_prefetches, list_prefetches_used;
+	uint64_t dir_handles; /* open directory handles (listing.c) */
 };
 
 /* --- time --- */

@@ -74,6 +74,7 @@ int eng_opendir(struct eng *e, uint64_t ino, struct eng_dir **dp)
 	d->n = n;
 	d->link.release = dir_release;
 	n->opens++;
+	e->dir_handles++;
 	handle_link(e, &d->link);
 	*dp = d;
 out_unlock:
@@ -89,6 +90,7 @@ void eng_releasedir(struct eng *e, struct eng_dir *d)
 	while (d->prefetch) /* its reader runs it after its reply */
 		pthread_cond_wait(&e->dir_cond, &e->lock);
 	handle_unlink(&d->link);
+	e->dir_handles--;
 	d->n->opens--;
 	node_try_free(e, d->n);
 	pthread_mutex_unlock(&e->lock);

@@ -256,6 +256,9 @@ int eng_metrics_text(struct eng *e, char **out, size_t *len)
 	metric_u64(f, "list_prefetches_used_total", "counter",
 		   "... and taken by the listing (not dropped unused)",
 		   e->list_prefetches_used);
+	metric_u64(f, "dir_handles", "gauge",
+		   "directory handles open: listings in progress",
+		   e->dir_handles);
 	metric(f, "filter_names", "gauge", "names in the filter");
 	fprintf(f, "tierfs_filter_names %zu\n",
 		e->filter ? cuckoo_count(e->filter) : 0);

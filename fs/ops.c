@@ -778,7 +778,12 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 			r = eng_readdir_names(db.t->eng, d, pos, dirbuf_add,
 					      &db, &prefetch);
 	}
-	if (db.t->no_opendir)
+	/* the handle waits for the listing's next call, unless this one
+	 * showed nothing (the end, or an error): a call that comes back to
+	 * this offset anyway resumes as exactly on a new handle */
+	if (db.t->no_opendir && db.len == 0 && !prefetch)
+		eng_releasedir(db.t->eng, d);
+	else if (db.t->no_opendir)
 		eng_releasedir(db.t->eng,
 			       tfs_cursor_put(&db.t->cursors, ino,
 					      (uint64_t)db.last, d));

@@ -94,7 +94,13 @@ def test_readdir_of_20000_entries(tierfs):
     big, names = fill(m, BIG)
     m.remount()
     with os.scandir(big) as it:
-        entries = [(e.name, e.inode(), e.is_file(follow_symlinks=False)) for e in it]
+        first = next(it)
+        # a listing in progress keeps its directory handle between calls
+        assert metric(m, "tierfs_dir_handles") == 1
+        entries = [(e.name, e.inode(), e.is_file(follow_symlinks=False))
+                   for e in [first, *it]]
+    # the listing ended: its handle went with it
+    assert metric(m, "tierfs_dir_handles") == 0
     listed = [n for n, _, _ in entries]
     check_order([(n, i) for n, i, _ in entries])
     assert listed == names  # made in this order, so numbered in it
@@ -164,8 +170,9 @@ def test_readdir_with_changes_during_the_listing(tierfs, persist):
 
 
 def test_a_read_only_mount_lists_20000_entries_twice_at_once(tierfs_factory):
-    """On a read-only mount no directory is opened: readdir calls find
-    the listing's handle in a table of cursors by directory and offset, and
+    """No mount opens a directory (a read-only one here): readdir calls
+    find the listing's handle in a table of cursors by directory and
+    offset, and
     a cursor's next rows are read in the background after the reply, while
     the next readdir call may already have taken it. `ls -f` and `find` of
     the same 20,000 entries at once, then `ls -f` alone after a remount:
