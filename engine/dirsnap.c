@@ -11,13 +11,19 @@
  * answered from memory by the lookups that follow, found or absent. D
  * keeps one range. The first load starts at D's first name and reads
  * SNAP_PAGE_MAX rows, so a directory of up to that many entries is read
- * whole in one query. A name outside the range loads a new range that
- * starts at that name, replacing the old one; its size follows how many
- * lookups the old range answered (twice that, from SNAP_PAGE_MIN up to
- * SNAP_PAGE_MAX): a walk in name order reads big pages, lookups scattered
- * over a huge directory read small ones, near the cost of the single
- * lookups they replace. All snapshots together hold at most SNAP_BYTES
- * (the least recently used go first).
+ * whole in one query. A name after a range that starts at D's first name
+ * grows the range by the next SNAP_PAGE_MAX names, as often as needed,
+ * until the range holds SNAP_GROW_BYTES: walkers look names up in the
+ * order readdir gave them, which is inode order, not name order (GNU tar
+ * reads a whole directory, then stats each entry), so a directory of tens
+ * of thousands of entries is read whole, a page per query, whatever order
+ * its names come in. Past that, a name outside the range loads a new
+ * range that starts at that name, replacing the old one; its size follows
+ * how many lookups the old range answered (twice that, from SNAP_PAGE_MIN
+ * up to SNAP_PAGE_MAX): a walk in name order reads big pages, lookups
+ * scattered over a huge directory read small ones, near the cost of the
+ * single lookups they replace. All snapshots together hold at most
+ * SNAP_BYTES (the least recently used go first).
  *
  * A page whose listing skipped corrupt rows (store.h: list() leaves them
  * out, counted in store.corrupt) answers only the names it holds: an
@@ -58,6 +64,7 @@
 #define SNAP_PAGE_MAX 1000
 #define SNAP_PAGE_MIN 64
 #define SNAP_BYTES (16u << 20)
+#define SNAP_GROW_BYTES (SNAP_BYTES / 2)
 #define PREFETCH_MAX 128
 #define PREFETCH_BYTES (8u << 20)
 
@@ -79,6 +86,7 @@ struct dirsnap {
 	struct snap_ent *ents; /* in name order */
 	size_t n;
 	char *names;
+	size_t names_len;
 	size_t bytes;
 	uint64_t hits;	 /* lookups it answered */
 	uint64_t serial; /* e->snap_serial when made */
@@ -195,38 +203,39 @@ static void name_before(const char *name, char out[STORE_NAME_MAX + 1])
 	out[STORE_NAME_MAX] = '\0';
 }
 
-/* Makes a snapshot of @nrows rows (their meta stolen) read after @lo
- * with @limit; installs it in place of @dir's. -ENOMEM. */
-static int install(struct eng *e, uint64_t dir, const char *lo,
-		   struct store_row *rows, size_t nrows, size_t limit,
-		   bool holey)
+/* Appends @nrows rows (their meta stolen), which sort after @s's last
+ * name, to @s; @limit rows were asked for, so fewer reach the end. The
+ * bytes are counted in @s and e->snap_bytes. On -ENOMEM @s may hold some
+ * of the rows: the caller frees it. */
+static int add_rows(struct eng *e, struct dirsnap *s, struct store_row *rows,
+		    size_t nrows, size_t limit)
 {
-	struct dirsnap *s = calloc(1, sizeof(*s));
-	size_t names = 0, off = 0;
+	size_t names = 0, off = s->names_len, added;
+	struct snap_ent *ents;
+	uintptr_t old;
+	char *buf;
 
-	if (!s)
-		return -ENOMEM;
 	for (size_t i = 0; i < nrows; i++)
 		names += strlen(rows[i].name) + 1;
-	s->ents = calloc(nrows ? nrows : 1, sizeof(*s->ents));
-	s->names = malloc(names ? names : 1);
-	if (!s->ents || !s->names)
-		goto out_free;
-	s->dir = dir;
-	s->holey = holey;
-	s->serial = ++e->snap_serial;
-	snprintf(s->lo, sizeof(s->lo), "%s", lo);
+	ents = realloc(s->ents, (s->n + nrows ? s->n + nrows : 1) *
+					sizeof(*ents));
+	if (!ents)
+		return -ENOMEM;
+	s->ents = ents;
+	old = (uintptr_t)s->names;
+	buf = realloc(s->names, off + names ? off + names : 1);
+	if (!buf)
+		return -ENOMEM;
+	for (size_t i = 0; i < s->n; i++) /* the buffer may have moved */
+		s->ents[i].name = buf + ((uintptr_t)s->ents[i].name - old);
+	s->names = buf;
+	s->names_len = off + names;
 	s->to_end = nrows < limit;
 	if (nrows)
 		snprintf(s->hi, sizeof(s->hi), "%s", rows[nrows - 1].name);
-	s->bytes = sizeof(*s) + nrows * sizeof(*s->ents) + names;
-	forget_dir(e, dir);
-	while (e->snap_tail && e->snap_bytes + s->bytes > SNAP_BYTES)
-		snap_free(e, e->snap_tail);
-	if (u64map_put(&e->snaps, dir, s) < 0)
-		goto out_free;
-	e->snap_bytes += s->bytes;
-	lru_push(e, s);
+	added = nrows * sizeof(*s->ents) + names;
+	s->bytes += added;
+	e->snap_bytes += added;
 	for (size_t i = 0; i < nrows; i++) {
 		struct snap_ent *x = &s->ents[s->n++];
 		size_t len = strlen(rows[i].name) + 1;
@@ -241,24 +250,64 @@ static int install(struct eng *e, uint64_t dir, const char *lo,
 		memset(&rows[i].meta, 0, sizeof(rows[i].meta));
 		/* an entry in two snapshots: the other one is older */
 		other = (uintptr_t)u64map_get(&e->snap_inos, x->ino);
-		if (other && other != dir)
+		if (other && other != s->dir)
 			forget_dir(e, other);
 		s->bytes += x->meta.xattrs_len;
 		e->snap_bytes += x->meta.xattrs_len;
 		if (u64map_put(&e->snap_inos, x->ino,
-			       (void *)(uintptr_t)dir) < 0) {
-			/* a feed record could not find it: keep none */
-			snap_free(e, s);
-			return -ENOMEM;
-		}
+			       (void *)(uintptr_t)s->dir) < 0)
+			return -ENOMEM; /* a feed record could not find it */
 	}
 	return 0;
+}
 
-out_free:
-	free(s->ents);
-	free(s->names);
-	free(s);
-	return -ENOMEM;
+/* The bytes add_rows() counts for @nrows rows, but their xattrs. */
+static size_t rows_bytes(const struct store_row *rows, size_t nrows)
+{
+	size_t bytes = nrows * sizeof(struct snap_ent);
+
+	for (size_t i = 0; i < nrows; i++)
+		bytes += strlen(rows[i].name) + 1;
+	return bytes;
+}
+
+/* Makes room for @bytes more in the snapshots, dropping the least
+ * recently used ones but @keep. */
+static void make_room(struct eng *e, size_t bytes, const struct dirsnap *keep)
+{
+	while (e->snap_tail && e->snap_tail != keep &&
+	       e->snap_bytes + bytes > SNAP_BYTES)
+		snap_free(e, e->snap_tail);
+}
+
+/* Makes a snapshot of @nrows rows (their meta stolen) read after @lo
+ * with @limit; installs it in place of @dir's. -ENOMEM. */
+static int install(struct eng *e, uint64_t dir, const char *lo,
+		   struct store_row *rows, size_t nrows, size_t limit,
+		   bool holey)
+{
+	struct dirsnap *s = calloc(1, sizeof(*s));
+
+	if (!s)
+		return -ENOMEM;
+	s->dir = dir;
+	s->holey = holey;
+	s->serial = ++e->snap_serial;
+	snprintf(s->lo, sizeof(s->lo), "%s", lo);
+	s->bytes = sizeof(*s);
+	forget_dir(e, dir);
+	make_room(e, sizeof(*s) + rows_bytes(rows, nrows), NULL);
+	if (u64map_put(&e->snaps, dir, s) < 0) {
+		free(s);
+		return -ENOMEM;
+	}
+	e->snap_bytes += s->bytes;
+	lru_push(e, s);
+	if (add_rows(e, s, rows, nrows, limit) < 0) {
+		snap_free(e, s);
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 /* Reads the page of @dir's children that answers @name (after @old's
@@ -306,6 +355,60 @@ static int load(struct eng *e, struct node *dir, const char *name,
 	return r;
 }
 
+/* true when @s should grow to answer @name: it holds @dir's first names
+ * on, @name comes after them, and it has room (see the top of the file) */
+static bool grows(const struct dirsnap *s, const char *name)
+{
+	return !s->lo[0] && !s->to_end && s->bytes < SNAP_GROW_BYTES &&
+	       strcmp(name, s->hi) > 0;
+}
+
+/* Reads the page of @dir's children after @s's last name and appends it
+ * to @s. Drops the lock. 0, or a negative errno (then @s is unchanged,
+ * or gone). */
+static int grow(struct eng *e, struct node *dir, struct dirsnap *s)
+{
+	char lo[STORE_NAME_MAX + 1];
+	uint64_t epoch = e->snap_epoch, serial = s->serial, corrupt;
+	struct store_row *rows;
+	struct tier_call c;
+	int r;
+
+	rows = calloc(SNAP_PAGE_MAX, sizeof(*rows));
+	if (!rows)
+		return -ENOMEM;
+	snprintf(lo, sizeof(lo), "%s", s->hi);
+	e->snap_loads++;
+	corrupt = atomic_load(&e->l3->corrupt);
+	r = tier_enter(e, &c, OP_L3_LIST, dir, true);
+	if (r == 0)
+		r = e->l3->ops->list(e->l3, dir->ino, lo, rows, SNAP_PAGE_MAX);
+	r = tier_leave(e, &c, r);
+	if (r >= 0) {
+		size_t n = (size_t)r;
+
+		/* @s may have been forgotten or dropped meanwhile */
+		s = u64map_get(&e->snaps, dir->ino);
+		if (tier_stale(e, &c) || e->snap_epoch != epoch ||
+		    dir->deleted || !s || s->serial != serial ||
+		    strcmp(s->hi, lo) != 0 /* another grow came first */) {
+			r = -EAGAIN; /* may be older than what was applied */
+		} else {
+			lru_unlink(e, s);
+			lru_push(e, s);
+			make_room(e, rows_bytes(rows, n), s);
+			s->holey |= atomic_load(&e->l3->corrupt) != corrupt;
+			r = add_rows(e, s, rows, n, SNAP_PAGE_MAX);
+			if (r < 0)
+				snap_free(e, s);
+		}
+		for (size_t i = 0; i < n; i++)
+			store_row_release(&rows[i]);
+	}
+	free(rows);
+	return r;
+}
+
 int snap_resolve(struct eng *e, struct node *dir, const char *name,
 		 int *loads, struct node **out)
 {
@@ -320,6 +423,8 @@ int snap_resolve(struct eng *e, struct node *dir, const char *name,
 	 * writer changed the directory (a one-shot engine): L3 each time */
 	if (!name[0] || !e->feed_started)
 		return 1;
+	if (s && grows(s, name)) /* the next page, as many times as needed */
+		return grow(e, dir, s) == 0 ? 2 : 1;
 	if (!s || !covers(s, name)) {
 		/* the first load reads from the start: a second one, from
 		 * @name, when the directory is bigger than a page */

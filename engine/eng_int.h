@@ -539,7 +539,8 @@ bool feed_gone(struct eng *e, struct node *n);
 struct dirsnap;
 /* Answers a lookup of @name in @dir that missed the node table from
  * @dir's snapshot, loading one when it does not cover @name (*loads
- * counts the loads of this lookup, at most two): 0 and the node held in
+ * counts the loads of this lookup, at most two, besides the pages that
+ * grow a snapshot from the directory's start): 0 and the node held in
  * *out, -ENOENT, another negative errno, 2 (loaded: look again from the
  * node table, as the lock was dropped) or 1 (not answered: look up L3). */
 int snap_resolve(struct eng *e, struct node *dir, const char *name,

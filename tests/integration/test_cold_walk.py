@@ -7,8 +7,11 @@ rather than one per entry (the daemon's metrics), and that another mount's
 changes made after a directory was loaded are seen."""
 
 import errno
+import io
 import os
 import random
+import subprocess
+import tarfile
 
 import pytest
 
@@ -129,6 +132,35 @@ def test_a_directory_bigger_than_a_page_is_walked_in_any_order(tierfs):
             assert f.read() == content("big", name), name
     for name in ["n02500", "n0", "n000000", "m", "o"]:
         assert not os.path.exists(m.path("big", name)), name
+
+
+def test_tar_of_a_big_directory_made_in_no_name_order(tierfs):
+    """GNU tar reads a whole directory, then stats and reads each entry in
+    the order readdir gave: inode order, here not name order. The lookups
+    grow the directory's snapshot a page at a time (not a query per entry,
+    nor a page from each name), and reads fetch many files' content at
+    once."""
+    m = tierfs
+    names = [f"n{j:05}" for j in range(3000)]
+    made = list(names)
+    random.Random(3).shuffle(made)
+    make_tree(m, {"big": made})
+    m.remount()
+    drop_caches()
+    before = metrics(m)
+    out = subprocess.run(["tar", "-cf", "-", "-C", str(m.mnt), "big"], check=True,
+                         stdout=subprocess.PIPE).stdout
+    after = metrics(m)
+    with tarfile.open(fileobj=io.BytesIO(out)) as t:
+        members = [x for x in t.getmembers() if x.isfile()]
+        got = {os.path.basename(x.name): t.extractfile(x).read() for x in members}
+    assert [os.path.basename(x.name) for x in members] == made  # readdir's order
+    assert got == {n: content("big", n) for n in names}
+    loads = after["tierfs_dir_loads_total"] - before["tierfs_dir_loads_total"]
+    assert loads <= 6, loads  # 3 pages of 1,000, and a few more
+    assert calls(after, before, "l3", "lookup") == 0
+    batches = after["tierfs_prefetch_batches_total"] - before["tierfs_prefetch_batches_total"]
+    assert batches <= 3000 // 127 + 5, batches
 
 
 def test_another_mounts_changes_after_a_directory_was_loaded_are_seen(tierfs_factory):
