@@ -310,6 +310,29 @@ static int install(struct eng *e, uint64_t dir, const char *lo,
 	return 0;
 }
 
+/* Reads up to @limit of @dir's children named after @lo into @rows
+ * (drops the lock), as a snapshot's page: returns what list() did, and
+ * whether a concurrent change may make the rows older than what was
+ * applied meanwhile (*stale, with e->snap_epoch as it was at @epoch), or
+ * corrupt rows were skipped (*holey). */
+static int read_page(struct eng *e, struct node *dir, const char *lo,
+		     struct store_row *rows, size_t limit, uint64_t epoch,
+		     bool *stale, bool *holey)
+{
+	uint64_t corrupt = atomic_load(&e->l3->corrupt);
+	struct tier_call c;
+	int r;
+
+	e->snap_loads++;
+	r = tier_enter(e, &c, OP_L3_LIST, dir, true);
+	if (r == 0)
+		r = e->l3->ops->list(e->l3, dir->ino, lo, rows, limit);
+	r = tier_leave(e, &c, r);
+	*stale = tier_stale(e, &c) || e->snap_epoch != epoch || dir->deleted;
+	*holey = atomic_load(&e->l3->corrupt) != corrupt;
+	return r;
+}
+
 /* Reads the page of @dir's children that answers @name (after @old's
  * range when @old is set) and installs it. Drops the lock. 0, or a
  * negative errno (then nothing was installed). */
@@ -317,10 +340,10 @@ static int load(struct eng *e, struct node *dir, const char *name,
 		struct dirsnap *old)
 {
 	char lo[STORE_NAME_MAX + 1] = "";
-	uint64_t epoch = e->snap_epoch, corrupt;
+	uint64_t epoch = e->snap_epoch;
 	struct store_row *rows;
-	struct tier_call c;
 	size_t limit = SNAP_PAGE_MAX;
+	bool stale, holey;
 	int r;
 
 	if (old) {
@@ -333,21 +356,14 @@ static int load(struct eng *e, struct node *dir, const char *name,
 	rows = calloc(limit, sizeof(*rows));
 	if (!rows)
 		return -ENOMEM;
-	e->snap_loads++;
-	corrupt = atomic_load(&e->l3->corrupt);
-	r = tier_enter(e, &c, OP_L3_LIST, dir, true);
-	if (r == 0)
-		r = e->l3->ops->list(e->l3, dir->ino, lo, rows, limit);
-	r = tier_leave(e, &c, r);
+	r = read_page(e, dir, lo, rows, limit, epoch, &stale, &holey);
 	if (r >= 0) {
 		size_t n = (size_t)r;
 
-		if (tier_stale(e, &c) || e->snap_epoch != epoch ||
-		    dir->deleted)
+		if (stale)
 			r = -EAGAIN; /* may be older than what was applied */
 		else
-			r = install(e, dir->ino, lo, rows, n, limit,
-				    atomic_load(&e->l3->corrupt) != corrupt);
+			r = install(e, dir->ino, lo, rows, n, limit, holey);
 		for (size_t i = 0; i < n; i++)
 			store_row_release(&rows[i]);
 	}
@@ -369,35 +385,29 @@ static bool grows(const struct dirsnap *s, const char *name)
 static int grow(struct eng *e, struct node *dir, struct dirsnap *s)
 {
 	char lo[STORE_NAME_MAX + 1];
-	uint64_t epoch = e->snap_epoch, serial = s->serial, corrupt;
+	uint64_t epoch = e->snap_epoch, serial = s->serial;
 	struct store_row *rows;
-	struct tier_call c;
+	bool stale, holey;
 	int r;
 
 	rows = calloc(SNAP_PAGE_MAX, sizeof(*rows));
 	if (!rows)
 		return -ENOMEM;
 	snprintf(lo, sizeof(lo), "%s", s->hi);
-	e->snap_loads++;
-	corrupt = atomic_load(&e->l3->corrupt);
-	r = tier_enter(e, &c, OP_L3_LIST, dir, true);
-	if (r == 0)
-		r = e->l3->ops->list(e->l3, dir->ino, lo, rows, SNAP_PAGE_MAX);
-	r = tier_leave(e, &c, r);
+	r = read_page(e, dir, lo, rows, SNAP_PAGE_MAX, epoch, &stale, &holey);
 	if (r >= 0) {
 		size_t n = (size_t)r;
 
 		/* @s may have been forgotten or dropped meanwhile */
 		s = u64map_get(&e->snaps, dir->ino);
-		if (tier_stale(e, &c) || e->snap_epoch != epoch ||
-		    dir->deleted || !s || s->serial != serial ||
+		if (stale || !s || s->serial != serial ||
 		    strcmp(s->hi, lo) != 0 /* another grow came first */) {
 			r = -EAGAIN; /* may be older than what was applied */
 		} else {
 			lru_unlink(e, s);
 			lru_push(e, s);
 			make_room(e, rows_bytes(rows, n), s);
-			s->holey |= atomic_load(&e->l3->corrupt) != corrupt;
+			s->holey |= holey;
 			r = add_rows(e, s, rows, n, SNAP_PAGE_MAX);
 			if (r < 0)
 				snap_free(e, s);
