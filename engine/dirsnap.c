@@ -217,8 +217,8 @@ static int add_rows(struct eng *e, struct dirsnap *s, struct store_row *rows,
 
 	for (size_t i = 0; i < nrows; i++)
 		names += strlen(rows[i].name) + 1;
-	ents = realloc(s->ents, (s->n + nrows ? s->n + nrows : 1) *
-					sizeof(*ents));
+	ents = realloc(s->ents,
+		       (s->n + nrows ? s->n + nrows : 1) * sizeof(*ents));
 	if (!ents)
 		return -ENOMEM;
 	s->ents = ents;

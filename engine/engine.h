@@ -286,8 +286,9 @@ bool eng_release(struct eng *e, struct eng_file *f);
  * pending changes, in inode number order. @off is 0 for the start or a
  * cookie that an earlier entry returned, on this handle or any other of
  * the directory: an entry's cookie is its inode number, so a listing
- * resumes exactly after it whatever changed meanwhile. @fn is called for each entry in turn (with its
- * attributes and the cookie of the next one) until it returns non-zero,
+ * resumes exactly after it whatever changed meanwhile. @fn is called for
+ * each entry in turn (with its attributes and its cookie, the offset of
+ * the next one) until it returns non-zero,
  * which stops the walk before that entry is consumed. With @plus, every
  * entry handed to @fn for which @fn returns 0 has taken a lookup reference.
  * "." and ".." are the caller's business.

@@ -243,9 +243,8 @@ static int lpg_name_row_decode(const struct lpg *q, const PGresult *res,
 static int lpg_list_rows(struct store *s, enum lpg_stmt which,
 			 int (*decode)(const struct lpg *q, const PGresult *res,
 				       int row, struct store_row *out),
-			 uint64_t parent, const char *after,
-			 uint64_t after_ino, struct store_row *rows,
-			 size_t limit)
+			 uint64_t parent, const char *after, uint64_t after_ino,
+			 struct store_row *rows, size_t limit)
 {
 	struct lpg *q = lpg_of(s);
 	char b_parent[8], b_ino[8], b_limit[8];
@@ -257,8 +256,8 @@ static int lpg_list_rows(struct store *s, enum lpg_stmt which,
 	bool by_ino = !after;
 	int got, err;
 
-	if (by_ino && (!store_scan_page(after_ino, &limit) ||
-		       parent > STORE_SQL_MAX_INO))
+	if (by_ino &&
+	    (!store_scan_page(after_ino, &limit) || parent > STORE_SQL_MAX_INO))
 		return 0;
 	if (!by_ino && !store_list_page(parent, &after, &after_len, &limit))
 		return 0;
@@ -292,8 +291,8 @@ static int lpg_list_rows(struct store *s, enum lpg_stmt which,
 		if (n == limit || (size_t)got < limit || got == 0)
 			break;
 		if (by_ino) { /* the raw ino of the last row read */
-			const char *ino = PQgetvalue(res, got - 1,
-						     STORE_COL_INO);
+			const char *ino =
+				PQgetvalue(res, got - 1, STORE_COL_INO);
 
 			if (PQgetlength(res, got - 1, STORE_COL_INO) != 8) {
 				err = store_corrupt(&q->sb, 0, "bad ino");
@@ -341,8 +340,8 @@ static int lpg_list_by_ino(struct store *s, uint64_t parent, uint64_t after,
 	if (names)
 		return lpg_list_rows(s, S_LIST_INO_NAMES, lpg_name_row_decode,
 				     parent, NULL, after, rows, limit);
-	return lpg_list_rows(s, S_LIST_INO, lpg_row_decode, parent, NULL,
-			     after, rows, limit);
+	return lpg_list_rows(s, S_LIST_INO, lpg_row_decode, parent, NULL, after,
+			     rows, limit);
 }
 
 /* Reads the content of @ino (S_READ) or, when @row is given, its row and

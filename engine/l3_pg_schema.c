@@ -145,7 +145,7 @@ static const char lpg_feed_sql[] =
 
 /* The index of readdir's listings, as made by a new schema and by the step
  * to 6. */
-#define LPG_PARENT_INO_SQL                                                    \
+#define LPG_PARENT_INO_SQL                                                     \
 	"CREATE INDEX entries_parent_ino ON entries (parent, ino)"             \
 	" INCLUDE (name, kind)"
 

@@ -246,9 +246,8 @@ static int lsq_name_row_decode(const struct lsq *q, sqlite3_stmt *st,
 static int lsq_list_rows(struct store *s, enum lsq_rstmt which,
 			 int (*decode)(const struct lsq *q, sqlite3_stmt *st,
 				       struct store_row *out),
-			 uint64_t parent, const char *after,
-			 uint64_t after_ino, struct store_row *rows,
-			 size_t limit)
+			 uint64_t parent, const char *after, uint64_t after_ino,
+			 struct store_row *rows, size_t limit)
 {
 	struct lsq *q = lsq_of(s);
 	struct lsq_conn *c;
@@ -257,8 +256,8 @@ static int lsq_list_rows(struct store *s, enum lsq_rstmt which,
 	bool by_ino = !after;
 	int rc, err;
 
-	if (by_ino && (!store_scan_page(after_ino, &limit) ||
-		       parent > STORE_SQL_MAX_INO))
+	if (by_ino &&
+	    (!store_scan_page(after_ino, &limit) || parent > STORE_SQL_MAX_INO))
 		return 0;
 	if (!by_ino && !store_list_page(parent, &after, &after_len, &limit))
 		return 0;
@@ -317,8 +316,8 @@ static int lsq_list_by_ino(struct store *s, uint64_t parent, uint64_t after,
 	if (names)
 		return lsq_list_rows(s, R_LIST_INO_NAMES, lsq_name_row_decode,
 				     parent, NULL, after, rows, limit);
-	return lsq_list_rows(s, R_LIST_INO, lsq_row_decode, parent, NULL,
-			     after, rows, limit);
+	return lsq_list_rows(s, R_LIST_INO, lsq_row_decode, parent, NULL, after,
+			     rows, limit);
 }
 
 static int lsq_read(struct store *s, uint64_t ino, void **data, size_t *len)

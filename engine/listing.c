@@ -478,8 +478,9 @@ static int readdir_walk(struct eng *e, struct eng_dir *d, uint64_t off,
 			while (i < nrows && row_overridden(e, &rows[i]))
 				i++;
 			have_row = i < nrows;
-			have_pend = ip < npend &&
-				    (!full || pend[ip]->ino < rows[nrows - 1].ino);
+			have_pend =
+				ip < npend &&
+				(!full || pend[ip]->ino < rows[nrows - 1].ino);
 			if (!have_row && !have_pend)
 				break;
 			if (have_pend &&
