@@ -217,6 +217,30 @@ static int lpg_create(struct lpg *q, struct lpg_conn *c)
 }
 
 /*
+ * The end of every migration step: sets schema_version to @version and
+ * logs the step, with @what it did, at INFO. Runs inside the opening
+ * transaction, under the schema lock.
+ */
+static int lpg_migrated(struct lpg *q, struct lpg_conn *c, int version,
+			const char *what)
+{
+	char sql[96];
+	int err;
+
+	snprintf(sql, sizeof(sql),
+		 "UPDATE tierfs_meta SET value = %d"
+		 " WHERE key = 'schema_version'",
+		 version);
+	err = lpg_simple(q, c, sql, NULL, "set the schema version");
+	if (!err)
+		eng_logf(&q->base.log, LOG_INFO,
+			 "postgres '%s': migrated the schema from version %d "
+			 "to %d: %s",
+			 q->target, version - 1, version, what);
+	return err;
+}
+
+/*
  * Schema version 1 to 2: adds entries.merkle and computes it for every
  * directory under the root, deepest first (one S_MERKLE per depth), then
  * sets schema_version. Runs inside the opening transaction, under the
@@ -235,6 +259,7 @@ static int lpg_migrate_2(struct lpg *q, struct lpg_conn *c)
 	struct lpg_arr a = {0};
 	PGresult *order;
 	uint64_t count = 0;
+	char what[64];
 	int err;
 
 	err = lpg_simple(q, c, "ALTER TABLE entries ADD COLUMN merkle bytea",
@@ -253,17 +278,12 @@ static int lpg_migrate_2(struct lpg *q, struct lpg_conn *c)
 	err = lpg_merkle_levels(q, c, order, &a, NULL, &count);
 	PQclear(order);
 	lpg_arr_release(&a);
-	if (!err)
-		err = lpg_simple(q, c,
-				 "UPDATE tierfs_meta SET value = 2"
-				 " WHERE key = 'schema_version'",
-				 NULL, "set the schema version");
-	if (!err)
-		eng_logf(&q->base.log, LOG_INFO,
-			 "postgres '%s': migrated the schema from version 1 "
-			 "to 2: merkle hashes of %llu directories computed",
-			 q->target, (unsigned long long)count);
-	return err;
+	if (err)
+		return err;
+	snprintf(what, sizeof(what),
+		 "merkle hashes of %llu directories computed",
+		 (unsigned long long)count);
+	return lpg_migrated(q, c, 2, what);
 }
 
 /*
@@ -275,6 +295,7 @@ static int lpg_migrate_3(struct lpg *q, struct lpg_conn *c)
 {
 	PGresult *res = NULL;
 	const char *rows;
+	char what[64];
 	int err;
 
 	err = lpg_simple(q, c, "ALTER TABLE entries ADD COLUMN atime_ns bigint",
@@ -285,18 +306,13 @@ static int lpg_migrate_3(struct lpg *q, struct lpg_conn *c)
 	if (err)
 		return err;
 	rows = PQcmdTuples(res);
-	err = lpg_simple(q, c,
-			 "ALTER TABLE entries ALTER COLUMN atime_ns SET NOT NULL;"
-			 "UPDATE tierfs_meta SET value = 3"
-			 " WHERE key = 'schema_version'",
-			 NULL, "set the schema version");
-	if (!err)
-		eng_logf(&q->base.log, LOG_INFO,
-			 "postgres '%s': migrated the schema from version 2 "
-			 "to 3: atime set to mtime in %s entries",
-			 q->target, rows[0] ? rows : "0");
+	snprintf(what, sizeof(what), "atime set to mtime in %s entries",
+		 rows[0] ? rows : "0");
 	PQclear(res);
-	return err;
+	err = lpg_simple(q, c,
+			 "ALTER TABLE entries ALTER COLUMN atime_ns SET NOT NULL",
+			 NULL, "make atime_ns NOT NULL");
+	return err ? err : lpg_migrated(q, c, 3, what);
 }
 
 /*
@@ -309,17 +325,7 @@ static int lpg_migrate_4(struct lpg *q, struct lpg_conn *c)
 	int err;
 
 	err = lpg_simple(q, c, lpg_feed_sql, NULL, "create the feed");
-	if (!err)
-		err = lpg_simple(q, c,
-				 "UPDATE tierfs_meta SET value = 4"
-				 " WHERE key = 'schema_version'",
-				 NULL, "set the schema version");
-	if (!err)
-		eng_logf(&q->base.log, LOG_INFO,
-			 "postgres '%s': migrated the schema from version 3 "
-			 "to 4: the change feed",
-			 q->target);
-	return err;
+	return err ? err : lpg_migrated(q, c, 4, "the change feed");
 }
 
 /*
@@ -339,18 +345,10 @@ static int lpg_migrate_5(struct lpg *q, struct lpg_conn *c)
 			 " ADD CONSTRAINT entries_parent_name"
 			 " UNIQUE (parent, name) INCLUDE (ino, kind)",
 			 NULL, "rebuild the (parent, name) index");
-	if (!err)
-		err = lpg_simple(q, c,
-				 "UPDATE tierfs_meta SET value = 5"
-				 " WHERE key = 'schema_version'",
-				 NULL, "set the schema version");
-	if (!err)
-		eng_logf(&q->base.log, LOG_INFO,
-			 "postgres '%s': migrated the schema from version 4 "
-			 "to 5: the (parent, name) index includes ino and "
-			 "kind",
-			 q->target);
-	return err;
+	return err ? err
+		   : lpg_migrated(q, c, 5,
+				  "the (parent, name) index includes ino and "
+				  "kind");
 }
 
 /*
@@ -364,17 +362,8 @@ static int lpg_migrate_6(struct lpg *q, struct lpg_conn *c)
 
 	err = lpg_simple(q, c, LPG_PARENT_INO_SQL, NULL,
 			 "create the (parent, ino) index");
-	if (!err)
-		err = lpg_simple(q, c,
-				 "UPDATE tierfs_meta SET value = 6"
-				 " WHERE key = 'schema_version'",
-				 NULL, "set the schema version");
-	if (!err)
-		eng_logf(&q->base.log, LOG_INFO,
-			 "postgres '%s': migrated the schema from version 5 "
-			 "to 6: the (parent, ino) index of listings",
-			 q->target);
-	return err;
+	return err ? err
+		   : lpg_migrated(q, c, 6, "the (parent, ino) index of listings");
 }
 
 /*

@@ -460,6 +460,58 @@ static void test_cold_walk(void)
 	CHECK_EQ(eng_close(e), 0);
 }
 
+/*
+ * A snapshot grows from its directory's first page when a lookup asks for
+ * a later name (dirsnap.c). 2,500 entries: the lookup of a name on the
+ * third page makes the second page's query, which fails with EIO, once or
+ * until lifted. The lookup is then answered by L3's lookup, right; the
+ * snapshot stays as it was, and grows again (two pages) once L3 lists.
+ */
+static void test_snapshot_growth_failure(void)
+{
+	for (int sticky = 0; sticky < 2; sticky++) {
+		struct eng_config cfg = cfg_for(sticky ? "grow-sticky" : "grow-once",
+						0);
+		unsigned long long lists, lookups;
+		struct eng_counters cnt;
+		struct eng_attr d, a;
+		struct eng *e;
+		char id[32];
+
+		CHECK_EQ(eng_open(&cfg, &e), 0);
+		for (int i = 0; i < 2500; i++) {
+			snprintf(id, sizeof(id), "g.f%05d", i);
+			CHECK_EQ(eng_put(e, id, ITEM_BINARY, "x", 1), 0);
+		}
+		CHECK_EQ(eng_close(e), 0);
+
+		CHECK_EQ(eng_open(&cfg, &e), 0);
+		CHECK_EQ(eng_lookup(e, ROOT, "g", &d), 0);
+		CHECK_EQ(eng_lookup(e, d.ino, "f00010", &a), 0); /* page 1 */
+		eng_forget(e, a.ino, 1);
+		lists = atomic_load(&wst.calls[W_LIST]);
+		lookups = atomic_load(&wst.calls[W_LOOKUP]);
+		wst.fault = (struct wrap_fault){
+			.op = W_LIST, .err = EIO, .k = lists + 1, .sticky = sticky};
+		CHECK_EQ(eng_lookup(e, d.ino, "f02200", &a), 0);
+		CHECK_EQ(a.size, 1);
+		eng_forget(e, a.ino, 1);
+		CHECK_EQ(atomic_load(&wst.injected), 1);
+		CHECK_EQ(atomic_load(&wst.calls[W_LOOKUP]) - lookups, 1);
+		wrap_lift(&wst);
+		/* grows by the two pages after the first */
+		eng_get_counters(e, &cnt);
+		lists = cnt.dir_loads;
+		CHECK_EQ(eng_lookup(e, d.ino, "f02300", &a), 0);
+		eng_forget(e, a.ino, 1);
+		eng_get_counters(e, &cnt);
+		CHECK_EQ(cnt.dir_loads - lists, 2);
+		CHECK_EQ(atomic_load(&wst.calls[W_LOOKUP]) - lookups, 1);
+		eng_forget(e, d.ino, 1);
+		CHECK_EQ(eng_close(e), 0);
+	}
+}
+
 /* ---- a failed call changes nothing ---- */
 
 #define NAME_LEN 12 /* every name below has this many bytes */
@@ -717,6 +769,7 @@ int main(void)
 
 	test_metrics_count_every_call();
 	test_cold_walk();
+	test_snapshot_growth_failure();
 	test_inode_blocks_shared();
 	test_failed_changes_leave_nothing();
 	test_poison_is_set_aside();
